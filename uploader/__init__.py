@@ -1,0 +1,1 @@
+"""notaryd's library: planning, hashing, the S3 multipart engine, resume state, notary client."""

@@ -1,0 +1,102 @@
+"""Typed progress events and the hook interface through which the engine reports them.
+
+The library knows nothing about Prometheus or terminals: ``service/metrics.py`` and the CLI's
+progress display subscribe to these. Hooks are called on the event-loop thread and must not
+block; they must also not raise (an exception in a hook is logged and dropped by the emitter).
+
+Bytes are reported twice over on purpose: ``BytesSent`` counts every byte handed to the network
+(``resent=True`` when the part had been attempted before), ``PartAcknowledged`` counts the bytes
+S3 has confirmed and the state store has committed. Progress therefore never moves backwards.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class RetryReason(enum.StrEnum):
+    """Why a part was retried; a closed set so it can be a metric label."""
+
+    CONNECTION_RESET = "connection_reset"
+    TIMEOUT = "timeout"
+    STALL = "stall"
+    SERVER_ERROR = "server_error"
+    THROTTLED = "throttled"
+    REQUEST_TIMEOUT = "request_timeout"
+    BAD_DIGEST = "bad_digest"
+    OTHER = "other"
+
+
+class UploadState(enum.StrEnum):
+    PLANNED = "planned"
+    HASHING = "hashing"
+    UPLOADING = "uploading"
+    COMPLETING = "completing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class BytesSent:
+    target: str
+    nbytes: int
+    resent: bool
+
+
+@dataclass(frozen=True)
+class PartAcknowledged:
+    target: str
+    part_number: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class PartRetried:
+    target: str
+    part_number: int
+    reason: RetryReason
+    attempt: int
+
+
+@dataclass(frozen=True)
+class HashProgress:
+    target: str
+    bytes_hashed: int
+    bytes_total: int
+
+
+@dataclass(frozen=True)
+class UploadStateChanged:
+    target: str
+    state: UploadState
+    bytes_total: int
+    bytes_done: int
+    detail: str = ""
+
+
+Event = BytesSent | PartAcknowledged | PartRetried | HashProgress | UploadStateChanged
+
+
+class Hook(Protocol):
+    def __call__(self, event: Event, /) -> None: ...
+
+
+class Emitter:
+    """Fans events out to hooks, isolating the engine from a hook that raises."""
+
+    def __init__(self, hooks: Iterable[Hook] = ()) -> None:
+        self._hooks = list(hooks)
+
+    def __call__(self, event: Event) -> None:
+        for hook in self._hooks:
+            try:
+                hook(event)
+            except Exception:
+                log.exception("progress hook %r failed on %r", hook, event)

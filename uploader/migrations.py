@@ -1,0 +1,101 @@
+"""The SQLite schema as numbered migrations. Append only: never edit a released migration.
+
+Each migration runs in one transaction together with ``PRAGMA user_version = N``, so a crash
+leaves the database at either the old or the new version, never between.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: uploads, their parts, notary submissions and daemon jobs.
+    """
+    CREATE TABLE uploads (
+        id                    INTEGER PRIMARY KEY,
+        path                  TEXT    NOT NULL,
+        size                  INTEGER NOT NULL,
+        mtime_ns              INTEGER NOT NULL,
+        inode                 INTEGER NOT NULL,
+        sha256                TEXT,              -- whole file, hex
+        bucket                TEXT    NOT NULL,
+        key                   TEXT    NOT NULL,
+        endpoint              TEXT    NOT NULL DEFAULT '',
+        part_size             INTEGER NOT NULL,
+        checksum_algorithm    TEXT    NOT NULL,
+        full_checksum         TEXT,              -- full-object CRC, base64
+        s3_upload_id          TEXT,
+        access_key_id         TEXT,
+        secret_access_key     TEXT,
+        session_token         TEXT,
+        credentials_expire_at REAL,
+        state                 TEXT    NOT NULL,
+        error                 TEXT,
+        created_at            REAL    NOT NULL,
+        updated_at            REAL    NOT NULL,
+        completed_at          REAL
+    );
+    CREATE INDEX uploads_by_target ON uploads (bucket, key, endpoint);
+
+    CREATE TABLE parts (
+        upload_id INTEGER NOT NULL REFERENCES uploads (id) ON DELETE CASCADE,
+        number    INTEGER NOT NULL,
+        offset    INTEGER NOT NULL,
+        length    INTEGER NOT NULL,
+        checksum  TEXT    NOT NULL,              -- base64, algorithm from uploads.checksum_algorithm
+        etag      TEXT,
+        state     TEXT    NOT NULL DEFAULT 'pending',   -- pending | done
+        attempts  INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (upload_id, number)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE submission_intents (
+        -- written before POST /submissions so a crash between the POST and recording its answer
+        -- can be recovered from the service's history instead of creating a duplicate
+        id            INTEGER PRIMARY KEY,
+        name          TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        started_at    REAL NOT NULL,
+        submission_id TEXT
+    );
+
+    CREATE TABLE submissions (
+        id                     TEXT PRIMARY KEY,  -- the notary service's submission id (uuid)
+        name                   TEXT NOT NULL,
+        sha256                 TEXT NOT NULL,
+        path                   TEXT NOT NULL,
+        bucket                 TEXT NOT NULL,
+        object                 TEXT NOT NULL,
+        access_key_id          TEXT NOT NULL,
+        secret_access_key      TEXT NOT NULL,
+        session_token          TEXT NOT NULL,
+        credentials_issued_at  REAL NOT NULL,
+        credentials_expire_at  REAL NOT NULL,
+        state                  TEXT NOT NULL,     -- created|uploading|uploaded|done|abandoned
+        notary_status          TEXT,              -- In Progress|Accepted|Invalid|Rejected
+        abandoned_reason       TEXT,
+        log_path               TEXT,
+        webhook                TEXT,
+        created_at             REAL NOT NULL,
+        updated_at             REAL NOT NULL
+    );
+    CREATE INDEX submissions_by_sha256 ON submissions (sha256);
+
+    CREATE TABLE jobs (
+        id             TEXT PRIMARY KEY,
+        path           TEXT    NOT NULL,
+        name           TEXT,
+        webhook        TEXT,
+        skip_preflight INTEGER NOT NULL DEFAULT 0,
+        state          TEXT    NOT NULL,
+        submission_id  TEXT,
+        notary_status  TEXT,
+        error          TEXT,
+        bytes_total    INTEGER NOT NULL DEFAULT 0,
+        bytes_done     INTEGER NOT NULL DEFAULT 0,
+        created_at     REAL    NOT NULL,
+        updated_at     REAL    NOT NULL,
+        started_at     REAL,
+        finished_at    REAL
+    );
+    """,
+)
