@@ -81,7 +81,53 @@ class UploadStateChanged:
     detail: str = ""
 
 
-Event = BytesSent | PartAcknowledged | PartRetried | HashProgress | UploadStateChanged
+class NotaryStage(enum.StrEnum):
+    """Where a notarisation is; the daemon's job state follows these."""
+
+    PREFLIGHT = "preflight"
+    HASHING = "hashing"
+    SUBMITTING = "submitting"
+    UPLOADING = "uploading"
+    WAITING = "waiting"
+    FETCHING_LOG = "fetching_log"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class NotaryStageChanged:
+    target: str  # the archive path
+    stage: NotaryStage
+    submission_id: str | None = None
+    notary_status: str | None = None  # "In Progress" | "Accepted" | "Invalid" | "Rejected"
+    submitted_at: float | None = None  # Unix time the submission was created (for "oldest in progress")
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class NotaryRequestDone:
+    """One HTTP exchange with the notary API; ``code`` is the HTTP status or "error"."""
+
+    endpoint: str  # "submit" | "status" | "logs" | "history" | "log_download"
+    code: str
+
+
+@dataclass(frozen=True)
+class CredentialsIssued:
+    target: str
+    expires_at: float  # Unix time
+
+
+Event = (
+    BytesSent
+    | PartAcknowledged
+    | PartRetried
+    | HashProgress
+    | UploadStateChanged
+    | NotaryStageChanged
+    | NotaryRequestDone
+    | CredentialsIssued
+)
 
 
 class Hook(Protocol):
