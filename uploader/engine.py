@@ -1,0 +1,586 @@
+"""The resumable S3 multipart upload engine.
+
+Theory of operation
+-------------------
+1. **Identify** the file (path, size, mtime, inode) and look for an unfinished upload of it to
+   the same target in the state database.
+2. **Plan and hash** (new uploads only): part size from ``planning``, one streamed pass for the
+   SHA-256 and every part's CRC32C, all stored *before* anything is sent.
+3. **Create** the multipart upload (or, when resuming, **reconcile**: ListParts, paged past 1,000,
+   counts a remote part only if its number, size and checksum match the plan).
+4. **Upload** the missing parts concurrently (``config.concurrency`` per upload, plus an optional
+   process-wide ``part_slots`` semaphore shared between jobs). Each attempt streams the part from
+   disk under a **stall watchdog**: there is no whole-request deadline, a part is abandoned and
+   retried only when no byte has moved for ``stall_timeout_seconds``, so a slow but moving link
+   always finishes and a hung connection (including aiobotocore's ``Expect: 100-continue`` wait)
+   never blocks for longer than the stall timeout.
+5. A part is marked done only after S3 returned its ETag *and* that was committed to SQLite, so a
+   SIGKILL at any moment costs at most the parts in flight.
+6. **Complete** with every part's ETag and checksum in order, after checking the file is still the
+   one that was hashed; an object mixing two versions of the file is never completed.
+
+Errors are classified in one place (``s3client.classify``): transient ones are retried per part
+with capped, fully jittered exponential back-off for as long as the credentials are valid;
+ExpiredToken surfaces as ``CredentialsExpiredError`` (the notary layer gets a new submission);
+NoSuchUpload restarts the multipart upload; a changed source or a permanent refusal aborts it.
+Cancellation (Ctrl-C, SIGTERM, a daemon shutdown) does *not* abort: that is what resume is for.
+``abort()`` is the explicit user cancel.
+
+Concurrency contract: one ``MultipartUploader`` may run several uploads at once on one event loop;
+it must not be shared between event loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from uploader.config import EngineConfig
+from uploader.credentials import Credentials
+from uploader.database import Database
+from uploader.errors import (
+    CredentialsExpiredError,
+    PermanentUploadError,
+    SourceChangedError,
+    StallError,
+    TransientUploadError,
+    UploadError,
+    UploadGoneError,
+)
+from uploader.events import (
+    BytesSent,
+    Emitter,
+    HashProgress,
+    Hook,
+    PartAcknowledged,
+    PartRetried,
+    UploadState,
+    UploadStateChanged,
+)
+from uploader.hashing import (
+    DEFAULT_ALGORITHM,
+    FileDigest,
+    FileIdentity,
+    hash_file,
+    part_checksum_sync,
+)
+from uploader.part_body import PartBody, PartProgress
+from uploader.planning import plan_upload
+from uploader.s3client import Classified, ErrorKind, classify, open_s3_client
+from uploader.throttle import Throttle
+from uploader.upload_state import ACTIVE_STATES, PartRecord, UploadRecord, UploadStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# CompleteMultipartUpload may legitimately take minutes on a large object (S3 keeps the
+# connection alive with whitespace), so it gets a long backstop instead of the stall timeout.
+COMPLETE_TIMEOUT_SECONDS = 900.0
+# How often the watchdog looks at a part's progress (and reports bytes sent).
+WATCH_TICK_SECONDS = 0.5
+# NoSuchUpload mid-flight (a lifecycle rule or someone else aborted): start over at most this often.
+MAX_RESTARTS = 3
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    etag: str
+    part_count: int
+    resumed: bool
+    bytes_sent: int
+    bytes_resent: int
+
+
+class MultipartUploader:
+    def __init__(
+        self,
+        db: Database,
+        config: EngineConfig,
+        *,
+        hooks: Iterable[Hook] = (),
+        part_slots: asyncio.Semaphore | None = None,
+        throttle: Throttle | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        uniform: Callable[[float, float], float] = random.uniform,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = UploadStore(db)
+        self._config = config
+        self._emit = Emitter(hooks)
+        self._part_slots = part_slots
+        self._throttle = throttle
+        self._sleep = sleep
+        self._uniform = uniform
+        self._now = now
+
+    def __repr__(self) -> str:
+        c = self._config
+        return (f"MultipartUploader(part_size={c.part_size}, concurrency={c.concurrency}, "
+                f"stall_timeout={c.stall_timeout_seconds:g}s, endpoint={self._endpoint or 'aws'})")
+
+    @property
+    def _endpoint(self) -> str:
+        if self._config.accelerate:
+            return "s3-accelerate"
+        return self._config.endpoint_url or ""
+
+    # ------------------------------------------------------------------ public API
+
+    async def upload(
+        self,
+        path: Path,
+        bucket: str,
+        key: str,
+        credentials: Credentials,
+        *,
+        digest: FileDigest | None = None,
+        restart: bool = False,
+    ) -> UploadResult:
+        """Upload ``path`` to ``s3://bucket/key``, resuming whatever a previous run left.
+
+        ``digest`` (from ``hash_file`` with this engine's plan) saves the hashing pass when the
+        caller already made it. ``restart`` discards an unfinished upload of a changed file.
+        """
+        identity = await asyncio.to_thread(FileIdentity.of, path)
+        path = identity.path
+        record = await self._store.find(path, bucket, key, self._endpoint)
+        resumed = False
+        if record is not None:
+            changed = record.identity.difference(identity)
+            if record.state is UploadState.COMPLETED and not changed:
+                return self._result(record, etag="", resumed=True, sent=0, resent=0)
+            if record.state in ACTIVE_STATES and changed and not restart:
+                raise SourceChangedError(
+                    path, f"{changed} since the unfinished upload to s3://{bucket}/{key} began; "
+                    "re-run with --restart to upload the new contents from the beginning"
+                )
+            if record.state in ACTIVE_STATES and changed:
+                await self._abort_record(record, credentials)
+                record = None
+            elif record.state not in ACTIVE_STATES:
+                record = None
+            else:
+                resumed = True
+                await self._store.update_credentials(record.id, credentials)
+        if record is None:
+            plan = plan_upload(identity.size, self._config.part_size, self._config.limits)
+            if digest is None or digest.part_size != plan.part_size or digest.identity != identity:
+                digest = await self._hash(path, plan, f"s3://{bucket}/{key}")
+            record = await self._store.create(digest, bucket, key, self._endpoint, credentials)
+        async with open_s3_client(self._config, credentials) as client:
+            return await self._drive(client, record, credentials, resumed)
+
+    async def abort(self, path: Path, bucket: str, key: str, credentials: Credentials) -> bool:
+        """Abort the unfinished upload of ``path`` to the target; False if there was none."""
+        absolute = await asyncio.to_thread(os.path.abspath, path)
+        record = await self._store.find(Path(absolute), bucket, key, self._endpoint)
+        if record is None or record.state not in ACTIVE_STATES:
+            return False
+        await self._abort_record(record, credentials)
+        return True
+
+    # ------------------------------------------------------------------ stages
+
+    async def _hash(self, path: Path, plan: Any, target: str) -> FileDigest:
+        self._emit(UploadStateChanged(target, UploadState.HASHING, plan.size, 0))
+
+        def progress(done: int) -> None:
+            self._emit(HashProgress(target, done, plan.size))
+
+        return await hash_file(path, plan, DEFAULT_ALGORITHM, progress)
+
+    async def _drive(
+        self, client: Any, record: UploadRecord, credentials: Credentials, resumed: bool
+    ) -> UploadResult:
+        counters = _Counters()
+        try:
+            for _ in range(MAX_RESTARTS + 1):
+                try:
+                    record = await self._ensure_multipart(client, record)
+                    await self._upload_parts(client, record, credentials, counters)
+                    etag = await self._complete(client, record)
+                    break
+                except UploadGoneError:
+                    log.warning("%s: the multipart upload disappeared (NoSuchUpload); starting it again",
+                                record.target)
+                    await self._store.forget_parts(record.id)
+                    record = await self._store.get(record.id)
+            else:
+                raise PermanentUploadError(
+                    f"{record.target}: the multipart upload kept disappearing (NoSuchUpload "
+                    f"{MAX_RESTARTS + 1} times); check the bucket's lifecycle rules"
+                )
+        except (SourceChangedError, PermanentUploadError) as exc:
+            await asyncio.shield(self._fail(client, record, str(exc)))
+            raise
+        await self._store.set_state(record.id, UploadState.COMPLETED)
+        self._emit(UploadStateChanged(record.target, UploadState.COMPLETED,
+                                      record.identity.size, record.identity.size))
+        return self._result(record, etag, resumed, counters.sent, counters.resent)
+
+    async def _ensure_multipart(self, client: Any, record: UploadRecord) -> UploadRecord:
+        if record.s3_upload_id:
+            await self._reconcile(client, record)
+            return record
+        response = await self._call(
+            lambda: client.create_multipart_upload(
+                Bucket=record.bucket, Key=record.key, ChecksumAlgorithm=record.algorithm.value,
+            ),
+            what=f"create the multipart upload for {record.target}",
+        )
+        await self._store.set_s3_upload_id(record.id, response["UploadId"])
+        return await self._store.get(record.id)
+
+    async def _reconcile(self, client: Any, record: UploadRecord) -> None:
+        """Adopt parts S3 holds but we never recorded (we died between its ack and our commit)."""
+        local = {p.number: p for p in await self._store.parts(record.id)}
+        remote: dict[int, dict[str, Any]] = {}
+        marker = 0
+        while True:
+            page = await self._call(
+                lambda m=marker: client.list_parts(  # type: ignore[misc]
+                    Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,
+                    PartNumberMarker=m, MaxParts=1000,
+                ),
+                what=f"list the uploaded parts of {record.target}",
+            )
+            for part in page.get("Parts", []):
+                remote[int(part["PartNumber"])] = part
+            if not page.get("IsTruncated"):
+                break
+            marker = int(page["NextPartNumberMarker"])
+        adopt: dict[int, str] = {}
+        for number, part in remote.items():
+            mine = local.get(number)
+            if mine is None or mine.done or int(part["Size"]) != mine.length:
+                continue
+            remote_sum = part.get(record.algorithm.s3_parameter)
+            if remote_sum is not None and remote_sum != mine.checksum:
+                continue
+            adopt[number] = str(part["ETag"])
+        if adopt:
+            await self._store.mark_parts_done(record.id, adopt)
+        lost = [n for n, p in local.items() if p.done and n not in remote]
+        if lost:
+            # S3 no longer has parts it acknowledged; they cannot be completed without re-sending.
+            log.warning("%s: S3 lists no parts %s that it had acknowledged; sending them again",
+                        record.target, lost[:10])
+            await self._store.mark_parts_pending(record.id, lost)
+
+    async def _upload_parts(
+        self, client: Any, record: UploadRecord, credentials: Credentials, counters: _Counters
+    ) -> None:
+        await self._store.set_state(record.id, UploadState.UPLOADING)
+        parts = await self._store.parts(record.id)
+        pending = [p for p in parts if not p.done]
+        done_bytes = sum(p.length for p in parts if p.done)
+        self._emit(UploadStateChanged(record.target, UploadState.UPLOADING,
+                                      record.identity.size, done_bytes))
+        if not pending:
+            return
+        fd = await asyncio.to_thread(os.open, record.identity.path, os.O_RDONLY)
+        try:
+            opened = await asyncio.to_thread(os.fstat, fd)
+            if opened.st_ino != record.identity.inode or opened.st_size != record.identity.size:
+                raise SourceChangedError(record.identity.path, "the file was replaced since it was hashed")
+            limit = asyncio.Semaphore(self._config.concurrency)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for part in pending:
+                        group.create_task(
+                            self._send_part(client, record, part, fd, credentials, limit, counters)
+                        )
+            except BaseExceptionGroup as group_error:
+                raise _most_significant(group_error) from None
+        finally:
+            os.close(fd)
+
+    async def _send_part(
+        self,
+        client: Any,
+        record: UploadRecord,
+        part: PartRecord,
+        fd: int,
+        credentials: Credentials,
+        limit: asyncio.Semaphore,
+        counters: _Counters,
+    ) -> None:
+        retry_number = 0
+        while True:
+            self._check_credentials(credentials, record)
+            async with limit, self._global_slot():
+                attempt = await self._store.start_attempt(record.id, part.number)
+                progress = PartProgress()
+                body = PartBody(fd, part.part, record.algorithm, part.checksum, progress, self._throttle)
+                request = client.upload_part(
+                    Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,
+                    PartNumber=part.number, Body=body, ContentLength=part.length,
+                    **{record.algorithm.s3_parameter: part.checksum},
+                )
+                try:
+                    response = await self._watch(request, progress, record, part.number,
+                                                 resent=attempt > 1, counters=counters)
+                except Exception as exc:  # classified below, outside the slot
+                    failure: Exception = exc
+                else:
+                    await self._store.mark_part_done(record.id, part.number, str(response["ETag"]))
+                    self._emit(PartAcknowledged(record.target, part.number, part.length))
+                    return
+            if body.checksum_mismatch:
+                raise SourceChangedError(record.identity.path, f"part {part.number} changed on disk")
+            verdict = classify(failure)
+            await self._raise_unless_retryable(verdict, record, part)
+            self._emit(PartRetried(record.target, part.number, verdict.reason, attempt))
+            log.info("%s part %d attempt %d failed (%s: %s); retrying", record.target,
+                     part.number, attempt, verdict.code, verdict.message)
+            if self._config.retry.gives_up_after(retry_number + 1):
+                raise TransientUploadError(
+                    f"{record.target}: part {part.number} failed {retry_number + 1} times, last "
+                    f"{verdict.code}: {verdict.message}", reason=verdict.reason,
+                )
+            await self._sleep(self._config.retry.delay(retry_number, uniform=self._uniform))
+            retry_number += 1
+
+    async def _raise_unless_retryable(
+        self, verdict: Classified, record: UploadRecord, part: PartRecord
+    ) -> None:
+        if verdict.kind == ErrorKind.EXPIRED:
+            raise CredentialsExpiredError(
+                f"{record.target}: S3 says the upload credentials expired ({verdict.code}); "
+                "new credentials are needed to continue"
+            )
+        if verdict.kind == ErrorKind.GONE:
+            raise UploadGoneError(f"{record.target}: {verdict.code}: {verdict.message}")
+        if verdict.kind == ErrorKind.BAD_DIGEST:
+            on_disk = await asyncio.to_thread(
+                part_checksum_sync, record.identity.path, part.part, record.algorithm
+            )
+            if on_disk != part.checksum:
+                raise SourceChangedError(record.identity.path, f"part {part.number} changed on disk")
+            return  # the bytes were damaged in transit: send them again
+        if verdict.kind == ErrorKind.PERMANENT:
+            raise PermanentUploadError(
+                f"S3 refused part {part.number} of {record.target}: {verdict.code}: "
+                f"{verdict.message}{_advice(verdict.code)}"
+            )
+
+    async def _watch(
+        self,
+        request: Awaitable[T],
+        progress: PartProgress,
+        record: UploadRecord,
+        part_number: int,
+        *,
+        resent: bool,
+        counters: _Counters,
+    ) -> T:
+        """Await ``request`` while bytes keep moving; cancel it after a stall."""
+        task = asyncio.ensure_future(request)
+        reported = 0
+
+        def report() -> None:
+            nonlocal reported
+            sent, _ = progress.snapshot()
+            if sent > reported:
+                counters.add(sent - reported, resent)
+                self._emit(BytesSent(record.target, sent - reported, resent))
+                reported = sent
+
+        stall = self._config.stall_timeout_seconds
+        tick = min(WATCH_TICK_SECONDS, stall / 4)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=tick)
+                report()
+                if done:
+                    return task.result()
+                _, last = progress.snapshot()
+                if time.monotonic() - last > stall:
+                    raise StallError(part_number, stall)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+            if not task.cancelled():
+                task.exception()  # retrieved: the failure is reported through the caller
+            report()
+
+    async def _complete(self, client: Any, record: UploadRecord) -> str:
+        current = await asyncio.to_thread(FileIdentity.of, record.identity.path)
+        changed = record.identity.difference(current)
+        if changed:
+            raise SourceChangedError(record.identity.path, changed)
+        parts = await self._store.parts(record.id)
+        await self._store.set_state(record.id, UploadState.COMPLETING)
+        self._emit(UploadStateChanged(record.target, UploadState.COMPLETING,
+                                      record.identity.size, record.identity.size))
+        listing = [
+            {"PartNumber": p.number, "ETag": p.etag, record.algorithm.s3_parameter: p.checksum}
+            for p in parts
+        ]
+        try:
+            response = await self._call(
+                lambda: client.complete_multipart_upload(
+                    Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,
+                    MultipartUpload={"Parts": listing},
+                ),
+                what=f"complete {record.target}",
+                deadline_seconds=COMPLETE_TIMEOUT_SECONDS,
+            )
+        except UploadGoneError:
+            # A retried Complete whose first try succeeded answers NoSuchUpload: check the object.
+            head = await self._call(
+                lambda: client.head_object(Bucket=record.bucket, Key=record.key),
+                what=f"check {record.target}",
+            )
+            if int(head.get("ContentLength", -1)) != record.identity.size:
+                raise
+            response = head
+        return str(response.get("ETag", ""))
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _call(
+        self, make: Callable[[], Awaitable[T]], *, what: str, deadline_seconds: float | None = None
+    ) -> T:
+        """Run a non-part S3 call, retrying transient failures with the engine's policy."""
+        deadline = deadline_seconds or max(60.0, self._config.stall_timeout_seconds * 2)
+        retry_number = 0
+        while True:
+            try:
+                async with asyncio.timeout(deadline):
+                    return await make()
+            except Exception as exc:
+                verdict = classify(exc)
+                if verdict.kind == ErrorKind.EXPIRED:
+                    raise CredentialsExpiredError(
+                        f"could not {what}: S3 says the upload credentials expired ({verdict.code})"
+                    ) from None
+                if verdict.kind == ErrorKind.GONE:
+                    raise UploadGoneError(f"could not {what}: {verdict.code}") from None
+                if verdict.kind != ErrorKind.TRANSIENT:
+                    raise PermanentUploadError(
+                        f"could not {what}: {verdict.code}: {verdict.message}{_advice(verdict.code)}"
+                    ) from None
+                if self._config.retry.gives_up_after(retry_number + 1):
+                    raise TransientUploadError(
+                        f"could not {what}: {verdict.code}: {verdict.message}", reason=verdict.reason
+                    ) from None
+                log.info("could not %s (%s); retrying", what, verdict.code)
+            await self._sleep(self._config.retry.delay(retry_number, uniform=self._uniform))
+            retry_number += 1
+
+    def _check_credentials(self, credentials: Credentials, record: UploadRecord) -> None:
+        left = credentials.seconds_left(self._now())
+        if left is not None and left <= 0:
+            raise CredentialsExpiredError(
+                f"{record.target}: the upload credentials expired; new credentials are needed"
+            )
+
+    @contextlib.asynccontextmanager
+    async def _global_slot(self) -> Any:
+        if self._part_slots is None:
+            yield
+            return
+        async with self._part_slots:
+            yield
+
+    async def _fail(self, client: Any, record: UploadRecord, reason: str) -> None:
+        """Abort the multipart upload (frees S3 storage) and record why; never raises."""
+        with contextlib.suppress(Exception):
+            if record.s3_upload_id:
+                await self._abort_remote(client, record)
+        await self._store.set_state(record.id, UploadState.FAILED, reason)
+        self._emit(UploadStateChanged(record.target, UploadState.FAILED, record.identity.size, 0, reason))
+
+    async def _abort_record(self, record: UploadRecord, credentials: Credentials) -> None:
+        if record.s3_upload_id:
+            async with open_s3_client(self._config, credentials) as client:
+                await asyncio.shield(self._abort_remote(client, record))
+        await self._store.set_state(record.id, UploadState.ABORTED, "aborted")
+        self._emit(UploadStateChanged(record.target, UploadState.ABORTED, record.identity.size, 0))
+
+    async def _abort_remote(self, client: Any, record: UploadRecord) -> None:
+        # Parts still in flight may land after an abort; AWS advises aborting until ListParts
+        # answers NoSuchUpload.
+        for _ in range(3):
+            try:
+                await self._call(
+                    lambda: client.abort_multipart_upload(
+                        Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id
+                    ),
+                    what=f"abort {record.target}",
+                )
+                await self._call(
+                    lambda: client.list_parts(
+                        Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id
+                    ),
+                    what=f"confirm the abort of {record.target}",
+                )
+            except UploadGoneError:
+                return
+            except UploadError:
+                return
+
+    def _result(self, record: UploadRecord, etag: str, resumed: bool, sent: int, resent: int) -> UploadResult:
+        return UploadResult(
+            bucket=record.bucket, key=record.key, size=record.identity.size,
+            sha256=record.sha256 or "", etag=etag, part_count=record.plan.part_count,
+            resumed=resumed, bytes_sent=sent, bytes_resent=resent,
+        )
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.resent = 0
+
+    def add(self, nbytes: int, resent: bool) -> None:
+        self.sent += nbytes
+        if resent:
+            self.resent += nbytes
+
+
+_PRECEDENCE = (SourceChangedError, PermanentUploadError, CredentialsExpiredError, UploadGoneError,
+               TransientUploadError)
+
+
+def _most_significant(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """From the failures of concurrent parts, the one that decides what happens next."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for kind in _PRECEDENCE:
+        for exc in leaves:
+            if isinstance(exc, kind):
+                return exc
+    return leaves[0]
+
+
+def _advice(code: str) -> str:
+    if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN and the bucket policy)"
+    if code == "RequestTimeTooSkewed":
+        return " (this machine's clock is off; enable NTP)"
+    if code == "NoSuchBucket":
+        return " (check --bucket)"
+    return ""

@@ -1,0 +1,125 @@
+"""The S3 client (aioboto3) and the one place that decides what an S3 failure means.
+
+Client settings, and why:
+
+* botocore's own retries are off (``max_attempts=1``): the engine retries per part with its
+  own policy and stall watchdog, and botocore's legacy mode would retry BadDigest 4 times.
+* ``payload_signing_enabled=False``: SigV4 with UNSIGNED-PAYLOAD even over plain HTTP, so the
+  body is not read an extra time to SHA-256 it; integrity comes from the per-part CRC32C
+  header that S3 verifies.
+* ``request_checksum_calculation=when_required``: we supply the part checksums ourselves
+  (computed once in the hashing pass); botocore must not compute or trail another one.
+* ``max_pool_connections`` above the part concurrency, so parts never queue for a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aioboto3
+import aiohttp
+from aiobotocore.config import AioConfig
+from botocore import exceptions as boto_exc
+
+from uploader.config import EngineConfig
+from uploader.credentials import Credentials
+from uploader.errors import StallError
+from uploader.events import RetryReason
+
+
+@contextlib.asynccontextmanager
+async def open_s3_client(config: EngineConfig, credentials: Credentials) -> AsyncIterator[Any]:
+    """One client per credential set (the notary service issues one set per submission)."""
+    session = aioboto3.Session(
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=credentials.session_token,
+        region_name=config.region,
+    )
+    s3_options: dict[str, Any] = {"payload_signing_enabled": False}
+    if config.accelerate:
+        s3_options["use_accelerate_endpoint"] = True
+    elif config.endpoint_url:
+        s3_options["addressing_style"] = "path"
+    client_config = AioConfig(
+        region_name=config.region,
+        retries={"max_attempts": 1, "mode": "standard"},
+        connect_timeout=min(30.0, config.stall_timeout_seconds),
+        # The stall watchdog is the real guard; this only backs it up.
+        read_timeout=config.stall_timeout_seconds * 2,
+        max_pool_connections=config.concurrency * 2 + 2,
+        tcp_keepalive=True,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        s3=s3_options,
+    )
+    async with session.client("s3", endpoint_url=config.endpoint_url, config=client_config) as client:
+        yield client
+
+
+class ErrorKind:
+    TRANSIENT = "transient"
+    BAD_DIGEST = "bad_digest"
+    EXPIRED = "expired"
+    GONE = "gone"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class Classified:
+    kind: str
+    reason: RetryReason
+    code: str
+    message: str
+
+
+_EXPIRED = {"ExpiredToken", "TokenRefreshRequired", "ExpiredTokenException"}
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+              "TooManyRequests", "TooManyRequestsException", "RequestThrottled"}
+_SERVER = {"InternalError", "ServiceUnavailable", "InternalServerError", "BadGateway",
+           "GatewayTimeout"}
+_DIGEST = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch",
+           "XAmzContentSHA256Mismatch"}
+
+
+def classify(exc: BaseException) -> Classified:
+    """Map any exception from an S3 call to what the engine should do about it.
+
+    Transient: connection resets/aborts, timeouts, stalls, 5xx, 503 SlowDown/throttling,
+    400 RequestTimeout. Expired: ExpiredToken. Gone: NoSuchUpload. Bad digest: S3 saw other
+    bytes than we checksummed (the engine re-reads the part to tell a changed file from
+    corruption in transit). Everything else S3 answered with is permanent.
+    """
+    if isinstance(exc, StallError):
+        return Classified(ErrorKind.TRANSIENT, RetryReason.STALL, "Stall", str(exc))
+    if isinstance(exc, boto_exc.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = str(error.get("Message", "")) or code
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _EXPIRED:
+            return Classified(ErrorKind.EXPIRED, RetryReason.OTHER, code, message)
+        if code == "NoSuchUpload":
+            return Classified(ErrorKind.GONE, RetryReason.OTHER, code, message)
+        if code in _DIGEST:
+            return Classified(ErrorKind.BAD_DIGEST, RetryReason.BAD_DIGEST, code, message)
+        if code == "RequestTimeout":
+            return Classified(ErrorKind.TRANSIENT, RetryReason.REQUEST_TIMEOUT, code, message)
+        if code in _THROTTLED or status in (429, 503):
+            return Classified(ErrorKind.TRANSIENT, RetryReason.THROTTLED, code or str(status), message)
+        if code in _SERVER or status >= 500:
+            return Classified(ErrorKind.TRANSIENT, RetryReason.SERVER_ERROR, code or str(status), message)
+        return Classified(ErrorKind.PERMANENT, RetryReason.OTHER, code or str(status), message)
+    if isinstance(exc, (boto_exc.ReadTimeoutError, boto_exc.ConnectTimeoutError, TimeoutError,
+                        asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return Classified(ErrorKind.TRANSIENT, RetryReason.TIMEOUT, type(exc).__name__, str(exc))
+    if isinstance(exc, (boto_exc.EndpointConnectionError, boto_exc.ConnectionClosedError,
+                        boto_exc.HTTPClientError, boto_exc.ResponseStreamingError,
+                        boto_exc.IncompleteReadError, aiohttp.ClientError, ConnectionError,
+                        OSError)):
+        return Classified(ErrorKind.TRANSIENT, RetryReason.CONNECTION_RESET, type(exc).__name__, str(exc))
+    return Classified(ErrorKind.PERMANENT, RetryReason.OTHER, type(exc).__name__, str(exc))

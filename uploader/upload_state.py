@@ -1,0 +1,202 @@
+"""Resume state of multipart uploads: the ``uploads`` and ``parts`` tables.
+
+Invariant: a part is ``done`` only after S3 acknowledged it (returned its ETag) *and* that
+acknowledgement was committed here. After a crash, every part not ``done`` is either re-sent or
+recognised through ListParts; a ``done`` part is never sent again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from uploader.credentials import Credentials
+from uploader.database import Database
+from uploader.events import UploadState
+from uploader.hashing import ChecksumAlgorithm, FileDigest, FileIdentity
+from uploader.planning import Part, UploadPlan
+
+ACTIVE_STATES = (UploadState.PLANNED, UploadState.UPLOADING, UploadState.COMPLETING)
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    id: int
+    identity: FileIdentity
+    sha256: str | None
+    bucket: str
+    key: str
+    endpoint: str
+    part_size: int
+    algorithm: ChecksumAlgorithm
+    s3_upload_id: str | None
+    state: UploadState
+
+    @property
+    def plan(self) -> UploadPlan:
+        return UploadPlan(self.identity.size, self.part_size)
+
+    @property
+    def target(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    number: int
+    offset: int
+    length: int
+    checksum: str
+    etag: str | None
+    done: bool
+    attempts: int
+
+    @property
+    def part(self) -> Part:
+        return Part(self.number, self.offset, self.length)
+
+
+def _upload(row: sqlite3.Row) -> UploadRecord:
+    return UploadRecord(
+        id=row["id"],
+        identity=FileIdentity(Path(row["path"]), row["size"], row["mtime_ns"], row["inode"]),
+        sha256=row["sha256"],
+        bucket=row["bucket"],
+        key=row["key"],
+        endpoint=row["endpoint"],
+        part_size=row["part_size"],
+        algorithm=ChecksumAlgorithm(row["checksum_algorithm"]),
+        s3_upload_id=row["s3_upload_id"],
+        state=UploadState(row["state"]),
+    )
+
+
+class UploadStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def find(self, path: Path, bucket: str, key: str, endpoint: str) -> UploadRecord | None:
+        """The newest upload of this file to this target, finished or not."""
+        row = await self._db.fetchone(
+            "SELECT * FROM uploads WHERE path = ? AND bucket = ? AND key = ? AND endpoint = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (str(path), bucket, key, endpoint),
+        )
+        return _upload(row) if row else None
+
+    async def get(self, upload_id: int) -> UploadRecord:
+        row = await self._db.fetchone("SELECT * FROM uploads WHERE id = ?", (upload_id,))
+        if row is None:
+            raise KeyError(upload_id)
+        return _upload(row)
+
+    async def create(
+        self,
+        digest: FileDigest,
+        bucket: str,
+        key: str,
+        endpoint: str,
+        credentials: Credentials,
+    ) -> UploadRecord:
+        now = time.time()
+        ident = digest.identity
+        plan = UploadPlan(ident.size, digest.part_size)
+        async with self._db.transaction() as tx:
+            upload_id = await tx.execute(
+                "INSERT INTO uploads (path, size, mtime_ns, inode, sha256, bucket, key, endpoint,"
+                " part_size, checksum_algorithm, access_key_id, secret_access_key, session_token,"
+                " credentials_expire_at, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    str(ident.path), ident.size, ident.mtime_ns, ident.inode, digest.sha256,
+                    bucket, key, endpoint, digest.part_size, digest.algorithm.value,
+                    credentials.access_key_id, credentials.secret_access_key,
+                    credentials.session_token, credentials.expires_at,
+                    UploadState.PLANNED.value, now, now,
+                ),
+            )
+            await tx.executemany(
+                "INSERT INTO parts (upload_id, number, offset, length, checksum) VALUES (?, ?, ?, ?, ?)",
+                (
+                    (upload_id, p.number, p.offset, p.length, digest.part_checksums[p.number - 1])
+                    for p in plan.parts()
+                ),
+            )
+        return await self.get(upload_id)
+
+    async def parts(self, upload_id: int) -> list[PartRecord]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM parts WHERE upload_id = ? ORDER BY number", (upload_id,)
+        )
+        return [
+            PartRecord(r["number"], r["offset"], r["length"], r["checksum"], r["etag"],
+                       r["state"] == "done", r["attempts"])
+            for r in rows
+        ]
+
+    async def set_s3_upload_id(self, upload_id: int, s3_upload_id: str | None) -> None:
+        await self._db.execute(
+            "UPDATE uploads SET s3_upload_id = ?, updated_at = ? WHERE id = ?",
+            (s3_upload_id, time.time(), upload_id),
+        )
+
+    async def set_state(self, upload_id: int, state: UploadState, error: str | None = None) -> None:
+        completed = time.time() if state is UploadState.COMPLETED else None
+        await self._db.execute(
+            "UPDATE uploads SET state = ?, error = ?, updated_at = ?,"
+            " completed_at = COALESCE(?, completed_at) WHERE id = ?",
+            (state.value, error, time.time(), completed, upload_id),
+        )
+
+    async def update_credentials(self, upload_id: int, credentials: Credentials) -> None:
+        await self._db.execute(
+            "UPDATE uploads SET access_key_id = ?, secret_access_key = ?, session_token = ?,"
+            " credentials_expire_at = ?, updated_at = ? WHERE id = ?",
+            (credentials.access_key_id, credentials.secret_access_key, credentials.session_token,
+             credentials.expires_at, time.time(), upload_id),
+        )
+
+    async def start_attempt(self, upload_id: int, number: int) -> int:
+        """Count an attempt before sending; returns the attempt number (1 = first ever)."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE parts SET attempts = attempts + 1 WHERE upload_id = ? AND number = ?",
+                (upload_id, number),
+            )
+            row = await tx.fetchone(
+                "SELECT attempts FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number)
+            )
+        return int(row["attempts"]) if row else 1
+
+    async def mark_part_done(self, upload_id: int, number: int, etag: str) -> None:
+        await self._db.execute(
+            "UPDATE parts SET state = 'done', etag = ? WHERE upload_id = ? AND number = ?",
+            (etag, upload_id, number),
+        )
+
+    async def mark_parts_done(self, upload_id: int, etags: dict[int, str]) -> None:
+        async with self._db.transaction() as tx:
+            await tx.executemany(
+                "UPDATE parts SET state = 'done', etag = ? WHERE upload_id = ? AND number = ?",
+                ((etag, upload_id, number) for number, etag in etags.items()),
+            )
+
+    async def forget_parts(self, upload_id: int) -> None:
+        """The multipart upload is gone (NoSuchUpload): every part must be sent again."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE parts SET state = 'pending', etag = NULL WHERE upload_id = ?", (upload_id,)
+            )
+            await tx.execute(
+                "UPDATE uploads SET s3_upload_id = NULL, state = ?, updated_at = ? WHERE id = ?",
+                (UploadState.PLANNED.value, time.time(), upload_id),
+            )
+
+    async def mark_parts_pending(self, upload_id: int, numbers: list[int]) -> None:
+        async with self._db.transaction() as tx:
+            await tx.executemany(
+                "UPDATE parts SET state = 'pending', etag = NULL WHERE upload_id = ? AND number = ?",
+                ((upload_id, n) for n in numbers),
+            )
