@@ -1,0 +1,140 @@
+"""Progress display for the CLI: a live bar on a terminal, plain periodic lines otherwise.
+
+It is an event hook (``uploader.events.Hook``): feed it engine and notary events. Rates are a
+moving average over the last ``window_seconds`` so the ETA follows the link as it is now.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from uploader.events import (
+    Event,
+    HashProgress,
+    NotaryStageChanged,
+    PartAcknowledged,
+    PartRetried,
+    UploadState,
+    UploadStateChanged,
+)
+
+
+class RateMeter:
+    """Bytes per second over a sliding window."""
+
+    def __init__(self, window_seconds: float = 20.0) -> None:
+        self.window = window_seconds
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+
+    def add(self, nbytes: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._samples.append((now, nbytes))
+        while self._samples and now - self._samples[0][0] > self.window:
+            self._samples.popleft()
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        while self._samples and now - self._samples[0][0] > self.window:
+            self._samples.popleft()
+        if not self._samples:
+            return 0.0
+        span = max(now - self._samples[0][0], 1.0)
+        return sum(n for _, n in self._samples) / span
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class ProgressDisplay:
+    """Shows hashing and upload progress; use as a context manager around the work."""
+
+    def __init__(self, stream: TextIO | None = None, *, plain_interval_seconds: float = 10.0) -> None:
+        self._stream = stream or sys.stderr
+        self._tty = self._stream.isatty()
+        self._interval = plain_interval_seconds
+        self._last_line = 0.0
+        self._meter = RateMeter()
+        self._total = 0
+        self._done = 0
+        self._retries = 0
+        self._phase = "starting"
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ProgressDisplay:
+        if self._tty:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+                TransferSpeedColumn(), TimeRemainingColumn(),
+                console=Console(file=self._stream), transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("starting", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def message(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            print(text, file=self._stream, flush=True)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, HashProgress):
+            self._set("hashing", event.bytes_hashed, event.bytes_total)
+        elif isinstance(event, UploadStateChanged):
+            if event.state is UploadState.UPLOADING:
+                self._set("uploading", event.bytes_done, event.bytes_total)
+            elif event.state is UploadState.COMPLETED:
+                self._set("uploaded", event.bytes_total, event.bytes_total, force=True)
+            elif event.state is UploadState.HASHING:
+                self._set("hashing", 0, event.bytes_total)
+        elif isinstance(event, PartAcknowledged):
+            self._meter.add(event.nbytes)
+            self._set(self._phase, self._done + event.nbytes, self._total)
+        elif isinstance(event, PartRetried):
+            self._retries += 1
+        elif isinstance(event, NotaryStageChanged):
+            status = f" ({event.notary_status})" if event.notary_status else ""
+            sub = f" submission {event.submission_id}" if event.submission_id else ""
+            self.message(f"notaryd: {event.stage.value}{sub}{status} {event.detail}".rstrip())
+
+    def _set(self, phase: str, done: int, total: int, *, force: bool = False) -> None:
+        self._phase, self._done, self._total = phase, done, total
+        if self._progress is not None and self._task is not None:
+            label = phase if not self._retries else f"{phase} ({self._retries} retries)"
+            self._progress.update(self._task, description=label, completed=done, total=total or None)
+            return
+        now = time.monotonic()
+        if force or now - self._last_line >= self._interval:
+            self._last_line = now
+            rate = self._meter.rate()
+            eta = f", ETA {int((total - done) / rate)} s" if rate > 0 and total > done else ""
+            pct = f" ({100 * done / total:.0f} %)" if total else ""
+            print(
+                f"notaryd: {phase} {human_bytes(done)} of {human_bytes(total)}{pct}, "
+                f"{human_bytes(rate)}/s{eta}, {self._retries} retries",
+                file=self._stream, flush=True,
+            )
