@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from uploader.database import Database
+from uploader.migrations import MIGRATIONS
+
+
+async def test_created_private_with_wal_and_current_schema(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "notaryd.sqlite3"
+    db = await Database.open(path)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert await db.schema_version() == len(MIGRATIONS)
+        row = await db.fetchone("PRAGMA journal_mode")
+        assert row is not None and row[0] == "wal"
+    finally:
+        await db.close()
+    again = await Database.open(path)  # re-opening runs no migration twice
+    assert await again.schema_version() == len(MIGRATIONS)
+    await again.close()
+
+
+async def test_transaction_rolls_back_on_error_and_on_cancellation(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "db")
+    try:
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
+                                 " VALUES ('a', '/x', 'queued', 0, 0)")
+                raise RuntimeError
+        assert await db.fetchone("SELECT * FROM jobs") is None
+
+        started = asyncio.Event()
+
+        async def slow_transaction() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
+                                 " VALUES ('b', '/x', 'queued', 0, 0)")
+                started.set()
+                await asyncio.sleep(10)
+
+        task = asyncio.create_task(slow_transaction())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await db.fetchone("SELECT * FROM jobs") is None
+        # the connection is usable afterwards
+        await db.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
+                         " VALUES ('c', '/x', 'queued', 0, 0)")
+        assert len(await db.fetchall("SELECT * FROM jobs")) == 1
+    finally:
+        await db.close()

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from awscrt import checksums
+
+from uploader.config import UploadLimits
+from uploader.errors import SourceChangedError
+from uploader.hashing import (
+    READ_SIZE,
+    ChecksumAlgorithm,
+    FileIdentity,
+    hash_file,
+    hash_file_sync,
+    part_checksum_sync,
+)
+from uploader.planning import plan_upload
+
+TINY = UploadLimits(min_part_size=1)
+
+
+@pytest.mark.parametrize("part_size", [1000, READ_SIZE - 1, READ_SIZE, READ_SIZE + 3, 3 * READ_SIZE])
+async def test_one_pass_matches_independent_digests(tmp_path: Path, part_size: int) -> None:
+    data = os.urandom(2 * READ_SIZE + 12345)
+    path = tmp_path / "archive.zip"
+    path.write_bytes(data)
+    plan = plan_upload(len(data), part_size, TINY)
+    digest = await hash_file(path, plan)
+    assert digest.sha256 == hashlib.sha256(data).hexdigest()
+    expected = [
+        ChecksumAlgorithm.CRC32C.to_wire(checksums.crc32c(data[p.offset : p.end]))
+        for p in plan.parts()
+    ]
+    assert list(digest.part_checksums) == expected
+    assert digest.identity == FileIdentity.of(path)
+    for part in plan.parts()[:3]:
+        assert part_checksum_sync(path, part, ChecksumAlgorithm.CRC32C) == expected[part.number - 1]
+
+
+async def test_progress_is_reported_on_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "a"
+    path.write_bytes(b"x" * (READ_SIZE * 9))
+    seen: list[int] = []
+    await hash_file(path, plan_upload(READ_SIZE * 9, READ_SIZE, TINY), on_progress=seen.append)
+    assert seen[-1] == READ_SIZE * 9
+    assert seen == sorted(seen)
+
+
+def test_a_file_that_grew_since_planning_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a"
+    path.write_bytes(b"x" * 100)
+    plan = plan_upload(100, 10, TINY)
+    path.write_bytes(b"x" * 101)
+    with pytest.raises(SourceChangedError, match="size 100 -> 101"):
+        hash_file_sync(path, plan)
+
+
+def test_identity_difference_names_what_changed(tmp_path: Path) -> None:
+    path = tmp_path / "a"
+    path.write_bytes(b"1")
+    before = FileIdentity.of(path)
+    os.utime(path, ns=(1, 1))
+    assert before.difference(FileIdentity.of(path)) == "modification time changed"
+    replacement = tmp_path / "b"
+    replacement.write_bytes(b"22")
+    os.replace(replacement, path)
+    text = before.difference(FileIdentity.of(path)) or ""
+    assert "size 1 -> 2 bytes" in text and "inode changed" in text
