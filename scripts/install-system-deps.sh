@@ -5,6 +5,8 @@ set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# tests/deploy/mdwe_probe.py loads libseccomp (systemd depends on it; listed for minimal images)
+ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null || need+=(libseccomp2)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-system-deps: missing ${need[*]}; run 'sudo apt-get install ${need[*]}' (tests needing them will fail)" >&2
