@@ -1,0 +1,90 @@
+"""``run_preflight(path)``: pick the walker for what ``path`` is and assemble the report."""
+
+from __future__ import annotations
+
+import os
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+
+from uploader.errors import ConfigError
+from uploader.preflight import messages as msg
+from uploader.preflight.apple_roots import apple_roots
+from uploader.preflight.messages import Severity
+from uploader.preflight.report import PreflightReport
+from uploader.preflight.source import RegionSource
+from uploader.preflight.walk import CONTAINER_ERRORS, Scan, scan_directory
+
+
+class PreflightInputError(ConfigError):
+    """PATH cannot be preflighted at all (missing, unreadable, or a damaged top-level archive)."""
+
+
+def run_preflight(
+    path: Path, *, trust_anchors: Sequence[x509.Certificate] | None = None
+) -> PreflightReport:
+    """Check ``path`` (folder, .zip, .pkg, Mach-O; .dmg is reported as not inspected).
+
+    ``trust_anchors`` replaces Apple Root CA as the root Developer ID chains must reach (tests
+    use it with their own generated CA). Blocking: call it through ``asyncio.to_thread`` from
+    async code. Raises ``PreflightInputError`` when ``path`` does not exist or its top-level
+    archive is unreadable.
+    """
+    path = Path(path)
+    started = time.perf_counter()
+    scan = Scan(apple_roots() if trust_anchors is None else tuple(trust_anchors))
+    if path.is_dir():
+        scan_directory(scan, path)
+    elif path.is_file():
+        _scan_file(scan, path)
+    else:
+        raise PreflightInputError(
+            f"{path}: no such file or folder; give a .zip, .app, .pkg or Mach-O"
+        )
+    if scan.macho_files == 0 and not any(
+        i.message in (msg.DMG_NOT_INSPECTED, msg.CONTAINER_NOT_INSPECTED) for i in scan.issues
+    ):
+        scan.add(Severity.WARNING, path.name, msg.NO_CODE_FOUND)
+    return PreflightReport(
+        archive_filename=path.name,
+        issues=tuple(scan.issues),
+        files_scanned=scan.files_scanned,
+        macho_files=scan.macho_files,
+        architecture_slices=scan.slices,
+        elapsed_seconds=time.perf_counter() - started,
+    )
+
+
+def _scan_file(scan: Scan, path: Path) -> None:
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            # The top-level archive is walked directly, so its damage is fatal, not a warning.
+            source = RegionSource(handle, 0, size)
+            head = source.read_at(0, 8)
+            if head[:4] == b"PK\x03\x04" or (head[:4] == b"PK\x05\x06"):
+                from uploader.preflight.walk import scan_zip
+
+                scan_zip(scan, handle, path.name)
+            elif head[:4] == b"xar!":
+                from uploader.preflight.pkg import scan_pkg
+
+                scan_pkg(scan, handle, path.name)
+            else:
+                scan.visit(path.name, source)
+    except zipfile.BadZipFile as exc:
+        raise PreflightInputError(
+            f"{path}: not a readable zip archive ({exc}); re-create it with "
+            "`ditto -c -k --keepParent`"
+        ) from exc
+    except PermissionError as exc:
+        raise PreflightInputError(
+            f"{path}: cannot be read ({exc.strerror}); check permissions"
+        ) from exc
+    except CONTAINER_ERRORS as exc:
+        raise PreflightInputError(
+            f"{path}: cannot be read as an archive ({type(exc).__name__}: {exc})"
+        ) from exc
