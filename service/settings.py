@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import platformdirs
 
@@ -26,6 +26,9 @@ from uploader.errors import ConfigError
 DEFAULT_API_URL = "https://appstoreconnect.apple.com/notary/v2"
 DEFAULT_LISTEN = "127.0.0.1:7780"
 APP_NAME = "notaryd"
+
+if TYPE_CHECKING:
+    from uploader.notary.pipeline import NotaryConfig
 
 T = TypeVar("T")
 
@@ -98,6 +101,34 @@ class Settings:
             stall_timeout_seconds=self.stall_timeout,
             endpoint_url=endpoint,
             accelerate=use_accelerate and endpoint is None,
+        )
+
+    def notary_config(self) -> NotaryConfig:
+        """Settings of the notarisation pipeline; names what is missing and where to set it."""
+        from uploader.notary.pipeline import NotaryConfig
+
+        missing = [
+            f"NOTARYD_{name.upper()} (or '{name}' in {self.config_file or default_config_path()})"
+            for name, value in (("key_id", self.key_id), ("issuer_id", self.issuer_id),
+                                ("private_key", self.private_key))
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                "App Store Connect API key not configured: set " + ", ".join(missing)
+                + ". Create a team key under Users and Access > Integrations > App Store Connect API."
+            )
+        assert self.key_id and self.issuer_id and self.private_key
+        return NotaryConfig(
+            api_url=self.api_url,
+            key_path=self.private_key,
+            key_id=self.key_id,
+            issuer_id=self.issuer_id,
+            engine=self.engine_config(),
+            state_dir=self.state_dir,
+            poll_initial_seconds=self.poll_initial,
+            poll_max_seconds=self.poll_max,
+            stuck_after_seconds=self.stuck_after,
         )
 
     def __repr__(self) -> str:  # never show the API token

@@ -1,0 +1,458 @@
+"""A notarisation from archive to verdict: preflight, hash, submit, upload, wait, log.
+
+Theory of operation
+-------------------
+Every step is resumable, because every fact is in SQLite before the next step relies on it:
+
+* **Hash** once. The SHA-256 and part checksums are stored with the upload, so a re-run of the
+  same, unchanged file (same size, mtime, inode) skips the 20 GB read.
+* **Submit** at most once per archive. Before ``POST /submissions`` an *intent* row is written;
+  the answer (id, bucket, object, temporary credentials) is committed right after. A re-run
+  finds the active submission by SHA-256 and path and continues it. If the process died in the
+  few milliseconds between the POST and the commit, the submission's credentials are lost with
+  it: nothing can ever be uploaded to it. The re-run then looks the orphan up in the service's
+  history (same name, created after the intent), records it as abandoned so it is accounted
+  for, and creates one new submission. No other path creates a second submission.
+* **Upload** with the multipart engine. The 12-hour credentials cannot be renewed: if S3 says
+  ExpiredToken, or the measured rate says the rest cannot be sent before they expire, the
+  submission is recorded as abandoned and a new one is created for the same archive.
+* **Wait**: poll with back-off (10 s growing to a few minutes, 429 backs off hard), network
+  errors and 5xx are tolerated for ever; a submission in progress longer than ``stuck_after``
+  is reported stuck and still polled. Tokens are re-minted per request, never over 20 minutes.
+* **Log**: fetched from the pre-signed URL without the Bearer token, stored beside the state,
+  and turned into a readable report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from uploader.config import EngineConfig
+from uploader.database import Database
+from uploader.engine import MultipartUploader
+from uploader.errors import CredentialsExpiredError, NotarydError
+from uploader.events import (
+    BytesSent,
+    CredentialsIssued,
+    Emitter,
+    Event,
+    HashProgress,
+    Hook,
+    NotaryStage,
+    NotaryStageChanged,
+    PartAcknowledged,
+    UploadState,
+    UploadStateChanged,
+)
+from uploader.hashing import FileDigest, FileIdentity, hash_file
+from uploader.notary.auth import TokenSource, load_api_key
+from uploader.notary.client import (
+    IN_PROGRESS,
+    NewSubmission,
+    NotaryClient,
+    SubmissionStatus,
+    with_retries,
+)
+from uploader.notary.errors import LogUrlExpired, NotaryError, RateLimited
+from uploader.notary.logreport import parse_log, render_report
+from uploader.notary.store import UPLOADED, SubmissionRecord, SubmissionStore
+from uploader.planning import plan_upload
+from uploader.retry import RetryPolicy
+from uploader.throttle import Throttle
+from uploader.upload_state import UploadStore
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = "Accepted"
+# Re-create the submission when the rest of the upload would finish this close to expiry.
+CREDENTIAL_SAFETY_SECONDS = 600.0
+# How often the upload's projected finish is compared with the credentials' expiry.
+EXPIRY_CHECK_SECONDS = 30.0
+# Calls whose failure should not end a notarisation: retry transient errors for this long.
+API_RETRY = RetryPolicy(initial_delay_seconds=2.0, max_delay_seconds=120.0)
+
+
+@dataclass(frozen=True)
+class NotaryConfig:
+    api_url: str
+    key_path: Path
+    key_id: str
+    issuer_id: str
+    engine: EngineConfig
+    state_dir: Path
+    poll_initial_seconds: float = 10.0
+    poll_max_seconds: float = 180.0
+    stuck_after_seconds: float = 3 * 3600.0
+
+
+@dataclass(frozen=True)
+class NotarizeRequest:
+    path: Path
+    name: str | None = None
+    webhook: str | None = None
+    skip_preflight: bool = False
+    wait: bool = True
+
+
+@dataclass(frozen=True)
+class NotarizeOutcome:
+    path: Path
+    submission_id: str | None
+    status: str  # "Accepted" | "Invalid" | "Rejected" | "In Progress" (with wait=False) | other
+    log_path: Path | None
+    report: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == ACCEPTED
+
+
+class PreflightFailed(NotarydError):
+    """The archive has signing problems the notary service would reject; nothing was uploaded."""
+
+    def __init__(self, path: Path, report: str) -> None:
+        super().__init__(
+            f"{path}: preflight found problems the notary service rejects; fix them and rebuild, "
+            "or pass --skip-preflight to submit anyway"
+        )
+        self.report = report
+
+
+class _CredentialsWillExpire(Exception):
+    pass
+
+
+class Notarizer:
+    """Runs notarisations. Safe to use for several archives at once on one event loop."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: NotaryConfig,
+        *,
+        hooks: Iterable[Hook] = (),
+        part_slots: asyncio.Semaphore | None = None,
+        throttle: Throttle | None = None,
+        session: aiohttp.ClientSession | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._config = config
+        self._hooks = list(hooks)
+        self._emit = Emitter(self._hooks)
+        self._part_slots = part_slots
+        self._throttle = throttle
+        self._session = session
+        self._sleep = sleep
+        self._clock = clock
+        self._submissions = SubmissionStore(db, clock=clock)
+        self._uploads = UploadStore(db)
+        self._client: NotaryClient | None = None
+
+    def __repr__(self) -> str:
+        return f"<Notarizer {self._config.api_url} key_id={self._config.key_id!r}>"
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def client(self) -> NotaryClient:
+        """The API client, created on first use (reading the key file off the event loop)."""
+        if self._client is None:
+            key = await asyncio.to_thread(
+                load_api_key, self._config.key_path,
+                key_id=self._config.key_id, issuer_id=self._config.issuer_id,
+            )
+            self._client = NotaryClient(
+                self._config.api_url, TokenSource(key, clock=self._clock), self._session,
+                hooks=self._hooks, clock=self._clock,
+            )
+        return self._client
+
+    # ------------------------------------------------------------------ the whole run
+
+    async def run(self, request: NotarizeRequest) -> NotarizeOutcome:
+        path = Path(await asyncio.to_thread(os.path.abspath, request.path))
+        target = str(path)
+        client = await self.client()  # fail fast on a bad key, before reading 20 GB
+        if not request.skip_preflight:
+            await self._preflight(path, target)
+        digest = await self._digest(path, target)
+        name = request.name or path.name
+        submission = await self._submission_for(client, digest, name, path, request.webhook)
+        if submission.state != UPLOADED and submission.notary_status in (None, IN_PROGRESS):
+            submission = await self._upload(client, digest, submission, name, path, request.webhook)
+        if not request.wait:
+            return NotarizeOutcome(path, submission.id, submission.notary_status or IN_PROGRESS,
+                                   None, "")
+        status = await self.wait(submission.id, target, submitted_at=submission.created_at)
+        return await self._finish(client, submission.id, status.status, target, path)
+
+    async def _preflight(self, path: Path, target: str) -> None:
+        from uploader.preflight import run_preflight
+
+        self._emit(NotaryStageChanged(target, NotaryStage.PREFLIGHT))
+        report = await asyncio.to_thread(run_preflight, path)
+        if report.has_errors:
+            raise PreflightFailed(path, report.render_text())
+
+    async def _digest(self, path: Path, target: str) -> FileDigest:
+        identity = await asyncio.to_thread(FileIdentity.of, path)
+        plan = plan_upload(identity.size, self._config.engine.part_size, self._config.engine.limits)
+        known = await self._uploads.find_digest(identity, plan.part_size)
+        if known is not None:
+            return known
+        self._emit(NotaryStageChanged(target, NotaryStage.HASHING))
+        self._emit(UploadStateChanged(target, UploadState.HASHING, identity.size, 0))
+
+        def progress(done: int) -> None:
+            self._emit(HashProgress(target, done, identity.size))
+
+        return await hash_file(path, plan, on_progress=progress)
+
+    # ------------------------------------------------------------------ submissions
+
+    async def _submission_for(
+        self, client: NotaryClient, digest: FileDigest, name: str, path: Path, webhook: str | None
+    ) -> SubmissionRecord:
+        active = await self._submissions.find_active(digest.sha256, str(path))
+        if active is not None:
+            if active.state == UPLOADED or self._clock() < active.credentials_expire_at:
+                return active
+            await self._submissions.mark_abandoned(
+                active.id, "the upload credentials expired before the upload finished")
+        await self._account_for_orphans(client, digest.sha256)
+        return await self._create(client, digest, name, path, webhook)
+
+    async def _account_for_orphans(self, client: NotaryClient, sha256: str) -> None:
+        """Find submissions whose POST answer died with an earlier process (see module doc)."""
+        intents = await self._submissions.dangling_intents(sha256)
+        if not intents:
+            return
+        history = await with_retries(client.history, API_RETRY, self._sleep)
+        for intent in intents:
+            for item in history:
+                created = item.created_at
+                if (item.name == intent.name and created is not None
+                        and created >= intent.started_at - 120
+                        and await self._submissions.get(item.id) is None):
+                    log.warning("submission %s was created by a run that died before recording "
+                                "it; its upload credentials are lost, so it is left unused",
+                                item.id)
+                    await self._submissions.attach_intent(intent.id, item.id)
+                    break
+            else:
+                await self._submissions.discard_intent(intent.id)
+
+    async def _create(
+        self, client: NotaryClient, digest: FileDigest, name: str, path: Path, webhook: str | None
+    ) -> SubmissionRecord:
+        target = str(path)
+        self._emit(NotaryStageChanged(target, NotaryStage.SUBMITTING))
+        attempt = 0
+        while True:
+            intent = await self._submissions.record_intent(name, digest.sha256, target)
+            issued_at = self._clock()
+            try:
+                created: NewSubmission = await client.submit(name, digest.sha256, webhook)
+                break
+            except NotaryError as error:
+                if not error.transient or isinstance(error, RateLimited):
+                    await self._submissions.discard_intent(intent)  # surely created nothing
+                    if not error.transient:
+                        raise
+                else:
+                    # The POST may have landed although its answer did not: account for it
+                    # (it cannot be used without its credentials) before trying again.
+                    await self._account_for_orphans(client, digest.sha256)
+                floor = (max(error.retry_after_seconds or 0.0, 60.0)
+                         if isinstance(error, RateLimited) else None)
+                await self._sleep(API_RETRY.delay(attempt, retry_after_seconds=floor))
+                attempt += 1
+        record = await self._submissions.save_submission(
+            created, name=name, sha256=digest.sha256, path=target, issued_at=issued_at,
+            webhook=webhook, intent_id=intent,
+        )
+        self._emit(NotaryStageChanged(target, NotaryStage.SUBMITTING, record.id, IN_PROGRESS,
+                                      submitted_at=record.created_at))
+        self._emit(CredentialsIssued(target, record.credentials_expire_at))
+        return record
+
+    # ------------------------------------------------------------------ upload
+
+    async def _upload(
+        self,
+        client: NotaryClient,
+        digest: FileDigest,
+        submission: SubmissionRecord,
+        name: str,
+        path: Path,
+        webhook: str | None,
+    ) -> SubmissionRecord:
+        target = str(path)
+        while True:
+            self._emit(NotaryStageChanged(target, NotaryStage.UPLOADING, submission.id, IN_PROGRESS,
+                                          submitted_at=submission.created_at))
+            self._emit(CredentialsIssued(target, submission.credentials_expire_at))
+            await self._submissions.mark_uploading(submission.id)
+            try:
+                await self._upload_before_expiry(digest, submission)
+            except (CredentialsExpiredError, _CredentialsWillExpire) as why:
+                reason = ("the upload credentials expired mid-upload"
+                          if isinstance(why, CredentialsExpiredError) else
+                          "the upload could not finish before its credentials expire")
+                log.warning("submission %s: %s; creating a new submission", submission.id, reason)
+                await self._submissions.mark_abandoned(submission.id, reason)
+                submission = await self._create(client, digest, name, path, webhook)
+                continue
+            await self._submissions.mark_uploaded(submission.id)
+            record = await self._submissions.get(submission.id)
+            assert record is not None
+            return record
+
+    async def _upload_before_expiry(self, digest: FileDigest, submission: SubmissionRecord) -> None:
+        """Upload, giving up early when the measured rate says the credentials run out first."""
+        meter = _Progress(digest.identity.size)
+        engine = MultipartUploader(
+            self._db, self._config.engine, hooks=[*self._hooks, meter],
+            part_slots=self._part_slots, throttle=self._throttle, sleep=self._sleep,
+            now=self._clock,
+        )
+        upload = asyncio.ensure_future(engine.upload(
+            digest.identity.path, submission.bucket, submission.object, submission.credentials,
+            digest=digest))
+        try:
+            while True:
+                done, _ = await asyncio.wait({upload}, timeout=EXPIRY_CHECK_SECONDS)
+                if done:
+                    upload.result()
+                    return
+                left = submission.credentials_expire_at - self._clock()
+                needed = meter.seconds_to_finish()
+                if needed is not None and needed > left - CREDENTIAL_SAFETY_SECONDS:
+                    raise _CredentialsWillExpire
+        finally:
+            if not upload.done():
+                upload.cancel()
+                await asyncio.wait({upload})
+
+    # ------------------------------------------------------------------ wait and log
+
+    async def wait(
+        self, submission_id: str, target: str = "", *, submitted_at: float | None = None
+    ) -> SubmissionStatus:
+        """Poll until the status is anything but "In Progress"; survives any transient error."""
+        client = await self.client()
+        self._emit(NotaryStageChanged(target, NotaryStage.WAITING, submission_id, IN_PROGRESS,
+                                      submitted_at=submitted_at))
+        delay = self._config.poll_initial_seconds
+        stuck_reported = False
+        while True:
+            try:
+                status = await client.status(submission_id)
+            except NotaryError as error:
+                if not error.transient:
+                    raise
+                floor = (max(error.retry_after_seconds or 0, 60.0)
+                         if isinstance(error, RateLimited) else 0.0)
+                delay = min(max(delay * 2, floor), max(self._config.poll_max_seconds, floor))
+                log.info("status of %s: %s; asking again in %.0f s", submission_id, error, delay)
+                await self._sleep(delay * random.uniform(0.8, 1.0))
+                continue
+            if await self._submissions.get(submission_id) is not None:
+                await self._submissions.set_notary_status(submission_id, status.status)
+            if status.is_terminal:
+                return status
+            started = submitted_at or status.created_at or self._clock()
+            if not stuck_reported and self._clock() - started > self._config.stuck_after_seconds:
+                stuck_reported = True
+                hours = (self._clock() - started) / 3600
+                self._emit(NotaryStageChanged(
+                    target, NotaryStage.WAITING, submission_id, IN_PROGRESS, submitted_at=started,
+                    detail=f"stuck: in progress for {hours:.1f} h; Apple sometimes holds a "
+                           "submission for in-depth analysis; still polling"))
+            await self._sleep(delay * random.uniform(0.8, 1.0))
+            delay = min(delay * 1.5, self._config.poll_max_seconds)
+
+    async def _finish(
+        self, client: NotaryClient, submission_id: str, status: str, target: str, path: Path
+    ) -> NotarizeOutcome:
+        self._emit(NotaryStageChanged(target, NotaryStage.FETCHING_LOG, submission_id, status))
+        log_path, report = await self.fetch_log(submission_id)
+        if await self._submissions.get(submission_id) is not None:
+            await self._submissions.mark_done(submission_id, status, str(log_path))
+        self._emit(NotaryStageChanged(target, NotaryStage.DONE, submission_id, status))
+        return NotarizeOutcome(path, submission_id, status, log_path, report)
+
+    async def fetch_log(self, submission_id: str) -> tuple[Path, str]:
+        """Download the log, store it under ``<state dir>/logs/``, return it and its report."""
+        client = await self.client()
+
+        async def download() -> dict[str, Any]:
+            url = await client.log_url(submission_id)
+            return await client.download_log(url)
+
+        for _ in range(3):  # a pre-signed URL can expire between asking and fetching
+            try:
+                document = await with_retries(download, API_RETRY, self._sleep)
+                break
+            except LogUrlExpired:
+                continue
+        else:
+            document = await with_retries(download, API_RETRY, self._sleep)
+        log_dir = self._config.state_dir / "logs"
+        log_path = log_dir / f"{submission_id.lower()}.json"
+        text = json.dumps(document, indent=2, sort_keys=True)
+        await asyncio.to_thread(_write_text, log_path, text)
+        return log_path, render_report(parse_log(document))
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Progress:
+    """Hook that measures the upload's recent rate to project when it will finish."""
+
+    def __init__(self, total: int, window_seconds: float = 120.0) -> None:
+        self.total = total
+        self.done = 0
+        self.window = window_seconds
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def __call__(self, event: Event) -> None:
+        now = time.monotonic()
+        if isinstance(event, UploadStateChanged) and event.state is UploadState.UPLOADING:
+            self.done = event.bytes_done
+        elif isinstance(event, PartAcknowledged):
+            self.done += event.nbytes
+        elif isinstance(event, BytesSent):
+            self._samples.append((now, event.nbytes))
+        while self._samples and now - self._samples[0][0] > self.window:
+            self._samples.popleft()
+
+    def seconds_to_finish(self) -> float | None:
+        if len(self._samples) < 2:
+            return None
+        span = self._samples[-1][0] - self._samples[0][0]
+        if span < 10:
+            return None  # too little history to judge
+        rate = sum(n for _, n in self._samples) / span
+        return (self.total - self.done) / rate if rate > 0 else float("inf")
