@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from uploader.config import GiB, MiB, UploadLimits
@@ -12,7 +14,7 @@ def test_parts_cover_the_file_exactly_once() -> None:
     parts = plan.parts()
     assert [p.number for p in parts] == list(range(1, 8))
     assert parts[0].offset == 0
-    assert all(a.end == b.offset for a, b in zip(parts, parts[1:], strict=False))
+    assert all(a.end == b.offset for a, b in itertools.pairwise(parts))
     assert parts[-1].end == 100 * MiB + 7
     assert all(p.length == 16 * MiB for p in parts[:-1])
     assert parts[-1].length == 4 * MiB + 7
