@@ -1,0 +1,82 @@
+"""``python -m service.emulator``: a notary-service emulator with a SeaweedFS bucket, on loopback.
+
+Makes a throw-away team key, prints the ``NOTARYD_*`` settings that point notaryd at it, and
+serves until SIGINT/SIGTERM. Example::
+
+    python -m service.emulator --key-dir /tmp/notary-keys --processing-delay 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+from service.emulator.notary import EmulatorConfig, Faults, NotaryEmulator, backend_for
+from service.emulator.seaweed import SeaweedServer
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m service.emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--api-port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--s3-port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--key-dir", type=Path, default=Path("notary-emulator-keys"))
+    parser.add_argument("--processing-delay", type=float, default=5.0, help="seconds")
+    parser.add_argument(
+        "--credential-lifetime", type=float, default=12 * 3600, help="S3 credentials, seconds"
+    )
+    parser.add_argument("--stuck-next", type=int, default=0, help="never finish the next N")
+    parser.add_argument("--agreement-missing", action="store_true")
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    seaweed = await asyncio.to_thread(SeaweedServer().start)
+    try:
+        emulator = NotaryEmulator(
+            backend_for(seaweed),
+            config=EmulatorConfig(
+                processing_delay_seconds=args.processing_delay,
+                credential_lifetime_seconds=args.credential_lifetime,
+            ),
+            faults=Faults(stuck_next=args.stuck_next, agreement_missing=args.agreement_missing),
+            host=args.host,
+            api_port=args.api_port,
+            s3_port=args.s3_port,
+        )
+        async with emulator:
+            key = await asyncio.to_thread(emulator.make_team_key, args.key_dir.resolve())
+            settings = {
+                "NOTARYD_API_URL": emulator.api_url,
+                "NOTARYD_S3_ENDPOINT_URL": emulator.s3_endpoint_url,
+                "NOTARYD_S3_ACCELERATE": "0",
+                "NOTARYD_KEY_ID": key.key_id,
+                "NOTARYD_ISSUER_ID": key.issuer_id,
+                "NOTARYD_PRIVATE_KEY": str(key.path),
+            }
+            for name, value in settings.items():
+                print(f"export {name}={shlex.quote(value)}")
+            print("# serving; Ctrl-C to stop", file=sys.stderr, flush=True)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+            print(f"# {emulator.submissions_created} submission(s) created", file=sys.stderr)
+    finally:
+        await asyncio.to_thread(seaweed.stop)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from service.runtime import run
+
+    return run(_serve(_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,442 @@
+"""One-shot calls to the Notary REST API (``/notary/v2``), each mapped to typed results or errors.
+
+Wire facts this relies on (see the reference note on the notary API):
+
+* Success bodies are ``{"data": ..., "meta": {}}`` and are often served as
+  ``application/octet-stream``, so bodies are parsed as JSON whatever the Content-Type.
+* 401 is plain text (``Unauthenticated`` + ``Request ID: ...``); 403/404/429 carry JSON:API
+  ``{"errors": [{"status": "403", "code": ..., "title": ..., "detail": ...}]}`` with string status.
+* The log is fetched from a pre-signed URL **without** the Bearer token (S3 refuses two
+  authentication mechanisms at once); the URL's query carries credentials, so it only ever appears
+  in messages through ``redact_url``.
+
+The calls do not retry: the pipeline owns retries (``with_retries`` below is the helper it uses).
+Every exchange emits ``NotaryRequestDone(endpoint, code)`` with the HTTP status or ``"error"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+
+from uploader.credentials import Credentials
+from uploader.events import Emitter, Hook, NotaryRequestDone
+from uploader.notary.auth import TokenSource
+from uploader.notary.errors import (
+    AgreementMissing,
+    BadResponse,
+    Forbidden,
+    LogUrlExpired,
+    MissingProvider,
+    NetworkError,
+    NotaryError,
+    NotFound,
+    RateLimited,
+    RequestRejected,
+    ServerError,
+    Unauthenticated,
+)
+from uploader.retry import RetryPolicy
+
+T = TypeVar("T")
+
+DEFAULT_API_URL = "https://appstoreconnect.apple.com/notary/v2"
+CREDENTIAL_LIFETIME_SECONDS = 12 * 3600  # documented lifetime of the temporary S3 keys
+RATE_LIMIT_FLOOR_SECONDS = 60.0  # minimum back-off after a 429 without Retry-After
+
+IN_PROGRESS = "In Progress"
+ACCEPTED = "Accepted"
+INVALID = "Invalid"
+REJECTED = "Rejected"
+TERMINAL_STATUSES = frozenset({ACCEPTED, INVALID, REJECTED})
+
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_REQUEST_ID = re.compile(r"Request ID:\s*(\S+)")
+# Query parameters of pre-signed URLs that are safe to show; every other value is redacted.
+_SAFE_QUERY_KEYS = frozenset({"expires", "x-amz-expires", "x-amz-date", "x-amz-algorithm"})
+
+
+@dataclass(frozen=True)
+class RequestTimeouts:
+    """Per-request limits in seconds; well below the token refresh margin (3 min)."""
+
+    connect_seconds: float = 10.0
+    read_seconds: float = 30.0
+    total_seconds: float = 120.0
+
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=self.total_seconds, connect=self.connect_seconds, sock_read=self.read_seconds
+        )
+
+
+@dataclass(frozen=True)
+class NewSubmission:
+    id: str
+    bucket: str
+    object: str
+    credentials: Credentials
+
+
+@dataclass(frozen=True)
+class SubmissionStatus:
+    id: str
+    name: str
+    status: str  # "In Progress" | "Accepted" | "Invalid" | "Rejected" (others passed through)
+    created_date: str  # ISO 8601 as the service sent it, e.g. 2022-06-08T01:38:09.498Z
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for any status other than "In Progress" (unknown ones included, like notarytool)."""
+        return self.status != IN_PROGRESS
+
+    @property
+    def created_at(self) -> float | None:
+        """``created_date`` as Unix seconds, or None if it does not parse."""
+        return parse_iso8601(self.created_date)
+
+
+def parse_iso8601(text: str) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with every query value except expiry/date replaced by ``REDACTED``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if not parts.query:
+        return url
+    query = [
+        (key, value if key.lower() in _SAFE_QUERY_KEYS else "REDACTED")
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="")))
+
+
+class NotaryClient:
+    """Calls to one notary service with one API key. Safe to share between tasks.
+
+    Pass an ``aiohttp.ClientSession`` to share connections; otherwise the client creates one and
+    ``close()`` (or ``async with``) closes it.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        token_source: TokenSource,
+        session: aiohttp.ClientSession | None = None,
+        hooks: Iterable[Hook] = (),
+        *,
+        timeouts: RequestTimeouts | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._tokens = token_source
+        self._session = session
+        self._owns_session = session is None
+        self._emit = Emitter(hooks)
+        self._timeouts = timeouts or RequestTimeouts()
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"<NotaryClient {self.api_url} key_id={self._tokens.key_id!r}>"
+
+    async def __aenter__(self) -> NotaryClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def submit(self, name: str, sha256: str, webhook: str | None = None) -> NewSubmission:
+        """``POST /submissions``. Not idempotent: each call creates a submission."""
+        if not name or "/" in name:
+            raise ValueError(f"submission name must be a file name, got {name!r}")
+        if not _SHA256.match(sha256):
+            raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
+        body: dict[str, Any] = {"submissionName": name, "sha256": sha256.lower()}
+        if webhook:
+            body["notifications"] = [{"channel": "webhook", "target": webhook}]
+        issued_at = self._clock()
+        doc = await self._call("submit", "POST", "/submissions", body)
+        data = _data_object(doc, "submit")
+        attrs = _attributes(data, "submit")
+        try:
+            credentials = Credentials(
+                access_key_id=str(attrs["awsAccessKeyId"]),
+                secret_access_key=str(attrs["awsSecretAccessKey"]),
+                session_token=str(attrs["awsSessionToken"]),
+                expires_at=issued_at + CREDENTIAL_LIFETIME_SECONDS,
+            )
+            return NewSubmission(
+                id=str(data["id"]),
+                bucket=str(attrs["bucket"]),
+                object=str(attrs["object"]),
+                credentials=credentials,
+            )
+        except KeyError as missing:
+            raise BadResponse(endpoint="submit", detail=f"field {missing} missing") from None
+
+    async def status(self, submission_id: str) -> SubmissionStatus:
+        """``GET /submissions/{id}``."""
+        doc = await self._call("status", "GET", f"/submissions/{_quote_id(submission_id)}")
+        return _submission_status(_data_object(doc, "status"), "status")
+
+    async def log_url(self, submission_id: str) -> str:
+        """``GET /submissions/{id}/logs``: the pre-signed log URL (404 until a verdict exists)."""
+        doc = await self._call("logs", "GET", f"/submissions/{_quote_id(submission_id)}/logs")
+        url = _attributes(_data_object(doc, "logs"), "logs").get("developerLogUrl")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise BadResponse(endpoint="logs", detail="no developerLogUrl in the answer")
+        return url
+
+    async def history(self) -> list[SubmissionStatus]:
+        """``GET /submissions``: the team's 100 most recent submissions, newest first."""
+        doc = await self._call("history", "GET", "/submissions")
+        items = doc.get("data")
+        if not isinstance(items, list):
+            raise BadResponse(endpoint="history", detail="'data' is not a list")
+        return [_submission_status(item, "history") for item in items]
+
+    async def download_log(self, url: str) -> dict[str, Any]:
+        """Fetch the JSON log from a pre-signed URL, without the Authorization header."""
+        endpoint = "log_download"
+        try:
+            async with self._http().get(
+                url, timeout=self._timeouts.client_timeout(), allow_redirects=True
+            ) as response:
+                body = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            self._emit(NotaryRequestDone(endpoint, "error"))
+            raise NetworkError(endpoint=endpoint, cause=_describe(error, redact_url(url))) from None
+        self._emit(NotaryRequestDone(endpoint, str(status)))
+        if status in (400, 401, 403):
+            raise LogUrlExpired(status=status, detail=_s3_error_code(body))
+        if status >= 500:
+            raise ServerError(endpoint=endpoint, status=status)
+        if status != 200:
+            raise RequestRejected(endpoint=endpoint, status=status, detail=_s3_error_code(body))
+        doc = _parse_json(body)
+        if not isinstance(doc, dict):
+            raise BadResponse(
+                endpoint=endpoint, status=status, detail="the log is not a JSON object"
+            )
+        return doc
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _call(
+        self, endpoint: str, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        headers = {"Authorization": self._tokens.authorization(), "Accept": "application/json"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
+        try:
+            async with self._http().request(
+                method,
+                self.api_url + path,
+                data=data,
+                headers=headers,
+                timeout=self._timeouts.client_timeout(),
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                response_headers = response.headers
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            self._emit(NotaryRequestDone(endpoint, "error"))
+            raise NetworkError(endpoint=endpoint, cause=_describe(error, endpoint)) from None
+        self._emit(NotaryRequestDone(endpoint, str(status)))
+        if status == 200:
+            doc = _parse_json(raw)
+            if not isinstance(doc, dict):
+                raise BadResponse(endpoint=endpoint, status=status, detail="body is not JSON")
+            return doc
+        raise self._error_for(endpoint, status, raw, response_headers)
+
+    def _error_for(
+        self, endpoint: str, status: int, raw: bytes, headers: Mapping[str, str]
+    ) -> NotaryError:
+        code, detail = _first_error(raw)
+        if status == 401:
+            match = _REQUEST_ID.search(raw.decode("utf-8", "replace"))
+            return Unauthenticated(
+                key_id=self._tokens.key_id,
+                issuer_id=self._tokens.issuer_id,
+                endpoint=endpoint,
+                request_id=match.group(1) if match else None,
+                hint=self._tokens.key.mismatch_hint(),
+            )
+        if status == 403:
+            if code == "FORBIDDEN.MISSING_PROVIDER":
+                return MissingProvider(endpoint=endpoint, detail=detail)
+            if "AGREEMENT" in code.upper() or "agreement" in detail.lower():
+                return AgreementMissing(endpoint=endpoint, detail=detail)
+            return Forbidden(endpoint=endpoint, code=code, detail=detail)
+        if status == 404:
+            return NotFound(endpoint=endpoint, detail=detail)
+        if status == 429:
+            return RateLimited(
+                endpoint=endpoint,
+                retry_after_seconds=parse_retry_after(headers.get("Retry-After"), self._clock()),
+                detail=detail,
+            )
+        if status >= 500:
+            return ServerError(endpoint=endpoint, status=status, detail=detail)
+        return RequestRejected(endpoint=endpoint, status=status, detail=detail or code)
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    *,
+    on_retry: Callable[[NotaryError, float], None] | None = None,
+    rate_limit_floor_seconds: float = RATE_LIMIT_FLOOR_SECONDS,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> T:
+    """Run ``call`` until it succeeds, retrying transient ``NotaryError``s per ``policy``.
+
+    After a 429 the sleep is at least the server's Retry-After, or ``rate_limit_floor_seconds``
+    when it gave none (Apple's quota is hourly: hammering it only prolongs the lock-out).
+    Non-transient errors and the last error after ``policy.max_attempts`` propagate.
+    ``on_retry(error, delay)`` is told about each retry before the sleep.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except NotaryError as error:
+            attempt += 1
+            if not error.transient or policy.gives_up_after(attempt):
+                raise
+            floor = None
+            if isinstance(error, RateLimited):
+                floor = max(error.retry_after_seconds or 0.0, rate_limit_floor_seconds)
+            delay = policy.delay(attempt - 1, retry_after_seconds=floor, uniform=uniform)
+            if on_retry is not None:
+                on_retry(error, delay)
+            await sleep(delay)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - now)
+    return None
+
+
+def _quote_id(submission_id: str) -> str:
+    if not submission_id or "/" in submission_id:
+        raise ValueError(f"not a submission id: {submission_id!r}")
+    return quote(submission_id, safe="-")
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _data_object(doc: Mapping[str, Any], endpoint: str) -> Mapping[str, Any]:
+    data = doc.get("data")
+    if not isinstance(data, dict):
+        raise BadResponse(endpoint=endpoint, detail="'data' is not an object")
+    return data
+
+
+def _attributes(data: Mapping[str, Any], endpoint: str) -> Mapping[str, Any]:
+    attrs = data.get("attributes")
+    if not isinstance(attrs, dict):
+        raise BadResponse(endpoint=endpoint, detail="'data.attributes' is not an object")
+    return attrs
+
+
+def _submission_status(data: Any, endpoint: str) -> SubmissionStatus:
+    if not isinstance(data, dict):
+        raise BadResponse(endpoint=endpoint, detail="submission entry is not an object")
+    attrs = _attributes(data, endpoint)
+    try:
+        return SubmissionStatus(
+            id=str(data["id"]),
+            name=str(attrs.get("name", "")),
+            status=str(attrs["status"]),
+            created_date=str(attrs.get("createdDate", "")),
+        )
+    except KeyError as missing:
+        raise BadResponse(endpoint=endpoint, detail=f"field {missing} missing") from None
+
+
+def _first_error(raw: bytes) -> tuple[str, str]:
+    """(code, detail) of the first JSON:API error in ``raw``, or ("", "") if there is none."""
+    doc = _parse_json(raw)
+    if not isinstance(doc, dict):
+        return "", ""
+    errors = doc.get("errors")
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        return "", ""
+    first = errors[0]
+    code = str(first.get("code") or "")
+    title = str(first.get("title") or "")
+    detail = str(first.get("detail") or "")
+    if title and detail and title != detail and not detail.startswith(title):
+        detail = f"{title}. {detail}"
+    return code, (detail or title)
+
+
+def _s3_error_code(body: bytes) -> str:
+    match = re.search(rb"<Code>([^<]{1,64})</Code>", body)
+    return match.group(1).decode("ascii", "replace") if match else ""
+
+
+def _describe(error: BaseException, what: str) -> str:
+    if isinstance(error, TimeoutError):
+        return f"timed out talking to {what}"
+    text = str(error) or type(error).__name__
+    # aiohttp messages may quote the URL; the only URLs with secrets are pre-signed ones.
+    text = re.sub(r"https?://\S+", lambda m: redact_url(m.group(0)), text)
+    return f"{type(error).__name__}: {text}"

@@ -1,0 +1,287 @@
+"""Persistent record of notary submissions, so a crash never creates a duplicate submission.
+
+Protocol the pipeline follows (tables ``submission_intents`` and ``submissions``, migration 1):
+
+1. ``record_intent`` *before* ``POST /submissions``;
+2. ``save_submission`` as soon as the answer arrives: inserts the submission (with its temporary
+   credentials) and attaches its id to the intent, in one transaction, before any byte is
+   uploaded;
+3. ``mark_uploading`` / ``mark_uploaded`` / ``set_notary_status`` / ``mark_done`` as it goes;
+   ``mark_abandoned`` when a submission is given up (credentials expired mid-upload...).
+
+An intent without a submission id (``dangling_intents``) means the process died between sending
+the POST and recording its answer: the pipeline looks for the submission in the service's
+history (same name, created after ``started_at``) and then ``attach_intent``s or
+``discard_intent``s it.
+
+Submission states: ``created`` → ``uploading`` → ``uploaded`` → ``done``; any but ``done`` →
+``abandoned``. Times are Unix seconds from the injected clock. Safe to use from many tasks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from uploader.credentials import Credentials
+from uploader.database import Database
+from uploader.notary.client import NewSubmission
+
+CREATED = "created"
+UPLOADING = "uploading"
+UPLOADED = "uploaded"
+DONE = "done"
+ABANDONED = "abandoned"
+ACTIVE_STATES = (CREATED, UPLOADING, UPLOADED)
+
+
+@dataclass(frozen=True)
+class Intent:
+    id: int
+    name: str
+    sha256: str
+    path: str
+    started_at: float
+    submission_id: str | None
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    id: str
+    name: str
+    sha256: str
+    path: str
+    bucket: str
+    object: str
+    credentials: Credentials
+    credentials_issued_at: float
+    state: str
+    notary_status: str | None
+    abandoned_reason: str | None
+    log_path: str | None
+    webhook: str | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def credentials_expire_at(self) -> float:
+        assert self.credentials.expires_at is not None
+        return self.credentials.expires_at
+
+
+class SubmissionStore:
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._clock = clock
+
+    # -- intents ---------------------------------------------------------------------------
+
+    async def record_intent(self, name: str, sha256: str, path: str) -> int:
+        """Write down that a POST is about to be sent; returns the intent id."""
+        return await self._db.execute(
+            "INSERT INTO submission_intents (name, sha256, path, started_at) VALUES (?, ?, ?, ?)",
+            (name, sha256, path, self._clock()),
+        )
+
+    async def attach_intent(self, intent_id: int, submission_id: str) -> None:
+        await self._db.execute(
+            "UPDATE submission_intents SET submission_id = ? WHERE id = ?",
+            (submission_id, intent_id),
+        )
+
+    async def discard_intent(self, intent_id: int) -> None:
+        """Forget an intent whose POST is known not to have created anything."""
+        await self._db.execute("DELETE FROM submission_intents WHERE id = ?", (intent_id,))
+
+    async def dangling_intents(self, sha256: str | None = None) -> list[Intent]:
+        """Intents whose POST may have been sent but whose answer was never recorded."""
+        sql = "SELECT * FROM submission_intents WHERE submission_id IS NULL"
+        params: tuple[str, ...] = ()
+        if sha256 is not None:
+            sql += " AND sha256 = ?"
+            params = (sha256,)
+        rows = await self._db.fetchall(sql + " ORDER BY started_at", params)
+        return [_intent(row) for row in rows]
+
+    # -- submissions -----------------------------------------------------------------------
+
+    async def save_submission(
+        self,
+        submission: NewSubmission,
+        *,
+        name: str,
+        sha256: str,
+        path: str,
+        issued_at: float,
+        webhook: str | None = None,
+        intent_id: int | None = None,
+    ) -> SubmissionRecord:
+        """Persist a new submission (and resolve its intent) atomically; returns the record."""
+        creds = submission.credentials
+        expires_at = creds.expires_at if creds.expires_at is not None else issued_at + 12 * 3600
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                """INSERT INTO submissions (id, name, sha256, path, bucket, object,
+                       access_key_id, secret_access_key, session_token,
+                       credentials_issued_at, credentials_expire_at, state, webhook,
+                       created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    submission.id,
+                    name,
+                    sha256,
+                    path,
+                    submission.bucket,
+                    submission.object,
+                    creds.access_key_id,
+                    creds.secret_access_key,
+                    creds.session_token or "",
+                    issued_at,
+                    expires_at,
+                    CREATED,
+                    webhook,
+                    now,
+                    now,
+                ),
+            )
+            if intent_id is not None:
+                await tx.execute(
+                    "UPDATE submission_intents SET submission_id = ? WHERE id = ?",
+                    (submission.id, intent_id),
+                )
+        record = await self.get(submission.id)
+        assert record is not None
+        return record
+
+    async def get(self, submission_id: str) -> SubmissionRecord | None:
+        row = await self._db.fetchone(
+            "SELECT * FROM submissions WHERE id = ?", (submission_id.lower(),)
+        )
+        if row is None:
+            row = await self._db.fetchone(
+                "SELECT * FROM submissions WHERE id = ?", (submission_id,)
+            )
+        return _record(row) if row else None
+
+    async def find_active(self, sha256: str, path: str) -> SubmissionRecord | None:
+        """The newest submission for this file that is neither done nor abandoned."""
+        row = await self._db.fetchone(
+            f"""SELECT * FROM submissions
+               WHERE sha256 = ? AND path = ? AND state IN ({",".join("?" * len(ACTIVE_STATES))})
+               ORDER BY created_at DESC, rowid DESC LIMIT 1""",
+            (sha256, path, *ACTIVE_STATES),
+        )
+        return _record(row) if row else None
+
+    async def find_latest(self, sha256: str, path: str) -> SubmissionRecord | None:
+        """The newest submission for this file in any state (to report a finished one)."""
+        row = await self._db.fetchone(
+            """SELECT * FROM submissions WHERE sha256 = ? AND path = ?
+               ORDER BY created_at DESC, rowid DESC LIMIT 1""",
+            (sha256, path),
+        )
+        return _record(row) if row else None
+
+    async def list_submissions(self, *, include_finished: bool = True) -> list[SubmissionRecord]:
+        sql = "SELECT * FROM submissions"
+        params: tuple[str, ...] = ()
+        if not include_finished:
+            sql += f" WHERE state IN ({','.join('?' * len(ACTIVE_STATES))})"
+            params = ACTIVE_STATES
+        rows = await self._db.fetchall(sql + " ORDER BY created_at DESC, rowid DESC", params)
+        return [_record(row) for row in rows]
+
+    async def mark_uploading(self, submission_id: str) -> None:
+        await self._set_state(submission_id, UPLOADING, allowed_from=(CREATED, UPLOADING))
+
+    async def mark_uploaded(self, submission_id: str) -> None:
+        await self._set_state(submission_id, UPLOADED, allowed_from=(CREATED, UPLOADING, UPLOADED))
+
+    async def set_notary_status(self, submission_id: str, notary_status: str) -> None:
+        await self._update(submission_id, "notary_status = ?", (notary_status,))
+
+    async def mark_done(
+        self, submission_id: str, notary_status: str, log_path: str | None = None
+    ) -> None:
+        await self._update(
+            submission_id,
+            "state = ?, notary_status = ?, log_path = COALESCE(?, log_path)",
+            (DONE, notary_status, log_path),
+        )
+
+    async def set_log_path(self, submission_id: str, log_path: str) -> None:
+        await self._update(submission_id, "log_path = ?", (log_path,))
+
+    async def mark_abandoned(self, submission_id: str, reason: str) -> None:
+        await self._set_state(
+            submission_id, ABANDONED, allowed_from=ACTIVE_STATES, extra=("abandoned_reason", reason)
+        )
+
+    async def _set_state(
+        self,
+        submission_id: str,
+        state: str,
+        *,
+        allowed_from: tuple[str, ...],
+        extra: tuple[str, str] | None = None,
+    ) -> None:
+        record = await self.get(submission_id)
+        if record is None:
+            raise KeyError(f"no submission {submission_id} in the state database")
+        if record.state not in allowed_from:
+            raise ValueError(f"submission {submission_id} is {record.state}; cannot become {state}")
+        assignments = "state = ?"
+        params: tuple[str, ...] = (state,)
+        if extra is not None:
+            assignments += f", {extra[0]} = ?"
+            params += (extra[1],)
+        await self._update(record.id, assignments, params)
+
+    async def _update(
+        self, submission_id: str, assignments: str, params: tuple[object, ...]
+    ) -> None:
+        changed = await self._db.execute(
+            f"UPDATE submissions SET {assignments}, updated_at = ? WHERE id = ?",
+            (*params, self._clock(), submission_id),
+        )
+        if changed == 0:
+            raise KeyError(f"no submission {submission_id} in the state database")
+
+
+def _intent(row: sqlite3.Row) -> Intent:
+    return Intent(
+        id=int(row["id"]),
+        name=row["name"],
+        sha256=row["sha256"],
+        path=row["path"],
+        started_at=float(row["started_at"]),
+        submission_id=row["submission_id"],
+    )
+
+
+def _record(row: sqlite3.Row) -> SubmissionRecord:
+    return SubmissionRecord(
+        id=row["id"],
+        name=row["name"],
+        sha256=row["sha256"],
+        path=row["path"],
+        bucket=row["bucket"],
+        object=row["object"],
+        credentials=Credentials(
+            access_key_id=row["access_key_id"],
+            secret_access_key=row["secret_access_key"],
+            session_token=row["session_token"] or None,
+            expires_at=float(row["credentials_expire_at"]),
+        ),
+        credentials_issued_at=float(row["credentials_issued_at"]),
+        state=row["state"],
+        notary_status=row["notary_status"],
+        abandoned_reason=row["abandoned_reason"],
+        log_path=row["log_path"],
+        webhook=row["webhook"],
+        created_at=float(row["created_at"]),
+        updated_at=float(row["updated_at"]),
+    )
