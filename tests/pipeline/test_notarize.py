@@ -10,13 +10,13 @@ import pytest
 
 from service.emulator.notary import INVALID_MARKER, EmulatorConfig, NotaryEmulator
 from uploader.database import Database
-from uploader.events import Event, NotaryStageChanged, PartAcknowledged
+from uploader.events import Event, NotaryStageChanged
 from uploader.notary.client import NotaryClient
 from uploader.notary.errors import AgreementMissing, Unauthenticated
 from uploader.notary.pipeline import (
-    NotaryConfig,
     Notarizer,
     NotarizeRequest,
+    NotaryConfig,
     PreflightFailed,
 )
 from uploader.notary.store import SubmissionStore
@@ -151,7 +151,7 @@ async def test_missing_agreement_says_so(
     emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     emulator.faults.agreement_missing = True
-    with pytest.raises(AgreementMissing, match="(?i)agreement"):
+    with pytest.raises(AgreementMissing, match=r"(?i)agreement"):
         await notarize(db, notary_config, NotarizeRequest(make_archive(tmp_path / "a.zip", PART)))
 
 

@@ -1,0 +1,146 @@
+"""`notaryd notarize` as a real process: SIGKILLed at every stage, exit codes, error lines."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.emulator.notary import (
+    INVALID_MARKER,
+    BackgroundEmulator,
+    EmulatorConfig,
+    NotaryEmulator,
+    TeamKey,
+    backend_for,
+)
+from service.emulator.seaweed import SeaweedServer
+
+from .conftest import PART, make_archive
+
+
+@pytest.fixture
+def background(seaweed: SeaweedServer) -> Iterator[BackgroundEmulator]:
+    running = BackgroundEmulator(lambda: NotaryEmulator(
+        backend_for(seaweed), config=EmulatorConfig(processing_delay_seconds=3.0)))
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def key(background: BackgroundEmulator, tmp_path: Path) -> TeamKey:
+    return background.call(lambda e: e.make_team_key(tmp_path / "keys"))
+
+
+def environment(emulator: NotaryEmulator, key: TeamKey, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTARYD_", "AWS_"))}
+    env.update(
+        HOME=str(home),
+        NOTARYD_KEY_ID=key.key_id,
+        NOTARYD_ISSUER_ID=key.issuer_id,
+        NOTARYD_PRIVATE_KEY=str(key.path),
+        NOTARYD_API_URL=emulator.api_url,
+        NOTARYD_S3_ENDPOINT_URL=emulator.s3_endpoint_url,
+        NOTARYD_S3_ACCELERATE="0",
+        NOTARYD_STATE_DIR=str(home / "state"),
+        NOTARYD_PART_SIZE=str(PART),
+        NOTARYD_CONCURRENCY="4",
+        NOTARYD_POLL_INITIAL="0.3",
+        NOTARYD_POLL_MAX="1",
+    )
+    return env
+
+
+def notarize_command(archive: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "service", "notarize", str(archive), *extra]
+
+
+def query(db: Path, sql: str) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            row = conn.execute(sql).fetchone()
+            return int(row[0]) if row and row[0] is not None else 0
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_sigkilled_at_every_stage_ends_accepted_with_one_submission(
+    background: BackgroundEmulator, key: TeamKey, tmp_path: Path
+) -> None:
+    emulator = background.emulator
+    archive = make_archive(tmp_path / "Game.zip", 60 * PART)
+    env = environment(emulator, key, tmp_path)
+    db = tmp_path / "state" / "notaryd.sqlite3"
+    uploaded = "SELECT COUNT(*) FROM submissions WHERE state = 'uploaded'"
+    parts_done = "SELECT COUNT(*) FROM parts WHERE state = 'done'"
+    rng = random.Random(7)
+    # (what to wait for before the kill, a description for failure messages)
+    stages = [
+        (lambda: time.sleep(rng.uniform(0.4, 1.0)) or True, "start-up or hashing"),
+        (lambda: query(db, parts_done) >= 10, "uploading, early"),
+        (lambda: query(db, parts_done) >= 40, "uploading, late"),
+        (lambda: query(db, uploaded) >= 1, "waiting"),
+        (lambda: time.sleep(1.0) or True, "waiting again"),
+    ]
+    kills = []
+    for ready, stage in stages:
+        proc = subprocess.Popen(notarize_command(archive), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert proc.poll() is None, f"finished before the '{stage}' kill"
+            assert time.monotonic() < deadline, f"never reached '{stage}'"
+            time.sleep(0.02)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills.append(stage)
+        proc.wait()
+    final = subprocess.run(notarize_command(archive), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert "Accepted" in final.stdout
+    assert len(kills) == 5
+    assert background.call(lambda e: e.submissions_created) == 1
+
+
+def test_invalid_exits_2_with_the_issues_printed(
+    background: BackgroundEmulator, key: TeamKey, tmp_path: Path
+) -> None:
+    archive = make_archive(tmp_path / "Broken.zip", PART, marker=INVALID_MARKER)
+    result = subprocess.run(notarize_command(archive),
+                            env=environment(background.emulator, key, tmp_path),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "hardened runtime" in result.stdout
+
+
+def test_wrong_key_id_exits_1_naming_key_and_issuer(
+    background: BackgroundEmulator, key: TeamKey, tmp_path: Path
+) -> None:
+    env = environment(background.emulator, key, tmp_path)
+    env["NOTARYD_KEY_ID"] = "ZZZZZZZZZZ"
+    archive = make_archive(tmp_path / "Game.zip", PART)
+    result = subprocess.run(notarize_command(archive), env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "ZZZZZZZZZZ" in last and key.issuer_id in last
+
+
+def test_missing_credentials_say_which_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTARYD_")}
+    env["HOME"] = str(tmp_path)
+    archive = make_archive(tmp_path / "Game.zip", 1024)
+    result = subprocess.run(notarize_command(archive), env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert "NOTARYD_KEY_ID" in result.stderr and "NOTARYD_PRIVATE_KEY" in result.stderr
