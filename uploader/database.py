@@ -90,16 +90,24 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolls back on any exception, cancellation included."""
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolls back on any exception, cancellation included.
+
+        aiosqlite runs statements in order on its thread even when the awaiting task was
+        cancelled, so a cancelled BEGIN still happens: the ROLLBACK queued after it always
+        closes it (and is harmless when nothing was begun).
+        """
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
             try:
+                await self._conn.execute("BEGIN IMMEDIATE")
                 yield Transaction(self._conn)
             except BaseException:
-                await asyncio.shield(self._conn.execute("ROLLBACK"))
+                await asyncio.shield(self._rollback())
                 raise
-            else:
-                await asyncio.shield(self._conn.execute("COMMIT"))
+            await asyncio.shield(self._conn.execute("COMMIT"))
+
+    async def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.OperationalError):  # "no transaction is active"
+            await self._conn.execute("ROLLBACK")
 
     async def schema_version(self) -> int:
         row = await self.fetchone("PRAGMA user_version")

@@ -237,6 +237,7 @@ class MultipartUploader:
         response = await self._call(
             lambda: client.create_multipart_upload(
                 Bucket=record.bucket, Key=record.key, ChecksumAlgorithm=record.algorithm.value,
+                **({"ChecksumType": "FULL_OBJECT"} if record.algorithm.full_object else {}),
             ),
             what=f"create the multipart upload for {record.target}",
         )
@@ -430,11 +431,16 @@ class MultipartUploader:
             {"PartNumber": p.number, "ETag": p.etag, record.algorithm.s3_parameter: p.checksum}
             for p in parts
         ]
+        whole: dict[str, str] = {}
+        if record.algorithm.full_object and record.full_checksum:
+            # S3 compares this with what it computed over the assembled object: end to end.
+            whole = {record.algorithm.s3_parameter: record.full_checksum,
+                     "ChecksumType": "FULL_OBJECT"}
         try:
             response = await self._call(
                 lambda: client.complete_multipart_upload(
                     Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,
-                    MultipartUpload={"Parts": listing},
+                    MultipartUpload={"Parts": listing}, **whole,
                 ),
                 what=f"complete {record.target}",
                 deadline_seconds=COMPLETE_TIMEOUT_SECONDS,

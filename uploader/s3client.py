@@ -10,12 +10,16 @@ Client settings, and why:
 * ``request_checksum_calculation=when_required``: we supply the part checksums ourselves
   (computed once in the hashing pass); botocore must not compute or trail another one.
 * ``max_pool_connections`` above the part concurrency, so parts never queue for a socket.
+* Sockets with ``TCP_NOTSENT_LOWAT`` (see ``wire_tracking_socket``): reads from the file then
+  follow bytes actually leaving the machine, which is what the stall watchdog measures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +27,44 @@ from typing import Any
 import aioboto3
 import aiohttp
 from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from botocore import exceptions as boto_exc
 
 from uploader.config import EngineConfig
 from uploader.credentials import Credentials
 from uploader.errors import StallError
 from uploader.events import RetryReason
+
+# At most this many bytes may wait unsent in the kernel per connection. Without a bound, the
+# kernel's auto-tuned send buffer (up to 4 MiB on Linux and macOS) swallows most of a part at
+# once, after which a slow link shows no read progress for as long as draining takes, and
+# the stall watchdog would fire on a link that is moving. Bytes already sent but not yet
+# acknowledged are not limited, so throughput on long fat links is unaffected.
+NOTSENT_LOWAT_BYTES = 128 * 1024
+_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 0x201 if sys.platform == "darwin" else None)
+
+
+def wire_tracking_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    """aiohttp socket factory: a TCP socket whose unsent backlog is kept small."""
+    family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    if _TCP_NOTSENT_LOWAT is not None:
+        with contextlib.suppress(OSError):  # not every kernel has it; then we only lose precision
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)
+    return sock
+
+
+class WireTrackingSession(AIOHTTPSession):  # type: ignore[misc]
+    """aiobotocore's HTTP session with ``wire_tracking_socket`` for every connection.
+
+    aiobotocore validates ``connector_args`` against a fixed list that lacks aiohttp's
+    ``socket_factory``, so the factory is set on the connector it builds.
+    """
+
+    def _create_connector(self, proxy_url: Any) -> aiohttp.TCPConnector:
+        connector: aiohttp.TCPConnector = super()._create_connector(proxy_url)
+        connector._socket_factory = wire_tracking_socket
+        return connector
 
 
 @contextlib.asynccontextmanager
@@ -56,6 +92,7 @@ async def open_s3_client(config: EngineConfig, credentials: Credentials) -> Asyn
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         s3=s3_options,
+        http_session_cls=WireTrackingSession,
     )
     async with session.client("s3", endpoint_url=config.endpoint_url, config=client_config) as client:
         yield client

@@ -31,6 +31,7 @@ class UploadRecord:
     endpoint: str
     part_size: int
     algorithm: ChecksumAlgorithm
+    full_checksum: str | None
     s3_upload_id: str | None
     state: UploadState
 
@@ -68,6 +69,7 @@ def _upload(row: sqlite3.Row) -> UploadRecord:
         endpoint=row["endpoint"],
         part_size=row["part_size"],
         algorithm=ChecksumAlgorithm(row["checksum_algorithm"]),
+        full_checksum=row["full_checksum"],
         s3_upload_id=row["s3_upload_id"],
         state=UploadState(row["state"]),
     )
@@ -106,12 +108,13 @@ class UploadStore:
         async with self._db.transaction() as tx:
             upload_id = await tx.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, inode, sha256, bucket, key, endpoint,"
-                " part_size, checksum_algorithm, access_key_id, secret_access_key, session_token,"
-                " credentials_expire_at, state, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " part_size, checksum_algorithm, full_checksum, access_key_id, secret_access_key,"
+                " session_token, credentials_expire_at, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     str(ident.path), ident.size, ident.mtime_ns, ident.inode, digest.sha256,
                     bucket, key, endpoint, digest.part_size, digest.algorithm.value,
+                    digest.full_checksum,
                     credentials.access_key_id, credentials.secret_access_key,
                     credentials.session_token, credentials.expires_at,
                     UploadState.PLANNED.value, now, now,
@@ -217,4 +220,4 @@ class UploadStore:
         parts = await self.parts(int(row["id"]))
         return FileDigest(identity, str(row["sha256"]), part_size,
                           ChecksumAlgorithm(row["checksum_algorithm"]),
-                          tuple(p.checksum for p in parts))
+                          tuple(p.checksum for p in parts), str(row["full_checksum"] or ""))

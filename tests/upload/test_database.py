@@ -57,3 +57,28 @@ async def test_transaction_rolls_back_on_error_and_on_cancellation(tmp_path: Pat
         assert len(await db.fetchall("SELECT * FROM jobs")) == 1
     finally:
         await db.close()
+
+
+async def test_cancelling_transactions_at_any_await_never_leaves_one_open(tmp_path: Path) -> None:
+    """Sibling parts are cancelled at arbitrary points when one fails (TaskGroup semantics)."""
+    db = await Database.open(tmp_path / "db")
+    try:
+        async def writer(n: int) -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
+                                 " VALUES (?, '/x', 'queued', 0, 0)", (f"j{n}",))
+
+        for delay_steps in range(6):
+            tasks = [asyncio.create_task(writer(n + 100 * delay_steps)) for n in range(20)]
+            for _ in range(delay_steps):
+                await asyncio.sleep(0)
+            for task in tasks[::2]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # a fresh transaction must work: no BEGIN was left open by a cancelled task
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
+                             " VALUES ('last', '/x', 'queued', 0, 0)")
+        assert await db.fetchone("SELECT id FROM jobs WHERE id = 'last'") is not None
+    finally:
+        await db.close()

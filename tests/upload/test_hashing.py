@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -22,22 +23,31 @@ from uploader.planning import plan_upload
 TINY = UploadLimits(min_part_size=1)
 
 
+INDEPENDENT = {
+    ChecksumAlgorithm.CRC64NVME: checksums.crc64nvme,
+    ChecksumAlgorithm.CRC32C: checksums.crc32c,
+    ChecksumAlgorithm.CRC32: zlib.crc32,
+}
+
+
+@pytest.mark.parametrize("algorithm", list(ChecksumAlgorithm))
 @pytest.mark.parametrize("part_size", [1000, READ_SIZE - 1, READ_SIZE, READ_SIZE + 3, 3 * READ_SIZE])
-async def test_one_pass_matches_independent_digests(tmp_path: Path, part_size: int) -> None:
+async def test_one_pass_matches_independent_digests(
+    tmp_path: Path, part_size: int, algorithm: ChecksumAlgorithm
+) -> None:
     data = os.urandom(2 * READ_SIZE + 12345)
     path = tmp_path / "archive.zip"
     path.write_bytes(data)
     plan = plan_upload(len(data), part_size, TINY)
-    digest = await hash_file(path, plan)
+    digest = await hash_file(path, plan, algorithm)
     assert digest.sha256 == hashlib.sha256(data).hexdigest()
-    expected = [
-        ChecksumAlgorithm.CRC32C.to_wire(checksums.crc32c(data[p.offset : p.end]))
-        for p in plan.parts()
-    ]
+    crc = INDEPENDENT[algorithm]
+    expected = [algorithm.to_wire(crc(data[p.offset : p.end])) for p in plan.parts()]
     assert list(digest.part_checksums) == expected
+    assert digest.full_checksum == algorithm.to_wire(crc(data))
     assert digest.identity == FileIdentity.of(path)
     for part in plan.parts()[:3]:
-        assert part_checksum_sync(path, part, ChecksumAlgorithm.CRC32C) == expected[part.number - 1]
+        assert part_checksum_sync(path, part, algorithm) == expected[part.number - 1]
 
 
 async def test_progress_is_reported_on_the_loop(tmp_path: Path) -> None:
