@@ -144,3 +144,30 @@ def test_missing_credentials_say_which_variable(tmp_path: Path) -> None:
                             timeout=60)
     assert result.returncode == 1
     assert "NOTARYD_KEY_ID" in result.stderr and "NOTARYD_PRIVATE_KEY" in result.stderr
+
+
+def test_status_log_and_history_show_the_services_view(
+    background: BackgroundEmulator, key: TeamKey, tmp_path: Path
+) -> None:
+    import json
+
+    env = environment(background.emulator, key, tmp_path)
+    archive = make_archive(tmp_path / "Game.zip", PART)
+    done = subprocess.run(notarize_command(archive, "--json"), env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    submission_id = json.loads(done.stdout)["submission_id"]
+
+    def notaryd(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "service", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    status = json.loads(notaryd("status", submission_id.upper(), "--json").stdout)
+    assert status["id"] == submission_id and status["status"] == "Accepted"
+    history = json.loads(notaryd("history", "--json").stdout)
+    assert [item["id"] for item in history] == [submission_id]
+    log = notaryd("log", submission_id)
+    assert log.returncode == 0 and "Accepted" in log.stdout and "log saved to" in log.stdout
+    assert json.loads(notaryd("log", submission_id, "--json").stdout)["jobId"].lower() == submission_id
+    unknown = notaryd("status", "00000000-0000-0000-0000-000000000000")
+    assert unknown.returncode == 1 and len(unknown.stderr.strip().splitlines()) == 1
