@@ -389,15 +389,23 @@ class MultipartUploader:
     ) -> T:
         """Await ``request`` while bytes keep moving; cancel it after a stall."""
         task = asyncio.ensure_future(request)
-        reported = 0
+        reported = reported_again = 0
 
         def report() -> None:
-            nonlocal reported
-            sent, _ = progress.snapshot()
+            nonlocal reported, reported_again
+            sent, again, _ = progress.snapshot()
             if sent > reported:
-                counters.add(sent - reported, resent)
-                self._emit(BytesSent(record.target, sent - reported, resent))
-                reported = sent
+                # Bytes of a part sent before (an earlier attempt, or aiohttp's own re-send on a
+                # dead keep-alive connection) count as re-sent.
+                fresh_again = again - reported_again
+                first_time = 0 if resent else sent - reported - fresh_again
+                if first_time:
+                    counters.add(first_time, False)
+                    self._emit(BytesSent(record.target, first_time, False))
+                if sent - reported - first_time:
+                    counters.add(sent - reported - first_time, True)
+                    self._emit(BytesSent(record.target, sent - reported - first_time, True))
+                reported, reported_again = sent, again
 
         stall = self._config.stall_timeout_seconds
         tick = min(WATCH_TICK_SECONDS, stall / 4)
@@ -407,7 +415,7 @@ class MultipartUploader:
                 report()
                 if done:
                     return task.result()
-                _, last = progress.snapshot()
+                _, _, last = progress.snapshot()
                 if time.monotonic() - last > stall:
                     raise StallError(part_number, stall)
         finally:

@@ -33,17 +33,20 @@ class PartProgress:
 
     def __init__(self) -> None:
         self.bytes_read = 0
+        self.bytes_reread = 0  # read again after a rewind (aiohttp's silent re-send)
         self.last_activity = time.monotonic()
         self._lock = threading.Lock()
 
-    def advance(self, nbytes: int) -> None:
+    def advance(self, nbytes: int, reread: int = 0) -> None:
         with self._lock:
             self.bytes_read += nbytes
+            self.bytes_reread += reread
             self.last_activity = time.monotonic()
 
-    def snapshot(self) -> tuple[int, float]:
+    def snapshot(self) -> tuple[int, int, float]:
+        """(bytes read, of which read a second time, monotonic time of the last read)."""
         with self._lock:
-            return self.bytes_read, self.last_activity
+            return self.bytes_read, self.bytes_reread, self.last_activity
 
 
 class PartBody(io.RawIOBase):
@@ -66,6 +69,7 @@ class PartBody(io.RawIOBase):
         self._pos = 0
         self._crc = 0
         self._crc_pos = 0  # how far the running checksum has seen; a re-read after seek(0) restarts it
+        self._high_water = 0  # furthest position ever read: bytes below it are being re-sent
         self.checksum_mismatch = False
 
     def readable(self) -> bool:
@@ -102,7 +106,9 @@ class PartBody(io.RawIOBase):
         if self._crc_pos == self._part.length and self._algorithm.to_wire(self._crc) != self._expected:
             self.checksum_mismatch = True
             raise PartChecksumMismatch(f"part {self._part.number}: bytes on disk changed")
-        self._progress.advance(n)
+        reread = max(0, min(n, self._high_water - (self._pos - n)))
+        self._high_water = max(self._high_water, self._pos)
+        self._progress.advance(n, reread)
         return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]

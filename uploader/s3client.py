@@ -2,8 +2,10 @@
 
 Client settings, and why:
 
-* botocore's own retries are off (``max_attempts=1``): the engine retries per part with its
-  own policy and stall watchdog, and botocore's legacy mode would retry BadDigest 4 times.
+* botocore's own retries are off (``total_max_attempts=1``): the engine retries per part with
+  its own policy and stall watchdog, and botocore's legacy mode would retry BadDigest 4 times.
+  (aiohttp still re-sends an idempotent request once, at once, when a *reused* keep-alive
+  connection turns out dead; ``PartBody`` counts such re-reads as re-sent bytes.)
 * ``payload_signing_enabled=False``: SigV4 with UNSIGNED-PAYLOAD even over plain HTTP, so the
   body is not read an extra time to SHA-256 it; integrity comes from the per-part CRC32C
   header that S3 verifies.
@@ -83,7 +85,8 @@ async def open_s3_client(config: EngineConfig, credentials: Credentials) -> Asyn
         s3_options["addressing_style"] = "path"
     client_config = AioConfig(
         region_name=config.region,
-        retries={"max_attempts": 1, "mode": "standard"},
+        # "total_max_attempts", not "max_attempts": botocore reads the latter as *retries*.
+        retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=min(30.0, config.stall_timeout_seconds),
         # The stall watchdog is the real guard; this only backs it up.
         read_timeout=config.stall_timeout_seconds * 2,
