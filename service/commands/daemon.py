@@ -1,10 +1,205 @@
-"""Placeholder: filled in by the work on this command group."""
+"""`notaryd serve` (the daemon) and its clients: `submit`, `jobs`, `job`, `watch`, `cancel`.
+
+Exit codes of `submit --wait` follow `notaryd notarize`: 0 Accepted, 2 Invalid or Rejected,
+1 any other failure.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.daemon.client import DaemonClient
+    from service.settings import Settings
+
+EXIT_ACCEPTED, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
+STATE_EXIT_CODES = {"accepted": EXIT_ACCEPTED, "invalid": EXIT_REJECTED, "rejected": EXIT_REJECTED}
+TERMINAL = frozenset({"accepted", "invalid", "rejected", "failed", "cancelled"})
+# Following a job survives a daemon restart (launchd brings it back within seconds).
+RECONNECT_ATTEMPTS = 30
+RECONNECT_DELAY_SECONDS = 2.0
 
 
-def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
-    del subparsers
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    serve = subparsers.add_parser(
+        "serve", help="run the daemon in the foreground (control API, job queue, metrics)"
+    )
+    serve.set_defaults(handler=_serve)
+
+    submit = subparsers.add_parser("submit", help="hand an archive to the running daemon")
+    submit.add_argument("path", help="the .zip, .pkg or .dmg to notarise")
+    submit.add_argument("--wait", action="store_true", help="follow the job until Apple decides")
+    submit.add_argument("--name", help="submission name (default: the file name)")
+    submit.add_argument("--webhook", help="URL the notary service calls when it has decided")
+    submit.add_argument("--skip-preflight", action="store_true", help="skip the offline signing check")
+    submit.set_defaults(handler=_submit)
+
+    jobs = subparsers.add_parser("jobs", help="list the daemon's jobs")
+    jobs.add_argument("--json", action="store_true", help="print JSON")
+    jobs.set_defaults(handler=_jobs)
+
+    job = subparsers.add_parser("job", help="show one job")
+    job.add_argument("job_id", metavar="ID")
+    job.add_argument("--json", action="store_true", help="print JSON")
+    job.set_defaults(handler=_job)
+
+    watch = subparsers.add_parser("watch", help="live view of every job (Ctrl-C to leave)")
+    watch.set_defaults(handler=_watch)
+
+    cancel = subparsers.add_parser("cancel", help="cancel a job and abort its upload")
+    cancel.add_argument("job_id", metavar="ID")
+    cancel.set_defaults(handler=_cancel)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from service.daemon.app import serve
+    from service.runtime import run
+
+    return run(serve(settings))
+
+
+def _client(settings: Settings) -> DaemonClient:
+    from service.daemon.client import DaemonClient
+
+    return DaemonClient.from_settings(settings)
+
+
+def _submit(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+    from pathlib import Path
+
+    from service.runtime import run
+
+    path = Path(args.path).expanduser().absolute()  # the daemon resolves symlinks itself
+
+    async def main() -> int:
+        async with _client(settings) as client:
+            job = await client.submit(
+                path, name=args.name, webhook=args.webhook, skip_preflight=args.skip_preflight
+            )
+            if not args.wait:
+                print(job["id"])
+                print(f"notaryd: queued job {job['id']} for {job['path']}", file=sys.stderr)
+                return 0
+            return await _follow(client, job)
+
+    return run(main())
+
+
+async def _follow(client: DaemonClient, job: dict[str, Any]) -> int:
+    import asyncio
+    import sys
+
+    from service.daemon.client import DaemonUnreachable
+    from service.daemon.display import JobFollower
+    from uploader.errors import NotarydError
+
+    with JobFollower(sys.stderr) as view:
+        view.update(job)
+        failures = 0
+        while job["state"] not in TERMINAL:
+            try:
+                async for snapshot in client.events(job["id"]):
+                    failures = 0
+                    job = snapshot
+                    view.update(job)
+            except NotarydError as exc:  # the daemon restarted or went away: try again
+                failures += 1
+                if failures > RECONNECT_ATTEMPTS:
+                    raise
+                if failures == 1:
+                    reason = "it is not running" if isinstance(exc, DaemonUnreachable) else str(exc)
+                    view.message(f"notaryd: lost the daemon ({reason}); reconnecting")
+                await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+        state = job["state"]
+        if state in {"invalid", "rejected", "accepted"}:
+            try:
+                report = (await client.log(job["id"])).get("report")
+            except NotarydError:
+                report = None
+            if report and state != "accepted":
+                view.message(report)
+    verdict = job.get("notary_status") or state
+    line = f"notaryd: job {job['id']} {state}: {verdict}"
+    if job.get("error"):
+        line += f": {job['error']}"
+    if job.get("submission_id"):
+        line += f" (submission {job['submission_id']}; `notaryd log {job['submission_id']}`)"
+    print(line, file=sys.stderr)
+    print(job["id"])
+    return STATE_EXIT_CODES.get(state, EXIT_FAILED)
+
+
+def _jobs(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from rich.console import Console
+
+    from service.daemon.display import jobs_table
+    from service.runtime import run
+
+    async def main() -> list[dict[str, Any]]:
+        async with _client(settings) as client:
+            return await client.jobs()
+
+    jobs = run(main())
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+    elif not jobs:
+        print("no jobs; queue one with `notaryd submit PATH`")
+    else:
+        import sys
+
+        # Piped output keeps whole ids and paths; a terminal gets its own width.
+        width = None if sys.stdout.isatty() else 250
+        Console(width=width).print(jobs_table(jobs))
+    return 0
+
+
+def _job(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from service.daemon.display import describe
+    from service.runtime import run
+
+    async def main() -> dict[str, Any]:
+        async with _client(settings) as client:
+            return await client.job(args.job_id)
+
+    job = run(main())
+    print(json.dumps(job, indent=2) if args.json else describe(job))
+    return 0
+
+
+def _watch(args: argparse.Namespace, settings: Settings) -> int:
+    from service.daemon.display import JobsWatcher
+    from service.runtime import run
+
+    async def main() -> int:
+        async with _client(settings) as client:
+            with JobsWatcher() as view:
+                for job in await client.jobs():
+                    view.update(job)
+                async for job in client.events():
+                    view.update(job)
+        return 0
+
+    try:
+        return run(main())
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cancel(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
+    from service.runtime import run
+
+    async def main() -> dict[str, Any]:
+        async with _client(settings) as client:
+            return await client.cancel(args.job_id)
+
+    job = run(main())
+    print(f"notaryd: job {job['id']} {job['state']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,19 @@
+"""`notaryd serve`: the long-running daemon (control API, job scheduler, Prometheus metrics).
+
+Layout, one concept per module:
+
+* ``app``             lifecycle: wiring, signals, grace period, one daemon per state dir
+* ``scheduler``       queue + global limits; owns every job task (``JobRunner`` protocol)
+* ``pipeline_runner`` the real ``JobRunner``: ``uploader.notary.pipeline.Notarizer`` per job
+* ``slots``           ``PartSlots``: parts in flight across all jobs, closable for shutdown
+* ``jobs``            the job record, its state machine and ``JobStore`` over the ``jobs`` table
+* ``rate``            moving-average byte rates (per job and daemon-wide)
+* ``broker``          fan-out of job snapshots to server-sent-event subscribers
+* ``metrics``         event hook -> prometheus_client metrics on an explicit registry
+* ``api``             aiohttp control API (thin: validates, then delegates to the scheduler)
+* ``openapi``         the OpenAPI 3.1 document served at ``/v1/openapi.json``
+* ``token``           the bearer token for ``/v1`` (environment or a 0600 file in the state dir)
+* ``logfmt``          structured ``key=value`` log lines on stderr
+* ``client``          the CLI's HTTP client for the control API
+* ``display``         terminal views of jobs (``submit --wait``, ``jobs``, ``watch``)
+"""

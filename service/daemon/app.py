@@ -1,0 +1,234 @@
+"""``notaryd serve``: wiring and lifecycle of the daemon, in the foreground.
+
+Start: token -> database -> scheduler (resumes unfinished jobs) -> HTTP listener. Then wait for
+SIGTERM or SIGINT. Stop (launchd sends SIGTERM and SIGKILLs after its 20 s ExitTimeOut; systemd
+after TimeoutStopSec): refuse new jobs, let parts in flight finish for ``shutdown_grace`` seconds
+(default 15), stop the jobs (each keeps its state for the next start), end the event streams,
+close the listener and the database, exit 0. A second signal cuts the grace period short.
+
+Never forks or daemonises: launchd/systemd supervise the process and collect stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import ipaddress
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from service.settings import Settings
+from uploader.database import Database
+from uploader.errors import ConfigError, NotarydError
+from uploader.throttle import Throttle
+
+from .api import ApiConfig, make_app
+from .broker import Broker
+from .jobs import JobStore
+from .logfmt import kv, use_logfmt
+from .metrics import DaemonMetrics, notaryd_version
+from .scheduler import RunnerFactory, Scheduler
+from .slots import PartSlots
+from .token import ensure_token, token_path
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE_NAME = "serve.lock"
+# Seconds the HTTP listener waits for open requests once the jobs have stopped.
+HTTP_SHUTDOWN_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every job's runner shares: the database and the daemon-wide limits."""
+
+    db: Database
+    part_slots: PartSlots
+    throttle: Throttle | None
+
+
+RunnerFactoryBuilder = Callable[[Settings, Shared], RunnerFactory]
+
+
+def default_runner_factory(settings: Settings, shared: Shared) -> RunnerFactory:
+    from .pipeline_runner import pipeline_runner_factory
+
+    return pipeline_runner_factory(settings, shared.db, shared.part_slots, shared.throttle)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    build_runner_factory: RunnerFactoryBuilder = default_runner_factory,
+    ready: Callable[[int], None] | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code. ``ready(port)`` is called once listening."""
+    use_logfmt()
+    signals = _Signals()  # from the start: a SIGTERM during start-up also stops cleanly
+    try:
+        with _exclusive(settings.state_dir):
+            await _serve(settings, build_runner_factory, ready, signals)
+    finally:
+        signals.remove()
+    log.info("notaryd stopped")
+    return 0
+
+
+async def _serve(
+    settings: Settings,
+    build_runner_factory: RunnerFactoryBuilder,
+    ready: Callable[[int], None] | None,
+    signals: _Signals,
+) -> None:
+    token = ensure_token(settings.api_token, settings.state_dir)
+    db = await Database.open(settings.database_path)
+    try:
+        shared = Shared(
+            db=db,
+            part_slots=PartSlots(settings.max_parts_in_flight),
+            throttle=Throttle(settings.bandwidth_limit) if settings.bandwidth_limit else None,
+        )
+        runner_factory = build_runner_factory(settings, shared)
+        broker = Broker()
+        scheduler_ref: list[Scheduler] = []
+        metrics = DaemonMetrics(
+            jobs=lambda: scheduler_ref[0].jobs() if scheduler_ref else (),
+            stuck_after_seconds=settings.stuck_after,
+        )
+        scheduler = Scheduler(
+            JobStore(db),
+            runner_factory,
+            metrics=metrics,
+            broker=broker,
+            part_slots=shared.part_slots,
+            max_jobs=settings.max_jobs,
+        )
+        scheduler_ref.append(scheduler)
+        token_hint = (
+            "the token is NOTARYD_API_TOKEN"
+            if settings.api_token
+            else f"the token is in {token_path(settings.state_dir)} (or set NOTARYD_API_TOKEN)"
+        )
+        api_config = ApiConfig(
+            token=token,
+            token_hint=token_hint,
+            allowed_roots=settings.allowed_roots,
+            version=notaryd_version(),
+        )
+        app = make_app(scheduler=scheduler, metrics_=metrics, broker=broker, config=api_config)
+        http = web.AppRunner(app, handle_signals=False, access_log=None)
+        async with scheduler:
+            await http.setup()
+            try:
+                port = await _listen(http, settings)  # before resuming: a clash must not run jobs
+                resumed = await scheduler.resume()
+                log.info(
+                    "notaryd serving %s",
+                    kv(
+                        listen=f"{settings.listen_host}:{port}",
+                        version=api_config.version,
+                        state_dir=settings.state_dir,
+                        resumed_jobs=len(resumed),
+                        max_jobs=settings.max_jobs,
+                        max_parts_in_flight=settings.max_parts_in_flight,
+                        bandwidth_limit=settings.bandwidth_limit,
+                    ),
+                )
+                if not _is_loopback(settings.listen_host):
+                    log.warning(
+                        "the control API is reachable from the network %s",
+                        kv(listen=settings.listen, hint="keep the API token secret, or listen on 127.0.0.1"),
+                    )
+                if ready is not None:
+                    ready(port)
+                stop = await signals.first
+                log.info("stopping %s", kv(signal=stop, grace_seconds=settings.shutdown_grace))
+                await scheduler.drain(settings.shutdown_grace, hurry=signals.second)
+            finally:
+                broker.close_all()
+                await http.cleanup()
+    finally:
+        await asyncio.shield(db.close())
+
+
+@contextlib.contextmanager
+def _exclusive(state_dir: Path) -> Iterator[None]:
+    """One daemon per state dir: two would run the same jobs twice."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / LOCK_FILE_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NotarydError(
+                f"another notaryd is already serving the state directory {state_dir}; "
+                "stop it first (or give this one its own NOTARYD_STATE_DIR)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+async def _listen(http: web.AppRunner, settings: Settings) -> int:
+    site = web.TCPSite(
+        http,
+        settings.listen_host,
+        settings.listen_port,
+        shutdown_timeout=HTTP_SHUTDOWN_SECONDS,
+        reuse_address=True,
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise NotarydError(
+                f"cannot listen on {settings.listen}: the address is in use; is another notaryd "
+                "running? Stop it or set NOTARYD_LISTEN to another HOST:PORT"
+            ) from None
+        raise ConfigError(f"cannot listen on {settings.listen} (NOTARYD_LISTEN): {exc}") from None
+    # The bound port matters when NOTARYD_LISTEN asks for port 0.
+    for address in http.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return settings.listen_port
+
+
+class _Signals:
+    """SIGTERM/SIGINT as futures: ``first`` stops the daemon, ``second`` cuts the grace short."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.first: asyncio.Future[str] = self._loop.create_future()
+        self.second: asyncio.Future[None] = self._loop.create_future()
+        for sig in self.SIGNALS:
+            self._loop.add_signal_handler(sig, self._on_signal, sig.name)
+
+    def _on_signal(self, name: str) -> None:
+        if not self.first.done():
+            self.first.set_result(name)
+        elif not self.second.done():
+            self.second.set_result(None)
+
+    def remove(self) -> None:
+        for sig in self.SIGNALS:
+            self._loop.remove_signal_handler(sig)
+        for future in (self.first, self.second):
+            future.cancel()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -1,0 +1,81 @@
+"""Fan-out of job snapshots to server-sent-event subscribers.
+
+A subscriber's undelivered snapshots are coalesced: a newer snapshot of a job replaces the
+pending one when the job's state has not changed in between. A slow client therefore sees fewer
+intermediate progress updates, but every state change, in order, and always the latest
+progress. Memory stays bounded by jobs x states, never by how far behind the client is.
+Single event-loop thread; not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+Snapshot = dict[str, Any]
+
+
+class Subscription:
+    def __init__(self, job_id: str | None) -> None:
+        self.job_id = job_id
+        self._pending: list[Snapshot] = []
+        self._last_pending: dict[str, int] = {}  # job id -> index of its newest pending snapshot
+        self._ready = asyncio.Event()
+        self.closed = False
+
+    def offer(self, snapshot: Snapshot) -> None:
+        if self.job_id is not None and snapshot["id"] != self.job_id:
+            return
+        index = self._last_pending.get(snapshot["id"])
+        if index is not None and self._pending[index]["state"] == snapshot["state"]:
+            self._pending[index] = snapshot  # same state: only the progress moved
+        else:
+            self._last_pending[snapshot["id"]] = len(self._pending)
+            self._pending.append(snapshot)
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    async def next_batch(self, wait_seconds: float) -> list[Snapshot]:
+        """The snapshots pending now, waiting up to ``wait_seconds``; [] on timeout or close."""
+        if not self._pending and not self.closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_seconds):
+                    await self._ready.wait()
+        self._ready.clear()
+        batch, self._pending = self._pending, []
+        self._last_pending.clear()
+        return batch
+
+
+class Broker:
+    def __init__(self) -> None:
+        self._subscriptions: set[Subscription] = set()
+
+    def publish(self, snapshot: Snapshot) -> None:
+        for sub in self._subscriptions:
+            sub.offer(snapshot)
+
+    @contextlib.contextmanager
+    def subscribe(self, job_id: str | None = None) -> Iterator[Subscription]:
+        sub = Subscription(job_id)
+        self._subscriptions.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subscriptions.discard(sub)
+
+    def close_all(self) -> None:
+        """Daemon shutdown: end every stream so their handlers return."""
+        for sub in self._subscriptions:
+            sub.close()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+

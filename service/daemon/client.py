@@ -1,0 +1,160 @@
+"""The CLI's client for the control API (``notaryd submit/jobs/job/watch/cancel``).
+
+Finds the daemon at ``NOTARYD_LISTEN`` and the token the same way the daemon does (see
+``token.py``). Every failure becomes a ``NotarydError`` whose message is one actionable line:
+the daemon is not running, the token is wrong, or the API's own ``error``/``hint``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from service.settings import Settings
+from uploader.errors import NotarydError
+
+from .token import find_token
+
+
+class DaemonUnreachable(NotarydError):
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            f"cannot reach notaryd at {address}: start it with `notaryd serve` or "
+            "`notaryd service install`"
+        )
+        self.address = address
+
+
+class ApiRefused(NotarydError):
+    def __init__(self, status: int, error: str, hint: str | None) -> None:
+        super().__init__(f"{error} ({hint})" if hint else error)
+        self.status = status
+        self.error = error
+        self.hint = hint
+
+
+def client_address(listen: str) -> str:
+    """Where to connect for a listen address (a wildcard bind is reached on loopback)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in {"0.0.0.0", ""}:
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class DaemonClient:
+    def __init__(self, address: str, token: str, *, timeout_seconds: float = 30.0) -> None:
+        self.address = address
+        self._base = f"http://{address}"
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=5)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DaemonClient:
+        token = find_token(settings.api_token, settings.state_dir)
+        return cls(client_address(settings.listen), token)
+
+    async def __aenter__(self) -> DaemonClient:
+        self._session = aiohttp.ClientSession(headers=self._headers)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def submit(
+        self, path: Path, *, name: str | None = None, webhook: str | None = None,
+        skip_preflight: bool = False,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"path": str(path), "skip_preflight": skip_preflight}
+        if name:
+            body["name"] = name
+        if webhook:
+            body["webhook"] = webhook
+        return await self._call("POST", "/v1/jobs", body)
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        reply = await self._call("GET", "/v1/jobs")
+        jobs: list[dict[str, Any]] = reply["jobs"]
+        return jobs
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/v1/jobs/{job_id}")
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        return await self._call("DELETE", f"/v1/jobs/{job_id}")
+
+    async def log(self, job_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/v1/jobs/{job_id}/log")
+
+    async def events(self, job_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Job snapshots from ``GET /v1/events`` until the stream ends."""
+        params = {"job": job_id} if job_id else None
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=60)
+        try:
+            async with self._session_().get(
+                self._base + "/v1/events", params=params, timeout=timeout
+            ) as response:
+                await _raise_for_error(response)
+                event, data = "", []
+                async for raw in response.content:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                    if line.startswith(":"):
+                        continue  # heartbeat comment
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data.append(line[5:].lstrip())
+                    elif not line:
+                        if event == "job" and data:
+                            yield json.loads("\n".join(data))
+                        event, data = "", []
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                raise DaemonUnreachable(self.address) from None
+            raise NotarydError(f"lost the event stream from notaryd at {self.address}: {exc}") from None
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _session_(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use DaemonClient as an async context manager")
+        return self._session
+
+    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        try:
+            async with self._session_().request(
+                method, self._base + path, json=body, timeout=self._timeout
+            ) as response:
+                await _raise_for_error(response)
+                reply: dict[str, Any] = await response.json()
+                return reply
+        except aiohttp.ClientConnectorError:
+            raise DaemonUnreachable(self.address) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise NotarydError(f"notaryd at {self.address} did not answer {method} {path}: {exc}") from None
+
+
+async def _raise_for_error(response: aiohttp.ClientResponse) -> None:
+    if response.status < 400:
+        return
+    try:
+        doc = await response.json()
+        error, hint = str(doc["error"]), doc.get("hint")
+    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
+        error, hint = f"HTTP {response.status} {response.reason}", None
+    if response.status == 401:
+        error = f"notaryd refused the API token: {error}"
+    raise ApiRefused(response.status, error, hint)

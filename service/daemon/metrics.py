@@ -1,0 +1,253 @@
+"""Progress events -> Prometheus metrics, on an explicit ``CollectorRegistry``.
+
+``DaemonMetrics`` is an event hook (``uploader.events.Hook``). The scheduler gives every job its
+own tagged hook (``job_hook(key)``) so that per-job facts (when its submission was created, when
+its upload credentials expire) can be dropped when the job ends however it ends, without relying
+on the pipeline to emit a final event when it is cancelled. Labels never carry job ids or file
+names: only closed sets (retry reason, notary endpoint, HTTP code, job state, outcome).
+
+Metrics (names are a contract, see CONTRACT.md):
+
+* ``notaryd_upload_bytes_total``             every byte handed to the network, resent ones too
+* ``notaryd_upload_resent_bytes_total``      the subset that re-sent a part attempted before
+* ``notaryd_part_retries_total{reason}``
+* ``notaryd_upload_rate_bytes_per_second``   moving average of the above over ``rate_window`` s
+* ``notaryd_jobs{state}``                    jobs this daemon knows, by state (every state listed)
+* ``notaryd_notary_requests_total{endpoint,code}``
+* ``notaryd_job_duration_seconds{outcome}``  histogram, first start -> terminal state
+* ``notaryd_oldest_in_progress_submission_seconds``  age of the oldest submission Apple has
+  not decided yet (0 when none)
+* ``notaryd_credential_expiry_seconds``      seconds until the soonest-expiring upload
+  credentials of an unfinished upload expire; absent when no upload holds credentials
+* ``notaryd_stuck_submissions``              in-progress submissions older than ``stuck_after``
+* ``notaryd_active_job_size_bytes`` / ``notaryd_active_job_done_bytes``  sum over unfinished jobs
+* ``notaryd_build_info{version,python}``     constant 1
+
+All methods run on the event-loop thread; scrapes call the collector from the same thread
+(aiohttp handler), so no locking is needed.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator
+from importlib import metadata
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from uploader.events import (
+    BytesSent,
+    CredentialsIssued,
+    Event,
+    Hook,
+    NotaryRequestDone,
+    NotaryStage,
+    NotaryStageChanged,
+    PartRetried,
+    UploadState,
+    UploadStateChanged,
+)
+
+from .jobs import JobState
+from .rate import Clock, RateMeter
+
+# Notarisation of 6-25 GB builds takes minutes to hours: 1 min .. 12 h.
+JOB_DURATION_BUCKETS = (60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 10800, 21600, 43200)
+
+_SUBMISSION_PENDING_STAGES = frozenset({NotaryStage.UPLOADING, NotaryStage.WAITING})
+_UPLOAD_FINISHED = frozenset({UploadState.COMPLETED, UploadState.FAILED, UploadState.ABORTED})
+
+
+class JobView(Protocol):
+    @property
+    def state(self) -> JobState: ...
+    @property
+    def bytes_total(self) -> int: ...
+    @property
+    def bytes_done(self) -> int: ...
+
+
+class DaemonMetrics:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        jobs: Callable[[], Iterable[JobView]] = tuple,
+        stuck_after_seconds: float = 3 * 3600.0,
+        rate_window_seconds: float = 20.0,
+        wall_clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.jobs = jobs
+        self.stuck_after_seconds = stuck_after_seconds
+        self._now = wall_clock
+        self._rate = RateMeter(rate_window_seconds, monotonic)
+        # key -> Unix time; key is the job (job_hook) or the event target (plain hook)
+        self._pending_submissions: dict[str, float] = {}
+        self._credential_expiry: dict[str, float] = {}
+
+        r = self.registry
+        self.upload_bytes = Counter(
+            "notaryd_upload_bytes", "Bytes handed to the network, resent ones included.",
+            registry=r,
+        )
+        self.resent_bytes = Counter(
+            "notaryd_upload_resent_bytes", "Bytes of parts sent again after a failed attempt.",
+            registry=r,
+        )
+        self.part_retries = Counter(
+            "notaryd_part_retries", "Part uploads retried, by reason.", ["reason"], registry=r
+        )
+        self.notary_requests = Counter(
+            "notaryd_notary_requests",
+            "Requests to the notary API, by endpoint and HTTP status (or 'error').",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "notaryd_job_duration_seconds",
+            "Seconds from a job's first start to its terminal state, by outcome.",
+            ["outcome"],
+            buckets=JOB_DURATION_BUCKETS,
+            registry=r,
+        )
+        Info("notaryd_build", "notaryd version.", registry=r).info(
+            {"version": notaryd_version(), "python": platform.python_version()}
+        )
+        r.register(_LiveCollector(self))
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def __call__(self, event: Event, /) -> None:
+        """Plain hook: per-target facts are keyed by the event's target."""
+        self.observe(event, key=getattr(event, "target", ""))
+
+    def job_hook(self, key: str) -> Hook:
+        """A hook whose per-job facts are filed under ``key`` (drop them with ``forget``)."""
+
+        def hook(event: Event, /) -> None:
+            self.observe(event, key=key)
+
+        return hook
+
+    def observe(self, event: Event, *, key: str) -> None:
+        match event:
+            case BytesSent(nbytes=nbytes, resent=resent):
+                self.upload_bytes.inc(nbytes)
+                if resent:
+                    self.resent_bytes.inc(nbytes)
+                self._rate.add(nbytes)
+            case PartRetried(reason=reason):
+                self.part_retries.labels(reason=str(reason)).inc()
+            case NotaryRequestDone(endpoint=endpoint, code=code):
+                self.notary_requests.labels(endpoint=endpoint, code=code).inc()
+            case CredentialsIssued(expires_at=expires_at):
+                self._credential_expiry[key] = expires_at
+            case UploadStateChanged(state=state) if state in _UPLOAD_FINISHED:
+                self._credential_expiry.pop(key, None)
+            case NotaryStageChanged(stage=stage, submitted_at=submitted_at):
+                if stage in _SUBMISSION_PENDING_STAGES and submitted_at is not None:
+                    self._pending_submissions[key] = submitted_at
+                elif stage not in _SUBMISSION_PENDING_STAGES:
+                    self._pending_submissions.pop(key, None)
+                if stage in {NotaryStage.WAITING, NotaryStage.DONE, NotaryStage.FAILED}:
+                    self._credential_expiry.pop(key, None)
+            case _:
+                pass
+
+    def forget(self, key: str) -> None:
+        """The job behind ``key`` ended or was interrupted: drop its live facts."""
+        self._pending_submissions.pop(key, None)
+        self._credential_expiry.pop(key, None)
+
+    def job_finished(self, outcome: JobState, duration_seconds: float) -> None:
+        self.job_duration.labels(outcome=str(outcome)).observe(max(0.0, duration_seconds))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # -- values computed at scrape time -------------------------------------------------------
+
+    def upload_rate(self) -> float:
+        return self._rate.rate()
+
+    def oldest_in_progress_seconds(self) -> float:
+        if not self._pending_submissions:
+            return 0.0
+        return max(0.0, self._now() - min(self._pending_submissions.values()))
+
+    def stuck_submissions(self) -> int:
+        now = self._now()
+        return sum(1 for t in self._pending_submissions.values() if now - t > self.stuck_after_seconds)
+
+    def credential_expiry_seconds(self) -> float | None:
+        if not self._credential_expiry:
+            return None
+        return min(self._credential_expiry.values()) - self._now()
+
+
+class _LiveCollector(Collector):
+    """Gauges whose value is computed when Prometheus scrapes."""
+
+    def __init__(self, metrics: DaemonMetrics) -> None:
+        self._m = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # unchecked collector: describing would run collect() at registration time
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        yield GaugeMetricFamily(
+            "notaryd_upload_rate_bytes_per_second",
+            f"Upload rate, moving average over {m._rate.window_seconds:g} s.",
+            value=m.upload_rate(),
+        )
+        counts = dict.fromkeys(JobState, 0)
+        size = done = 0
+        for job in m.jobs():
+            counts[job.state] += 1
+            if not job.state.terminal:
+                size += job.bytes_total
+                done += job.bytes_done
+        jobs = GaugeMetricFamily("notaryd_jobs", "Jobs this daemon knows, by state.", labels=["state"])
+        for state, count in counts.items():
+            jobs.add_metric([str(state)], count)
+        yield jobs
+        yield GaugeMetricFamily(
+            "notaryd_active_job_size_bytes", "Total size of unfinished jobs' archives.", value=size
+        )
+        yield GaugeMetricFamily(
+            "notaryd_active_job_done_bytes",
+            "Bytes of unfinished jobs' archives confirmed uploaded.",
+            value=done,
+        )
+        yield GaugeMetricFamily(
+            "notaryd_oldest_in_progress_submission_seconds",
+            "Age of the oldest submission the notary service has not decided yet (0 if none).",
+            value=m.oldest_in_progress_seconds(),
+        )
+        yield GaugeMetricFamily(
+            "notaryd_stuck_submissions",
+            f"In-progress submissions older than {m.stuck_after_seconds:g} s.",
+            value=m.stuck_submissions(),
+        )
+        expiry = GaugeMetricFamily(
+            "notaryd_credential_expiry_seconds",
+            "Seconds until the soonest-expiring credentials of an unfinished upload expire.",
+        )
+        seconds = m.credential_expiry_seconds()
+        if seconds is not None:
+            expiry.add_metric([], seconds)
+        yield expiry
+
+
+def notaryd_version() -> str:
+    try:
+        return metadata.version("notaryd")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"

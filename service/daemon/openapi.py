@@ -1,0 +1,265 @@
+"""The OpenAPI 3.1 description of the control API, served at ``GET /v1/openapi.json``.
+
+Kept by hand next to ``api.py``; ``tests/daemon/test_openapi.py`` checks that every route the
+aiohttp router registers appears here and vice versa, so the two cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .jobs import JobState
+
+_NULLABLE_STR = {"type": ["string", "null"]}
+_NULLABLE_NUM = {"type": ["number", "null"]}
+
+JOB_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "id", "path", "state", "bytes_total", "bytes_done", "rate_bytes_per_second",
+        "eta_seconds", "submission_id", "notary_status", "error", "created_at", "updated_at",
+        "started_at", "finished_at",
+    ],
+    "properties": {
+        "id": {"type": "string", "description": "Job id (12 hex digits)."},
+        "path": {"type": "string", "description": "Archive path, symlinks resolved."},
+        "name": _NULLABLE_STR,
+        "webhook": _NULLABLE_STR,
+        "skip_preflight": {"type": "boolean"},
+        "state": {"type": "string", "enum": [str(s) for s in JobState]},
+        "bytes_total": {"type": "integer", "description": "Archive size in bytes."},
+        "bytes_done": {"type": "integer", "description": "Bytes confirmed uploaded."},
+        "bytes_hashed": {"type": "integer", "description": "Bytes hashed so far (hashing)."},
+        "rate_bytes_per_second": {"type": "number", "description": "Moving average, 20 s."},
+        "eta_seconds": {**_NULLABLE_NUM, "description": "Upload time left at the current rate."},
+        "submission_id": _NULLABLE_STR,
+        "notary_status": {
+            "type": ["string", "null"],
+            "description": "In Progress | Accepted | Invalid | Rejected",
+        },
+        "error": _NULLABLE_STR,
+        "created_at": {"type": "number", "description": "Unix time."},
+        "updated_at": {"type": "number", "description": "Unix time."},
+        "started_at": {**_NULLABLE_NUM, "description": "Unix time it first left the queue."},
+        "finished_at": {**_NULLABLE_NUM, "description": "Unix time it reached a final state."},
+    },
+}
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string", "description": "What went wrong, in one line."},
+        "hint": {"type": "string", "description": "What to do about it."},
+    },
+}
+
+NEW_JOB_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["path"],
+    "additionalProperties": False,
+    "properties": {
+        "path": {"type": "string", "description": "Archive (.zip, .pkg, .dmg) under an allowed root."},
+        "name": {"type": "string", "description": "Submission name (default: the file name)."},
+        "webhook": {"type": "string", "format": "uri", "description": "Notary webhook URL."},
+        "skip_preflight": {"type": "boolean", "default": False},
+    },
+}
+
+LOG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "job_id": {"type": "string"},
+        "submission_id": {"type": "string"},
+        "notary_status": _NULLABLE_STR,
+        "log": {"type": "object", "description": "The notary log JSON, as Apple returned it."},
+        "summary": {"type": "object", "description": "The log's findings, grouped."},
+        "report": {"type": "string", "description": "Readable report."},
+    },
+}
+
+
+def _json(schema_ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
+    }
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Bad request (the error names the field or path).",
+        401: "Missing or wrong bearer token.",
+        403: "Path outside the allowed roots.",
+        404: "No such job, or no log for it.",
+        409: "Conflict with the job's current state.",
+        503: "The daemon is shutting down.",
+    }
+    return {str(c): _json("Error", text[c]) for c in codes}
+
+
+_JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "notaryd control API",
+            "version": version,
+            "description": "Queue archives for notarisation and follow their progress.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Job": JOB_SCHEMA,
+                "NewJob": NEW_JOB_SCHEMA,
+                "Error": ERROR_SCHEMA,
+                "JobLog": LOG_SCHEMA,
+            },
+        },
+        "paths": {
+            "/v1/jobs": {
+                "post": {
+                    "operationId": "createJob",
+                    "summary": "Queue an archive for notarisation.",
+                    "security": _SECURED,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/NewJob"}}
+                        },
+                    },
+                    "responses": {
+                        "201": _json("Job", "The new job."),
+                        **_errors(400, 401, 403, 409, 503),
+                    },
+                },
+                "get": {
+                    "operationId": "listJobs",
+                    "summary": "Jobs, newest first (live ones and recent history).",
+                    "security": _SECURED,
+                    "responses": {
+                        "200": {
+                            "description": "The jobs.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "jobs": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Job"},
+                                            }
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(401),
+                    },
+                },
+            },
+            "/v1/jobs/{id}": {
+                "get": {
+                    "operationId": "getJob",
+                    "summary": "One job.",
+                    "security": _SECURED,
+                    "parameters": [_JOB_ID],
+                    "responses": {"200": _json("Job", "The job."), **_errors(401, 404)},
+                },
+                "delete": {
+                    "operationId": "cancelJob",
+                    "summary": "Cancel a job and abort its multipart upload.",
+                    "security": _SECURED,
+                    "parameters": [_JOB_ID],
+                    "responses": {
+                        "200": _json("Job", "The cancelled job."),
+                        **_errors(401, 404, 409),
+                    },
+                },
+            },
+            "/v1/jobs/{id}/log": {
+                "get": {
+                    "operationId": "getJobLog",
+                    "summary": "The notary log of a finished job, with a readable report.",
+                    "security": _SECURED,
+                    "parameters": [_JOB_ID],
+                    "responses": {
+                        "200": _json("JobLog", "The saved log."),
+                        **_errors(401, 404, 409),
+                    },
+                },
+            },
+            "/v1/events": {
+                "get": {
+                    "operationId": "streamEvents",
+                    "summary": "Server-sent events: `event: job` with a Job as data on every "
+                    "change (progress at most twice a second per job), and a `: heartbeat` "
+                    "comment when idle. Starts with one `job` event per listed job.",
+                    "security": _SECURED,
+                    "parameters": [
+                        {
+                            "name": "job",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "Only this job's events.",
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "An endless event stream.",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(401, 404),
+                    },
+                },
+            },
+            "/v1/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApi",
+                    "summary": "This document.",
+                    "security": _SECURED,
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1 document.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **_errors(401),
+                    },
+                },
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Liveness (no token needed).",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Serving.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "503": {
+                            "description": "Shutting down.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                    },
+                },
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics, text format (no token needed).",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format 0.0.4.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                },
+            },
+        },
+    }

@@ -1,0 +1,142 @@
+"""`notaryd serve` with the real pipeline against the real notary emulator and SeaweedFS."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.emulator.notary import INVALID_MARKER, BackgroundEmulator, NotaryEmulator
+
+from .helpers import Daemon
+
+MiB = 1024 * 1024
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+@pytest.mark.slow
+def test_three_archives_survive_three_sigkills_without_duplicate_submissions(
+    real_daemon: Daemon, notary: BackgroundEmulator
+) -> None:
+    d = real_daemon
+    # ~20 MiB/s across all jobs: the 3 x 30 MiB take ~4.5 s, long enough to be killed mid-way
+    d.env.update({"NOTARYD_MAX_JOBS": "3", "NOTARYD_BANDWIDTH_LIMIT": str(20 * MiB)})
+    d.start()
+    jobs = [d.submit(d.archive(f"Build{i}.zip", 30 * MiB), skip_preflight=True) for i in range(3)]
+    for _ in range(3):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # kill only once bytes are really moving
+            if any(d.job(j["id"])["bytes_done"] > 0 for j in jobs) or all(
+                d.job(j["id"])["state"] in {"waiting", "accepted"} for j in jobs
+            ):
+                break
+            time.sleep(0.05)
+        d.kill()
+        d.start()
+    finished = [d.wait_for(j["id"], "accepted", "failed", "invalid", timeout=120) for j in jobs]
+    assert [j["state"] for j in finished] == ["accepted"] * 3, finished
+    assert notary.call(lambda e: e.submissions_created) == 3, "a restart created a duplicate submission"
+    assert len({j["submission_id"] for j in finished}) == 3
+    assert d.log().count("resuming job") >= 3
+
+
+def test_metrics_agree_with_the_bytes_uploaded(real_daemon: Daemon) -> None:
+    d = real_daemon
+    d.start()
+    sizes = [12 * MiB, 7 * MiB + 123]
+    jobs = [d.submit(d.archive(f"M{i}.zip", size), skip_preflight=True) for i, size in enumerate(sizes)]
+    for job in jobs:
+        assert d.wait_for(job["id"], "accepted", "failed", timeout=60)["state"] == "accepted"
+    _, text = d.request("GET", "/metrics", token=None)
+    assert metric(text, "notaryd_upload_bytes_total") == sum(sizes)
+    assert metric(text, "notaryd_upload_resent_bytes_total") == 0
+    assert metric(text, 'notaryd_jobs{state="accepted"}') == 2
+    requests = {
+        (s.labels["endpoint"], s.labels["code"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "notaryd_notary_requests"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+    assert sum(v for (endpoint, code), v in requests.items() if endpoint == "submit" and code.startswith("2")) == 2
+    assert any(endpoint == "status" for endpoint, _ in requests), requests
+    assert metric(text, 'notaryd_job_duration_seconds_count{outcome="accepted"}') == 2
+
+
+def test_invalid_through_the_cli_and_its_log(real_daemon: Daemon) -> None:
+    d = real_daemon
+    d.start()
+    archive = d.archive("Broken.zip", 6 * MiB)
+    with open(archive, "r+b") as f:
+        f.seek(3 * MiB)
+        f.write(INVALID_MARKER)
+    result = d.cli("submit", str(archive), "--wait", "--skip-preflight")
+    assert result.returncode == 2, result.stderr
+    job_id = result.stdout.strip()
+    status, log = d.request("GET", f"/v1/jobs/{job_id}/log")
+    assert status == 200 and log["log"]["status"] == "Invalid" and log["report"]
+    assert log["summary"]["status"] == "Invalid"
+
+
+def test_cancel_aborts_the_multipart_upload(real_daemon: Daemon, notary: BackgroundEmulator) -> None:
+    d = real_daemon
+    d.env["NOTARYD_BANDWIDTH_LIMIT"] = str(4 * MiB)
+    d.start()
+    job = d.submit(d.archive("Cancel.zip", 40 * MiB), skip_preflight=True)
+
+    def multipart_created(e: NotaryEmulator) -> bool:
+        return any(op == "CreateMultipartUpload" for op, _ in e.s3.requests)
+
+    deadline = time.monotonic() + 30
+    while not notary.call(multipart_created):
+        assert time.monotonic() < deadline, d.log()
+        time.sleep(0.05)
+    time.sleep(0.5)  # parts are on the wire
+    status, cancelled = d.request("DELETE", f"/v1/jobs/{job['id']}")
+    assert status == 200 and cancelled["state"] == "cancelled", cancelled
+    aborts = notary.call(lambda e: {k: v for k, v in e.s3.requests.items() if k[0] == "AbortMultipartUpload"})
+    assert aborts and all(200 <= code < 300 for _, code in aborts), aborts
+    # submitting it again starts over cleanly with a new submission and finishes
+    d.stop()
+    d.env.pop("NOTARYD_BANDWIDTH_LIMIT")
+    d.start()
+    again = d.submit(d.archive("Cancel.zip", 6 * MiB), skip_preflight=True)
+    assert d.wait_for(again["id"], "accepted", "failed", timeout=60)["state"] == "accepted"
+    assert notary.call(lambda e: e.submissions_created) == 2
+
+
+def test_sigterm_mid_upload_exits_zero_in_the_grace_period_and_resumes(
+    real_daemon: Daemon, notary: BackgroundEmulator
+) -> None:
+    d = real_daemon
+    d.env.update({"NOTARYD_BANDWIDTH_LIMIT": str(10 * MiB), "NOTARYD_SHUTDOWN_GRACE": "8"})
+    d.start()
+    size = 60 * MiB  # 12 parts; 8 are in flight at once (NOTARYD_CONCURRENCY default)
+    job = d.submit(d.archive("Term.zip", size), skip_preflight=True)
+    d.wait_for(job["id"], "uploading")
+    deadline = time.monotonic() + 30
+    while metric(d.request("GET", "/metrics", token=None)[1], "notaryd_upload_bytes_total") == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # parts are on the wire
+    started = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=20) == 0
+    assert time.monotonic() - started < 8 + 1
+    interrupted = d.log()
+    assert "job interrupted" in interrupted and "notaryd stopped" in interrupted
+    d.env.pop("NOTARYD_BANDWIDTH_LIMIT")
+    d.start()
+    assert d.wait_for(job["id"], "accepted", "failed", timeout=60)["state"] == "accepted"
+    assert notary.call(lambda e: e.submissions_created) == 1
+    # the parts in flight at SIGTERM were finished and kept: the restart sent only the rest
+    _, text = d.request("GET", "/metrics", token=None)
+    assert 0 < metric(text, "notaryd_upload_bytes_total") <= size - 5 * MiB

@@ -1,0 +1,164 @@
+"""DaemonMetrics: feed events, read the explicit registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.daemon.jobs import JobState
+from service.daemon.metrics import DaemonMetrics
+from service.daemon.rate import RateMeter
+from uploader.events import (
+    BytesSent,
+    CredentialsIssued,
+    NotaryRequestDone,
+    NotaryStage,
+    NotaryStageChanged,
+    PartRetried,
+    RetryReason,
+    UploadState,
+    UploadStateChanged,
+)
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeJob:
+    state: JobState
+    bytes_total: int = 0
+    bytes_done: int = 0
+
+
+def make(jobs: list[FakeJob] | None = None) -> tuple[DaemonMetrics, Clock, Clock]:
+    wall, mono = Clock(), Clock(50.0)
+    metrics = DaemonMetrics(
+        CollectorRegistry(), jobs=lambda: jobs or [], stuck_after_seconds=3600,
+        rate_window_seconds=20, wall_clock=wall, monotonic=mono,
+    )
+    return metrics, wall, mono
+
+
+def value(m: DaemonMetrics, name: str, **labels: str) -> float | None:
+    return m.registry.get_sample_value(name, labels)
+
+
+def test_bytes_sent_and_resent_are_counted_separately() -> None:
+    m, _, _ = make()
+    m(BytesSent("a", 1000, resent=False))
+    m(BytesSent("a", 300, resent=True))
+    assert value(m, "notaryd_upload_bytes_total") == 1300
+    assert value(m, "notaryd_upload_resent_bytes_total") == 300
+
+
+def test_retries_and_notary_requests_are_labelled_by_closed_sets() -> None:
+    m, _, _ = make()
+    m(PartRetried("a", 3, RetryReason.STALL, 1))
+    m(PartRetried("a", 4, RetryReason.STALL, 1))
+    m(PartRetried("a", 4, RetryReason.THROTTLED, 2))
+    m(NotaryRequestDone("submit", "200"))
+    m(NotaryRequestDone("status", "503"))
+    assert value(m, "notaryd_part_retries_total", reason="stall") == 2
+    assert value(m, "notaryd_part_retries_total", reason="throttled") == 1
+    assert value(m, "notaryd_notary_requests_total", endpoint="status", code="503") == 1
+
+
+def test_upload_rate_is_a_moving_average_that_decays() -> None:
+    m, _, mono = make()
+    for _ in range(30):  # 1 MB/s for 30 s: the 20 s window is full
+        mono.now += 1
+        m(BytesSent("a", 1_000_000, resent=False))
+    assert value(m, "notaryd_upload_rate_bytes_per_second") == 1_000_000
+    mono.now += 25  # the window (20 s) has passed with nothing sent
+    assert value(m, "notaryd_upload_rate_bytes_per_second") == 0
+
+
+def test_jobs_gauge_lists_every_state_and_sums_active_bytes() -> None:
+    jobs = [
+        FakeJob(JobState.UPLOADING, 100, 40),
+        FakeJob(JobState.UPLOADING, 50, 10),
+        FakeJob(JobState.ACCEPTED, 70, 70),
+    ]
+    m, _, _ = make(jobs)
+    assert value(m, "notaryd_jobs", state="uploading") == 2
+    assert value(m, "notaryd_jobs", state="accepted") == 1
+    assert value(m, "notaryd_jobs", state="queued") == 0
+    assert value(m, "notaryd_active_job_size_bytes") == 150
+    assert value(m, "notaryd_active_job_done_bytes") == 50
+
+
+def test_oldest_in_progress_submission_and_stuck_count() -> None:
+    m, wall, _ = make()
+    old, new = m.job_hook("job-old"), m.job_hook("job-new")
+    assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 0
+    old(NotaryStageChanged("/a.zip", NotaryStage.WAITING, "s1", "In Progress", wall.now - 7200))
+    new(NotaryStageChanged("/b.zip", NotaryStage.UPLOADING, "s2", "In Progress", wall.now - 60))
+    assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 7200
+    assert value(m, "notaryd_stuck_submissions") == 1
+    old(NotaryStageChanged("/a.zip", NotaryStage.DONE, "s1", "Accepted"))
+    assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 60
+    m.forget("job-new")  # e.g. the job was cancelled without a final event
+    assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 0
+    assert value(m, "notaryd_stuck_submissions") == 0
+
+
+def test_credential_expiry_tracks_the_soonest_active_upload() -> None:
+    m, wall, _ = make()
+    a, b = m.job_hook("a"), m.job_hook("b")
+    assert value(m, "notaryd_credential_expiry_seconds") is None  # absent, not a fake number
+    a(CredentialsIssued("x", wall.now + 3600))
+    b(CredentialsIssued("y", wall.now + 600))
+    assert value(m, "notaryd_credential_expiry_seconds") == 600
+    b(UploadStateChanged("y", UploadState.COMPLETED, 10, 10))
+    assert value(m, "notaryd_credential_expiry_seconds") == 3600
+    wall.now += 100
+    assert value(m, "notaryd_credential_expiry_seconds") == 3500
+
+
+def test_job_duration_histogram_uses_minutes_to_hours_buckets() -> None:
+    m, _, _ = make()
+    m.job_finished(JobState.ACCEPTED, 1500)
+    assert value(m, "notaryd_job_duration_seconds_bucket", outcome="accepted", le="1200.0") == 0
+    assert value(m, "notaryd_job_duration_seconds_bucket", outcome="accepted", le="1800.0") == 1
+    assert value(m, "notaryd_job_duration_seconds_sum", outcome="accepted") == 1500
+
+
+def test_exposition_parses_and_holds_every_contract_metric() -> None:
+    m, _, _ = make([FakeJob(JobState.QUEUED)])
+    m(BytesSent("a", 5, resent=False))
+    m(PartRetried("a", 1, RetryReason.TIMEOUT, 1))
+    m(NotaryRequestDone("submit", "200"))
+    m.job_finished(JobState.FAILED, 70)
+    m.job_hook("j")(CredentialsIssued("a", 2e9))
+    names = {f.name for f in text_string_to_metric_families(m.render().decode())}
+    for name in (
+        "notaryd_upload_bytes", "notaryd_upload_resent_bytes", "notaryd_part_retries",
+        "notaryd_upload_rate_bytes_per_second", "notaryd_jobs", "notaryd_notary_requests",
+        "notaryd_job_duration_seconds", "notaryd_oldest_in_progress_submission_seconds",
+        "notaryd_credential_expiry_seconds", "notaryd_build_info",
+    ):
+        assert name in names, name
+
+
+def test_two_instances_do_not_share_a_registry() -> None:
+    a, _, _ = make()
+    b, _, _ = make()
+    a(BytesSent("x", 10, resent=False))
+    assert value(b, "notaryd_upload_bytes_total") == 0
+
+
+def test_rate_meter_starts_without_a_spike() -> None:
+    clock = Clock(0.0)
+    meter = RateMeter(20, clock)
+    meter.add(5_000_000)  # one burst at t=0 reads as 5 MB over (at least) one second
+    assert meter.rate() == 5_000_000
+    clock.now = 10
+    assert meter.rate() == 500_000

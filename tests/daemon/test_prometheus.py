@@ -1,0 +1,123 @@
+"""A real Prometheus server scrapes a real daemon (real pipeline, emulator) every second."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .helpers import Daemon, free_port
+
+MiB = 1024 * 1024
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+
+class Prometheus:
+    def __init__(self, root: Path, target_port: int) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        config = root / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: notaryd\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n"
+            f"    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+        )
+        self.log = open(root / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=self.log,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"prometheus did not start: {(root / 'prometheus.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def api(self, endpoint: str, **params: Any) -> Any:
+        url = f"http://127.0.0.1:{self.port}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            doc = json.load(response)
+        assert doc["status"] == "success", doc
+        return doc["data"]["result"]
+
+    def scalar(self, query: str) -> float | None:
+        result = self.api("query", query=query)
+        return float(result[0]["value"][1]) if result else None
+
+    def series(self, query: str, start: float, end: float) -> list[float]:
+        result = self.api("query_range", query=query, start=start, end=end, step="1s")
+        return [float(v) for _, v in result[0]["values"]] if result else []
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def prometheus_for(tmp_path: Path) -> Iterator[Any]:
+    if not Path(PROMETHEUS).exists():
+        pytest.fail("prometheus is not installed: run `make system-deps` (Debian package prometheus)")
+    started: list[Prometheus] = []
+
+    def start(port: int) -> Prometheus:
+        started.append(Prometheus(tmp_path / "prometheus", port))
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+@pytest.mark.slow
+def test_prometheus_sees_bytes_and_job_states_move(real_daemon: Daemon, prometheus_for: Any) -> None:
+    d = real_daemon
+    d.env["NOTARYD_BANDWIDTH_LIMIT"] = str(8 * MiB)  # 40 MiB: about 5 s of upload, 5 scrapes
+    d.start()
+    prometheus = prometheus_for(d.port)
+    deadline = time.monotonic() + 20
+    while prometheus.scalar('up{job="notaryd"}') != 1:
+        assert time.monotonic() < deadline, "prometheus never scraped the daemon"
+        time.sleep(0.25)
+
+    start = time.time()
+    size = 40 * MiB
+    job = d.submit(d.archive("Scraped.zip", size), skip_preflight=True)
+    assert d.wait_for(job["id"], "accepted", "failed", timeout=90)["state"] == "accepted"
+    time.sleep(2.5)  # two more scrapes after the end
+    end = time.time()
+
+    sent = prometheus.series("notaryd_upload_bytes_total", start, end)
+    assert sent == sorted(sent), "a counter must never go down"
+    assert sent[-1] == size
+    assert len({v for v in sent if 0 < v < size}) >= 2, f"expected bytes to move over several scrapes: {sent}"
+    uploading = prometheus.series('notaryd_jobs{state="uploading"}', start, end)
+    accepted = prometheus.series('notaryd_jobs{state="accepted"}', start, end)
+    assert max(uploading) == 1 and uploading[-1] == 0
+    assert accepted[0] == 0 and accepted[-1] == 1
+    rate = prometheus.scalar(f"max_over_time(notaryd_upload_rate_bytes_per_second[{int(end - start) + 2}s])")
+    # the 8 MiB/s cap, seen from outside (the bucket's burst and the first second's short window
+    # allow some overshoot)
+    assert rate is not None and 1 * MiB < rate < 24 * MiB, rate
+    assert prometheus.scalar('sum(notaryd_job_duration_seconds_count{outcome="accepted"})') == 1
