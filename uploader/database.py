@@ -140,10 +140,12 @@ class Transaction:
 
 
 def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements (our migrations contain no ';' inside literals)."""
-    statements = []
-    for chunk in script.split(";"):
-        lines = [ln for ln in chunk.splitlines() if ln.strip() and not ln.strip().startswith("--")]
-        if lines:
-            statements.append("\n".join(lines))
+    """Split a migration into statements (a ';' inside a comment or literal does not split)."""
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending)
+            pending = ""
     return statements

@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,7 +59,6 @@ from uploader.errors import (
 from uploader.events import (
     BytesSent,
     Emitter,
-    HashProgress,
     Hook,
     PartAcknowledged,
     PartRetried,
@@ -67,12 +67,12 @@ from uploader.events import (
 )
 from uploader.hashing import (
     DEFAULT_ALGORITHM,
+    ChecksumAlgorithm,
     FileDigest,
     FileIdentity,
-    hash_file,
     part_checksum_sync,
 )
-from uploader.part_body import PartBody, PartProgress
+from uploader.part_body import PartProgress, PartStream, read_part
 from uploader.planning import plan_upload
 from uploader.s3client import Classified, ErrorKind, classify, open_s3_client
 from uploader.throttle import Throttle
@@ -101,6 +101,8 @@ class UploadResult:
     resumed: bool
     bytes_sent: int
     bytes_resent: int
+    checksum: str  # the whole object's full-object checksum as S3 verified it ('' if composite)
+    checksum_algorithm: str
 
 
 class MultipartUploader:
@@ -150,8 +152,10 @@ class MultipartUploader:
     ) -> UploadResult:
         """Upload ``path`` to ``s3://bucket/key``, resuming whatever a previous run left.
 
-        ``digest`` (from ``hash_file`` with this engine's plan) saves the hashing pass when the
-        caller already made it. ``restart`` discards an unfinished upload of a changed file.
+        There is no separate hashing pass: each part's checksum is computed when the part is
+        first read, and stored before it is first sent. ``digest`` (from ``hash_file`` with
+        this engine's plan; the notary layer needs the SHA-256 anyway) fixes the checksums in
+        advance instead. ``restart`` discards an unfinished upload of a changed file.
         """
         identity = await asyncio.to_thread(FileIdentity.of, path)
         path = identity.path
@@ -176,9 +180,12 @@ class MultipartUploader:
                 await self._store.update_credentials(record.id, credentials)
         if record is None:
             plan = plan_upload(identity.size, self._config.part_size, self._config.limits)
-            if digest is None or digest.part_size != plan.part_size or digest.identity != identity:
-                digest = await self._hash(path, plan, f"s3://{bucket}/{key}")
-            record = await self._store.create(digest, bucket, key, self._endpoint, credentials)
+            if digest is not None and (digest.part_size != plan.part_size
+                                       or digest.identity != identity):
+                digest = None  # made for another plan or another version of the file
+            algorithm = digest.algorithm if digest else DEFAULT_ALGORITHM
+            record = await self._store.create(identity, plan.part_size, algorithm, bucket, key,
+                                              self._endpoint, credentials, digest)
         async with open_s3_client(self._config, credentials) as client:
             return await self._drive(client, record, credentials, resumed)
 
@@ -192,14 +199,6 @@ class MultipartUploader:
         return True
 
     # ------------------------------------------------------------------ stages
-
-    async def _hash(self, path: Path, plan: Any, target: str) -> FileDigest:
-        self._emit(UploadStateChanged(target, UploadState.HASHING, plan.size, 0))
-
-        def progress(done: int) -> None:
-            self._emit(HashProgress(target, done, plan.size))
-
-        return await hash_file(path, plan, DEFAULT_ALGORITHM, progress)
 
     async def _drive(
         self, client: Any, record: UploadRecord, credentials: Credentials, resumed: bool
@@ -225,7 +224,11 @@ class MultipartUploader:
         except (SourceChangedError, PermanentUploadError) as exc:
             await asyncio.shield(self._fail(client, record, str(exc)))
             raise
+        if record.algorithm.full_object:
+            await self._store.set_full_checksum(
+                record.id, _combined(record.algorithm, await self._store.parts(record.id)))
         await self._store.set_state(record.id, UploadState.COMPLETED)
+        record = await self._store.get(record.id)
         self._emit(UploadStateChanged(record.target, UploadState.COMPLETED,
                                       record.identity.size, record.identity.size))
         return self._result(record, etag, resumed, counters.sent, counters.resent)
@@ -296,12 +299,12 @@ class MultipartUploader:
             opened = await asyncio.to_thread(os.fstat, fd)
             if opened.st_ino != record.identity.inode or opened.st_size != record.identity.size:
                 raise SourceChangedError(record.identity.path, "the file was replaced since it was hashed")
-            limit = asyncio.Semaphore(self._config.concurrency)
+            slots = _PartSlots(self._config.concurrency, record.part_size)
             try:
                 async with asyncio.TaskGroup() as group:
                     for part in pending:
                         group.create_task(
-                            self._send_part(client, record, part, fd, credentials, limit, counters)
+                            self._send_part(client, record, part, fd, credentials, slots, counters)
                         )
             except BaseExceptionGroup as group_error:
                 raise _most_significant(group_error) from None
@@ -315,19 +318,20 @@ class MultipartUploader:
         part: PartRecord,
         fd: int,
         credentials: Credentials,
-        limit: asyncio.Semaphore,
+        slots: _PartSlots,
         counters: _Counters,
     ) -> None:
         retry_number = 0
         while True:
             self._check_credentials(credentials, record)
-            async with limit, self._global_slot():
+            async with slots.buffer() as buffer, self._global_slot():
                 attempt = await self._store.start_attempt(record.id, part.number)
+                part = await self._read(fd, record, part, buffer)
                 progress = PartProgress()
-                body = PartBody(fd, part.part, record.algorithm, part.checksum, progress, self._throttle)
                 request = client.upload_part(
                     Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,
-                    PartNumber=part.number, Body=body, ContentLength=part.length,
+                    PartNumber=part.number, ContentLength=part.length,
+                    Body=PartStream(buffer, part.length, progress, self._throttle),
                     **{record.algorithm.s3_parameter: part.checksum},
                 )
                 try:
@@ -339,8 +343,6 @@ class MultipartUploader:
                     await self._store.mark_part_done(record.id, part.number, str(response["ETag"]))
                     self._emit(PartAcknowledged(record.target, part.number, part.length))
                     return
-            if body.checksum_mismatch:
-                raise SourceChangedError(record.identity.path, f"part {part.number} changed on disk")
             verdict = classify(failure)
             await self._raise_unless_retryable(verdict, record, part)
             self._emit(PartRetried(record.target, part.number, verdict.reason, attempt))
@@ -353,6 +355,20 @@ class MultipartUploader:
                 )
             await self._sleep(self._config.retry.delay(retry_number, uniform=self._uniform))
             retry_number += 1
+
+    async def _read(
+        self, fd: int, record: UploadRecord, part: PartRecord, buffer: bytearray
+    ) -> PartRecord:
+        """Read the part into ``buffer`` and check it against (or fix) its planned checksum."""
+        checksum = await asyncio.to_thread(read_part, fd, part.part, buffer, record.algorithm)
+        if checksum is None:
+            raise SourceChangedError(record.identity.path, "the file is shorter than planned")
+        if not part.checksum:  # first read: the checksum joins the plan before any byte is sent
+            await self._store.set_part_checksum(record.id, part.number, checksum)
+            return dataclasses.replace(part, checksum=checksum)
+        if checksum != part.checksum:
+            raise SourceChangedError(record.identity.path, f"part {part.number} changed on disk")
+        return part
 
     async def _raise_unless_retryable(
         self, verdict: Classified, record: UploadRecord, part: PartRecord
@@ -440,9 +456,9 @@ class MultipartUploader:
             for p in parts
         ]
         whole: dict[str, str] = {}
-        if record.algorithm.full_object and record.full_checksum:
+        if record.algorithm.full_object:
             # S3 compares this with what it computed over the assembled object: end to end.
-            whole = {record.algorithm.s3_parameter: record.full_checksum,
+            whole = {record.algorithm.s3_parameter: _combined(record.algorithm, parts),
                      "ChecksumType": "FULL_OBJECT"}
         try:
             response = await self._call(
@@ -553,7 +569,38 @@ class MultipartUploader:
             bucket=record.bucket, key=record.key, size=record.identity.size,
             sha256=record.sha256 or "", etag=etag, part_count=record.plan.part_count,
             resumed=resumed, bytes_sent=sent, bytes_resent=resent,
+            checksum=record.full_checksum or "", checksum_algorithm=record.algorithm.value,
         )
+
+
+def _combined(algorithm: ChecksumAlgorithm, parts: list[PartRecord]) -> str:
+    """The whole object's checksum, combined from its parts' (no second read of the file)."""
+    value = 0
+    for part in parts:
+        value = algorithm.combine(value, algorithm.from_wire(part.checksum), part.length)
+    return algorithm.to_wire(value)
+
+
+class _PartSlots:
+    """At most ``count`` parts in flight, each with a reusable buffer of ``size`` bytes.
+
+    Buffers are allocated on first use and kept: re-allocating 16 MiB per part would cost
+    thousands of page faults per part.
+    """
+
+    def __init__(self, count: int, size: int) -> None:
+        self._limit = asyncio.Semaphore(count)
+        self._free: list[bytearray] = []
+        self._size = size
+
+    @contextlib.asynccontextmanager
+    async def buffer(self) -> AsyncIterator[bytearray]:
+        async with self._limit:
+            buffer = self._free.pop() if self._free else bytearray(self._size)
+            try:
+                yield buffer
+            finally:
+                self._free.append(buffer)
 
 
 class _Counters:

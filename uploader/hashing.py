@@ -64,6 +64,9 @@ class ChecksumAlgorithm(enum.StrEnum):
         """S3 checks one whole-object value (FULL_OBJECT) rather than a checksum of checksums."""
         return self is ChecksumAlgorithm.CRC64NVME
 
+    def from_wire(self, text: str) -> int:
+        return int.from_bytes(base64.b64decode(text), "big")
+
     def to_wire(self, value: int) -> str:
         """S3's wire form: base64 of the big-endian value (8 bytes for CRC64, else 4)."""
         width = 8 if self is ChecksumAlgorithm.CRC64NVME else 4

@@ -40,7 +40,7 @@ MIGRATIONS: tuple[str, ...] = (
         number    INTEGER NOT NULL,
         offset    INTEGER NOT NULL,
         length    INTEGER NOT NULL,
-        checksum  TEXT    NOT NULL,              -- base64, algorithm from uploads.checksum_algorithm
+        checksum  TEXT    NOT NULL,              -- base64 (uploads.checksum_algorithm); '' until first read
         etag      TEXT,
         state     TEXT    NOT NULL DEFAULT 'pending',   -- pending | done
         attempts  INTEGER NOT NULL DEFAULT 0,

@@ -1,39 +1,41 @@
-"""The request body of one UploadPart: a window onto the source file, streamed by aiohttp.
+"""The request body of one UploadPart: the part read into a pooled buffer, streamed in slices.
 
-aiohttp reads a file-like body in 256 KiB chunks on executor threads, so file I/O stays off the
-event loop and memory stays at a few chunks per part whatever the part size. Each read
+Why this shape (measured with ``strace -c`` on a 1 GiB upload): letting aiohttp read a
+file-like body costs one executor hand-off per 256 KiB read (91,000 futex calls per GiB, more
+system time than the transfer itself). Instead the engine reads the whole part with one
+``preadv`` on a worker thread into a buffer it reuses, checks its checksum there (a file changed
+under us is caught *before* any byte is sent), and hands aiohttp an async iterator of 1 MiB
+slices of that buffer: no further copies in Python and no thread hops. (``read``/``seek``
+exist only because botocore's validation and CRT signer want a file-like body; aiohttp streams
+the iterator.)
 
-* records the time bytes last moved (the engine's stall watchdog reads it);
-* counts bytes handed to the network (reported as ``BytesSent``);
-* feeds a running checksum, so a file modified under us is caught before the last byte leaves
-  (the read fails and the engine raises SourceChangedError instead of letting S3 store it);
-* draws from the shared bandwidth throttle, if any.
+Each slice is handed over only after the previous one drained to the kernel, whose unsent
+backlog is bounded by ``TCP_NOTSENT_LOWAT`` (see ``s3client``): ``PartProgress`` therefore
+follows the bytes actually leaving the machine, which is what the stall watchdog measures.
 
-``fileno()`` is deliberately unsupported so aiohttp takes the length from Content-Length.
+Memory: one buffer of the part size per part in flight (8 x 16 MiB by default), allocated once.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import time
+from collections.abc import AsyncIterator
 
 from uploader.hashing import ChecksumAlgorithm
 from uploader.planning import Part
 from uploader.throttle import Throttle
 
-
-class PartChecksumMismatch(OSError):
-    """Raised inside a read: the bytes on disk no longer match the planned checksum."""
+SLICE_BYTES = 1024 * 1024
 
 
 class PartProgress:
-    """Bytes moved and when; written by a reader thread, read by the event loop."""
+    """Bytes handed to the network and when; read by the engine's stall watchdog."""
 
     def __init__(self) -> None:
         self.bytes_read = 0
-        self.bytes_reread = 0  # read again after a rewind (aiohttp's silent re-send)
+        self.bytes_reread = 0  # sent a second time within one request (aiohttp's silent re-send)
         self.last_activity = time.monotonic()
         self._lock = threading.Lock()
 
@@ -44,77 +46,68 @@ class PartProgress:
             self.last_activity = time.monotonic()
 
     def snapshot(self) -> tuple[int, int, float]:
-        """(bytes read, of which read a second time, monotonic time of the last read)."""
+        """(bytes sent, of which sent a second time, monotonic time of the last hand-over)."""
         with self._lock:
             return self.bytes_read, self.bytes_reread, self.last_activity
 
 
-class PartBody(io.RawIOBase):
+def read_part(fd: int, part: Part, buffer: bytearray, algorithm: ChecksumAlgorithm) -> str | None:
+    """Fill ``buffer[:part.length]`` from the file; return the part's checksum (wire form).
+
+    Blocking: run it on a worker thread. Returns None when the file is shorter than planned.
+    """
+    view = memoryview(buffer)[: part.length]
+    done = 0
+    while done < part.length:
+        n = os.preadv(fd, [view[done:]], part.offset + done)
+        if n == 0:
+            return None
+        done += n
+    return algorithm.to_wire(algorithm.update(view, 0))
+
+
+class PartStream:
+    """Async-iterable body over ``buffer[:length]``; re-iterable (each pass counts as re-sent)."""
+
     def __init__(
         self,
-        fd: int,
-        part: Part,
-        algorithm: ChecksumAlgorithm,
-        expected_checksum: str,
+        buffer: bytearray,
+        length: int,
         progress: PartProgress,
         throttle: Throttle | None = None,
     ) -> None:
-        super().__init__()
-        self._fd = fd
-        self._part = part
-        self._algorithm = algorithm
-        self._expected = expected_checksum
+        self._view = memoryview(buffer)[:length]
         self._progress = progress
         self._throttle = throttle
-        self._pos = 0
-        self._crc = 0
-        self._crc_pos = 0  # how far the running checksum has seen; a re-read after seek(0) restarts it
-        self._high_water = 0  # furthest position ever read: bytes below it are being re-sent
-        self.checksum_mismatch = False
+        self._passes = 0
+        self._position = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
+    def __len__(self) -> int:
+        return len(self._view)
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._part.length}[whence]
-        self._pos = max(0, min(self._part.length, base + offset))
-        if self._pos == 0:
-            self._crc, self._crc_pos = 0, 0
-        return self._pos
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: len(self._view)}[whence]
+        self._position = max(0, min(len(self._view), base + offset))
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
 
     def read(self, size: int = -1) -> bytes:
-        left = self._part.length - self._pos
-        n = left if size is None or size < 0 else min(size, left)
-        if n <= 0:
-            return b""
-        if self._throttle is not None:
-            self._throttle.acquire_blocking(n)
-        data = os.pread(self._fd, n, self._part.offset + self._pos)
-        if len(data) < n:
-            self.checksum_mismatch = True
-            raise PartChecksumMismatch(f"part {self._part.number}: file is shorter than planned")
-        if self._pos == self._crc_pos:
-            self._crc = self._algorithm.update(data, self._crc)
-            self._crc_pos += n
-        self._pos += n
-        if self._crc_pos == self._part.length and self._algorithm.to_wire(self._crc) != self._expected:
-            self.checksum_mismatch = True
-            raise PartChecksumMismatch(f"part {self._part.number}: bytes on disk changed")
-        reread = max(0, min(n, self._high_water - (self._pos - n)))
-        self._high_water = max(self._high_water, self._pos)
-        self._progress.advance(n, reread)
+        """Plain sequential reads (only for code that insists on a file-like body)."""
+        end = len(self._view) if size is None or size < 0 else self._position + size
+        data = bytes(self._view[self._position : end])
+        self._position += len(data)
         return data
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+    def __aiter__(self) -> AsyncIterator[memoryview]:
+        self._passes += 1
+        return self._slices(again=self._passes > 1)
 
-    def close(self) -> None:  # the engine owns the file descriptor
-        super().close()
+    async def _slices(self, *, again: bool) -> AsyncIterator[memoryview]:
+        for start in range(0, len(self._view), SLICE_BYTES):
+            piece = self._view[start : start + SLICE_BYTES]
+            if self._throttle is not None:
+                await self._throttle.acquire(len(piece))
+            self._progress.advance(len(piece), len(piece) if again else 0)
+            yield piece

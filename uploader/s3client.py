@@ -31,6 +31,7 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.httpsession import AIOHTTPSession
 from botocore import exceptions as boto_exc
+from botocore.handlers import add_expect_header
 
 from uploader.config import EngineConfig
 from uploader.credentials import Credentials
@@ -98,6 +99,9 @@ async def open_s3_client(config: EngineConfig, credentials: Credentials) -> Asyn
         http_session_cls=WireTrackingSession,
     )
     async with session.client("s3", endpoint_url=config.endpoint_url, config=client_config) as client:
+        # No "Expect: 100-continue" on parts: it costs a round trip per part and is where
+        # aiobotocore can hang with no timeout (the stall watchdog would catch it, but why wait).
+        client.meta.events.unregister("before-call.s3.UploadPart", add_expect_header)
         yield client
 
 

@@ -1,11 +1,13 @@
 """A bandwidth cap shared by every upload of a process (the daemon's ``bandwidth_limit``).
 
-A token bucket, thread-safe because part bodies are read on aiohttp's executor threads; a
-reader that is over budget sleeps on its own worker thread, never on the event loop.
+A token bucket shared by every part of every job: ``await acquire(n)`` on the event loop, or
+``acquire_blocking(n)`` from a worker thread. Over budget, the caller sleeps off its own debt,
+so the average rate converges on the cap however many parts draw from it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -30,16 +32,26 @@ class Throttle:
         self._sleep = sleep
         self._lock = threading.Lock()
 
-    def acquire_blocking(self, nbytes: int) -> None:
-        """Take ``nbytes`` from the bucket, sleeping the calling thread until they are there."""
+    def _take(self, nbytes: int) -> float:
+        """Take ``nbytes`` (possibly into debt); seconds the caller must wait for them."""
         with self._lock:
             now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
             self._tokens -= nbytes
-            debt = -self._tokens
-        if debt > 0:
-            self._sleep(debt / self.rate)
+            return max(0.0, -self._tokens / self.rate)
+
+    def acquire_blocking(self, nbytes: int) -> None:
+        """Take ``nbytes``, sleeping the calling (worker) thread until they are there."""
+        wait = self._take(nbytes)
+        if wait:
+            self._sleep(wait)
+
+    async def acquire(self, nbytes: int) -> None:
+        """Take ``nbytes``, sleeping this task (never the event loop) until they are there."""
+        wait = self._take(nbytes)
+        if wait:
+            await asyncio.sleep(wait)
 
     def __repr__(self) -> str:
         return f"Throttle(rate_bytes_per_second={self.rate})"

@@ -96,15 +96,20 @@ class UploadStore:
 
     async def create(
         self,
-        digest: FileDigest,
+        identity: FileIdentity,
+        part_size: int,
+        algorithm: ChecksumAlgorithm,
         bucket: str,
         key: str,
         endpoint: str,
         credentials: Credentials,
+        digest: FileDigest | None = None,
     ) -> UploadRecord:
+        """Record a planned upload. Without a digest, part checksums are '' until each part's
+        first read (``set_part_checksum``), which happens before that part is first sent."""
         now = time.time()
-        ident = digest.identity
-        plan = UploadPlan(ident.size, digest.part_size)
+        plan = UploadPlan(identity.size, part_size)
+        checksums = digest.part_checksums if digest else ("",) * plan.part_count
         async with self._db.transaction() as tx:
             upload_id = await tx.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, inode, sha256, bucket, key, endpoint,"
@@ -112,9 +117,9 @@ class UploadStore:
                 " session_token, credentials_expire_at, state, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    str(ident.path), ident.size, ident.mtime_ns, ident.inode, digest.sha256,
-                    bucket, key, endpoint, digest.part_size, digest.algorithm.value,
-                    digest.full_checksum,
+                    str(identity.path), identity.size, identity.mtime_ns, identity.inode,
+                    digest.sha256 if digest else None, bucket, key, endpoint, part_size,
+                    algorithm.value, digest.full_checksum if digest else None,
                     credentials.access_key_id, credentials.secret_access_key,
                     credentials.session_token, credentials.expires_at,
                     UploadState.PLANNED.value, now, now,
@@ -122,12 +127,21 @@ class UploadStore:
             )
             await tx.executemany(
                 "INSERT INTO parts (upload_id, number, offset, length, checksum) VALUES (?, ?, ?, ?, ?)",
-                (
-                    (upload_id, p.number, p.offset, p.length, digest.part_checksums[p.number - 1])
-                    for p in plan.parts()
-                ),
+                ((upload_id, p.number, p.offset, p.length, checksums[p.number - 1])
+                 for p in plan.parts()),
             )
         return await self.get(upload_id)
+
+    async def set_part_checksum(self, upload_id: int, number: int, checksum: str) -> None:
+        await self._db.execute(
+            "UPDATE parts SET checksum = ? WHERE upload_id = ? AND number = ? AND checksum = ''",
+            (checksum, upload_id, number),
+        )
+
+    async def set_full_checksum(self, upload_id: int, checksum: str) -> None:
+        await self._db.execute(
+            "UPDATE uploads SET full_checksum = ? WHERE id = ?", (checksum, upload_id)
+        )
 
     async def parts(self, upload_id: int) -> list[PartRecord]:
         rows = await self._db.fetchall(

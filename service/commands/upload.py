@@ -73,7 +73,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         resumed = " (resumed)" if result.resumed else ""
         print(
             f"uploaded {args.path} to s3://{result.bucket}/{result.key}{resumed}: "
-            f"{human_bytes(result.size)} in {result.part_count} parts, sha256 {result.sha256}, "
+            f"{human_bytes(result.size)} in {result.part_count} parts, "
+            f"{result.checksum_algorithm.lower()} {result.checksum or '(composite)'} verified by S3, "
             f"{human_bytes(result.bytes_sent)} sent ({human_bytes(result.bytes_resent)} re-sent)",
             file=sys.stdout,
         )

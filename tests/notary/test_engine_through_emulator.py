@@ -48,7 +48,7 @@ async def test_engine_uploads_with_submission_credentials_and_emulator_accepts(
         )
     finally:
         await db.close()
-    assert (result.sha256, result.part_count) == (digest, 3)
+    assert (result.part_count, result.checksum_algorithm) == (3, "CRC64NVME") and result.checksum
     deadline = time.monotonic() + 10
     while (status := await client.status(submission.id)).status == "In Progress":
         assert time.monotonic() < deadline

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from awscrt import checksums
 from botocore.exceptions import ClientError
 
 from service.emulator.seaweed import SeaweedServer
@@ -14,6 +15,7 @@ from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import CredentialsExpiredError, PermanentUploadError, SourceChangedError
 from uploader.events import Event, PartAcknowledged, UploadState, UploadStateChanged
+from uploader.hashing import ChecksumAlgorithm
 
 from .helpers import (
     PART,
@@ -42,8 +44,12 @@ async def test_uploads_the_exact_bytes(seaweed: SeaweedServer, bucket: str, db: 
     engine = MultipartUploader(db, config(seaweed.endpoint_url), hooks=[recorder])
     result = await engine.upload(source, bucket, "builds/build.zip", credentials(seaweed))
     assert result.part_count == 4
-    assert result.sha256 == sha256_of_file(source)
-    assert stored_sha256(seaweed, bucket, "builds/build.zip") == result.sha256
+    assert stored_sha256(seaweed, bucket, "builds/build.zip") == sha256_of_file(source)
+    # The full-object CRC64NVME we computed from the file is the one S3 verified and stored.
+    expected = ChecksumAlgorithm.CRC64NVME.to_wire(checksums.crc64nvme(source.read_bytes()))
+    assert result.checksum_algorithm == "CRC64NVME" and result.checksum == expected
+    head = s3(seaweed).head_object(Bucket=bucket, Key="builds/build.zip", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC64NVME"] == expected and head["ChecksumType"] == "FULL_OBJECT"
     assert recorder.sent == source.stat().st_size and recorder.resent == 0
     assert sorted(recorder.acknowledged) == [1, 2, 3, 4]
     # done is done: the same call again sends nothing

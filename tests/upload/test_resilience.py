@@ -54,10 +54,13 @@ async def test_hostile_link_completes_with_the_right_bytes_and_bounded_waste(
     size = source.stat().st_size
     on_the_wire = proxy.stats.request_body_bytes_received
     assert on_the_wire <= 1.5 * size
-    # Our own byte counts match what the proxy saw (reads run slightly ahead of sends), and
-    # every byte beyond the file's size is counted as re-sent, aiohttp's silent re-sends included.
-    assert abs(recorder.sent - on_the_wire) <= 0.05 * size
-    assert recorder.resent >= 0.9 * (on_the_wire - size)
+    # Our byte counts never under-report what reached the server (a reset drops bytes still in
+    # socket buffers, so we may count a little more than the proxy read), and nothing beyond
+    # the file's size counts as first-time bytes: every repeat is "re-sent", aiohttp's own
+    # silent re-sends included.
+    assert recorder.sent >= on_the_wire
+    assert recorder.sent - recorder.resent <= size
+    assert recorder.sent <= 1.5 * size
 
 
 @pytest.mark.parametrize("fault", ["stall", "mid_body_stall", "expect_hang"])
