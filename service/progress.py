@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import sys
 import time
-from typing import TextIO
+from typing import Self, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -64,31 +64,36 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-class ProgressDisplay:
-    """Shows hashing and upload progress; use as a context manager around the work."""
+class TransferBar:
+    """A rich transfer bar on a terminal, plain lines elsewhere; a context manager.
 
-    def __init__(self, stream: TextIO | None = None, *, plain_interval_seconds: float = 10.0) -> None:
+    The base of the CLI's progress views (this module's ``ProgressDisplay`` and the daemon
+    client's ``JobFollower``): subclasses decide what to show, this decides how.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        plain_interval_seconds: float = 10.0,
+        first_label: str = "starting",
+    ) -> None:
         self._stream = stream or sys.stderr
         self._tty = self._stream.isatty()
         self._interval = plain_interval_seconds
-        self._last_line = 0.0
-        self._meter = RateMeter()
-        self._total = 0
-        self._done = 0
-        self._retries = 0
-        self._phase = "starting"
+        self._first_label = first_label
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
-    def __enter__(self) -> ProgressDisplay:
+    def __enter__(self) -> Self:
         if self._tty:
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
                 TransferSpeedColumn(), TimeRemainingColumn(),
-                console=Console(file=self._stream), transient=False,
+                console=Console(file=self._stream),
             )
             self._progress.start()
-            self._task = self._progress.add_task("starting", total=None)
+            self._task = self._progress.add_task(self._first_label, total=None)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -97,9 +102,22 @@ class ProgressDisplay:
 
     def message(self, text: str) -> None:
         if self._progress is not None:
-            self._progress.console.print(text)
+            self._progress.console.print(text, markup=False, highlight=False)
         else:
             print(text, file=self._stream, flush=True)
+
+
+class ProgressDisplay(TransferBar):
+    """Shows hashing and upload progress from engine and notary events."""
+
+    def __init__(self, stream: TextIO | None = None, *, plain_interval_seconds: float = 10.0) -> None:
+        super().__init__(stream, plain_interval_seconds=plain_interval_seconds)
+        self._last_line = 0.0
+        self._meter = RateMeter()
+        self._total = 0
+        self._done = 0
+        self._retries = 0
+        self._phase = "starting"
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, HashProgress):

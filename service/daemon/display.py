@@ -14,18 +14,9 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
-from service.progress import human_bytes
+from service.progress import TransferBar, human_bytes
 
 Snapshot = Mapping[str, Any]
 
@@ -99,38 +90,13 @@ def _time(value: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(value)))
 
 
-class JobFollower:
+class JobFollower(TransferBar):
     """Shows one job's progress (``notaryd submit --wait``); feed it snapshots."""
 
     def __init__(self, stream: TextIO | None = None, *, plain_interval_seconds: float = 10.0) -> None:
-        self._stream = stream or sys.stderr
-        self._tty = self._stream.isatty()
-        self._interval = plain_interval_seconds
+        super().__init__(stream, plain_interval_seconds=plain_interval_seconds, first_label="queued")
         self._last_state: str | None = None
         self._last_line = 0.0
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
-
-    def __enter__(self) -> JobFollower:
-        if self._tty:
-            self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-                TransferSpeedColumn(), TimeRemainingColumn(),
-                console=Console(file=self._stream),
-            )
-            self._progress.start()
-            self._task = self._progress.add_task("queued", total=None)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def message(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(text, markup=False, highlight=False)
-        else:
-            print(text, file=self._stream, flush=True)
 
     def update(self, job: Snapshot) -> None:
         state = str(job["state"])

@@ -68,7 +68,6 @@ import random
 import secrets
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -82,6 +81,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, DummyCookieJar, T
 from multidict import CIMultiDict
 from yarl import URL
 
+from service.emulator.tcp import reset_connection
 from uploader.errors import ConfigError
 
 CONTROL_PREFIX = "/__faultproxy/"
@@ -341,18 +341,6 @@ def _s3_error_body(code: str, message: str, resource: str, request_id: str) -> b
     ).encode()
 
 
-def _reset_connection(request: web.BaseRequest) -> None:
-    """Abort the client's connection with a TCP RST (SO_LINGER 0, then close)."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-
-
 def _expects_continue(request: web.BaseRequest) -> bool:
     return request.headers.get("Expect", "").lower() == "100-continue"
 
@@ -550,7 +538,7 @@ class FaultProxy:
         if fault is Fault.LOST_RESPONSE:
             await self._forward(request, answer=False)
             self._counters.count(outcome=fault)
-            _reset_connection(request)
+            reset_connection(request)
             raise _Dropped
         if fault in (Fault.RESET, Fault.MID_BODY_STALL):
             await self._send_continue(request)
@@ -559,7 +547,7 @@ class FaultProxy:
         self._counters.count(outcome=fault)
         if fault is not Fault.RESET:  # every kind of stall: hold the connection silently
             await asyncio.sleep(plan.stall_seconds)
-        _reset_connection(request)
+        reset_connection(request)
         raise _Dropped
 
     async def _send_continue(self, request: web.BaseRequest) -> None:
@@ -657,7 +645,7 @@ class FaultProxy:
             client_gone = request.transport is None or request.transport.is_closing()
             if client_gone or response is not None:
                 # Nothing sensible can be said any more: half an answer is already out.
-                _reset_connection(request)
+                reset_connection(request)
                 raise _ClientGone from error
             return await self._answer_error(request, UPSTREAM_ERROR)
         self._counters.count(outcome=FORWARDED)

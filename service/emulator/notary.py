@@ -46,9 +46,7 @@ import logging
 import os
 import re
 import secrets
-import socket
 import string
-import struct
 import threading
 import time
 import uuid
@@ -66,6 +64,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.emulator.s3front import Backend, Grant, S3Front
+from service.emulator.tcp import reset_connection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -659,7 +658,7 @@ class NotaryEmulator:
             faults.reset_status_next > 0 or now < faults.reset_status_until
         ):
             faults.reset_status_next = max(0, faults.reset_status_next - 1)
-            _reset_connection(request)
+            reset_connection(request)
             return web.Response(status=599)  # never delivered: the connection is gone
         return None
 
@@ -1006,15 +1005,3 @@ def _s3_xml_error(status: int, code: str, message: str) -> web.Response:
 
 def _request_id() -> str:
     return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=")[:26]
-
-
-def _reset_connection(request: web.Request) -> None:
-    """Drop the connection with a TCP RST (SO_LINGER 0), like a middlebox reset."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
