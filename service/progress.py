@@ -6,7 +6,6 @@ moving average over the last ``window_seconds`` so the ETA follows the link as i
 
 from __future__ import annotations
 
-import collections
 import sys
 import time
 from typing import Self, TextIO
@@ -31,29 +30,7 @@ from uploader.events import (
     UploadState,
     UploadStateChanged,
 )
-
-
-class RateMeter:
-    """Bytes per second over a sliding window."""
-
-    def __init__(self, window_seconds: float = 20.0) -> None:
-        self.window = window_seconds
-        self._samples: collections.deque[tuple[float, int]] = collections.deque()
-
-    def add(self, nbytes: int, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        self._samples.append((now, nbytes))
-        while self._samples and now - self._samples[0][0] > self.window:
-            self._samples.popleft()
-
-    def rate(self, now: float | None = None) -> float:
-        now = time.monotonic() if now is None else now
-        while self._samples and now - self._samples[0][0] > self.window:
-            self._samples.popleft()
-        if not self._samples:
-            return 0.0
-        span = max(now - self._samples[0][0], 1.0)
-        return sum(n for _, n in self._samples) / span
+from uploader.rate import RateMeter
 
 
 def human_bytes(n: float) -> str:

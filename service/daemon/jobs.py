@@ -31,8 +31,7 @@ from typing import Any
 from uploader.database import Database
 from uploader.errors import NotarydError
 from uploader.events import NotaryStage
-
-from .rate import RateMeter
+from uploader.rate import RateMeter
 
 
 class JobState(enum.StrEnum):

@@ -51,9 +51,9 @@ from uploader.events import (
     UploadState,
     UploadStateChanged,
 )
+from uploader.rate import Clock, RateMeter
 
 from .jobs import JobState
-from .rate import Clock, RateMeter
 
 # Notarisation of 6-25 GB builds takes minutes to hours: 1 min .. 12 h.
 JOB_DURATION_BUCKETS = (60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 10800, 21600, 43200)

@@ -9,7 +9,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.daemon.jobs import JobState
 from service.daemon.metrics import DaemonMetrics
-from service.daemon.rate import RateMeter
 from uploader.events import (
     BytesSent,
     CredentialsIssued,
@@ -21,6 +20,7 @@ from uploader.events import (
     UploadState,
     UploadStateChanged,
 )
+from uploader.rate import RateMeter
 
 
 class Clock:

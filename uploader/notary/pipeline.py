@@ -31,7 +31,6 @@ import logging
 import os
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +68,7 @@ from uploader.notary.errors import LogUrlExpired, NotaryError, RateLimited
 from uploader.notary.logreport import parse_log, render_report
 from uploader.notary.store import UPLOADED, SubmissionRecord, SubmissionStore
 from uploader.planning import plan_upload
+from uploader.rate import RateMeter
 from uploader.retry import RetryPolicy
 from uploader.throttle import Throttle
 from uploader.upload_state import UploadStore
@@ -434,25 +434,18 @@ class _Progress:
     def __init__(self, total: int, window_seconds: float = 120.0) -> None:
         self.total = total
         self.done = 0
-        self.window = window_seconds
-        self._samples: deque[tuple[float, int]] = deque()
+        self._meter = RateMeter(window_seconds)
 
     def __call__(self, event: Event) -> None:
-        now = time.monotonic()
         if isinstance(event, UploadStateChanged) and event.state is UploadState.UPLOADING:
             self.done = event.bytes_done
         elif isinstance(event, PartAcknowledged):
             self.done += event.nbytes
         elif isinstance(event, BytesSent):
-            self._samples.append((now, event.nbytes))
-        while self._samples and now - self._samples[0][0] > self.window:
-            self._samples.popleft()
+            self._meter.add(event.nbytes)
 
     def seconds_to_finish(self) -> float | None:
-        if len(self._samples) < 2:
-            return None
-        span = self._samples[-1][0] - self._samples[0][0]
-        if span < 10:
+        if self._meter.history_seconds() < 10:
             return None  # too little history to judge
-        rate = sum(n for _, n in self._samples) / span
+        rate = self._meter.rate()
         return (self.total - self.done) / rate if rate > 0 else float("inf")

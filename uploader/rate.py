@@ -3,7 +3,8 @@
 A sample is (monotonic time, bytes). The rate divides the bytes inside the window by the time
 covered, which is the whole window once the meter has run that long and the time since the first
 sample before that (at least one second, so the first burst does not read as a huge rate).
-Single-threaded: use it from the event-loop thread only.
+Single-threaded: use it from the event-loop thread only. Used by the daemon's metrics and job
+views, the CLI's progress display, and the pipeline's credential-expiry projection.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ class RateMeter:
             return 0.0
         covered = min(self.window_seconds, max(1.0, now - self._first_sample_at))
         return self._bytes_in_window / covered
+
+    def history_seconds(self) -> float:
+        """How long the meter has been measuring (capped at the window)."""
+        if self._first_sample_at is None:
+            return 0.0
+        return min(self.window_seconds, self._clock() - self._first_sample_at)
 
     def reset(self) -> None:
         self._samples.clear()
