@@ -62,6 +62,7 @@ from uploader.events import (
     Hook,
     PartAcknowledged,
     PartRetried,
+    RetryReason,
     UploadState,
     UploadStateChanged,
 )
@@ -353,7 +354,9 @@ class MultipartUploader:
                     f"{record.target}: part {part.number} failed {retry_number + 1} times, last "
                     f"{verdict.code}: {verdict.message}", reason=verdict.reason,
                 )
-            await self._sleep(self._config.retry.delay(retry_number, uniform=self._uniform))
+            throttled = verdict.reason is RetryReason.THROTTLED
+            await self._sleep(self._config.retry.delay(retry_number, throttled=throttled,
+                                                       uniform=self._uniform))
             retry_number += 1
 
     async def _read(
@@ -486,7 +489,9 @@ class MultipartUploader:
         self, make: Callable[[], Awaitable[T]], *, what: str, deadline_seconds: float | None = None
     ) -> T:
         """Run a non-part S3 call, retrying transient failures with the engine's policy."""
-        deadline = deadline_seconds or max(60.0, self._config.stall_timeout_seconds * 2)
+        # Silence is caught sooner, by the client's read timeout (= the stall timeout); this
+        # deadline only backs it up.
+        deadline = deadline_seconds or self._config.stall_timeout_seconds * 2
         retry_number = 0
         while True:
             try:
@@ -509,7 +514,9 @@ class MultipartUploader:
                         f"could not {what}: {verdict.code}: {verdict.message}", reason=verdict.reason
                     ) from None
                 log.info("could not %s (%s); retrying", what, verdict.code)
-            await self._sleep(self._config.retry.delay(retry_number, uniform=self._uniform))
+                throttled = verdict.reason is RetryReason.THROTTLED
+            await self._sleep(self._config.retry.delay(retry_number, throttled=throttled,
+                                                       uniform=self._uniform))
             retry_number += 1
 
     def _check_credentials(self, credentials: Credentials, record: UploadRecord) -> None:

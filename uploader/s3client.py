@@ -89,8 +89,10 @@ async def open_s3_client(config: EngineConfig, credentials: Credentials) -> Asyn
         # "total_max_attempts", not "max_attempts": botocore reads the latter as *retries*.
         retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=min(30.0, config.stall_timeout_seconds),
-        # The stall watchdog is the real guard; this only backs it up.
-        read_timeout=config.stall_timeout_seconds * 2,
+        # No byte from the server for a stall timeout is a stall too (a hung CreateMultipartUpload,
+        # ListParts or Complete; S3 keeps a long Complete alive with whitespace, so it still
+        # finishes). Part uploads also have the engine's watchdog on the sending side.
+        read_timeout=config.stall_timeout_seconds,
         max_pool_connections=config.concurrency * 2 + 2,
         tcp_keepalive=True,
         request_checksum_calculation="when_required",

@@ -11,6 +11,13 @@ def test_caps_grow_exponentially_then_flatten() -> None:
     assert policy.cap(10_000) == 30  # no overflow
 
 
+def test_throttling_backs_off_from_a_higher_start_than_a_reset() -> None:
+    policy = RetryPolicy()
+    assert [policy.cap(n) for n in range(3)] == [0.05, 0.1, 0.2]
+    assert [policy.cap(n, throttled=True) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    assert policy.delay(0, throttled=True, uniform=lambda a, b: b) == 1
+
+
 def test_full_jitter_draws_between_zero_and_cap() -> None:
     policy = RetryPolicy()
     seen: list[tuple[float, float]] = []
@@ -19,8 +26,8 @@ def test_full_jitter_draws_between_zero_and_cap() -> None:
         seen.append((low, high))
         return high
 
-    assert policy.delay(3, uniform=uniform) == 4.0
-    assert seen == [(0.0, 4.0)]
+    assert policy.delay(3, uniform=uniform) == 0.4
+    assert seen == [(0.0, 0.4)]
 
 
 def test_retry_after_is_a_floor() -> None:
@@ -35,6 +42,7 @@ def test_attempt_bound() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"initial_delay_seconds": -1}, {"multiplier": 0.5},
+                                    {"throttled_initial_delay_seconds": 60},
                                     {"max_attempts": 0},
                                     {"initial_delay_seconds": 5, "max_delay_seconds": 1}])
 def test_invalid_policies_are_refused(kwargs: dict[str, float]) -> None:
