@@ -11,6 +11,13 @@ from service.emulator.seaweed import SeaweedServer
 from .helpers import Daemon
 
 
+@pytest.fixture(autouse=True)
+def _stop_leftover_daemons() -> Iterator[None]:
+    yield
+    while Daemon.live:
+        Daemon.live.pop().stop()
+
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     """The daemon with the scripted fake pipeline (fast parts), started."""

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Generator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 BIN = Path(sys.executable).parent
 NOTARYD = BIN / "notaryd"
@@ -35,7 +35,13 @@ def free_port() -> int:
 
 
 class Daemon:
-    """``notaryd serve`` (or the fake-pipeline variant) as a subprocess in its own temp world."""
+    """``notaryd serve`` (or the fake-pipeline variant) as a subprocess in its own temp world.
+
+    Every instance is listed in ``Daemon.live`` so an autouse fixture can stop whatever a test
+    left running, even when the test failed half-way.
+    """
+
+    live: ClassVar[list[Daemon]] = []
 
     def __init__(self, root: Path, *, fake: bool = True, env: Mapping[str, str] | None = None) -> None:
         self.root = root
@@ -57,6 +63,7 @@ class Daemon:
         self.log_path = root / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        Daemon.live.append(self)
 
     # -- process -------------------------------------------------------------------------------
 
@@ -105,6 +112,14 @@ class Daemon:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """The log once it contains ``text`` (the daemon listens before it logs its start-up)."""
+        deadline = time.monotonic() + timeout
+        while text not in (current := self.log()):
+            assert time.monotonic() < deadline, f"{text!r} never appeared in the log:\n{current}"
+            time.sleep(0.05)
+        return current
 
     # -- client --------------------------------------------------------------------------------
 

@@ -16,49 +16,56 @@ from .helpers import FAKE_SERVE, NOTARYD, Daemon
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_lets_parts_finish_then_exits_zero_and_the_job_resumes(tmp_path: Path, sig: int) -> None:
     d = Daemon(tmp_path, env={"FAKE_PARTS": "6", "FAKE_PART_SECONDS": "1.0", "NOTARYD_SHUTDOWN_GRACE": "5"})
-    d.start()
-    job = d.submit(d.archive("App.zip"))
-    d.wait_for(job["id"], "uploading")
-    time.sleep(0.3)  # parts are in flight
-    started = time.monotonic()
-    d.signal(sig)
-    assert d.wait(timeout=10) == 0
-    took = time.monotonic() - started
-    assert took < 5, f"took {took:.1f} s; must stay inside the grace period"
-    assert took > 0.3, "it should have waited for the parts in flight"
-    log = d.log()
-    assert "msg=stopping" in log and "notaryd stopped" in log and "abandoning" not in log
+    try:
+        d.start()
+        job = d.submit(d.archive("App.zip"))
+        d.wait_for(job["id"], "uploading")
+        time.sleep(0.3)  # parts are in flight
+        started = time.monotonic()
+        d.signal(sig)
+        assert d.wait(timeout=10) == 0
+        took = time.monotonic() - started
+        assert took < 5, f"took {took:.1f} s; must stay inside the grace period"
+        assert took > 0.3, "it should have waited for the parts in flight"
+        log = d.log()
+        assert "msg=stopping" in log and "notaryd stopped" in log and "abandoning" not in log
 
-    d.env.update({"FAKE_PART_SECONDS": "0.05"})
-    d.start()
-    assert "resumed_jobs=1" in d.log()
-    assert d.wait_for(job["id"], "accepted")["bytes_done"] > 0
-    d.stop()
+        d.env.update({"FAKE_PART_SECONDS": "0.05"})
+        d.start()
+        assert "resumed_jobs=1" in d.wait_for_log("resumed_jobs=")
+        assert d.wait_for(job["id"], "accepted")["bytes_done"] > 0
+    finally:
+        d.stop()
 
 
 def test_slow_parts_are_abandoned_after_the_grace_period(tmp_path: Path) -> None:
     d = Daemon(tmp_path, env={"FAKE_PARTS": "4", "FAKE_PART_SECONDS": "60", "NOTARYD_SHUTDOWN_GRACE": "1"})
-    d.start()
-    job = d.submit(d.archive("App.zip"))
-    d.wait_for(job["id"], "uploading")
-    started = time.monotonic()
-    d.signal(signal.SIGTERM)
-    assert d.wait(timeout=10) == 0
-    assert time.monotonic() - started < 4
-    assert "abandoning parts in flight" in d.log()
+    try:
+        d.start()
+        job = d.submit(d.archive("App.zip"))
+        d.wait_for(job["id"], "uploading")
+        started = time.monotonic()
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=10) == 0
+        assert time.monotonic() - started < 4
+        assert "abandoning parts in flight" in d.log()
+    finally:
+        d.stop()
 
 
 def test_sigkill_then_restart_resumes_unfinished_jobs(tmp_path: Path) -> None:
     d = Daemon(tmp_path, env={"FAKE_PARTS": "20", "FAKE_PART_SECONDS": "0.5"})
-    d.start()
-    jobs = [d.submit(d.archive(f"App{i}.zip")) for i in range(3)]
-    d.wait_for(jobs[0]["id"], "uploading")
-    d.kill()
-    d.env.update({"FAKE_PART_SECONDS": "0.02"})
-    d.start()
-    for job in jobs:
-        assert d.wait_for(job["id"], "accepted", "failed")["state"] == "accepted"
-    d.stop()
+    try:
+        d.start()
+        jobs = [d.submit(d.archive(f"App{i}.zip")) for i in range(3)]
+        d.wait_for(jobs[0]["id"], "uploading")
+        d.kill()
+        d.env.update({"FAKE_PART_SECONDS": "0.02"})
+        d.start()
+        for job in jobs:
+            assert d.wait_for(job["id"], "accepted", "failed")["state"] == "accepted"
+    finally:
+        d.stop()
 
 
 def test_a_second_daemon_on_the_same_port_says_so(daemon: Daemon, tmp_path: Path) -> None:

@@ -95,15 +95,19 @@ def test_sigkilled_at_every_stage_ends_accepted_with_one_submission(
     for ready, stage in stages:
         proc = subprocess.Popen(notarize_command(archive), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while not ready():
-            assert proc.poll() is None, f"finished before the '{stage}' kill"
-            assert time.monotonic() < deadline, f"never reached '{stage}'"
-            time.sleep(0.02)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills.append(stage)
-        proc.wait()
+        try:
+            deadline = time.monotonic() + 120
+            while not ready():
+                assert proc.poll() is None, f"finished before the '{stage}' kill"
+                assert time.monotonic() < deadline, f"never reached '{stage}'"
+                time.sleep(0.02)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills.append(stage)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
     final = subprocess.run(notarize_command(archive), env=env, capture_output=True, text=True,
                            timeout=300)
     assert final.returncode == 0, final.stderr

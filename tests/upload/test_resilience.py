@@ -144,5 +144,5 @@ async def test_complete_whose_answer_was_lost_is_recognised_as_done(
     engine = MultipartUploader(db, config(proxy.url, retry=FAST_RETRY))
     await engine.upload(source, bucket, "k", credentials(seaweed))
     await healer
-    assert proxy.stats.outcomes.get("lost_response") == 1
+    assert proxy.stats.outcomes.get("lost_response", 0) >= 1  # a fast retry may lose another
     assert stored_sha256(seaweed, bucket, "k") == sha256_of_file(source)

@@ -67,17 +67,21 @@ def test_five_sigkills_then_resume_gives_the_exact_bytes(
     kills = 0
     for target in targets:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        if target == 0:
-            time.sleep(rng.uniform(0.3, 0.8))
-        while target and parts_done(state / "notaryd.sqlite3") < target and proc.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        if proc.poll() is not None:
-            break  # finished before we could kill it
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
+        try:
+            deadline = time.monotonic() + 60
+            if target == 0:
+                time.sleep(rng.uniform(0.3, 0.8))
+            while target and parts_done(state / "notaryd.sqlite3") < target and proc.poll() is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            if proc.poll() is not None:
+                break  # finished before we could kill it
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
     final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     assert "uploaded" in final.stdout
