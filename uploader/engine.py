@@ -225,9 +225,6 @@ class MultipartUploader:
         except (SourceChangedError, PermanentUploadError) as exc:
             await asyncio.shield(self._fail(client, record, str(exc)))
             raise
-        if record.algorithm.full_object:
-            await self._store.set_full_checksum(
-                record.id, _combined(record.algorithm, await self._store.parts(record.id)))
         await self._store.set_state(record.id, UploadState.COMPLETED)
         record = await self._store.get(record.id)
         self._emit(UploadStateChanged(record.target, UploadState.COMPLETED,
@@ -461,8 +458,9 @@ class MultipartUploader:
         whole: dict[str, str] = {}
         if record.algorithm.full_object:
             # S3 compares this with what it computed over the assembled object: end to end.
-            whole = {record.algorithm.s3_parameter: _combined(record.algorithm, parts),
-                     "ChecksumType": "FULL_OBJECT"}
+            full_checksum = _combined(record.algorithm, parts)
+            await self._store.set_full_checksum(record.id, full_checksum)
+            whole = {record.algorithm.s3_parameter: full_checksum, "ChecksumType": "FULL_OBJECT"}
         try:
             response = await self._call(
                 lambda: client.complete_multipart_upload(
