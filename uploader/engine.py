@@ -7,7 +7,9 @@ Theory of operation
 2. **Plan and hash** (new uploads only): part size from ``planning``, one streamed pass for the
    SHA-256 and every part's CRC32C, all stored *before* anything is sent.
 3. **Create** the multipart upload (or, when resuming, **reconcile**: ListParts, paged past 1,000,
-   counts a remote part only if its number, size and checksum match the plan).
+   counts a remote part only if its number, size and checksum match the plan). Reconciling is
+   optional: our committed acknowledgements alone are enough to resume, so when the credentials
+   do not allow ListParts (or the store lacks it) the engine says so once and goes on.
 4. **Upload** the missing parts concurrently (``config.concurrency`` per upload, plus an optional
    process-wide ``part_slots`` semaphore shared between jobs). Each attempt streams the part from
    disk under a **stall watchdog**: there is no whole-request deadline, a part is abandoned and
@@ -17,12 +19,17 @@ Theory of operation
 5. A part is marked done only after S3 returned its ETag *and* that was committed to SQLite, so a
    SIGKILL at any moment costs at most the parts in flight.
 6. **Complete** with every part's ETag and checksum in order, after checking the file is still the
-   one that was hashed; an object mixing two versions of the file is never completed.
+   one that was hashed; an object mixing two versions of the file is never completed. A Complete
+   whose answer was lost is retried; if S3 then says NoSuchUpload, HeadObject confirms the object,
+   and when HeadObject is not allowed either the upload ends *unconfirmed* (the caller decides:
+   the notary layer lets the notary service judge the object).
 
 Errors are classified in one place (``s3client.classify``): transient ones are retried per part
 with capped, fully jittered exponential back-off for as long as the credentials are valid;
 ExpiredToken surfaces as ``CredentialsExpiredError`` (the notary layer gets a new submission);
 NoSuchUpload restarts the multipart upload; a changed source or a permanent refusal aborts it.
+Optional calls (ListParts, AbortMultipartUpload, HeadObject) that S3 refuses never fail an upload
+and never trigger an abort.
 Cancellation (Ctrl-C, SIGTERM, a daemon shutdown) does *not* abort: that is what resume is for.
 ``abort()`` is the explicit user cancel.
 
@@ -49,6 +56,7 @@ from uploader.credentials import Credentials
 from uploader.database import Database
 from uploader.errors import (
     CredentialsExpiredError,
+    OperationDeniedError,
     PermanentUploadError,
     SourceChangedError,
     StallError,
@@ -75,7 +83,7 @@ from uploader.hashing import (
 )
 from uploader.part_body import PartProgress, PartStream, read_part
 from uploader.planning import plan_upload
-from uploader.s3client import Classified, ErrorKind, classify, open_s3_client
+from uploader.s3client import Classified, ErrorKind, classify, is_denied, open_s3_client
 from uploader.throttle import Throttle
 from uploader.upload_state import ACTIVE_STATES, PartRecord, UploadRecord, UploadStore
 
@@ -83,8 +91,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # CompleteMultipartUpload may legitimately take minutes on a large object (S3 keeps the
-# connection alive with whitespace), so it gets a long backstop instead of the stall timeout.
+# connection alive with whitespace), so it gets a long backstop instead of the stall timeout,
+# and a client whose read timeout outlasts the gaps between S3's keep-alive whitespace.
 COMPLETE_TIMEOUT_SECONDS = 900.0
+COMPLETE_READ_TIMEOUT_SECONDS = 300.0
 # How often the watchdog looks at a part's progress (and reports bytes sent).
 WATCH_TICK_SECONDS = 0.5
 # NoSuchUpload mid-flight (a lifecycle rule or someone else aborted): start over at most this often.
@@ -104,6 +114,9 @@ class UploadResult:
     bytes_resent: int
     checksum: str  # the whole object's full-object checksum as S3 verified it ('' if composite)
     checksum_algorithm: str
+    # False when a Complete whose answer was lost could not be confirmed (S3 forgot the upload
+    # and HeadObject is not allowed): most likely complete, but only the object's reader knows.
+    confirmed: bool = True
 
 
 class MultipartUploader:
@@ -205,14 +218,18 @@ class MultipartUploader:
         self, client: Any, record: UploadRecord, credentials: Credentials, resumed: bool
     ) -> UploadResult:
         counters = _Counters()
+        # A previous run may have sent Complete already (its answer died with it).
+        complete_sent = record.state is UploadState.COMPLETING
         try:
             for _ in range(MAX_RESTARTS + 1):
                 try:
                     record = await self._ensure_multipart(client, record)
                     await self._upload_parts(client, record, credentials, counters)
-                    etag = await self._complete(client, record)
+                    etag = await self._complete(client, record, credentials,
+                                                sent_before=complete_sent)
                     break
                 except UploadGoneError:
+                    complete_sent = False
                     log.warning("%s: the multipart upload disappeared (NoSuchUpload); starting it again",
                                 record.target)
                     await self._store.forget_parts(record.id)
@@ -225,11 +242,14 @@ class MultipartUploader:
         except (SourceChangedError, PermanentUploadError) as exc:
             await asyncio.shield(self._fail(client, record, str(exc)))
             raise
-        await self._store.set_state(record.id, UploadState.COMPLETED)
+        confirmed = etag is not None
+        await self._store.set_state(record.id, UploadState.COMPLETED,
+                                    None if confirmed else "completion unconfirmed")
         record = await self._store.get(record.id)
         self._emit(UploadStateChanged(record.target, UploadState.COMPLETED,
                                       record.identity.size, record.identity.size))
-        return self._result(record, etag, resumed, counters.sent, counters.resent)
+        return self._result(record, etag or "", resumed, counters.sent, counters.resent,
+                            confirmed=confirmed)
 
     async def _ensure_multipart(self, client: Any, record: UploadRecord) -> UploadRecord:
         if record.s3_upload_id:
@@ -246,23 +266,20 @@ class MultipartUploader:
         return await self._store.get(record.id)
 
     async def _reconcile(self, client: Any, record: UploadRecord) -> None:
-        """Adopt parts S3 holds but we never recorded (we died between its ack and our commit)."""
+        """Adopt parts S3 holds but we never recorded (we died between its ack and our commit).
+
+        Optional: without it, the parts in flight at the crash are simply sent again.
+        """
+        try:
+            remote = await self._list_parts(client, record)
+        except OperationDeniedError as exc:
+            log.info("%s: resuming from our own acknowledgements (%s); parts in flight when the "
+                     "last run stopped are sent again", record.target, exc)
+            return
+        except _ListingLoop as exc:
+            log.warning("%s: resuming from our own acknowledgements (%s)", record.target, exc)
+            return
         local = {p.number: p for p in await self._store.parts(record.id)}
-        remote: dict[int, dict[str, Any]] = {}
-        marker = 0
-        while True:
-            page = await self._call(
-                lambda m=marker: client.list_parts(  # type: ignore[misc]
-                    Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,
-                    PartNumberMarker=m, MaxParts=1000,
-                ),
-                what=f"list the uploaded parts of {record.target}",
-            )
-            for part in page.get("Parts", []):
-                remote[int(part["PartNumber"])] = part
-            if not page.get("IsTruncated"):
-                break
-            marker = int(page["NextPartNumberMarker"])
         adopt: dict[int, str] = {}
         for number, part in remote.items():
             mine = local.get(number)
@@ -281,6 +298,27 @@ class MultipartUploader:
                         record.target, lost[:10])
             await self._store.mark_parts_pending(record.id, lost)
 
+    async def _list_parts(self, client: Any, record: UploadRecord) -> dict[int, dict[str, Any]]:
+        """Every part S3 holds for the upload, by number (paged; a stuck marker is an error)."""
+        remote: dict[int, dict[str, Any]] = {}
+        marker = 0
+        while True:
+            page = await self._call(
+                lambda m=marker: client.list_parts(  # type: ignore[misc]
+                    Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,
+                    PartNumberMarker=m, MaxParts=1000,
+                ),
+                what=f"list the uploaded parts of {record.target}",
+            )
+            for part in page.get("Parts", []):
+                remote[int(part["PartNumber"])] = part
+            if not page.get("IsTruncated"):
+                return remote
+            next_marker = int(page.get("NextPartNumberMarker") or 0)
+            if next_marker <= marker:
+                raise _ListingLoop(f"ListParts paging did not advance past part {marker}")
+            marker = next_marker
+
     async def _upload_parts(
         self, client: Any, record: UploadRecord, credentials: Credentials, counters: _Counters
     ) -> None:
@@ -292,11 +330,8 @@ class MultipartUploader:
                                       record.identity.size, done_bytes))
         if not pending:
             return
-        fd = await asyncio.to_thread(os.open, record.identity.path, os.O_RDONLY)
+        fd = await _open_source(record.identity)
         try:
-            opened = await asyncio.to_thread(os.fstat, fd)
-            if opened.st_ino != record.identity.inode or opened.st_size != record.identity.size:
-                raise SourceChangedError(record.identity.path, "the file was replaced since it was hashed")
             slots = _PartSlots(self._config.concurrency, record.part_size)
             try:
                 async with asyncio.TaskGroup() as group:
@@ -442,7 +477,10 @@ class MultipartUploader:
                 task.exception()  # retrieved: the failure is reported through the caller
             report()
 
-    async def _complete(self, client: Any, record: UploadRecord) -> str:
+    async def _complete(
+        self, client: Any, record: UploadRecord, credentials: Credentials, *, sent_before: bool
+    ) -> str | None:
+        """Complete the upload; its ETag, or None if it may be complete but nothing can confirm it."""
         current = await asyncio.to_thread(FileIdentity.of, record.identity.path)
         changed = record.identity.difference(current)
         if changed:
@@ -461,25 +499,47 @@ class MultipartUploader:
             full_checksum = _combined(record.algorithm, parts)
             await self._store.set_full_checksum(record.id, full_checksum)
             whole = {record.algorithm.s3_parameter: full_checksum, "ChecksumType": "FULL_OBJECT"}
-        try:
-            response = await self._call(
-                lambda: client.complete_multipart_upload(
-                    Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,
-                    MultipartUpload={"Parts": listing}, **whole,
-                ),
-                what=f"complete {record.target}",
-                deadline_seconds=COMPLETE_TIMEOUT_SECONDS,
+        attempts = 0
+
+        async def complete(patient: Any) -> dict[str, Any]:
+            nonlocal attempts
+            attempts += 1
+            answer: dict[str, Any] = await patient.complete_multipart_upload(
+                Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,
+                MultipartUpload={"Parts": listing}, **whole,
             )
+            return answer
+
+        try:
+            async with open_s3_client(self._config, credentials,
+                                      read_timeout_seconds=COMPLETE_READ_TIMEOUT_SECONDS) as patient:
+                response = await self._call(lambda: complete(patient), what=f"complete {record.target}",
+                                            deadline_seconds=COMPLETE_TIMEOUT_SECONDS)
         except UploadGoneError:
+            if not (sent_before or attempts > 1):
+                raise  # nothing of ours completed it: the upload really is gone
             # A retried Complete whose first try succeeded answers NoSuchUpload: check the object.
+            return await self._confirm_completed(client, record)
+        return str(response.get("ETag", ""))
+
+    async def _confirm_completed(self, client: Any, record: UploadRecord) -> str | None:
+        """After NoSuchUpload to a repeated Complete: the object's ETag, or None if unknowable."""
+        try:
             head = await self._call(
                 lambda: client.head_object(Bucket=record.bucket, Key=record.key),
                 what=f"check {record.target}",
             )
-            if int(head.get("ContentLength", -1)) != record.identity.size:
-                raise
-            response = head
-        return str(response.get("ETag", ""))
+        except OperationDeniedError:
+            log.warning("%s: S3 no longer knows the upload after a Complete whose answer was lost, "
+                        "and HeadObject is not allowed to confirm the object; taking it as "
+                        "complete", record.target)
+            return None
+        except PermanentUploadError:
+            head = {}
+        if int(head.get("ContentLength", -1)) != record.identity.size:
+            raise UploadGoneError(f"{record.target}: the upload is gone and no complete object "
+                                  "of the right size is there")
+        return str(head.get("ETag", ""))
 
     # ------------------------------------------------------------------ helpers
 
@@ -503,6 +563,10 @@ class MultipartUploader:
                     ) from None
                 if verdict.kind == ErrorKind.GONE:
                     raise UploadGoneError(f"could not {what}: {verdict.code}") from None
+                if is_denied(verdict):
+                    raise OperationDeniedError(
+                        f"could not {what}: {verdict.code}: {verdict.message}"
+                    ) from None
                 if verdict.kind != ErrorKind.TRANSIENT:
                     raise PermanentUploadError(
                         f"could not {what}: {verdict.code}: {verdict.message}{_advice(verdict.code)}"
@@ -566,16 +630,38 @@ class MultipartUploader:
                 )
             except UploadGoneError:
                 return
+            except OperationDeniedError:
+                log.info("%s: AbortMultipartUpload is not allowed; S3 frees the parts when the "
+                         "bucket's lifecycle rule expires them", record.target)
+                return
             except UploadError:
                 return
 
-    def _result(self, record: UploadRecord, etag: str, resumed: bool, sent: int, resent: int) -> UploadResult:
+    def _result(self, record: UploadRecord, etag: str, resumed: bool, sent: int, resent: int,
+                *, confirmed: bool = True) -> UploadResult:
         return UploadResult(
             bucket=record.bucket, key=record.key, size=record.identity.size,
             sha256=record.sha256 or "", etag=etag, part_count=record.plan.part_count,
             resumed=resumed, bytes_sent=sent, bytes_resent=resent,
             checksum=record.full_checksum or "", checksum_algorithm=record.algorithm.value,
+            confirmed=confirmed,
         )
+
+
+async def _open_source(identity: FileIdentity) -> int:
+    """Open the file being uploaded for reading, checking it is still the one planned.
+
+    The one place the engine opens the source: every part is read from this descriptor.
+    """
+    fd = await asyncio.to_thread(os.open, identity.path, os.O_RDONLY)
+    try:
+        opened = await asyncio.to_thread(os.fstat, fd)
+        if opened.st_ino != identity.inode or opened.st_size != identity.size:
+            raise SourceChangedError(identity.path, "the file was replaced since it was hashed")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _combined(algorithm: ChecksumAlgorithm, parts: list[PartRecord]) -> str:
@@ -606,6 +692,10 @@ class _PartSlots:
                 yield buffer
             finally:
                 self._free.append(buffer)
+
+
+class _ListingLoop(Exception):
+    """ListParts paging that does not advance (a server bug): the listing cannot be trusted."""
 
 
 class _Counters:

@@ -11,6 +11,7 @@ Hierarchy (grouped by what the caller can do about it)::
         ├── UploadGoneError         NoSuchUpload: the multipart upload was aborted or expired
         ├── SourceChangedError      the file changed; never completes a mixed object
         └── PermanentUploadError    AccessDenied, NoSuchBucket, ...: retrying cannot help
+            └── OperationDeniedError the store refuses or lacks this operation (403, 501)
 
 The notary client's errors live in ``uploader.notary.errors`` and also derive from NotarydError.
 """
@@ -68,3 +69,12 @@ class SourceChangedError(UploadError):
 
 class PermanentUploadError(UploadError):
     """S3 refused in a way retrying cannot fix (AccessDenied, NoSuchBucket, InvalidArgument...)."""
+
+
+class OperationDeniedError(PermanentUploadError):
+    """S3 refused the operation itself (AccessDenied, NotImplemented).
+
+    Fatal for the calls an upload cannot do without; the optional ones (ListParts,
+    AbortMultipartUpload, HeadObject) are skipped instead: credentials scoped to the PutObject
+    family are enough to upload and resume.
+    """

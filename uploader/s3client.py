@@ -31,7 +31,6 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.httpsession import AIOHTTPSession
 from botocore import exceptions as boto_exc
-from botocore.handlers import add_expect_header
 
 from uploader.config import EngineConfig
 from uploader.credentials import Credentials
@@ -71,8 +70,14 @@ class WireTrackingSession(AIOHTTPSession):  # type: ignore[misc]
 
 
 @contextlib.asynccontextmanager
-async def open_s3_client(config: EngineConfig, credentials: Credentials) -> AsyncIterator[Any]:
-    """One client per credential set (the notary service issues one set per submission)."""
+async def open_s3_client(
+    config: EngineConfig, credentials: Credentials, *, read_timeout_seconds: float | None = None
+) -> AsyncIterator[Any]:
+    """One client per credential set (the notary service issues one set per submission).
+
+    ``read_timeout_seconds`` replaces the default (the stall timeout) for calls that may keep
+    the server quiet for longer, such as CompleteMultipartUpload.
+    """
     session = aioboto3.Session(
         aws_access_key_id=credentials.access_key_id,
         aws_secret_access_key=credentials.secret_access_key,
@@ -92,7 +97,7 @@ async def open_s3_client(config: EngineConfig, credentials: Credentials) -> Asyn
         # No byte from the server for a stall timeout is a stall too (a hung CreateMultipartUpload,
         # ListParts or Complete; S3 keeps a long Complete alive with whitespace, so it still
         # finishes). Part uploads also have the engine's watchdog on the sending side.
-        read_timeout=config.stall_timeout_seconds,
+        read_timeout=read_timeout_seconds or config.stall_timeout_seconds,
         max_pool_connections=config.concurrency * 2 + 2,
         tcp_keepalive=True,
         request_checksum_calculation="when_required",
@@ -101,9 +106,11 @@ async def open_s3_client(config: EngineConfig, credentials: Credentials) -> Asyn
         http_session_cls=WireTrackingSession,
     )
     async with session.client("s3", endpoint_url=config.endpoint_url, config=client_config) as client:
-        # No "Expect: 100-continue" on parts: it costs a round trip per part and is where
-        # aiobotocore can hang with no timeout (the stall watchdog would catch it, but why wait).
-        client.meta.events.unregister("before-call.s3.UploadPart", add_expect_header)
+        # UploadPart keeps botocore's "Expect: 100-continue" (registered on "before-call.s3"):
+        # S3 answers 503 SlowDown, 500, 403 or RequestTimeout before the body is sent, so a
+        # refused attempt costs a round trip instead of a whole part on the wire; on a lossy or
+        # throttled link that saving is worth far more than one round trip per 16 MiB part. A
+        # server that never answers the Expect is caught by the stall watchdog.
         yield client
 
 
@@ -155,6 +162,8 @@ def classify(exc: BaseException) -> Classified:
             return Classified(ErrorKind.BAD_DIGEST, RetryReason.BAD_DIGEST, code, message)
         if code == "RequestTimeout":
             return Classified(ErrorKind.TRANSIENT, RetryReason.REQUEST_TIMEOUT, code, message)
+        if code == "NotImplemented" or status == 501:  # a store without this operation
+            return Classified(ErrorKind.PERMANENT, RetryReason.OTHER, code or str(status), message)
         if code in _THROTTLED or status in (429, 503):
             return Classified(ErrorKind.TRANSIENT, RetryReason.THROTTLED, code or str(status), message)
         if code in _SERVER or status >= 500:
@@ -169,3 +178,13 @@ def classify(exc: BaseException) -> Classified:
                         OSError)):
         return Classified(ErrorKind.TRANSIENT, RetryReason.CONNECTION_RESET, type(exc).__name__, str(exc))
     return Classified(ErrorKind.PERMANENT, RetryReason.OTHER, type(exc).__name__, str(exc))
+
+
+# What an S3 store answers when credentials do not cover an operation or it lacks it.
+_DENIED_CODES = {"AccessDenied", "NotImplemented", "MethodNotAllowed", "AllAccessDisabled"}
+
+
+def is_denied(verdict: Classified) -> bool:
+    """True if S3 refused the operation itself (not allowed, not implemented): for an optional
+    call (ListParts, AbortMultipartUpload, HeadObject) that means "do without it"."""
+    return verdict.kind == ErrorKind.PERMANENT and verdict.code in _DENIED_CODES | {"403", "405", "501"}

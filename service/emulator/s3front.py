@@ -18,6 +18,12 @@ What a client sees matches the notary service's upload bucket closely enough for
   virtual-host (``bucket.anything:port``) addressing both work, the latter standing in for
   ``bucket.s3-accelerate.amazonaws.com``.
 
+**Deny mode** (``denied_operations``, settable at any time; ``PUT_OBJECT_ONLY`` is the preset):
+the named operations answer ``403 AccessDenied`` for otherwise valid requests, as S3 does when a
+session policy grants only ``s3:PutObject`` (which covers CreateMultipartUpload, UploadPart and
+CompleteMultipartUpload). Apple does not document what its temporary credentials allow, so the
+engine must resume and finish under that policy too.
+
 When a ``PutObject`` or ``CompleteMultipartUpload`` succeeds, ``on_landed(bucket, key)`` is called
 so the notary emulator can start processing. Safe for many concurrent requests on one loop.
 """
@@ -45,6 +51,9 @@ from botocore.credentials import Credentials as BotoCredentials
 CHUNK_BYTES = 1024 * 1024
 MAX_CLOCK_SKEW_SECONDS = 15 * 60  # S3's RequestTimeTooSkewed limit
 SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
+
+# What credentials scoped to the s3:PutObject action cannot do.
+PUT_OBJECT_ONLY = frozenset({"ListParts", "AbortMultipartUpload", "HeadObject", "GetObject"})
 
 _AUTH_HEADER = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=(?P<akid>[^/\s]+)/(?P<date>\d{8})/(?P<region>[^/\s]+)/s3/"
@@ -172,8 +181,10 @@ class S3Front:
         region: str = "us-west-2",
         virtual_host_buckets: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        denied_operations: Iterable[str] = (),
     ) -> None:
         self.backend = backend
+        self.denied_operations = frozenset(denied_operations)
         self.region = region
         self._virtual_host_buckets = frozenset(virtual_host_buckets)
         self._grant_for = grant_for
@@ -352,6 +363,8 @@ class S3Front:
     ) -> None:
         if bucket == grant.bucket:
             if key == grant.key:
+                if operation in self.denied_operations:
+                    raise S3Error(403, "AccessDenied", "Access Denied")
                 return
             if operation == "ListMultipartUploads" and query.get("prefix") == grant.key:
                 return
