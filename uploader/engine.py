@@ -83,8 +83,17 @@ from uploader.hashing import (
 )
 from uploader.part_body import PartProgress, PartStream, read_part
 from uploader.planning import plan_upload
-from uploader.s3client import Classified, ErrorKind, classify, is_denied, open_s3_client
+from uploader.s3api import S3Api, S3Opener
+from uploader.s3client import ErrorKind, classify, is_denied, open_s3_client
 from uploader.throttle import Throttle
+from uploader.upload_session import (
+    LocalPart,
+    UploadSession,
+    aborts_upload,
+    advice,
+    most_significant,
+    reconcile,
+)
 from uploader.upload_state import ACTIVE_STATES, PartRecord, UploadRecord, UploadStore
 
 log = logging.getLogger(__name__)
@@ -131,8 +140,12 @@ class MultipartUploader:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         uniform: Callable[[float, float], float] = random.uniform,
         now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        s3: S3Opener | None = None,
     ) -> None:
         self._store = UploadStore(db)
+        self._monotonic = monotonic
+        self._open_s3: S3Opener = s3 or _open_real_s3
         self._config = config
         self._emit = Emitter(hooks)
         self._part_slots = part_slots
@@ -200,7 +213,7 @@ class MultipartUploader:
             algorithm = digest.algorithm if digest else DEFAULT_ALGORITHM
             record = await self._store.create(identity, plan.part_size, algorithm, bucket, key,
                                               self._endpoint, credentials, digest)
-        async with open_s3_client(self._config, credentials) as client:
+        async with self._open_s3(self._config, credentials, None) as client:
             return await self._drive(client, record, credentials, resumed)
 
     async def abort(self, path: Path, bucket: str, key: str, credentials: Credentials) -> bool:
@@ -215,7 +228,7 @@ class MultipartUploader:
     # ------------------------------------------------------------------ stages
 
     async def _drive(
-        self, client: Any, record: UploadRecord, credentials: Credentials, resumed: bool
+        self, client: S3Api, record: UploadRecord, credentials: Credentials, resumed: bool
     ) -> UploadResult:
         counters = _Counters()
         # A previous run may have sent Complete already (its answer died with it).
@@ -239,8 +252,9 @@ class MultipartUploader:
                     f"{record.target}: the multipart upload kept disappearing (NoSuchUpload "
                     f"{MAX_RESTARTS + 1} times); check the bucket's lifecycle rules"
                 )
-        except (SourceChangedError, PermanentUploadError) as exc:
-            await asyncio.shield(self._fail(client, record, str(exc)))
+        except UploadError as exc:
+            if aborts_upload(exc):
+                await asyncio.shield(self._fail(client, record, str(exc)))
             raise
         confirmed = etag is not None
         await self._store.set_state(record.id, UploadState.COMPLETED,
@@ -251,7 +265,7 @@ class MultipartUploader:
         return self._result(record, etag or "", resumed, counters.sent, counters.resent,
                             confirmed=confirmed)
 
-    async def _ensure_multipart(self, client: Any, record: UploadRecord) -> UploadRecord:
+    async def _ensure_multipart(self, client: S3Api, record: UploadRecord) -> UploadRecord:
         if record.s3_upload_id:
             await self._reconcile(client, record)
             return record
@@ -265,7 +279,7 @@ class MultipartUploader:
         await self._store.set_s3_upload_id(record.id, response["UploadId"])
         return await self._store.get(record.id)
 
-    async def _reconcile(self, client: Any, record: UploadRecord) -> None:
+    async def _reconcile(self, client: S3Api, record: UploadRecord) -> None:
         """Adopt parts S3 holds but we never recorded (we died between its ack and our commit).
 
         Optional: without it, the parts in flight at the crash are simply sent again.
@@ -279,26 +293,18 @@ class MultipartUploader:
         except _ListingLoop as exc:
             log.warning("%s: resuming from our own acknowledgements (%s)", record.target, exc)
             return
-        local = {p.number: p for p in await self._store.parts(record.id)}
-        adopt: dict[int, str] = {}
-        for number, part in remote.items():
-            mine = local.get(number)
-            if mine is None or mine.done or int(part["Size"]) != mine.length:
-                continue
-            remote_sum = part.get(record.algorithm.s3_parameter)
-            if remote_sum is not None and remote_sum != mine.checksum:
-                continue
-            adopt[number] = str(part["ETag"])
-        if adopt:
-            await self._store.mark_parts_done(record.id, adopt)
-        lost = [n for n, p in local.items() if p.done and n not in remote]
-        if lost:
+        local = [LocalPart(p.number, p.length, p.checksum, p.done)
+                 for p in await self._store.parts(record.id)]
+        found = reconcile(local, remote, record.algorithm.s3_parameter)
+        if found.adopt:
+            await self._store.mark_parts_done(record.id, found.adopt)
+        if found.lost:
             # S3 no longer has parts it acknowledged; they cannot be completed without re-sending.
             log.warning("%s: S3 lists no parts %s that it had acknowledged; sending them again",
-                        record.target, lost[:10])
-            await self._store.mark_parts_pending(record.id, lost)
+                        record.target, found.lost[:10])
+            await self._store.mark_parts_pending(record.id, found.lost)
 
-    async def _list_parts(self, client: Any, record: UploadRecord) -> dict[int, dict[str, Any]]:
+    async def _list_parts(self, client: S3Api, record: UploadRecord) -> dict[int, dict[str, Any]]:
         """Every part S3 holds for the upload, by number (paged; a stuck marker is an error)."""
         remote: dict[int, dict[str, Any]] = {}
         marker = 0
@@ -320,7 +326,7 @@ class MultipartUploader:
             marker = next_marker
 
     async def _upload_parts(
-        self, client: Any, record: UploadRecord, credentials: Credentials, counters: _Counters
+        self, client: S3Api, record: UploadRecord, credentials: Credentials, counters: _Counters
     ) -> None:
         await self._store.set_state(record.id, UploadState.UPLOADING)
         parts = await self._store.parts(record.id)
@@ -330,66 +336,89 @@ class MultipartUploader:
                                       record.identity.size, done_bytes))
         if not pending:
             return
+        session = UploadSession(record.target, self._config.concurrency, self._config.retry,
+                                uniform=self._uniform)
         fd = await _open_source(record.identity)
         try:
             slots = _PartSlots(self._config.concurrency, record.part_size)
+            admitted = asyncio.Condition()
             try:
                 async with asyncio.TaskGroup() as group:
                     for part in pending:
-                        group.create_task(
-                            self._send_part(client, record, part, fd, credentials, slots, counters)
-                        )
+                        group.create_task(self._send_part(
+                            client, record, part, fd, credentials, session, admitted, slots,
+                            counters))
             except BaseExceptionGroup as group_error:
-                raise _most_significant(group_error) from None
+                raise most_significant(_leaves(group_error)) from None
         finally:
             os.close(fd)
 
+    async def _admit(self, session: UploadSession, admitted: asyncio.Condition) -> None:
+        """Wait until the session lets one more part go (a free slot, the link's pace)."""
+        while True:
+            async with admitted:
+                wait = session.admission(self._monotonic())
+                while wait is None:
+                    await admitted.wait()
+                    wait = session.admission(self._monotonic())
+                if wait <= 0:
+                    session.started()
+                    return
+            await self._sleep(wait)
+
     async def _send_part(
         self,
-        client: Any,
+        client: S3Api,
         record: UploadRecord,
         part: PartRecord,
         fd: int,
         credentials: Credentials,
+        session: UploadSession,
+        admitted: asyncio.Condition,
         slots: _PartSlots,
         counters: _Counters,
     ) -> None:
-        retry_number = 0
         while True:
             self._check_credentials(credentials, record)
-            async with slots.buffer() as buffer, self._global_slot():
-                attempt = await self._store.start_attempt(record.id, part.number)
-                part = await self._read(fd, record, part, buffer)
-                progress = PartProgress()
-                request = client.upload_part(
-                    Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,
-                    PartNumber=part.number, ContentLength=part.length,
-                    Body=PartStream(buffer, part.length, progress, self._throttle),
-                    **{record.algorithm.s3_parameter: part.checksum},
-                )
-                try:
-                    response = await self._watch(request, progress, record, part.number,
-                                                 resent=attempt > 1, counters=counters)
-                except Exception as exc:  # classified below, outside the slot
-                    failure: Exception = exc
-                else:
-                    await self._store.mark_part_done(record.id, part.number, str(response["ETag"]))
-                    self._emit(PartAcknowledged(record.target, part.number, part.length))
-                    return
-            verdict = classify(failure)
-            await self._raise_unless_retryable(verdict, record, part)
+            await self._admit(session, admitted)
+            settled = False  # whether the session has been told how this attempt ended
+            try:
+                async with slots.buffer() as buffer, self._global_slot():
+                    attempt = await self._store.start_attempt(record.id, part.number)
+                    part = await self._read(fd, record, part, buffer)
+                    progress = PartProgress()
+                    request = client.upload_part(
+                        Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,
+                        PartNumber=part.number, ContentLength=part.length,
+                        Body=PartStream(buffer, part.length, progress, self._throttle),
+                        **{record.algorithm.s3_parameter: part.checksum},
+                    )
+                    try:
+                        response = await self._watch(request, progress, record, part.number,
+                                                     resent=attempt > 1, counters=counters)
+                    except Exception as exc:  # classified below, outside the slot
+                        failure: Exception = exc
+                    else:
+                        await self._store.mark_part_done(record.id, part.number,
+                                                         str(response["ETag"]))
+                        self._emit(PartAcknowledged(record.target, part.number, part.length))
+                        settled = True
+                        session.acknowledged(part.number)
+                        return
+                verdict = classify(failure)
+                if verdict.kind == ErrorKind.BAD_DIGEST:
+                    await self._check_unchanged(record, part)  # else: damaged in transit
+                settled = True
+                retry = session.failed(part.number, verdict, self._monotonic())
+            finally:
+                if not settled:  # cancelled, or the file or the database failed us
+                    session.abandoned()
+                async with admitted:
+                    admitted.notify_all()
             self._emit(PartRetried(record.target, part.number, verdict.reason, attempt))
             log.info("%s part %d attempt %d failed (%s: %s); retrying", record.target,
                      part.number, attempt, verdict.code, verdict.message)
-            if self._config.retry.gives_up_after(retry_number + 1):
-                raise TransientUploadError(
-                    f"{record.target}: part {part.number} failed {retry_number + 1} times, last "
-                    f"{verdict.code}: {verdict.message}", reason=verdict.reason,
-                )
-            throttled = verdict.reason is RetryReason.THROTTLED
-            await self._sleep(self._config.retry.delay(retry_number, throttled=throttled,
-                                                       uniform=self._uniform))
-            retry_number += 1
+            await self._sleep(retry.delay)
 
     async def _read(
         self, fd: int, record: UploadRecord, part: PartRecord, buffer: bytearray
@@ -405,28 +434,13 @@ class MultipartUploader:
             raise SourceChangedError(record.identity.path, f"part {part.number} changed on disk")
         return part
 
-    async def _raise_unless_retryable(
-        self, verdict: Classified, record: UploadRecord, part: PartRecord
-    ) -> None:
-        if verdict.kind == ErrorKind.EXPIRED:
-            raise CredentialsExpiredError(
-                f"{record.target}: S3 says the upload credentials expired ({verdict.code}); "
-                "new credentials are needed to continue"
-            )
-        if verdict.kind == ErrorKind.GONE:
-            raise UploadGoneError(f"{record.target}: {verdict.code}: {verdict.message}")
-        if verdict.kind == ErrorKind.BAD_DIGEST:
-            on_disk = await asyncio.to_thread(
-                part_checksum_sync, record.identity.path, part.part, record.algorithm
-            )
-            if on_disk != part.checksum:
-                raise SourceChangedError(record.identity.path, f"part {part.number} changed on disk")
-            return  # the bytes were damaged in transit: send them again
-        if verdict.kind == ErrorKind.PERMANENT:
-            raise PermanentUploadError(
-                f"S3 refused part {part.number} of {record.target}: {verdict.code}: "
-                f"{verdict.message}{_advice(verdict.code)}"
-            )
+    async def _check_unchanged(self, record: UploadRecord, part: PartRecord) -> None:
+        """After BadDigest: a part that changed on disk ends the upload; else it was the wire."""
+        on_disk = await asyncio.to_thread(
+            part_checksum_sync, record.identity.path, part.part, record.algorithm
+        )
+        if on_disk != part.checksum:
+            raise SourceChangedError(record.identity.path, f"part {part.number} changed on disk")
 
     async def _watch(
         self,
@@ -478,7 +492,7 @@ class MultipartUploader:
             report()
 
     async def _complete(
-        self, client: Any, record: UploadRecord, credentials: Credentials, *, sent_before: bool
+        self, client: S3Api, record: UploadRecord, credentials: Credentials, *, sent_before: bool
     ) -> str | None:
         """Complete the upload; its ETag, or None if it may be complete but nothing can confirm it."""
         current = await asyncio.to_thread(FileIdentity.of, record.identity.path)
@@ -511,8 +525,8 @@ class MultipartUploader:
             return answer
 
         try:
-            async with open_s3_client(self._config, credentials,
-                                      read_timeout_seconds=COMPLETE_READ_TIMEOUT_SECONDS) as patient:
+            async with self._open_s3(self._config, credentials,
+                                     COMPLETE_READ_TIMEOUT_SECONDS) as patient:
                 response = await self._call(lambda: complete(patient), what=f"complete {record.target}",
                                             deadline_seconds=COMPLETE_TIMEOUT_SECONDS)
         except UploadGoneError:
@@ -522,7 +536,7 @@ class MultipartUploader:
             return await self._confirm_completed(client, record)
         return str(response.get("ETag", ""))
 
-    async def _confirm_completed(self, client: Any, record: UploadRecord) -> str | None:
+    async def _confirm_completed(self, client: S3Api, record: UploadRecord) -> str | None:
         """After NoSuchUpload to a repeated Complete: the object's ETag, or None if unknowable."""
         try:
             head = await self._call(
@@ -569,7 +583,7 @@ class MultipartUploader:
                     ) from None
                 if verdict.kind != ErrorKind.TRANSIENT:
                     raise PermanentUploadError(
-                        f"could not {what}: {verdict.code}: {verdict.message}{_advice(verdict.code)}"
+                        f"could not {what}: {verdict.code}: {verdict.message}{advice(verdict.code)}"
                     ) from None
                 if self._config.retry.gives_up_after(retry_number + 1):
                     raise TransientUploadError(
@@ -596,7 +610,7 @@ class MultipartUploader:
         async with self._part_slots:
             yield
 
-    async def _fail(self, client: Any, record: UploadRecord, reason: str) -> None:
+    async def _fail(self, client: S3Api, record: UploadRecord, reason: str) -> None:
         """Abort the multipart upload (frees S3 storage) and record why; never raises."""
         with contextlib.suppress(Exception):
             if record.s3_upload_id:
@@ -606,12 +620,12 @@ class MultipartUploader:
 
     async def _abort_record(self, record: UploadRecord, credentials: Credentials) -> None:
         if record.s3_upload_id:
-            async with open_s3_client(self._config, credentials) as client:
+            async with self._open_s3(self._config, credentials, None) as client:
                 await asyncio.shield(self._abort_remote(client, record))
         await self._store.set_state(record.id, UploadState.ABORTED, "aborted")
         self._emit(UploadStateChanged(record.target, UploadState.ABORTED, record.identity.size, 0))
 
-    async def _abort_remote(self, client: Any, record: UploadRecord) -> None:
+    async def _abort_remote(self, client: S3Api, record: UploadRecord) -> None:
         # Parts still in flight may land after an abort; AWS advises aborting until ListParts
         # answers NoSuchUpload.
         for _ in range(3):
@@ -646,6 +660,12 @@ class MultipartUploader:
             checksum=record.full_checksum or "", checksum_algorithm=record.algorithm.value,
             confirmed=confirmed,
         )
+
+
+def _open_real_s3(
+    config: EngineConfig, credentials: Credentials, read_timeout_seconds: float | None
+) -> contextlib.AbstractAsyncContextManager[S3Api]:
+    return open_s3_client(config, credentials, read_timeout_seconds=read_timeout_seconds)
 
 
 async def _open_source(identity: FileIdentity) -> int:
@@ -709,34 +729,8 @@ class _Counters:
             self.resent += nbytes
 
 
-_PRECEDENCE = (SourceChangedError, PermanentUploadError, CredentialsExpiredError, UploadGoneError,
-               TransientUploadError)
-
-
-def _most_significant(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """From the failures of concurrent parts, the one that decides what happens next."""
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for kind in _PRECEDENCE:
-        for exc in leaves:
-            if isinstance(exc, kind):
-                return exc
-    return leaves[0]
-
-
-def _advice(code: str) -> str:
-    if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-        return " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN and the bucket policy)"
-    if code == "RequestTimeTooSkewed":
-        return " (this machine's clock is off; enable NTP)"
-    if code == "NoSuchBucket":
-        return " (check --bucket)"
-    return ""
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves

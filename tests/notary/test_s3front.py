@@ -17,6 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from service.emulator.notary import INVALID_MARKER, NotaryEmulator
+from service.emulator.s3front import PUT_OBJECT_ONLY
 from uploader.notary.client import NewSubmission, NotaryClient
 from uploader.notary.logreport import parse_log, render_report
 
@@ -301,3 +302,32 @@ async def test_virtual_host_addressing_like_transfer_acceleration(
         assert answer.status == 200, await answer.text()
     assert await _wait_terminal(client, submission.id) == "Accepted"
     assert emulator.submissions[submission.id].uploaded_bytes == 5
+
+
+async def test_put_object_only_mode_denies_listing_abort_and_reads(
+    emulator: NotaryEmulator, client: NotaryClient
+) -> None:
+    emulator.s3.denied_operations = PUT_OBJECT_ONLY
+    submission = await client.submit("A.zip", "0" * 64)
+    bucket, key = submission.bucket, submission.object
+    async with s3_for(emulator, submission) as s3:
+        upload_id = (await s3.create_multipart_upload(Bucket=bucket, Key=key))["UploadId"]
+        etag = (await s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1,
+                                     Body=b"x" * 1024))["ETag"]
+        refused = [
+            s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id),
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
+            s3.get_object(Bucket=bucket, Key=key),
+        ]
+        for call in refused:
+            with pytest.raises(ClientError) as caught:
+                await call
+            assert caught.value.response["Error"]["Code"] == "AccessDenied"
+        with pytest.raises(ClientError) as head:
+            await s3.head_object(Bucket=bucket, Key=key)
+        assert head.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        await s3.complete_multipart_upload(  # the abort above was refused: the upload is intact
+            Bucket=bucket, Key=key, UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+        )
+    assert await _wait_terminal(client, submission.id) == "Accepted"

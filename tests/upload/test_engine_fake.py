@@ -1,0 +1,242 @@
+"""The engine's decisions against the in-memory S3 fake: real files and SQLite, no network, no
+sleeping (back-off goes through a fake clock), so each scenario takes milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from uploader.config import EngineConfig, UploadLimits
+from uploader.credentials import Credentials
+from uploader.database import Database
+from uploader.engine import MultipartUploader
+from uploader.errors import PermanentUploadError
+from uploader.events import Event, PartAcknowledged
+from uploader.s3fake import InMemoryS3, s3_error
+from uploader.upload_session import PROBE_MAX_SECONDS
+
+from .helpers import Recorder, make_file
+
+PART = 64 * 1024
+KEY = "build.zip"
+CREDS = Credentials("AKIA", "secret", None, None)
+
+
+class FakeTime:
+    """Monotonic time that only moves when the engine sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "state.sqlite3")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def fake() -> InMemoryS3:
+    return InMemoryS3()
+
+
+@pytest.fixture
+def clock() -> FakeTime:
+    return FakeTime()
+
+
+def engine(db: Database, fake: InMemoryS3, clock: FakeTime, *hooks: object,
+           concurrency: int = 4) -> MultipartUploader:
+    config = EngineConfig(part_size=PART, concurrency=concurrency, stall_timeout_seconds=5,
+                          limits=UploadLimits(min_part_size=1))
+    return MultipartUploader(db, config, hooks=hooks,  # type: ignore[arg-type]
+                             sleep=clock.sleep, monotonic=clock, s3=fake.open,
+                             uniform=random.Random(3).uniform)
+
+
+class Acks:
+    """Hook: counts committed parts and says when ``stop_at`` of them are."""
+
+    def __init__(self, stop_at: int) -> None:
+        self.count = 0
+        self.stop_at = stop_at
+        self.reached = asyncio.Event()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, PartAcknowledged):
+            self.count += 1
+            if self.count >= self.stop_at:
+                self.reached.set()
+
+
+async def interrupted_after(db: Database, fake: InMemoryS3, clock: FakeTime, path: Path,
+                            acknowledged: int) -> None:
+    """Run an upload and cancel it once ``acknowledged`` parts are committed (a kill, minus
+    the process): whatever was in flight is lost, nothing is aborted."""
+    acks = Acks(acknowledged)
+    task = asyncio.create_task(engine(db, fake, clock, acks).upload(path, "bucket", KEY, CREDS))
+    await acks.reached.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_resume_with_listing_and_abort_denied_resends_only_unacknowledged_parts(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = make_file(tmp_path / "a.zip", 20 * PART + 11)
+    fake.deny("ListParts", "AbortMultipartUpload", "HeadObject", "GetObject")
+    await interrupted_after(db, fake, clock, source, 6)
+    before = fake.body_bytes_received
+    with caplog.at_level(logging.INFO, logger="uploader.engine"):
+        result = await engine(db, fake, clock).upload(source, "bucket", KEY, CREDS)
+    assert fake.objects[KEY] == source.read_bytes()
+    assert result.resumed and result.confirmed
+    resent = before + result.bytes_sent - source.stat().st_size
+    assert resent <= 4 * PART  # at most the parts in flight at the interruption
+    skipped = [r for r in caplog.records if "resuming from our own acknowledgements" in r.message]
+    assert len(skipped) == 1 and skipped[0].levelno == logging.INFO
+    assert fake.calls["ListParts"] == 1 and fake.calls["AbortMultipartUpload"] == 0
+
+
+async def test_resume_adopts_parts_listed_over_several_pages(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+) -> None:
+    fake.list_page_size = 2
+    source = make_file(tmp_path / "a.zip", 12 * PART)
+    fake.lose_answer("UploadPart", times=3)  # S3 holds these parts; we never committed them
+    await interrupted_after(db, fake, clock, source, 5)
+    before = fake.calls["UploadPart"]
+    await engine(db, fake, clock).upload(source, "bucket", KEY, CREDS)
+    assert fake.objects[KEY] == source.read_bytes()
+    assert fake.calls["ListParts"] >= 3  # paged
+    assert fake.calls["UploadPart"] - before <= 12 - 5 - 3 + 4
+
+
+async def test_listing_whose_marker_does_not_advance_is_not_followed(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake.list_page_size = 1
+    fake.stuck_listing = True
+    source = make_file(tmp_path / "a.zip", 8 * PART)
+    await interrupted_after(db, fake, clock, source, 3)
+    with caplog.at_level(logging.WARNING, logger="uploader.engine"):
+        await engine(db, fake, clock).upload(source, "bucket", KEY, CREDS)
+    assert fake.objects[KEY] == source.read_bytes()
+    assert fake.calls["ListParts"] == 1  # the second page would repeat the first
+    assert any("paging did not advance" in r.message for r in caplog.records)
+
+
+async def test_lost_complete_then_no_such_upload_with_head_denied_ends_unconfirmed(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+) -> None:
+    source = make_file(tmp_path / "a.zip", 3 * PART)
+    fake.deny("HeadObject", "ListParts", "AbortMultipartUpload")
+    fake.lose_answer("CompleteMultipartUpload")
+    result = await engine(db, fake, clock).upload(source, "bucket", KEY, CREDS)
+    assert not result.confirmed
+    assert fake.objects[KEY] == source.read_bytes()
+    assert fake.calls["CompleteMultipartUpload"] == 2 and fake.calls["CreateMultipartUpload"] == 1
+    again = await engine(db, fake, clock).upload(source, "bucket", KEY, CREDS)
+    assert again.resumed and again.bytes_sent == 0  # recorded as done: not uploaded twice
+
+
+async def test_lost_complete_then_no_such_upload_is_confirmed_by_head_object(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+) -> None:
+    source = make_file(tmp_path / "a.zip", 3 * PART)
+    fake.lose_answer("CompleteMultipartUpload")
+    result = await engine(db, fake, clock).upload(source, "bucket", KEY, CREDS)
+    assert result.confirmed and result.etag
+
+
+async def test_first_complete_answering_no_such_upload_starts_the_upload_again(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+) -> None:
+    source = make_file(tmp_path / "a.zip", 3 * PART)
+    fake.fail("CompleteMultipartUpload", s3_error("NoSuchUpload"))
+    result = await engine(db, fake, clock).upload(source, "bucket", KEY, CREDS)
+    assert result.confirmed
+    assert fake.calls["CreateMultipartUpload"] == 2
+    assert fake.objects[KEY] == source.read_bytes()
+
+
+async def test_denied_upload_part_fails_with_one_line_and_aborts(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+) -> None:
+    source = make_file(tmp_path / "a.zip", 3 * PART)
+    fake.deny("UploadPart")
+    with pytest.raises(PermanentUploadError) as caught:
+        await engine(db, fake, clock).upload(source, "bucket", KEY, CREDS)
+    assert "AccessDenied" in str(caught.value) and "\n" not in str(caught.value)
+    assert fake.calls["AbortMultipartUpload"] == 1 and fake.open_uploads == 0
+
+
+async def test_an_outage_collapses_to_one_probe_and_recovers(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = make_file(tmp_path / "a.zip", 40 * PART)
+    outage_end = 120.0
+    peak_after_trip = 0
+    in_flight = 0
+    calls_in_outage = 0
+    tripped = False
+    real_upload_part = fake.upload_part
+
+    async def upload_part(**kw: object) -> dict[str, object]:
+        nonlocal in_flight, peak_after_trip, calls_in_outage, tripped
+        fake.outage = clock.now < outage_end
+        calls_in_outage += fake.outage
+        tripped = tripped or any("link looks down" in r.message for r in caplog.records)
+        in_flight += 1
+        if tripped and fake.outage:
+            peak_after_trip = max(peak_after_trip, in_flight)
+        try:
+            return await real_upload_part(**kw)
+        finally:
+            in_flight -= 1
+
+    fake.upload_part = upload_part  # type: ignore[method-assign]
+    recorder = Recorder()
+    with caplog.at_level(logging.INFO, logger="uploader.upload_session"):
+        await engine(db, fake, clock, recorder, concurrency=8).upload(source, "bucket", KEY, CREDS)
+    assert fake.objects[KEY] == source.read_bytes()
+    assert tripped and peak_after_trip == 1
+    # Eight slots tripping it (two failures each), then probes no closer than half the growing
+    # cap: a handful of attempts over two minutes, not hundreds.
+    assert calls_in_outage <= 2 * 8 + 8 + outage_end / (PROBE_MAX_SECONDS / 2)
+    assert max(clock.slept) <= PROBE_MAX_SECONDS  # a recovered link is noticed soon
+    assert any("the link is back" in r.message for r in caplog.records)
+
+
+async def test_isolated_resets_on_a_good_link_never_trip_the_breaker(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = make_file(tmp_path / "a.zip", 60 * PART)
+    fake.flaky_parts(0.2, seed=11)  # one attempt in five is reset mid-body, at random
+    with caplog.at_level(logging.INFO, logger="uploader.upload_session"):
+        await engine(db, fake, clock, concurrency=4).upload(source, "bucket", KEY, CREDS)
+    assert fake.objects[KEY] == source.read_bytes()
+    assert fake.calls["UploadPart"] > 60  # the resets happened
+    assert not any("link looks down" in r.message for r in caplog.records)
+    assert max(clock.slept, default=0.0) < 1.0  # only the per-part back-off, no probe pacing
