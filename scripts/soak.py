@@ -1,6 +1,8 @@
 """Acceptance-style soak runs of `notaryd upload` (not part of the test-suite; minutes long).
 
     python scripts/soak.py hostile --size 2G   # resets 20 %, 5xx/RequestTimeout 10 %, stalls 5 % x 10 min
+    python scripts/soak.py hostile --size 2G --outage-seconds 120 --outage-at 0.3
+                                               # ... plus a 2-minute total outage at 30 %
     python scripts/soak.py kills --size 2G     # SIGKILL 5 times at random moments, then finish
     python scripts/soak.py rss --size 6G       # peak RSS of one clean upload at default settings
 
@@ -73,6 +75,10 @@ def main() -> None:
     parser.add_argument("mode", choices=("hostile", "kills", "rss"))
     parser.add_argument("--size", type=parse_size, default=parse_size("2G"))
     parser.add_argument("--content", default="random", choices=("random", "sparse"))
+    parser.add_argument("--outage-seconds", type=float, default=0.0,
+                        help="hostile: a total outage this long (every part request reset)")
+    parser.add_argument("--outage-at", type=float, default=0.3,
+                        help="hostile: start the outage once this fraction of the file was sent")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="notaryd-soak-"))
     archive = make_sample_archive(work / "archive.zip", args.size, content=args.content)
@@ -89,13 +95,16 @@ def main() -> None:
                           mib_per_s=round(args.size / MiB / seconds, 1))
         elif args.mode == "hostile":
             plan = FaultPlan(reset=0.2, internal_error=0.04, slow_down=0.03, request_timeout=0.03,
-                             stall=0.05, stall_seconds=600, seed=11)
+                             stall=0.05, stall_seconds=600, seed=11,
+                             outage_after_bytes=int(args.size * args.outage_at),
+                             outage_seconds=args.outage_seconds)
             with FaultProxyThread(server.endpoint_url, plan) as proxy:
                 code, seconds, rss = run_measured(upload_command(archive, proxy.url, "soak"),
                                                   env_for(server, work / "state"))
                 stats = proxy.stats
             result.update(exit=code, seconds=round(seconds, 1), peak_rss_mib=round(rss / MiB, 1),
                           wire_ratio=round(stats.request_body_bytes_received / args.size, 3),
+                          outage_seconds=args.outage_seconds,
                           outcomes=dict(stats.outcomes))
         else:
             state = work / "state"

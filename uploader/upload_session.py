@@ -23,13 +23,14 @@ Link governor: a circuit breaker with half-open probes, chosen over AIMD because
 answers is an outage, not congestion. On a good link failures are independent (a reset here, a
 500 there) and must cost nothing but the one part's retry, so the breaker stays closed and every
 slot keeps sending. When every recent attempt failed and none succeeded (``trip_after`` in a row:
-two per slot, so each slot has failed about twice), the link is taken to be down: the breaker opens, one part
+one per slot, at least ``MIN_TRIP``), the link is taken to be down: the breaker opens, one part
 at a time probes it with capped, growing back-off, and the other parts wait instead of pushing
 16 MiB bodies into a dead link. The first success closes it again and the window doubles per
 success (1, 2, 4, ... slots) so a link that is still bad trips again cheaply. AIMD would halve the
 window on every isolated reset, which slows a lossy but working link for nothing. With one
-attempt in three failing independently, 16 failures in a row (8 slots) happen about once in
-40 million attempts; in an outage they happen within the first two rounds of retries.
+attempt in three failing independently, 8 failures in a row (8 slots) happen about once in
+4,000 attempts, and such a false trip costs one short probe and a ramp of three successes; in
+an outage they happen within the first round of retries, before much is wasted.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 PROBE_INITIAL_SECONDS = 0.5
 PROBE_MAX_SECONDS = 8.0
 # Fewer failures in a row than this never count as an outage, however few slots there are.
-MIN_TRIP = 3
+MIN_TRIP = 6
 
 
 class LinkGovernor:
@@ -67,7 +68,7 @@ class LinkGovernor:
     def __init__(self, ceiling: int, *, trip_after: int | None = None) -> None:
         self.ceiling = ceiling
         self.limit = ceiling
-        self.trip_after = trip_after or max(MIN_TRIP, 2 * ceiling)
+        self.trip_after = trip_after or max(MIN_TRIP, ceiling)
         self.tripped = False
         self.failures_in_a_row = 0
         self._probes = 0

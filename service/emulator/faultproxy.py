@@ -30,6 +30,10 @@ Per request, in this order:
    Error answers are S3 XML bodies. To an ``Expect: 100-continue`` request they are sent at
    once with ``Connection: close`` (the body is never sent, as with S3); otherwise the body is
    read and discarded first, so the client reads the answer rather than a broken pipe.
+   An **outage** window overrides the draw: once ``outage_after_bytes`` of request bodies have
+   been received (e.g. 30 % of the file), for ``outage_seconds`` every selected request reads a
+   random fraction of its body and is reset (counted as ``outage`` and ``reset``), like a link
+   that died.
 4. Otherwise the request is forwarded.
 
 ``bandwidth_bytes_per_second`` caps the rate at which request bodies are read from clients,
@@ -162,6 +166,7 @@ FORWARDED = "forwarded"
 EXPIRED_TOKEN = "expired_token"
 UPSTREAM_ERROR = "upstream_error"
 CLIENT_GONE = "client_gone"
+OUTAGE = "outage"
 
 # (status, S3 code, message) of each error answer.
 _S3_ERRORS: dict[str, tuple[int, str, str]] = {
@@ -201,6 +206,8 @@ class FaultPlan:
     bandwidth_bytes_per_second: float | None = None
     expired_token: bool = False
     expired_token_after_seconds: float | None = None
+    outage_after_bytes: int | None = None
+    outage_seconds: float = 0.0
     operations: frozenset[Operation] = DEFAULT_OPERATIONS
     clean_first: int = 0
     seed: int = 0
@@ -218,6 +225,8 @@ class FaultPlan:
             raise ConfigError("FaultPlan.latency_seconds must be ≥ 0")
         if self.bandwidth_bytes_per_second is not None and self.bandwidth_bytes_per_second <= 0:
             raise ConfigError("FaultPlan.bandwidth_bytes_per_second must be > 0 (or None: no cap)")
+        if self.outage_seconds < 0 or (self.outage_after_bytes or 0) < 0:
+            raise ConfigError("FaultPlan.outage_after_bytes and outage_seconds must be ≥ 0")
         if self.clean_first < 0:
             raise ConfigError("FaultPlan.clean_first must be ≥ 0")
         # Accept plain strings (from JSON / the command line) and normalise to Operation.
@@ -371,6 +380,7 @@ class FaultProxy:
         self._plan_since = time.monotonic()
         self._rng = random.Random(0)
         self._selected_seen = 0
+        self._outage_since: float | None = None
         self._bucket: TokenBucket | None = None
         self._listen_socket: socket.socket | None = None
         self._link_like_sockets = False
@@ -517,11 +527,24 @@ class FaultProxy:
             pass
         return web.Response(status=499)  # never reaches the client: its socket is gone
 
+    def _in_outage(self, plan: FaultPlan) -> bool:
+        if plan.outage_after_bytes is None or not plan.outage_seconds:
+            return False
+        now = time.monotonic()
+        if self._outage_since is None:
+            if self._counters.snapshot().request_body_bytes_received < plan.outage_after_bytes:
+                return False
+            self._outage_since = now
+        return now - self._outage_since < plan.outage_seconds
+
     def _choose_fault(self, operation: Operation, plan: FaultPlan) -> Fault | None:
         if operation not in plan.operations:
             return None
         self._selected_seen += 1
         draw = self._rng.random()
+        if self._in_outage(plan):
+            self._counters.count(outcome=OUTAGE)
+            return Fault.RESET
         if self._selected_seen <= plan.clean_first:
             return None
         for fault, probability in plan.fault_probabilities().items():
@@ -791,6 +814,10 @@ def _argument_parser() -> argparse.ArgumentParser:
         default=",".join(sorted(DEFAULT_OPERATIONS)),
         help=f"comma-separated operations faults apply to: {', '.join(o.value for o in Operation)}",
     )
+    parser.add_argument("--outage-after-bytes", type=int, default=None, metavar="BYTES",
+                        help="start a total outage once this many body bytes were received")
+    parser.add_argument("--outage-seconds", type=float, default=0.0,
+                        help="how long the outage lasts")
     parser.add_argument("--clean-first", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -809,6 +836,8 @@ def plan_from_args(args: argparse.Namespace) -> FaultPlan:
         latency_seconds=args.latency,
         bandwidth_bytes_per_second=args.bandwidth,
         expired_token_after_seconds=args.expired_token_after,
+        outage_after_bytes=args.outage_after_bytes,
+        outage_seconds=args.outage_seconds,
         operations=operations,
         clean_first=args.clean_first,
         seed=args.seed,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,27 @@ async def test_hostile_link_completes_with_the_right_bytes_and_bounded_waste(
     assert recorder.sent >= on_the_wire
     assert recorder.sent - recorder.resent <= size
     assert recorder.sent <= 1.5 * size
+
+
+async def test_hostile_link_with_a_total_outage_sends_at_most_one_and_a_half_times_the_file(
+    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, proxy: FaultProxyThread,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The fast version of the 2 GiB soak (scripts/soak.py hostile --outage-seconds 120)."""
+    source = make_file(tmp_path / "build.zip", 32 * PART + 99)
+    size = source.stat().st_size
+    proxy.set_plan(FaultPlan(reset=0.2, internal_error=0.04, slow_down=0.03, request_timeout=0.03,
+                             stall=0.05, stall_seconds=600, seed=5,
+                             outage_after_bytes=int(0.3 * size), outage_seconds=2.0))
+    engine = MultipartUploader(
+        db, config(proxy.url, stall_timeout_seconds=1.0, retry=FAST_RETRY))
+    with caplog.at_level(logging.INFO, logger="uploader.upload_session"):
+        await engine.upload(source, bucket, "outage.zip", credentials(seaweed))
+    assert stored_sha256(seaweed, bucket, "outage.zip") == sha256_of_file(source)
+    assert proxy.stats.outcomes.get("outage", 0) > 0, "the outage never began"
+    assert any("link looks down" in r.message for r in caplog.records)
+    stats = proxy.stats
+    assert stats.request_body_bytes_received <= 1.5 * size, str(stats.to_json())
 
 
 @pytest.mark.parametrize("fault", ["stall", "mid_body_stall", "expect_hang"])

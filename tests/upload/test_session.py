@@ -71,7 +71,7 @@ def test_admission_respects_slots_and_the_probe_pace() -> None:
         assert s.admission(now=0) == 0
         s.started()
     assert s.admission(now=0) is None  # both slots busy
-    for _ in range(4):  # two failures per slot: the link is down
+    for _ in range(6):  # MIN_TRIP failures in a row: the link is down
         s.failed(1, RESET, now=10)
         s.started()
     s.abandoned()
@@ -100,7 +100,7 @@ def test_governor_probe_back_off_is_capped_and_success_ramps_up() -> None:
 def test_isolated_failures_between_successes_never_trip() -> None:
     governor = LinkGovernor(8)
     for _ in range(100):
-        for _ in range(15):
+        for _ in range(7):
             assert not governor.failed(0, top)
         governor.succeeded()
     assert governor.limit == 8
