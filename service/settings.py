@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import platformdirs
 
+from uploader.checksum import ChecksumAlgorithm
 from uploader.config import EngineConfig
 from uploader.errors import ConfigError
 
@@ -61,6 +62,7 @@ class Settings:
     part_size: int = EngineConfig.part_size
     concurrency: int = EngineConfig.concurrency
     stall_timeout: float = EngineConfig.stall_timeout_seconds
+    checksum: ChecksumAlgorithm = EngineConfig.checksum
     # local state
     state_dir: Path = field(default_factory=default_state_dir)
     # notarisation wait
@@ -99,6 +101,7 @@ class Settings:
             part_size=self.part_size,
             concurrency=self.concurrency,
             stall_timeout_seconds=self.stall_timeout,
+            checksum=self.checksum,
             endpoint_url=endpoint,
             accelerate=use_accelerate and endpoint is None,
         )
@@ -209,6 +212,10 @@ def _url(raw: Any) -> str:
     return text
 
 
+def _checksum(raw: Any) -> ChecksumAlgorithm:
+    return ChecksumAlgorithm.from_setting(str(raw))
+
+
 def _str(raw: Any) -> str:
     return str(raw)
 
@@ -240,6 +247,7 @@ def load_settings(
         part_size=src.get("part_size", _positive_int, d.part_size),
         concurrency=src.get("concurrency", _positive_int, d.concurrency),
         stall_timeout=src.get("stall_timeout", _positive_float, d.stall_timeout),
+        checksum=src.get("checksum", _checksum, d.checksum),
         state_dir=src.get("state_dir", _path, d.state_dir),
         stuck_after=src.get("stuck_after", _positive_float, d.stuck_after),
         poll_initial=src.get("poll_initial", _positive_float, d.poll_initial),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from uploader.checksum import DEFAULT_ALGORITHM, ChecksumAlgorithm
 from uploader.retry import RetryPolicy
 
 MiB = 1024 * 1024
@@ -57,6 +58,7 @@ class EngineConfig:
     accelerate: bool = False
     limits: UploadLimits = field(default_factory=UploadLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    checksum: ChecksumAlgorithm = DEFAULT_ALGORITHM  # new uploads; a rejected one falls back
 
     def __post_init__(self) -> None:
         if self.part_size <= 0:

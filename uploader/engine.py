@@ -75,7 +75,7 @@ from uploader.events import (
     UploadStateChanged,
 )
 from uploader.hashing import (
-    DEFAULT_ALGORITHM,
+    FALLBACK,
     ChecksumAlgorithm,
     FileDigest,
     FileIdentity,
@@ -106,6 +106,8 @@ COMPLETE_TIMEOUT_SECONDS = 900.0
 COMPLETE_READ_TIMEOUT_SECONDS = 300.0
 # How often the watchdog looks at a part's progress (and reports bytes sent).
 WATCH_TICK_SECONDS = 0.5
+# What a store answers to CreateMultipartUpload with a checksum algorithm it does not support.
+_ALGORITHM_REJECTED = {"InvalidRequest", "InvalidArgument", "NotImplemented"}
 # NoSuchUpload mid-flight (a lifecycle rule or someone else aborted): start over at most this often.
 MAX_RESTARTS = 3
 
@@ -210,7 +212,12 @@ class MultipartUploader:
             if digest is not None and (digest.part_size != plan.part_size
                                        or digest.identity != identity):
                 digest = None  # made for another plan or another version of the file
-            algorithm = digest.algorithm if digest else DEFAULT_ALGORITHM
+            algorithm = self._config.checksum
+            if digest is not None and digest.algorithm is not algorithm:
+                # Its SHA-256 still holds; the part checksums are computed as parts are read.
+                digest = dataclasses.replace(
+                    digest, algorithm=algorithm, full_checksum="",
+                    part_checksums=("",) * len(digest.part_checksums))
             record = await self._store.create(identity, plan.part_size, algorithm, bucket, key,
                                               self._endpoint, credentials, digest)
         async with self._open_s3(self._config, credentials, None) as client:
@@ -269,15 +276,32 @@ class MultipartUploader:
         if record.s3_upload_id:
             await self._reconcile(client, record)
             return record
-        response = await self._call(
-            lambda: client.create_multipart_upload(
-                Bucket=record.bucket, Key=record.key, ChecksumAlgorithm=record.algorithm.value,
-                **({"ChecksumType": "FULL_OBJECT"} if record.algorithm.full_object else {}),
-            ),
-            what=f"create the multipart upload for {record.target}",
-        )
+        try:
+            response = await self._create(client, record)
+        except PermanentUploadError as exc:
+            fallback = FALLBACK.get(record.algorithm)
+            if (exc.code not in _ALGORITHM_REJECTED or fallback is None
+                    or record.algorithm is not record.requested_algorithm):
+                raise
+            log.warning("%s: S3 rejected the %s checksum (%s); using %s instead", record.target,
+                        record.algorithm.value, exc.code, fallback.value)
+            await self._store.change_algorithm(record.id, fallback)
+            record = await self._store.get(record.id)
+            response = await self._create(client, record)
         await self._store.set_s3_upload_id(record.id, response["UploadId"])
         return await self._store.get(record.id)
+
+    async def _create(self, client: S3Api, record: UploadRecord) -> dict[str, Any]:
+        algorithm = record.algorithm
+        options: dict[str, str] = {}
+        if algorithm is not ChecksumAlgorithm.NONE:
+            options["ChecksumAlgorithm"] = algorithm.value
+        if algorithm.full_object:
+            options["ChecksumType"] = "FULL_OBJECT"
+        return await self._call(
+            lambda: client.create_multipart_upload(Bucket=record.bucket, Key=record.key, **options),
+            what=f"create the multipart upload for {record.target}",
+        )
 
     async def _reconcile(self, client: S3Api, record: UploadRecord) -> None:
         """Adopt parts S3 holds but we never recorded (we died between its ack and our commit).
@@ -295,7 +319,7 @@ class MultipartUploader:
             return
         local = [LocalPart(p.number, p.length, p.checksum, p.done)
                  for p in await self._store.parts(record.id)]
-        found = reconcile(local, remote, record.algorithm.s3_parameter)
+        found = reconcile(local, remote, record.algorithm.response_field)
         if found.adopt:
             await self._store.mark_parts_done(record.id, found.adopt)
         if found.lost:
@@ -391,7 +415,7 @@ class MultipartUploader:
                         Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,
                         PartNumber=part.number, ContentLength=part.length,
                         Body=PartStream(buffer, part.length, progress, self._throttle),
-                        **{record.algorithm.s3_parameter: part.checksum},
+                        **record.algorithm.arguments(part.checksum),
                     )
                     try:
                         response = await self._watch(request, progress, record, part.number,
@@ -504,7 +528,7 @@ class MultipartUploader:
         self._emit(UploadStateChanged(record.target, UploadState.COMPLETING,
                                       record.identity.size, record.identity.size))
         listing = [
-            {"PartNumber": p.number, "ETag": p.etag, record.algorithm.s3_parameter: p.checksum}
+            {"PartNumber": p.number, "ETag": p.etag, **record.algorithm.arguments(p.checksum)}
             for p in parts
         ]
         whole: dict[str, str] = {}
@@ -579,11 +603,12 @@ class MultipartUploader:
                     raise UploadGoneError(f"could not {what}: {verdict.code}") from None
                 if is_denied(verdict):
                     raise OperationDeniedError(
-                        f"could not {what}: {verdict.code}: {verdict.message}"
+                        f"could not {what}: {verdict.code}: {verdict.message}", code=verdict.code
                     ) from None
                 if verdict.kind != ErrorKind.TRANSIENT:
                     raise PermanentUploadError(
-                        f"could not {what}: {verdict.code}: {verdict.message}{advice(verdict.code)}"
+                        f"could not {what}: {verdict.code}: {verdict.message}{advice(verdict.code)}",
+                        code=verdict.code,
                     ) from None
                 if self._config.retry.gives_up_after(retry_number + 1):
                     raise TransientUploadError(

@@ -70,6 +70,10 @@ class SourceChangedError(UploadError):
 class PermanentUploadError(UploadError):
     """S3 refused in a way retrying cannot fix (AccessDenied, NoSuchBucket, InvalidArgument...)."""
 
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code  # S3's error code, when S3 answered
+
 
 class OperationDeniedError(PermanentUploadError):
     """S3 refused the operation itself (AccessDenied, NotImplemented).

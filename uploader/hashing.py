@@ -15,70 +15,32 @@ values (``combine_crc64nvme``), so it costs nothing extra and survives resume.
 CPU cost measured on this project's CI machine kind (2 vCPU AMD EPYC, SHA-NI, VPCLMULQDQ;
 256 MiB in memory, best of 3): SHA-256 0.595 CPU-s/GiB, MD5 (Content-MD5) 1.404, zlib CRC32
 0.254, awscrt CRC32C 0.051, awscrt CRC64NVME 0.051. SHA-256 (which the notary service requires)
-dominates; the part checksums add < 10 %. CRC32C (composite) remains available for S3-compatible
-servers without CRC64NVME.
+dominates; the part checksums add < 10 %.
+
+The algorithm is a setting (``NOTARYD_CHECKSUM``): ``crc64nvme`` (default), ``crc32c``, ``crc32``
+(composite: S3 checks each part, and a checksum of the part checksums), ``sha256`` (composite,
+~0.6 CPU-s/GiB more) and ``none`` (no checksum header: only TLS protects the bytes). A store that
+rejects the algorithm at CreateMultipartUpload gets the next one in ``FALLBACK`` (see engine).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import enum
 import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from awscrt import checksums
-
+from uploader.checksum import DEFAULT_ALGORITHM, FALLBACK, ChecksumAlgorithm, PartHasher
 from uploader.errors import SourceChangedError
 from uploader.planning import Part, UploadPlan
 
+__all__ = ["DEFAULT_ALGORITHM", "FALLBACK", "ChecksumAlgorithm", "FileDigest", "FileIdentity",
+           "PartHasher", "hash_file", "hash_file_sync", "part_checksum_sync"]
+
 READ_SIZE = 8 * 1024 * 1024
 PROGRESS_EVERY = 64 * 1024 * 1024
-
-
-class ChecksumAlgorithm(enum.StrEnum):
-    CRC64NVME = "CRC64NVME"
-    CRC32C = "CRC32C"
-    CRC32 = "CRC32"
-
-    def update(self, data: bytes | memoryview, previous: int) -> int:
-        if self is ChecksumAlgorithm.CRC64NVME:
-            return int(checksums.crc64nvme(data, previous))
-        if self is ChecksumAlgorithm.CRC32C:
-            return int(checksums.crc32c(data, previous))
-        return int(checksums.crc32(data, previous))
-
-    def combine(self, first: int, second: int, second_length: int) -> int:
-        """The checksum of two adjacent byte runs from theirs."""
-        if self is ChecksumAlgorithm.CRC64NVME:
-            return int(checksums.combine_crc64nvme(first, second, second_length))
-        if self is ChecksumAlgorithm.CRC32C:
-            return int(checksums.combine_crc32c(first, second, second_length))
-        return int(checksums.combine_crc32(first, second, second_length))
-
-    @property
-    def full_object(self) -> bool:
-        """S3 checks one whole-object value (FULL_OBJECT) rather than a checksum of checksums."""
-        return self is ChecksumAlgorithm.CRC64NVME
-
-    def from_wire(self, text: str) -> int:
-        return int.from_bytes(base64.b64decode(text), "big")
-
-    def to_wire(self, value: int) -> str:
-        """S3's wire form: base64 of the big-endian value (8 bytes for CRC64, else 4)."""
-        width = 8 if self is ChecksumAlgorithm.CRC64NVME else 4
-        return base64.b64encode(value.to_bytes(width, "big")).decode("ascii")
-
-    @property
-    def s3_parameter(self) -> str:
-        """The boto3 parameter/response field name, e.g. ``ChecksumCRC32C``."""
-        return f"Checksum{self.value}"
-
-
-DEFAULT_ALGORITHM = ChecksumAlgorithm.CRC64NVME
 
 
 @dataclass(frozen=True)
@@ -132,7 +94,7 @@ def hash_file_sync(
     whole = 0  # the whole file's checksum, combined from the parts
     buffer = bytearray(READ_SIZE)
     view = memoryview(buffer)
-    crc = 0
+    hasher = algorithm.hasher()
     part_left = plan.part(1).length
     done = 0
     next_report = PROGRESS_EVERY
@@ -146,13 +108,15 @@ def hash_file_sync(
             pos = 0
             while pos < n:  # a read may straddle part boundaries
                 take = min(part_left, n - pos)
-                crc = algorithm.update(chunk[pos : pos + take], crc)
+                hasher.update(chunk[pos : pos + take])
                 pos += take
                 part_left -= take
                 if part_left == 0 and len(part_values) < plan.part_count:
-                    part_values.append(algorithm.to_wire(crc))
-                    whole = algorithm.combine(whole, crc, plan.part(len(part_values)).length)
-                    crc = 0
+                    part_values.append(hasher.wire())
+                    if algorithm.is_crc:
+                        whole = algorithm.combine(whole, hasher.value,
+                                                  plan.part(len(part_values)).length)
+                    hasher = algorithm.hasher()
                     if len(part_values) < plan.part_count:
                         part_left = plan.part(len(part_values) + 1).length
             done += n
@@ -160,7 +124,7 @@ def hash_file_sync(
                 on_progress(done)
                 next_report = done + PROGRESS_EVERY
     if plan.size == 0:  # one empty part
-        part_values.append(algorithm.to_wire(0))
+        part_values.append(algorithm.hasher().wire())
     after = FileIdentity.of(path)
     what = before.difference(after) or (None if done == plan.size else f"read {done} of {plan.size} bytes")
     if what or len(part_values) != plan.part_count:
@@ -168,7 +132,7 @@ def hash_file_sync(
     if on_progress:
         on_progress(done)
     return FileDigest(before, sha.hexdigest(), plan.part_size, algorithm, tuple(part_values),
-                      algorithm.to_wire(whole))
+                      algorithm.to_wire(whole) if algorithm.is_crc else "")
 
 
 async def hash_file(
@@ -191,14 +155,14 @@ async def hash_file(
 
 def part_checksum_sync(path: Path, part: Part, algorithm: ChecksumAlgorithm) -> str:
     """Re-read one part (to tell a changed file from corruption in transit)."""
-    crc = 0
+    hasher = algorithm.hasher()
     with open(path, "rb", buffering=0) as f:
         offset, left = part.offset, part.length
         while left:
             data = os.pread(f.fileno(), min(READ_SIZE, left), offset)
             if not data:
                 break
-            crc = algorithm.update(data, crc)
+            hasher.update(data)
             offset += len(data)
             left -= len(data)
-    return algorithm.to_wire(crc)
+    return hasher.wire()

@@ -98,4 +98,9 @@ MIGRATIONS: tuple[str, ...] = (
         finished_at    REAL
     );
     """,
+    # 2: the checksum algorithm the settings asked for, beside the one in use
+    # (checksum_algorithm), which differs after a store rejected the requested one.
+    """
+    ALTER TABLE uploads ADD COLUMN checksum_requested TEXT;
+    """,
 )

@@ -65,7 +65,7 @@ def read_part(fd: int, part: Part, buffer: bytearray, algorithm: ChecksumAlgorit
         if n == 0:
             return None
         done += n
-    return algorithm.to_wire(algorithm.update(view, 0))
+    return algorithm.checksum(view)
 
 
 class PartStream:

@@ -30,7 +30,8 @@ class UploadRecord:
     key: str
     endpoint: str
     part_size: int
-    algorithm: ChecksumAlgorithm
+    algorithm: ChecksumAlgorithm  # in use
+    requested_algorithm: ChecksumAlgorithm  # what the settings asked for (differs after a fallback)
     full_checksum: str | None
     s3_upload_id: str | None
     state: UploadState
@@ -69,6 +70,7 @@ def _upload(row: sqlite3.Row) -> UploadRecord:
         endpoint=row["endpoint"],
         part_size=row["part_size"],
         algorithm=ChecksumAlgorithm(row["checksum_algorithm"]),
+        requested_algorithm=ChecksumAlgorithm(row["checksum_requested"] or row["checksum_algorithm"]),
         full_checksum=row["full_checksum"],
         s3_upload_id=row["s3_upload_id"],
         state=UploadState(row["state"]),
@@ -114,15 +116,16 @@ class UploadStore:
             upload_id = await tx.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, inode, sha256, bucket, key, endpoint,"
                 " part_size, checksum_algorithm, full_checksum, access_key_id, secret_access_key,"
-                " session_token, credentials_expire_at, state, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " session_token, credentials_expire_at, state, created_at, updated_at,"
+                " checksum_requested)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     str(identity.path), identity.size, identity.mtime_ns, identity.inode,
                     digest.sha256 if digest else None, bucket, key, endpoint, part_size,
                     algorithm.value, digest.full_checksum if digest else None,
                     credentials.access_key_id, credentials.secret_access_key,
                     credentials.session_token, credentials.expires_at,
-                    UploadState.PLANNED.value, now, now,
+                    UploadState.PLANNED.value, now, now, algorithm.value,
                 ),
             )
             await tx.executemany(
@@ -137,6 +140,17 @@ class UploadStore:
             "UPDATE parts SET checksum = ? WHERE upload_id = ? AND number = ? AND checksum = ''",
             (checksum, upload_id, number),
         )
+
+    async def change_algorithm(self, upload_id: int, algorithm: ChecksumAlgorithm) -> None:
+        """Switch a not yet created upload to another checksum; part checksums are recomputed
+        on each part's first read."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE uploads SET checksum_algorithm = ?, full_checksum = NULL, updated_at = ?"
+                " WHERE id = ? AND s3_upload_id IS NULL",
+                (algorithm.value, time.time(), upload_id),
+            )
+            await tx.execute("UPDATE parts SET checksum = '' WHERE upload_id = ?", (upload_id,))
 
     async def set_full_checksum(self, upload_id: int, checksum: str) -> None:
         await self._db.execute(

@@ -22,6 +22,7 @@ from service.emulator.notary import (
     TeamKey,
     backend_for,
 )
+from service.emulator.s3front import PUT_OBJECT_ONLY
 from service.emulator.seaweed import SeaweedServer
 
 from .conftest import PART, make_archive
@@ -175,3 +176,44 @@ def test_status_log_and_history_show_the_services_view(
     assert json.loads(notaryd("log", submission_id, "--json").stdout)["jobId"].lower() == submission_id
     unknown = notaryd("status", "00000000-0000-0000-0000-000000000000")
     assert unknown.returncode == 1 and len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_killed_three_times_under_put_object_only_credentials_ends_accepted(
+    background: BackgroundEmulator, key: TeamKey, tmp_path: Path
+) -> None:
+    """Credentials that allow only the PutObject family (no ListParts, Abort, Head, Get)."""
+    background.call(lambda e: setattr(e.s3, "denied_operations", PUT_OBJECT_ONLY))
+    emulator = background.emulator
+    archive = make_archive(tmp_path / "Game.zip", 60 * PART)
+    env = environment(emulator, key, tmp_path)
+    db = tmp_path / "state" / "notaryd.sqlite3"
+    parts_done = "SELECT COUNT(*) FROM parts WHERE state = 'done'"
+    # Every attempt after a part's first, at full length: an upper bound of the bytes re-sent.
+    resent = "SELECT COALESCE(SUM((attempts - 1) * length), 0) FROM parts WHERE attempts > 1"
+    resent_after = []
+    for target in (10, 25, 40):
+        proc = subprocess.Popen(notarize_command(archive), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while query(db, parts_done) < target:
+                assert proc.poll() is None, f"finished before {target} parts were done"
+                assert time.monotonic() < deadline, f"never reached {target} parts"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        resent_after.append(query(db, resent))
+    final = subprocess.run(notarize_command(archive), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert "Accepted" in final.stdout
+    assert background.call(lambda e: e.submissions_created) == 1
+    concurrency = int(env["NOTARYD_CONCURRENCY"])
+    kills = len(resent_after)
+    assert query(db, resent) <= kills * (concurrency + 1) * PART
+    counts = background.call(lambda e: dict(e.s3.requests))
+    assert not any(op == "AbortMultipartUpload" for op, _ in counts)
+    assert counts.get(("ListParts", 403), 0) == kills  # tried once per resume, then done without

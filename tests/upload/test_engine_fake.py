@@ -18,6 +18,7 @@ from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import PermanentUploadError
 from uploader.events import Event, PartAcknowledged
+from uploader.hashing import ChecksumAlgorithm
 from uploader.s3fake import InMemoryS3, s3_error
 from uploader.upload_session import PROBE_MAX_SECONDS
 
@@ -240,3 +241,45 @@ async def test_isolated_resets_on_a_good_link_never_trip_the_breaker(
     assert fake.calls["UploadPart"] > 60  # the resets happened
     assert not any("link looks down" in r.message for r in caplog.records)
     assert max(clock.slept, default=0.0) < 1.0  # only the per-part back-off, no probe pacing
+
+
+@pytest.mark.parametrize("rejection", ["InvalidRequest", "InvalidArgument", "NotImplemented"])
+async def test_a_rejected_checksum_falls_back_once_and_is_recorded(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path, rejection: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = make_file(tmp_path / "a.zip", 5 * PART + 3)
+    fake.fail("CreateMultipartUpload", s3_error(rejection, "CreateMultipartUpload"))
+    with caplog.at_level(logging.WARNING, logger="uploader.engine"):
+        result = await engine(db, fake, clock).upload(source, "bucket", KEY, CREDS)
+    assert result.checksum_algorithm == "CRC32C"
+    assert fake.objects[KEY] == source.read_bytes()
+    lines = [r.message for r in caplog.records if "rejected the CRC64NVME checksum" in r.message]
+    assert len(lines) == 1 and "using CRC32C instead" in lines[0]
+    row = await db.fetchone("SELECT checksum_algorithm, checksum_requested FROM uploads")
+    assert row is not None and tuple(row) == ("CRC32C", "CRC64NVME")
+
+
+async def test_fallback_happens_once_then_the_refusal_is_reported(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+) -> None:
+    source = make_file(tmp_path / "a.zip", 2 * PART)
+    fake.reject_algorithms = {"CRC64NVME", "CRC32C"}
+    with pytest.raises(PermanentUploadError) as caught:
+        await engine(db, fake, clock).upload(source, "bucket", KEY, CREDS)
+    assert "InvalidRequest" in str(caught.value) and "CRC32C" in str(caught.value)
+    assert fake.calls["CreateMultipartUpload"] == 2
+
+
+@pytest.mark.parametrize("algorithm", list(ChecksumAlgorithm))
+async def test_every_checksum_setting_uploads_the_exact_bytes(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path, algorithm: ChecksumAlgorithm
+) -> None:
+    source = make_file(tmp_path / "a.zip", 3 * PART + 5)
+    config = EngineConfig(part_size=PART, concurrency=2, checksum=algorithm,
+                          limits=UploadLimits(min_part_size=1))
+    uploader = MultipartUploader(db, config, sleep=clock.sleep, monotonic=clock, s3=fake.open)
+    result = await uploader.upload(source, "bucket", KEY, CREDS)
+    assert result.checksum_algorithm == algorithm.value
+    assert fake.objects[KEY] == source.read_bytes()
+    assert bool(result.checksum) == algorithm.full_object

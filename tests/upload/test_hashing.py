@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+from collections.abc import Callable
 import zlib
 from pathlib import Path
 
@@ -30,7 +32,7 @@ INDEPENDENT = {
 }
 
 
-@pytest.mark.parametrize("algorithm", list(ChecksumAlgorithm))
+@pytest.mark.parametrize("algorithm", list(INDEPENDENT))
 @pytest.mark.parametrize("part_size", [1000, READ_SIZE - 1, READ_SIZE, READ_SIZE + 3, 3 * READ_SIZE])
 async def test_one_pass_matches_independent_digests(
     tmp_path: Path, part_size: int, algorithm: ChecksumAlgorithm
@@ -48,6 +50,23 @@ async def test_one_pass_matches_independent_digests(
     assert digest.identity == FileIdentity.of(path)
     for part in plan.parts()[:3]:
         assert part_checksum_sync(path, part, algorithm) == expected[part.number - 1]
+
+
+@pytest.mark.parametrize(("algorithm", "expected"), [
+    (ChecksumAlgorithm.SHA256, lambda b: base64.b64encode(hashlib.sha256(b).digest()).decode()),
+    (ChecksumAlgorithm.NONE, lambda b: ""),
+])
+async def test_composite_only_algorithms_checksum_each_part(
+    tmp_path: Path, algorithm: ChecksumAlgorithm, expected: Callable[[bytes], str]
+) -> None:
+    data = os.urandom(READ_SIZE + 777)
+    path = tmp_path / "archive.zip"
+    path.write_bytes(data)
+    plan = plan_upload(len(data), 5000, TINY)
+    digest = await hash_file(path, plan, algorithm)
+    assert list(digest.part_checksums) == [expected(data[p.offset : p.end]) for p in plan.parts()]
+    assert digest.full_checksum == ""
+    assert part_checksum_sync(path, plan.part(2), algorithm) == digest.part_checksums[1]
 
 
 async def test_progress_is_reported_on_the_loop(tmp_path: Path) -> None:

@@ -222,7 +222,7 @@ class Notarizer:
         def progress(done: int) -> None:
             self._emit(HashProgress(target, done, identity.size))
 
-        return await hash_file(path, plan, on_progress=progress)
+        return await hash_file(path, plan, self._config.engine.checksum, on_progress=progress)
 
     # ------------------------------------------------------------------ submissions
 
