@@ -83,16 +83,17 @@ from uploader.hashing import (
 )
 from uploader.part_body import PartProgress, PartStream, read_part
 from uploader.planning import plan_upload
+from uploader.retry import Retrier
 from uploader.s3api import S3Api, S3Opener
-from uploader.s3client import ErrorKind, classify, is_denied, open_s3_client
+from uploader.s3client import Classified, ErrorKind, classify, open_s3_client
 from uploader.throttle import Throttle
 from uploader.upload_session import (
     LocalPart,
     UploadSession,
     aborts_upload,
-    advice,
     most_significant,
     reconcile,
+    stop_error,
 )
 from uploader.upload_state import ACTIVE_STATES, PartRecord, UploadRecord, UploadStore
 
@@ -106,6 +107,8 @@ COMPLETE_TIMEOUT_SECONDS = 900.0
 COMPLETE_READ_TIMEOUT_SECONDS = 300.0
 # How often the watchdog looks at a part's progress (and reports bytes sent).
 WATCH_TICK_SECONDS = 0.5
+# The longest an abort (cleanup after a failure, or the user's cancel) may take.
+ABORT_DEADLINE_SECONDS = 120.0
 # What a store answers to CreateMultipartUpload with a checksum algorithm it does not support.
 _ALGORITHM_REJECTED = {"InvalidRequest", "InvalidArgument", "NotImplemented"}
 # NoSuchUpload mid-flight (a lifecycle rule or someone else aborted): start over at most this often.
@@ -147,6 +150,7 @@ class MultipartUploader:
     ) -> None:
         self._store = UploadStore(db)
         self._monotonic = monotonic
+        self._retrier = Retrier(config.retry, sleep, uniform)
         self._open_s3: S3Opener = s3 or _open_real_s3
         self._config = config
         self._emit = Emitter(hooks)
@@ -311,8 +315,8 @@ class MultipartUploader:
         try:
             remote = await self._list_parts(client, record)
         except OperationDeniedError as exc:
-            log.info("%s: resuming from our own acknowledgements (%s); parts in flight when the "
-                     "last run stopped are sent again", record.target, exc)
+            log.info("%s: resuming from our own acknowledgements (ListParts: %s); parts in "
+                     "flight when the last run stopped are sent again", record.target, exc.code)
             return
         except _ListingLoop as exc:
             log.warning("%s: resuming from our own acknowledgements (%s)", record.target, exc)
@@ -402,13 +406,15 @@ class MultipartUploader:
         slots: _PartSlots,
         counters: _Counters,
     ) -> None:
-        while True:
+        """Send one part until S3 acknowledges it; the session decides about each failure."""
+
+        async def attempt() -> None:
+            nonlocal part
             self._check_credentials(credentials, record)
             await self._admit(session, admitted)
-            settled = False  # whether the session has been told how this attempt ended
             try:
                 async with slots.buffer() as buffer, self._global_slot():
-                    attempt = await self._store.start_attempt(record.id, part.number)
+                    number = await self._store.start_attempt(record.id, part.number)
                     part = await self._read(fd, record, part, buffer)
                     progress = PartProgress()
                     request = client.upload_part(
@@ -419,30 +425,38 @@ class MultipartUploader:
                     )
                     try:
                         response = await self._watch(request, progress, record, part.number,
-                                                     resent=attempt > 1, counters=counters)
-                    except Exception as exc:  # classified below, outside the slot
-                        failure: Exception = exc
+                                                     resent=number > 1, counters=counters)
+                    except Exception as exc:  # judged below, outside the slot
+                        verdict = classify(exc)
                     else:
                         await self._store.mark_part_done(record.id, part.number,
                                                          str(response["ETag"]))
                         self._emit(PartAcknowledged(record.target, part.number, part.length))
-                        settled = True
                         session.acknowledged(part.number)
+                        await _wake(admitted)
                         return
-                verdict = classify(failure)
                 if verdict.kind == ErrorKind.BAD_DIGEST:
                     await self._check_unchanged(record, part)  # else: damaged in transit
-                settled = True
-                retry = session.failed(part.number, verdict, self._monotonic())
+            except BaseException:
+                session.abandoned()  # cancelled, or the file or the database failed us
+                await _wake(admitted)
+                raise
+            raise _AttemptFailed(verdict, number)
+
+        async def decide(exc: Exception, _retry_number: int) -> float:
+            if not isinstance(exc, _AttemptFailed):
+                raise exc
+            try:
+                retry = session.failed(part.number, exc.verdict, self._monotonic())
             finally:
-                if not settled:  # cancelled, or the file or the database failed us
-                    session.abandoned()
-                async with admitted:
-                    admitted.notify_all()
-            self._emit(PartRetried(record.target, part.number, verdict.reason, attempt))
+                await _wake(admitted)
+            verdict = exc.verdict
+            self._emit(PartRetried(record.target, part.number, verdict.reason, exc.attempt))
             log.info("%s part %d attempt %d failed (%s: %s); retrying", record.target,
-                     part.number, attempt, verdict.code, verdict.message)
-            await self._sleep(retry.delay)
+                     part.number, exc.attempt, verdict.code, verdict.message)
+            return retry.delay
+
+        await self._retrier.run(attempt, decide)
 
     async def _read(
         self, fd: int, record: UploadRecord, part: PartRecord, buffer: bytearray
@@ -588,37 +602,24 @@ class MultipartUploader:
         # Silence is caught sooner, by the client's read timeout (= the stall timeout); this
         # deadline only backs it up.
         deadline = deadline_seconds or self._config.stall_timeout_seconds * 2
-        retry_number = 0
-        while True:
-            try:
-                async with asyncio.timeout(deadline):
-                    return await make()
-            except Exception as exc:
-                verdict = classify(exc)
-                if verdict.kind == ErrorKind.EXPIRED:
-                    raise CredentialsExpiredError(
-                        f"could not {what}: S3 says the upload credentials expired ({verdict.code})"
-                    ) from None
-                if verdict.kind == ErrorKind.GONE:
-                    raise UploadGoneError(f"could not {what}: {verdict.code}") from None
-                if is_denied(verdict):
-                    raise OperationDeniedError(
-                        f"could not {what}: {verdict.code}: {verdict.message}", code=verdict.code
-                    ) from None
-                if verdict.kind != ErrorKind.TRANSIENT:
-                    raise PermanentUploadError(
-                        f"could not {what}: {verdict.code}: {verdict.message}{advice(verdict.code)}",
-                        code=verdict.code,
-                    ) from None
-                if self._config.retry.gives_up_after(retry_number + 1):
-                    raise TransientUploadError(
-                        f"could not {what}: {verdict.code}: {verdict.message}", reason=verdict.reason
-                    ) from None
-                log.info("could not %s (%s); retrying", what, verdict.code)
-                throttled = verdict.reason is RetryReason.THROTTLED
-            await self._sleep(self._config.retry.delay(retry_number, throttled=throttled,
-                                                       uniform=self._uniform))
-            retry_number += 1
+
+        async def attempt() -> T:
+            async with asyncio.timeout(deadline):
+                return await make()
+
+        def decide(exc: Exception, retry_number: int) -> float:
+            verdict = classify(exc)
+            stop = stop_error(verdict, f"could not {what}")
+            if stop is not None:
+                raise stop from None
+            if self._retrier.gives_up_after(retry_number + 1):
+                raise TransientUploadError(f"could not {what}: {verdict.code}: {verdict.message}",
+                                           reason=verdict.reason) from None
+            log.info("could not %s (%s); retrying", what, verdict.code)
+            return self._retrier.delay(retry_number,
+                                       throttled=verdict.reason is RetryReason.THROTTLED)
+
+        return await self._retrier.run(attempt, decide)
 
     def _check_credentials(self, credentials: Credentials, record: UploadRecord) -> None:
         left = credentials.seconds_left(self._now())
@@ -651,30 +652,27 @@ class MultipartUploader:
         self._emit(UploadStateChanged(record.target, UploadState.ABORTED, record.identity.size, 0))
 
     async def _abort_remote(self, client: S3Api, record: UploadRecord) -> None:
-        # Parts still in flight may land after an abort; AWS advises aborting until ListParts
-        # answers NoSuchUpload.
-        for _ in range(3):
-            try:
+        """Abort the multipart upload (transient failures retried by ``_call``); never raises.
+
+        No part can land after it: the engine aborts only once its own part tasks are over.
+        Bounded in time: a failing upload must not hang on a dead link for the sake of cleanup.
+        """
+        try:
+            async with asyncio.timeout(ABORT_DEADLINE_SECONDS):
                 await self._call(
                     lambda: client.abort_multipart_upload(
                         Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id
                     ),
                     what=f"abort {record.target}",
                 )
-                await self._call(
-                    lambda: client.list_parts(
-                        Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id
-                    ),
-                    what=f"confirm the abort of {record.target}",
-                )
-            except UploadGoneError:
-                return
-            except OperationDeniedError:
-                log.info("%s: AbortMultipartUpload is not allowed; S3 frees the parts when the "
-                         "bucket's lifecycle rule expires them", record.target)
-                return
-            except UploadError:
-                return
+        except TimeoutError:
+            log.warning("%s: could not abort within %.0f s; S3 frees the parts when the bucket's "
+                        "lifecycle rule expires them", record.target, ABORT_DEADLINE_SECONDS)
+        except OperationDeniedError:
+            log.info("%s: AbortMultipartUpload is not allowed; S3 frees the parts when the "
+                     "bucket's lifecycle rule expires them", record.target)
+        except UploadError as exc:  # NoSuchUpload: already gone; anything else: nothing to do
+            log.debug("%s: abort: %s", record.target, exc)
 
     def _result(self, record: UploadRecord, etag: str, resumed: bool, sent: int, resent: int,
                 *, confirmed: bool = True) -> UploadResult:
@@ -737,6 +735,21 @@ class _PartSlots:
                 yield buffer
             finally:
                 self._free.append(buffer)
+
+
+async def _wake(admitted: asyncio.Condition) -> None:
+    """A slot may have freed up: let waiting parts re-check their admission."""
+    async with admitted:
+        admitted.notify_all()
+
+
+class _AttemptFailed(Exception):
+    """One attempt of a part failed; carries the verdict to the session's decision."""
+
+    def __init__(self, verdict: Classified, attempt: int) -> None:
+        super().__init__(f"{verdict.code}: {verdict.message}")
+        self.verdict = verdict
+        self.attempt = attempt
 
 
 class _ListingLoop(Exception):

@@ -12,13 +12,26 @@ There is no attempt cap for transient upload errors: the engine retries a part f
 credentials are valid, because giving up on a 20 GB upload over a flaky link is the failure mode
 this project exists to remove. ``max_attempts`` exists for callers that want a bound (tests, the
 notary API client's one-shot calls).
+
+``Retrier`` is the project's one retry loop: the engine (parts and single S3 calls), the notary
+pipeline, the notary API client and the CLI's job follower all run through it and differ only
+in their ``decide`` function, which looks at a failure and says how long to wait before the next
+attempt, or re-raises (possibly a clearer error) to stop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+# decide(error, retry_number) -> seconds to wait before the next attempt; raise to stop. May be
+# a coroutine function (the engine re-reads a part from disk to judge a BadDigest).
+Decide = Callable[[Exception, int], "float | Awaitable[float]"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +74,32 @@ class RetryPolicy:
 
     def gives_up_after(self, attempts: int) -> bool:
         return self.max_attempts is not None and attempts >= self.max_attempts
+
+
+@dataclass(frozen=True)
+class Retrier:
+    """Runs an async call until it succeeds or ``decide`` gives up; time and randomness injected."""
+
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    uniform: Callable[[float, float], float] = random.uniform
+
+    async def run(self, call: Callable[[], Awaitable[T]], decide: Decide) -> T:
+        retry_number = 0
+        while True:
+            try:
+                return await call()
+            except Exception as error:  # decide() re-raises what it does not retry
+                decided = decide(error, retry_number)
+                delay = await decided if inspect.isawaitable(decided) else decided
+            await self.sleep(delay)
+            retry_number += 1
+
+    def delay(self, retry_number: int, *, throttled: bool = False,
+              floor_seconds: float | None = None) -> float:
+        """The policy's jittered back-off for this retry (a server's Retry-After as a floor)."""
+        return self.policy.delay(retry_number, throttled=throttled,
+                                 retry_after_seconds=floor_seconds, uniform=self.uniform)
+
+    def gives_up_after(self, attempts: int) -> bool:
+        return self.policy.gives_up_after(attempts)

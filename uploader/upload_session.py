@@ -43,14 +43,16 @@ from typing import Any
 
 from uploader.errors import (
     CredentialsExpiredError,
+    OperationDeniedError,
     PermanentUploadError,
     SourceChangedError,
     TransientUploadError,
+    UploadError,
     UploadGoneError,
 )
 from uploader.events import RetryReason
 from uploader.retry import RetryPolicy
-from uploader.s3client import Classified, ErrorKind
+from uploader.s3client import Classified, ErrorKind, is_denied
 
 log = logging.getLogger(__name__)
 
@@ -145,16 +147,9 @@ class UploadSession:
         """Apply the transition table to a failed attempt: a ``Retry`` or raise what ends it."""
         self.in_flight -= 1
         where = f"{self.target} part {part_number}"
-        if verdict.kind == ErrorKind.EXPIRED:
-            raise CredentialsExpiredError(
-                f"{where}: S3 says the upload credentials expired ({verdict.code}); "
-                "new credentials are needed to continue")
-        if verdict.kind == ErrorKind.GONE:
-            raise UploadGoneError(f"{where}: {verdict.code}: {verdict.message}")
-        if verdict.kind == ErrorKind.PERMANENT:
-            raise PermanentUploadError(
-                f"S3 refused part {part_number} of {self.target}: {verdict.code}: "
-                f"{verdict.message}{advice(verdict.code)}")
+        stop = stop_error(verdict, where)
+        if stop is not None:
+            raise stop
         retry_number = self._retries.get(part_number, 0)
         if self.policy.gives_up_after(retry_number + 1):
             raise TransientUploadError(
@@ -169,6 +164,23 @@ class UploadSession:
             return Retry(0.0)  # paced by the governor's probes
         throttled = verdict.reason is RetryReason.THROTTLED
         return Retry(self.policy.delay(retry_number, throttled=throttled, uniform=self._uniform))
+
+
+def stop_error(verdict: Classified, where: str) -> UploadError | None:
+    """The table's rows that end an S3 operation: the error to raise, or None to retry it."""
+    if verdict.kind == ErrorKind.EXPIRED:
+        return CredentialsExpiredError(
+            f"{where}: S3 says the upload credentials expired ({verdict.code}); "
+            "new credentials are needed to continue")
+    if verdict.kind == ErrorKind.GONE:
+        return UploadGoneError(f"{where}: {verdict.code}: {verdict.message}")
+    if is_denied(verdict):
+        return OperationDeniedError(
+            f"{where}: {verdict.code}: {verdict.message}{advice(verdict.code)}", code=verdict.code)
+    if verdict.kind == ErrorKind.PERMANENT:
+        return PermanentUploadError(
+            f"{where}: {verdict.code}: {verdict.message}{advice(verdict.code)}", code=verdict.code)
+    return None
 
 
 @dataclass(frozen=True)
