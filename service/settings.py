@@ -22,9 +22,9 @@ import platformdirs
 
 from uploader.checksum import ChecksumAlgorithm
 from uploader.config import EngineConfig
+from uploader.constants import DEFAULT_API_URL, STUCK_AFTER_SECONDS
 from uploader.errors import ConfigError
 
-DEFAULT_API_URL = "https://appstoreconnect.apple.com/notary/v2"
 DEFAULT_LISTEN = "127.0.0.1:7780"
 APP_NAME = "notaryd"
 
@@ -66,7 +66,7 @@ class Settings:
     # local state
     state_dir: Path = field(default_factory=default_state_dir)
     # notarisation wait
-    stuck_after: float = 3 * 3600.0
+    stuck_after: float = STUCK_AFTER_SECONDS
     poll_initial: float = 10.0
     poll_max: float = 180.0
     # daemon

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from uploader.checksum import DEFAULT_ALGORITHM, ChecksumAlgorithm
+from uploader.constants import DEFAULT_REGION
 from uploader.retry import RetryPolicy
 
 MiB = 1024 * 1024
@@ -53,7 +54,7 @@ class EngineConfig:
     part_size: int = 16 * MiB
     concurrency: int = 8
     stall_timeout_seconds: float = 60.0
-    region: str = "us-west-2"
+    region: str = DEFAULT_REGION
     endpoint_url: str | None = None
     accelerate: bool = False
     limits: UploadLimits = field(default_factory=UploadLimits)

@@ -21,6 +21,10 @@ RECONNECT_ATTEMPTS = 30
 RECONNECT_DELAY_SECONDS = 2.0
 
 
+class _StreamEnded(Exception):
+    """The daemon's event stream closed before the job reached a verdict."""
+
+
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve = subparsers.add_parser(
         "serve", help="run the daemon in the foreground (control API, job queue, metrics)"
@@ -88,30 +92,45 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _follow(client: DaemonClient, job: dict[str, Any]) -> int:
-    import asyncio
     import sys
 
     from service.daemon.client import DaemonUnreachable
     from service.daemon.display import JobFollower
     from uploader.errors import NotarydError
+    from uploader.retry import Retrier, RetryPolicy
+
+    # A steady pace, no growth: the daemon is local, and back after a restart within seconds.
+    reconnecting = Retrier(RetryPolicy(initial_delay_seconds=RECONNECT_DELAY_SECONDS,
+                                       max_delay_seconds=RECONNECT_DELAY_SECONDS, multiplier=1))
+    failures = 0
+
+    async def follow() -> None:
+        nonlocal job, failures
+        async for snapshot in client.events(job["id"]):
+            failures = 0  # progress: the count of failures in a row starts again
+            job = snapshot
+            view.update(job)
+        if job["state"] not in TERMINAL:
+            raise _StreamEnded
+
+    def decide(exc: Exception, _retry_number: int) -> float:
+        nonlocal failures
+        if isinstance(exc, _StreamEnded):
+            return 0.0  # the stream ended before the verdict: listen again at once
+        if not isinstance(exc, NotarydError):  # the daemon restarted or went away: try again
+            raise exc
+        failures += 1
+        if failures > RECONNECT_ATTEMPTS:
+            raise exc
+        if failures == 1:
+            reason = "it is not running" if isinstance(exc, DaemonUnreachable) else str(exc)
+            view.message(f"notaryd: lost the daemon ({reason}); reconnecting")
+        return RECONNECT_DELAY_SECONDS
 
     with JobFollower(sys.stderr) as view:
         view.update(job)
-        failures = 0
-        while job["state"] not in TERMINAL:
-            try:
-                async for snapshot in client.events(job["id"]):
-                    failures = 0
-                    job = snapshot
-                    view.update(job)
-            except NotarydError as exc:  # the daemon restarted or went away: try again
-                failures += 1
-                if failures > RECONNECT_ATTEMPTS:
-                    raise
-                if failures == 1:
-                    reason = "it is not running" if isinstance(exc, DaemonUnreachable) else str(exc)
-                    view.message(f"notaryd: lost the daemon ({reason}); reconnecting")
-                await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+        if job["state"] not in TERMINAL:
+            await reconnecting.run(follow, decide)
         state = job["state"]
         if state in {"invalid", "rejected", "accepted"}:
             try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from service.settings import Settings
+from uploader.constants import DEFAULT_REGION
 from uploader.errors import ConfigError
 
 
@@ -26,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS)")
-    parser.add_argument("--region", default="us-west-2")
+    parser.add_argument("--region", default=DEFAULT_REGION)
     parser.add_argument("--restart", action="store_true",
                         help="discard an unfinished upload of a file that has since changed")
     parser.set_defaults(handler=run)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Callable
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest

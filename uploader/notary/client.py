@@ -31,6 +31,14 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 
+# Re-exported: callers have always found these here; they live in uploader.constants.
+from uploader.constants import ACCEPTED as ACCEPTED
+from uploader.constants import CREDENTIAL_LIFETIME_SECONDS as CREDENTIAL_LIFETIME_SECONDS
+from uploader.constants import DEFAULT_API_URL as DEFAULT_API_URL
+from uploader.constants import IN_PROGRESS as IN_PROGRESS
+from uploader.constants import INVALID as INVALID
+from uploader.constants import RATE_LIMIT_FLOOR_SECONDS
+from uploader.constants import REJECTED as REJECTED
 from uploader.credentials import Credentials
 from uploader.events import Emitter, Hook, NotaryRequestDone
 from uploader.notary.auth import TokenSource
@@ -48,18 +56,10 @@ from uploader.notary.errors import (
     ServerError,
     Unauthenticated,
 )
-from uploader.retry import RetryPolicy
+from uploader.retry import Retrier, RetryPolicy
 
 T = TypeVar("T")
 
-DEFAULT_API_URL = "https://appstoreconnect.apple.com/notary/v2"
-CREDENTIAL_LIFETIME_SECONDS = 12 * 3600  # documented lifetime of the temporary S3 keys
-RATE_LIMIT_FLOOR_SECONDS = 60.0  # minimum back-off after a 429 without Retry-After
-
-IN_PROGRESS = "In Progress"
-ACCEPTED = "Accepted"
-INVALID = "Invalid"
-REJECTED = "Rejected"
 TERMINAL_STATUSES = frozenset({ACCEPTED, INVALID, REJECTED})
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -339,21 +339,31 @@ async def with_retries(
     Non-transient errors and the last error after ``policy.max_attempts`` propagate.
     ``on_retry(error, delay)`` is told about each retry before the sleep.
     """
-    attempt = 0
-    while True:
-        try:
-            return await call()
-        except NotaryError as error:
-            attempt += 1
-            if not error.transient or policy.gives_up_after(attempt):
-                raise
-            floor = None
-            if isinstance(error, RateLimited):
-                floor = max(error.retry_after_seconds or 0.0, rate_limit_floor_seconds)
-            delay = policy.delay(attempt - 1, retry_after_seconds=floor, uniform=uniform)
-            if on_retry is not None:
-                on_retry(error, delay)
-            await sleep(delay)
+    retrier = Retrier(policy, sleep, uniform)
+
+    def decide(error: Exception, retry_number: int) -> float:
+        if not isinstance(error, NotaryError) or retrier.gives_up_after(retry_number + 1):
+            raise error
+        delay = notary_retry_delay(retrier, error, retry_number, rate_limit_floor_seconds)
+        if on_retry is not None:
+            on_retry(error, delay)
+        return delay
+
+    return await retrier.run(call, decide)
+
+
+def notary_retry_delay(retrier: Retrier, error: NotaryError, retry_number: int,
+                       rate_limit_floor_seconds: float = RATE_LIMIT_FLOOR_SECONDS) -> float:
+    """How long to wait before retrying a failed notary API call; re-raises a permanent error.
+
+    After a 429 the wait is at least the server's Retry-After, or ``rate_limit_floor_seconds``.
+    """
+    if not error.transient:
+        raise error
+    floor = None
+    if isinstance(error, RateLimited):
+        floor = max(error.retry_after_seconds or 0.0, rate_limit_floor_seconds)
+    return retrier.delay(retry_number, floor_seconds=floor)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 
 from uploader.config import EngineConfig
+from uploader.constants import ACCEPTED, IN_PROGRESS, STUCK_AFTER_SECONDS
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import CredentialsExpiredError, NotarydError
@@ -58,30 +59,33 @@ from uploader.events import (
 from uploader.hashing import FileDigest, FileIdentity, hash_file
 from uploader.notary.auth import TokenSource, load_api_key
 from uploader.notary.client import (
-    IN_PROGRESS,
     NewSubmission,
     NotaryClient,
     SubmissionStatus,
+    notary_retry_delay,
     with_retries,
 )
-from uploader.notary.errors import LogUrlExpired, NotaryError, RateLimited
+from uploader.notary.errors import LogUrlExpired, NotaryError, NotFound, RateLimited
 from uploader.notary.logreport import parse_log, render_report
 from uploader.notary.store import UPLOADED, SubmissionRecord, SubmissionStore
 from uploader.planning import plan_upload
 from uploader.rate import RateMeter
-from uploader.retry import RetryPolicy
+from uploader.retry import Retrier, RetryPolicy
 from uploader.throttle import Throttle
 from uploader.upload_state import UploadStore
 
 log = logging.getLogger(__name__)
 
-ACCEPTED = "Accepted"
 # Re-create the submission when the rest of the upload would finish this close to expiry.
 CREDENTIAL_SAFETY_SECONDS = 600.0
 # How often the upload's projected finish is compared with the credentials' expiry.
 EXPIRY_CHECK_SECONDS = 30.0
 # Calls whose failure should not end a notarisation: retry transient errors for this long.
 API_RETRY = RetryPolicy(initial_delay_seconds=2.0, max_delay_seconds=120.0)
+# The log of a fresh verdict can answer 404 for a while: keep asking this long.
+LOG_NOT_FOUND_GRACE_SECONDS = 300.0
+# A pre-signed log URL can expire between asking for it and fetching it: ask again this often.
+LOG_URL_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ class NotaryConfig:
     state_dir: Path
     poll_initial_seconds: float = 10.0
     poll_max_seconds: float = 180.0
-    stuck_after_seconds: float = 3 * 3600.0
+    stuck_after_seconds: float = STUCK_AFTER_SECONDS
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,7 @@ class Notarizer:
         self._session = session
         self._sleep = sleep
         self._clock = clock
+        self._retrier = Retrier(API_RETRY, sleep)
         self._submissions = SubmissionStore(db, clock=clock)
         self._uploads = UploadStore(db)
         self._client: NotaryClient | None = None
@@ -263,26 +268,27 @@ class Notarizer:
     ) -> SubmissionRecord:
         target = str(path)
         self._emit(NotaryStageChanged(target, NotaryStage.SUBMITTING))
-        attempt = 0
-        while True:
+        intent = 0
+        issued_at = 0.0
+
+        async def submit() -> NewSubmission:
+            nonlocal intent, issued_at
             intent = await self._submissions.record_intent(name, digest.sha256, target)
             issued_at = self._clock()
-            try:
-                created: NewSubmission = await client.submit(name, digest.sha256, webhook)
-                break
-            except NotaryError as error:
-                if not error.transient or isinstance(error, RateLimited):
-                    await self._submissions.discard_intent(intent)  # surely created nothing
-                    if not error.transient:
-                        raise
-                else:
-                    # The POST may have landed although its answer did not: account for it
-                    # (it cannot be used without its credentials) before trying again.
-                    await self._account_for_orphans(client, digest.sha256)
-                floor = (max(error.retry_after_seconds or 0.0, 60.0)
-                         if isinstance(error, RateLimited) else None)
-                await self._sleep(API_RETRY.delay(attempt, retry_after_seconds=floor))
-                attempt += 1
+            return await client.submit(name, digest.sha256, webhook)
+
+        async def decide(error: Exception, retry_number: int) -> float:
+            if not isinstance(error, NotaryError):
+                raise error
+            if not error.transient or isinstance(error, RateLimited):
+                await self._submissions.discard_intent(intent)  # surely created nothing
+            else:
+                # The POST may have landed although its answer did not: account for it
+                # (it cannot be used without its credentials) before trying again.
+                await self._account_for_orphans(client, digest.sha256)
+            return notary_retry_delay(self._retrier, error, retry_number)
+
+        created = await self._retrier.run(submit, decide)
         record = await self._submissions.save_submission(
             created, name=name, sha256=digest.sha256, path=target, issued_at=issued_at,
             webhook=webhook, intent_id=intent,
@@ -361,18 +367,21 @@ class Notarizer:
                                       submitted_at=submitted_at))
         delay = self._config.poll_initial_seconds
         stuck_reported = False
+        # Errors back off from the poll interval up to its maximum (a 429's floor above it).
+        polling = Retrier(RetryPolicy(initial_delay_seconds=delay,
+                                      throttled_initial_delay_seconds=delay,
+                                      max_delay_seconds=max(delay, self._config.poll_max_seconds)),
+                          self._sleep)
+
+        def decide(error: Exception, retry_number: int) -> float:
+            if not isinstance(error, NotaryError):
+                raise error
+            wait = notary_retry_delay(polling, error, retry_number + 1)
+            log.info("status of %s: %s; asking again in %.0f s", submission_id, error, wait)
+            return wait
+
         while True:
-            try:
-                status = await client.status(submission_id)
-            except NotaryError as error:
-                if not error.transient:
-                    raise
-                floor = (max(error.retry_after_seconds or 0, 60.0)
-                         if isinstance(error, RateLimited) else 0.0)
-                delay = min(max(delay * 2, floor), max(self._config.poll_max_seconds, floor))
-                log.info("status of %s: %s; asking again in %.0f s", submission_id, error, delay)
-                await self._sleep(delay * random.uniform(0.8, 1.0))
-                continue
+            status = await polling.run(lambda: client.status(submission_id), decide)
             if await self._submissions.get(submission_id) is not None:
                 await self._submissions.set_notary_status(submission_id, status.status)
             if status.is_terminal:
@@ -406,14 +415,23 @@ class Notarizer:
             url = await client.log_url(submission_id)
             return await client.download_log(url)
 
-        for _ in range(3):  # a pre-signed URL can expire between asking and fetching
-            try:
-                document = await with_retries(download, API_RETRY, self._sleep)
-                break
-            except LogUrlExpired:
-                continue
-        else:
-            document = await with_retries(download, API_RETRY, self._sleep)
+        started = self._clock()
+        expired_urls = 0
+
+        def decide(error: Exception, retry_number: int) -> float:
+            nonlocal expired_urls
+            if isinstance(error, LogUrlExpired) and expired_urls < LOG_URL_ATTEMPTS:
+                expired_urls += 1
+                return 0.0  # ask for a fresh URL at once
+            if isinstance(error, NotFound) and self._clock() - started < LOG_NOT_FOUND_GRACE_SECONDS:
+                # Right after a verdict the log may not be there yet.
+                log.info("log of %s: not there yet (404); asking again", submission_id)
+                return self._retrier.delay(retry_number)
+            if not isinstance(error, NotaryError):
+                raise error
+            return notary_retry_delay(self._retrier, error, retry_number)
+
+        document = await self._retrier.run(download, decide)
         log_dir = self._config.state_dir / "logs"
         log_path = log_dir / f"{submission_id.lower()}.json"
         text = json.dumps(document, indent=2, sort_keys=True)

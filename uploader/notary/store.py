@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from uploader.constants import CREDENTIAL_LIFETIME_SECONDS
 from uploader.credentials import Credentials
 from uploader.database import Database
 from uploader.notary.client import NewSubmission
@@ -120,7 +121,7 @@ class SubmissionStore:
     ) -> SubmissionRecord:
         """Persist a new submission (and resolve its intent) atomically; returns the record."""
         creds = submission.credentials
-        expires_at = creds.expires_at if creds.expires_at is not None else issued_at + 12 * 3600
+        expires_at = creds.expires_at if creds.expires_at is not None else issued_at + CREDENTIAL_LIFETIME_SECONDS
         now = self._clock()
         async with self._db.transaction() as tx:
             await tx.execute(
