@@ -196,3 +196,21 @@ async def test_a_submission_whose_answer_was_lost_is_found_not_duplicated_silent
 @pytest.fixture
 def emulator_config_short() -> EmulatorConfig:
     return EmulatorConfig(processing_delay_seconds=0.3)
+
+
+async def test_a_log_that_answers_404_right_after_the_verdict_is_asked_again(
+    emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
+) -> None:
+    archive = make_archive(tmp_path / "Game.zip", PART)
+    emulator.faults.endpoints = frozenset({"logs"})
+    emulator.faults.server_error_status = 404
+    emulator.faults.server_error_next = 3
+    slept: list[float] = []
+
+    async def fast_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0)
+
+    outcome = await notarize(db, notary_config, NotarizeRequest(archive), sleep=fast_sleep)
+    assert outcome.status == "Accepted" and outcome.log_path is not None
+    assert emulator.requests[("logs", "404")] == 3
