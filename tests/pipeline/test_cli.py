@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,6 +74,27 @@ def query(db: Path, sql: str) -> int:
         return 0
 
 
+def sigkill_when(archive: Path, env: dict[str, str], ready: Callable[[], object],
+                 stage: str) -> bool:
+    """Run `notaryd notarize`, SIGKILL it once ``ready()``; False if it was already gone."""
+    proc = subprocess.Popen(notarize_command(archive), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert proc.poll() is None, f"finished before the '{stage}' kill"
+            assert time.monotonic() < deadline, f"never reached '{stage}'"
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            return False
+        proc.send_signal(signal.SIGKILL)
+        return True
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
 def test_sigkilled_at_every_stage_ends_accepted_with_one_submission(
     background: BackgroundEmulator, key: TeamKey, tmp_path: Path
 ) -> None:
@@ -92,23 +113,7 @@ def test_sigkilled_at_every_stage_ends_accepted_with_one_submission(
         (lambda: query(db, uploaded) >= 1, "waiting"),
         (lambda: time.sleep(1.0) or True, "waiting again"),
     ]
-    kills = []
-    for ready, stage in stages:
-        proc = subprocess.Popen(notarize_command(archive), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 120
-            while not ready():
-                assert proc.poll() is None, f"finished before the '{stage}' kill"
-                assert time.monotonic() < deadline, f"never reached '{stage}'"
-                time.sleep(0.02)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills.append(stage)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+    kills = [stage for ready, stage in stages if sigkill_when(archive, env, ready, stage)]
     final = subprocess.run(notarize_command(archive), env=env, capture_output=True, text=True,
                            timeout=300)
     assert final.returncode == 0, final.stderr
@@ -190,29 +195,17 @@ def test_killed_three_times_under_put_object_only_credentials_ends_accepted(
     parts_done = "SELECT COUNT(*) FROM parts WHERE state = 'done'"
     # Every attempt after a part's first, at full length: an upper bound of the bytes re-sent.
     resent = "SELECT COALESCE(SUM((attempts - 1) * length), 0) FROM parts WHERE attempts > 1"
-    resent_after = []
+    kills = 0
     for target in (10, 25, 40):
-        proc = subprocess.Popen(notarize_command(archive), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 120
-            while query(db, parts_done) < target:
-                assert proc.poll() is None, f"finished before {target} parts were done"
-                assert time.monotonic() < deadline, f"never reached {target} parts"
-                time.sleep(0.02)
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        resent_after.append(query(db, resent))
+        kills += sigkill_when(archive, env, lambda t=target: query(db, parts_done) >= t,  # type: ignore[misc]
+                              f"{target} parts done")
+    assert kills == 3
     final = subprocess.run(notarize_command(archive), env=env, capture_output=True, text=True,
                            timeout=300)
     assert final.returncode == 0, final.stderr
     assert "Accepted" in final.stdout
     assert background.call(lambda e: e.submissions_created) == 1
     concurrency = int(env["NOTARYD_CONCURRENCY"])
-    kills = len(resent_after)
     assert query(db, resent) <= kills * (concurrency + 1) * PART
     counts = background.call(lambda e: dict(e.s3.requests))
     assert not any(op == "AbortMultipartUpload" for op, _ in counts)
