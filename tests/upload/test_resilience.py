@@ -18,7 +18,7 @@ from service.emulator.faultproxy import FaultPlan, FaultProxyThread, Operation
 from service.emulator.seaweed import SeaweedServer
 from uploader.database import Database
 from uploader.engine import MultipartUploader
-from uploader.errors import CredentialsExpiredError
+from uploader.errors import CredentialsExpiredError, TransientUploadError
 from uploader.events import Event, PartAcknowledged, PartRetried
 from uploader.retry import RetryPolicy
 
@@ -168,3 +168,20 @@ async def test_complete_whose_answer_was_lost_is_recognised_as_done(
     await healer
     assert proxy.stats.outcomes.get("lost_response", 0) >= 1  # a fast retry may lose another
     assert stored_sha256(seaweed, bucket, "k") == sha256_of_file(source)
+
+
+async def test_upload_part_sends_expect_100_continue_so_a_refusal_costs_no_body(
+    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, proxy: FaultProxyThread
+) -> None:
+    """The wire truth behind s3client's comment: every UploadPart carries `Expect:
+    100-continue`, so the proxy answers its 503 before the body and no body byte is sent
+    (without Expect it would read and discard the whole part first)."""
+    source = make_file(tmp_path / "a.zip", 2 * PART)
+    proxy.set_plan(FaultPlan(slow_down=1.0))
+    engine = MultipartUploader(db, config(proxy.url, retry=dataclasses.replace(
+        FAST_RETRY, max_attempts=2)))
+    with pytest.raises(TransientUploadError):
+        await engine.upload(source, bucket, "k", credentials(seaweed))
+    stats = proxy.stats
+    assert stats.outcomes.get("slow_down", 0) >= 2
+    assert stats.request_body_bytes_received == 0
