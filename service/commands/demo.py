@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                    help="sparse: instant and costs no disk; random: like a real build")
     p.add_argument("--lossy", action="store_true",
                    help="put a faulty network (resets, 5xx, a stall) between notaryd and S3")
+    p.add_argument("--put-object-only", action="store_true",
+                   help="upload credentials that deny ListParts, Abort, HeadObject and GetObject")
     p.add_argument("--workdir", type=Path, help="keep everything here instead of a temp dir")
     p.set_defaults(handler=run)
 
@@ -81,6 +83,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         emulator = background.start()
         key = background.call(lambda e: e.make_team_key(workdir / "keys"))
+        if args.put_object_only:
+            from service.emulator.s3front import PUT_OBJECT_ONLY
+
+            background.call(lambda e: setattr(e.s3, "denied_operations", PUT_OBJECT_ONLY))
+            say("notaryd demo: upload credentials allow only the PutObject family")
         say(f"notaryd demo: notary emulator at {emulator.api_url}, S3 at {emulator.s3_endpoint_url}")
         s3_url = emulator.s3_endpoint_url
         if args.lossy:

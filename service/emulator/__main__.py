@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from service.emulator.notary import EmulatorConfig, Faults, NotaryEmulator, backend_for
+from service.emulator.s3front import PUT_OBJECT_ONLY
 from service.emulator.seaweed import SeaweedServer
 
 
@@ -31,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--stuck-next", type=int, default=0, help="never finish the next N")
     parser.add_argument("--agreement-missing", action="store_true")
+    parser.add_argument("--put-object-only", action="store_true",
+                        help="S3 credentials deny ListParts, Abort, HeadObject and GetObject")
     return parser
 
 
@@ -48,6 +51,8 @@ async def _serve(args: argparse.Namespace) -> int:
             api_port=args.api_port,
             s3_port=args.s3_port,
         )
+        if args.put_object_only:
+            emulator.s3.denied_operations = PUT_OBJECT_ONLY
         async with emulator:
             key = await asyncio.to_thread(emulator.make_team_key, args.key_dir.resolve())
             settings = {
