@@ -253,6 +253,12 @@ class MultipartUploader:
                                                 sent_before=complete_sent)
                     break
                 except UploadGoneError:
+                    if complete_sent:
+                        # The last run's Complete may have taken effect: then S3 holds the
+                        # object rather than the upload.
+                        with contextlib.suppress(UploadGoneError):
+                            etag = await self._confirm_completed(client, record)
+                            break
                     complete_sent = False
                     log.warning("%s: the multipart upload disappeared (NoSuchUpload); starting it again",
                                 record.target)

@@ -283,3 +283,22 @@ async def test_every_checksum_setting_uploads_the_exact_bytes(
     assert result.checksum_algorithm == algorithm.value
     assert fake.objects[KEY] == source.read_bytes()
     assert bool(result.checksum) == algorithm.full_object
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: nothing in the engine catches it."""
+
+
+async def test_a_run_killed_after_its_complete_took_effect_is_finished_not_restarted(
+    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+) -> None:
+    source = make_file(tmp_path / "a.zip", 4 * PART)
+    fake.lose_answer("CompleteMultipartUpload")  # takes effect, the answer is lost...
+    fake.fail("CompleteMultipartUpload", _Killed())  # ...and the process dies retrying it
+    with pytest.raises(_Killed):
+        await engine(db, fake, clock).upload(source, "bucket", KEY, CREDS)
+    parts_sent = fake.calls["UploadPart"]
+    result = await engine(db, fake, clock).upload(source, "bucket", KEY, CREDS)
+    assert result.confirmed and fake.calls["UploadPart"] == parts_sent  # nothing sent again
+    assert fake.calls["CreateMultipartUpload"] == 1
+    assert fake.objects[KEY] == source.read_bytes()
