@@ -95,6 +95,16 @@ def sigkill_when(archive: Path, env: dict[str, str], ready: Callable[[], object]
         proc.wait()
 
 
+def finishes_accepted_with_one_submission(
+    background: BackgroundEmulator, archive: Path, env: dict[str, str]
+) -> None:
+    final = subprocess.run(notarize_command(archive), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert "Accepted" in final.stdout
+    assert background.call(lambda e: e.submissions_created) == 1
+
+
 def test_sigkilled_at_every_stage_ends_accepted_with_one_submission(
     background: BackgroundEmulator, key: TeamKey, tmp_path: Path
 ) -> None:
@@ -114,12 +124,8 @@ def test_sigkilled_at_every_stage_ends_accepted_with_one_submission(
         (lambda: time.sleep(1.0) or True, "waiting again"),
     ]
     kills = [stage for ready, stage in stages if sigkill_when(archive, env, ready, stage)]
-    final = subprocess.run(notarize_command(archive), env=env, capture_output=True, text=True,
-                           timeout=300)
-    assert final.returncode == 0, final.stderr
-    assert "Accepted" in final.stdout
     assert len(kills) == 5
-    assert background.call(lambda e: e.submissions_created) == 1
+    finishes_accepted_with_one_submission(background, archive, env)
 
 
 def test_invalid_exits_2_with_the_issues_printed(
@@ -200,11 +206,7 @@ def test_killed_three_times_under_put_object_only_credentials_ends_accepted(
         kills += sigkill_when(archive, env, lambda t=target: query(db, parts_done) >= t,  # type: ignore[misc]
                               f"{target} parts done")
     assert kills == 3
-    final = subprocess.run(notarize_command(archive), env=env, capture_output=True, text=True,
-                           timeout=300)
-    assert final.returncode == 0, final.stderr
-    assert "Accepted" in final.stdout
-    assert background.call(lambda e: e.submissions_created) == 1
+    finishes_accepted_with_one_submission(background, archive, env)
     concurrency = int(env["NOTARYD_CONCURRENCY"])
     assert query(db, resent) <= kills * (concurrency + 1) * PART
     counts = background.call(lambda e: dict(e.s3.requests))
