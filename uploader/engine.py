@@ -76,6 +76,7 @@ from uploader.hashing import (
 from uploader.part_body import PartProgress, PartStream, read_part
 from uploader.planning import plan_upload
 from uploader.s3client import Classified, ErrorKind, classify, open_s3_client
+from uploader.source_file import open_source
 from uploader.throttle import Throttle
 from uploader.upload_state import ACTIVE_STATES, PartRecord, UploadRecord, UploadStore
 
@@ -292,11 +293,9 @@ class MultipartUploader:
                                       record.identity.size, done_bytes))
         if not pending:
             return
-        fd = await asyncio.to_thread(os.open, record.identity.path, os.O_RDONLY)
+        # no symlink, a regular file, in the allowed roots, and the very file that was hashed
+        fd = await asyncio.to_thread(open_source, record.identity.path, record.identity)
         try:
-            opened = await asyncio.to_thread(os.fstat, fd)
-            if opened.st_ino != record.identity.inode or opened.st_size != record.identity.size:
-                raise SourceChangedError(record.identity.path, "the file was replaced since it was hashed")
             slots = _PartSlots(self._config.concurrency, record.part_size)
             try:
                 async with asyncio.TaskGroup() as group:

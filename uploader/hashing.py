@@ -26,6 +26,7 @@ import base64
 import enum
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from awscrt import checksums
 
 from uploader.errors import SourceChangedError
 from uploader.planning import Part, UploadPlan
+from uploader.source_file import opened_source
 
 READ_SIZE = 8 * 1024 * 1024
 PROGRESS_EVERY = 64 * 1024 * 1024
@@ -92,7 +94,10 @@ class FileIdentity:
 
     @classmethod
     def of(cls, path: Path) -> FileIdentity:
-        st = os.stat(path)
+        return cls.of_stat(path, os.stat(path))
+
+    @classmethod
+    def of_stat(cls, path: Path, st: os.stat_result) -> FileIdentity:
         return cls(Path(os.path.abspath(path)), st.st_size, st.st_mtime_ns, st.st_ino)
 
     def difference(self, other: FileIdentity) -> str | None:
@@ -122,9 +127,26 @@ def hash_file_sync(
     plan: UploadPlan,
     algorithm: ChecksumAlgorithm = DEFAULT_ALGORITHM,
     on_progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> FileDigest:
-    """The hashing pass itself; blocking, so run it on a worker thread."""
-    before = FileIdentity.of(path)
+    """The hashing pass itself; blocking, so run it on a worker thread.
+
+    Reads the descriptor ``open_source`` checked (no symlink, regular file, allowed roots);
+    ``stop`` ends the pass between reads (the caller was cancelled: shutdown must not wait).
+    """
+    with opened_source(path) as fd:
+        return _hash_fd(fd, path, plan, algorithm, on_progress, stop)
+
+
+def _hash_fd(
+    fd: int,
+    path: Path,
+    plan: UploadPlan,
+    algorithm: ChecksumAlgorithm,
+    on_progress: Callable[[int], None] | None,
+    stop: threading.Event | None,
+) -> FileDigest:
+    before = FileIdentity.of_stat(path, os.fstat(fd))
     if before.size != plan.size:
         raise SourceChangedError(path, f"size {plan.size} -> {before.size} bytes")
     sha = hashlib.sha256()
@@ -136,8 +158,10 @@ def hash_file_sync(
     part_left = plan.part(1).length
     done = 0
     next_report = PROGRESS_EVERY
-    with open(path, "rb", buffering=0) as f:
+    with open(fd, "rb", buffering=0, closefd=False) as f:
         while True:
+            if stop is not None and stop.is_set():
+                raise HashingStopped(path)
             n = f.readinto(buffer)
             if not n:
                 break
@@ -186,7 +210,16 @@ async def hash_file(
         def report(done: int) -> None:
             loop.call_soon_threadsafe(callback, done)
 
-    return await asyncio.to_thread(hash_file_sync, path, plan, algorithm, report)
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(hash_file_sync, path, plan, algorithm, report, stop)
+    finally:
+        stop.set()  # cancelled: the worker thread ends at its next read, not at the end of file
+
+
+class HashingStopped(Exception):
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path}: hashing stopped (cancelled)")
 
 
 def part_checksum_sync(path: Path, part: Part, algorithm: ChecksumAlgorithm) -> str:

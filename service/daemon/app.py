@@ -110,6 +110,7 @@ async def _serve(
             broker=broker,
             part_slots=shared.part_slots,
             max_jobs=settings.max_jobs,
+            allowed_roots=settings.allowed_roots,
         )
         scheduler_ref.append(scheduler)
         token_hint = (
@@ -122,6 +123,7 @@ async def _serve(
             token_hint=token_hint,
             allowed_roots=settings.allowed_roots,
             version=notaryd_version(),
+            host_names=frozenset({settings.listen_host.lower().strip("[]")}),
         )
         app = make_app(scheduler=scheduler, metrics_=metrics, broker=broker, config=api_config)
         http = web.AppRunner(app, handle_signals=False, access_log=None)
