@@ -97,7 +97,8 @@ class IllegalTransition(NotarydError):
 
 class JobNotFound(NotarydError):
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job with id {job_id!r}; `notaryd jobs` lists the known jobs")
+        shown = job_id if len(job_id) <= 40 else job_id[:40] + "…"
+        super().__init__(f"no job with id {shown!r}; `notaryd jobs` lists the known jobs")
         self.job_id = job_id
 
 
