@@ -42,6 +42,7 @@ from uploader.hashing import FileIdentity
 from uploader.source_file import MAX_PATH_CHARS, SourceRejected, check_source
 
 from .broker import Broker
+from .connections import ConnectionGuard
 from .jobs import TERMINAL_STATES, JobNotFound, job_name_problem
 from .metrics import DaemonMetrics
 from .openapi import openapi_document
@@ -286,9 +287,17 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(
-    *, scheduler: Scheduler, metrics_: DaemonMetrics, broker: Broker, config: ApiConfig
+    *,
+    scheduler: Scheduler,
+    metrics_: DaemonMetrics,
+    broker: Broker,
+    config: ApiConfig,
+    guard: ConnectionGuard | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[_errors, _host_check, _auth], client_max_size=64 * 1024)
+    middlewares = [_errors, _host_check, _auth]
+    if guard is not None:  # outermost: a request is in progress from before any other check
+        middlewares.insert(0, guard.middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[SCHEDULER] = scheduler
     app[METRICS] = metrics_
     app[BROKER] = broker

@@ -18,6 +18,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import resource
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from uploader.throttle import Throttle
 
 from .api import ApiConfig, make_app
 from .broker import Broker
+from .connections import ConnectionGuard, GuardedTCPSite, connection_cap
 from .jobs import JobStore
 from .logfmt import kv, use_logfmt
 from .metrics import DaemonMetrics, notaryd_version
@@ -125,12 +127,16 @@ async def _serve(
             version=notaryd_version(),
             host_names=frozenset({settings.listen_host.lower().strip("[]")}),
         )
-        app = make_app(scheduler=scheduler, metrics_=metrics, broker=broker, config=api_config)
-        http = web.AppRunner(app, handle_signals=False, access_log=None)
+        descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        guard = ConnectionGuard(connection_cap(descriptors))
+        app = make_app(scheduler=scheduler, metrics_=metrics, broker=broker, config=api_config, guard=guard)
+        http = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_SECONDS
+        )
         async with scheduler:
             await http.setup()
             try:
-                port = await _listen(http, settings)  # before resuming: a clash must not run jobs
+                port = await _listen(http, settings, guard)  # before resuming: a clash must not run jobs
                 resumed = await scheduler.resume()
                 log.info(
                     "notaryd serving %s",
@@ -142,6 +148,8 @@ async def _serve(
                         max_jobs=settings.max_jobs,
                         max_parts_in_flight=settings.max_parts_in_flight,
                         bandwidth_limit=settings.bandwidth_limit,
+                        max_connections=guard.max_connections,
+                        descriptor_limit=descriptors,
                     ),
                 )
                 if not _is_loopback(settings.listen_host):
@@ -154,6 +162,10 @@ async def _serve(
                 stop = await signals.first
                 log.info("stopping %s", kv(signal=stop, grace_seconds=settings.shutdown_grace))
                 await scheduler.drain(settings.shutdown_grace, hurry=signals.second)
+                log.info("control API connections %s", kv(
+                    accepted=guard.accepted, evicted=guard.evicted,
+                    header_timeouts=guard.timed_out, refused=guard.refused,
+                ))
             finally:
                 broker.close_all()
                 await http.cleanup()
@@ -180,12 +192,12 @@ def _exclusive(state_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-async def _listen(http: web.AppRunner, settings: Settings) -> int:
-    site = web.TCPSite(
+async def _listen(http: web.AppRunner, settings: Settings, guard: ConnectionGuard) -> int:
+    site = GuardedTCPSite(
         http,
         settings.listen_host,
         settings.listen_port,
-        shutdown_timeout=HTTP_SHUTDOWN_SECONDS,
+        guard=guard,
         reuse_address=True,
     )
     try:

@@ -28,10 +28,10 @@ class Flood:
         self.connects = 0
         self.refused = 0
         self.dropped = 0
-        self.tried = 0
+        self.stopping = False
 
     async def one(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
             except OSError:
@@ -44,12 +44,14 @@ class Flood:
             try:
                 writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
                 n = 0
-                while True:
+                while not self.stopping:
                     await writer.drain()
+                    data = None
                     try:  # the server closing is the only thing that can arrive
-                        data = await asyncio.wait_for(reader.read(1024), TRICKLE_SECONDS)
+                        async with asyncio.timeout(TRICKLE_SECONDS):
+                            data = await reader.read(1024)
                     except TimeoutError:
-                        data = None
+                        pass
                     if data == b"":
                         break
                     writer.write(f"X-Slow-{n}: a\r\n".encode())
@@ -83,6 +85,7 @@ async def main(port: int, connections: int, seconds: float) -> None:
     await asyncio.sleep(0.5)
     print("ready", flush=True)
     await asyncio.wait([stdin_closed], timeout=seconds)
+    flood.stopping = True  # also ends a task whose cancellation got lost in a race
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
