@@ -225,10 +225,10 @@ class HashingStopped(Exception):
 def part_checksum_sync(path: Path, part: Part, algorithm: ChecksumAlgorithm) -> str:
     """Re-read one part (to tell a changed file from corruption in transit)."""
     crc = 0
-    with open(path, "rb", buffering=0) as f:
+    with opened_source(path) as fd:  # a FIFO swapped in must not hang this either
         offset, left = part.offset, part.length
         while left:
-            data = os.pread(f.fileno(), min(READ_SIZE, left), offset)
+            data = os.pread(fd, min(READ_SIZE, left), offset)
             if not data:
                 break
             crc = algorithm.update(data, crc)
