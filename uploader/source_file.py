@@ -4,7 +4,9 @@ A path is only a name: between a check and a later ``open`` a local user can swa
 symlink to a file outside the allowed roots, or for a FIFO that hangs whoever opens it. So the
 archive is opened once, and every check is made on the *opened* descriptor:
 
-* ``O_NOFOLLOW``: a symlink as the last component is refused, never followed;
+* ``O_NOFOLLOW`` (when confined to allowed roots, i.e. in the daemon): a symlink as the last
+  component is refused, never followed (the daemon resolved the path once, at POST; the CLI's
+  own user may still hand it a link to their archive);
 * ``O_NONBLOCK``: opening a FIFO returns at once instead of waiting for a writer (the flag is
   cleared again, it means nothing for regular files); ``fstat`` then refuses anything but a
   regular file;
@@ -35,7 +37,7 @@ from uploader.errors import NotarydError, SourceChangedError
 if TYPE_CHECKING:
     from uploader.hashing import FileIdentity
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; macOS is 1024, and the kernel says so itself
 
 _allowed_roots: contextvars.ContextVar[tuple[Path, ...] | None] = contextvars.ContextVar(
@@ -73,8 +75,9 @@ def open_source(path: Path | str, expected: FileIdentity | None = None) -> int:
         raise SourceRejected(repr(str(path)), "the path contains a NUL byte")
     if len(str(path)) > MAX_PATH_CHARS:
         raise SourceRejected(f"{str(path)[:80]}…", f"the path is longer than {MAX_PATH_CHARS} characters")
+    roots = _allowed_roots.get()
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, _OPEN_FLAGS | (os.O_NOFOLLOW if roots is not None else 0))
     except OSError as exc:
         raise SourceRejected(path, _open_error(exc)) from None
     try:
@@ -82,7 +85,6 @@ def open_source(path: Path | str, expected: FileIdentity | None = None) -> int:
         if not stat.S_ISREG(opened.st_mode):
             raise SourceRejected(path, f"not a regular file ({_kind(opened.st_mode)}); give a .zip, .pkg or .dmg")
         os.set_blocking(fd, True)
-        roots = _allowed_roots.get()
         if roots is not None:
             real = real_path(fd)
             if not any(real.is_relative_to(root) for root in roots):

@@ -20,6 +20,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,7 @@ async def _serve(
             token_hint=token_hint,
             allowed_roots=settings.allowed_roots,
             version=notaryd_version(),
-            host_names=frozenset({settings.listen_host.lower().strip("[]")}),
+            host_names=_host_names(settings.listen_host),
         )
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         guard = ConnectionGuard(connection_cap(descriptors))
@@ -239,6 +240,15 @@ class _Signals:
             self._loop.remove_signal_handler(sig)
         for future in (self.first, self.second):
             future.cancel()
+
+
+def _host_names(listen_host: str) -> frozenset[str]:
+    """Names the API answers to besides IP literals and localhost: the listen host, and the
+    machine's own name when it listens beyond loopback (never a name a web page controls)."""
+    names = {listen_host.lower().strip("[]")}
+    if not _is_loopback(listen_host):
+        names.add(socket.gethostname().lower())
+    return frozenset(names)
 
 
 def _is_loopback(host: str) -> bool:

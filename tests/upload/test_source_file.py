@@ -34,8 +34,13 @@ def test_a_symlink_is_refused_not_followed(world: tuple[Path, Path]) -> None:
     root, secret = world
     link = root / "Link.zip"
     link.symlink_to(secret)
-    with pytest.raises(SourceRejected, match="symbolic link"):
+    with confine_to([root]), pytest.raises(SourceRejected, match="symbolic link"):
         open_source(link)
+    (root / "Latest.zip").symlink_to(root / "App.zip")  # even one that stays inside the roots
+    with confine_to([root]), pytest.raises(SourceRejected, match="symbolic link"):
+        open_source(root / "Latest.zip")
+    fd = open_source(root / "Latest.zip")  # the CLI (no roots): its user's own link is fine
+    os.close(fd)
 
 
 def test_a_fifo_is_refused_at_once_instead_of_hanging(world: tuple[Path, Path]) -> None:
@@ -90,7 +95,7 @@ async def test_hashing_reads_only_through_the_checked_descriptor(world: tuple[Pa
     link = root / "Game.zip"
     link.symlink_to(secret)
     plan = plan_upload(secret.stat().st_size, 1 << 20, TINY)
-    with pytest.raises(SourceRejected, match="symbolic link"):
+    with confine_to([root]), pytest.raises(SourceRejected, match="symbolic link"):
         await hash_file(link, plan)
     (root / "dir").symlink_to(secret.parent)
     with confine_to([root]), pytest.raises(SourceRejected, match="outside the allowed roots"):
