@@ -398,7 +398,9 @@ class Scheduler:
         if job.state.terminal:
             return  # a cancel got there first; its state stands
         self._end(job, state)
-        await self._store.save(job)
+        # shielded: a shutdown cancelling the task now must not leave the old state on disk
+        # (subscribers already saw the terminal one; the job would run again at the next start)
+        await asyncio.shield(self._store.save(job))
 
     def _end(self, job: Job, state: JobState) -> None:
         """Move to a terminal state, in memory: metrics, subscribers and the log see it now."""
