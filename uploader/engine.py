@@ -86,6 +86,7 @@ from uploader.planning import plan_upload
 from uploader.retry import Retrier
 from uploader.s3api import S3Api, S3Opener
 from uploader.s3client import Classified, ErrorKind, classify, open_s3_client
+from uploader.source_file import open_source
 from uploader.throttle import Throttle
 from uploader.upload_session import (
     LocalPart,
@@ -700,17 +701,11 @@ def _open_real_s3(
 async def _open_source(identity: FileIdentity) -> int:
     """Open the file being uploaded for reading, checking it is still the one planned.
 
-    The one place the engine opens the source: every part is read from this descriptor.
+    The one place the engine opens the source: every part is read from this descriptor. No
+    symlink, a regular file, inside the allowed roots (when confined), the very file hashed.
     """
-    fd = await asyncio.to_thread(os.open, identity.path, os.O_RDONLY)
-    try:
-        opened = await asyncio.to_thread(os.fstat, fd)
-        if opened.st_ino != identity.inode or opened.st_size != identity.size:
-            raise SourceChangedError(identity.path, "the file was replaced since it was hashed")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return await asyncio.to_thread(open_source, identity.path, identity)
+
 
 
 def _combined(algorithm: ChecksumAlgorithm, parts: list[PartRecord]) -> str:

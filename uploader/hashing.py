@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from pathlib import Path
 from uploader.checksum import DEFAULT_ALGORITHM, FALLBACK, ChecksumAlgorithm, PartHasher
 from uploader.errors import SourceChangedError
 from uploader.planning import Part, UploadPlan
+from uploader.source_file import opened_source
 
 __all__ = ["DEFAULT_ALGORITHM", "FALLBACK", "ChecksumAlgorithm", "FileDigest", "FileIdentity",
            "PartHasher", "hash_file", "hash_file_sync", "part_checksum_sync"]
@@ -54,7 +56,10 @@ class FileIdentity:
 
     @classmethod
     def of(cls, path: Path) -> FileIdentity:
-        st = os.stat(path)
+        return cls.of_stat(path, os.stat(path))
+
+    @classmethod
+    def of_stat(cls, path: Path, st: os.stat_result) -> FileIdentity:
         return cls(Path(os.path.abspath(path)), st.st_size, st.st_mtime_ns, st.st_ino)
 
     def difference(self, other: FileIdentity) -> str | None:
@@ -84,9 +89,26 @@ def hash_file_sync(
     plan: UploadPlan,
     algorithm: ChecksumAlgorithm = DEFAULT_ALGORITHM,
     on_progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> FileDigest:
-    """The hashing pass itself; blocking, so run it on a worker thread."""
-    before = FileIdentity.of(path)
+    """The hashing pass itself; blocking, so run it on a worker thread.
+
+    Reads the descriptor ``open_source`` checked (no symlink, regular file, allowed roots);
+    ``stop`` ends the pass between reads (the caller was cancelled: shutdown must not wait).
+    """
+    with opened_source(path) as fd:
+        return _hash_fd(fd, path, plan, algorithm, on_progress, stop)
+
+
+def _hash_fd(
+    fd: int,
+    path: Path,
+    plan: UploadPlan,
+    algorithm: ChecksumAlgorithm,
+    on_progress: Callable[[int], None] | None,
+    stop: threading.Event | None,
+) -> FileDigest:
+    before = FileIdentity.of_stat(path, os.fstat(fd))
     if before.size != plan.size:
         raise SourceChangedError(path, f"size {plan.size} -> {before.size} bytes")
     sha = hashlib.sha256()
@@ -98,8 +120,10 @@ def hash_file_sync(
     part_left = plan.part(1).length
     done = 0
     next_report = PROGRESS_EVERY
-    with open(path, "rb", buffering=0) as f:
+    with open(fd, "rb", buffering=0, closefd=False) as f:
         while True:
+            if stop is not None and stop.is_set():
+                raise HashingStopped(path)
             n = f.readinto(buffer)
             if not n:
                 break
@@ -150,16 +174,25 @@ async def hash_file(
         def report(done: int) -> None:
             loop.call_soon_threadsafe(callback, done)
 
-    return await asyncio.to_thread(hash_file_sync, path, plan, algorithm, report)
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(hash_file_sync, path, plan, algorithm, report, stop)
+    finally:
+        stop.set()  # cancelled: the worker thread ends at its next read, not at the end of file
+
+
+class HashingStopped(Exception):
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path}: hashing stopped (cancelled)")
 
 
 def part_checksum_sync(path: Path, part: Part, algorithm: ChecksumAlgorithm) -> str:
     """Re-read one part (to tell a changed file from corruption in transit)."""
     hasher = algorithm.hasher()
-    with open(path, "rb", buffering=0) as f:
+    with opened_source(path) as fd:  # a FIFO swapped in must not hang this either
         offset, left = part.offset, part.length
         while left:
-            data = os.pread(f.fileno(), min(READ_SIZE, left), offset)
+            data = os.pread(fd, min(READ_SIZE, left), offset)
             if not data:
                 break
             hasher.update(data)

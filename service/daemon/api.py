@@ -13,14 +13,19 @@ Routes (a contract, see CONTRACT.md and ``openapi.py``)::
     GET    /metrics            no token; Prometheus text format
 
 Every ``/v1`` request needs ``Authorization: Bearer <token>`` (checked before routing, so even
-unknown ``/v1`` paths answer 401 without it). Errors are ``{"error": ..., "hint": ...}``.
-Archive paths are resolved (symlinks included) before the allowed-roots check, so a link under
-an allowed root cannot point the daemon at a file outside it.
+unknown ``/v1`` paths answer 401 without it). Every request, ``/healthz`` and ``/metrics``
+included, must name the daemon in its ``Host`` header (an IP literal, ``localhost`` or the
+NOTARYD_LISTEN host): a web page that rebinds its own DNS name to 127.0.0.1 sends its own name
+and is refused (421). Errors are ``{"error": ..., "hint": ...}``: every malformed request gets a
+JSON 4xx, and an unexpected failure a JSON 500 with no traceback (that goes to the log).
+Archive paths are resolved (symlinks included) before the allowed-roots check, then opened once
+without following links (``uploader.source_file``) and checked on the opened descriptor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -32,8 +37,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from uploader.errors import SourceChangedError
+from uploader.hashing import FileIdentity
+from uploader.source_file import MAX_PATH_CHARS, SourceRejected, check_source
+
 from .broker import Broker
-from .jobs import TERMINAL_STATES, JobNotFound
+from .connections import ConnectionGuard
+from .jobs import TERMINAL_STATES, JobNotFound, job_name_problem
 from .metrics import DaemonMetrics
 from .openapi import openapi_document
 from .scheduler import DuplicateJob, JobFinished, RunRequest, Scheduler, SchedulerClosed
@@ -43,6 +53,10 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# A request body (at most client_max_size, 64 KiB) must arrive within this many seconds.
+BODY_TIMEOUT_SECONDS = 10.0
+MAX_WEBHOOK_CHARS = 2048
+
 
 @dataclass(frozen=True)
 class ApiConfig:
@@ -51,6 +65,9 @@ class ApiConfig:
     allowed_roots: tuple[Path, ...]
     version: str
     heartbeat_seconds: float = 15.0
+    # host names (lower case) accepted in the Host header besides IP literals and "localhost"
+    host_names: frozenset[str] = frozenset()
+    body_timeout_seconds: float = BODY_TIMEOUT_SECONDS
 
 
 SCHEDULER = web.AppKey("scheduler", Scheduler)
@@ -91,7 +108,28 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         hints = {404: "see GET /v1/openapi.json for the routes", 405: "see GET /v1/openapi.json"}
-        return _error_response(exc.status, f"{exc.reason}: {request.method} {request.path}", hints.get(exc.status))
+        shown = request.path if len(request.path) <= 200 else request.path[:200] + "…"
+        return _error_response(exc.status, f"{exc.reason}: {request.method} {shown}", hints.get(exc.status))
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception as exc:  # a bug: the client gets one line, the log gets the traceback
+        log.exception("request failed %s", request.method)
+        return _error_response(500, f"internal error ({type(exc).__name__})", "see the daemon log")
+
+
+@web.middleware
+async def _host_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a Host the daemon does not go by: DNS rebinding (a web page whose name now
+    resolves to 127.0.0.1) must not read /metrics or reach /v1."""
+    host = request.headers.get("Host", "")
+    if not host_allowed(host, request.app[CONFIG].host_names):
+        shown = host if len(host) <= 100 else host[:100] + "…"
+        return _error_response(
+            421,
+            f"this daemon does not answer to the Host {shown!r}",
+            "connect to 127.0.0.1, localhost or the NOTARYD_LISTEN address",
+        )
+    return await handler(request)
 
 
 @web.middleware
@@ -117,17 +155,28 @@ async def create_job(request: web.Request) -> web.Response:
     raw_path = body.get("path")
     if not isinstance(raw_path, str) or not raw_path:
         raise ApiError(400, "'path' is required: the absolute path of a .zip, .pkg or .dmg")
+    if "\0" in raw_path or len(raw_path) > MAX_PATH_CHARS:
+        raise ApiError(400, f"'path' must be at most {MAX_PATH_CHARS} characters without NUL bytes")
     name = _optional_str(body, "name")
+    if name is not None and (problem := job_name_problem(name)):
+        raise ApiError(400, problem)
     webhook = _optional_str(body, "webhook")
-    if webhook is not None and not webhook.startswith(("https://", "http://")):
-        raise ApiError(400, f"'webhook' must be an http(s) URL, got {webhook!r}")
+    if webhook is not None and (
+        not webhook.startswith(("https://", "http://"))
+        or len(webhook) > MAX_WEBHOOK_CHARS
+        or not webhook.isprintable()
+    ):
+        shown = webhook if len(webhook) <= 100 else webhook[:100] + "…"
+        raise ApiError(400, f"'webhook' must be an http(s) URL of at most {MAX_WEBHOOK_CHARS} characters, got {shown!r}")
     skip_preflight = body.get("skip_preflight", False)
     if not isinstance(skip_preflight, bool):
         raise ApiError(400, "'skip_preflight' must be true or false")
     roots = request.app[CONFIG].allowed_roots
-    path, size = await asyncio.to_thread(check_archive_path, raw_path, roots)
+    path, identity = await asyncio.to_thread(check_archive_path, raw_path, roots)
     job = await request.app[SCHEDULER].submit(
-        RunRequest(path, name=name, webhook=webhook, skip_preflight=skip_preflight), size=size
+        RunRequest(path, name=name, webhook=webhook, skip_preflight=skip_preflight),
+        size=identity.size,
+        identity=identity,
     )
     return web.json_response(job.snapshot(), status=201, headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -238,9 +287,17 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(
-    *, scheduler: Scheduler, metrics_: DaemonMetrics, broker: Broker, config: ApiConfig
+    *,
+    scheduler: Scheduler,
+    metrics_: DaemonMetrics,
+    broker: Broker,
+    config: ApiConfig,
+    guard: ConnectionGuard | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=64 * 1024)
+    middlewares = [_errors, _host_check, _auth]
+    if guard is not None:  # outermost: a request is in progress from before any other check
+        middlewares.insert(0, guard.middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[SCHEDULER] = scheduler
     app[METRICS] = metrics_
     app[BROKER] = broker
@@ -271,10 +328,32 @@ def routes(app: web.Application) -> list[tuple[str, str]]:
 # -- input checks -----------------------------------------------------------------------------
 
 
-def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, int]:
+def host_allowed(host: str, names: frozenset[str]) -> bool:
+    """Is ``host`` (a Host header: name or IP literal, optional port) one the daemon goes by?
+
+    IP literals are always fine: DNS rebinding needs a *name* the attacker controls.
+    """
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else ""
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.lower().rstrip(".")
+    if not name:
+        return False
+    if name == "localhost" or name in names:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, FileIdentity]:
     """Resolve ``raw`` and check it is a readable, non-empty file under an allowed root.
 
-    Returns (resolved path, size in bytes). Blocking (stat, open): call it off the loop.
+    Returns (resolved path, identity of the file as opened and checked). Blocking: call it off
+    the loop.
     """
     given = Path(raw).expanduser()
     if not given.is_absolute():
@@ -282,13 +361,7 @@ def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, i
     resolved = Path(os.path.realpath(given))
     roots = [Path(os.path.realpath(root)) for root in allowed_roots]
     if not any(resolved.is_relative_to(root) for root in roots):
-        shown = ", ".join(str(r) for r in allowed_roots) or "(none)"
-        raise ApiError(
-            403,
-            f"{given} is outside the allowed roots ({shown})",
-            "move the archive under one of them, or add its folder to NOTARYD_ALLOWED_ROOTS "
-            "and restart the daemon",
-        )
+        raise _outside_roots(f"{given} is outside the allowed roots", allowed_roots)
     if not resolved.exists():
         raise ApiError(400, f"{given}: no such file", "check the path; it must exist on the daemon's machine")
     if resolved.is_dir():
@@ -297,23 +370,38 @@ def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, i
             f"{given} is a directory; the notary service takes a .zip, .pkg or .dmg",
             f"zip it first: ditto -c -k --keepParent {given} {given}.zip",
         )
-    if not resolved.is_file():
-        raise ApiError(400, f"{given} is not a regular file")
     try:
-        with open(resolved, "rb"):
-            pass
-        size = resolved.stat().st_size
-    except PermissionError:
-        raise ApiError(400, f"{given}: the daemon's user cannot read it", "fix its permissions") from None
-    if size == 0:
+        identity = check_source(resolved, allowed_roots)
+    except SourceRejected as exc:
+        if exc.outside_roots:
+            raise _outside_roots(str(exc), allowed_roots) from None
+        raise ApiError(400, str(exc)) from None
+    except SourceChangedError as exc:  # cannot happen without an expected identity; be plain
+        raise ApiError(409, str(exc)) from None
+    if identity.size == 0:
         raise ApiError(400, f"{given} is empty")
-    return resolved, size
+    return resolved, identity
+
+
+def _outside_roots(error: str, allowed_roots: Sequence[Path]) -> ApiError:
+    shown = ", ".join(str(r) for r in allowed_roots) or "(none)"
+    return ApiError(
+        403,
+        f"{error} ({shown})" if "allowed roots (" not in error else error,
+        "move the archive under one of them, or add its folder to NOTARYD_ALLOWED_ROOTS "
+        "and restart the daemon",
+    )
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
+        async with asyncio.timeout(request.app[CONFIG].body_timeout_seconds):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, "the request body did not arrive in time", "send the whole body at once") from None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "the request body is not valid JSON", 'send e.g. {"path": "/Users/me/App.zip"}') from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", 'send e.g. {"path": "/Users/me/App.zip"}')

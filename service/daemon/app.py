@@ -18,7 +18,9 @@ import fcntl
 import ipaddress
 import logging
 import os
+import resource
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from uploader.throttle import Throttle
 
 from .api import ApiConfig, make_app
 from .broker import Broker
+from .connections import ConnectionGuard, GuardedTCPSite, connection_cap
 from .jobs import JobStore
 from .logfmt import kv, use_logfmt
 from .metrics import DaemonMetrics, notaryd_version
@@ -110,6 +113,7 @@ async def _serve(
             broker=broker,
             part_slots=shared.part_slots,
             max_jobs=settings.max_jobs,
+            allowed_roots=settings.allowed_roots,
         )
         scheduler_ref.append(scheduler)
         token_hint = (
@@ -122,13 +126,18 @@ async def _serve(
             token_hint=token_hint,
             allowed_roots=settings.allowed_roots,
             version=notaryd_version(),
+            host_names=_host_names(settings.listen_host),
         )
-        app = make_app(scheduler=scheduler, metrics_=metrics, broker=broker, config=api_config)
-        http = web.AppRunner(app, handle_signals=False, access_log=None)
+        descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        guard = ConnectionGuard(connection_cap(descriptors))
+        app = make_app(scheduler=scheduler, metrics_=metrics, broker=broker, config=api_config, guard=guard)
+        http = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_SECONDS
+        )
         async with scheduler:
             await http.setup()
             try:
-                port = await _listen(http, settings)  # before resuming: a clash must not run jobs
+                port = await _listen(http, settings, guard)  # before resuming: a clash must not run jobs
                 resumed = await scheduler.resume()
                 log.info(
                     "notaryd serving %s",
@@ -140,6 +149,8 @@ async def _serve(
                         max_jobs=settings.max_jobs,
                         max_parts_in_flight=settings.max_parts_in_flight,
                         bandwidth_limit=settings.bandwidth_limit,
+                        max_connections=guard.max_connections,
+                        descriptor_limit=descriptors,
                     ),
                 )
                 if not _is_loopback(settings.listen_host):
@@ -152,6 +163,10 @@ async def _serve(
                 stop = await signals.first
                 log.info("stopping %s", kv(signal=stop, grace_seconds=settings.shutdown_grace))
                 await scheduler.drain(settings.shutdown_grace, hurry=signals.second)
+                log.info("control API connections %s", kv(
+                    accepted=guard.accepted, evicted=guard.evicted,
+                    header_timeouts=guard.timed_out, refused=guard.refused,
+                ))
             finally:
                 broker.close_all()
                 await http.cleanup()
@@ -178,12 +193,12 @@ def _exclusive(state_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-async def _listen(http: web.AppRunner, settings: Settings) -> int:
-    site = web.TCPSite(
+async def _listen(http: web.AppRunner, settings: Settings, guard: ConnectionGuard) -> int:
+    site = GuardedTCPSite(
         http,
         settings.listen_host,
         settings.listen_port,
-        shutdown_timeout=HTTP_SHUTDOWN_SECONDS,
+        guard=guard,
         reuse_address=True,
     )
     try:
@@ -225,6 +240,15 @@ class _Signals:
             self._loop.remove_signal_handler(sig)
         for future in (self.first, self.second):
             future.cancel()
+
+
+def _host_names(listen_host: str) -> frozenset[str]:
+    """Names the API answers to besides IP literals and localhost: the listen host, and the
+    machine's own name when it listens beyond loopback (never a name a web page controls)."""
+    names = {listen_host.lower().strip("[]")}
+    if not _is_loopback(listen_host):
+        names.add(socket.gethostname().lower())
+    return frozenset(names)
 
 
 def _is_loopback(host: str) -> bool:

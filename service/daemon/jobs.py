@@ -31,6 +31,7 @@ from typing import Any
 from uploader.database import Database
 from uploader.errors import NotarydError
 from uploader.events import NotaryStage
+from uploader.hashing import FileIdentity
 from uploader.rate import RateMeter
 
 
@@ -96,8 +97,23 @@ class IllegalTransition(NotarydError):
 
 class JobNotFound(NotarydError):
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job with id {job_id!r}; `notaryd jobs` lists the known jobs")
+        shown = job_id if len(job_id) <= 40 else job_id[:40] + "…"
+        super().__init__(f"no job with id {shown!r}; `notaryd jobs` lists the known jobs")
         self.job_id = job_id
+
+
+MAX_NAME_CHARS = 255
+
+
+def job_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a submission (it becomes Apple's submissionName), or None."""
+    if len(name) > MAX_NAME_CHARS:
+        return f"'name' is {len(name)} characters long; at most {MAX_NAME_CHARS}"
+    if "/" in name or "\\" in name:
+        return "'name' must not contain '/' or '\\' (it is a file name, not a path)"
+    if not name.isprintable() or not name.strip():
+        return "'name' must be printable text (no control characters, not only spaces)"
+    return None
 
 
 def new_job_id() -> str:
@@ -127,6 +143,7 @@ class Job:
     bytes_hashed: int = 0
     log_path: Path | None = None
     report: str | None = None
+    source: FileIdentity | None = None  # the archive as checked at POST (not after a restart)
     rate: RateMeter = field(default_factory=RateMeter, repr=False)
 
     def move_to(self, state: JobState, now: float | None = None) -> bool:

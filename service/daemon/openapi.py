@@ -59,9 +59,16 @@ NEW_JOB_SCHEMA: dict[str, Any] = {
     "required": ["path"],
     "additionalProperties": False,
     "properties": {
-        "path": {"type": "string", "description": "Archive (.zip, .pkg, .dmg) under an allowed root."},
-        "name": {"type": "string", "description": "Submission name (default: the file name)."},
-        "webhook": {"type": "string", "format": "uri", "description": "Notary webhook URL."},
+        "path": {
+            "type": "string", "maxLength": 4096,
+            "description": "Archive (.zip, .pkg, .dmg) under an allowed root: a regular file, "
+            "not a symlink, FIFO or directory (symlinks on the way are resolved first).",
+        },
+        "name": {
+            "type": "string", "minLength": 1, "maxLength": 255,
+            "description": "Submission name (default: the file name); printable, no '/' or '\\'.",
+        },
+        "webhook": {"type": "string", "format": "uri", "maxLength": 2048, "description": "Notary webhook URL."},
         "skip_preflight": {"type": "boolean", "default": False},
     },
 }
@@ -91,6 +98,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Bad request (the error names the field or path).",
         401: "Missing or wrong bearer token.",
         403: "Path outside the allowed roots.",
+        408: "The request body did not arrive within 10 s.",
+        413: "The request body is larger than 64 KiB.",
         404: "No such job, or no log for it.",
         409: "Conflict with the job's current state.",
         503: "The daemon is shutting down.",
@@ -108,7 +117,9 @@ def openapi_document(version: str) -> dict[str, Any]:
         "info": {
             "title": "notaryd control API",
             "version": version,
-            "description": "Queue archives for notarisation and follow their progress.",
+            "description": "Queue archives for notarisation and follow their progress. Every "
+            "request must carry a Host the daemon goes by (an IP literal, localhost or the "
+            "NOTARYD_LISTEN host), else 421; a request head must arrive within 10 s.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -133,7 +144,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                     },
                     "responses": {
                         "201": _json("Job", "The new job."),
-                        **_errors(400, 401, 403, 409, 503),
+                        **_errors(400, 401, 403, 408, 409, 413, 503),
                     },
                 },
                 "get": {

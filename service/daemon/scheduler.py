@@ -20,6 +20,7 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from uploader.errors import NotarydError
+from uploader.errors import NotarydError, SourceChangedError
 from uploader.events import (
     BytesSent,
     Event,
@@ -39,6 +40,8 @@ from uploader.events import (
     PartAcknowledged,
     UploadStateChanged,
 )
+from uploader.hashing import FileIdentity
+from uploader.source_file import SourceRejected, check_source, confine_to
 
 from .broker import Broker
 from .jobs import (
@@ -118,6 +121,7 @@ class Scheduler:
         broker: Broker,
         part_slots: PartSlots,
         max_jobs: int,
+        allowed_roots: Sequence[Path] | None = None,
         flush_interval_seconds: float = 0.5,
     ) -> None:
         if max_jobs < 1:
@@ -128,6 +132,7 @@ class Scheduler:
         self._broker = broker
         self.part_slots = part_slots
         self.max_jobs = max_jobs
+        self._allowed_roots = allowed_roots  # None: the runner's files are not confined (tests)
         self._flush_interval = flush_interval_seconds
         self._jobs: dict[str, Job] = {}  # every job this process has seen
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
@@ -235,7 +240,9 @@ class Scheduler:
 
     # -- commands ----------------------------------------------------------------------------
 
-    async def submit(self, request: RunRequest, *, size: int) -> Job:
+    async def submit(
+        self, request: RunRequest, *, size: int, identity: FileIdentity | None = None
+    ) -> Job:
         if self.closed:
             raise SchedulerClosed()
         for other in self._jobs.values():
@@ -252,6 +259,7 @@ class Scheduler:
             created_at=now,
             updated_at=now,
             bytes_total=size,
+            source=identity,
         )
         self._jobs[job.id] = job  # before the await: a concurrent submit sees the duplicate
         try:
@@ -317,9 +325,11 @@ class Scheduler:
             first = JobState.HASHING if job.skip_preflight else JobState.PREFLIGHT
             self._set_state(job, first)
             log.info("job started %s", kv(job=job.id, path=job.path))
+            await self._recheck_source(job)
             runner = self._factory(hooks)
             try:
-                outcome = await runner.run(request)
+                with self._confined():
+                    outcome = await runner.run(request)
             except asyncio.CancelledError:
                 if job.id not in self._cancel_requested or self.closed:
                     # Shutdown: leave the job resumable where it is.
@@ -353,6 +363,27 @@ class Scheduler:
                 job.error = f"internal error ({type(exc).__name__}: {exc}); see the daemon log"
             await self._finish(job, JobState.FAILED)
 
+    async def _recheck_source(self, job: Job) -> None:
+        """The archive is still a regular file in the allowed roots, and the one submitted.
+
+        Runs at every start, resumed jobs included: the path was checked at POST, but a local
+        user may have swapped it (for a symlink, a FIFO, another file) while the job waited.
+        """
+        if self._allowed_roots is None:
+            return
+        try:
+            await asyncio.to_thread(check_source, job.path, self._allowed_roots, job.source)
+        except SourceChangedError as exc:
+            raise SourceRejected(
+                job.path, f"changed since it was submitted ({exc.what}); submit it again once it is final"
+            ) from None
+
+    def _confined(self) -> contextlib.AbstractContextManager[None]:
+        """Every open of the archive inside the run checks the allowed roots on the descriptor."""
+        if self._allowed_roots is None:
+            return contextlib.nullcontext()
+        return confine_to(self._allowed_roots)
+
     async def _abort_upload(self, job: Job, runner: JobRunner) -> None:
         try:
             async with asyncio.timeout(ABORT_TIMEOUT_SECONDS):
@@ -367,7 +398,9 @@ class Scheduler:
         if job.state.terminal:
             return  # a cancel got there first; its state stands
         self._end(job, state)
-        await self._store.save(job)
+        # shielded: a shutdown cancelling the task now must not leave the old state on disk
+        # (subscribers already saw the terminal one; the job would run again at the next start)
+        await asyncio.shield(self._store.save(job))
 
     def _end(self, job: Job, state: JobState) -> None:
         """Move to a terminal state, in memory: metrics, subscribers and the log see it now."""

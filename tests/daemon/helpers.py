@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -63,6 +64,7 @@ class Daemon:
         self.log_path = root / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.nofile: int | None = None  # RLIMIT_NOFILE of the process, like launchd's plist
         Daemon.live.append(self)
 
     # -- process -------------------------------------------------------------------------------
@@ -75,6 +77,8 @@ class Daemon:
         log.flush()
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
         log.close()
+        if self.nofile is not None:  # at once: start-up opens only a handful of descriptors
+            resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
         self.starts += 1
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
