@@ -37,6 +37,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def staple(args: argparse.Namespace, settings: Settings) -> int:
+    from uploader.errors import NotarydError
+
+    try:
+        return _staple(args, settings)
+    except OSError as error:  # unreadable file, full disk, read-only volume...
+        raise NotarydError(f"{args.path}: {error.strerror or error}; check the path, its "
+                           "permissions and free space, then run notaryd staple again") from None
+
+
+def _staple(args: argparse.Namespace, settings: Settings) -> int:
     from service import runtime
     from uploader import staple as stapling
     from uploader.staple.check import check_staple
