@@ -291,6 +291,8 @@ def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, i
         )
     if not resolved.exists():
         raise ApiError(400, f"{given}: no such file", "check the path; it must exist on the daemon's machine")
+    if resolved.is_dir() and resolved.suffix.lower() == ".app":
+        return resolved, 0  # a bundle: the pipeline zips it (uploader.bundle_zip)
     if resolved.is_dir():
         raise ApiError(
             400,

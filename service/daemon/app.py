@@ -35,6 +35,7 @@ from .broker import Broker
 from .jobs import JobStore
 from .logfmt import kv, use_logfmt
 from .metrics import DaemonMetrics, notaryd_version
+from .notify import JobNotifier
 from .scheduler import RunnerFactory, Scheduler
 from .slots import PartSlots
 from .token import ensure_token, token_path
@@ -89,7 +90,9 @@ async def _serve(
     signals: _Signals,
 ) -> None:
     token = ensure_token(settings.api_token, settings.state_dir)
+    notifier = JobNotifier.from_settings(settings)
     db = await Database.open(settings.database_path)
+    notifier.bind(db)
     try:
         shared = Shared(
             db=db,
@@ -110,6 +113,7 @@ async def _serve(
             broker=broker,
             part_slots=shared.part_slots,
             max_jobs=settings.max_jobs,
+            on_job_end=notifier.job_ended,
         )
         scheduler_ref.append(scheduler)
         token_hint = (
@@ -156,6 +160,7 @@ async def _serve(
                 broker.close_all()
                 await http.cleanup()
     finally:
+        await asyncio.shield(notifier.close())
         await asyncio.shield(db.close())
 
 

@@ -119,6 +119,7 @@ class Scheduler:
         part_slots: PartSlots,
         max_jobs: int,
         flush_interval_seconds: float = 0.5,
+        on_job_end: Callable[[Job], None] | None = None,
     ) -> None:
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be at least 1, got {max_jobs}")
@@ -129,6 +130,7 @@ class Scheduler:
         self.part_slots = part_slots
         self.max_jobs = max_jobs
         self._flush_interval = flush_interval_seconds
+        self._on_job_end = on_job_end  # job-end notifications (service.daemon.notify)
         self._jobs: dict[str, Job] = {}  # every job this process has seen
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._job_slots = asyncio.Semaphore(max_jobs)
@@ -376,6 +378,8 @@ class Scheduler:
             self._metrics.job_finished(state, job.finished_at - job.started_at)
         self._publish(job)
         self._dirty.discard(job.id)
+        if self._on_job_end is not None:
+            self._on_job_end(job)
         log.info(
             "job finished %s",
             kv(job=job.id, state=state, submission=job.submission_id, error=job.error),
