@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.set_defaults(handler=_serve)
 
     submit = subparsers.add_parser("submit", help="hand an archive to the running daemon")
-    submit.add_argument("path", help="the .zip, .pkg or .dmg to notarise")
+    submit.add_argument("path", help="the .app bundle, .zip, .pkg or .dmg to notarise")
     submit.add_argument("--wait", action="store_true", help="follow the job until Apple decides")
     submit.add_argument("--name", help="submission name (default: the file name)")
     submit.add_argument("--webhook", help="URL the notary service calls when it has decided")

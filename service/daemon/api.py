@@ -296,7 +296,7 @@ def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, i
     if resolved.is_dir():
         raise ApiError(
             400,
-            f"{given} is a directory; the notary service takes a .zip, .pkg or .dmg",
+            f"{given} is a directory; give a .app bundle, or a .zip, .pkg or .dmg",
             f"zip it first: ditto -c -k --keepParent {given} {given}.zip",
         )
     if not resolved.is_file():
