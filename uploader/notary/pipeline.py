@@ -226,7 +226,7 @@ class Notarizer:
                 path, earlier.submission_id, ACCEPTED, earlier.log_path,
                 f"already accepted as submission {earlier.submission_id}; not submitted again "
                 "(--force submits it anyway)")
-        name = request.name or archive.name
+        name = request.name or (f"{path.stem}.zip" if prepared.packaged else archive.name)
         submission = await self._submission_for(client, digest, name, archive, request.webhook)
         if submission.state != UPLOADED and submission.notary_status in (None, IN_PROGRESS):
             submission = await self._upload(client, digest, submission, name, archive,
