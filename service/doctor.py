@@ -104,7 +104,7 @@ def _key_checks(settings: Settings) -> list[Check]:
             key = load_api_key(settings.private_key, key_id=key_id or "UNSET", issuer_id=issuer
                                or "unset")
         except KeyFileError as error:
-            checks.append(Check("key file", FAIL, str(error), "see the message"))
+            checks.append(Check("key file", FAIL, str(error)))  # the message holds the fix
         else:
             hint = key.mismatch_hint() if key_id else ""
             if hint:
@@ -236,7 +236,7 @@ async def _authenticated_read(settings: Settings, clock: Callable[[], float]) ->
         return Check("authenticated read", FAIL, f"network failure: {_short(error)}",
                      "check the network path to the notary API and try again")
     except NotaryError as error:
-        return Check("authenticated read", FAIL, str(error), "see the message")
+        return Check("authenticated read", FAIL, str(error))  # the message holds the fix
     finally:
         await client.close()
     return Check("authenticated read", PASS, f"submissions list readable ({len(items)} shown)")
