@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.settings import Settings
+from uploader.bundle_zip import archive_path_for
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.events import Hook
@@ -69,8 +70,10 @@ class PipelineRunner:
         try:
             submissions = SubmissionStore(self._db)
             engine = MultipartUploader(self._db, self._config.engine)
+            # a bundle's submission is recorded under the zip made from it
+            uploaded = {str(path), str(archive_path_for(path, self._config.state_dir))}
             for record in await submissions.list_submissions(include_finished=False):
-                if record.path != str(path):
+                if record.path not in uploaded:
                     continue
                 aborted = await engine.abort(path, record.bucket, record.object, record.credentials)
                 await submissions.mark_abandoned(record.id, CANCELLED_REASON)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,20 +39,11 @@ class PreparedInput:
             remove_archive(self.archive)
 
 
-async def prepare(path: Path, state_dir: Path, engine: EngineConfig,
-                  on_progress: Callable[[int], None] | None = None) -> PreparedInput:
+async def prepare(path: Path, state_dir: Path, engine: EngineConfig) -> PreparedInput:
     if await asyncio.to_thread(is_bundle, path):
-        loop = asyncio.get_running_loop()
-        report = None
-        if on_progress is not None:
-            callback = on_progress
-
-            def report(done: int) -> None:
-                loop.call_soon_threadsafe(callback, done)
-
         packaged = await asyncio.to_thread(
             package_for_submission, path, state_dir, part_size=engine.part_size,
-            limits=engine.limits, on_progress=report)
+            limits=engine.limits)
         return PreparedInput(path, packaged.archive, packaged.digest, True)
     if not await asyncio.to_thread(path.is_file):
         raise ConfigError(f"{path}: no such file; give a .app bundle or a .zip, .pkg or .dmg")
