@@ -91,3 +91,15 @@ def test_unchanged_bundle_reuses_its_zip_and_a_change_repackages(tmp_path: Path)
     (app / "Contents" / "Resources" / "text.txt").write_text("changed")
     third = package_for_submission(app, state, part_size=5 * MiB)
     assert third.digest is not None and third.digest.sha256 != first.digest.sha256
+
+
+
+async def test_packaging_failure_is_one_clear_line(tmp_path: Path) -> None:
+    from uploader.config import EngineConfig
+    from uploader.notary.artifact import prepare
+
+    app = make_sample_app(tmp_path, "Game")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"packaging the bundle failed .*NOTARYD_STATE_DIR"):
+        await prepare(app, blocker / "state", EngineConfig())

@@ -41,9 +41,16 @@ class PreparedInput:
 
 async def prepare(path: Path, state_dir: Path, engine: EngineConfig) -> PreparedInput:
     if await asyncio.to_thread(is_bundle, path):
-        packaged = await asyncio.to_thread(
-            package_for_submission, path, state_dir, part_size=engine.part_size,
-            limits=engine.limits)
+        try:
+            packaged = await asyncio.to_thread(
+                package_for_submission, path, state_dir, part_size=engine.part_size,
+                limits=engine.limits)
+        except OSError as error:
+            where = error.filename or state_dir
+            raise ConfigError(
+                f"{path}: packaging the bundle failed at {where}: {error.strerror or error}; "
+                f"check its permissions and the free space in {state_dir} (NOTARYD_STATE_DIR)"
+            ) from None
         return PreparedInput(path, packaged.archive, packaged.digest, True)
     if not await asyncio.to_thread(path.is_file):
         raise ConfigError(f"{path}: no such file; give a .app bundle or a .zip, .pkg or .dmg")
