@@ -59,7 +59,9 @@ class PipelineRunner:
             )
         finally:
             await asyncio.shield(self._notarizer.close())
-        return RunOutcome(outcome.submission_id, outcome.status, outcome.log_path, outcome.report)
+        staple_line = outcome.staple.text if outcome.staple else ""
+        report = "\n".join(line for line in (outcome.report, staple_line) if line)
+        return RunOutcome(outcome.submission_id, outcome.status, outcome.log_path, report)
 
     async def cancel(self, path: Path) -> None:
         """Abort the multipart upload of every unfinished submission of ``path``.

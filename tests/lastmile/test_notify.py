@@ -94,6 +94,8 @@ def test_each_job_end_is_notified_once_with_a_valid_signature(
     finished = [d.wait_for(j["id"], "accepted", "failed", timeout=90) for j in jobs]
     assert [j["state"] for j in finished] == ["accepted", "accepted"], finished
     assert check_staple(app).ok  # the daemon stapled the bundle after Accepted
+    reports = [d.request("GET", f"/v1/jobs/{j['id']}/log")[1]["report"] for j in jobs]
+    assert "stapled the ticket" in reports[0] and "cannot be stapled" in reports[1]
     with receiver.arrived:
         assert receiver.arrived.wait_for(
             lambda: sum(answer == 204 for answer, _, _ in receiver.posts) == 2, timeout=60)
