@@ -33,6 +33,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .broker import Broker
+from .job_options import JobOptions
 from .jobs import TERMINAL_STATES, JobNotFound
 from .metrics import DaemonMetrics
 from .openapi import openapi_document
@@ -111,9 +112,10 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def create_job(request: web.Request) -> web.Response:
     body = await _json_object(request)
-    unknown = set(body) - {"path", "name", "webhook", "skip_preflight"}
+    allowed = ("path", "name", "webhook", "skip_preflight", *JobOptions.names())
+    unknown = set(body) - set(allowed)
     if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}", "allowed: path, name, webhook, skip_preflight")
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}", f"allowed: {', '.join(allowed)}")
     raw_path = body.get("path")
     if not isinstance(raw_path, str) or not raw_path:
         raise ApiError(400, "'path' is required: the absolute path of a .zip, .pkg or .dmg")
@@ -124,10 +126,15 @@ async def create_job(request: web.Request) -> web.Response:
     skip_preflight = body.get("skip_preflight", False)
     if not isinstance(skip_preflight, bool):
         raise ApiError(400, "'skip_preflight' must be true or false")
+    try:
+        options = JobOptions.from_body(body)
+    except ValueError as error:
+        raise ApiError(400, str(error)) from None
     roots = request.app[CONFIG].allowed_roots
     path, size = await asyncio.to_thread(check_archive_path, raw_path, roots)
     job = await request.app[SCHEDULER].submit(
-        RunRequest(path, name=name, webhook=webhook, skip_preflight=skip_preflight), size=size
+        RunRequest(path, name=name, webhook=webhook, skip_preflight=skip_preflight, options=options),
+        size=size,
     )
     return web.json_response(job.snapshot(), status=201, headers={"Location": f"/v1/jobs/{job.id}"})
 

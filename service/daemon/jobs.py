@@ -33,6 +33,8 @@ from uploader.errors import NotarydError
 from uploader.events import NotaryStage
 from uploader.rate import RateMeter
 
+from .job_options import JobOptions
+
 
 class JobState(enum.StrEnum):
     QUEUED = "queued"
@@ -123,6 +125,7 @@ class Job:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    options: JobOptions = field(default_factory=JobOptions)
     # live only (not persisted)
     bytes_hashed: int = 0
     log_path: Path | None = None
@@ -169,6 +172,7 @@ class Job:
             "updated_at": self.updated_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            **self.options.as_dict(),
         }
 
     def __repr__(self) -> str:
@@ -180,7 +184,7 @@ class Job:
 
 _COLUMNS = (
     "id, path, name, webhook, skip_preflight, state, submission_id, notary_status, error, "
-    "bytes_total, bytes_done, created_at, updated_at, started_at, finished_at"
+    "bytes_total, bytes_done, created_at, updated_at, started_at, finished_at, options"
 )
 
 
@@ -192,7 +196,7 @@ class JobStore:
 
     async def insert(self, job: Job) -> None:
         await self._db.execute(
-            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             _row(job),
         )
 
@@ -264,6 +268,7 @@ def _row(job: Job) -> tuple[Any, ...]:
         job.updated_at,
         job.started_at,
         job.finished_at,
+        job.options.to_db(),
     )
 
 
@@ -284,4 +289,5 @@ def _job(row: sqlite3.Row) -> Job:
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        options=JobOptions.from_db(row["options"]),
     )

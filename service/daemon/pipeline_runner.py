@@ -55,6 +55,9 @@ class PipelineRunner:
                     webhook=request.webhook,
                     skip_preflight=request.skip_preflight,
                     wait=True,
+                    staple=request.options.staple,
+                    force=request.options.force,
+                    keep_archive=request.options.keep_archive,
                 )
             )
         finally:

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -41,6 +41,7 @@ from uploader.events import (
 )
 
 from .broker import Broker
+from .job_options import JobOptions
 from .jobs import (
     NOTARY_STATUS_STATES,
     STAGE_STATES,
@@ -65,6 +66,7 @@ class RunRequest:
     name: str | None = None
     webhook: str | None = None
     skip_preflight: bool = False
+    options: JobOptions = field(default_factory=JobOptions)
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,7 @@ class Scheduler:
             name=request.name,
             webhook=request.webhook,
             skip_preflight=request.skip_preflight,
+            options=request.options,
             state=JobState.QUEUED,
             created_at=now,
             updated_at=now,
@@ -314,7 +317,7 @@ class Scheduler:
 
     async def _run_and_record(self, job: Job) -> None:
         hooks: list[Hook] = [self._metrics.job_hook(job.id), self._progress_hook(job)]
-        request = RunRequest(job.path, job.name, job.webhook, job.skip_preflight)
+        request = RunRequest(job.path, job.name, job.webhook, job.skip_preflight, job.options)
         try:
             first = JobState.HASHING if job.skip_preflight else JobState.PREFLIGHT
             self._set_state(job, first)
