@@ -2,7 +2,8 @@
 
 Routes (a contract, see CONTRACT.md and ``openapi.py``)::
 
-    POST   /v1/jobs            {"path", "name"?, "webhook"?, "skip_preflight"?} -> 201 job
+    POST   /v1/jobs            {"path", "name"?, "webhook"?, "skip_preflight"?, "staple"?,
+                                "force"?, "keep_archive"?} -> 201 job
     GET    /v1/jobs            {"jobs": [job, ...]} newest first
     GET    /v1/jobs/{id}       job
     DELETE /v1/jobs/{id}       cancels; aborts the multipart upload -> job
@@ -118,7 +119,7 @@ async def create_job(request: web.Request) -> web.Response:
         raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}", f"allowed: {', '.join(allowed)}")
     raw_path = body.get("path")
     if not isinstance(raw_path, str) or not raw_path:
-        raise ApiError(400, "'path' is required: the absolute path of a .zip, .pkg or .dmg")
+        raise ApiError(400, "'path' is required: the absolute path of a .app, .zip, .pkg or .dmg")
     name = _optional_str(body, "name")
     webhook = _optional_str(body, "webhook")
     if webhook is not None and not webhook.startswith(("https://", "http://")):

@@ -135,3 +135,17 @@ async def test_zip_input_is_accepted_but_says_zips_cannot_be_stapled(
                         NotarizeRequest(archive, skip_preflight=True))
     assert outcome.accepted
     assert outcome.staple is not None and "cannot be stapled" in outcome.staple.text
+
+
+async def test_accepted_but_ticket_not_yet_published_says_to_staple_later(
+    emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
+) -> None:
+    app = make_sample_app(tmp_path / "build", "Late")
+    emulator.tickets.propagation_seconds = 3600
+    config = dataclasses.replace(config_for(notary_config, emulator), staple_max_wait_seconds=0)
+    outcome = await run(db, config, NotarizeRequest(app, skip_preflight=True))
+    assert outcome.accepted
+    assert outcome.staple is not None and outcome.staple.failed
+    assert "accepted but not stapled" in outcome.staple.text
+    assert "run notaryd staple again later" in outcome.staple.text
+    assert not (app / "Contents" / "CodeResources").exists()

@@ -91,4 +91,8 @@ async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float) -
         return StapleNote(str(error), failed=True)
     except NotarydError as error:
         return StapleNote(f"{source.name}: accepted but not stapled: {error}", failed=True)
+    except OSError as error:  # read-only volume, full disk, permissions
+        return StapleNote(f"{source.name}: accepted but not stapled: {error.strerror or error} "
+                          f"({error.filename or source}); fix it and run notaryd staple {source}",
+                          failed=True)
     return StapleNote(done.message)
