@@ -192,6 +192,7 @@ def test_check_outcomes_for_pkg_and_dmg(tmp_path: Path) -> None:
     ("no-plist", "CFBundleExecutable"),
     ("unsigned-dmg", "not signed"),
     ("not-pkg", "not a flat package"),
+    ("toc-bomb", "larger than declared"),
     ("missing", "no such file"),
     ("other", "only a .app bundle"),
 ])
@@ -212,6 +213,10 @@ def test_inputs_that_cannot_be_stapled_say_why(tmp_path: Path, case: str, messag
     elif case == "not-pkg":
         path = tmp_path / "Game.pkg"
         path.write_bytes(zlib.compress(b"nope") * 10)
+    elif case == "toc-bomb":  # 10 MB of XML declared as 100 bytes: never inflated in full
+        path = tmp_path / "Bomb.pkg"
+        bomb = zlib.compress(b" " * 10_000_000)
+        path.write_bytes(struct.pack(">4sHHQQI", b"xar!", 28, 1, len(bomb), 100, 1) + bomb)
     elif case == "missing":
         path = tmp_path / "Gone.dmg"
     elif case == "other":

@@ -144,7 +144,11 @@ def pkg_ticket_key(path: Path) -> TicketKey:
             raise StapleInputError(f"{path}: not a flat package (no xar header); only flat "
                                    "installer packages can be stapled")
         try:
-            toc = ElementTree.fromstring(zlib.decompress(read_exact(f, header_size, toc_length)))
+            inflate = zlib.decompressobj()
+            xml = inflate.decompress(read_exact(f, header_size, toc_length), toc_size)
+            if inflate.unconsumed_tail:  # inflates past its declared size: refuse, do not grow
+                raise StapleInputError(f"{path}: the table of contents is larger than declared")
+            toc = ElementTree.fromstring(xml)
         except (zlib.error, ElementTree.ParseError) as error:
             raise StapleInputError(f"{path}: unreadable xar table of contents ({error})") from None
         checksum = toc.find("toc/checksum")

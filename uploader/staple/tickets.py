@@ -44,6 +44,9 @@ def app_ticket_path(bundle: Path) -> Path:
 
 
 def write_app_ticket(bundle: Path, ticket: bytes) -> None:
+    if (bundle / "Contents").is_symlink():  # the ticket must land inside this bundle
+        raise StapleInputError(f"{bundle}/Contents is a symlink; a bundle's Contents must be a "
+                               "real folder to be stapled")
     target = app_ticket_path(bundle)
     if target.is_symlink() or (target.exists() and not target.is_file()):
         raise StapleInputError(f"{target}: exists and is not a regular file; remove it first")
