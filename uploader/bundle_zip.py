@@ -100,13 +100,10 @@ def fingerprint(entries: list[Entry]) -> str:
 class _HashingWriter:
     """A forward-only file that hashes what is written: SHA-256 and one checksum per part."""
 
-    def __init__(self, path: Path, part_size: int, algorithm: ChecksumAlgorithm,
-                 on_progress: Callable[[int], None] | None) -> None:
+    def __init__(self, path: Path, part_size: int, algorithm: ChecksumAlgorithm) -> None:
         self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
         self._part_size = part_size
         self._algorithm = algorithm
-        self._on_progress = on_progress
-        self._next_report = PROGRESS_EVERY
         self.sha = hashlib.sha256()
         self.parts: list[int] = []
         self._crc = 0
@@ -127,9 +124,6 @@ class _HashingWriter:
                 self.parts.append(self._crc)
                 self._crc, self._in_part = 0, 0
         self.written += len(view)
-        if self._on_progress is not None and self.written >= self._next_report:
-            self._on_progress(self.written)
-            self._next_report = self.written + PROGRESS_EVERY
         return len(view)
 
     def tell(self) -> int:
@@ -151,7 +145,21 @@ class _HashingWriter:
         return self.parts
 
 
-def _write_entries(archive: zipfile.ZipFile, entries: list[Entry]) -> None:
+class _Progress:
+    """Reports source bytes read, every PROGRESS_EVERY bytes and at the end."""
+
+    def __init__(self, total: int, report: Callable[[int, int], None] | None) -> None:
+        self.total, self.done, self._report = total, 0, report
+        self._next = PROGRESS_EVERY
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self._report is not None and (self.done >= self._next or self.done == self.total):
+            self._report(self.done, self.total)
+            self._next = self.done + PROGRESS_EVERY
+
+
+def _write_entries(archive: zipfile.ZipFile, entries: list[Entry], progress: _Progress) -> None:
     for e in entries:
         mode = e.st.st_mode
         info = zipfile.ZipInfo(e.relative, _zip_time(e.st.st_mtime))  # lstat's: links not followed
@@ -166,7 +174,7 @@ def _write_entries(archive: zipfile.ZipFile, entries: list[Entry]) -> None:
         else:
             info.compress_type = _compression_for(e.path, e.st.st_size)
             info.file_size = e.st.st_size
-            _copy_file(archive, info, e)
+            _copy_file(archive, info, e, progress)
 
 
 def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
@@ -193,13 +201,15 @@ def _compression_for(path: Path, size: int) -> int:
     return zipfile.ZIP_STORED if packed > len(sample) * STORE_ABOVE_RATIO else zipfile.ZIP_DEFLATED
 
 
-def _copy_file(archive: zipfile.ZipFile, info: zipfile.ZipInfo, e: Entry) -> None:
+def _copy_file(archive: zipfile.ZipFile, info: zipfile.ZipInfo, e: Entry,
+               progress: _Progress) -> None:
     copied = 0
     # zipfile picks ZIP64 from info.file_size (entries near or over 4 GiB)
     with open(e.path, "rb") as source, archive.open(info, "w") as target:
         while chunk := source.read(READ_SIZE):
             target.write(chunk)
             copied += len(chunk)
+            progress.add(len(chunk))
     after = os.lstat(e.path)
     if copied != e.st.st_size or after.st_mtime_ns != e.st.st_mtime_ns:
         raise SourceChangedError(e.path, "the file changed while it was being packaged")
@@ -212,19 +222,23 @@ def package_bundle(
     part_size: int,
     limits: UploadLimits | None = None,
     algorithm: ChecksumAlgorithm = DEFAULT_ALGORITHM,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> FileDigest:
-    """Zip ``bundle`` to ``archive_path`` (atomically) and return the zip's digest. Blocking."""
+    """Zip ``bundle`` to ``archive_path`` (atomically) and return the zip's digest. Blocking.
+
+    ``on_progress(done, total)`` counts the bundle's file bytes read (the zip may be smaller).
+    """
     entries = list(walk_bundle(bundle))
     upper_bound = sum(e.st.st_size + e.st.st_size // 500 + len(e.relative) * 2
                       + _PER_ENTRY_OVERHEAD for e in entries) + 1024
     planned = plan_upload(upper_bound, part_size, limits)
     archive_path.parent.mkdir(parents=True, exist_ok=True)
     partial = archive_path.with_name(archive_path.name + ".partial")
-    writer = _HashingWriter(partial, planned.part_size, algorithm, on_progress)
+    writer = _HashingWriter(partial, planned.part_size, algorithm)
+    source_bytes = sum(e.st.st_size for e in entries if stat.S_ISREG(e.st.st_mode))
     try:
         with zipfile.ZipFile(writer, "w", allowZip64=True) as archive:
-            _write_entries(archive, entries)
+            _write_entries(archive, entries, _Progress(source_bytes, on_progress))
         writer.flush()
         os.fsync(writer._file.fileno())
     except BaseException:
@@ -235,7 +249,7 @@ def package_bundle(
     os.replace(partial, archive_path)
     plan = plan_upload(writer.written, part_size, limits)
     if plan.part_size != planned.part_size:
-        return hash_file_sync(archive_path, plan, algorithm, on_progress)
+        return hash_file_sync(archive_path, plan, algorithm)
     return _digest(archive_path, plan, algorithm, writer)
 
 
@@ -269,7 +283,7 @@ def package_for_submission(
     part_size: int,
     limits: UploadLimits | None = None,
     algorithm: ChecksumAlgorithm = DEFAULT_ALGORITHM,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> PackagedBundle:
     """Zip the bundle into the state dir, or reuse the zip of the same, unchanged tree."""
     archive = archive_path_for(bundle, state_dir)

@@ -34,7 +34,11 @@ def tree(tmp_path: Path) -> Path:
 def test_zip_matches_the_tree_and_the_digest_matches_the_bytes(tmp_path: Path) -> None:
     app = tree(tmp_path)
     archive = tmp_path / "out" / "Game.zip"
-    digest = package_bundle(app, archive, part_size=5 * MiB)
+    reports: list[tuple[int, int]] = []
+    digest = package_bundle(app, archive, part_size=5 * MiB,
+                            on_progress=lambda done, total: reports.append((done, total)))
+    files = sum(p.stat().st_size for p in app.rglob("*") if p.is_file() and not p.is_symlink())
+    assert reports[-1] == (files, files)  # progress counts the bundle's bytes read, to the end
     # The streamed digest is what a separate hashing pass over the finished zip computes.
     again = hash_file_sync(archive, plan_upload(archive.stat().st_size, 5 * MiB))
     assert (digest.sha256, digest.part_checksums, digest.full_checksum) == (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +40,22 @@ class PreparedInput:
             remove_archive(self.archive)
 
 
-async def prepare(path: Path, state_dir: Path, engine: EngineConfig) -> PreparedInput:
+async def prepare(path: Path, state_dir: Path, engine: EngineConfig,
+                  on_progress: Callable[[int, int], None] | None = None) -> PreparedInput:
+    """``on_progress(bundle bytes read, bundle bytes)`` runs on the event loop."""
     if await asyncio.to_thread(is_bundle, path):
+        loop = asyncio.get_running_loop()
+        report = None
+        if on_progress is not None:
+            callback = on_progress
+
+            def report(done: int, total: int) -> None:  # called on the packaging thread
+                loop.call_soon_threadsafe(callback, done, total)
+
         try:
             packaged = await asyncio.to_thread(
                 package_for_submission, path, state_dir, part_size=engine.part_size,
-                limits=engine.limits)
+                limits=engine.limits, on_progress=report)
         except OSError as error:
             where = error.filename or state_dir
             raise ConfigError(

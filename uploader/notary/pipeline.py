@@ -213,7 +213,11 @@ class Notarizer:
 
     async def _prepare(self, path: Path, target: str) -> artifact.PreparedInput:
         self._emit(NotaryStageChanged(target, NotaryStage.HASHING))
-        return await artifact.prepare(path, self._config.state_dir, self._config.engine)
+
+        def progress(done: int, total: int) -> None:  # packaging a bundle hashes as it zips
+            self._emit(HashProgress(target, done, total))
+
+        return await artifact.prepare(path, self._config.state_dir, self._config.engine, progress)
 
     async def _notarize(self, client: NotaryClient, request: NotarizeRequest,
                         prepared: artifact.PreparedInput, target: str) -> NotarizeOutcome:
