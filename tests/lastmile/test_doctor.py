@@ -183,3 +183,20 @@ async def test_cli_exit_codes_and_json(settings: Settings, emulator: NotaryEmula
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False
     assert [c["name"] for c in doc["checks"] if c["result"] == "fail"] == ["authenticated read"]
+
+
+def test_s3_checks_take_the_proxy_botocore_would() -> None:
+    from service.doctor import proxy_for
+
+    env = {"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": "localhost,.internal"}
+    assert proxy_for("https://s3.us-west-2.amazonaws.com", env) == "http://proxy.corp:3128"
+    assert proxy_for("https://bucket.s3.internal", env) is None
+    assert proxy_for("http://localhost:9000", env) is None
+    assert proxy_for("https://s3.us-west-2.amazonaws.com", {}) is None
+
+
+async def test_s3_check_through_an_unreachable_proxy_fails(settings: Settings) -> None:
+    checks = by_name(await run_checks(settings, environ={"HTTP_PROXY": closed_port_url()}))
+    assert checks["S3 endpoint"].result == "fail"
+    assert checks["notary API"].result == "pass"  # the notary API client connects directly
+    assert "in effect for S3 uploads" in checks["proxy"].detail
