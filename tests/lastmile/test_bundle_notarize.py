@@ -149,3 +149,17 @@ async def test_accepted_but_ticket_not_yet_published_says_to_staple_later(
     assert "accepted but not stapled" in outcome.staple.text
     assert "run notaryd staple again later" in outcome.staple.text
     assert not (app / "Contents" / "CodeResources").exists()
+
+
+async def test_a_second_run_continues_the_same_submission(
+    emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
+) -> None:
+    app = make_sample_app(tmp_path / "build", "Again")
+    config = config_for(notary_config, emulator)
+    first = await run(db, config, NotarizeRequest(app, skip_preflight=True, wait=False))
+    assert first.status == "In Progress"
+    assert not any((config.state_dir / "archives").iterdir())  # the zip went with the job
+    # The same tree zips to the same bytes, so the re-run finds its submission by SHA-256.
+    second = await run(db, config, NotarizeRequest(app, skip_preflight=True, staple=False))
+    assert second.accepted and second.submission_id == first.submission_id
+    assert emulator.submissions_created == 1
