@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uploader.config import UploadLimits
-from uploader.errors import ConfigError, SourceChangedError
+from uploader.errors import ConfigError
 from uploader.hashing import (
     DEFAULT_ALGORITHM,
     ChecksumAlgorithm,
@@ -48,6 +48,12 @@ _PER_ENTRY_OVERHEAD = 256
 PROGRESS_EVERY = 64 * 1024 * 1024
 SAMPLE_BYTES = 1024 * 1024
 STORE_ABOVE_RATIO = 0.95
+
+
+class BundleChangedError(ConfigError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path}: changed while notaryd was zipping it; nothing was submitted. "
+                         "Run again once the build is final.")
 
 
 def is_bundle(path: Path) -> bool:
@@ -135,6 +141,11 @@ class _HashingWriter:
     def flush(self) -> None:
         self._file.flush()
 
+    def sync(self) -> None:
+        """Flush and fsync, so the rename that follows publishes a complete zip."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
     def close(self) -> None:
         self._file.close()
 
@@ -212,7 +223,7 @@ def _copy_file(archive: zipfile.ZipFile, info: zipfile.ZipInfo, e: Entry,
             progress.add(len(chunk))
     after = os.lstat(e.path)
     if copied != e.st.st_size or after.st_mtime_ns != e.st.st_mtime_ns:
-        raise SourceChangedError(e.path, "the file changed while it was being packaged")
+        raise BundleChangedError(e.path)
 
 
 def package_bundle(
@@ -239,8 +250,7 @@ def package_bundle(
     try:
         with zipfile.ZipFile(writer, "w", allowZip64=True) as archive:
             _write_entries(archive, entries, _Progress(source_bytes, on_progress))
-        writer.flush()
-        os.fsync(writer._file.fileno())
+        writer.sync()
     except BaseException:
         writer.close()
         partial.unlink(missing_ok=True)
@@ -296,7 +306,7 @@ def package_for_submission(
                             algorithm=algorithm, on_progress=on_progress)
     if fingerprint(list(walk_bundle(bundle))) != tree:
         archive.unlink(missing_ok=True)
-        raise SourceChangedError(bundle, "the bundle changed while it was being packaged")
+        raise BundleChangedError(bundle)
     stamp.write_text(tree, encoding="ascii")
     return PackagedBundle(bundle, archive, digest)
 
