@@ -265,3 +265,30 @@ async def test_cli_staple_and_check(emulator: NotaryEmulator, tmp_path: Path,
     assert '"outcome": "valid"' in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["staple", "--check", str(tmp_path / "a.zip")]) == 1
     assert "a zip cannot be stapled" in capsys.readouterr().err
+
+
+async def test_lookup_honours_retry_after_on_503() -> None:
+    answers = [web.Response(status=503, headers={"Retry-After": "42"})]
+
+    async def flaky(request: web.Request) -> web.Response:
+        if answers:
+            return answers.pop()
+        ticket = TicketDesk(lambda: 0).ticket_for(TicketKey(2, b"\x03" * 20))
+        import base64
+
+        return web.json_response({"records": [{"fields": {"signedTicket": {
+            "type": "BYTES", "value": base64.b64encode(ticket).decode()}}}]})
+
+    app = web.Application()
+    app.router.add_post("/lookup", flaky)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    clock = [0.0]
+    sleep = FakeSleep(clock)
+    try:
+        ticket = await lookup_ticket(f"http://127.0.0.1:{runner.addresses[0][1]}/lookup",
+                                     TicketKey(2, b"\x03" * 20), sleep=sleep)
+    finally:
+        await runner.cleanup()
+    assert sleep.waits == [42.0] and ticket.startswith(b"s8ch")

@@ -84,6 +84,7 @@ async def _ask(http: aiohttp.ClientSession, url: str, key: TicketKey) -> bytes:
         async with http.post(url, json=body) as response:
             raw = await response.content.read(MAX_ANSWER_BYTES + 1)
             status = response.status
+            retry_header = response.headers.get("Retry-After", "")
     except (aiohttp.ClientError, TimeoutError, OSError) as error:
         raise _Retry(f"network error: {error.__class__.__name__}") from None
     if len(raw) > MAX_ANSWER_BYTES:
@@ -94,7 +95,8 @@ async def _ask(http: aiohttp.ClientSession, url: str, key: TicketKey) -> bytes:
     except (ValueError, UnicodeDecodeError):
         answer = None
     if status >= 500 or status == 429:
-        raise _Retry(f"HTTP {status}", _retry_after(answer))
+        header = float(retry_header) if retry_header.isdigit() else None
+        raise _Retry(f"HTTP {status}", _retry_after(answer) or _capped(header))
     if not isinstance(answer, dict):
         raise TicketLookupError(f"the ticket lookup at {url} answered HTTP {status} without "
                                 "JSON; check NOTARYD_TICKET_URL")
@@ -127,8 +129,12 @@ def _ticket_from(record: dict[str, Any], key: TicketKey) -> bytes:
 
 
 def _retry_after(document: Any) -> float | None:
-    if isinstance(document, dict):
-        value = document.get("retryAfter")
-        if isinstance(value, int | float) and 0 <= value <= 3600:
-            return float(value)
+    """CloudKit's ``retryAfter`` (seconds) from a record or the whole answer."""
+    return _capped(document.get("retryAfter")) if isinstance(document, dict) else None
+
+
+def _capped(value: object) -> float | None:
+    """A server-requested wait, ignored when absurd (negative, or over an hour)."""
+    if isinstance(value, int | float) and 0 <= value <= 3600:
+        return float(value)
     return None
