@@ -98,6 +98,6 @@ MIGRATIONS: tuple[str, ...] = (
         finished_at    REAL
     );
     """,
-    # 4: a daemon job's last-mile options (service.daemon.job_options), JSON; NULL = defaults
+    # 3: a daemon job's last-mile options (service.daemon.job_options), JSON; NULL = defaults
     "ALTER TABLE jobs ADD COLUMN options TEXT",
 )
