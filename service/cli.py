@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "service.commands.demo",
     "service.commands.daemon",
     "service.commands.install",
+    "service.commands.staple",
+    "service.commands.doctor",
 )
 
 

@@ -24,6 +24,7 @@ from uploader.checksum import ChecksumAlgorithm
 from uploader.config import EngineConfig
 from uploader.constants import DEFAULT_API_URL, STUCK_AFTER_SECONDS
 from uploader.errors import ConfigError
+from uploader.staple.lookup import DEFAULT_TICKET_URL
 
 DEFAULT_LISTEN = "127.0.0.1:7780"
 APP_NAME = "notaryd"
@@ -77,6 +78,10 @@ class Settings:
     max_parts_in_flight: int = 16
     bandwidth_limit: int | None = None
     shutdown_grace: float = 15.0
+    # stapling and job-end notifications
+    ticket_url: str = DEFAULT_TICKET_URL
+    notify_url: str | None = None
+    notify_secret: str | None = field(default=None, repr=False)
     config_file: Path | None = None
 
     @property
@@ -132,6 +137,7 @@ class Settings:
             poll_initial_seconds=self.poll_initial,
             poll_max_seconds=self.poll_max,
             stuck_after_seconds=self.stuck_after,
+            ticket_url=self.ticket_url,
         )
 
     def __repr__(self) -> str:  # never show the API token
@@ -259,5 +265,8 @@ def load_settings(
         max_parts_in_flight=src.get("max_parts_in_flight", _positive_int, d.max_parts_in_flight),
         bandwidth_limit=src.get("bandwidth_limit", _positive_int, d.bandwidth_limit),
         shutdown_grace=src.get("shutdown_grace", _positive_float, d.shutdown_grace),
+        ticket_url=src.get("ticket_url", _url, d.ticket_url),
+        notify_url=src.get("notify_url", _url, d.notify_url),
+        notify_secret=src.get("notify_secret", _str, d.notify_secret),
         config_file=path if path.exists() else None,
     )

@@ -103,4 +103,6 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE uploads ADD COLUMN checksum_requested TEXT;
     """,
+    # 3: a daemon job's last-mile options (service.daemon.job_options), JSON; NULL = defaults
+    "ALTER TABLE jobs ADD COLUMN options TEXT",
 )

@@ -170,3 +170,28 @@ def check_source(
 
     with confine_to(roots), opened_source(path, expected) as fd:
         return FileIdentity.of_stat(Path(path), os.fstat(fd))
+
+
+def check_bundle_folder(path: Path | str, roots: Sequence[Path]) -> None:
+    """A bundle to be zipped is a real folder (not a symlink to one) under ``roots``.
+
+    The folder is opened (``O_NOFOLLOW | O_DIRECTORY``) and its real path read from the
+    descriptor, like ``open_source`` does for a file; the zipping itself never follows links.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise SourceRejected(path, _open_error(exc)) from None
+    try:
+        real = real_path(fd)
+    finally:
+        os.close(fd)
+    resolved = tuple(Path(os.path.realpath(root)) for root in roots)
+    if not any(real.is_relative_to(root) for root in resolved):
+        raise SourceRejected(
+            path,
+            f"the bundle is {real}, outside the allowed roots "
+            f"({', '.join(str(r) for r in roots) or 'none'})",
+            outside_roots=True,
+        )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from service.commands.notary import add_last_mile_options
+
 if TYPE_CHECKING:
     from service.daemon.client import DaemonClient
     from service.settings import Settings
@@ -32,11 +34,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.set_defaults(handler=_serve)
 
     submit = subparsers.add_parser("submit", help="hand an archive to the running daemon")
-    submit.add_argument("path", help="the .zip, .pkg or .dmg to notarise")
+    submit.add_argument("path", help="the .app bundle, .zip, .pkg or .dmg to notarise")
     submit.add_argument("--wait", action="store_true", help="follow the job until Apple decides")
     submit.add_argument("--name", help="submission name (default: the file name)")
     submit.add_argument("--webhook", help="URL the notary service calls when it has decided")
     submit.add_argument("--skip-preflight", action="store_true", help="skip the offline signing check")
+    add_last_mile_options(submit)
     submit.set_defaults(handler=_submit)
 
     jobs = subparsers.add_parser("jobs", help="list the daemon's jobs")
@@ -80,7 +83,9 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     async def main() -> int:
         async with _client(settings) as client:
             job = await client.submit(
-                path, name=args.name, webhook=args.webhook, skip_preflight=args.skip_preflight
+                path, name=args.name, webhook=args.webhook, skip_preflight=args.skip_preflight,
+                options={"staple": not args.no_staple, "force": args.force,
+                         "keep_archive": args.keep_archive},
             )
             if not args.wait:
                 print(job["id"])

@@ -38,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     p.add_argument("--skip-preflight", action="store_true",
                    help="upload even if the offline signing check finds errors")
+    add_last_mile_options(p)
     p.set_defaults(handler=notarize)
 
     s = subparsers.add_parser("status", help="the notary service's status of a submission")
@@ -53,6 +54,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     h = subparsers.add_parser("history", help="the team's 100 most recent submissions")
     h.add_argument("--json", action="store_true")
     h.set_defaults(handler=history)
+
+
+def add_last_mile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-staple", action="store_true",
+                        help="do not staple the ticket into the .app/.dmg/.pkg after Accepted")
+    parser.add_argument("--force", action="store_true",
+                        help="submit even if this archive already has an Accepted submission")
+    parser.add_argument("--keep-archive", action="store_true",
+                        help="keep the zip made from a .app bundle (in the state dir)")
 
 
 def exit_code_for(status: str, waited: bool = True) -> int:
@@ -89,6 +99,7 @@ def print_outcome(outcome: NotarizeOutcome, as_json: bool, waited: bool) -> None
             "path": str(outcome.path), "submission_id": outcome.submission_id,
             "status": outcome.status, "log_path": str(outcome.log_path) if outcome.log_path else None,
             "report": outcome.report,
+            "staple": outcome.staple.text if outcome.staple else None,
         }, indent=2))
         return
     if outcome.report:
@@ -96,16 +107,21 @@ def print_outcome(outcome: NotarizeOutcome, as_json: bool, waited: bool) -> None
     where = f"; log saved to {outcome.log_path}" if outcome.log_path else ""
     verb = "submitted (not waiting)" if not waited else outcome.status
     print(f"{outcome.path.name}: {verb}, submission {outcome.submission_id}{where}")
+    if outcome.staple:
+        print(outcome.staple.text, file=sys.stderr if outcome.staple.failed else sys.stdout)
 
 
 def notarize(args: argparse.Namespace, settings: Settings) -> int:
     from service.progress import ProgressDisplay
     from uploader.notary.pipeline import NotarizeRequest, PreflightFailed
 
-    if not args.path.is_file():
-        raise ConfigError(f"{args.path}: no such file (give the archive to notarise: .zip, .pkg or .dmg)")
+    if not args.path.is_file() and not (args.path.is_dir() and args.path.suffix == ".app"):
+        raise ConfigError(f"{args.path}: no such file (give a .app bundle or the archive to "
+                          "notarise: .zip, .pkg or .dmg)")
     request = NotarizeRequest(args.path, name=args.name, webhook=args.webhook,
-                              skip_preflight=args.skip_preflight, wait=not args.no_wait)
+                              skip_preflight=args.skip_preflight, wait=not args.no_wait,
+                              staple=not args.no_staple, force=args.force,
+                              keep_archive=args.keep_archive)
     with ProgressDisplay() as display:
         try:
             outcome = _with_notarizer(settings, lambda n: n.run(request), hooks=[display])
@@ -114,6 +130,8 @@ def notarize(args: argparse.Namespace, settings: Settings) -> int:
             print(f"notaryd: {failed}", file=sys.stderr)
             return EXIT_REJECTED
     print_outcome(outcome, args.json, waited=request.wait)
+    if outcome.staple is not None and outcome.staple.failed:
+        return EXIT_FAILURE
     return exit_code_for(outcome.status, waited=request.wait)
 
 

@@ -2,7 +2,8 @@
 
 Routes (a contract, see CONTRACT.md and ``openapi.py``)::
 
-    POST   /v1/jobs            {"path", "name"?, "webhook"?, "skip_preflight"?} -> 201 job
+    POST   /v1/jobs            {"path", "name"?, "webhook"?, "skip_preflight"?, "staple"?,
+                                "force"?, "keep_archive"?} -> 201 job
     GET    /v1/jobs            {"jobs": [job, ...]} newest first
     GET    /v1/jobs/{id}       job
     DELETE /v1/jobs/{id}       cancels; aborts the multipart upload -> job
@@ -37,12 +38,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from uploader.bundle_zip import is_bundle
 from uploader.errors import SourceChangedError
 from uploader.hashing import FileIdentity
 from uploader.source_file import MAX_PATH_CHARS, SourceRejected, check_source
 
 from .broker import Broker
 from .connections import ConnectionGuard
+from .job_options import JobOptions
 from .jobs import TERMINAL_STATES, JobNotFound, job_name_problem
 from .metrics import DaemonMetrics
 from .openapi import openapi_document
@@ -149,12 +152,13 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def create_job(request: web.Request) -> web.Response:
     body = await _json_object(request)
-    unknown = set(body) - {"path", "name", "webhook", "skip_preflight"}
+    allowed = ("path", "name", "webhook", "skip_preflight", *JobOptions.names())
+    unknown = set(body) - set(allowed)
     if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}", "allowed: path, name, webhook, skip_preflight")
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}", f"allowed: {', '.join(allowed)}")
     raw_path = body.get("path")
     if not isinstance(raw_path, str) or not raw_path:
-        raise ApiError(400, "'path' is required: the absolute path of a .zip, .pkg or .dmg")
+        raise ApiError(400, "'path' is required: the absolute path of a .app, .zip, .pkg or .dmg")
     if "\0" in raw_path or len(raw_path) > MAX_PATH_CHARS:
         raise ApiError(400, f"'path' must be at most {MAX_PATH_CHARS} characters without NUL bytes")
     name = _optional_str(body, "name")
@@ -171,11 +175,15 @@ async def create_job(request: web.Request) -> web.Response:
     skip_preflight = body.get("skip_preflight", False)
     if not isinstance(skip_preflight, bool):
         raise ApiError(400, "'skip_preflight' must be true or false")
+    try:
+        options = JobOptions.from_body(body)
+    except ValueError as error:
+        raise ApiError(400, str(error)) from None
     roots = request.app[CONFIG].allowed_roots
     path, identity = await asyncio.to_thread(check_archive_path, raw_path, roots)
     job = await request.app[SCHEDULER].submit(
-        RunRequest(path, name=name, webhook=webhook, skip_preflight=skip_preflight),
-        size=identity.size,
+        RunRequest(path, name=name, webhook=webhook, skip_preflight=skip_preflight, options=options),
+        size=identity.size if identity is not None else 0,
         identity=identity,
     )
     return web.json_response(job.snapshot(), status=201, headers={"Location": f"/v1/jobs/{job.id}"})
@@ -349,7 +357,7 @@ def host_allowed(host: str, names: frozenset[str]) -> bool:
     return True
 
 
-def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, FileIdentity]:
+def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, FileIdentity | None]:
     """Resolve ``raw`` and check it is a readable, non-empty file under an allowed root.
 
     Returns (resolved path, identity of the file as opened and checked). Blocking: call it off
@@ -364,10 +372,12 @@ def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, F
         raise _outside_roots(f"{given} is outside the allowed roots", allowed_roots)
     if not resolved.exists():
         raise ApiError(400, f"{given}: no such file", "check the path; it must exist on the daemon's machine")
+    if is_bundle(resolved):
+        return resolved, None  # a bundle: the pipeline zips it (uploader.bundle_zip)
     if resolved.is_dir():
         raise ApiError(
             400,
-            f"{given} is a directory; the notary service takes a .zip, .pkg or .dmg",
+            f"{given} is a directory; give a .app bundle, or a .zip, .pkg or .dmg",
             f"zip it first: ditto -c -k --keepParent {given} {given}.zip",
         )
     try:

@@ -28,6 +28,7 @@ from pathlib import Path
 from aiohttp import web
 
 from service.settings import Settings
+from uploader.bundle_zip import archive_dir
 from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
 from uploader.throttle import Throttle
@@ -38,6 +39,7 @@ from .connections import ConnectionGuard, GuardedTCPSite, connection_cap
 from .jobs import JobStore
 from .logfmt import kv, use_logfmt
 from .metrics import DaemonMetrics, notaryd_version
+from .notify import JobNotifier
 from .scheduler import RunnerFactory, Scheduler
 from .slots import PartSlots
 from .token import ensure_token, token_path
@@ -92,7 +94,9 @@ async def _serve(
     signals: _Signals,
 ) -> None:
     token = ensure_token(settings.api_token, settings.state_dir)
+    notifier = JobNotifier.from_settings(settings)
     db = await Database.open(settings.database_path)
+    notifier.bind(db)
     try:
         shared = Shared(
             db=db,
@@ -114,6 +118,8 @@ async def _serve(
             part_slots=shared.part_slots,
             max_jobs=settings.max_jobs,
             allowed_roots=settings.allowed_roots,
+            own_dirs=[archive_dir(settings.state_dir)],
+            on_job_end=notifier.job_ended,
         )
         scheduler_ref.append(scheduler)
         token_hint = (
@@ -171,6 +177,7 @@ async def _serve(
                 broker.close_all()
                 await http.cleanup()
     finally:
+        await asyncio.shield(notifier.close())
         await asyncio.shield(db.close())
 
 

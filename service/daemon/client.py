@@ -76,9 +76,10 @@ class DaemonClient:
 
     async def submit(
         self, path: Path, *, name: str | None = None, webhook: str | None = None,
-        skip_preflight: bool = False,
+        skip_preflight: bool = False, options: dict[str, bool] | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"path": str(path), "skip_preflight": skip_preflight}
+        body: dict[str, Any] = {"path": str(path), "skip_preflight": skip_preflight,
+                                **(options or {})}
         if name:
             body["name"] = name
         if webhook:

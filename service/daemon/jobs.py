@@ -34,6 +34,8 @@ from uploader.events import NotaryStage
 from uploader.hashing import FileIdentity
 from uploader.rate import RateMeter
 
+from .job_options import JobOptions
+
 
 class JobState(enum.StrEnum):
     QUEUED = "queued"
@@ -139,6 +141,7 @@ class Job:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    options: JobOptions = field(default_factory=JobOptions)
     # live only (not persisted)
     bytes_hashed: int = 0
     log_path: Path | None = None
@@ -186,6 +189,7 @@ class Job:
             "updated_at": self.updated_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            **self.options.as_dict(),
         }
 
     def __repr__(self) -> str:
@@ -197,7 +201,7 @@ class Job:
 
 _COLUMNS = (
     "id, path, name, webhook, skip_preflight, state, submission_id, notary_status, error, "
-    "bytes_total, bytes_done, created_at, updated_at, started_at, finished_at"
+    "bytes_total, bytes_done, created_at, updated_at, started_at, finished_at, options"
 )
 
 
@@ -209,7 +213,7 @@ class JobStore:
 
     async def insert(self, job: Job) -> None:
         await self._db.execute(
-            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             _row(job),
         )
 
@@ -281,6 +285,7 @@ def _row(job: Job) -> tuple[Any, ...]:
         job.updated_at,
         job.started_at,
         job.finished_at,
+        job.options.to_db(),
     )
 
 
@@ -301,4 +306,5 @@ def _job(row: sqlite3.Row) -> Job:
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        options=JobOptions.from_db(row["options"]),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .job_options import openapi_properties
 from .jobs import JobState
 
 _NULLABLE_STR = {"type": ["string", "null"]}
@@ -42,6 +43,7 @@ JOB_SCHEMA: dict[str, Any] = {
         "updated_at": {"type": "number", "description": "Unix time."},
         "started_at": {**_NULLABLE_NUM, "description": "Unix time it first left the queue."},
         "finished_at": {**_NULLABLE_NUM, "description": "Unix time it reached a final state."},
+        **openapi_properties(),
     },
 }
 
@@ -70,6 +72,7 @@ NEW_JOB_SCHEMA: dict[str, Any] = {
         },
         "webhook": {"type": "string", "format": "uri", "maxLength": 2048, "description": "Notary webhook URL."},
         "skip_preflight": {"type": "boolean", "default": False},
+        **openapi_properties(),
     },
 }
 

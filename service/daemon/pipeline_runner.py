@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.settings import Settings
+from uploader.bundle_zip import archive_path_for
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.events import Hook
@@ -54,11 +55,16 @@ class PipelineRunner:
                     webhook=request.webhook,
                     skip_preflight=request.skip_preflight,
                     wait=True,
+                    staple=request.options.staple,
+                    force=request.options.force,
+                    keep_archive=request.options.keep_archive,
                 )
             )
         finally:
             await asyncio.shield(self._notarizer.close())
-        return RunOutcome(outcome.submission_id, outcome.status, outcome.log_path, outcome.report)
+        staple_line = outcome.staple.text if outcome.staple else ""
+        report = "\n".join(line for line in (outcome.report, staple_line) if line)
+        return RunOutcome(outcome.submission_id, outcome.status, outcome.log_path, report)
 
     async def cancel(self, path: Path) -> None:
         """Abort the multipart upload of every unfinished submission of ``path``.
@@ -69,8 +75,10 @@ class PipelineRunner:
         try:
             submissions = SubmissionStore(self._db)
             engine = MultipartUploader(self._db, self._config.engine)
+            # a bundle's submission is recorded under the zip made from it
+            uploaded = {str(path), str(archive_path_for(path, self._config.state_dir))}
             for record in await submissions.list_submissions(include_finished=False):
-                if record.path != str(path):
+                if record.path not in uploaded:
                     continue
                 aborted = await engine.abort(path, record.bucket, record.object, record.credentials)
                 await submissions.mark_abandoned(record.id, CANCELLED_REASON)

@@ -24,11 +24,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from uploader.bundle_zip import is_bundle
 from uploader.errors import NotarydError, SourceChangedError
 from uploader.events import (
     BytesSent,
@@ -41,9 +42,10 @@ from uploader.events import (
     UploadStateChanged,
 )
 from uploader.hashing import FileIdentity
-from uploader.source_file import SourceRejected, check_source, confine_to
+from uploader.source_file import SourceRejected, check_bundle_folder, check_source, confine_to
 
 from .broker import Broker
+from .job_options import JobOptions
 from .jobs import (
     NOTARY_STATUS_STATES,
     STAGE_STATES,
@@ -68,6 +70,7 @@ class RunRequest:
     name: str | None = None
     webhook: str | None = None
     skip_preflight: bool = False
+    options: JobOptions = field(default_factory=JobOptions)
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,9 @@ class Scheduler:
         part_slots: PartSlots,
         max_jobs: int,
         allowed_roots: Sequence[Path] | None = None,
+        own_dirs: Sequence[Path] = (),
         flush_interval_seconds: float = 0.5,
+        on_job_end: Callable[[Job], None] | None = None,
     ) -> None:
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be at least 1, got {max_jobs}")
@@ -133,7 +138,9 @@ class Scheduler:
         self.part_slots = part_slots
         self.max_jobs = max_jobs
         self._allowed_roots = allowed_roots  # None: the runner's files are not confined (tests)
+        self._own_dirs = tuple(own_dirs)  # notaryd's own files (zips of bundles), readable too
         self._flush_interval = flush_interval_seconds
+        self._on_job_end = on_job_end  # job-end notifications (service.daemon.notify)
         self._jobs: dict[str, Job] = {}  # every job this process has seen
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._job_slots = asyncio.Semaphore(max_jobs)
@@ -255,6 +262,7 @@ class Scheduler:
             name=request.name,
             webhook=request.webhook,
             skip_preflight=request.skip_preflight,
+            options=request.options,
             state=JobState.QUEUED,
             created_at=now,
             updated_at=now,
@@ -320,7 +328,7 @@ class Scheduler:
 
     async def _run_and_record(self, job: Job) -> None:
         hooks: list[Hook] = [self._metrics.job_hook(job.id), self._progress_hook(job)]
-        request = RunRequest(job.path, job.name, job.webhook, job.skip_preflight)
+        request = RunRequest(job.path, job.name, job.webhook, job.skip_preflight, job.options)
         try:
             first = JobState.HASHING if job.skip_preflight else JobState.PREFLIGHT
             self._set_state(job, first)
@@ -371,6 +379,9 @@ class Scheduler:
         """
         if self._allowed_roots is None:
             return
+        if await asyncio.to_thread(is_bundle, job.path):  # zipped by the pipeline, never followed
+            await asyncio.to_thread(check_bundle_folder, job.path, self._allowed_roots)
+            return
         try:
             await asyncio.to_thread(check_source, job.path, self._allowed_roots, job.source)
         except SourceChangedError as exc:
@@ -382,7 +393,7 @@ class Scheduler:
         """Every open of the archive inside the run checks the allowed roots on the descriptor."""
         if self._allowed_roots is None:
             return contextlib.nullcontext()
-        return confine_to(self._allowed_roots)
+        return confine_to([*self._allowed_roots, *self._own_dirs])
 
     async def _abort_upload(self, job: Job, runner: JobRunner) -> None:
         try:
@@ -409,6 +420,8 @@ class Scheduler:
             self._metrics.job_finished(state, job.finished_at - job.started_at)
         self._publish(job)
         self._dirty.discard(job.id)
+        if self._on_job_end is not None:
+            self._on_job_end(job)
         log.info(
             "job finished %s",
             kv(job=job.id, state=state, submission=job.submission_id, error=job.error),

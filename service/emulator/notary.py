@@ -21,6 +21,8 @@ Behaviour follows the reference note on the notary API (observed, not just docum
   ``S3Front``): the emulator streams the stored object back, hashes it and looks for verdict
   markers off the event loop, waits ``processing_delay_seconds`` and then settles the verdict
   (``VerdictRule``s; Accepted otherwise) unless the submission is stuck.
+* Tickets (``tickets``, ``service.emulator.tickets``): the stapling lookup at ``ticket_url``
+  serves tickets only for signatures in accepted uploads, ``NOT_FOUND`` for a while first.
 * Faults (``Faults``, mutable at run time): agreement 403, ``FORBIDDEN.MISSING_PROVIDER``, 429
   ``RATE_LIMIT`` and 5xx bursts (by count or until a time), connection resets on status polls,
   stuck submissions, an hourly per-key request budget.
@@ -65,6 +67,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.emulator.s3front import Backend, Grant, S3Front
 from service.emulator.tcp import reset_connection
+from service.emulator.tickets import LOOKUP_PATH, TicketDesk
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -300,6 +303,7 @@ class NotaryEmulator:
             virtual_host_buckets=[self.config.bucket],
             clock=clock,
         )
+        self.tickets = TicketDesk(clock)
         self.app = self._make_api_app()
         self.api_port = 0
         self.s3_port = 0
@@ -319,6 +323,10 @@ class NotaryEmulator:
     @property
     def api_url(self) -> str:
         return f"{self.base_url}/notary/v2"
+
+    @property
+    def ticket_url(self) -> str:
+        return f"{self.base_url}{LOOKUP_PATH}"
 
     @property
     def s3_endpoint_url(self) -> str:
@@ -450,6 +458,9 @@ class NotaryEmulator:
             if delay > 0:
                 await asyncio.sleep(delay)
             status, doc = self._verdict(submission, markers)
+            if status == ACCEPTED:
+                await self.tickets.learn(submission.id, submission.name,
+                                         self.s3.read_object(self.config.bucket, submission.object))
         finally:
             submission.processing = False
         if submission.stuck:
@@ -514,6 +525,7 @@ class NotaryEmulator:
         submission.status = status
         submission.log = doc
         submission.completed_at = self._clock()
+        self.tickets.publish(submission.id)
         if submission.webhook:
             self._spawn(self._notify(submission))
 
@@ -552,6 +564,7 @@ class NotaryEmulator:
         app.router.add_get("/notary/v2/submissions/{id}", self._status, name="status")
         app.router.add_get("/notary/v2/submissions/{id}/logs", self._logs, name="logs")
         app.router.add_get("/logs-download/{path:.+}", self._download_log, name="log_download")
+        app.router.add_post(LOOKUP_PATH, self.tickets.handle, name="ticket_lookup")
         return app
 
     @web.middleware
@@ -560,7 +573,7 @@ class NotaryEmulator:
     ) -> web.StreamResponse:
         """Authentication, faults and counting around every API call."""
         endpoint = request.match_info.route.name or "other"
-        if endpoint == "log_download":
+        if endpoint in ("log_download", "ticket_lookup"):  # no Bearer token on these
             response = await handler(request)
         elif endpoint == "other":
             response = web.Response(status=404, text="", headers=_COMMON_HEADERS)

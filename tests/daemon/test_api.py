@@ -68,7 +68,7 @@ def test_paths_are_checked_before_anything_is_queued(daemon: Daemon, tmp_path: P
     outside.write_bytes(b"x")
     link = daemon.archives / "link.zip"
     link.symlink_to(outside)
-    (daemon.archives / "folder.app").mkdir()
+    (daemon.archives / "folder").mkdir()
     (daemon.archives / "empty.zip").write_bytes(b"")
 
     status, reply = daemon.request("POST", "/v1/jobs", {"path": "/etc/passwd"})
@@ -79,7 +79,7 @@ def test_paths_are_checked_before_anything_is_queued(daemon: Daemon, tmp_path: P
     status, reply = daemon.request("POST", "/v1/jobs", {"path": str(missing)})
     assert status == 400 and str(missing) in reply["error"]
     cases = [
-        ({"path": str(daemon.archives / "folder.app")}, "directory"),
+        ({"path": str(daemon.archives / "folder")}, "directory"),
         ({"path": str(daemon.archives / "empty.zip")}, "empty"),
         ({"path": "relative.zip"}, "absolute"),
         ({}, "'path' is required"),

@@ -26,6 +26,7 @@ Every step is resumable, because every fact is in SQLite before the next step re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -57,6 +58,8 @@ from uploader.events import (
     UploadStateChanged,
 )
 from uploader.hashing import FileDigest, FileIdentity, hash_file
+from uploader.notary import artifact
+from uploader.notary.artifact import StapleNote
 from uploader.notary.auth import TokenSource, load_api_key
 from uploader.notary.client import (
     NewSubmission,
@@ -71,6 +74,7 @@ from uploader.notary.store import UPLOADED, SubmissionRecord, SubmissionStore
 from uploader.planning import plan_upload
 from uploader.rate import RateMeter
 from uploader.retry import Retrier, RetryPolicy
+from uploader.staple.lookup import DEFAULT_TICKET_URL
 from uploader.throttle import Throttle
 from uploader.upload_state import UploadStore
 
@@ -99,6 +103,8 @@ class NotaryConfig:
     poll_initial_seconds: float = 10.0
     poll_max_seconds: float = 180.0
     stuck_after_seconds: float = STUCK_AFTER_SECONDS
+    ticket_url: str = DEFAULT_TICKET_URL
+    staple_max_wait_seconds: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,9 @@ class NotarizeRequest:
     webhook: str | None = None
     skip_preflight: bool = False
     wait: bool = True
+    staple: bool = True  # after Accepted, for a .app, .dmg or .pkg input
+    force: bool = False  # submit even if this archive was Accepted before
+    keep_archive: bool = False  # keep the zip made from a bundle
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,7 @@ class NotarizeOutcome:
     status: str  # "Accepted" | "Invalid" | "Rejected" | "In Progress" (with wait=False) | other
     log_path: Path | None
     report: str
+    staple: StapleNote | None = None
 
     @property
     def accepted(self) -> bool:
@@ -196,11 +206,40 @@ class Notarizer:
         client = await self.client()  # fail fast on a bad key, before reading 20 GB
         if not request.skip_preflight:
             await self._preflight(path, target)
-        digest = await self._digest(path, target)
-        name = request.name or path.name
-        submission = await self._submission_for(client, digest, name, path, request.webhook)
+        prepared = await self._prepare(path, target)
+        outcome = await self._notarize(client, request, prepared, target)
+        if outcome.accepted and request.staple:
+            note = await artifact.staple_after(path, self._config.ticket_url,
+                                               self._config.staple_max_wait_seconds)
+            outcome = dataclasses.replace(outcome, staple=note)
+        if not request.keep_archive:
+            await asyncio.to_thread(prepared.discard)
+        return outcome
+
+    async def _prepare(self, path: Path, target: str) -> artifact.PreparedInput:
+        self._emit(NotaryStageChanged(target, NotaryStage.HASHING))
+
+        def progress(done: int, total: int) -> None:  # packaging a bundle hashes as it zips
+            self._emit(HashProgress(target, done, total))
+
+        return await artifact.prepare(path, self._config.state_dir, self._config.engine, progress)
+
+    async def _notarize(self, client: NotaryClient, request: NotarizeRequest,
+                        prepared: artifact.PreparedInput, target: str) -> NotarizeOutcome:
+        path, archive = prepared.source, prepared.archive
+        digest = prepared.digest or await self._digest(archive, target)
+        if not request.force and (earlier := await artifact.accepted_before(
+                self._db, digest.sha256)) is not None:
+            self._emit(NotaryStageChanged(target, NotaryStage.DONE, earlier.submission_id, ACCEPTED))
+            return NotarizeOutcome(
+                path, earlier.submission_id, ACCEPTED, earlier.log_path,
+                f"already accepted as submission {earlier.submission_id}; not submitted again "
+                "(--force submits it anyway)")
+        name = request.name or (f"{path.stem}.zip" if prepared.packaged else archive.name)
+        submission = await self._submission_for(client, digest, name, archive, request.webhook)
         if submission.state != UPLOADED and submission.notary_status in (None, IN_PROGRESS):
-            submission = await self._upload(client, digest, submission, name, path, request.webhook)
+            submission = await self._upload(client, digest, submission, name, archive,
+                                            request.webhook)
         if not request.wait:
             return NotarizeOutcome(path, submission.id, submission.notary_status or IN_PROGRESS,
                                    None, "")

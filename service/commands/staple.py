@@ -1,0 +1,98 @@
+"""`notaryd staple PATH [--check]` and `notaryd wait SUBMISSION_ID`: the end of the line.
+
+``staple`` looks the ticket up at ``NOTARYD_TICKET_URL`` (retrying NOT_FOUND for up to
+``--max-wait`` seconds) and writes it into the .app/.dmg/.pkg atomically; ``--check`` says
+offline whether a ticket for the current signature is stapled (exit 0 yes, 1 no). ``wait``
+follows any submission to its verdict (exit codes as ``notarize``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from service.settings import Settings
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    s = subparsers.add_parser(
+        "staple", help="staple the notarisation ticket into a .app, .dmg or flat .pkg (any OS)",
+        description="Fetch the ticket for the artifact's signature and staple it; --check only "
+                    "verifies, offline, that a ticket for the current signature is stapled.")
+    s.add_argument("path", type=Path)
+    s.add_argument("--check", action="store_true", help="verify offline; change nothing")
+    s.add_argument("--max-wait", type=float, default=1800.0, metavar="S",
+                   help="how long to keep asking while the ticket propagates (default 1800)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=staple)
+
+    w = subparsers.add_parser("wait", help="follow a submission to its verdict")
+    w.add_argument("submission_id")
+    w.add_argument("--timeout", type=float, metavar="S",
+                   help="give up (exit 1) after S seconds; default: wait as long as it takes")
+    w.add_argument("--json", action="store_true")
+    w.set_defaults(handler=wait)
+
+
+def staple(args: argparse.Namespace, settings: Settings) -> int:
+    from uploader.errors import NotarydError
+
+    try:
+        return _staple(args, settings)
+    except OSError as error:  # unreadable file, full disk, read-only volume...
+        raise NotarydError(f"{args.path}: {error.strerror or error}; check the path, its "
+                           "permissions and free space, then run notaryd staple again") from None
+
+
+def _staple(args: argparse.Namespace, settings: Settings) -> int:
+    from service import runtime
+    from uploader import staple as stapling
+    from uploader.staple.check import check_staple
+
+    if args.check:
+        result = check_staple(args.path)
+        if args.json:
+            print(json.dumps({"path": str(args.path), "outcome": result.outcome.value,
+                              "record": result.key.record_name, "ok": result.ok}, indent=2))
+        else:
+            print(result.message)
+        return 0 if result.ok else 1
+
+    def waiting(why: str, delay: float) -> None:
+        print(f"{args.path.name}: ticket not available yet ({why}); asking again in "
+              f"{delay:.0f} s", flush=True)
+
+    done = runtime.run(stapling.staple(args.path, settings.ticket_url,
+                                       max_wait_seconds=args.max_wait, on_retry=waiting))
+    if args.json:
+        print(json.dumps({"path": str(args.path), "record": done.key.record_name,
+                          "ticket_bytes": done.ticket_bytes}, indent=2))
+    else:
+        print(done.message)
+    return 0
+
+
+def wait(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from service.commands.notary import _with_notarizer, exit_code_for
+    from uploader.errors import NotarydError
+    from uploader.notary.pipeline import Notarizer
+
+    async def follow(notarizer: Notarizer) -> Any:
+        try:
+            return await asyncio.wait_for(notarizer.wait(args.submission_id), args.timeout)
+        except TimeoutError:
+            raise NotarydError(
+                f"submission {args.submission_id} is still in progress after {args.timeout:g} s; "
+                f"run notaryd wait {args.submission_id} again later") from None
+
+    status = _with_notarizer(settings, follow)
+    if args.json:
+        print(json.dumps({"id": status.id, "name": status.name, "status": status.status,
+                          "createdDate": status.created_date}, indent=2))
+    else:
+        print(f"{status.id}  {status.status:<12} {status.created_date}  {status.name}")
+    return exit_code_for(status.status)

@@ -1,0 +1,61 @@
+"""Stapling on any OS: find the artifact's ticket key, look the ticket up, write it atomically.
+
+``identity`` (which signature names the artifact), ``lookup`` (the CloudKit ticket lookup),
+``tickets`` (where the ticket lives in a .app, .pkg, .dmg), ``check`` (offline ``--check``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from uploader.staple.identity import StapleInputError, TicketKey, kind_of, ticket_key_for
+from uploader.staple.lookup import DEFAULT_TICKET_URL, TicketLookupError, lookup_ticket
+from uploader.staple.tickets import write_app_ticket, write_dmg_ticket, write_pkg_ticket
+
+__all__ = ["DEFAULT_TICKET_URL", "StapleInputError", "StapledArtifact", "TicketLookupError",
+           "can_staple", "staple"]
+
+_WRITERS = {"app": write_app_ticket, "pkg": write_pkg_ticket, "dmg": write_dmg_ticket}
+
+
+@dataclass(frozen=True)
+class StapledArtifact:
+    path: Path
+    key: TicketKey
+    ticket_bytes: int
+
+    @property
+    def message(self) -> str:
+        return (f"{self.path.name}: stapled the ticket for {self.key.record_name} "
+                f"({self.ticket_bytes} bytes)")
+
+
+def can_staple(path: Path) -> bool:
+    try:
+        kind_of(path)
+    except StapleInputError:
+        return False
+    return True
+
+
+async def staple(
+    path: Path,
+    ticket_url: str = DEFAULT_TICKET_URL,
+    *,
+    session: aiohttp.ClientSession | None = None,
+    max_wait_seconds: float = 1800.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    on_retry: Callable[[str, float], None] | None = None,
+) -> StapledArtifact:
+    kind = await asyncio.to_thread(kind_of, path)
+    key = await asyncio.to_thread(ticket_key_for, path)
+    ticket = await lookup_ticket(ticket_url, key, session=session,
+                                 max_wait_seconds=max_wait_seconds, sleep=sleep,
+                                 on_retry=on_retry)
+    await asyncio.to_thread(_WRITERS[kind], path, ticket)
+    return StapledArtifact(path, key, len(ticket))

@@ -1,0 +1,185 @@
+"""Where a ticket lives in each artifact: write it atomically, read it back for ``--check``.
+
+* ``.app``: the raw ticket is the file ``Contents/CodeResources`` (written to a temporary name in
+  the same folder, then renamed over).
+* flat ``.pkg``: appended after a terminator trailer and followed by a ticket trailer (16 bytes
+  each, little-endian ``"t8lr"``, version 1, type, length, 0). A stapled package is re-stapled by
+  replacing what follows the original content.
+* ``.dmg``: the signature SuperBlob gets the ticket as a blob wrapper in slot ``0x10002``; the
+  koly trailer's code-signature size is updated. The signature must end where the trailer begins.
+
+Packages and images are rewritten into a temporary file beside them and renamed over the
+original, so a crash never leaves a half-written artifact. Blocking; run on a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from uploader.staple.identity import (
+    KOLY_SIGNATURE_FIELD,
+    KOLY_SIZE,
+    StapleInputError,
+    read_exact,
+    read_koly,
+)
+
+TICKET_MAGIC = b"s8ch"
+MAX_TICKET_BYTES = 1 << 20
+PKG_TRAILER = struct.Struct("<4sHHII")
+_TRAILER_TERMINATOR, _TRAILER_TICKET = 1, 2
+_SUPERBLOB = 0xFADE0CC0
+_BLOB_WRAPPER = 0xFADE0B01
+SLOT_TICKET = 0x10002
+
+
+def app_ticket_path(bundle: Path) -> Path:
+    return bundle / "Contents" / "CodeResources"
+
+
+def write_app_ticket(bundle: Path, ticket: bytes) -> None:
+    if (bundle / "Contents").is_symlink():  # the ticket must land inside this bundle
+        raise StapleInputError(f"{bundle}/Contents is a symlink; a bundle's Contents must be a "
+                               "real folder to be stapled")
+    target = app_ticket_path(bundle)
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise StapleInputError(f"{target}: exists and is not a regular file; remove it first")
+    _atomic(target, lambda out: out.write(ticket))
+
+
+def read_app_ticket(bundle: Path) -> bytes | None:
+    target = app_ticket_path(bundle)
+    if not target.is_file() or target.is_symlink():
+        return None
+    if target.stat().st_size > MAX_TICKET_BYTES:
+        return b""  # implausible: reported as not a ticket
+    return target.read_bytes()
+
+
+def _pkg_split(f: IO[bytes], size: int) -> tuple[int, bytes | None]:
+    """(length of the package without any stapled ticket, the stapled ticket or None)."""
+    if size < 2 * PKG_TRAILER.size:
+        return size, None
+    magic, version, kind, length, _ = PKG_TRAILER.unpack(read_exact(f, size - PKG_TRAILER.size,
+                                                               PKG_TRAILER.size))
+    if magic != b"t8lr" or version != 1 or kind != _TRAILER_TICKET:
+        return size, None
+    start = size - PKG_TRAILER.size - length
+    if length > MAX_TICKET_BYTES or start - PKG_TRAILER.size < 0:
+        return size, None
+    head = PKG_TRAILER.unpack(read_exact(f, start - PKG_TRAILER.size, PKG_TRAILER.size))
+    if head[0] != b"t8lr" or head[2] != _TRAILER_TERMINATOR:
+        return size, None
+    return start - PKG_TRAILER.size, read_exact(f, start, length)
+
+
+def read_pkg_ticket(path: Path) -> bytes | None:
+    with open(path, "rb") as f:
+        return _pkg_split(f, os.fstat(f.fileno()).st_size)[1]
+
+
+def write_pkg_ticket(path: Path, ticket: bytes) -> None:
+    with open(path, "rb") as f:
+        original, _ = _pkg_split(f, os.fstat(f.fileno()).st_size)
+
+        def write(out: IO[bytes]) -> None:
+            _copy_range(f, out, original)
+            out.write(PKG_TRAILER.pack(b"t8lr", 1, _TRAILER_TERMINATOR, 0, 0))
+            out.write(ticket)
+            out.write(PKG_TRAILER.pack(b"t8lr", 1, _TRAILER_TICKET, len(ticket), 0))
+
+        _atomic(path, write)
+
+
+def _superblob_slots(signature: bytes, path: Path) -> dict[int, bytes]:
+    magic, length, count = struct.unpack_from(">III", signature)
+    if magic != _SUPERBLOB or length > len(signature) or 12 + 8 * count > length:
+        raise StapleInputError(f"{path}: the disk image's signature is malformed; sign it again")
+    slots: dict[int, bytes] = {}
+    for index in range(count):
+        slot, offset = struct.unpack_from(">II", signature, 12 + 8 * index)
+        if offset + 8 > length:
+            raise StapleInputError(f"{path}: the disk image's signature is malformed")
+        (blob_length,) = struct.unpack_from(">I", signature, offset + 4)
+        if blob_length < 8 or offset + blob_length > length:
+            raise StapleInputError(f"{path}: the disk image's signature is malformed")
+        slots[slot] = signature[offset : offset + blob_length]
+    return slots
+
+
+def _superblob(slots: dict[int, bytes]) -> bytes:
+    header = 12 + 8 * len(slots)
+    index, blobs = bytearray(), bytearray()
+    for slot in sorted(slots):
+        index += struct.pack(">II", slot, header + len(blobs))
+        blobs += slots[slot]
+    return struct.pack(">III", _SUPERBLOB, header + len(blobs), len(slots)) + index + blobs
+
+
+def _dmg_signature(f: IO[bytes], path: Path) -> tuple[int, int, int, bytes]:
+    size, offset, length = read_koly(f, path)
+    if length == 0:
+        raise StapleInputError(f"{path}: the disk image is not signed; sign it and notarise it")
+    if offset + length != size - KOLY_SIZE:
+        raise StapleInputError(f"{path}: the signature does not end at the koly trailer; "
+                               "this image layout is not supported for stapling")
+    return size, offset, length, read_exact(f, offset, length)
+
+
+def read_dmg_ticket(path: Path) -> bytes | None:
+    with open(path, "rb") as f:
+        *_, signature = _dmg_signature(f, path)
+    wrapper = _superblob_slots(signature, path).get(SLOT_TICKET)
+    return wrapper[8:] if wrapper is not None else None
+
+
+def write_dmg_ticket(path: Path, ticket: bytes) -> None:
+    with open(path, "rb") as f:
+        size, offset, _length, signature = _dmg_signature(f, path)
+        slots = _superblob_slots(signature, path)
+        slots[SLOT_TICKET] = struct.pack(">II", _BLOB_WRAPPER, 8 + len(ticket)) + ticket
+        rebuilt = _superblob(slots)
+        koly = bytearray(read_exact(f, size - KOLY_SIZE, KOLY_SIZE))
+        struct.pack_into(">QQ", koly, KOLY_SIGNATURE_FIELD, offset, len(rebuilt))
+
+        def write(out: IO[bytes]) -> None:
+            _copy_range(f, out, offset)
+            out.write(rebuilt)
+            out.write(koly)
+
+        _atomic(path, write)
+
+
+def _copy_range(source: IO[bytes], target: IO[bytes], length: int) -> None:
+    source.seek(0)
+    left = length
+    while left:
+        chunk = source.read(min(left, 8 << 20))
+        if not chunk:
+            raise StapleInputError(f"{getattr(source, 'name', 'file')}: changed while stapling")
+        target.write(chunk)
+        left -= len(chunk)
+
+
+def _atomic(target: Path, write: Callable[[IO[bytes]], object]) -> None:
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".staple",
+                                     dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        if target.exists():
+            shutil.copymode(target, temporary)
+        else:
+            os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
