@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from uploader import redaction
 from uploader.errors import NotarydError
 
 COMMAND_MODULES = (
@@ -26,6 +27,7 @@ COMMAND_MODULES = (
     "service.commands.demo",
     "service.commands.daemon",
     "service.commands.install",
+    "service.commands.state",
 )
 
 
@@ -50,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    redaction.install()  # on every handler: third-party loggers print credentials at DEBUG
     from service.settings import load_settings
 
     try:
@@ -57,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args, settings)
         return code
     except NotarydError as exc:
-        print(f"notaryd: {exc}", file=sys.stderr)
+        print(f"notaryd: {redaction.redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("notaryd: interrupted; re-run the same command to resume", file=sys.stderr)

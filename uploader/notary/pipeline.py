@@ -70,6 +70,7 @@ from uploader.notary.store import UPLOADED, SubmissionRecord, SubmissionStore
 from uploader.planning import plan_upload
 from uploader.rate import RateMeter
 from uploader.retry import RetryPolicy
+from uploader.state_dir import write_private
 from uploader.throttle import Throttle
 from uploader.upload_state import UploadStore
 
@@ -422,10 +423,7 @@ class Notarizer:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_private(path, text.encode("utf-8"))  # 0600 in a 0700 logs/: see uploader.state_dir
 
 
 class _Progress:
