@@ -36,6 +36,7 @@ class StateError(NotarydError):
 
 class CorruptDatabaseError(StateError):
     def __init__(self, path: Path, detail: str) -> None:
+        detail = " ".join(detail.replace("*", "").split())[:200]  # quick_check lists many lines
         super().__init__(
             f"{path} is damaged and cannot be used ({detail}). Run `notaryd state set-aside` to "
             "move it (and its -wal/-shm files) aside and start with an empty state; submissions "

@@ -50,6 +50,8 @@ def prepare(state_dir: Path) -> None:
         tightened = _tighten(state_dir)
     except OSError as error:
         raise unusable(state_dir, error) from None
+    if os.statvfs(state_dir).f_flag & os.ST_RDONLY:
+        raise unusable(state_dir, OSError(errno.EROFS, "read-only file system"))
     if not os.access(state_dir, os.W_OK | os.X_OK):
         raise unusable(state_dir, OSError(errno.EACCES, "not writable"))
     if tightened:
@@ -63,6 +65,11 @@ def prepare(state_dir: Path) -> None:
 def unusable(state_dir: Path, error: OSError) -> StateDirError:
     """One line for an OSError met while creating or writing the state directory."""
     reason = error.strerror or str(error)
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        return StateDirError(
+            f"state directory {state_dir} is not a directory (a file is in the way); move the "
+            "file or set NOTARYD_STATE_DIR to a directory of your own"
+        )
     if error.errno == errno.EROFS:
         return StateDirError(
             f"state directory {state_dir} is on a read-only file system; set NOTARYD_STATE_DIR "
