@@ -55,14 +55,14 @@ class UrlPolicy:
         except ValueError:
             raise refuse("it is not a valid URL") from None
         host = parts.hostname or ""
+        if parts.scheme not in ("http", "https"):
+            raise refuse(f"it uses {parts.scheme or 'no'}:// instead of https://")
         if not host:
             raise refuse("it has no host")
-        if self.allow_loopback_http and parts.scheme in ("http", "https") and _is_loopback_name(
-            host
-        ):
+        if self.allow_loopback_http and _is_loopback_name(host):
             return  # the emulator on this machine
         if parts.scheme != "https":
-            raise refuse(f"it uses {parts.scheme or 'no'}:// instead of https://")
+            raise refuse("it uses http:// instead of https://")
         if _is_internal_name(host):
             raise refuse("it points at this machine or a link-local address")
         try:
