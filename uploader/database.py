@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -47,16 +46,8 @@ class CorruptDatabaseError(StateError):
 
 class DiskFullError(StateError):
     def __init__(self, path: Path) -> None:
-        usage = _disk_usage(path.parent)
         needed = max(_DISK_FULL_MIN_FREE, 2 * _database_bytes(path))
-        where = f"the disk holding {path.parent}"
-        if usage is not None:
-            mount, free = usage
-            where = f"the disk mounted at {mount} (holding {path.parent}; {_mib(free)} free)"
-        super().__init__(
-            f"{where} is full: the state database {path.name} cannot be written. Free at least "
-            f"{_mib(needed)} there, or set NOTARYD_STATE_DIR to a disk with room, then re-run"
-        )
+        super().__init__(state_dir.disk_full_message(path, needed))
 
 
 class Database:
@@ -244,6 +235,10 @@ def _state_error(error: sqlite3.Error, path: Path) -> StateError | None:
     text = str(error)
     if code == sqlite3.SQLITE_FULL or "disk is full" in text:
         return DiskFullError(path)
+    if code == sqlite3.SQLITE_IOERR:
+        free = state_dir.free_bytes(path.parent)
+        if free is not None and free < _DISK_FULL_MIN_FREE:
+            return DiskFullError(path)  # a WAL or -shm write that failed for want of space
     if code in _UNREADABLE:
         return CorruptDatabaseError(path, text)
     if code == sqlite3.SQLITE_READONLY or code == sqlite3.SQLITE_CANTOPEN or "readonly" in text:
@@ -265,25 +260,9 @@ def _open_error(error: sqlite3.Error, path: Path) -> StateError:
     )
 
 
-def _disk_usage(directory: Path) -> tuple[str, int] | None:
-    """(mount point, free bytes) of the file system holding ``directory``."""
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError:
-        return None
-    mount = directory.resolve()
-    while not os.path.ismount(mount) and mount != mount.parent:
-        mount = mount.parent
-    return str(mount), free
-
-
 def _database_bytes(path: Path) -> int:
     total = 0
     for suffix in ("", "-wal"):
         with contextlib.suppress(OSError):
             total += os.stat(f"{path}{suffix}").st_size
     return total
-
-
-def _mib(count: int) -> str:
-    return f"{count / (1024 * 1024):,.0f} MiB"

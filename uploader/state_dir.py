@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -80,8 +81,8 @@ def unusable(state_dir: Path, error: OSError) -> StateDirError:
             f"state directory {state_dir} is read-only for this user ({reason}); make it "
             "writable (chmod u+rwx) or set NOTARYD_STATE_DIR to a writable directory"
         )
-    if error.errno == errno.ENOSPC:
-        return StateDirError(f"no space left for the state directory {state_dir}; free some space")
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StateDirError(disk_full_message(state_dir / "notaryd.sqlite3", 0))
     return StateDirError(
         f"cannot use the state directory {state_dir} ({reason}); set NOTARYD_STATE_DIR to a "
         "writable directory of your own"
@@ -122,18 +123,56 @@ def _chmod_if_loose(path: Path, mode: int) -> bool:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``path`` atomically (temporary file, then rename), 0600 from creation; blocking."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    """Write ``path`` atomically (temporary file, then rename), 0600 from creation; blocking.
+
+    A full disk or a read-only directory is a one-line ``StateDirError``.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
+    fd = -1
     try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             fd = -1
             handle.write(data)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if fd >= 0:
             os.close(fd)
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StateDirError(disk_full_message(path, len(data))) from error
+        if isinstance(error, OSError):
+            raise unusable(path.parent, error) from error
         raise
+
+
+def disk_full_message(path: Path, needed: int) -> str:
+    """'the disk mounted at M (holding D; F MiB free) is full: ... free at least N MiB'."""
+    directory = path.parent
+    where = f"the disk holding {directory}"
+    free = free_bytes(directory)
+    if free is not None:
+        mount = directory.resolve()
+        while not os.path.ismount(mount) and mount != mount.parent:
+            mount = mount.parent
+        where = f"the disk mounted at {mount} (holding {directory}; {_mib(free)} free)"
+    return (
+        f"{where} is full: {path.name} cannot be written. Free at least "
+        f"{_mib(max(needed, 1024 * 1024))} there, "
+        "or set NOTARYD_STATE_DIR to a disk with room, then re-run"
+    )
+
+
+def free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def _mib(count: int) -> str:
+    if count < 1024 * 1024:
+        return f"{count / 1024:,.0f} KiB"
+    return f"{count / (1024 * 1024):,.0f} MiB"

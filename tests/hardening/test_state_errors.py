@@ -165,20 +165,49 @@ def test_state_dir_that_is_a_file_or_foreign_is_refused(tmp_path: Path) -> None:
             prepare(foreign)
 
 
-def test_read_only_state_dir_says_so(tmp_path: Path) -> None:
-    if shutil.which("unshare") is None or subprocess.run(
-        ["unshare", "-rm", "true"], capture_output=True).returncode != 0:
-        pytest.skip("needs unshare (mount namespaces) to make a read-only file system")
-    state = tmp_path / "state"
-    asyncio.run(make_database(state / "notaryd.sqlite3"))
-    args = upload_args(tmp_path)
+def namespaces_available() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-rm", "true"], capture_output=True).returncode == 0
+
+
+needs_namespaces = pytest.mark.skipif(
+    not namespaces_available(), reason="needs unshare (mount namespaces) for a read-only or full "
+    "file system")
+
+
+def run_on_mount(mount: str, directory: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in a private mount namespace where ``mount`` (a shell command using $0 for
+    ``directory``) is in effect; the mount vanishes with the process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTARYD_", "AWS_"))}
-    env.update(NOTARYD_STATE_DIR=str(state), AWS_ACCESS_KEY_ID="AKIAEXAMPLE",
+    env.update(NOTARYD_STATE_DIR=str(directory / "state"), AWS_ACCESS_KEY_ID="AKIAEXAMPLE",
                AWS_SECRET_ACCESS_KEY="example-secret-key-0123456789")
-    # a private mount namespace: the read-only bind mount vanishes with the process
-    script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
-    result = subprocess.run(["unshare", "-rm", "sh", "-c", script, str(state), sys.executable,
-                             "-m", "service", *args], env=env, capture_output=True, text=True,
-                            timeout=60)
+    return subprocess.run(["unshare", "-rm", "sh", "-c", f'{mount} && exec "$@"', str(directory),
+                           *argv], env=env, capture_output=True, text=True, timeout=60)
+
+
+@needs_namespaces
+def test_read_only_state_dir_says_so(tmp_path: Path) -> None:
+    asyncio.run(make_database(tmp_path / "state" / "notaryd.sqlite3"))
+    result = run_on_mount('mount --bind -o ro "$0" "$0"', tmp_path,
+                          sys.executable, "-m", "service", *upload_args(tmp_path))
     line = assert_one_line(result)
-    assert str(state) in line and "read-only" in line
+    assert str(tmp_path / "state") in line and "read-only" in line
+
+
+@needs_namespaces
+def test_really_full_disk_names_the_mount_and_the_space(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    source = upload_args(tmp_path)
+    result = run_on_mount('mount -t tmpfs -o size=24k tmpfs "$0"', disk,
+                          sys.executable, "-m", "service", *source)
+    line = assert_one_line(result)
+    assert f"the disk mounted at {disk}" in line and "is full" in line
+    assert "Free at least 64 MiB" in line and "no transaction is active" not in line
+
+    script = ("import sys; from pathlib import Path; from uploader.state_dir import write_private;"
+              "write_private(Path(sys.argv[1]) / 'logs' / 'a.json', b'x' * (2 << 20))")
+    result = run_on_mount('mount -t tmpfs -o size=1m tmpfs "$0"', disk,
+                          sys.executable, "-c", f"{script}", str(disk))
+    assert result.returncode == 1 and "StateDirError" in result.stderr
+    assert f"the disk mounted at {disk}" in result.stderr and "Free at least 2 MiB" in result.stderr
