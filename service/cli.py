@@ -65,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("notaryd: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unforeseen OS error: one line; the traceback with -v
+        logging.getLogger("notaryd").debug("unexpected error", exc_info=True)
+        print(f"notaryd: unexpected error ({type(exc).__name__}: {redaction.redact(str(exc))}); "
+              "re-run with -v for the details", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
