@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 from urllib.parse import quote
 
 from service.emulator.notary import BackgroundEmulator, NotaryEmulator, TeamKey
+from tests.daemon.helpers import free_port
 from tests.pipeline.conftest import PART, make_archive
 from tests.pipeline.test_cli import background, environment, notarize_command
 
@@ -63,11 +67,17 @@ def test_verbose_notarize_leaks_no_secret(
     # the run really was verbose through the leaky libraries, so the check below means something
     assert "aiosqlite" in stderr and "botocore" in stderr
     assert stderr.count("tightened permissions") == 1
+    assert_no_secret_anywhere(issued_secrets(background, key), state,
+                              {"stdout": result.stdout, "stderr": result.stderr})
 
-    secrets = issued_secrets(background, key)
+
+def assert_no_secret_anywhere(
+    secrets: dict[str, str], state: Path, outputs: dict[str, bytes]
+) -> None:
+    """No secret in ``outputs`` or any state file but the database; private modes throughout."""
     assert sum(name.startswith("session token") for name in secrets) == 1
     assert any(name.startswith("JWT") for name in secrets)
-    outputs = {"stdout": result.stdout, "stderr": result.stderr}
+    outputs = dict(outputs)
     for path in sorted(state.rglob("*")):
         mode = stat.S_IMODE(path.lstat().st_mode)
         if path.is_dir():
@@ -87,3 +97,42 @@ def test_verbose_notarize_leaks_no_secret(
         assert not re.search(r"eyJ[\w-]{4,}\.[\w-]{4,}\.", text), f"a JWT appears in {where}"
         assert not re.search(r"(?i)signature=(?!\[REDACTED)\w", text), f"a signature in {where}"
         assert "PRIVATE KEY-----" not in text
+
+
+def test_verbose_daemon_leaks_no_secret(background: BackgroundEmulator, tmp_path: Path) -> None:
+    key = background.call(lambda e: e.make_team_key(tmp_path / "keys"))
+    home = tmp_path / "home"
+    state = home / "state"
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    env = environment(background.emulator, key, home)
+    env.update(NOTARYD_LISTEN=f"127.0.0.1:{free_port()}", NOTARYD_ALLOWED_ROOTS=str(archives),
+               PYTHONUNBUFFERED="1")
+    archive = make_archive(archives / "Game.zip", PART)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        serve = subprocess.Popen([sys.executable, "-m", "service", "-v", "serve"], env=env,
+                                 stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while b"notaryd serving" not in log_path.read_bytes():  # listening before this line
+            assert serve.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.05)
+        done = subprocess.run([sys.executable, "-m", "service", "-v", "submit", str(archive),
+                               "--wait", "--skip-preflight"], env=env, capture_output=True,
+                              timeout=300)
+        submitted = done.stdout + done.stderr
+        assert done.returncode == 0, submitted.decode(errors="replace")[-3000:]
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=60)
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+                serve.wait()
+    served = log_path.read_bytes()
+    assert b"botocore" in served and b"aiosqlite" in served  # really verbose
+    assert_no_secret_anywhere(issued_secrets(background, key), state,
+                              {"serve output": served, "submit output": submitted})
