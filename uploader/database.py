@@ -64,14 +64,7 @@ class Database:
         set-aside`` moves that aside on request; nothing here ever moves or deletes it).
         """
         path = Path(path)
-        state_dir.prepare(path.parent)
-        try:
-            # Create the file 0600 before SQLite does: it holds temporary S3 credentials.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
-            os.chmod(path, 0o600)
-        except OSError as error:
-            raise state_dir.unusable(path.parent, error) from None
+        await asyncio.to_thread(_create_private, path)
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as error:
@@ -91,9 +84,7 @@ class Database:
         except BaseException:
             await conn.close()
             raise
-        for suffix in ("-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(f"{path}{suffix}", 0o600)
+        await asyncio.to_thread(_tighten_journal, path)
         return db
 
     async def _check_integrity(self) -> None:
@@ -210,6 +201,24 @@ class Transaction:
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         async with self._conn.execute(sql, tuple(params)) as cur:
             return list(await cur.fetchall())
+
+
+def _create_private(path: Path) -> None:
+    """The state dir made private, then the database file created 0600 before SQLite does:
+    it holds temporary S3 credentials."""
+    state_dir.prepare(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+    except OSError as error:
+        raise state_dir.unusable(path.parent, error) from None
+
+
+def _tighten_journal(path: Path) -> None:
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)
 
 
 def _split_sql(script: str) -> list[str]:
