@@ -3,7 +3,9 @@ capped, malformed answers are a permanent error, redirects and log URLs are chec
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,12 +21,13 @@ from uploader.notary.auth import TokenSource, load_api_key
 from uploader.notary.client import NotaryClient, ResponseLimits, with_retries
 from uploader.notary.errors import (
     BadResponse,
+    NetworkError,
     NotaryError,
     ResponseTooLarge,
     ServerError,
     UnsafeUrl,
 )
-from uploader.notary.url_policy import UrlPolicy
+from uploader.notary.url_policy import GuardedResolver, UrlPolicy
 from uploader.retry import RetryPolicy
 
 SUBMISSION = str(uuid.uuid4())
@@ -326,3 +329,45 @@ async def test_errors_are_notary_errors_the_pipeline_reports() -> None:
     for error in (UnsafeUrl(url="u", reason="r"), ResponseTooLarge(limit_bytes=1),
                   BadResponse(detail="d")):
         assert isinstance(error, NotaryError) and not error.transient
+
+
+def loopback_alias() -> str | None:
+    """A host name (not 'localhost') that this machine resolves to a loopback address."""
+    for name in (socket.gethostname(), "ip6-loopback", "localhost6"):
+        try:
+            infos = socket.getaddrinfo(name, 443, type=socket.SOCK_STREAM)
+        except OSError:
+            continue
+        if infos and all(ipaddress.ip_address(str(i[4][0])).is_loopback for i in infos):
+            return name
+    return None
+
+
+async def test_rebinding_name_cannot_reach_this_machine(
+    server: HostileServer, tokens: TokenSource
+) -> None:
+    """The check saw a public address; by connection time the name says 127.0.0.1."""
+    alias = loopback_alias()
+    if alias is None:
+        pytest.skip("no host name other than localhost resolves to loopback here")
+    server.handler = json_answer({"status": "Accepted"})
+    port = server.url.rsplit(":", 1)[1]
+    client = NotaryClient("https://notary.example/notary/v2", tokens,
+                          resolver=fake_resolver({alias: ["52.218.1.1"]}))
+    try:
+        with pytest.raises(NetworkError, match="ClientConnectorDNSError"):  # not a TLS error
+            await client.download_log(f"https://{alias}:{port}/logs/x.json")
+    finally:
+        await client.close()
+    assert server.hits == 0
+
+
+async def test_guarded_resolver_lets_the_api_host_and_the_emulator_through() -> None:
+    strict = GuardedResolver("https://localhost/notary/v2")  # a local TLS proxy as the API
+    assert (await strict.resolve("localhost", 443))[0]["host"] in {"127.0.0.1", "::1"}
+    emulator = GuardedResolver("http://127.0.0.1:9000/notary/v2")
+    assert await emulator.resolve("localhost", 9001)
+    with pytest.raises(OSError, match="loopback"):
+        await GuardedResolver("https://notary.example/v2").resolve("localhost", 443)
+    for resolver in (strict, emulator):
+        await resolver.close()

@@ -57,7 +57,7 @@ from uploader.notary.errors import (
     Unauthenticated,
     UnsafeUrl,
 )
-from uploader.notary.url_policy import Resolver, UrlPolicy, resolve
+from uploader.notary.url_policy import GuardedResolver, Resolver, UrlPolicy, resolve
 from uploader.retry import RetryPolicy
 
 T = TypeVar("T")
@@ -217,7 +217,8 @@ class NotaryClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.api_url))
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     # -- endpoints ---------------------------------------------------------------------------

@@ -6,6 +6,9 @@ services on this machine or its cloud metadata address (loopback, link-local). T
 
 * ``https://`` only, to a host that is not, and does not resolve to, a loopback, link-local,
   unspecified or multicast address;
+* the check resolves the host name; ``GuardedResolver`` repeats it when the connection is made,
+  so a name that resolved to a public address for the check cannot switch to 127.0.0.1 for the
+  connection (DNS rebinding). Only the configured API host may resolve to anything.
 * **emulator allowance**: when the configured API URL is itself plain ``http://`` on a loopback
   address (the local emulator, tests), ``http://`` URLs on loopback addresses are allowed too.
   Nothing else is relaxed, so a real (https) configuration never gets the allowance.
@@ -18,6 +21,9 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from uploader.notary.errors import UnsafeUrl
 
@@ -99,3 +105,27 @@ def _is_internal_address(text: str) -> bool:
         address = address.ipv4_mapped
     return (address.is_loopback or address.is_link_local or address.is_unspecified
             or address.is_multicast)
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp resolver that never connects to a loopback or link-local address for any host
+    other than the configured API host (and loopback names under the emulator allowance)."""
+
+    def __init__(self, api_url: str) -> None:
+        self._api_host = (urlsplit(api_url).hostname or "").lower()
+        self._allow_loopback = is_loopback_http(api_url)
+        self._inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if host.lower() == self._api_host or (self._allow_loopback and _is_loopback_name(host)):
+            return results
+        safe = [r for r in results if not _is_internal_address(str(r["host"]))]
+        if not safe:
+            raise OSError(f"{host} resolves only to loopback or link-local addresses; refused")
+        return safe
+
+    async def close(self) -> None:
+        await self._inner.close()
