@@ -371,3 +371,69 @@ async def test_guarded_resolver_lets_the_api_host_and_the_emulator_through() -> 
         await GuardedResolver("https://notary.example/v2").resolve("localhost", 443)
     for resolver in (strict, emulator):
         await resolver.close()
+
+
+def submit_answer(**overrides: object) -> Handler:
+    attributes: dict[str, object] = {
+        "awsAccessKeyId": "ASIAABCDEFGHIJKLMNOP", "awsSecretAccessKey": "c2VjcmV0",
+        "awsSessionToken": "dG9rZW4=", "bucket": "notary-submissions-prod",
+        "object": f"prod/AROA:{SUBMISSION}"}
+    data: dict[str, object] = {"id": SUBMISSION, "type": "newSubmissions"}
+    for key, value in overrides.items():
+        (data if key == "id" else attributes)[key] = value
+    data["attributes"] = attributes
+    return json_answer({"data": data, "meta": {}})
+
+
+@pytest.mark.parametrize(
+    "overrides, field_name",
+    [
+        ({"id": "../../../../home/user/.ssh/authorized_keys"}, "id"),  # ends up in a file name
+        ({"id": ""}, "id"),
+        ({"id": 12345}, "id"),
+        ({"bucket": "../other"}, "bucket"),
+        ({"awsSecretAccessKey": {"nested": "object"}}, "awsSecretAccessKey"),
+        ({"awsSessionToken": "x" * 100_000}, "awsSessionToken"),
+        ({"awsAccessKeyId": "ASIA\nInjected: header"}, "awsAccessKeyId"),
+        ({"object": None}, "object"),
+    ],
+)
+async def test_malformed_submission_fields_are_refused(
+    server: HostileServer, client: NotaryClient, overrides: dict[str, object], field_name: str
+) -> None:
+    server.handler = submit_answer(**overrides)
+    with pytest.raises(BadResponse, match=f"field '{field_name}' is missing or malformed"):
+        await client.submit("Game.zip", "0" * 64)
+
+
+async def test_well_formed_submission_is_accepted(
+    server: HostileServer, client: NotaryClient
+) -> None:
+    server.handler = submit_answer()
+    created = await client.submit("Game.zip", "0" * 64)
+    assert created.id == SUBMISSION and created.bucket == "notary-submissions-prod"
+
+
+async def test_status_with_control_characters_is_refused(
+    server: HostileServer, client: NotaryClient
+) -> None:
+    server.handler = json_answer({"data": {"id": SUBMISSION, "attributes": {
+        "status": "Accepted\x1b[2J", "name": "x", "createdDate": "2024-01-01T00:00:00Z"}}})
+    with pytest.raises(BadResponse, match="'status'"):
+        await client.status(SUBMISSION)
+
+
+async def test_error_details_are_printed_as_one_bounded_line(
+    server: HostileServer, client: NotaryClient
+) -> None:
+    async def forbidden(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"errors": [{"status": "403", "code": "FORBIDDEN\n",
+                                              "title": "Denied\x1b]0;pwned\x07",
+                                              "detail": "line one\nline two " + "y" * 5000}]},
+                                 status=403)
+    server.handler = forbidden
+    with pytest.raises(NotaryError) as raised:
+        await client.history()
+    message = str(raised.value)
+    assert "\n" not in message and "\x1b" not in message and "\x07" not in message
+    assert "line one line two" in message and len(message) < 1000

@@ -73,7 +73,11 @@ REJECTED = "Rejected"
 TERMINAL_STATUSES = frozenset({ACCEPTED, INVALID, REJECTED})
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_REQUEST_ID = re.compile(r"Request ID:\s*(\S+)")
+_REQUEST_ID = re.compile(r"Request ID:\s*([\w.-]{1,80})")
+# Shapes of fields that end up in file names, S3 requests and messages.
+_SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,79}$")
+_ACCESS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Query parameters of pre-signed URLs that are safe to show; every other value is redacted.
 _SAFE_QUERY_KEYS = frozenset({"expires", "x-amz-expires", "x-amz-date", "x-amz-algorithm"})
 
@@ -236,21 +240,18 @@ class NotaryClient:
         doc = await self._call("submit", "POST", "/submissions", body)
         data = _data_object(doc, "submit")
         attrs = _attributes(data, "submit")
-        try:
-            credentials = Credentials(
-                access_key_id=str(attrs["awsAccessKeyId"]),
-                secret_access_key=str(attrs["awsSecretAccessKey"]),
-                session_token=str(attrs["awsSessionToken"]),
-                expires_at=issued_at + CREDENTIAL_LIFETIME_SECONDS,
-            )
-            return NewSubmission(
-                id=str(data["id"]),
-                bucket=str(attrs["bucket"]),
-                object=str(attrs["object"]),
-                credentials=credentials,
-            )
-        except KeyError as missing:
-            raise BadResponse(endpoint="submit", detail=f"field {missing} missing") from None
+        credentials = Credentials(
+            access_key_id=_text(attrs, "awsAccessKeyId", "submit", _ACCESS_KEY_ID),
+            secret_access_key=_text(attrs, "awsSecretAccessKey", "submit", max_length=256),
+            session_token=_text(attrs, "awsSessionToken", "submit", max_length=8192),
+            expires_at=issued_at + CREDENTIAL_LIFETIME_SECONDS,
+        )
+        return NewSubmission(
+            id=_text(data, "id", "submit", _SUBMISSION_ID),
+            bucket=_text(attrs, "bucket", "submit", _BUCKET),
+            object=_text(attrs, "object", "submit", max_length=1024),
+            credentials=credentials,
+        )
 
     async def status(self, submission_id: str) -> SubmissionStatus:
         """``GET /submissions/{id}``."""
@@ -547,15 +548,37 @@ def _submission_status(data: Any, endpoint: str) -> SubmissionStatus:
     if not isinstance(data, dict):
         raise BadResponse(endpoint=endpoint, detail="submission entry is not an object")
     attrs = _attributes(data, endpoint)
-    try:
-        return SubmissionStatus(
-            id=str(data["id"]),
-            name=str(attrs.get("name", "")),
-            status=str(attrs["status"]),
-            created_date=str(attrs.get("createdDate", "")),
-        )
-    except KeyError as missing:
-        raise BadResponse(endpoint=endpoint, detail=f"field {missing} missing") from None
+    return SubmissionStatus(
+        id=_text(data, "id", endpoint, _SUBMISSION_ID),
+        name=_text(attrs, "name", endpoint, required=False),
+        status=_text(attrs, "status", endpoint, max_length=64),
+        created_date=_text(attrs, "createdDate", endpoint, required=False, max_length=64),
+    )
+
+
+def _text(
+    obj: Mapping[str, Any],
+    key: str,
+    endpoint: str,
+    pattern: re.Pattern[str] | None = None,
+    *,
+    max_length: int = 1024,
+    required: bool = True,
+) -> str:
+    """A string field of an answer, checked: it ends up in file names, SQL rows and messages."""
+    value = obj.get(key)
+    if value is None and not required:
+        return ""
+    if (not isinstance(value, str) or (required and not value) or len(value) > max_length
+            or not value.isprintable() or (pattern is not None and not pattern.match(value))):
+        raise BadResponse(endpoint=endpoint, detail=f"field '{key}' is missing or malformed")
+    return value
+
+
+def _one_line(text: str, limit: int) -> str:
+    """Server-supplied text made safe to print: printable, one line, bounded."""
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 2]).split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
 def _first_error(raw: bytes) -> tuple[str, str]:
@@ -567,9 +590,9 @@ def _first_error(raw: bytes) -> tuple[str, str]:
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
         return "", ""
     first = errors[0]
-    code = str(first.get("code") or "")
-    title = str(first.get("title") or "")
-    detail = str(first.get("detail") or "")
+    code = _one_line(str(first.get("code") or ""), 80)
+    title = _one_line(str(first.get("title") or ""), 200)
+    detail = _one_line(str(first.get("detail") or ""), 400)
     if title and detail and title != detail and not detail.startswith(title):
         detail = f"{title}. {detail}"
     return code, (detail or title)
@@ -577,7 +600,7 @@ def _first_error(raw: bytes) -> tuple[str, str]:
 
 def _s3_error_code(body: bytes) -> str:
     match = re.search(rb"<Code>([^<]{1,64})</Code>", body)
-    return match.group(1).decode("ascii", "replace") if match else ""
+    return _one_line(match.group(1).decode("ascii", "replace"), 64) if match else ""
 
 
 def _describe(error: BaseException, what: str) -> str:
