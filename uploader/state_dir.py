@@ -34,12 +34,12 @@ def prepare(state_dir: Path) -> None:
     state_dir = Path(state_dir)
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-        info = os.lstat(state_dir)
+        info = os.stat(state_dir)  # a symlink to a directory of one's own is fine
     except OSError as error:
         raise unusable(state_dir, error) from None
     if not stat.S_ISDIR(info.st_mode):
         raise StateDirError(
-            f"state directory {state_dir} is not a directory (a symlink or file is in the way); "
+            f"state directory {state_dir} is not a directory (a file is in the way); "
             "remove it or set NOTARYD_STATE_DIR to a directory of your own"
         )
     if info.st_uid != os.getuid():
@@ -48,7 +48,7 @@ def prepare(state_dir: Path) -> None:
             f"({os.getuid()}); set NOTARYD_STATE_DIR to a directory of your own"
         )
     try:
-        tightened = _tighten(state_dir)
+        tightened = _tighten(state_dir.resolve())
     except OSError as error:
         raise unusable(state_dir, error) from None
     if os.statvfs(state_dir).f_flag & os.ST_RDONLY:

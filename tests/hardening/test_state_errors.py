@@ -211,3 +211,18 @@ def test_really_full_disk_names_the_mount_and_the_space(tmp_path: Path) -> None:
                           sys.executable, "-c", f"{script}", str(disk))
     assert result.returncode == 1 and "StateDirError" in result.stderr
     assert f"the disk mounted at {disk}" in result.stderr and "Free at least 2 MiB" in result.stderr
+
+
+def test_symlinked_state_dir_of_ones_own_is_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = tmp_path / "disk" / "notaryd"
+    real.mkdir(parents=True, mode=0o755)
+    os.chmod(real, 0o755)
+    link = tmp_path / "state"
+    link.symlink_to(real)
+    with caplog.at_level(logging.WARNING, logger="notaryd.state"):
+        prepare(link)
+        prepare(link)
+    assert stat.S_IMODE(real.stat().st_mode) == 0o700
+    assert len(caplog.records) == 1  # tightened once, not on every start
