@@ -43,7 +43,7 @@ _NAME_WORDS = tuple(_SECRET_NAMES.split("|"))
 # name, then a separator as it appears in URLs, headers, dict reprs and JSON, then the value
 _NAMED = re.compile(
     r"(?P<name>(?<![A-Za-z0-9])(?:" + _SECRET_NAMES + r"))"
-    r"(?P<sep>['\"]?\s*[:=]\s*b?['\"]?)"
+    r"(?P<sep>['\"]?\s*[:=]\s*(?:b(?=['\"]))?['\"]?)"  # b'...': a bytes repr
     r"(?P<value>(?:AWS4-HMAC-SHA256\s+|Bearer\s+)?[^'\"\s&,;}\])]+)",
     re.IGNORECASE,
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def captured() -> Iterator[io.StringIO]:
          "SignedHeaders=host, Signature=0123456789abcdef0123456789abcdef'}>",
          "IQoJb3JpZ2luX2VjEJr"),
         ("Signature=0123456789abcdef0123456789abcdef", "0123456789abcdef"),
+        # a value starting with "b" is not a bytes repr: its first letter must not survive
+        ("?Expires=1&Signature=bXl6c2lnbmF0dXJl&x-amz-security-token=bAbc123", "bXl6"),
+        ("{'X-Amz-Security-Token': b'IQoJb3JpZ2luX2VjEJr'}", "IQoJb3JpZ2lu"),
         ('{"awsSecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCY", "bucket": "b"}', "wJalrXUtn"),
         (f"headers {{'Authorization': 'Bearer {JWT}'}}", "c2lnbmF0dXJl"),
         (f"token {JWT} in a sentence", "eyJpc3Mi"),
@@ -57,6 +61,7 @@ def test_secret_shapes_are_redacted(line: str, secret: str) -> None:
     out = redact(line)
     assert secret not in out
     assert REDACTED in out
+    assert not re.search(r"(?i)(signature|token)=(?!\[REDACTED)\w", out), out
 
 
 def test_ordinary_text_is_left_alone() -> None:
