@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from uploader import redaction
 from uploader.errors import NotarydError
 
 COMMAND_MODULES = (
@@ -28,6 +29,7 @@ COMMAND_MODULES = (
     "service.commands.install",
     "service.commands.staple",
     "service.commands.doctor",
+    "service.commands.state",
 )
 
 
@@ -52,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    redaction.install()  # on every handler: third-party loggers print credentials at DEBUG
     from service.settings import load_settings
 
     try:
@@ -59,11 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args, settings)
         return code
     except NotarydError as exc:
-        print(f"notaryd: {exc}", file=sys.stderr)
+        print(f"notaryd: {redaction.redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("notaryd: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unforeseen OS error: one line; the traceback with -v
+        logging.getLogger("notaryd").debug("unexpected error", exc_info=True)
+        print(f"notaryd: unexpected error ({type(exc).__name__}: {redaction.redact(str(exc))}); "
+              "re-run with -v for the details", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,24 +10,30 @@ Errors name the variable or key, the source and the fix, and never echo secret v
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+import socket
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import platformdirs
 
 from uploader.checksum import ChecksumAlgorithm
-from uploader.config import EngineConfig
+from uploader.config import EngineConfig, GiB, MiB
 from uploader.constants import DEFAULT_API_URL, STUCK_AFTER_SECONDS
 from uploader.errors import ConfigError
+from uploader.redaction import register_secret
 from uploader.staple.lookup import DEFAULT_TICKET_URL
 
 DEFAULT_LISTEN = "127.0.0.1:7780"
 APP_NAME = "notaryd"
+_MAX_CONFIG_BYTES = 256 * 1024
 
 if TYPE_CHECKING:
     from uploader.notary.pipeline import NotaryConfig
@@ -146,14 +152,19 @@ class Settings:
 
 
 class _Source:
-    """Looks a setting up in the environment, then the file, and names where it came from."""
+    """Looks a setting up in the environment, then the file, and names where it came from.
+
+    Remembers every name asked for, so that ``unknown_file_keys`` can catch a misspelt key.
+    """
 
     def __init__(self, environ: Mapping[str, str], file_values: Mapping[str, Any], file: Path | None):
         self.environ = environ
         self.file_values = file_values
         self.file = file
+        self.asked: set[str] = set()
 
     def get(self, name: str, parse: Callable[[Any], T], default: T) -> T:
+        self.asked.add(name)
         env_name = f"NOTARYD_{name.upper()}"
         if env_name in self.environ and self.environ[env_name] != "":
             raw: Any = self.environ[env_name]
@@ -165,56 +176,139 @@ class _Source:
             return default
         try:
             return parse(raw)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"{where}: {exc}") from None
 
+    def check_no_unknown_keys(self) -> None:
+        unknown = sorted(set(self.file_values) - self.asked - {"config"})
+        if not unknown:
+            return
+        key = unknown[0]
+        close = difflib.get_close_matches(key, sorted(self.asked), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "remove it"
+        raise ConfigError(f"{self.file}, key '{key}': not a notaryd setting; {hint}")
 
-def _positive_int(raw: Any) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError(f"must be a positive whole number, got {raw!r}")
-    return value
+
+# Validation: every number is finite, in a sane range, and keeps its kind (TOML 1.5 is not an
+# integer setting's 1). Environment values are text; TOML values arrive typed.
+
+def _shown(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _positive_float(raw: Any) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError(f"must be a positive number of seconds, got {raw!r}")
-    return value
+def whole_number(minimum: int, maximum: int, unit: str = "") -> Callable[[Any], int]:
+    """Parser of an integer setting within ``minimum..maximum``."""
+    suffix = f" {unit}" if unit else ""
+
+    def parse(raw: Any) -> int:
+        if isinstance(raw, str):
+            try:
+                value = int(raw.strip().replace("_", ""), 10)
+            except ValueError:
+                raise ValueError(f"must be a whole number{suffix}, got {_shown(raw)}") from None
+        elif isinstance(raw, int) and not isinstance(raw, bool):
+            value = raw
+        else:
+            raise ValueError(f"must be a whole number{suffix}, got {_shown(raw)}")
+        if not minimum <= value <= maximum:
+            raise ValueError(f"must be between {minimum:,} and {maximum:,}{suffix}, got {value:,}")
+        return value
+
+    return parse
+
+
+def seconds(maximum: float, minimum: float = 0.0) -> Callable[[Any], float]:
+    """Parser of a duration in seconds: finite, more than ``minimum``, at most ``maximum``."""
+
+    def parse(raw: Any) -> float:
+        if isinstance(raw, str):
+            try:
+                value = float(raw.strip())
+            except ValueError:
+                raise ValueError(f"must be a number of seconds, got {_shown(raw)}") from None
+        elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            value = float(raw)
+        else:
+            raise ValueError(f"must be a number of seconds, got {_shown(raw)}")
+        if not math.isfinite(value) or not minimum < value <= maximum:
+            raise ValueError(
+                f"must be more than {minimum:g} and at most {maximum:g} seconds, got {_shown(raw)}"
+            )
+        return value
+
+    return parse
+
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+_positive_int = whole_number(1, 2**31 - 1)
+_positive_float = seconds(30 * DAY)
+_part_size = whole_number(5 * MiB, 5 * GiB, "bytes")  # S3's multipart limits
+# 64 connections at S3's ~85 MB/s each is over 5 GB/s: more only adds sockets and memory
+_concurrency = whole_number(1, 64)
+_bandwidth = whole_number(1, 10**12, "bytes per second")
 
 
 def _bool(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
-    text = str(raw).strip().lower()
+    if not isinstance(raw, str):
+        raise ValueError(f"must be true or false, got {_shown(raw)}")
+    text = raw.strip().lower()
     if text in {"1", "true", "yes", "on"}:
         return True
     if text in {"0", "false", "no", "off"}:
         return False
-    raise ValueError(f"must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+    raise ValueError(f"must be 1/0, true/false, yes/no or on/off, got {_shown(raw)}")
+
+
+def _text(raw: Any, what: str = "text") -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"must be {what} (a quoted string in TOML), got {_shown(raw)}")
+    if "\x00" in raw or len(raw) > 4096:
+        raise ValueError(f"must be {what} without NUL characters and under 4096 characters")
+    return raw
 
 
 def _path(raw: Any) -> Path:
-    return Path(os.path.expanduser(str(raw)))
+    return Path(os.path.expanduser(_text(raw, "a path")))
 
 
 def _paths(raw: Any) -> tuple[Path, ...]:
-    items = raw if isinstance(raw, list) else str(raw).split(os.pathsep)
-    return tuple(_path(item) for item in items if str(item))
+    items = raw if isinstance(raw, list) else _text(raw, "a path list").split(os.pathsep)
+    return tuple(_path(item) for item in items if item != "")
 
 
 def _listen(raw: Any) -> str:
-    text = str(raw)
+    text = _text(raw, "HOST:PORT").strip()
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"must be HOST:PORT such as 127.0.0.1:7780, got {text!r}")
+    bare_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if (not sep or not bare_host or not port.isdigit() or not 0 <= int(port) <= 65535
+            or any(c.isspace() or c in "/[]@" for c in bare_host)
+            or (":" in bare_host and not host.startswith("["))):
+        raise ValueError(
+            f"must be HOST:PORT such as 127.0.0.1:7780 or [::1]:7780, got {_shown(text)}"
+        )
     return text
 
 
+def check_listen_resolves(settings: Settings) -> None:
+    """Resolve ``listen``'s host now, so that an unresolvable one is one line, not a traceback."""
+    try:
+        socket.getaddrinfo(settings.listen_host, settings.listen_port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(
+            f"NOTARYD_LISTEN {settings.listen!r}: cannot resolve host {settings.listen_host!r} "
+            f"({getattr(exc, 'strerror', None) or exc}); use an address such as 127.0.0.1:7780"
+        ) from None
+
+
 def _url(raw: Any) -> str:
-    text = str(raw).rstrip("/")
-    if not text.startswith(("http://", "https://")):
-        raise ValueError(f"must be an http:// or https:// URL, got {text!r}")
+    text = _text(raw, "a URL").strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL, got {_shown(text)}")
     return text
 
 
@@ -223,7 +317,7 @@ def _checksum(raw: Any) -> ChecksumAlgorithm:
 
 
 def _str(raw: Any) -> str:
-    return str(raw)
+    return _text(raw)
 
 
 def load_settings(
@@ -234,39 +328,63 @@ def load_settings(
     path = explicit or default_config_path()
     file_values: dict[str, Any] = {}
     if path.exists():
-        try:
-            file_values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+        file_values = _read_config(path)
     elif explicit is not None:
         raise ConfigError(f"{path}: config file not found (given by --config or NOTARYD_CONFIG)")
 
     src = _Source(environ, file_values, path)
     d = Settings()
-    return Settings(
+    settings = Settings(
         key_id=src.get("key_id", _str, d.key_id),
         issuer_id=src.get("issuer_id", _str, d.issuer_id),
         private_key=src.get("private_key", _path, d.private_key),
         api_url=src.get("api_url", _url, d.api_url),
         s3_endpoint_url=src.get("s3_endpoint_url", _url, d.s3_endpoint_url),
         s3_accelerate=src.get("s3_accelerate", _bool, d.s3_accelerate),
-        part_size=src.get("part_size", _positive_int, d.part_size),
-        concurrency=src.get("concurrency", _positive_int, d.concurrency),
-        stall_timeout=src.get("stall_timeout", _positive_float, d.stall_timeout),
+        part_size=src.get("part_size", _part_size, d.part_size),
+        concurrency=src.get("concurrency", _concurrency, d.concurrency),
+        stall_timeout=src.get("stall_timeout", seconds(HOUR), d.stall_timeout),
         checksum=src.get("checksum", _checksum, d.checksum),
         state_dir=src.get("state_dir", _path, d.state_dir),
-        stuck_after=src.get("stuck_after", _positive_float, d.stuck_after),
-        poll_initial=src.get("poll_initial", _positive_float, d.poll_initial),
-        poll_max=src.get("poll_max", _positive_float, d.poll_max),
+        stuck_after=src.get("stuck_after", seconds(30 * DAY), d.stuck_after),
+        poll_initial=src.get("poll_initial", seconds(HOUR), d.poll_initial),
+        poll_max=src.get("poll_max", seconds(HOUR), d.poll_max),
         listen=src.get("listen", _listen, d.listen),
         api_token=src.get("api_token", _str, d.api_token),
         allowed_roots=src.get("allowed_roots", _paths, d.allowed_roots),
-        max_jobs=src.get("max_jobs", _positive_int, d.max_jobs),
-        max_parts_in_flight=src.get("max_parts_in_flight", _positive_int, d.max_parts_in_flight),
-        bandwidth_limit=src.get("bandwidth_limit", _positive_int, d.bandwidth_limit),
-        shutdown_grace=src.get("shutdown_grace", _positive_float, d.shutdown_grace),
+        max_jobs=src.get("max_jobs", whole_number(1, 64), d.max_jobs),
+        max_parts_in_flight=src.get(
+            "max_parts_in_flight", whole_number(1, 1024), d.max_parts_in_flight),
+        bandwidth_limit=src.get("bandwidth_limit", _bandwidth, d.bandwidth_limit),
+        shutdown_grace=src.get("shutdown_grace", seconds(HOUR), d.shutdown_grace),
         ticket_url=src.get("ticket_url", _url, d.ticket_url),
         notify_url=src.get("notify_url", _url, d.notify_url),
         notify_secret=src.get("notify_secret", _str, d.notify_secret),
         config_file=path if path.exists() else None,
     )
+    src.check_no_unknown_keys()
+    register_secret(settings.api_token)
+    register_secret(settings.notify_secret)
+    return settings
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(_MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    if len(data) > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config file is larger than {_MAX_CONFIG_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: config file is not UTF-8 text (line {line}, "
+            f"byte {exc.start}); save it as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from uploader.redaction import register_secret
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -12,6 +14,11 @@ class Credentials:
     secret_access_key: str
     session_token: str | None = None
     expires_at: float | None = None  # Unix time; None when unknown (plain AWS keys)
+
+    def __post_init__(self) -> None:
+        # Whatever logs these later (botocore headers, aiosqlite parameters) shows [REDACTED].
+        register_secret(self.secret_access_key)
+        register_secret(self.session_token)
 
     def seconds_left(self, now: float | None = None) -> float | None:
         if self.expires_at is None:

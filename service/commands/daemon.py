@@ -62,7 +62,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from service.daemon.app import serve
     from service.runtime import run
+    from service.settings import check_listen_resolves
 
+    check_listen_resolves(settings)
     return run(serve(settings))
 
 

@@ -43,6 +43,8 @@ class LogfmtFormatter(logging.Formatter):
             line += " " + fields
         if record.exc_info:
             line += " exc=" + quote(self.formatException(record.exc_info))
+        elif record.exc_text:  # already formatted (and redacted) by uploader.redaction
+            line += " exc=" + quote(record.exc_text)
         return line
 
 

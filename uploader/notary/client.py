@@ -10,6 +10,12 @@ Wire facts this relies on (see the reference note on the notary API):
   authentication mechanisms at once); the URL's query carries credentials, so it only ever appears
   in messages through ``redact_url``.
 
+Answers are read strictly (see ``ResponseLimits`` and ``uploader.notary.url_policy``): every body
+has a size cap (the log is streamed to a temporary file, never held as bytes), redirects are
+followed only to URLs the policy allows (and, for calls that carry the Bearer token, only within
+the API's own origin), and a complete answer that is not the expected JSON is a permanent
+``BadResponse``, never retried.
+
 The calls do not retry: the pipeline owns retries (``with_retries`` below is the helper it uses).
 Every exchange emits ``NotaryRequestDone(endpoint, code)`` with the HTTP status or ``"error"``.
 """
@@ -22,12 +28,13 @@ import email.utils
 import json
 import random
 import re
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from typing import IO, Any, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -53,9 +60,12 @@ from uploader.notary.errors import (
     NotFound,
     RateLimited,
     RequestRejected,
+    ResponseTooLarge,
     ServerError,
     Unauthenticated,
+    UnsafeUrl,
 )
+from uploader.notary.url_policy import GuardedResolver, Resolver, UrlPolicy, resolve
 from uploader.retry import Retrier, RetryPolicy
 
 T = TypeVar("T")
@@ -63,7 +73,11 @@ T = TypeVar("T")
 TERMINAL_STATUSES = frozenset({ACCEPTED, INVALID, REJECTED})
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_REQUEST_ID = re.compile(r"Request ID:\s*(\S+)")
+_REQUEST_ID = re.compile(r"Request ID:\s*([\w.-]{1,80})")
+# Shapes of fields that end up in file names, S3 requests and messages.
+_SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,79}$")
+_ACCESS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Query parameters of pre-signed URLs that are safe to show; every other value is redacted.
 _SAFE_QUERY_KEYS = frozenset({"expires", "x-amz-expires", "x-amz-date", "x-amz-algorithm"})
 
@@ -80,6 +94,31 @@ class RequestTimeouts:
         return aiohttp.ClientTimeout(
             total=self.total_seconds, connect=self.connect_seconds, sock_read=self.read_seconds
         )
+
+
+@dataclass(frozen=True)
+class ResponseLimits:
+    """Caps on what the client reads; far above anything the notary service sends.
+
+    The log cap also bounds the memory of the parsed log (a few hundred MiB at worst for a
+    hostile shape such as millions of empty objects); real logs are well under 1 MiB.
+    """
+
+    json_bytes: int = 1024 * 1024  # history of 100 submissions is ~40 KB
+    error_bytes: int = 64 * 1024  # error bodies are read for a code and a detail only
+    log_bytes: int = 8 * 1024 * 1024
+    max_redirects: int = 5
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes  # empty when the body went to a sink
 
 
 @dataclass(frozen=True)
@@ -148,8 +187,12 @@ class NotaryClient:
         *,
         timeouts: RequestTimeouts | None = None,
         clock: Callable[[], float] = time.time,
+        limits: ResponseLimits | None = None,
+        resolver: Resolver = resolve,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        self._limits = limits or ResponseLimits()
+        self._urls = UrlPolicy(self.api_url, resolver)
         self._tokens = token_source
         self._session = session
         self._owns_session = session is None
@@ -178,7 +221,8 @@ class NotaryClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.api_url))
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     # -- endpoints ---------------------------------------------------------------------------
@@ -196,21 +240,18 @@ class NotaryClient:
         doc = await self._call("submit", "POST", "/submissions", body)
         data = _data_object(doc, "submit")
         attrs = _attributes(data, "submit")
-        try:
-            credentials = Credentials(
-                access_key_id=str(attrs["awsAccessKeyId"]),
-                secret_access_key=str(attrs["awsSecretAccessKey"]),
-                session_token=str(attrs["awsSessionToken"]),
-                expires_at=issued_at + CREDENTIAL_LIFETIME_SECONDS,
-            )
-            return NewSubmission(
-                id=str(data["id"]),
-                bucket=str(attrs["bucket"]),
-                object=str(attrs["object"]),
-                credentials=credentials,
-            )
-        except KeyError as missing:
-            raise BadResponse(endpoint="submit", detail=f"field {missing} missing") from None
+        credentials = Credentials(
+            access_key_id=_text(attrs, "awsAccessKeyId", "submit", _ACCESS_KEY_ID),
+            secret_access_key=_text(attrs, "awsSecretAccessKey", "submit", max_length=256),
+            session_token=_text(attrs, "awsSessionToken", "submit", max_length=8192),
+            expires_at=issued_at + CREDENTIAL_LIFETIME_SECONDS,
+        )
+        return NewSubmission(
+            id=_text(data, "id", "submit", _SUBMISSION_ID),
+            bucket=_text(attrs, "bucket", "submit", _BUCKET),
+            object=_text(attrs, "object", "submit", max_length=1024),
+            credentials=credentials,
+        )
 
     async def status(self, submission_id: str) -> SubmissionStatus:
         """``GET /submissions/{id}``."""
@@ -221,8 +262,9 @@ class NotaryClient:
         """``GET /submissions/{id}/logs``: the pre-signed log URL (404 until a verdict exists)."""
         doc = await self._call("logs", "GET", f"/submissions/{_quote_id(submission_id)}/logs")
         url = _attributes(_data_object(doc, "logs"), "logs").get("developerLogUrl")
-        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        if not isinstance(url, str) or not url:
             raise BadResponse(endpoint="logs", detail="no developerLogUrl in the answer")
+        await self._urls.check(url, "logs")
         return url
 
     async def history(self) -> list[SubmissionStatus]:
@@ -234,25 +276,32 @@ class NotaryClient:
         return [_submission_status(item, "history") for item in items]
 
     async def download_log(self, url: str) -> dict[str, Any]:
-        """Fetch the JSON log from a pre-signed URL, without the Authorization header."""
+        """Fetch the JSON log from a pre-signed URL, without the Authorization header.
+
+        The body is streamed to an anonymous temporary file (capped at ``ResponseLimits.
+        log_bytes``) and parsed from there on a worker thread.
+        """
         endpoint = "log_download"
+        await self._urls.check(url, endpoint)
+        spool = await asyncio.to_thread(tempfile.TemporaryFile)
         try:
-            async with self._http().get(
-                url, timeout=self._timeouts.client_timeout(), allow_redirects=True
-            ) as response:
-                body = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            self._emit(NotaryRequestDone(endpoint, "error"))
-            raise NetworkError(endpoint=endpoint, cause=_describe(error, redact_url(url))) from None
-        self._emit(NotaryRequestDone(endpoint, str(status)))
-        if status in (400, 401, 403):
-            raise LogUrlExpired(status=status, detail=_s3_error_code(body))
-        if status >= 500:
-            raise ServerError(endpoint=endpoint, status=status)
-        if status != 200:
-            raise RequestRejected(endpoint=endpoint, status=status, detail=_s3_error_code(body))
-        doc = _parse_json(body)
+            answer = await self._exchange(
+                endpoint, "GET", url, headers={}, cap=self._limits.log_bytes,
+                same_origin=False, sink=spool,
+            )
+            status = answer.status
+            if status != 200:
+                body = await asyncio.to_thread(_read_back, spool, self._limits.error_bytes)
+                if status in (400, 401, 403):
+                    raise LogUrlExpired(status=status, detail=_s3_error_code(body))
+                if status >= 500:
+                    raise ServerError(endpoint=endpoint, status=status)
+                raise RequestRejected(
+                    endpoint=endpoint, status=status, detail=_s3_error_code(body)
+                )
+            doc = await asyncio.to_thread(_parse_json_file, spool)
+        finally:
+            await asyncio.to_thread(spool.close)
         if not isinstance(doc, dict):
             raise BadResponse(
                 endpoint=endpoint, status=status, detail="the log is not a JSON object"
@@ -269,27 +318,77 @@ class NotaryClient:
         if body is not None:
             headers["Content-Type"] = "application/json"
             data = json.dumps(body).encode()
-        try:
-            async with self._http().request(
-                method,
-                self.api_url + path,
-                data=data,
-                headers=headers,
-                timeout=self._timeouts.client_timeout(),
-            ) as response:
-                raw = await response.read()
-                status = response.status
-                response_headers = response.headers
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            self._emit(NotaryRequestDone(endpoint, "error"))
-            raise NetworkError(endpoint=endpoint, cause=_describe(error, endpoint)) from None
-        self._emit(NotaryRequestDone(endpoint, str(status)))
-        if status == 200:
-            doc = _parse_json(raw)
+        answer = await self._exchange(
+            endpoint, method, self.api_url + path, headers=headers, data=data,
+            cap=self._limits.json_bytes, same_origin=True,
+        )
+        if answer.status == 200:
+            doc = _parse_json(answer.body)
             if not isinstance(doc, dict):
-                raise BadResponse(endpoint=endpoint, status=status, detail="body is not JSON")
+                raise BadResponse(
+                    endpoint=endpoint, status=200, detail="the body is not a JSON object"
+                )
             return doc
-        raise self._error_for(endpoint, status, raw, response_headers)
+        raise self._error_for(endpoint, answer.status, answer.body, answer.headers)
+
+    async def _exchange(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        cap: int,
+        same_origin: bool,
+        data: bytes | None = None,
+        sink: IO[bytes] | None = None,
+    ) -> _Answer:
+        """One request, following only allowed redirects; the body read under ``cap``.
+
+        ``same_origin``: redirects must stay on the API's scheme, host and port (the request
+        carries the Bearer token, which must not travel anywhere else).
+        """
+        for _ in range(self._limits.max_redirects + 1):
+            try:
+                async with self._http().request(
+                    method, url, data=data, headers=headers, allow_redirects=False,
+                    timeout=self._timeouts.client_timeout(),
+                ) as response:
+                    status = response.status
+                    location = response.headers.get("Location")
+                    if status in _REDIRECTS and location:
+                        self._emit(NotaryRequestDone(endpoint, str(status)))
+                        url = await self._redirect_target(endpoint, url, location, same_origin)
+                        if status == 303:
+                            method, data = "GET", None
+                        continue
+                    if status == 200:
+                        body = await _read_capped(response, cap, endpoint, sink)
+                    else:  # an error page is read for its code and detail only
+                        body = await _read_capped(
+                            response, self._limits.error_bytes, endpoint, sink, truncate=True
+                        )
+                    answer = _Answer(status, response.headers, body)
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                self._emit(NotaryRequestDone(endpoint, "error"))
+                what = endpoint if same_origin else redact_url(url)
+                raise NetworkError(endpoint=endpoint, cause=_describe(error, what)) from None
+            self._emit(NotaryRequestDone(endpoint, str(answer.status)))
+            return answer
+        raise UnsafeUrl(endpoint=endpoint, url=redact_url(url),
+                        reason=f"more than {self._limits.max_redirects} redirects")
+
+    async def _redirect_target(
+        self, endpoint: str, current: str, location: str, same_origin: bool
+    ) -> str:
+        target = urljoin(current, location)
+        if same_origin:
+            here, there = urlsplit(current), urlsplit(target)
+            if (here.scheme, here.netloc) != (there.scheme, there.netloc):
+                raise UnsafeUrl(endpoint=endpoint, url=redact_url(target),
+                                reason="a redirect away from the API's own host")
+        await self._urls.check(target, endpoint)
+        return target
 
     def _error_for(
         self, endpoint: str, status: int, raw: bytes, headers: Mapping[str, str]
@@ -388,8 +487,57 @@ def _quote_id(submission_id: str) -> str:
 def _parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         return None
+
+
+def _parse_json_file(handle: IO[bytes]) -> Any:
+    handle.seek(0)
+    try:
+        return json.load(handle)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def _read_back(handle: IO[bytes], limit: int) -> bytes:
+    handle.seek(0)
+    return handle.read(limit)
+
+
+async def _read_capped(
+    response: aiohttp.ClientResponse,
+    cap: int,
+    endpoint: str,
+    sink: IO[bytes] | None,
+    *,
+    truncate: bool = False,
+) -> bytes:
+    """The body, at most ``cap`` bytes, else ``ResponseTooLarge`` (announced or actual size);
+    with ``truncate``, the first ``cap`` bytes instead.
+
+    With ``sink`` the body is written there (on a worker thread, 1 MiB at a time) instead.
+    """
+    too_large = response.content_length is not None and response.content_length > cap
+    if too_large and not truncate:
+        raise ResponseTooLarge(endpoint=endpoint, limit_bytes=cap)
+    pending = bytearray()
+    total = 0
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        total += len(chunk)
+        if total > cap:
+            if not truncate:
+                raise ResponseTooLarge(endpoint=endpoint, limit_bytes=cap)
+            pending += chunk[: cap - (total - len(chunk))]
+            break
+        pending += chunk
+        if sink is not None and len(pending) >= 16 * _CHUNK:
+            await asyncio.to_thread(sink.write, bytes(pending))
+            pending.clear()
+    if sink is None:
+        return bytes(pending)
+    if pending:
+        await asyncio.to_thread(sink.write, bytes(pending))
+    return b""
 
 
 def _data_object(doc: Mapping[str, Any], endpoint: str) -> Mapping[str, Any]:
@@ -410,15 +558,37 @@ def _submission_status(data: Any, endpoint: str) -> SubmissionStatus:
     if not isinstance(data, dict):
         raise BadResponse(endpoint=endpoint, detail="submission entry is not an object")
     attrs = _attributes(data, endpoint)
-    try:
-        return SubmissionStatus(
-            id=str(data["id"]),
-            name=str(attrs.get("name", "")),
-            status=str(attrs["status"]),
-            created_date=str(attrs.get("createdDate", "")),
-        )
-    except KeyError as missing:
-        raise BadResponse(endpoint=endpoint, detail=f"field {missing} missing") from None
+    return SubmissionStatus(
+        id=_text(data, "id", endpoint, _SUBMISSION_ID),
+        name=_text(attrs, "name", endpoint, required=False),
+        status=_text(attrs, "status", endpoint, max_length=64),
+        created_date=_text(attrs, "createdDate", endpoint, required=False, max_length=64),
+    )
+
+
+def _text(
+    obj: Mapping[str, Any],
+    key: str,
+    endpoint: str,
+    pattern: re.Pattern[str] | None = None,
+    *,
+    max_length: int = 1024,
+    required: bool = True,
+) -> str:
+    """A string field of an answer, checked: it ends up in file names, SQL rows and messages."""
+    value = obj.get(key)
+    if value is None and not required:
+        return ""
+    if (not isinstance(value, str) or (required and not value) or len(value) > max_length
+            or not value.isprintable() or (pattern is not None and not pattern.match(value))):
+        raise BadResponse(endpoint=endpoint, detail=f"field '{key}' is missing or malformed")
+    return value
+
+
+def _one_line(text: str, limit: int) -> str:
+    """Server-supplied text made safe to print: printable, one line, bounded."""
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 2]).split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
 def _first_error(raw: bytes) -> tuple[str, str]:
@@ -430,9 +600,9 @@ def _first_error(raw: bytes) -> tuple[str, str]:
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
         return "", ""
     first = errors[0]
-    code = str(first.get("code") or "")
-    title = str(first.get("title") or "")
-    detail = str(first.get("detail") or "")
+    code = _one_line(str(first.get("code") or ""), 80)
+    title = _one_line(str(first.get("title") or ""), 200)
+    detail = _one_line(str(first.get("detail") or ""), 400)
     if title and detail and title != detail and not detail.startswith(title):
         detail = f"{title}. {detail}"
     return code, (detail or title)
@@ -440,7 +610,7 @@ def _first_error(raw: bytes) -> tuple[str, str]:
 
 def _s3_error_code(body: bytes) -> str:
     match = re.search(rb"<Code>([^<]{1,64})</Code>", body)
-    return match.group(1).decode("ascii", "replace") if match else ""
+    return _one_line(match.group(1).decode("ascii", "replace"), 64) if match else ""
 
 
 def _describe(error: BaseException, what: str) -> str:

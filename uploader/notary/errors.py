@@ -13,11 +13,15 @@ Hierarchy (grouped by what the caller can do about it)::
         ├── NotFound                404 (unknown id, or logs asked for before a verdict)
         ├── RequestRejected         other 4xx (bad request body, unknown path)
         ├── LogUrlExpired           the pre-signed log URL was refused: ask for a new one
+        ├── BadResponse             a complete answer that is not the JSON we expect (proxy page,
+        │                           wrong URL): asking again gets the same answer
+        ├── ResponseTooLarge        an answer over its size cap; not read further
+        ├── UnsafeUrl               a redirect or log URL that is not https, or points at a
+        │                           loopback or link-local address
         └── TransientNotaryError    ``transient`` True: retry with back-off
             ├── RateLimited         429 RATE_LIMIT: back off hard (``retry_after_seconds``)
             ├── ServerError         5xx
-            ├── NetworkError        connection refused/reset, DNS, timeouts
-            └── BadResponse         a 2xx whose body is not the JSON we expect (cut short, proxy page)
+            └── NetworkError        connection refused/reset, DNS, timeouts, a body cut short
 
 Messages never contain tokens, keys, credentials or pre-signed URL signatures.
 """
@@ -177,10 +181,30 @@ class NetworkError(TransientNotaryError):
         )
 
 
-class BadResponse(TransientNotaryError):
+class BadResponse(NotaryError):
     def __init__(self, *, endpoint: str = "", status: int | None = None, detail: str) -> None:
         super().__init__(
-            f"unexpected answer from the notary service for {endpoint or 'a request'}: {detail}",
+            f"unexpected answer from the notary service for {endpoint or 'a request'}: {detail}. "
+            "This is not a Notary API answer: check NOTARYD_API_URL and any proxy in between",
             endpoint=endpoint,
             status=status,
+        )
+
+
+class ResponseTooLarge(NotaryError):
+    def __init__(self, *, endpoint: str = "", limit_bytes: int) -> None:
+        super().__init__(
+            f"the answer to {endpoint or 'a request'} is larger than {limit_bytes:,} bytes, far "
+            "more than the notary service sends; refused without reading it. Check "
+            "NOTARYD_API_URL and any proxy in between",
+            endpoint=endpoint,
+        )
+
+
+class UnsafeUrl(NotaryError):
+    def __init__(self, *, endpoint: str = "", url: str, reason: str) -> None:
+        super().__init__(
+            f"refused to fetch {url} for {endpoint or 'a request'}: {reason}. The notary service "
+            "only uses https URLs on public hosts: check NOTARYD_API_URL and any proxy in between",
+            endpoint=endpoint,
         )

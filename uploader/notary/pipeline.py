@@ -75,6 +75,7 @@ from uploader.planning import plan_upload
 from uploader.rate import RateMeter
 from uploader.retry import Retrier, RetryPolicy
 from uploader.staple.lookup import DEFAULT_TICKET_URL
+from uploader.state_dir import write_private
 from uploader.throttle import Throttle
 from uploader.upload_state import UploadStore
 
@@ -479,10 +480,7 @@ class Notarizer:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_private(path, text.encode("utf-8"))  # 0600 in a 0700 logs/: see uploader.state_dir
 
 
 class _Progress:

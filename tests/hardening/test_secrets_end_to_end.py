@@ -1,0 +1,138 @@
+"""`notaryd -v notarize` end to end: no issued secret in any output byte or any state file.
+
+The attack (issue 10): with ``-v``, aiosqlite's DEBUG lines showed the INSERT parameters (the
+12-hour S3 secret key and session token) and botocore's showed X-Amz-Security-Token; ``logs/``
+was 0755 with 0644 files. Here the real emulator issues the secrets, a real ``notaryd`` process
+uploads to real SeaweedFS, and every byte it printed and every file it left in the state dir
+(the database excepted: it must hold the credentials to resume) is searched for them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from service.emulator.notary import BackgroundEmulator, NotaryEmulator, TeamKey
+from tests.daemon.helpers import free_port
+from tests.pipeline.conftest import PART, make_archive
+from tests.pipeline.test_cli import background, environment, notarize_command
+
+__all__ = ["background"]  # the emulator fixture, shared with the pipeline CLI tests
+
+DATABASE_NAMES = {"notaryd.sqlite3", "notaryd.sqlite3-wal", "notaryd.sqlite3-shm"}
+
+
+def issued_secrets(background: BackgroundEmulator, key: TeamKey) -> dict[str, str]:
+    """Every secret the run saw: S3 secret keys, session tokens, JWTs, private key lines."""
+    def collect(emulator: NotaryEmulator) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for submission in emulator.submissions.values():
+            found[f"secret key of {submission.id}"] = submission.grant.secret_access_key
+            found[f"session token of {submission.id}"] = submission.grant.session_token
+        for number, token in enumerate(emulator.token_stats._seen):
+            found[f"JWT #{number}"] = token
+        return found
+
+    found = background.call(collect)
+    assert key.path is not None
+    pem_lines = [line for line in key.path.read_text().splitlines() if not line.startswith("-----")]
+    for number, line in enumerate(pem_lines):
+        found[f"private key line {number}"] = line
+    found["private key body"] = "".join(pem_lines)
+    return found
+
+
+def test_verbose_notarize_leaks_no_secret(
+    background: BackgroundEmulator, tmp_path: Path
+) -> None:
+    key = background.call(lambda e: e.make_team_key(tmp_path / "keys"))
+    home = tmp_path / "home"
+    state = home / "state"
+    state.mkdir(parents=True, mode=0o755)  # an existing, too-open state dir must be tightened
+    os.chmod(state, 0o755)
+    env = environment(background.emulator, key, home)
+    archive = make_archive(tmp_path / "Game.zip", 2 * PART)
+
+    result = subprocess.run([*notarize_command(archive)[:3], "-v", *notarize_command(archive)[3:]],
+                            env=env, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    stderr = result.stderr.decode(errors="replace")
+    # the run really was verbose through the leaky libraries, so the check below means something
+    assert "aiosqlite" in stderr and "botocore" in stderr
+    assert stderr.count("tightened permissions") == 1
+    assert_no_secret_anywhere(issued_secrets(background, key), state,
+                              {"stdout": result.stdout, "stderr": result.stderr})
+
+
+def assert_no_secret_anywhere(
+    secrets: dict[str, str], state: Path, outputs: dict[str, bytes]
+) -> None:
+    """No secret in ``outputs`` or any state file but the database; private modes throughout."""
+    assert sum(name.startswith("session token") for name in secrets) == 1
+    assert any(name.startswith("JWT") for name in secrets)
+    outputs = dict(outputs)
+    for path in sorted(state.rglob("*")):
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if path.is_dir():
+            assert mode == 0o700, f"{path} is {mode:o}"
+            continue
+        assert mode == 0o600, f"{path} is {mode:o}"
+        if path.name not in DATABASE_NAMES:
+            outputs[str(path)] = path.read_bytes()
+    assert any("/logs/" in name for name in outputs), "the run stored its notary log"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+    for where, data in outputs.items():
+        for name, secret in secrets.items():
+            for form in {secret, quote(secret, safe=""), quote(secret, safe="/")}:
+                assert form.encode() not in data, f"{name} appears in {where}"
+        text = data.decode(errors="replace")
+        assert not re.search(r"eyJ[\w-]{4,}\.[\w-]{4,}\.", text), f"a JWT appears in {where}"
+        assert not re.search(r"(?i)signature=(?!b?['\"]?\[REDACTED)\w", text), f"a signature in {where}"
+        assert "PRIVATE KEY-----" not in text
+
+
+def test_verbose_daemon_leaks_no_secret(background: BackgroundEmulator, tmp_path: Path) -> None:
+    key = background.call(lambda e: e.make_team_key(tmp_path / "keys"))
+    home = tmp_path / "home"
+    state = home / "state"
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    env = environment(background.emulator, key, home)
+    env.update(NOTARYD_LISTEN=f"127.0.0.1:{free_port()}", NOTARYD_ALLOWED_ROOTS=str(archives),
+               PYTHONUNBUFFERED="1")
+    archive = make_archive(archives / "Game.zip", PART)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        serve = subprocess.Popen([sys.executable, "-m", "service", "-v", "serve"], env=env,
+                                 stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while b"notaryd serving" not in log_path.read_bytes():  # listening before this line
+            assert serve.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.05)
+        done = subprocess.run([sys.executable, "-m", "service", "-v", "submit", str(archive),
+                               "--wait", "--skip-preflight"], env=env, capture_output=True,
+                              timeout=300)
+        submitted = done.stdout + done.stderr
+        assert done.returncode == 0, submitted.decode(errors="replace")[-3000:]
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=60)
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+                serve.wait()
+    served = log_path.read_bytes()
+    assert b"botocore" in served and b"aiosqlite" in served  # really verbose
+    assert_no_secret_anywhere(issued_secrets(background, key), state,
+                              {"serve output": served, "submit output": submitted})
