@@ -2,7 +2,7 @@
 
 Steps: create/reuse the peers' venv; generate/reuse the source files; start the sink and
 measure its ceiling; run every tool under every condition; run the hashing micro-benchmark;
-profile one clean notaryd upload with py-spy; write ``results.json``, ``RESULTS.md`` and
+profile one clean notaryd upload with py-spy (and one over HTTPS when the plan has ``tls``); write ``results.json``, ``RESULTS.md`` and
 ``results.png`` next to this file (or into ``--out``).
 """
 
@@ -24,29 +24,55 @@ from benchmarks.profile import profile_run
 from benchmarks.report import evaluate, render_chart, render_markdown
 from benchmarks.runner import BUCKET, Runner
 from benchmarks.services import SinkProcess
+from benchmarks.tls import generate as generate_tls
 
 HERE = Path(__file__).resolve().parent
 
 
-def _profile(plan: Plan, workdir: Path) -> dict[str, Any]:
-    size = min(plan.conditions[0].sizes)
+def _profile(plan: Plan, workdir: Path, tls: bool = False) -> dict[str, Any]:
+    """py-spy over one notaryd upload of the plan's smallest size, over HTTPS when ``tls``."""
+    size = min(plan.sizes)
     source = ensure_source(workdir / "data", size)
-    run_dir = workdir / "runs" / "profile"
+    name = "profile-tls" if tls else "profile"
+    run_dir = workdir / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    with SinkProcess(workdir / "logs" / "sink-profile.log") as sink:
-        invocation = Notaryd().invocation(
-            source, Target(sink.url, BUCKET, "profile"), plan.tuning, run_dir
-        )
+    files = generate_tls(workdir / "tls") if tls else None
+    with SinkProcess(workdir / "logs" / f"sink-{name}.log", tls=files) as sink:
+        target = Target(sink.url, BUCKET, name, sink.ca_bundle)
+        invocation = Notaryd().invocation(source, target, plan.tuning, run_dir)
         result = profile_run(invocation, run_dir, timeout_seconds=600)
     result["size"] = size
     return result
 
 
+def _subset(plan: Plan, conditions: str | None, sizes: str | None) -> Plan:
+    """The plan cut down to some conditions and sizes (MiB); RESULTS.md says so."""
+    kept = plan.conditions
+    if conditions:
+        wanted = set(conditions.split(","))
+        kept = tuple(c for c in kept if c.name in wanted)
+    if sizes:
+        mib = {int(s) * 2**20 for s in sizes.split(",")}
+        kept = tuple(
+            replace(c, sizes=tuple(s for s in c.sizes if s in mib)) for c in kept
+        )
+        kept = tuple(c for c in kept if c.sizes)
+    if kept == plan.conditions:
+        return plan
+    note = "subset of the plan: " + "; ".join(
+        f"{c.name} at {', '.join(f'{s / 2**30:g} GiB' for s in c.sizes)}" for c in kept
+    ) + " (nothing else ran)."
+    return replace(plan, conditions=kept, notes=(*plan.notes, note))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small files, < 5 minutes")
-    parser.add_argument("--tools", help="comma-separated subset of notaryd,s5cmd,aws-cli,boto3")
+    parser.add_argument(
+        "--tools", help="comma-separated subset of notaryd,s5cmd,aws-cli,boto3,boto3-crt"
+    )
     parser.add_argument("--conditions", help="comma-separated subset of the plan's conditions")
+    parser.add_argument("--sizes", help="comma-separated subset of the plan's sizes, in MiB")
     parser.add_argument("--runs", type=int, help="override runs per cell")
     parser.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md etc. go")
     parser.add_argument("--workdir", type=Path, default=HERE / ".work")
@@ -61,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         _write_outputs(results, args.out)
         return 0
 
-    plan = quick_plan() if args.quick else full_plan()
-    if args.conditions:
-        wanted = set(args.conditions.split(","))
-        plan = replace(plan, conditions=tuple(c for c in plan.conditions if c.name in wanted))
+    plan = _subset(quick_plan() if args.quick else full_plan(), args.conditions, args.sizes)
     if args.runs:
         plan = replace(plan, conditions=tuple(replace(c, runs=args.runs) for c in plan.conditions))
     tools = tuple(args.tools.split(",")) if args.tools else None
@@ -80,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_profile:
         print("bench: profiling one clean notaryd upload with py-spy", flush=True)
         results["profile"] = _profile(plan, args.workdir)
+        if any(c.tls for c in plan.conditions):
+            print("bench: profiling one notaryd upload over HTTPS with py-spy", flush=True)
+            results["profile_tls"] = _profile(plan, args.workdir, tls=True)
     _write_outputs(results, args.out)
     return 0
 

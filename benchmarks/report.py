@@ -15,7 +15,8 @@ from typing import Any
 
 GiB = 2**30
 MiB = 2**20
-TOOLS = ("notaryd", "s5cmd", "aws-cli", "boto3")
+TOOLS = ("notaryd", "s5cmd", "aws-cli", "boto3", "boto3-crt")
+PEERS = TOOLS[1:]
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,36 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
+def _against_every_peer(
+    table: dict[tuple[str, int, str], Cell], condition: str, size: int
+) -> list[Target]:
+    """Issue 9's targets: faster than the fastest peer, ≤ 0.6 x the thriftiest peer's CPU."""
+    n = table.get((condition, size, "notaryd"))
+    peers = [table[(condition, size, p)] for p in PEERS if (condition, size, p) in table]
+    fast = [p for p in peers if p.mib_s is not None]
+    thrifty = [p for p in peers if p.cpu_per_gib is not None]
+    where = f"{condition} {_size(size)}"
+    if n is None or n.mib_s is None or n.cpu_per_gib is None or not fast or not thrifty:
+        return [Target(f"{where}: throughput ≥ every peer", "—", "n/a"),
+                Target(f"{where}: CPU/GiB ≤ 0.6 x thriftiest peer", "—", "n/a")]
+    best = max(fast, key=lambda c: c.mib_s or 0.0)
+    least = min(thrifty, key=lambda c: c.cpu_per_gib or 0.0)
+    speed = n.mib_s / (best.mib_s or 1.0)
+    cpu = n.cpu_per_gib / (least.cpu_per_gib or 1.0)
+    return [
+        Target(
+            f"{where}: throughput ≥ every peer",
+            f"{speed:.2f} x {best.tool} ({n.mib_s:.0f} vs {best.mib_s:.0f} MiB/s)",
+            "met" if speed >= 1.0 else "MISSED",
+        ),
+        Target(
+            f"{where}: CPU/GiB ≤ 0.6 x thriftiest peer",
+            f"{cpu:.2f} x {least.tool} ({n.cpu_per_gib:.2f} vs {least.cpu_per_gib:.2f} CPU-s/GiB)",
+            "met" if cpu <= 0.6 else "MISSED",
+        ),
+    ]
+
+
 def evaluate(results: dict[str, Any]) -> list[Target]:
     table = cells(results)
     targets: list[Target] = []
@@ -145,6 +176,9 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
             f"{_f(a.cpu_per_gib if a else None, 2)} CPU-s/GiB)",
             "n/a" if r is None else ("met" if r <= 0.5 else "MISSED"),
         ))
+    for condition in ("clean", "tls"):
+        for size in sorted({s for (c, s, _) in table if c == condition}):
+            targets += _against_every_peer(table, condition, size)
     for condition in ("lossy", "hostile"):
         for size in sorted({s for (c, s, _) in table if c == condition}):
             n = table.get((condition, size, "notaryd"))
@@ -156,7 +190,7 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
                 "met" if n.ok == n.runs else "MISSED",
             ))
             finishers = [
-                table[(condition, size, p)] for p in TOOLS[1:]
+                table[(condition, size, p)] for p in PEERS
                 if (condition, size, p) in table and table[(condition, size, p)].mib_s is not None
             ]
             if not finishers:
@@ -240,7 +274,11 @@ def render_markdown(results: dict[str, Any], chart_name: str = "results.png") ->
         "",
         "aws-cli's part size and concurrency come from `AWS_CONFIG_FILE` (`s3.multipart_chunksize`,"
         " `s3.max_concurrent_requests`); boto3 runs `upload_file` with a `TransferConfig` in its "
-        "own process (`benchmarks/peer_boto3.py`).",
+        "own process (`benchmarks/peer_boto3.py`); boto3-crt is the same `TransferConfig` with "
+        "`preferred_transfer_client=\"crt\"` on s3transfer's `CRTTransferManager` (aws-c-s3, as "
+        "in aws-cli v2), where `max_concurrency` caps the CRT's active connections. Over HTTPS "
+        "every tool verifies the sink's certificate against the run's generated CA, named in "
+        "`AWS_CA_BUNDLE`.",
         "",
         "## Conditions",
         "",
@@ -275,6 +313,10 @@ def render_markdown(results: dict[str, Any], chart_name: str = "results.png") ->
         )
     else:
         lines.append(f"not measured: {ceiling.get('error', 'unknown')}")
+    tls_ceiling = results.get("ceiling_tls") or {}
+    if "mib_per_second" in tls_ceiling:
+        lines += ["", f"Over HTTPS ({tls_ceiling['client']}): {tls_ceiling['mib_per_second']:.0f} "
+                  f"MiB/s, sink CPU {tls_ceiling['sink_cpu_seconds_per_gib']:.2f} s/GiB."]
     lines += ["", "## Targets (ratios measured in this run)", "",
               "| target | measured | verdict |", "|---|---|---|"]
     for t in evaluate(results):
@@ -301,7 +343,7 @@ def render_markdown(results: dict[str, Any], chart_name: str = "results.png") ->
                 )
             n = table.get((c["name"], size, "notaryd"))
             ratio_bits = []
-            for tool in TOOLS[1:]:
+            for tool in PEERS:
                 p = table.get((c["name"], size, tool))
                 if n is None or p is None:
                     continue
@@ -361,25 +403,30 @@ def render_markdown(results: dict[str, Any], chart_name: str = "results.png") ->
         )
     else:
         lines.append(f"not measured: {hashing.get('error', 'not run')}")
-    lines += ["", "## Profile of notaryd (clean condition)", ""]
-    prof = results.get("profile") or {}
-    if "self" in prof:
-        lines.append(
-            f"py-spy, {prof['samples']} samples at 250 Hz over one clean upload of "
-            f"{_size(prof.get('size', 0))} (native frames included). Top functions by own "
-            "samples, then by samples anywhere in the stack:"
-        )
-        lines += ["", "| self % | function |", "|---|---|"]
-        lines += [f"| {p:.1f} | `{f}` |" for f, p in prof["self"]]
-        lines += ["", "| inclusive % | function |", "|---|---|"]
-        lines += [f"| {p:.1f} | `{f}` |" for f, p in prof["inclusive"]]
-    else:
-        lines.append(f"not profiled: {prof.get('error', 'not run')}")
+    lines += _profile_section(results.get("profile") or {}, "clean", "one clean upload")
+    if "profile_tls" in results:
+        lines += _profile_section(results["profile_tls"], "tls", "one upload over HTTPS")
     analysis = results.get("analysis")
     if analysis:
         lines += ["", "## Misses: why, and what would close them", "", analysis]
     lines.append("")
     return "\n".join(lines)
+
+
+def _profile_section(prof: dict[str, Any], condition: str, what: str) -> list[str]:
+    lines = ["", f"## Profile of notaryd ({condition} condition)", ""]
+    if "self" not in prof:
+        return [*lines, f"not profiled: {prof.get('error', 'not run')}"]
+    lines.append(
+        f"py-spy, {prof['samples']} samples at 250 Hz over {what} of "
+        f"{_size(prof.get('size', 0))} (native frames included). Top functions by own "
+        "samples, then by samples anywhere in the stack:"
+    )
+    lines += ["", "| self % | function |", "|---|---|"]
+    lines += [f"| {p:.1f} | `{f}` |" for f, p in prof["self"]]
+    lines += ["", "| inclusive % | function |", "|---|---|"]
+    lines += [f"| {p:.1f} | `{f}` |" for f, p in prof["inclusive"]]
+    return lines
 
 
 def render_chart(results: dict[str, Any], path: Path) -> None:
@@ -392,8 +439,9 @@ def render_chart(results: dict[str, Any], path: Path) -> None:
     conditions = results["conditions"]
     panels = [(c["name"], s) for c in conditions for s in c["sizes"]]
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.9 * len(panels)), 8))
-    colours = {"notaryd": "#2a7ab0", "s5cmd": "#7a9a3a", "aws-cli": "#d9822b", "boto3": "#999999"}
-    width = 0.2
+    colours = {"notaryd": "#2a7ab0", "s5cmd": "#7a9a3a", "aws-cli": "#d9822b", "boto3": "#999999",
+               "boto3-crt": "#8e5ea2"}
+    width = 0.8 / len(TOOLS)
     for axis, metric, label in (
         (axes[0], "mib_s", "median throughput, MiB/s (x = no successful run)"),
         (axes[1], "cpu_per_gib", "median client CPU-seconds per GiB"),
@@ -403,7 +451,7 @@ def render_chart(results: dict[str, Any], path: Path) -> None:
             for j, key in enumerate(panels):
                 cell = table.get((key[0], key[1], tool))
                 value = getattr(cell, metric) if cell else None
-                x = j + (i - 1.5) * width
+                x = j + (i - (len(TOOLS) - 1) / 2) * width
                 if value is None:
                     if cell is not None:
                         axis.text(x, 0, "x", ha="center", va="bottom", color=colours[tool])
@@ -415,7 +463,7 @@ def render_chart(results: dict[str, Any], path: Path) -> None:
         axis.set_xticklabels([f"{c}\n{_size(s)}" for c, s in panels])
         axis.set_ylabel(label)
         axis.grid(axis="y", alpha=0.3)
-    axes[0].legend(ncols=4, loc="upper right")
+    axes[0].legend(ncols=len(TOOLS), loc="upper right")
     axes[0].set_title(f"notaryd vs peers ({results['mode']} mode, {results['machine']['cpu']})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
