@@ -426,6 +426,11 @@ def _profile_section(prof: dict[str, Any], condition: str, what: str) -> list[st
     lines += [f"| {p:.1f} | `{f}` |" for f, p in prof["self"]]
     lines += ["", "| inclusive % | function |", "|---|---|"]
     lines += [f"| {p:.1f} | `{f}` |" for f, p in prof["inclusive"]]
+    if prof.get("libraries"):
+        busy = 100.0 * prof["busy_samples"] / prof["samples"] if prof["samples"] else 0.0
+        lines += ["", f"Where the busy samples ({busy:.0f} % of all; the rest wait in a lock or "
+                  "the poller) run, by library:", "", "| busy % | code in |", "|---|---|"]
+        lines += [f"| {p:.1f} | {lib} |" for lib, p in prof["libraries"]]
     return lines
 
 

@@ -12,14 +12,12 @@ import ipaddress
 import socket
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import SSLError
 from cryptography import x509
 
@@ -41,18 +39,6 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 def https_sink(tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SinkProcess]:
     with SinkProcess(tmp_path_factory.mktemp("sink") / "sink.log", tls=tls) as process:
         yield process
-
-
-def _client(endpoint: str, verify: str | bool | None) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="bench",
-        aws_secret_access_key="bench-secret",
-        region_name="us-east-1",
-        verify=verify,
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
-    )
 
 
 def test_server_certificate_chains_to_the_generated_ca_and_names_loopback(tls: TlsFiles) -> None:
@@ -85,11 +71,11 @@ def test_https_sink_negotiates_tls_and_refuses_plain_http(https_sink: SinkProces
 
 
 def test_boto3_uploads_over_https_only_when_it_trusts_the_ca(
-    https_sink: SinkProcess, tmp_path: Path
+    https_sink: SinkProcess, tmp_path: Path, s3_client: Callable[..., Any]
 ) -> None:
     source = ensure_source(tmp_path, 11 * MiB + 3)
     config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
-    _client(https_sink.url, str(https_sink.ca_bundle)).upload_file(
+    s3_client(https_sink.url, str(https_sink.ca_bundle)).upload_file(
         str(source), "bench", "tls/boto3", Config=config
     )
     stored = https_sink.stored_object("bench", "tls/boto3")
@@ -97,7 +83,8 @@ def test_boto3_uploads_over_https_only_when_it_trusts_the_ca(
     assert (stored["size"], stored["crc32c"]) == (source.stat().st_size, file_crc32c(source))
 
     with pytest.raises(SSLError, match="CERTIFICATE_VERIFY_FAILED"):
-        _client(https_sink.url, None).head_bucket(Bucket="bench")  # system trust store only
+        # The system trust store only; one attempt, since botocore retries SSL errors.
+        s3_client(https_sink.url, attempts=1).head_bucket(Bucket="bench")
 
 
 def test_notaryd_upload_trusts_the_ca_named_in_aws_ca_bundle(
