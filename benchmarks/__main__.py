@@ -30,8 +30,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def _profile(plan: Plan, workdir: Path, tls: bool = False) -> dict[str, Any]:
-    """py-spy over one notaryd upload of the plan's smallest size, over HTTPS when ``tls``."""
-    size = min(plan.sizes)
+    """py-spy over one notaryd upload, over HTTPS when ``tls``: the smallest size of the
+    (first) clean or tls condition, so start-up does not swamp the upload itself."""
+    direct = [c for c in plan.conditions if c.shaping is None and c.tls == tls]
+    size = min(direct[0].sizes) if direct else min(plan.sizes)
     source = ensure_source(workdir / "data", size)
     name = "profile-tls" if tls else "profile"
     run_dir = workdir / "runs" / name

@@ -67,7 +67,7 @@ def quick_plan() -> Plan:
         mode="quick",
         conditions=(
             Condition("clean", None, (256 * MiB, 1 * GiB), runs=3, timeout_seconds=120),
-            Condition("tls", None, (256 * MiB, 1 * GiB), runs=2, timeout_seconds=120, tls=True),
+            Condition("tls", None, (1 * GiB,), runs=2, timeout_seconds=120, tls=True),
             Condition("shaped", SHAPED, (128 * MiB,), runs=1, timeout_seconds=90),
             Condition("lossy", LOSSY, (small,), runs=2, timeout_seconds=60, notaryd_reruns=3),
             Condition("hostile", hostile(5), (small,), runs=1, timeout_seconds=60,
@@ -77,7 +77,7 @@ def quick_plan() -> Plan:
         hash_size=1 * GiB,
         ceiling_bytes=1 * GiB,
         notes=(
-            "quick mode: 256 MiB and 1 GiB clean and tls, 128 MiB shaped, 256 MiB lossy/hostile; "
+            "quick mode: 256 MiB and 1 GiB clean, 1 GiB tls, 128 MiB shaped, 256 MiB lossy/hostile; "
             "hostile stalls last 5 s (not 2 min) and notaryd's stall timeout is 4 s; 1-3 runs per cell. "
             "At these sizes each tool's fixed start-up cost (imports, client set-up) weighs "
             "heavily; the marginal rates between the two clean sizes remove it.",
