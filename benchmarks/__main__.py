@@ -1,7 +1,8 @@
 """``python -m benchmarks [--quick]``: run everything and rewrite RESULTS.md and results.png.
 
 Steps: create/reuse the peers' venv; generate/reuse the source files; start the sink and
-measure its ceiling; run every tool under every condition; run the hashing micro-benchmark;
+measure its ceiling; run every tool under every condition; run the hashing micro-benchmark and
+the per-byte floor (``benchmarks.floor``);
 profile one clean notaryd upload with py-spy (and one over HTTPS when the plan has ``tls``); write ``results.json``, ``RESULTS.md`` and
 ``results.png`` next to this file (or into ``--out``).
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from benchmarks.analysis import explain
 from benchmarks.datafile import ensure_source
+from benchmarks.floor import run_floor
 from benchmarks.hashbench import run_hashbench
 from benchmarks.peers import Notaryd, Target
 from benchmarks.plan import Plan, full_plan, quick_plan
@@ -102,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         results["hash"] = run_hashbench(hash_source, plan.tuning.part_size)
     except Exception as exc:  # report it rather than lose the whole run
         results["hash"] = {"error": f"{type(exc).__name__}: {exc}"}
+    print("bench: per-byte floor (read+send, sendfile, read+TLS send)", flush=True)
+    try:
+        floor_source = ensure_source(args.workdir / "data", min(plan.sizes))
+        tls = generate_tls(args.workdir / "tls")
+        results["floor"] = run_floor(floor_source, plan.tuning.part_size, tls)
+    except Exception as exc:  # report it rather than lose the whole run
+        results["floor"] = {"error": f"{type(exc).__name__}: {exc}"}
     if not args.no_profile:
         print("bench: profiling one clean notaryd upload with py-spy", flush=True)
         results["profile"] = _profile(plan, args.workdir)

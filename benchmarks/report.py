@@ -403,6 +403,7 @@ def render_markdown(results: dict[str, Any], chart_name: str = "results.png") ->
         )
     else:
         lines.append(f"not measured: {hashing.get('error', 'not run')}")
+    lines += _floor_section(results.get("floor") or {})
     lines += _profile_section(results.get("profile") or {}, "clean", "one clean upload")
     if "profile_tls" in results:
         lines += _profile_section(results["profile_tls"], "tls", "one upload over HTTPS")
@@ -411,6 +412,24 @@ def render_markdown(results: dict[str, Any], chart_name: str = "results.png") ->
         lines += ["", "## Misses: why, and what would close them", "", analysis]
     lines.append("")
     return "\n".join(lines)
+
+
+def _floor_section(floor: dict[str, Any]) -> list[str]:
+    lines = ["", "## Per-byte floor", ""]
+    if "copy" not in floor:
+        return [*lines, f"not measured: {floor.get('error', 'not run')}"]
+    lines.append(
+        f"One thread moving a {floor['bytes'] / MiB:.0f} MiB file from the page cache into a "
+        "loopback socket (a second thread discards it), no HTTP, no checksum; CPU of the "
+        f"sending thread, best of {floor['repeats']} (`benchmarks/floor.py`):"
+    )
+    lines += ["", "| how | CPU-s per GiB | MiB/s |", "|---|---|---|"]
+    for key, how in (("copy", f"read() {floor['part_size'] // MiB} MiB + send()"),
+                     ("sendfile", "sendfile() (zero-copy)"),
+                     ("tls_copy", "read() + send() over TLS (Python ssl, OpenSSL)")):
+        row = floor[key]
+        lines.append(f"| {how} | {row['cpu_seconds_per_gib']:.2f} | {row['mib_per_second']:.0f} |")
+    return lines
 
 
 def _profile_section(prof: dict[str, Any], condition: str, what: str) -> list[str]:
