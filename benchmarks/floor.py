@@ -24,14 +24,16 @@ from benchmarks.tls import TlsFiles
 RECEIVE_BUFFER = 1024 * 1024
 
 
-def _receiver(server: socket.socket, tls: TlsFiles | None, done: threading.Event) -> None:
+def _receiver(
+    server: socket.socket, tls: TlsFiles | None, done: threading.Event, received: list[int]
+) -> None:
     connection, _ = server.accept()
     if tls is not None:
         connection = tls.server_context().wrap_socket(connection, server_side=True)
     buffer = bytearray(RECEIVE_BUFFER)
     with connection:
-        while connection.recv_into(buffer):
-            pass
+        while count := connection.recv_into(buffer):
+            received[0] += count
     done.set()
 
 
@@ -39,7 +41,10 @@ def _send(path: Path, part_size: int, mode: str, tls: TlsFiles | None) -> dict[s
     """One pass of ``path`` through a loopback socket; ``mode`` is "copy" or "sendfile"."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         done = threading.Event()
-        receiver = threading.Thread(target=_receiver, args=(server, tls, done), daemon=True)
+        received = [0]
+        receiver = threading.Thread(
+            target=_receiver, args=(server, tls, done, received), daemon=True
+        )
         receiver.start()
         raw = socket.create_connection(server.getsockname())
         connection = raw
@@ -60,6 +65,8 @@ def _send(path: Path, part_size: int, mode: str, tls: TlsFiles | None) -> dict[s
         wall = time.monotonic() - start
         receiver.join(timeout=10)
     size = path.stat().st_size
+    if received[0] != size:
+        raise RuntimeError(f"floor ({mode}): {received[0]} of {size} bytes arrived")
     return {"cpu_seconds_per_gib": cpu / (size / 2**30), "mib_per_second": size / wall / 2**20}
 
 

@@ -23,6 +23,7 @@ from cryptography import x509
 
 from benchmarks.crc32c import file_crc32c
 from benchmarks.datafile import ensure_source
+from benchmarks.floor import run_floor
 from benchmarks.peers import Notaryd, Target, Tuning
 from benchmarks.services import SinkProcess
 from benchmarks.tls import TlsFiles, generate
@@ -105,3 +106,12 @@ def test_notaryd_upload_trusts_the_ca_named_in_aws_ca_bundle(
     assert (stored["size"], stored["crc32c"]) == (source.stat().st_size, file_crc32c(source))
     assert stored["part_count"] == 3
 
+
+
+def test_floor_moves_every_byte_plain_zero_copy_and_over_tls(tls: TlsFiles, tmp_path: Path) -> None:
+    source = ensure_source(tmp_path, 9 * MiB + 5)
+    floor = run_floor(source, 4 * MiB, tls, repeats=1)
+    assert floor["bytes"] == source.stat().st_size
+    for case in ("copy", "sendfile", "tls_copy"):
+        assert floor[case]["cpu_seconds_per_gib"] > 0
+        assert floor[case]["mib_per_second"] > 0
