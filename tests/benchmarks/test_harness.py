@@ -223,7 +223,14 @@ def test_profile_summary_ranks_frames() -> None:
     collapsed = (
         "main (a.py:1);upload (engine.py:10);send (body.py:5) 30\n"
         "main (a.py:1);upload (engine.py:11);hash (hashing.py:3) 70\n"
+        "main (a.py:1);send (body.py:5);write (libc.so.6) 60\n"
+        "worker (thread.py:9);PyThread_acquire_lock_timed (libpython3.11.so.1.0) 40\n"
     )
+    summary = summarise(collapsed)
+    assert summary["samples"] == 200
+    assert summary["busy_samples"] == 160  # the waiting worker thread is left out
+    assert summary["libraries"] == [("python code", 62.5), ("libc", 37.5)]
+    collapsed = "\n".join(collapsed.splitlines()[:2])
     summary = summarise(collapsed)
     assert summary["samples"] == 100
     assert summary["self"][0] == ("hash (hashing.py)", 70.0)
