@@ -487,6 +487,7 @@ def render_chart(results: dict[str, Any], path: Path) -> None:
         axis.set_xticklabels([f"{c}\n{_size(s)}" for c, s in panels])
         axis.set_ylabel(label)
         axis.grid(axis="y", alpha=0.3)
+    axes[0].set_ylim(top=axes[0].get_ylim()[1] * 1.15)  # room for the legend above the bars
     axes[0].legend(ncols=len(TOOLS), loc="upper right")
     axes[0].set_title(f"notaryd vs peers ({results['mode']} mode, {results['machine']['cpu']})")
     fig.tight_layout()
