@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     results = Runner(plan, args.workdir, tools).run()
+    results["arguments"] = list(argv if argv is not None else sys.argv[1:])
     print("bench: hashing micro-benchmark", flush=True)
     try:
         hash_source = ensure_source(args.workdir / "data", plan.hash_size)

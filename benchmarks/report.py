@@ -239,6 +239,8 @@ def render_markdown(results: dict[str, Any], chart_name: str = "results.png") ->
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(results["started"]))
     took = (results["finished"] - results["started"]) / 60
     command = "python -m benchmarks --quick" if results["mode"] == "quick" else "python -m benchmarks"
+    if results.get("arguments"):
+        command = " ".join(["python -m benchmarks", *results["arguments"]])
     lines = [
         "# notaryd upload benchmarks",
         "",
