@@ -235,3 +235,20 @@ def test_profile_summary_ranks_frames() -> None:
     assert summary["samples"] == 100
     assert summary["self"][0] == ("hash (hashing.py)", 70.0)
     assert ("upload (engine.py)", 100.0) in summary["inclusive"]
+
+
+def test_plan_subset_keeps_named_conditions_and_sizes_and_says_so() -> None:
+    from benchmarks.__main__ import _subset
+    from benchmarks.plan import Condition, full_plan
+
+    plan = _subset(full_plan(), "clean,tls", "1024,6144")
+    assert [(c.name, c.sizes, c.tls) for c in plan.conditions] == [
+        ("clean", (1024 * MiB, 6144 * MiB), False),
+        ("tls", (1024 * MiB, 6144 * MiB), True),
+    ]
+    assert plan.notes[-1] == (
+        "subset of the plan: clean at 1 GiB, 6 GiB; tls at 1 GiB, 6 GiB (nothing else ran)."
+    )
+    assert _subset(full_plan(), None, None) == full_plan()
+    with pytest.raises(ValueError, match="plain HTTP only"):
+        Condition("tls-lossy", Shaping(reset_rate=0.1), (MiB,), 1, 60, tls=True)
