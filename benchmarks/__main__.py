@@ -1,8 +1,9 @@
 """``python -m benchmarks [--quick]``: run everything and rewrite RESULTS.md and results.png.
 
 Steps: create/reuse the peers' venv; generate/reuse the source files; start the sink and
-measure its ceiling; run every tool under every condition; run the hashing micro-benchmark;
-profile one clean notaryd upload with py-spy; write ``results.json``, ``RESULTS.md`` and
+measure its ceiling; run every tool under every condition; run the hashing micro-benchmark and
+the per-byte floor (``benchmarks.floor``);
+profile one clean notaryd upload with py-spy (and one over HTTPS when the plan has ``tls``); write ``results.json``, ``RESULTS.md`` and
 ``results.png`` next to this file (or into ``--out``).
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from benchmarks.analysis import explain
 from benchmarks.datafile import ensure_source
+from benchmarks.floor import run_floor
 from benchmarks.hashbench import run_hashbench
 from benchmarks.peers import Notaryd, Target
 from benchmarks.plan import Plan, full_plan, quick_plan
@@ -24,29 +26,57 @@ from benchmarks.profile import profile_run
 from benchmarks.report import evaluate, render_chart, render_markdown
 from benchmarks.runner import BUCKET, Runner
 from benchmarks.services import SinkProcess
+from benchmarks.tls import generate as generate_tls
 
 HERE = Path(__file__).resolve().parent
 
 
-def _profile(plan: Plan, workdir: Path) -> dict[str, Any]:
-    size = min(plan.conditions[0].sizes)
+def _profile(plan: Plan, workdir: Path, tls: bool = False) -> dict[str, Any]:
+    """py-spy over one notaryd upload, over HTTPS when ``tls``: the smallest size of the
+    (first) clean or tls condition, so start-up does not swamp the upload itself."""
+    direct = [c for c in plan.conditions if c.shaping is None and c.tls == tls]
+    size = min(direct[0].sizes) if direct else min(plan.sizes)
     source = ensure_source(workdir / "data", size)
-    run_dir = workdir / "runs" / "profile"
+    name = "profile-tls" if tls else "profile"
+    run_dir = workdir / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    with SinkProcess(workdir / "logs" / "sink-profile.log") as sink:
-        invocation = Notaryd().invocation(
-            source, Target(sink.url, BUCKET, "profile"), plan.tuning, run_dir
-        )
+    files = generate_tls(workdir / "tls") if tls else None
+    with SinkProcess(workdir / "logs" / f"sink-{name}.log", tls=files) as sink:
+        target = Target(sink.url, BUCKET, name, sink.ca_bundle)
+        invocation = Notaryd().invocation(source, target, plan.tuning, run_dir)
         result = profile_run(invocation, run_dir, timeout_seconds=600)
     result["size"] = size
     return result
 
 
+def _subset(plan: Plan, conditions: str | None, sizes: str | None) -> Plan:
+    """The plan cut down to some conditions and sizes (MiB); RESULTS.md says so."""
+    kept = plan.conditions
+    if conditions:
+        wanted = set(conditions.split(","))
+        kept = tuple(c for c in kept if c.name in wanted)
+    if sizes:
+        mib = {int(s) * 2**20 for s in sizes.split(",")}
+        kept = tuple(
+            replace(c, sizes=tuple(s for s in c.sizes if s in mib)) for c in kept
+        )
+        kept = tuple(c for c in kept if c.sizes)
+    if kept == plan.conditions:
+        return plan
+    note = "subset of the plan: " + "; ".join(
+        f"{c.name} at {', '.join(f'{s / 2**30:g} GiB' for s in c.sizes)}" for c in kept
+    ) + " (nothing else ran)."
+    return replace(plan, conditions=kept, notes=(*plan.notes, note))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small files, < 5 minutes")
-    parser.add_argument("--tools", help="comma-separated subset of notaryd,s5cmd,aws-cli,boto3")
+    parser.add_argument(
+        "--tools", help="comma-separated subset of notaryd,s5cmd,aws-cli,boto3,boto3-crt"
+    )
     parser.add_argument("--conditions", help="comma-separated subset of the plan's conditions")
+    parser.add_argument("--sizes", help="comma-separated subset of the plan's sizes, in MiB")
     parser.add_argument("--runs", type=int, help="override runs per cell")
     parser.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md etc. go")
     parser.add_argument("--workdir", type=Path, default=HERE / ".work")
@@ -61,25 +91,33 @@ def main(argv: list[str] | None = None) -> int:
         _write_outputs(results, args.out)
         return 0
 
-    plan = quick_plan() if args.quick else full_plan()
-    if args.conditions:
-        wanted = set(args.conditions.split(","))
-        plan = replace(plan, conditions=tuple(c for c in plan.conditions if c.name in wanted))
+    plan = _subset(quick_plan() if args.quick else full_plan(), args.conditions, args.sizes)
     if args.runs:
         plan = replace(plan, conditions=tuple(replace(c, runs=args.runs) for c in plan.conditions))
     tools = tuple(args.tools.split(",")) if args.tools else None
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     results = Runner(plan, args.workdir, tools).run()
+    results["arguments"] = list(argv if argv is not None else sys.argv[1:])
     print("bench: hashing micro-benchmark", flush=True)
     try:
         hash_source = ensure_source(args.workdir / "data", plan.hash_size)
         results["hash"] = run_hashbench(hash_source, plan.tuning.part_size)
     except Exception as exc:  # report it rather than lose the whole run
         results["hash"] = {"error": f"{type(exc).__name__}: {exc}"}
+    print("bench: per-byte floor (read+send, sendfile, read+TLS send)", flush=True)
+    try:
+        floor_source = ensure_source(args.workdir / "data", min(plan.sizes))
+        tls = generate_tls(args.workdir / "tls")
+        results["floor"] = run_floor(floor_source, plan.tuning.part_size, tls)
+    except Exception as exc:  # report it rather than lose the whole run
+        results["floor"] = {"error": f"{type(exc).__name__}: {exc}"}
     if not args.no_profile:
         print("bench: profiling one clean notaryd upload with py-spy", flush=True)
         results["profile"] = _profile(plan, args.workdir)
+        if any(c.tls for c in plan.conditions):
+            print("bench: profiling one notaryd upload over HTTPS with py-spy", flush=True)
+            results["profile_tls"] = _profile(plan, args.workdir, tls=True)
     _write_outputs(results, args.out)
     return 0
 

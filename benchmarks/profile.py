@@ -1,8 +1,10 @@
 """Where notaryd spends its CPU: one extra upload under py-spy, summarised for RESULTS.md.
 
 ``py-spy record --format raw`` writes collapsed stacks (``frame;frame;... count``); we report
-the functions with the most samples on top of the stack ("self") and the most samples anywhere
-in the stack ("inclusive"), as percentages of all samples. Native frames (``--native``) are
+the functions with the most samples on top of the stack ("self"), the most samples anywhere
+in the stack ("inclusive") and own samples grouped by the library the code lives in (libc,
+libssl, libcrypto, python code, ...), as percentages of all samples (the breakdown: of the busy
+samples, those with no waiting frame in their stack). Native frames (``--native``) are
 included so time inside OpenSSL/awscrt shows up under the calling Python function; that needs
 blocking sampling (the target pauses briefly per sample), so the profiled upload runs a little
 slower than the measured ones and is not itself one of the measurements.
@@ -28,7 +30,8 @@ def py_spy() -> str | None:
 def summarise(collapsed: str, top: int = 12) -> dict[str, Any]:
     self_counts: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
+    libraries: collections.Counter[str] = collections.Counter()
+    total = idle = 0
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -37,12 +40,41 @@ def summarise(collapsed: str, top: int = 12) -> dict[str, Any]:
         frames = [_short(f) for f in stack.split(";")]
         total += count
         self_counts[frames[-1]] += count
+        if any(f.split(" (")[0] in WAITING for f in frames):
+            idle += count
+        else:
+            libraries[_library(frames[-1])] += count
         for frame in set(frames):
             inclusive[frame] += count
     def pct(counter: collections.Counter[str]) -> list[tuple[str, float]]:
         return [(f, 100.0 * c / total) for f, c in counter.most_common(top)] if total else []
 
-    return {"samples": total, "self": pct(self_counts), "inclusive": pct(inclusive)}
+    busy = total - idle
+    return {
+        "samples": total,
+        "self": pct(self_counts),
+        "inclusive": pct(inclusive),
+        "busy_samples": busy,
+        "libraries": [(lib, 100.0 * c / busy) for lib, c in libraries.most_common(top)]
+        if busy else [],
+    }
+
+
+# Frames that mean "this thread is waiting" (idle worker threads, the event loop's poll): with
+# --native py-spy samples them too, so they are left out of the per-library breakdown.
+WAITING = frozenset({
+    "PyThread_acquire_lock_timed", "_queue_SimpleQueue_get", "epoll_wait", "epoll_pwait",
+    "select", "poll", "nanosleep", "clock_nanosleep", "pthread_cond_wait",
+    "pthread_cond_timedwait",
+})
+
+
+def _library(frame: str) -> str:
+    """Where a (shortened) frame's code lives: ``libssl.so.3`` -> ``libssl``; Python -> python."""
+    where = frame.rpartition(" (")[2].rstrip(")")
+    if not where or where.endswith(".py") or where.startswith("<"):
+        return "python code"
+    return where.split(".so")[0]
 
 
 def _short(frame: str) -> str:

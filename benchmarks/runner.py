@@ -5,8 +5,10 @@ exits 0 within the condition's timeout *and* the sink holds an object of the rig
 CRC32C (combined from the parts in completion order) equals the source file's. ``notaryd`` may be
 re-run after a non-zero exit when the condition allows it (it resumes from its state dir); the
 re-runs count as the same attempt, their wall and CPU time are added up, and the record says how
-many there were. Tools run in turn within each repetition so drift (page cache, thermal) is
-spread evenly. Wire bytes come from the fault proxy's counters when it has them, otherwise from
+many there were. Tools run in turn within each repetition, in an order rotated from one
+repetition to the next, so drift (page cache, thermal, other load) is spread evenly. The ``tls``
+condition gets its own sink process serving HTTPS with a certificate from a CA generated for
+the run; every tool is told to trust that CA (``Target.ca_bundle``). Wire bytes come from the fault proxy's counters when it has them, otherwise from
 the sink's count of request-body bytes received (framing included).
 """
 
@@ -28,6 +30,7 @@ from benchmarks.measure import ProcessCost, run_measured
 from benchmarks.peers import Peer, PeersVenv, Target, all_peers
 from benchmarks.plan import Condition, Plan
 from benchmarks.services import ShaperProcess, SinkProcess
+from benchmarks.tls import generate as generate_tls
 
 BUCKET = "bench"
 
@@ -89,13 +92,14 @@ def measure_sink_ceiling(sink: SinkProcess, workdir: Path, total_bytes: int) -> 
     if curl is None:
         return {"error": "curl not found; sink ceiling not measured"}
     piece = ensure_source(workdir / "data", total_bytes // streams)
+    trust = ["--cacert", str(sink.ca_bundle)] if sink.ca_bundle is not None else []
     results = []
     for attempt in range(3):
         cpu_before = sink.cpu_seconds()
         start = time.monotonic()
         procs = [
             subprocess.Popen(
-                [curl, "-sS", "-o", "/dev/null", "-T", str(piece),
+                [curl, "-sS", "-o", "/dev/null", *trust, "-T", str(piece),
                  f"{sink.url}/{BUCKET}/ceiling-{attempt}-{i}"],
                 stdin=subprocess.DEVNULL,
             )
@@ -113,7 +117,8 @@ def measure_sink_ceiling(sink: SinkProcess, workdir: Path, total_bytes: int) -> 
         "wall_seconds": wall,
         "mib_per_second": piece.stat().st_size * streams / wall / 2**20,
         "sink_cpu_seconds_per_gib": cpu / (piece.stat().st_size * streams / 2**30),
-        "client": "curl -T (PutObject), 8 processes",
+        "client": "curl -T (PutObject), 8 processes"
+        + (", HTTPS" if sink.ca_bundle is not None else ""),
     }
 
 
@@ -126,6 +131,7 @@ class Runner:
         self.peers: list[Peer] = [p for p in all_peers(self.venv) if p.name in wanted]
         self.records: list[RunRecord] = []
         self.commands: dict[str, str] = {}
+        self.ceilings: dict[str, dict[str, Any]] = {}
 
     def log(self, message: str) -> None:
         print(f"bench {time.strftime('%H:%M:%S')} {message}", flush=True)
@@ -145,6 +151,7 @@ class Runner:
             self.log(f"sink on {sink.url}; measuring its ceiling")
             ceiling = measure_sink_ceiling(sink, self.workdir, self.plan.ceiling_bytes)
             self.log(f"sink ceiling: {ceiling}")
+            self.ceilings["clean"] = ceiling
             for condition in self.plan.conditions:
                 self._run_condition(condition, sink, sources, logs)
         return {
@@ -164,11 +171,13 @@ class Runner:
                     "runs": c.runs,
                     "timeout_seconds": c.timeout_seconds,
                     "notaryd_reruns": c.notaryd_reruns,
+                    "tls": c.tls,
                 }
                 for c in self.plan.conditions
             ],
             "notes": list(self.plan.notes),
             "ceiling": ceiling,
+            "ceiling_tls": self.ceilings.get("tls"),
             "commands": self.commands,
             "runs": [asdict(r) for r in self.records],
         }
@@ -181,6 +190,17 @@ class Runner:
         logs: Path,
     ) -> None:
         self.log(f"condition {condition.name}: {condition.describe()}")
+        if condition.tls:
+            # Its own sink process, over HTTPS with a CA generated for this run.
+            tls = generate_tls(self.workdir / "tls")
+            with SinkProcess(logs / f"sink-{condition.name}.log", tls=tls) as tls_sink:
+                if "tls" not in self.ceilings:
+                    self.ceilings["tls"] = measure_sink_ceiling(
+                        tls_sink, self.workdir, self.plan.ceiling_bytes
+                    )
+                    self.log(f"HTTPS sink ceiling: {self.ceilings['tls']}")
+                self._run_cells(condition, tls_sink, None, tls_sink.url, sources, logs)
+            return
         if condition.shaping is None:
             self._run_cells(condition, sink, None, sink.url, sources, logs)
             return
@@ -201,7 +221,9 @@ class Runner:
         for size in condition.sizes:
             source, crc = sources[size]
             for run in range(condition.runs):
-                for peer in self.peers:
+                # Rotate the order each repetition: no tool always runs first (cold) or last.
+                shift = run % len(self.peers)
+                for peer in self.peers[shift:] + self.peers[:shift]:
                     record = self._run_one(
                         condition, size, run, peer, sink, proxy, endpoint, source, crc, logs
                     )
@@ -239,7 +261,7 @@ class Runner:
         workdir = self.workdir / "runs" / name
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
-        target = Target(endpoint, BUCKET, f"{name}-{time.time_ns()}")
+        target = Target(endpoint, BUCKET, f"{name}-{time.time_ns()}", sink.ca_bundle)
         invocation = peer.invocation(source, target, self.plan.tuning, workdir)
         self.commands.setdefault(peer.name, shlex.join(invocation.argv))
         wire_before, wire_source = self._wire_counter(sink, proxy)

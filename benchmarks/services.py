@@ -1,6 +1,7 @@
 """The sink and the network shaper, each in its own process, started and stopped by the harness.
 
-``SinkProcess`` runs ``python -m benchmarks.sink`` (the discarding S3 endpoint).
+``SinkProcess`` runs ``python -m benchmarks.sink`` (the discarding S3 endpoint), over HTTPS
+when given the files of ``benchmarks.tls``.
 ``ShaperProcess`` runs the project's fault-injecting proxy
 (``python -m service.emulator.faultproxy``) in front of the sink with one ``Shaping`` profile.
 Both are context managers: the process is terminated, then killed, on exit, even on errors.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from benchmarks.tls import TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,8 +50,8 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Pat
     raise ServiceError(f"{what} did not listen on port {port} within 30 s; see {log}")
 
 
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as response:
+def _get_json(url: str, context: ssl.SSLContext | None = None) -> Any:
+    with urllib.request.urlopen(url, timeout=30, context=context) as response:
         return json.loads(response.read())
 
 
@@ -102,20 +106,38 @@ class _Process:
 
 
 class SinkProcess(_Process):
+    """The sink; over HTTPS with a certificate from ``benchmarks.tls`` when ``tls`` is given."""
+
     what = "benchmark sink"
 
-    def __init__(self, log: Path, port: int | None = None) -> None:
+    def __init__(self, log: Path, port: int | None = None, tls: TlsFiles | None = None) -> None:
         port = port or _free_port()
         argv = [sys.executable, "-m", "benchmarks.sink", "--port", str(port)]
+        if tls is not None:
+            argv += ["--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)]
         super().__init__(argv, log, port)
+        self.tls = tls
+        self._context = tls.client_context() if tls is not None else None
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_bundle(self) -> Path | None:
+        """The CA file clients must trust to reach this sink (None: plain HTTP)."""
+        return self.tls.ca_cert if self.tls is not None else None
 
     def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = _get_json(f"{self.url}/_sink/stats")
+        result: dict[str, Any] = _get_json(f"{self.url}/_sink/stats", self._context)
         return result
 
     def stored_object(self, bucket: str, key: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = _get_json(f"{self.url}/_sink/objects/{bucket}/{key}")
+            result: dict[str, Any] = _get_json(
+                f"{self.url}/_sink/objects/{bucket}/{key}", self._context
+            )
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return None

@@ -17,6 +17,9 @@ and trailers stripped) before checksumming, so the CRC is of the payload itself.
 Harness endpoints (not S3): ``GET /_sink/stats`` (request and byte counters),
 ``GET /_sink/objects/{bucket}/{key}`` (size, CRC32C, part count of a completed object).
 
+With ``--tls-cert``/``--tls-key`` it serves HTTPS instead (the ``tls`` condition; see
+``benchmarks.tls``); the harness endpoints are then HTTPS too.
+
 Single process, single event loop (uvloop): state is in memory and is lost when it exits.
 """
 
@@ -27,6 +30,7 @@ import asyncio
 import collections
 import contextlib
 import secrets
+import ssl
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -489,14 +493,19 @@ def build_app(sink: Sink | None = None) -> web.Application:
     return app
 
 
-async def serve(host: str, port: int, ready: Callable[[int], None] | None = None) -> None:
-    """Serve until cancelled; ``ready`` gets the bound port (useful with port 0)."""
+async def serve(
+    host: str,
+    port: int,
+    ready: Callable[[int], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
+    """Serve until cancelled (HTTPS when ``ssl_context``); ``ready`` gets the bound port."""
     runner = web.AppRunner(
         build_app(), access_log=None, read_bufsize=READ_BUFSIZE, handle_signals=False
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=1024)
+        site = web.TCPSite(runner, host, port, backlog=1024, ssl_context=ssl_context)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -512,7 +521,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sink", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)
+    ssl_context = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            parser.error("--tls-cert and --tls-key go together")
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
 
     def announce(port: int) -> None:
         print(f"READY {port}", flush=True)
@@ -520,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve(args.host, args.port, announce))
+        uvloop.run(serve(args.host, args.port, announce, ssl_context))
     return 0
 
 

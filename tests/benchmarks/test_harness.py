@@ -12,14 +12,12 @@ import http.client
 import os
 import sys
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from benchmarks.crc32c import Combiner, cached_file_crc32c, crc32c, file_crc32c
@@ -36,17 +34,6 @@ MiB = 1024 * 1024
 def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SinkProcess]:
     with SinkProcess(tmp_path_factory.mktemp("sink") / "sink.log") as process:
         yield process
-
-
-def _client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="bench",
-        aws_secret_access_key="bench-secret",
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 8, "mode": "standard"}),
-    )
 
 
 def test_combined_crc_equals_crc_of_concatenation() -> None:
@@ -68,9 +55,11 @@ def test_source_file_is_stamped_and_reused(tmp_path: Path) -> None:
     assert cached_file_crc32c(path) == file_crc32c(path) == crc32c(path.read_bytes())
 
 
-def test_sink_receives_a_real_boto3_multipart_upload(sink: SinkProcess, tmp_path: Path) -> None:
+def test_sink_receives_a_real_boto3_multipart_upload(
+    sink: SinkProcess, tmp_path: Path, s3_client: Callable[..., Any]
+) -> None:
     source = ensure_source(tmp_path, 12 * MiB + 7)
-    client = _client(sink.url)
+    client = s3_client(sink.url)
     config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
     client.upload_file(str(source), "bench", "dir/object.bin", Config=config)
 
@@ -84,8 +73,8 @@ def test_sink_receives_a_real_boto3_multipart_upload(sink: SinkProcess, tmp_path
     assert sink.stats()["requests"]["UploadPart"] >= 3
 
 
-def test_sink_detects_parts_completed_in_the_wrong_order(sink: SinkProcess) -> None:
-    client = _client(sink.url)
+def test_sink_detects_parts_completed_in_the_wrong_order(sink: SinkProcess, s3_client: Callable[..., Any]) -> None:
+    client = s3_client(sink.url)
     upload = client.create_multipart_upload(Bucket="bench", Key="swapped")
     uid = upload["UploadId"]
     first, second = os.urandom(5 * MiB), os.urandom(MiB)
@@ -111,8 +100,8 @@ def test_sink_detects_parts_completed_in_the_wrong_order(sink: SinkProcess) -> N
     assert stored["crc32c"] != crc32c(second + first)
 
 
-def test_sink_pages_list_parts_and_forgets_aborted_uploads(sink: SinkProcess) -> None:
-    client = _client(sink.url)
+def test_sink_pages_list_parts_and_forgets_aborted_uploads(sink: SinkProcess, s3_client: Callable[..., Any]) -> None:
+    client = s3_client(sink.url)
     uid = client.create_multipart_upload(Bucket="bench", Key="paged")["UploadId"]
     for number in (2, 4, 6, 8, 10):
         client.upload_part(Bucket="bench", Key="paged", UploadId=uid, PartNumber=number, Body=b"x")
@@ -151,12 +140,12 @@ def test_sink_decodes_aws_chunked_bodies(sink: SinkProcess) -> None:
 
 
 def test_fault_proxy_in_front_of_the_sink_counts_wire_bytes(
-    sink: SinkProcess, tmp_path: Path
+    sink: SinkProcess, tmp_path: Path, s3_client: Callable[..., Any]
 ) -> None:
     source = ensure_source(tmp_path, 11 * MiB)
     shaping = Shaping(latency_ms=5, error_rate=0.3)
     with ShaperProcess(shaping, sink.url, tmp_path / "proxy.log") as proxy:
-        client = _client(proxy.url)
+        client = s3_client(proxy.url)
         config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
         client.upload_file(str(source), "bench", "via-proxy", Config=config)
         stats = proxy.stats()
@@ -185,6 +174,7 @@ def _synthetic_results() -> dict[str, Any]:
         for tool, wall, cpu, ok in (
             ("notaryd", 2.0, 1.0, True), ("s5cmd", 3.0, 1.5, True),
             ("aws-cli", 4.0, 3.0, condition == "clean"), ("boto3", 5.0, 3.0, True),
+            ("boto3-crt", 2.5, 0.8, True),
         ):
             scale = size / (1024 * MiB)
             runs.append({
@@ -217,6 +207,11 @@ def test_report_renders_targets_tables_and_chart(tmp_path: Path) -> None:
     assert verdicts["clean 1 GiB: CPU/GiB ≤ 0.5 x aws-cli"] == "met"
     assert verdicts["lossy 1 GiB: throughput ≥ 2 x best finishing peer"] == "MISSED"
     assert verdicts["memory: peak RSS at 4 GiB within 10 % of 1 GiB"] == "met"
+    assert verdicts["clean 1 GiB: throughput ≥ every peer"] == "met"
+    thrifty = {t.name: t for t in evaluate(results)}["clean 4 GiB: CPU/GiB ≤ 0.6 x thriftiest peer"]
+    assert (thrifty.verdict, thrifty.measured) == (
+        "MISSED", "1.25 x boto3-crt (1.00 vs 0.80 CPU-s/GiB)"
+    )
     text = render_markdown(results)
     assert "| notaryd | 1 / 1 | 2.0 | 512 |" in text
     assert "lossy 1 GiB #1 aws-cli: exit 1" in text
@@ -228,8 +223,32 @@ def test_profile_summary_ranks_frames() -> None:
     collapsed = (
         "main (a.py:1);upload (engine.py:10);send (body.py:5) 30\n"
         "main (a.py:1);upload (engine.py:11);hash (hashing.py:3) 70\n"
+        "main (a.py:1);send (body.py:5);write (libc.so.6) 60\n"
+        "worker (thread.py:9);PyThread_acquire_lock_timed (libpython3.11.so.1.0) 40\n"
     )
+    summary = summarise(collapsed)
+    assert summary["samples"] == 200
+    assert summary["busy_samples"] == 160  # the waiting worker thread is left out
+    assert summary["libraries"] == [("python code", 62.5), ("libc", 37.5)]
+    collapsed = "\n".join(collapsed.splitlines()[:2])
     summary = summarise(collapsed)
     assert summary["samples"] == 100
     assert summary["self"][0] == ("hash (hashing.py)", 70.0)
     assert ("upload (engine.py)", 100.0) in summary["inclusive"]
+
+
+def test_plan_subset_keeps_named_conditions_and_sizes_and_says_so() -> None:
+    from benchmarks.__main__ import _subset
+    from benchmarks.plan import Condition, full_plan
+
+    plan = _subset(full_plan(), "clean,tls", "1024,6144")
+    assert [(c.name, c.sizes, c.tls) for c in plan.conditions] == [
+        ("clean", (1024 * MiB, 6144 * MiB), False),
+        ("tls", (1024 * MiB, 6144 * MiB), True),
+    ]
+    assert plan.notes[-1] == (
+        "subset of the plan: clean at 1 GiB, 6 GiB; tls at 1 GiB, 6 GiB (nothing else ran)."
+    )
+    assert _subset(full_plan(), None, None) == full_plan()
+    with pytest.raises(ValueError, match="plain HTTP only"):
+        Condition("tls-lossy", Shaping(reset_rate=0.1), (MiB,), 1, 60, tls=True)
