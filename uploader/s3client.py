@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -169,6 +170,8 @@ def classify(exc: BaseException) -> Classified:
         if code in _SERVER or status >= 500:
             return Classified(ErrorKind.TRANSIENT, RetryReason.SERVER_ERROR, code or str(status), message)
         return Classified(ErrorKind.PERMANENT, RetryReason.OTHER, code or str(status), message)
+    if _certificate_rejected(exc):  # retrying cannot help; the trust store must change
+        return Classified(ErrorKind.PERMANENT, RetryReason.OTHER, CERTIFICATE_UNTRUSTED, str(exc))
     if isinstance(exc, (boto_exc.ReadTimeoutError, boto_exc.ConnectTimeoutError, TimeoutError,
                         asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return Classified(ErrorKind.TRANSIENT, RetryReason.TIMEOUT, type(exc).__name__, str(exc))
@@ -178,6 +181,25 @@ def classify(exc: BaseException) -> Classified:
                         OSError)):
         return Classified(ErrorKind.TRANSIENT, RetryReason.CONNECTION_RESET, type(exc).__name__, str(exc))
     return Classified(ErrorKind.PERMANENT, RetryReason.OTHER, type(exc).__name__, str(exc))
+
+
+CERTIFICATE_UNTRUSTED = "CertificateUntrusted"
+
+
+def _certificate_rejected(exc: BaseException) -> bool:
+    """True if TLS failed because the server's certificate was not trusted (anywhere in the
+    cause chain: aiobotocore wraps aiohttp's error, which wraps ``ssl``'s)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, (ssl.SSLCertVerificationError,
+                             aiohttp.ClientConnectorCertificateError)):
+            return True
+        if isinstance(seen, boto_exc.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 # What an S3 store answers when credentials do not cover an operation or it lacks it.

@@ -52,7 +52,7 @@ from uploader.errors import (
 )
 from uploader.events import RetryReason
 from uploader.retry import RetryPolicy
-from uploader.s3client import Classified, ErrorKind, is_denied
+from uploader.s3client import CERTIFICATE_UNTRUSTED, Classified, ErrorKind, is_denied
 
 log = logging.getLogger(__name__)
 
@@ -249,4 +249,7 @@ def advice(code: str) -> str:
         return " (this machine's clock is off; enable NTP)"
     if code == "NoSuchBucket":
         return " (check --bucket)"
+    if code == CERTIFICATE_UNTRUSTED:
+        return (" (the S3 endpoint's TLS certificate is not trusted: for a private CA set "
+                "AWS_CA_BUNDLE to its PEM file; otherwise check for a TLS-intercepting proxy)")
     return ""

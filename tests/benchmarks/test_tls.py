@@ -115,3 +115,22 @@ def test_floor_moves_every_byte_plain_zero_copy_and_over_tls(tls: TlsFiles, tmp_
     for case in ("copy", "sendfile", "tls_copy"):
         assert floor[case]["cpu_seconds_per_gib"] > 0
         assert floor[case]["mib_per_second"] > 0
+
+
+def test_notaryd_upload_stops_at_once_with_advice_when_the_certificate_is_untrusted(
+    https_sink: SinkProcess, tmp_path: Path
+) -> None:
+    """A certificate failure is no transient error: one line naming AWS_CA_BUNDLE, exit 1."""
+    source = ensure_source(tmp_path, 6 * MiB)
+    tuning = Tuning(part_size=5 * MiB, concurrency=2, stall_timeout_seconds=10)
+    target = Target(https_sink.url, "bench", "tls/untrusted", https_sink.ca_bundle)
+    invocation = Notaryd().invocation(source, target, tuning, tmp_path)
+    env = {k: v for k, v in invocation.env.items() if k != "AWS_CA_BUNDLE"}
+    done = subprocess.run(
+        invocation.argv, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "AWS_CA_BUNDLE" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "retrying" not in done.stderr
+    assert https_sink.stored_object("bench", "tls/untrusted") is None
