@@ -37,9 +37,11 @@ Per request, in this order:
 4. Otherwise the request is forwarded.
 
 ``bandwidth_bytes_per_second`` caps the rate at which request bodies are read from clients,
-with one token bucket shared by all connections (responses are not shaped). Decisions use
-``random.Random(plan.seed)`` in request-arrival order, so a sequential client sees the same
-faults on every run.
+with one token bucket shared by all connections (responses are not shaped). Each request's
+draws come from ``random.Random`` seeded with the plan's seed, the request's target (method,
+path, part number) and how many times that target was asked for before: the n-th attempt at
+part 7 meets the same fault on every run, whatever order concurrent parts arrive in, so a
+concurrent client's waste is as repeatable as a sequential one's.
 
 Stats: requests by operation and by outcome, request-body bytes received from clients (what
 the client put on the wire, to compare with an uploader's own byte counters), bytes forwarded
@@ -378,7 +380,7 @@ class FaultProxy:
         self._counters = _Counters()
         self._plan = FaultPlan()
         self._plan_since = time.monotonic()
-        self._rng = random.Random(0)
+        self._attempts: dict[str, int] = {}  # request target -> times seen under this seed
         self._selected_seen = 0
         self._outage_since: float | None = None
         self._bucket: TokenBucket | None = None
@@ -410,7 +412,7 @@ class FaultProxy:
         """Switch to ``plan`` for requests arriving from now on; re-seeds the RNG when the
         seed changes. Callable from any thread."""
         if plan.seed != self._plan.seed or self._selected_seen == 0:
-            self._rng = random.Random(plan.seed)
+            self._attempts = {}
         rate = plan.bandwidth_bytes_per_second
         if rate is None:
             self._bucket = None
@@ -507,8 +509,9 @@ class FaultProxy:
         plan = self._plan
         operation = classify(request.method, request.path, request.query)
         self._counters.count(operation=operation)
-        fault = self._choose_fault(operation, plan)
-        fraction = self._rng.random()  # drawn for every request: keeps the sequence stable
+        rng = self._rng_for(request, plan.seed)
+        fault = self._choose_fault(operation, plan, rng.random())
+        fraction = rng.random()
 
         if plan.latency_seconds:
             await asyncio.sleep(plan.latency_seconds)
@@ -537,11 +540,16 @@ class FaultProxy:
             self._outage_since = now
         return now - self._outage_since < plan.outage_seconds
 
-    def _choose_fault(self, operation: Operation, plan: FaultPlan) -> Fault | None:
+    def _rng_for(self, request: web.BaseRequest, seed: int) -> random.Random:
+        target = f"{request.method} {request.path} {request.query.get('partNumber', '')}"
+        attempt = self._attempts.get(target, 0)
+        self._attempts[target] = attempt + 1
+        return random.Random(f"{seed}|{target}|{attempt}")
+
+    def _choose_fault(self, operation: Operation, plan: FaultPlan, draw: float) -> Fault | None:
         if operation not in plan.operations:
             return None
         self._selected_seen += 1
-        draw = self._rng.random()
         if self._in_outage(plan):
             self._counters.count(outcome=OUTAGE)
             return Fault.RESET

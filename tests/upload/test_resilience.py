@@ -49,7 +49,7 @@ async def test_hostile_link_completes_with_the_right_bytes_and_bounded_waste(
                              stall=0.05, stall_seconds=600, lost_response=0.02, seed=7))
     recorder = Recorder()
     engine = MultipartUploader(
-        db, config(proxy.url, stall_timeout_seconds=1.0, retry=FAST_RETRY), hooks=[recorder])
+        db, config(proxy.url, stall_timeout_seconds=3.0, retry=FAST_RETRY), hooks=[recorder])
     await engine.upload(source, bucket, "hostile.zip", credentials(seaweed))
     assert stored_sha256(seaweed, bucket, "hostile.zip") == sha256_of_file(source)
     assert recorder.retries, "the plan injected no fault; the test proves nothing"
@@ -70,7 +70,7 @@ async def test_hostile_link_with_a_total_outage_sends_at_most_one_and_a_half_tim
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The fast version of the 2 GiB soak (scripts/soak.py hostile --outage-seconds 120)."""
-    source = make_file(tmp_path / "build.zip", 32 * PART + 99)
+    source = make_file(tmp_path / "build.zip", 64 * PART + 99)
     size = source.stat().st_size
     proxy.set_plan(FaultPlan(reset=0.2, internal_error=0.04, slow_down=0.03, request_timeout=0.03,
                              stall=0.05, stall_seconds=600, seed=5,
