@@ -40,9 +40,11 @@ DMG_NOT_INSPECTED = (
     "Run preflight on the .app or .zip before it goes into the disk image."
 )
 CONTAINER_NOT_INSPECTED = (
-    "This archive member could not be opened, so nothing inside it was checked."
+    "This archive member could not be read completely, so it was not fully checked."
 )
 NO_CODE_FOUND = "No Mach-O code was found, so there is nothing for the notary service to notarize."
+SCAN_STOPPED = "Preflight stopped at a safety limit, so the rest of the archive was not checked."
+ISSUES_OMITTED = "More issues were found than the report lists."
 
 DOC_URLS: dict[str, str | None] = {
     NOT_SIGNED: f"{_DOC_BASE}#3087721",
@@ -57,6 +59,8 @@ DOC_URLS: dict[str, str | None] = {
     DMG_NOT_INSPECTED: None,
     CONTAINER_NOT_INSPECTED: None,
     NO_CODE_FOUND: None,
+    SCAN_STOPPED: None,
+    ISSUES_OMITTED: None,
 }
 
 # One line on how to fix each problem, shown in the readable report (never in the JSON).
@@ -75,6 +79,10 @@ FIXES: dict[str, str] = {
     WEAK_ALGORITHM: "re-sign with a current codesign so a SHA-256 CodeDirectory is present",
     FILENAME_NORMALISATION: "rename the file to ASCII, or zip with `ditto -c -k --keepParent`",
     DMG_NOT_INSPECTED: "run `notaryd preflight` on the .app or .zip that went into the image",
-    CONTAINER_NOT_INSPECTED: "check that the archive opens with a standard unzip tool",
+    CONTAINER_NOT_INSPECTED: "check that the archive opens with a standard unzip tool, or run "
+    "preflight on this member separately",
     NO_CODE_FOUND: "check that PATH is the build you meant to notarize",
+    SCAN_STOPPED: "check that PATH is the build you meant (not a decompression bomb); inspect its "
+    "nested archives separately",
+    ISSUES_OMITTED: "fix the listed issues and run preflight again",
 }

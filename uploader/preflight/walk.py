@@ -4,7 +4,12 @@ a flat .pkg, a single Mach-O. Mach-O files are found by their first bytes, never
 Only the first 8 bytes of every file are read, unless they say Mach-O (then headers and the
 signature), zip or xar (then the nested archive is opened). A stored zip member is read in
 place through the archive's own file handle; a deflated one is streamed, forward only. Nested
-archives are opened in place when stored and spooled (in memory up to 64 MiB) when compressed.
+archives are opened in place when stored, read through zipfile's seekable member stream when
+deflated (re-inflating on a backward seek, no copy) and copied to a bounded spool only when they
+sit in a forward-only stream (a .pkg payload).
+
+Anything that cannot be read is an error on the member that holds it, never a silent skip, and
+no input ends in a traceback: ``Scan.visit`` is the boundary (limits: ``limits.py``).
 """
 
 from __future__ import annotations
@@ -15,13 +20,25 @@ import stat
 import struct
 import zipfile
 import zlib
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Protocol
+from xml.etree.ElementTree import ParseError
 
 from uploader.preflight import messages as msg
 from uploader.preflight.developer_id import TrustAnchors
 from uploader.preflight.filenames import normalisation_problem
 from uploader.preflight.inspect_macho import inspect_macho
+from uploader.preflight.limits import (
+    DEFAULT_LIMITS,
+    Budget,
+    LimitError,
+    Limits,
+    Metered,
+    ScanAborted,
+)
 from uploader.preflight.macho import Kind, classify
 from uploader.preflight.messages import Severity
 from uploader.preflight.report import PreflightIssue
@@ -31,6 +48,7 @@ from uploader.preflight.source import (
     ForwardSource,
     RegionSource,
 )
+from uploader.preflight.zipdir import central_directory_entries
 
 # Errors that mean "this nested container is damaged or unreadable", reported, not raised.
 CONTAINER_ERRORS = (
@@ -44,6 +62,8 @@ CONTAINER_ERRORS = (
     ValueError,
     BackwardReadError,
     struct.error,
+    ParseError,  # malformed xar table of contents
+    LimitError,
 )
 
 _ZIP_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -53,15 +73,32 @@ _APPLEDOUBLE_DIR = "__MACOSX/"
 class Scan:
     """Accumulates issues and counts while containers are walked. One per run; not thread safe."""
 
-    def __init__(self, anchors: TrustAnchors) -> None:
+    def __init__(self, anchors: TrustAnchors, limits: Limits = DEFAULT_LIMITS) -> None:
         self.anchors = anchors
+        self.limits = limits
+        self.budget = Budget(limits)
         self.issues: list[PreflightIssue] = []
+        self.omitted: Counter[Severity] = Counter()  # issues past limits.max_issues
         self.files_scanned = 0
         self.macho_files = 0
         self.slices = 0
+        self.depth = 0  # archives currently open inside the top-level one
+        self.open_zip_entries = 0
 
     def add(self, severity: Severity, path: str, message: str, detail: str | None = None) -> None:
-        self.issues.append(PreflightIssue(severity, path, message, None, detail))
+        self.extend([PreflightIssue(severity, path, message, None, detail)])
+
+    def extend(self, issues: list[PreflightIssue]) -> None:
+        for issue in issues:
+            if len(self.issues) < self.limits.max_issues:
+                self.issues.append(issue)
+            else:
+                self.omitted[issue.severity] += 1
+
+    def not_inspected(self, path: str, exc: BaseException) -> None:
+        """``path`` could not be read (fully): an error, so the run cannot pass."""
+        reason = str(exc) if isinstance(exc, LimitError) else f"{type(exc).__name__}: {exc}"
+        self.add(Severity.ERROR, path, msg.CONTAINER_NOT_INSPECTED, _one_line(reason))
 
     def check_name(self, path: str, name: str, *, declared_utf8: bool = True) -> None:
         if problem := normalisation_problem(name, declared_utf8=declared_utf8):
@@ -69,12 +106,35 @@ class Scan:
 
     def visit(self, path: str, source: ByteSource) -> None:
         """Look at one regular file, wherever it lives, and descend into it if it is a container."""
+        self.count_member()
+        with self.reading(path):
+            self.inspect(path, source)
+
+    def count_member(self) -> None:
         self.files_scanned += 1
+        if self.files_scanned > self.limits.max_members:
+            raise ScanAborted(f"more than {self.limits.max_members:,} files in one archive")
+
+    @contextmanager
+    def reading(self, path: str) -> Iterator[None]:
+        """Whatever goes wrong inside becomes an error on ``path``; only ``ScanAborted``
+        (a limit on the whole run) goes further."""
+        try:
+            yield
+        except ScanAborted:
+            raise
+        except CONTAINER_ERRORS as exc:
+            self.not_inspected(path, exc)
+        except Exception as exc:  # a parser bug must not pass a member it could not read
+            self.not_inspected(path, InternalError(f"{type(exc).__name__}: {exc}"))
+
+    def inspect(self, path: str, source: ByteSource) -> None:
+        """``visit`` without the counting and the error boundary, for callers that have both."""
         kind = classify(source.read_at(0, 8))
         if kind is Kind.MACHO:
             self.macho_files += 1
             issues, slices = inspect_macho(path, source, self.anchors)
-            self.issues.extend(issues)
+            self.extend(issues)
             self.slices += slices
         elif kind is Kind.ZIP:
             self._descend(path, source, scan_zip)
@@ -86,13 +146,28 @@ class Scan:
             self.add(Severity.WARNING, path, msg.DMG_NOT_INSPECTED)
 
     def _descend(self, path: str, source: ByteSource, scan_container: _ContainerScanner) -> None:
-        try:
-            with source.spool() as spooled:
-                scan_container(self, spooled, path)
-        except CONTAINER_ERRORS as exc:
-            self.add(
-                Severity.WARNING, path, msg.CONTAINER_NOT_INSPECTED, f"{type(exc).__name__}: {exc}"
+        if self.depth >= self.limits.max_depth:
+            raise LimitError(
+                f"archives nested more than {self.limits.max_depth} deep; nothing below was checked"
             )
+        self.depth += 1
+        try:
+            with source.open_seekable(self.budget) as seekable:
+                scan_container(self, seekable, path)
+        finally:
+            self.depth -= 1
+
+
+class InternalError(Exception):
+    """An input made a parser fail in a way it does not anticipate (a preflight bug)."""
+
+    def __str__(self) -> str:
+        return f"internal error, please report it: {super().__str__()}"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class _ContainerScanner(Protocol):
@@ -100,35 +175,44 @@ class _ContainerScanner(Protocol):
 
 
 def scan_zip(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
-    with zipfile.ZipFile(fileobj) as archive:
-        # Central-directory order can differ from data order; data order keeps reads forward.
-        for info in sorted(archive.infolist(), key=lambda i: i.header_offset):
-            name = info.filename
-            if info.is_dir() or name.startswith(_APPLEDOUBLE_DIR):
-                continue
-            if stat.S_ISLNK(info.external_attr >> 16):
-                continue  # a symlink's data is its target's path, not code
-            path = f"{display_root}/{name}"
-            scan.check_name(path, name, declared_utf8=bool(info.flag_bits & 0x800))
-            if info.flag_bits & 0x1:
-                scan.add(
-                    Severity.WARNING, path, msg.CONTAINER_NOT_INSPECTED, "encrypted zip member"
-                )
-                continue
-            try:
-                if info.compress_type == zipfile.ZIP_STORED:
-                    start = _stored_data_offset(fileobj, info)
-                    scan.visit(path, RegionSource(fileobj, start, info.file_size))
-                else:
-                    with archive.open(info) as member:
-                        scan.visit(path, ForwardSource(member, info.file_size))
-            except CONTAINER_ERRORS as exc:
-                scan.add(
-                    Severity.WARNING,
-                    path,
-                    msg.CONTAINER_NOT_INSPECTED,
-                    f"{type(exc).__name__}: {exc}",
-                )
+    entries = central_directory_entries(fileobj, scan.limits.max_open_zip_entries)
+    if scan.open_zip_entries + entries > scan.limits.max_open_zip_entries:
+        raise LimitError(
+            f"zip holds {entries:,}+ entries; preflight keeps at most "
+            f"{scan.limits.max_open_zip_entries:,} open at once"
+        )
+    scan.open_zip_entries += entries
+    try:
+        with zipfile.ZipFile(fileobj) as archive:
+            # Central-directory order can differ from data order; data order keeps reads forward.
+            for info in sorted(archive.infolist(), key=lambda i: i.header_offset):
+                _visit_zip_member(scan, archive, fileobj, info, display_root)
+    finally:
+        scan.open_zip_entries -= entries
+
+
+def _visit_zip_member(
+    scan: Scan, archive: zipfile.ZipFile, fileobj: IO[bytes], info: zipfile.ZipInfo, root: str
+) -> None:
+    name = info.filename
+    if info.is_dir() or name.startswith(_APPLEDOUBLE_DIR):
+        return
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return  # a symlink's data is its target's path, not code
+    path = f"{root}/{name}"
+    scan.check_name(path, name, declared_utf8=bool(info.flag_bits & 0x800))
+    if info.flag_bits & 0x1:
+        scan.not_inspected(path, LimitError("the member is encrypted"))
+        return
+    scan.count_member()
+    with scan.reading(path):
+        if info.compress_type == zipfile.ZIP_STORED:
+            start = _stored_data_offset(fileobj, info)
+            scan.inspect(path, RegionSource(fileobj, start, info.file_size))
+            return
+        with archive.open(info) as member:
+            stream = Metered(member, scan.budget, f"zip member {name!r}", info.file_size)
+            scan.inspect(path, ForwardSource(stream, info.file_size))
 
 
 def _stored_data_offset(fileobj: IO[bytes], info: zipfile.ZipInfo) -> int:
@@ -138,7 +222,7 @@ def _stored_data_offset(fileobj: IO[bytes], info: zipfile.ZipInfo) -> int:
     header = fileobj.read(_ZIP_LOCAL_HEADER.size)
     fields = _ZIP_LOCAL_HEADER.unpack(header)
     if fields[0] != b"PK\x03\x04":
-        raise zipfile.BadZipFile(f"bad local header for {info.filename}")
+        raise zipfile.BadZipFile(f"no local header at offset {info.header_offset}")
     name_length, extra_length = int(fields[9]), int(fields[10])
     start: int = info.header_offset
     return start + _ZIP_LOCAL_HEADER.size + name_length + extra_length
@@ -155,8 +239,11 @@ def scan_directory(scan: Scan, root: Path) -> None:
             rel = full.relative_to(root).as_posix()
             path = f"{root_name}/{rel}"
             scan.check_name(path, rel)
-            with full.open("rb") as handle:
-                scan.visit(path, RegionSource(handle, 0, os.fstat(handle.fileno()).st_size))
+            scan.count_member()
+            with scan.reading(path), full.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                scan.budget.allow_disk_bytes(size)
+                scan.inspect(path, RegionSource(handle, 0, size))
 
 
 def _looks_like_dmg(path: str, source: ByteSource) -> bool:
