@@ -346,6 +346,7 @@ class Signing:
     timestamp: bool = True
     use_cryptography_builder: bool = False
     entitlements_xml: dict[str, object] | None = None
+    entitlements_xml_raw: bytes | None = None  # slot 5 payload as is, for odd encodings
     entitlements_der: dict[str, bool | int | str] | None = None
     hash_types: tuple[int, ...] = (HASH_SHA256,)
     corrupt: bool = False
@@ -355,6 +356,8 @@ class Signing:
         slots = [(0 if i == 0 else 0x1000 + i - 1, cd) for i, cd in enumerate(directories)]
         if self.entitlements_xml is not None:
             slots.append((5, entitlements_xml(self.entitlements_xml)))
+        elif self.entitlements_xml_raw is not None:
+            slots.append((5, blob(0xFADE7171, self.entitlements_xml_raw)))
         if self.entitlements_der is not None:
             slots.append((7, entitlements_der(self.entitlements_der)))
         cms = b""

@@ -15,6 +15,9 @@ from xml.parsers.expat import ExpatError
 from uploader.preflight import ber
 
 GET_TASK_ALLOW = "com.apple.security.get-task-allow"
+_PADDING = b" \t\r\n\x00"
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 class EntitlementsError(ValueError):
@@ -22,10 +25,23 @@ class EntitlementsError(ValueError):
 
 
 def parse_xml(payload: bytes) -> dict[str, Any]:
+    """As leniently as Apple's parser: whitespace or NULs around the document, a UTF-8 BOM.
+
+    (A released Node.js binary has a newline before ``<?xml``; codesign accepted it, so the
+    notary service does too.)
+    """
+    if not payload.startswith(_UTF16_BOMS):  # NULs belong to UTF-16 text
+        payload = payload.strip(_PADDING)
+    if payload.startswith(_UTF8_BOM):
+        payload = payload[len(_UTF8_BOM) :].lstrip(_PADDING)
     try:
         value = plistlib.loads(payload)
     except (plistlib.InvalidFileException, ExpatError, ValueError) as exc:
         raise EntitlementsError(f"entitlements plist unreadable: {exc}") from exc
+    except Exception as exc:  # plistlib raises assorted types on malformed input
+        raise EntitlementsError(
+            f"entitlements plist unreadable: {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(value, dict):
         raise EntitlementsError("entitlements plist is not a dictionary")
     return value

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from uploader.preflight import messages as msg
 from uploader.preflight.cms import CmsError, parse_signed_data
 from uploader.preflight.codesign import (
@@ -41,6 +44,8 @@ from uploader.preflight.report import PreflightIssue
 from uploader.preflight.source import BackwardReadError, ByteSource
 
 SDK_10_9 = 0x000A0900
+# What reading a hostile CMS blob or certificate can raise (cryptography parses lazily).
+CERTIFICATE_ERRORS = (CmsError, ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
 _MAX_SIGNATURE_BYTES = 64 << 20
 
 
@@ -116,10 +121,16 @@ def _check_signature(
         add(msg.NO_SECURE_TIMESTAMP, "ad-hoc signatures carry no timestamp")
     else:
         try:
-            verdict = judge(parse_signed_data(signature.cms), anchors)
-        except CmsError as exc:
-            add(msg.INVALID_SIGNATURE, str(exc))
+            signed_data = parse_signed_data(signature.cms)
+            verdict = judge(signed_data, anchors)
+        except CERTIFICATE_ERRORS as exc:
+            add(msg.INVALID_SIGNATURE, f"CMS signature unreadable: {type(exc).__name__}: {exc}")
         else:
+            for reason in signed_data.unreadable_certificates:
+                add(
+                    msg.INVALID_SIGNATURE,
+                    f"the signature embeds an unreadable certificate ({reason})",
+                )
             if not verdict.is_developer_id:
                 add(msg.NOT_DEVELOPER_ID, verdict.problem)
             if not verdict.has_timestamp:
@@ -147,6 +158,7 @@ def _check_signature(
 
 
 def _check_entitlements(signature: EmbeddedSignature, add: _Add) -> None:
+    # Both forms are read even when one is unreadable, so get-task-allow is never hidden.
     for payload, parse, form in (
         (signature.entitlements_xml, parse_xml, "XML"),
         (signature.entitlements_der, parse_der, "DER"),
@@ -157,7 +169,7 @@ def _check_entitlements(signature: EmbeddedSignature, add: _Add) -> None:
             entitlements = parse(payload)
         except EntitlementsError as exc:
             add(msg.INVALID_SIGNATURE, str(exc))
-            return
+            continue
         if requests_get_task_allow(entitlements):
             add(msg.GET_TASK_ALLOW, f"get-task-allow is true in the {form} entitlements")
             return

@@ -121,11 +121,20 @@ class Metered(io.RawIOBase):
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if not self.seekable():
             raise io.UnsupportedOperation("seek")
-        target: int = self._stream.seek(offset, whence)  # type: ignore[attr-defined]
-        # A backward seek re-inflates from the start; a forward one inflates the gap.
+        seek = self._stream.seek  # type: ignore[attr-defined]
+        # A backward seek re-inflates from the start, a forward one inflates the gap: charge
+        # that work before doing it, so a bomb stops before it costs anything.
+        ends = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._declared}
+        anchor = ends.get(whence)
+        target = None if anchor is None else max(0, anchor + offset)
+        if target is None:  # SEEK_END of a stream that declared no size: only it knows
+            end: int = seek(0, io.SEEK_END)
+            self._budget.charge(end if end < self._pos else end - self._pos)
+            self._pos = end
+            target = end + offset
         self._budget.charge(target if target < self._pos else target - self._pos)
-        self._pos = target
-        return target
+        self._pos = seek(target)
+        return self._pos
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         data = self._stream.read(len(buffer))

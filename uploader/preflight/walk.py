@@ -195,17 +195,17 @@ def _visit_zip_member(
     scan: Scan, archive: zipfile.ZipFile, fileobj: IO[bytes], info: zipfile.ZipInfo, root: str
 ) -> None:
     name = info.filename
-    if info.is_dir() or name.startswith(_APPLEDOUBLE_DIR):
+    # Not info.is_dir(): it fails on an empty name.
+    if name.endswith("/") or name.startswith(_APPLEDOUBLE_DIR):
         return
     if stat.S_ISLNK(info.external_attr >> 16):
         return  # a symlink's data is its target's path, not code
     path = f"{root}/{name}"
     scan.check_name(path, name, declared_utf8=bool(info.flag_bits & 0x800))
-    if info.flag_bits & 0x1:
-        scan.not_inspected(path, LimitError("the member is encrypted"))
-        return
     scan.count_member()
     with scan.reading(path):
+        if info.flag_bits & 0x1:
+            raise LimitError("the member is encrypted")
         if info.compress_type == zipfile.ZIP_STORED:
             start = _stored_data_offset(fileobj, info)
             scan.inspect(path, RegionSource(fileobj, start, info.file_size))
@@ -220,9 +220,9 @@ def _stored_data_offset(fileobj: IO[bytes], info: zipfile.ZipInfo) -> int:
     differ in length from the central directory's copy."""
     fileobj.seek(info.header_offset)
     header = fileobj.read(_ZIP_LOCAL_HEADER.size)
-    fields = _ZIP_LOCAL_HEADER.unpack(header)
-    if fields[0] != b"PK\x03\x04":
+    if len(header) < _ZIP_LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
         raise zipfile.BadZipFile(f"no local header at offset {info.header_offset}")
+    fields = _ZIP_LOCAL_HEADER.unpack(header)
     name_length, extra_length = int(fields[9]), int(fields[10])
     start: int = info.header_offset
     return start + _ZIP_LOCAL_HEADER.size + name_length + extra_length
