@@ -8,10 +8,12 @@ Rules and their sources: shared/reference/preflight.md, section 6.
 
 from __future__ import annotations
 
+import warnings
 from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.utils import CryptographyDeprecationWarning
 
 from uploader.preflight import messages as msg
 from uploader.preflight.cms import CmsError, parse_signed_data
@@ -45,7 +47,14 @@ from uploader.preflight.source import BackwardReadError, ByteSource
 
 SDK_10_9 = 0x000A0900
 # What reading a hostile CMS blob or certificate can raise (cryptography parses lazily).
-CERTIFICATE_ERRORS = (CmsError, ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
+CERTIFICATE_ERRORS = (
+    CmsError,
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    CryptographyDeprecationWarning,
+)
 _MAX_SIGNATURE_BYTES = 64 << 20
 
 
@@ -121,8 +130,12 @@ def _check_signature(
         add(msg.NO_SECURE_TIMESTAMP, "ad-hoc signatures carry no timestamp")
     else:
         try:
-            signed_data = parse_signed_data(signature.cms)
-            verdict = judge(signed_data, anchors)
+            with warnings.catch_warnings():
+                # cryptography warns, then parses, certificates RFC 5280 forbids: that is a
+                # signature the service rejects, and a warning would be noise on stderr.
+                warnings.simplefilter("error", CryptographyDeprecationWarning)
+                signed_data = parse_signed_data(signature.cms)
+                verdict = judge(signed_data, anchors)
         except CERTIFICATE_ERRORS as exc:
             add(msg.INVALID_SIGNATURE, f"CMS signature unreadable: {type(exc).__name__}: {exc}")
         else:
