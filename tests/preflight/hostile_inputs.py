@@ -168,6 +168,14 @@ def _zip_with_raw_member(name: str, deflated: bytes, crc: int, size: int) -> byt
     return body + cd + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(cd), len(body), 0)
 
 
+def macho_with_signature_of(size: int) -> bytes:
+    """An x86_64 executable whose LC_CODE_SIGNATURE claims ``size`` bytes (all zeros)."""
+    commands = struct.pack("<IIII", 0x1D, 16, 4096, size)
+    header = struct.pack("<IiiIIIII", 0xFEEDFACF, CPU_X86_64, 3, 2, 1, len(commands), 0, 0)
+    head = header + commands
+    return head + b"\x00" * (4096 - len(head) + size)
+
+
 def patch_central_directory(data: bytes, field_offset: int, fmt: str, value: int) -> bytes:
     """Overwrite one field of every central-directory header (offset from its signature)."""
     out = bytearray(data)

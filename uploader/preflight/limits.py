@@ -69,7 +69,7 @@ class Budget:
         self.decompressed += produced
         if self.decompressed > self.allowed:
             raise ScanAborted(
-                f"decompressing produced more than {self.allowed >> 20} MiB "
+                f"decompressed data would exceed {self.allowed >> 20} MiB "
                 f"({self.limits.expansion_ratio}x the input plus "
                 f"{self.limits.expansion_grace >> 20} MiB): a decompression bomb, or an archive "
                 "far more compressible than a build"

@@ -161,11 +161,13 @@ class ForwardSource:
             count -= len(chunk)
 
     def _read_exact(self, count: int) -> bytes:
-        parts = []
+        # Bounded reads into one buffer: asking a stream for tens of MiB at once makes it
+        # build, copy and copy again a buffer that size.
+        buffer = bytearray()
         while count > 0:
-            chunk = self._stream.read(count)
+            chunk = self._stream.read(min(_COPY_CHUNK, count))
             if not chunk:
                 break
-            parts.append(chunk)
+            buffer += chunk
             count -= len(chunk)
-        return b"".join(parts)
+        return bytes(buffer)
