@@ -33,16 +33,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     del settings  # preflight needs no credentials or state
-    from uploader.preflight import PreflightInputError, run_preflight
+    from uploader.preflight import run_preflight
 
-    try:
-        report = run_preflight(args.path)
-    except PreflightInputError:
-        raise
-    except Exception as exc:  # no input may end in a traceback; run_preflight reports the rest
-        raise PreflightInputError(
-            f"{args.path}: preflight failed (internal error, please report it: "
-            f"{type(exc).__name__}: {exc})"
-        ) from exc
+    report = run_preflight(args.path)
     print(report.to_json() if args.json else report.render_text(), end="\n" if args.json else "")
     return EXIT_ERRORS if report.has_errors else EXIT_CLEAN

@@ -54,6 +54,13 @@ def run_preflight(
         scan.issues.append(
             PreflightIssue(Severity.ERROR, path.name, msg.SCAN_STOPPED, detail=str(exc))
         )
+    except PreflightInputError:
+        raise
+    except Exception as exc:  # no input may end in a traceback, here or in a notarize job
+        raise PreflightInputError(
+            f"{path}: preflight failed (internal error, please report it: "
+            f"{type(exc).__name__}: {exc})"
+        ) from exc
     if scan.omitted:
         errors, warnings = scan.omitted[Severity.ERROR], scan.omitted[Severity.WARNING]
         scan.issues.append(
@@ -111,11 +118,4 @@ def _scan_file(scan: Scan, path: Path) -> None:
     except CONTAINER_ERRORS as exc:
         raise PreflightInputError(
             f"{path}: cannot be read as an archive ({type(exc).__name__}: {exc})"
-        ) from exc
-    except ScanAborted:
-        raise
-    except Exception as exc:  # no input may end in a traceback
-        raise PreflightInputError(
-            f"{path}: cannot be read as an archive (internal error, please report it: "
-            f"{type(exc).__name__}: {exc})"
         ) from exc
