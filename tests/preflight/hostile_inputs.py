@@ -84,41 +84,36 @@ def nested_stored_zips(levels: int) -> bytes:
     return data
 
 
+def _zip_parts(
+    name: bytes, method: int, crc: int, compressed: int, size: int, offset: int = 0
+) -> tuple[bytes, bytes]:
+    """(local header + name, central-directory entry + name) of a single-member zip."""
+    local = struct.pack(
+        "<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc, compressed, size, len(name), 0
+    )
+    central = struct.pack(
+        "<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc, compressed, size,
+        len(name), 0, 0, 0, 0, 0, offset,
+    )  # fmt: skip
+    return local + name, central + name
+
+
+def _end_record(central: bytes, central_offset: int) -> bytes:
+    return struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(central), central_offset, 0)
+
+
 def _stored_zip_of_zeros(mib: int) -> Iterator[bytes]:
     """A zip with one stored member of ``mib`` MiB of zeros, yielded in pieces."""
-    name = b"big.bin"
-    crc = 0
     block = b"\x00" * _MiB
+    crc = 0
     for _ in range(mib):
         crc = zlib.crc32(block, crc)
     size = mib * _MiB
-    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, size, size, len(name), 0)
-    yield local + name
+    local, central = _zip_parts(b"big.bin", 0, crc, size, size)
+    yield local
     for _ in range(mib):
         yield block
-    central = struct.pack(
-        "<4s6H3L5H2L",
-        b"PK\x01\x02",
-        20,
-        20,
-        0,
-        0,
-        0,
-        0,
-        crc,
-        size,
-        size,
-        len(name),
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    )
-    cd_offset = len(local) + len(name) + size
-    cd = central + name
-    yield cd + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(cd), cd_offset, 0)
+    yield central + _end_record(central, len(local) + size)
 
 
 def deflated_zip_bomb(inner_mib: int, layers: int = 1) -> bytes:
@@ -132,40 +127,11 @@ def deflated_zip_bomb(inner_mib: int, layers: int = 1) -> bytes:
         parts.append(compressor.compress(piece))
     parts.append(compressor.flush())
     deflated = b"".join(parts)
-    data = _zip_with_raw_member("inner.zip", deflated, crc, size)
+    local, central = _zip_parts(b"inner.zip", 8, crc, len(deflated), size)
+    data = local + deflated + central + _end_record(central, len(local) + len(deflated))
     for level in range(1, layers):
         data = zip_bytes({f"layer{level}.zip": data}, compression=zipfile.ZIP_DEFLATED)
     return data
-
-
-def _zip_with_raw_member(name: str, deflated: bytes, crc: int, size: int) -> bytes:
-    raw_name = name.encode()
-    local = struct.pack(
-        "<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(deflated), size, len(raw_name), 0
-    )
-    central = struct.pack(
-        "<4s6H3L5H2L",
-        b"PK\x01\x02",
-        20,
-        20,
-        0,
-        8,
-        0,
-        0,
-        crc,
-        len(deflated),
-        size,
-        len(raw_name),
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    )
-    cd = central + raw_name
-    body = local + raw_name + deflated
-    return body + cd + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(cd), len(body), 0)
 
 
 def macho_with_signature_of(size: int) -> bytes:

@@ -145,45 +145,39 @@ def test_bad_heap_fields_are_an_error_on_that_entry(
 # --- payloads: pbzx and cpio ----------------------------------------------------------------
 
 
-def test_pbzx_chunk_claiming_a_terabyte(
-    tmp_path: Path, check: Callable[..., PreflightReport]
-) -> None:
-    report = check(write(tmp_path / "Game.pkg", pkg_with_payload(pbzx_claiming(1 << 40))))
-    assert (
-        "pbzx chunk claims 1,099,511,627,776 bytes"
-        in unread(report)["Game.pkg/Game-Component.pkg Contents/Payload"]
-    )
-
-
-def test_pbzx_chunk_bomb_stops_at_the_chunk_limit(
-    tmp_path: Path, check: Callable[..., PreflightReport]
-) -> None:
-    payload = pbzx_inflating(inflated_mib=8)
-    assert len(payload) < 10_000
-    report = check(write(tmp_path / "Game.pkg", pkg_with_payload(payload)), max_pbzx_chunk=1 << 20)
-    assert (
-        "pbzx chunk inflates to more than 1,048,576 bytes"
-        in unread(report)["Game.pkg/Game-Component.pkg Contents/Payload"]
-    )
-
-
-def test_cpio_giant_name(tmp_path: Path, check: Callable[..., PreflightReport]) -> None:
-    report = check(write(tmp_path / "Game.pkg", pkg_with_payload(gzip_bytes(cpio_giant_name()))))
-    assert (
-        "cpio entry name of 4,294,967,295 bytes (limit 4,096)"
-        in unread(report)["Game.pkg/Game-Component.pkg Contents/Payload"]
-    )
-
-
-def test_cpio_negative_size_is_refused_not_read_whole(
-    tmp_path: Path, check: Callable[..., PreflightReport]
-) -> None:
+def odc_with_negative_size() -> bytes:
     entry = bytearray(cpio_odc({"./bin/tool": unsigned_lib()}))
     entry[65:76] = b"-0000000001"  # the odc file-size field; int() alone would accept it
-    report = check(write(tmp_path / "Game.pkg", pkg_with_payload(bytes(entry))))
-    assert (
-        "is not a base-8 number" in unread(report)["Game.pkg/Game-Component.pkg Contents/Payload"]
-    )
+    return bytes(entry)
+
+
+@pytest.mark.parametrize(
+    ("payload", "limits", "reason"),
+    [
+        (lambda: pbzx_claiming(1 << 40), {}, "pbzx chunk claims 1,099,511,627,776 bytes"),
+        (  # 8 KiB that inflate to 8 MiB in one chunk
+            lambda: pbzx_inflating(inflated_mib=8),
+            {"max_pbzx_chunk": 1 << 20},
+            "pbzx chunk inflates to more than 1,048,576 bytes",
+        ),
+        (
+            lambda: gzip_bytes(cpio_giant_name()),
+            {},
+            "cpio entry name of 4,294,967,295 bytes (limit 4,096)",
+        ),
+        (odc_with_negative_size, {}, "is not a base-8 number"),
+    ],
+    ids=["pbzx-claim", "pbzx-bomb", "cpio-name", "cpio-negative-size"],
+)
+def test_hostile_payload_is_an_error_on_the_payload(
+    tmp_path: Path,
+    check: Callable[..., PreflightReport],
+    payload: Callable[[], bytes],
+    limits: dict[str, int],
+    reason: str,
+) -> None:
+    report = check(write(tmp_path / "Game.pkg", pkg_with_payload(payload())), **limits)
+    assert reason in unread(report)["Game.pkg/Game-Component.pkg Contents/Payload"]
 
 
 def test_decompression_budget_stops_a_zip_bomb_in_a_payload(
