@@ -8,6 +8,7 @@ never a traceback or a PASS. Limits are tightened per test (``Limits``) so bombs
 
 from __future__ import annotations
 
+import os
 import plistlib
 import re
 import zipfile
@@ -49,6 +50,7 @@ from preflight_builders import (
 from uploader.preflight import PreflightInputError, PreflightReport, run_preflight
 from uploader.preflight import messages as msg
 from uploader.preflight.limits import DEFAULT_LIMITS
+from uploader.preflight.walk import open_regular_file
 
 NOT_READ = msg.CONTAINER_NOT_INSPECTED
 GET_TASK_ALLOW = "com.apple.security.get-task-allow"
@@ -456,3 +458,34 @@ def test_zip_inside_payload_still_checked_within_limits(
     pkg = xar({"Payload": gzip_bytes(cpio_odc({"./opt/app/lib.jar": inner}))})
     report = check(write(tmp_path / "Game.pkg", pkg), max_spool_bytes=len(inner))
     assert {i.path for i in report.errors} == {"Game.pkg/Payload/opt/app/lib.jar/lib/native.jnilib"}
+
+
+# --- folders --------------------------------------------------------------------------------
+
+
+def test_deep_folders_stop_at_the_depth_limit(
+    tmp_path: Path, check: Callable[..., PreflightReport]
+) -> None:
+    app = tmp_path / "Game.app"
+    deep = app.joinpath(*["d"] * 70)
+    deep.mkdir(parents=True)
+    (deep / "lib.dylib").write_bytes(unsigned_lib())
+    (app / "tool").write_bytes(unsigned_lib())
+    report = check(app)
+    too_deep = unread(report)
+    assert list(too_deep) == ["Game.app/" + "/".join(["d"] * 65)]  # the first one too deep
+    assert "folders nested more than 64 deep" in next(iter(too_deep.values()))
+    assert "Game.app/tool" in {i.path for i in report.errors}
+
+
+def test_fifo_is_never_opened_for_reading(
+    tmp_path: Path, check: Callable[..., PreflightReport]
+) -> None:
+    """A FIFO (or one swapped in after the listing) would block open() for ever."""
+    app = tmp_path / "Game.app"
+    app.mkdir()
+    os.mkfifo(app / "pipe")
+    assert open_regular_file(app / "pipe", follow_symlinks=False) is None
+    assert check(app).files_scanned == 0
+    with pytest.raises(PreflightInputError, match=r"no such file or folder|not a regular file"):
+        check(app / "pipe")

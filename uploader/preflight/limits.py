@@ -31,7 +31,7 @@ class Limits:
     max_open_zip_entries: int = 250_000  # central-directory entries in memory at once, ~700 B each
     max_toc_bytes: int = 8 * _MiB  # xar table of contents, uncompressed (a .pkg's is a few KiB)
     max_toc_elements: int = 200_000
-    max_toc_depth: int = 64  # folders inside folders in a xar table of contents
+    max_folder_depth: int = 64  # folders inside folders, in an .app or a xar table of contents
     max_pbzx_chunk: int = 64 * _MiB  # compressed and uncompressed; Apple's tools write 16 MiB
     max_cpio_name: int = 4096  # bytes; PATH_MAX is 1024 on macOS
     expansion_ratio: int = 100  # decompressed bytes per byte on disk, for the whole run

@@ -102,8 +102,8 @@ class _CountingBuilder(ElementTree.TreeBuilder):
 def _walk(
     scan: Scan, fileobj: IO[bytes], heap: int, node: ElementTree.Element, prefix: str, depth: int
 ) -> None:
-    if depth > scan.limits.max_toc_depth:
-        raise LimitError(f"xar folders nested more than {scan.limits.max_toc_depth} deep")
+    if depth > scan.limits.max_folder_depth:
+        raise LimitError(f"xar folders nested more than {scan.limits.max_folder_depth} deep")
     for entry in node.findall("file"):
         name = entry.findtext("name") or ""
         kind = entry.findtext("type") or "file"

@@ -17,7 +17,7 @@ from uploader.preflight.limits import DEFAULT_LIMITS, LimitError, Limits, ScanAb
 from uploader.preflight.messages import Severity
 from uploader.preflight.report import PreflightIssue, PreflightReport
 from uploader.preflight.source import RegionSource
-from uploader.preflight.walk import CONTAINER_ERRORS, Scan, scan_directory
+from uploader.preflight.walk import CONTAINER_ERRORS, Scan, open_regular_file, scan_directory
 
 
 class PreflightInputError(ConfigError):
@@ -88,7 +88,10 @@ def run_preflight(
 
 def _scan_file(scan: Scan, path: Path) -> None:
     try:
-        with path.open("rb") as handle:
+        opened = open_regular_file(path, follow_symlinks=True)
+        if opened is None:
+            raise PreflightInputError(f"{path}: not a regular file; give a .zip, .pkg or Mach-O")
+        with opened as handle:
             size = os.fstat(handle.fileno()).st_size
             scan.budget.allow_disk_bytes(size)
             # The top-level archive is walked directly, so its damage is fatal, not a warning.

@@ -230,8 +230,23 @@ def _stored_data_offset(fileobj: IO[bytes], info: zipfile.ZipInfo) -> int:
 
 def scan_directory(scan: Scan, root: Path) -> None:
     root_name = root.resolve().name  # "." or "Game.app/" still show as "Game.app"
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def display(full: Path) -> str:
+        return f"{root_name}/{full.relative_to(root).as_posix()}"
+
+    def unreadable_folder(exc: OSError) -> None:
+        scan.not_inspected(display(Path(exc.filename)) if exc.filename else root_name, exc)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_folder):
         dirnames.sort()
+        if len(Path(dirpath).relative_to(root).parts) >= scan.limits.max_folder_depth:
+            for name in dirnames:
+                too_deep = LimitError(
+                    f"folders nested more than {scan.limits.max_folder_depth} deep; "
+                    "nothing below was checked"
+                )
+                scan.not_inspected(display(Path(dirpath, name)), too_deep)
+            dirnames.clear()
         for filename in sorted(filenames):
             full = Path(dirpath, filename)
             if full.is_symlink() or not full.is_file():
@@ -240,10 +255,29 @@ def scan_directory(scan: Scan, root: Path) -> None:
             path = f"{root_name}/{rel}"
             scan.check_name(path, rel)
             scan.count_member()
-            with scan.reading(path), full.open("rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                scan.budget.allow_disk_bytes(size)
-                scan.inspect(path, RegionSource(handle, 0, size))
+            with scan.reading(path):
+                handle = open_regular_file(full, follow_symlinks=False)
+                if handle is None:
+                    continue  # replaced by something else since it was listed
+                with handle:
+                    size = os.fstat(handle.fileno()).st_size
+                    scan.budget.allow_disk_bytes(size)
+                    scan.inspect(path, RegionSource(handle, 0, size))
+
+
+def open_regular_file(path: Path, *, follow_symlinks: bool) -> IO[bytes] | None:
+    """``path`` open for reading when it is a regular file, else None. Never blocks: a FIFO
+    swapped in after a listing would otherwise hang the open."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _looks_like_dmg(path: str, source: ByteSource) -> bool:
