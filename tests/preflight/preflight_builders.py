@@ -348,6 +348,7 @@ class Signing:
     entitlements_xml: dict[str, object] | None = None
     entitlements_xml_raw: bytes | None = None  # slot 5 payload as is, for odd encodings
     entitlements_der: dict[str, bool | int | str] | None = None
+    entitlements_der_raw: bytes | None = None  # slot 7 payload as is
     hash_types: tuple[int, ...] = (HASH_SHA256,)
     corrupt: bool = False
 
@@ -360,6 +361,8 @@ class Signing:
             slots.append((5, blob(0xFADE7171, self.entitlements_xml_raw)))
         if self.entitlements_der is not None:
             slots.append((7, entitlements_der(self.entitlements_der)))
+        elif self.entitlements_der_raw is not None:
+            slots.append((7, blob(0xFADE7172, self.entitlements_der_raw)))
         cms = b""
         if self.identity is not None:
             if self.use_cryptography_builder:

@@ -40,6 +40,7 @@ from preflight_builders import (
     SliceSpec,
     cpio_newc,
     cpio_odc,
+    der,
     entitlements_der,
     gzip_bytes,
     thin_macho,
@@ -489,3 +490,29 @@ def test_fifo_is_never_opened_for_reading(
     assert check(app).files_scanned == 0
     with pytest.raises(PreflightInputError, match=r"no such file or folder|not a regular file"):
         check(app / "pipe")
+
+
+def test_central_directory_size_is_bounded(
+    tmp_path: Path, check: Callable[..., PreflightReport]
+) -> None:
+    """zipfile reads the whole central directory at once: its size is checked first."""
+    archive = zip_bytes(
+        {f"Game.app/Contents/Resources/f{i}": b"" for i in range(40)}, compression=0
+    )
+    with pytest.raises(PreflightInputError, match="central directory of 3,070 bytes; preflight reads up to 1,024"):
+        check(write(tmp_path / "Game.zip", archive), max_zip_directory_bytes=1024)
+
+
+def test_deeply_nested_der_entitlements(
+    tmp_path: Path, check: Callable[..., PreflightReport], pki: Pki
+) -> None:
+    """Definite-length nesting, 5,000 deep: an invalid signature, not a RecursionError."""
+    value = der(0x01, b"\xff")
+    for _ in range(5000):
+        value = der(0x30, value)
+    entry = der(0x30, der(0x0C, GET_TASK_ALLOW.encode()) + value)
+    payload = der(0x70, der(0x02, b"\x01") + der(0xB0, entry))
+    binary = signed(developer_id(pki, entitlements_der_raw=payload))
+    report = check(write(tmp_path / "tool", binary))
+    details = [i.detail or "" for i in report.errors if i.message == msg.INVALID_SIGNATURE]
+    assert any("nested more than 64 deep" in d for d in details), report.render_text()

@@ -18,6 +18,7 @@ GET_TASK_ALLOW = "com.apple.security.get-task-allow"
 _PADDING = b" \t\r\n\x00"
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_MAX_DEPTH = 64  # real entitlements nest two or three levels
 
 
 class EntitlementsError(ValueError):
@@ -71,7 +72,9 @@ def requests_get_task_allow(entitlements: dict[str, Any]) -> bool:
     return entitlements.get(GET_TASK_ALLOW) is True
 
 
-def _value(data: bytes, tlv: ber.Tlv) -> Any:
+def _value(data: bytes, tlv: ber.Tlv, depth: int = 0) -> Any:
+    if depth > _MAX_DEPTH:
+        raise EntitlementsError(f"DER entitlements nested more than {_MAX_DEPTH} deep")
     raw = ber.content(data, tlv)
     if tlv.is_(ber.UNIVERSAL, ber.BOOLEAN):
         return raw != b"\x00"
@@ -80,18 +83,18 @@ def _value(data: bytes, tlv: ber.Tlv) -> Any:
     if tlv.is_(ber.UNIVERSAL, ber.UTF8_STRING):
         return raw.decode("utf-8", "replace")
     if tlv.is_(ber.UNIVERSAL, ber.SEQUENCE):
-        return [_value(data, child) for child in ber.children(data, tlv)]
+        return [_value(data, child, depth + 1) for child in ber.children(data, tlv)]
     if tlv.is_(ber.CONTEXT, 16):
-        return _dictionary(data, tlv)
+        return _dictionary(data, tlv, depth + 1)
     raise EntitlementsError(f"unexpected DER value tag {tlv.tag} (class {tlv.tag_class})")
 
 
-def _dictionary(data: bytes, tlv: ber.Tlv) -> dict[str, Any]:
+def _dictionary(data: bytes, tlv: ber.Tlv, depth: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for entry in ber.children(data, tlv):
         key_value = ber.children(data, entry)
         if len(key_value) != 2 or not key_value[0].is_(ber.UNIVERSAL, ber.UTF8_STRING):
             raise EntitlementsError("DER dictionary entry is not (UTF8String, value)")
         key = ber.content(data, key_value[0]).decode("utf-8", "replace")
-        out[key] = _value(data, key_value[1])
+        out[key] = _value(data, key_value[1], depth)
     return out

@@ -29,6 +29,7 @@ class Limits:
     max_depth: int = 16  # archives inside archives (jar in wheel in zip in pkg is 4)
     max_members: int = 1_000_000  # files looked at in one run (~13 s for a million cpio entries)
     max_open_zip_entries: int = 250_000  # central-directory entries in memory at once, ~700 B each
+    max_zip_directory_bytes: int = 64 * _MiB  # read whole by zipfile; 250,000 entries is ~40 MiB
     max_toc_bytes: int = 8 * _MiB  # xar table of contents, uncompressed (a .pkg's is a few KiB)
     max_toc_elements: int = 200_000
     max_folder_depth: int = 64  # folders inside folders, in an .app or a xar table of contents

@@ -175,7 +175,10 @@ class _ContainerScanner(Protocol):
 
 
 def scan_zip(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
-    entries = central_directory_entries(fileobj, scan.limits.max_open_zip_entries)
+    limits = scan.limits
+    entries = central_directory_entries(
+        fileobj, limits.max_open_zip_entries, limits.max_zip_directory_bytes
+    )
     if scan.open_zip_entries + entries > scan.limits.max_open_zip_entries:
         raise LimitError(
             f"zip holds {entries:,}+ entries; preflight keeps at most "

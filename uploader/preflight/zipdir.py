@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from typing import IO
 
+from uploader.preflight.limits import LimitError
+
 _EOCD = struct.Struct("<4s4H2LH")
 _ZIP64_LOCATOR_SIZE = 20
 _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
@@ -18,10 +20,12 @@ _CENTRAL_ENTRY = struct.Struct("<4s4B4HL2L5H2L")
 _MAX_COMMENT = 0xFFFF
 
 
-def central_directory_entries(fileobj: IO[bytes], stop_after: int) -> int:
+def central_directory_entries(fileobj: IO[bytes], stop_after: int, max_bytes: int) -> int:
     """Entries in the central directory, counting no further than ``stop_after + 1``.
 
     Returns 0 when there is no end record to go by; zipfile then refuses the archive itself.
+    Raises ``LimitError`` when the directory claims more than ``max_bytes`` (zipfile reads it
+    into memory in one piece).
     """
     size = fileobj.seek(0, 2)
     tail_size = min(size, _EOCD.size + _MAX_COMMENT)
@@ -43,6 +47,10 @@ def central_directory_entries(fileobj: IO[bytes], stop_after: int) -> int:
         cd_size = _ZIP64_EOCD.unpack(record)[8]
     if cd_end < cd_size:
         return 0
+    if cd_size > max_bytes:
+        raise LimitError(
+            f"zip central directory of {cd_size:,} bytes; preflight reads up to {max_bytes:,}"
+        )
     fileobj.seek(cd_end - cd_size)
     count = 0
     while count <= stop_after:
