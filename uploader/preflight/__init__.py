@@ -7,6 +7,15 @@ all, Developer ID (not ad-hoc, linker-signed or another certificate), secure tim
 runtime (error on executables, warning on libraries), get-task-allow, SDK >= 10.9; plus file
 names whose Unicode normalisation can break a seal. .dmg images are reported as not inspected.
 
+Safe on any input (``limits.py``): every decompressor is metered against a budget for the
+run (256 MiB plus 100x the input's size on disk) and each container bounds what it may claim
+(xar TOC 8 MiB, pbzx chunk 64 MiB, cpio name 4 KiB, zip central directory 64 MiB and 250,000
+entries, 16 nested archives, a million members). Nested zips are read through zipfile's own
+seekable member stream, never spooled; only archives inside a forward-only .pkg payload are
+copied, to at most 64 MiB in all. Whatever cannot be read is an error naming the member and the
+reason, so an archive preflight could not fully inspect never passes, and no input ends in a
+traceback. Entitlement plists are read as leniently as Apple's parser reads them.
+
 The result is a ``PreflightReport`` shaped like ``notarytool log`` (same messages, docUrl,
 architecture). ``run_preflight`` is synchronous and CPU/IO bound: async callers use
 ``await asyncio.to_thread(run_preflight, path)``.
