@@ -95,10 +95,11 @@ class Scan:
             else:
                 self.omitted[issue.severity] += 1
 
-    def not_inspected(self, path: str, exc: BaseException) -> None:
+    def not_inspected(self, path: str, why: str | BaseException) -> None:
         """``path`` could not be read (fully): an error, so the run cannot pass."""
-        reason = str(exc) if isinstance(exc, LimitError) else f"{type(exc).__name__}: {exc}"
-        self.add(Severity.ERROR, path, msg.CONTAINER_NOT_INSPECTED, _one_line(reason))
+        if isinstance(why, BaseException) and not isinstance(why, LimitError):
+            why = f"{type(why).__name__}: {why}"
+        self.add(Severity.ERROR, path, msg.CONTAINER_NOT_INSPECTED, _one_line(str(why)))
 
     def check_name(self, path: str, name: str, *, declared_utf8: bool = True) -> None:
         if problem := normalisation_problem(name, declared_utf8=declared_utf8):
@@ -179,10 +180,10 @@ def scan_zip(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
     entries = central_directory_entries(
         fileobj, limits.max_open_zip_entries, limits.max_zip_directory_bytes
     )
-    if scan.open_zip_entries + entries > scan.limits.max_open_zip_entries:
+    if scan.open_zip_entries + entries > limits.max_open_zip_entries:
         raise LimitError(
             f"zip holds {entries:,}+ entries; preflight keeps at most "
-            f"{scan.limits.max_open_zip_entries:,} open at once"
+            f"{limits.max_open_zip_entries:,} open at once"
         )
     scan.open_zip_entries += entries
     try:
@@ -206,9 +207,10 @@ def _visit_zip_member(
     path = f"{root}/{name}"
     scan.check_name(path, name, declared_utf8=bool(info.flag_bits & 0x800))
     scan.count_member()
+    if info.flag_bits & 0x1:
+        scan.not_inspected(path, "the member is encrypted")
+        return
     with scan.reading(path):
-        if info.flag_bits & 0x1:
-            raise LimitError("the member is encrypted")
         if info.compress_type == zipfile.ZIP_STORED:
             start = _stored_data_offset(fileobj, info)
             scan.inspect(path, RegionSource(fileobj, start, info.file_size))
@@ -243,11 +245,11 @@ def scan_directory(scan: Scan, root: Path) -> None:
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_folder):
         dirnames.sort()
         if len(Path(dirpath).relative_to(root).parts) >= scan.limits.max_folder_depth:
+            too_deep = (
+                f"folders nested more than {scan.limits.max_folder_depth} deep; "
+                "nothing below was checked"
+            )
             for name in dirnames:
-                too_deep = LimitError(
-                    f"folders nested more than {scan.limits.max_folder_depth} deep; "
-                    "nothing below was checked"
-                )
                 scan.not_inspected(display(Path(dirpath, name)), too_deep)
             dirnames.clear()
         for filename in sorted(filenames):
