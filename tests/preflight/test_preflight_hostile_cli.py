@@ -55,13 +55,14 @@ sys.exit(code)
 """
 
 HOSTILE: dict[str, Callable[[], bytes]] = {
-    # name on disk: builder (sizes as in the review, or larger where building stays quick)
-    "toc-bomb.pkg": lambda: toc_bomb_pkg(inflated_mib=512),
-    "pbzx-chunk-bomb.pkg": lambda: pkg_with_payload(pbzx_inflating(inflated_mib=512)),
+    # name on disk: builder. Sizes are what preflight before issue 10 could not bear (it peaked
+    # at 0.8-1.6 GB or spooled 256 MiB); the fixes stop each far earlier, whatever the size.
+    "toc-bomb.pkg": lambda: toc_bomb_pkg(inflated_mib=256),
+    "pbzx-chunk-bomb.pkg": lambda: pkg_with_payload(pbzx_inflating(inflated_mib=256)),
     "pbzx-chunk-claim.pkg": lambda: pkg_with_payload(pbzx_claiming(1 << 40)),
     "cpio-giant-name.pkg": lambda: pkg_with_payload(gzip_bytes(cpio_giant_name())),
-    "deflated-zip-in-zip.zip": lambda: deflated_zip_bomb(inner_mib=512),
-    "nested-deflated-zips.zip": lambda: deflated_zip_bomb(inner_mib=256, layers=3),
+    "deflated-zip-in-zip.zip": lambda: deflated_zip_bomb(inner_mib=256),
+    "nested-deflated-zips.zip": lambda: deflated_zip_bomb(inner_mib=128, layers=3),
     "400-nested-zips.zip": lambda: nested_stored_zips(400),
     "huge-signature.zip": lambda: zip_bytes(
         {"Game.app/Contents/MacOS/Game": macho_with_signature_of(64 * MiB)}, compression=8
