@@ -499,7 +499,9 @@ def test_central_directory_size_is_bounded(
     archive = zip_bytes(
         {f"Game.app/Contents/Resources/f{i}": b"" for i in range(40)}, compression=0
     )
-    with pytest.raises(PreflightInputError, match="central directory of 3,070 bytes; preflight reads up to 1,024"):
+    with pytest.raises(
+        PreflightInputError, match="central directory of 3,070 bytes; preflight reads up to 1,024"
+    ):
         check(write(tmp_path / "Game.zip", archive), max_zip_directory_bytes=1024)
 
 
