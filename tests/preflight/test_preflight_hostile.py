@@ -518,3 +518,17 @@ def test_deeply_nested_der_entitlements(
     report = check(write(tmp_path / "tool", binary))
     details = [i.detail or "" for i in report.errors if i.message == msg.INVALID_SIGNATURE]
     assert any("nested more than 64 deep" in d for d in details), report.render_text()
+
+
+def test_overlong_paths_are_refused_not_kept(
+    tmp_path: Path, check: Callable[..., PreflightReport]
+) -> None:
+    """Nested archives with 60,000-character names: every issue would carry a megabyte path."""
+    inner = zip_bytes({"x" * 60_000 + ".dylib": unsigned_lib()}, compression=0)
+    outer = zip_bytes({"y" * 60_000 + ".jar": inner, "ok.dylib": unsigned_lib()}, compression=0)
+    report = check(write(tmp_path / "Long.zip", outer))
+    [refused] = [i for i in report.errors if i.message == NOT_READ]
+    assert refused.path == "Long.zip/" + "y" * 191 + "…"
+    assert refused.detail == "path of 60,013 characters (limit 4,096)"
+    assert "Long.zip/ok.dylib" in {i.path for i in report.errors}
+    assert max(len(i.path) for i in report.issues) < 300

@@ -35,6 +35,7 @@ class Limits:
     max_folder_depth: int = 64  # folders inside folders, in an .app or a xar table of contents
     max_pbzx_chunk: int = 64 * _MiB  # compressed and uncompressed; Apple's tools write 16 MiB
     max_cpio_name: int = 4096  # bytes; PATH_MAX is 1024 on macOS
+    max_path: int = 4096  # characters in a reported path, archives inside archives included
     expansion_ratio: int = 100  # decompressed bytes per byte on disk, for the whole run
     expansion_grace: int = 256 * _MiB  # decompressed bytes allowed whatever the ratio
     max_spool_bytes: int = 64 * _MiB  # nested archives copied out of forward-only streams

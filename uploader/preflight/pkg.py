@@ -184,11 +184,12 @@ def _scan_payload(scan: Scan, stream: IO[bytes], path: str) -> None:
         else io.BufferedReader(Metered(decompressor, scan.budget, f"{path} payload"))
     )
     for entry, reader in cpio.iter_entries(archive, scan.limits.max_cpio_name):
-        scan.count_member()
         if not entry.is_regular_file:
+            scan.count_member()
             continue
         relative = entry.name.removeprefix("./").lstrip("/")
         member_path = f"{path}/{relative}"
-        scan.check_name(member_path, relative)
+        if not scan.admit(member_path, relative):
+            continue
         with scan.reading(member_path):
             scan.inspect(member_path, ForwardSource(reader, entry.size))

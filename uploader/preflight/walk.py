@@ -107,14 +107,28 @@ class Scan:
 
     def visit(self, path: str, source: ByteSource) -> None:
         """Look at one regular file, wherever it lives, and descend into it if it is a container."""
-        self.count_member()
-        with self.reading(path):
-            self.inspect(path, source)
+        if self.admit(path):
+            with self.reading(path):
+                self.inspect(path, source)
 
     def count_member(self) -> None:
         self.files_scanned += 1
         if self.files_scanned > self.limits.max_members:
             raise ScanAborted(f"more than {self.limits.max_members:,} files in one archive")
+
+    def admit(self, path: str, name: str | None = None, *, declared_utf8: bool = True) -> bool:
+        """Count a member about to be inspected and check its name. False (and an error) when
+        its path is too long to be real: kept in every issue, such paths would cost memory."""
+        self.count_member()
+        if len(path) > self.limits.max_path:
+            shown = f"{path[:200]}…"
+            self.not_inspected(
+                shown, f"path of {len(path):,} characters (limit {self.limits.max_path:,})"
+            )
+            return False
+        if name is not None:
+            self.check_name(path, name, declared_utf8=declared_utf8)
+        return True
 
     @contextmanager
     def reading(self, path: str) -> Iterator[None]:
@@ -205,8 +219,8 @@ def _visit_zip_member(
     if stat.S_ISLNK(info.external_attr >> 16):
         return  # a symlink's data is its target's path, not code
     path = f"{root}/{name}"
-    scan.check_name(path, name, declared_utf8=bool(info.flag_bits & 0x800))
-    scan.count_member()
+    if not scan.admit(path, name, declared_utf8=bool(info.flag_bits & 0x800)):
+        return
     if info.flag_bits & 0x1:
         scan.not_inspected(path, "the member is encrypted")
         return
@@ -258,8 +272,8 @@ def scan_directory(scan: Scan, root: Path) -> None:
                 continue
             rel = full.relative_to(root).as_posix()
             path = f"{root_name}/{rel}"
-            scan.check_name(path, rel)
-            scan.count_member()
+            if not scan.admit(path, rel):
+                continue
             with scan.reading(path):
                 handle = open_regular_file(full, follow_symlinks=False)
                 if handle is None:
