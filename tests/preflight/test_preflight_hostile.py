@@ -12,6 +12,7 @@ import os
 import plistlib
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -532,3 +533,19 @@ def test_overlong_paths_are_refused_not_kept(
     assert refused.detail == "path of 60,013 characters (limit 4,096)"
     assert "Long.zip/ok.dylib" in {i.path for i in report.errors}
     assert max(len(i.path) for i in report.issues) < 300
+
+
+def test_stream_may_not_exceed_its_declared_size(
+    tmp_path: Path, check: Callable[..., PreflightReport]
+) -> None:
+    heap = zlib.compress(cpio_odc({"./bin/tool": unsigned_lib()}))
+    toc = (
+        b'<xar><toc><file id="1"><name>Payload</name><type>file</type><data>'
+        b"<offset>0</offset><length>%d</length><size>100</size>"
+        b'<encoding style="application/x-gzip"/></data></file></toc></xar>' % len(heap)
+    )
+    report = check(write(tmp_path / "Game.pkg", xar_with_toc(toc, heap)))
+    assert (
+        "xar entry 'Payload' decompresses to more than the 100 bytes it declares"
+        in (unread(report)["Game.pkg/Payload"])
+    )

@@ -125,13 +125,17 @@ def _visit_file(
         return
     offset = _field(data, "offset", 0)
     length = _field(data, "length", 0)
-    size = _field(data, "size", length)
+    declared = _field(data, "size", -1)  # the extracted size; xar always writes it
+    size = declared if declared >= 0 else length
     encoding_node = data.find("encoding")
     encoding = (encoding_node.get("style") if encoding_node is not None else None) or ""
     raw = io.BufferedReader(RegionFile(fileobj, heap + offset, length))
     decoded = _decode(raw, encoding)
     if decoded is not raw:
-        decoded = io.BufferedReader(Metered(decoded, scan.budget, f"xar entry {name!r}", size))
+        metered = Metered(
+            decoded, scan.budget, f"xar entry {name!r}", size if declared >= 0 else None
+        )
+        decoded = io.BufferedReader(metered)
     if name in _PAYLOAD_NAMES:
         _scan_payload(scan, decoded, path)
     elif decoded is raw:
