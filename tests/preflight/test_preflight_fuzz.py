@@ -46,7 +46,7 @@ from uploader.preflight import messages as msg
 from uploader.preflight.limits import DEFAULT_LIMITS
 
 SEED = int(os.environ.get("PREFLIGHT_FUZZ_SEED", "20261129"))
-CASES_PER_FIXTURE = int(os.environ.get("PREFLIGHT_FUZZ_CASES", "600"))
+CASES_PER_FIXTURE = int(os.environ.get("PREFLIGHT_FUZZ_CASES", "500"))
 REGRESSIONS = Path(__file__).with_name("fuzz_regressions")
 # Small bounds keep each case cheap; the rules are the same as at the default limits.
 FUZZ_LIMITS = replace(
@@ -107,6 +107,15 @@ def fixtures(pki: Pki) -> dict[str, Callable[[Mutate], tuple[str, bytes]]]:
     plain_payload = cpio_odc({"./bin/tool": lib})
     plist = plistlib.dumps({"com.apple.security.get-task-allow": True})
 
+    def in_blob(magic: int, m: Mutate) -> tuple[str, bytes]:
+        """Mutate one signature blob of the first slice in place (same length, so the
+        SuperBlob's offsets still lead to it and the mutation reaches its parser)."""
+        start = app.index(struct.pack(">I", magic), 0x1000)
+        end = start + struct.unpack_from(">I", app, start + 4)[0]
+        body = app[start + 8 : end]
+        mutated = (m(body) + body)[: len(body)]
+        return "Game", app[: start + 8] + mutated + app[end:]
+
     def entitlements(m: Mutate) -> tuple[str, bytes]:
         raw = m(plist)
         return "tool", thin_macho(
@@ -117,6 +126,9 @@ def fixtures(pki: Pki) -> dict[str, Callable[[Mutate], tuple[str, bytes]]]:
         "macho": lambda m: ("Game", m(app)),
         "signature": lambda m: ("Game", app[:0x1000] + m(app[0x1000:])),
         "entitlements": entitlements,
+        "cms": lambda m: in_blob(0xFADE0B01, m),
+        "code-directory": lambda m: in_blob(0xFADE0C02, m),
+        "der-entitlements": lambda m: in_blob(0xFADE7172, m),
         "zip-stored": lambda m: (
             "Game.zip",
             m(zip_bytes({"Game.app/Contents/MacOS/Game": app}, compression=0)),
