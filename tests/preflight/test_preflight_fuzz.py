@@ -4,7 +4,8 @@ Each fixture is a valid input (signed Mach-O, zips, nested jar, .pkg with gzip a
 payloads, a xar table of contents, entitlements) with one layer exposed to mutation: bit flips,
 interesting integers written over fields, bytes deleted, duplicated or truncated. The layer is
 mutated *before* the outer layers are built, so the mutations reach parsers behind
-decompressors and checksums. The rule checked on every case is the issue 10 one: a one-line
+decompressors and checksums; signature blobs (CMS, CodeDirectory, DER entitlements) are mutated
+in place, keeping their length, so the SuperBlob still leads to them. The rule checked on every case is the issue 10 one: a one-line
 ``PreflightInputError`` or a report, never another exception, never an "internal error" in a
 report, and output that can always be printed.
 
