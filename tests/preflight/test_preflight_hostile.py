@@ -549,3 +549,8 @@ def test_stream_may_not_exceed_its_declared_size(
         "xar entry 'Payload' decompresses to more than the 100 bytes it declares"
         in (unread(report)["Game.pkg/Payload"])
     )
+
+
+def test_unusable_path_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(PreflightInputError, match=r"cannot be read \(File name too long\)"):
+        run_preflight(tmp_path / ("a/" * 3000))

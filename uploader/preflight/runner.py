@@ -56,6 +56,10 @@ def run_preflight(
         )
     except PreflightInputError:
         raise
+    except OSError as exc:  # the path itself: too long, a symlink loop, a vanished folder
+        raise PreflightInputError(
+            f"{path}: cannot be read ({exc.strerror or exc}); check the path"
+        ) from exc
     except Exception as exc:  # no input may end in a traceback, here or in a notarize job
         raise PreflightInputError(
             f"{path}: preflight failed (internal error, please report it: "
