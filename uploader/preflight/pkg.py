@@ -15,6 +15,7 @@ import bz2
 import gzip
 import io
 import lzma
+import stat
 import struct
 import zlib
 from typing import IO, cast
@@ -115,9 +116,13 @@ def _scan_payload(scan: Scan, stream: IO[bytes], path: str) -> None:
     else:
         archive = buffered
     for entry, reader in cpio.iter_entries(archive):
+        if stat.S_ISLNK(entry.mode):
+            target = reader.read(4096).decode("utf-8", "replace")
+            scan.seals.visit_link(f"{path}/{entry.name.removeprefix('./').lstrip('/')}", target)
         if not entry.is_regular_file:
             continue
         relative = entry.name.removeprefix("./").lstrip("/")
         member_path = f"{path}/{relative}"
         scan.check_name(member_path, relative)
         scan.visit(member_path, ForwardSource(reader, entry.size))
+    scan.issues.extend(scan.seals.finish(path))

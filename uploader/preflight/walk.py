@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from uploader.preflight import messages as msg
+from uploader.preflight.bundles import SealTracker, random_access, seal_files_in_folder
 from uploader.preflight.developer_id import TrustAnchors
 from uploader.preflight.filenames import normalisation_problem
 from uploader.preflight.inspect_macho import inspect_macho
@@ -59,6 +60,7 @@ class Scan:
         self.files_scanned = 0
         self.macho_files = 0
         self.slices = 0
+        self.seals = SealTracker()
 
     def add(self, severity: Severity, path: str, message: str, detail: str | None = None) -> None:
         self.issues.append(PreflightIssue(severity, path, message, None, detail))
@@ -73,17 +75,25 @@ class Scan:
         kind = classify(source.read_at(0, 8))
         if kind is Kind.MACHO:
             self.macho_files += 1
-            issues, slices = inspect_macho(path, source, self.anchors)
-            self.issues.extend(issues)
-            self.slices += slices
+            with random_access(source) as seekable:
+                issues, slices = inspect_macho(path, seekable, self.anchors)
+                self.issues.extend(issues)
+                self.slices += slices
+                self.issues.extend(self.seals.visit_code(path, seekable))
         elif kind is Kind.ZIP:
-            self._descend(path, source, scan_zip)
+            with random_access(source) as seekable:
+                self.seals.visit_file(path, seekable)
+                self._descend(path, seekable, scan_zip)
         elif kind is Kind.XAR:
             from uploader.preflight.pkg import scan_pkg  # pkg imports this module
 
-            self._descend(path, source, scan_pkg)
+            with random_access(source) as seekable:
+                self.seals.visit_file(path, seekable)
+                self._descend(path, seekable, scan_pkg)
         elif _looks_like_dmg(path, source):
             self.add(Severity.WARNING, path, msg.DMG_NOT_INSPECTED)
+        else:
+            self.seals.visit_file(path, source)
 
     def _descend(self, path: str, source: ByteSource, scan_container: _ContainerScanner) -> None:
         try:
@@ -101,13 +111,18 @@ class _ContainerScanner(Protocol):
 
 def scan_zip(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
     with zipfile.ZipFile(fileobj) as archive:
+        scan.seals.expect(display_root, (f"{display_root}/{n}" for n in archive.namelist()))
         # Central-directory order can differ from data order; data order keeps reads forward.
         for info in sorted(archive.infolist(), key=lambda i: i.header_offset):
             name = info.filename
             if info.is_dir() or name.startswith(_APPLEDOUBLE_DIR):
                 continue
             if stat.S_ISLNK(info.external_attr >> 16):
-                continue  # a symlink's data is its target's path, not code
+                # A symlink's data is its target's path, not code; seals record the target.
+                with archive.open(info) as link:
+                    target = link.read(4096).decode("utf-8", "replace")
+                scan.seals.visit_link(f"{display_root}/{name}", target)
+                continue
             path = f"{display_root}/{name}"
             scan.check_name(path, name, declared_utf8=bool(info.flag_bits & 0x800))
             if info.flag_bits & 0x1:
@@ -129,6 +144,7 @@ def scan_zip(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
                     msg.CONTAINER_NOT_INSPECTED,
                     f"{type(exc).__name__}: {exc}",
                 )
+    scan.issues.extend(scan.seals.finish(display_root))
 
 
 def _stored_data_offset(fileobj: IO[bytes], info: zipfile.ZipInfo) -> int:
@@ -146,8 +162,13 @@ def _stored_data_offset(fileobj: IO[bytes], info: zipfile.ZipInfo) -> int:
 
 def scan_directory(scan: Scan, root: Path) -> None:
     root_name = root.resolve().name  # "." or "Game.app/" still show as "Game.app"
+    scan.seals.expect(root_name, seal_files_in_folder(root, root_name))
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
+        for name in (*dirnames, *filenames):
+            if (link := Path(dirpath, name)).is_symlink():
+                rel = link.relative_to(root).as_posix()
+                scan.seals.visit_link(f"{root_name}/{rel}", os.readlink(link))
         for filename in sorted(filenames):
             full = Path(dirpath, filename)
             if full.is_symlink() or not full.is_file():
@@ -157,6 +178,7 @@ def scan_directory(scan: Scan, root: Path) -> None:
             scan.check_name(path, rel)
             with full.open("rb") as handle:
                 scan.visit(path, RegionSource(handle, 0, os.fstat(handle.fileno()).st_size))
+    scan.issues.extend(scan.seals.finish(root_name))
 
 
 def _looks_like_dmg(path: str, source: ByteSource) -> bool:

@@ -1,0 +1,335 @@
+"""Bundles as codesign --verify --deep --strict sees them, assembled while a container is walked.
+
+Files arrive in whatever order the archive holds them, so each one is recorded (its SHA-1 and
+SHA-256, a symlink's target, a Mach-O's cdhashes and validity) and every bundle is judged when
+its container is finished: innermost seal first, so an outer seal can say whether the nested
+code it recorded is still that code and still valid. A seal root is the folder holding
+``_CodeSignature/CodeResources`` (``X.app/Contents``, ``X.framework/Versions/A``); its main
+executable (``CFBundleExecutable``) must seal Info.plist (special slot 1) and CodeResources
+(special slot 3), and CodeResources must match every other file (``seal.py``).
+
+Only files inside a seal root are hashed: when the container lists its names first (zip,
+folder) exactly those; in a streamed .pkg payload, files under a bundle-named folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import plistlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from uploader.preflight import messages as msg
+from uploader.preflight.codedirectory import new_hasher
+from uploader.preflight.codesign import SignatureFormatError
+from uploader.preflight.integrity import BundleSlot, CodeFacts, check_code_integrity
+from uploader.preflight.messages import Severity
+from uploader.preflight.report import PreflightIssue
+from uploader.preflight.seal import Present, SealError, parse_code_resources, seal_problems
+from uploader.preflight.source import ByteSource, ForwardSource, RegionSource
+
+SEAL_FILE = "_CodeSignature/CodeResources"
+BUNDLE_SUFFIXES = (
+    ".app", ".framework", ".bundle", ".plugin", ".appex", ".xpc", ".kext", ".qlgenerator",
+    ".mdimporter", ".saver", ".prefpane", ".component", ".driver", ".systemextension", ".dext",
+)  # fmt: skip
+_CHUNK = 1 << 20
+_KEEP_CONTENT = 16 << 20  # Info.plist and CodeResources are kept for parsing, up to this size
+_MAX_RECORDS = 2_000_000
+_MAX_LINK_TARGET = 4096
+_PROBLEMS_PER_BUNDLE = 25
+
+
+@dataclass
+class _Record:
+    sha1: bytes | None = None
+    sha256: bytes | None = None
+    content: bytes | None = None
+    symlink: str | None = None
+    code: CodeFacts | None = None
+
+
+class SealTracker:
+    """Records what bundles are made of during one preflight run; not thread safe."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, _Record] = {}
+        self._listed: dict[str, tuple[str, ...]] = {}  # container -> its seal roots
+        self._overflow = False
+
+    def expect(self, container: str, member_paths: Iterable[str]) -> None:
+        """Declare a container's full list of file paths before its files are visited."""
+        suffix = "/" + SEAL_FILE
+        roots = {p[: -len(suffix)] for p in member_paths if p.endswith(suffix)}
+        self._listed[container] = tuple(sorted(roots))
+
+    def wants(self, path: str) -> bool:
+        listed = [c for c in self._listed if path.startswith(c + "/")]
+        if listed:
+            roots = self._listed[max(listed, key=len)]
+            return any(path.startswith(root + "/") for root in roots)
+        folders = path.lower().split("/")[:-1]
+        return any(folder.endswith(BUNDLE_SUFFIXES) for folder in folders[1:])
+
+    def visit_code(self, path: str, source: ByteSource) -> list[PreflightIssue]:
+        """Check a Mach-O's bytes against its signature and remember it for its bundle."""
+        issues, facts = check_code_integrity(path, source)
+        record = self._digest(path, source) if self.wants(path) else _Record()
+        record.code = facts
+        self._store(path, record)
+        return issues
+
+    def visit_file(self, path: str, source: ByteSource) -> None:
+        if self.wants(path):
+            self._store(path, self._digest(path, source))
+
+    def visit_link(self, path: str, target: str) -> None:
+        self._store(path, _Record(symlink=target[:_MAX_LINK_TARGET]))
+
+    def finish(self, container: str) -> list[PreflightIssue]:
+        """Judge every bundle under ``container`` (inside out) and forget its files."""
+        prefix = container + "/"
+        records = {p: r for p, r in self._records.items() if p.startswith(prefix)}
+        for path in records:
+            del self._records[path]
+        self._listed.pop(container, None)
+        issues: list[PreflightIssue] = []
+        if self._overflow:
+            issues.append(_issue(container, f"more than {_MAX_RECORDS} files; seals not checked"))
+            return issues
+        roots = sorted(
+            (p[: -len(SEAL_FILE) - 1] for p in records if p.endswith("/" + SEAL_FILE)),
+            key=lambda r: r.count("/"),
+            reverse=True,
+        )
+        judged: dict[str, tuple[CodeFacts, bool]] = {}  # bundle folder -> (main code, valid)
+        mains: set[str] = set()
+        for root in roots:
+            bundle = _bundle_folder(root)
+            found = _BundleCheck(root, bundle, records, judged).run()
+            issues.extend(found.issues)
+            if found.main is not None:
+                mains.add(found.main)
+                judged[bundle] = (records[found.main].code or _NO_CODE, not found.issues)
+        issues.extend(_unsealed_bundles(records, mains))
+        return issues
+
+    def _store(self, path: str, record: _Record) -> None:
+        if len(self._records) >= _MAX_RECORDS:
+            self._overflow = True
+            return
+        self._records[path] = record
+
+    @staticmethod
+    def _digest(path: str, source: ByteSource) -> _Record:
+        sha1, sha256 = hashlib.sha1(), hashlib.sha256()
+        keep = path.endswith(("/Info.plist", "/" + SEAL_FILE)) and source.size <= _KEEP_CONTENT
+        kept = bytearray()
+        for offset in range(0, source.size, _CHUNK):
+            chunk = source.read_at(offset, _CHUNK)
+            if not chunk:
+                break
+            sha1.update(chunk)
+            sha256.update(chunk)
+            if keep:
+                kept += chunk
+        return _Record(sha1.digest(), sha256.digest(), bytes(kept) if keep else None)
+
+
+_NO_CODE = CodeFacts(frozenset(), (), (), True)
+
+
+@dataclass
+class _Found:
+    issues: list[PreflightIssue]
+    main: str | None
+
+
+class _BundleCheck:
+    """One seal root: its main executable's special slots, then CodeResources."""
+
+    def __init__(
+        self,
+        root: str,
+        bundle: str,
+        records: dict[str, _Record],
+        judged: dict[str, tuple[CodeFacts, bool]],
+    ) -> None:
+        self.root, self.bundle, self.records, self.judged = root, bundle, records, judged
+        self.issues: list[PreflightIssue] = []
+
+    def run(self) -> _Found:
+        seal_record = self.records[f"{self.root}/{SEAL_FILE}"]
+        info_path = next(
+            (p for p in (f"{self.root}/Info.plist", f"{self.root}/Resources/Info.plist")
+             if p in self.records),
+            None,
+        )  # fmt: skip
+        info = self.records[info_path] if info_path else None
+        main = self._main_executable(info)
+        if main is None:
+            return _Found(self.issues, None)
+        code = self.records[main].code or _NO_CODE
+        self._special_slot(main, code.resources, seal_record, f"the seal ({SEAL_FILE})", 3)
+        if info is not None:
+            self._special_slot(main, code.info_plist, info, "Info.plist", 1)
+        if seal_record.content is None:
+            self.issues.append(_issue(self.bundle, f"{SEAL_FILE} is too large to check"))
+            return _Found(self.issues, main)
+        try:
+            seal = parse_code_resources(seal_record.content)
+        except SealError as exc:
+            self.issues.append(_issue(self.bundle, str(exc)))
+            return _Found(self.issues, main)
+        problems = seal_problems(seal, self._present(main))
+        for problem in problems[:_PROBLEMS_PER_BUNDLE]:
+            self.issues.append(_issue(self.bundle, f"sealed resources: {problem}"))
+        if len(problems) > _PROBLEMS_PER_BUNDLE:
+            more = len(problems) - _PROBLEMS_PER_BUNDLE
+            self.issues.append(_issue(self.bundle, f"sealed resources: {more} more differences"))
+        return _Found(self.issues, main)
+
+    def _main_executable(self, info: _Record | None) -> str | None:
+        name = _bundle_executable(info.content if info else None)
+        if name is None:
+            self.issues.append(
+                _issue(self.bundle, "no Info.plist naming CFBundleExecutable next to the seal")
+            )
+            return None
+        for candidate in (f"{self.root}/MacOS/{name}", f"{self.root}/{name}"):
+            record = self.records.get(candidate)
+            if record is not None and record.code is not None:
+                return candidate
+        self.issues.append(
+            _issue(self.bundle, f"the main executable {name!r} named by Info.plist is missing")
+        )
+        return None
+
+    def _special_slot(
+        self, main: str, bundle_slots: tuple[BundleSlot, ...], file: _Record, what: str, number: int
+    ) -> None:
+        if not bundle_slots:
+            if number == 3:
+                self.issues.append(
+                    _issue(main, f"its signature does not seal {what} (special slot 3 is empty)")
+                )
+            return
+        seen: set[tuple[str, str]] = set()
+        for slot in bundle_slots:
+            actual = _file_digest(file, slot.hash_type)
+            if actual is None or actual[: len(slot.recorded)] == slot.recorded:
+                continue
+            detail = (
+                f"{what} was changed after signing: it no longer matches special slot {number} "
+                f"of the {slot.hash_name} CodeDirectory"
+            )
+            if (slot.architecture, detail) not in seen:
+                seen.add((slot.architecture, detail))
+                self.issues.append(
+                    PreflightIssue(
+                        Severity.ERROR, main, msg.INVALID_SIGNATURE, slot.architecture, detail
+                    )
+                )
+
+    def _present(self, main: str) -> dict[str, Present]:
+        nested = [b for b in self.judged if b.startswith(self.root + "/")]
+        present: dict[str, Present] = {}
+        for bundle in nested:
+            code, valid = self.judged[bundle]
+            present[bundle[len(self.root) + 1 :]] = Present(
+                cdhashes=code.cdhashes, code_valid=valid and code.valid, is_code=True
+            )
+        for path, record in self.records.items():
+            if not path.startswith(self.root + "/") or path == main:
+                continue
+            relative = path[len(self.root) + 1 :]
+            if relative.startswith("_CodeSignature/") or relative == "CodeResources":
+                continue  # the seal itself, and a stapled ticket
+            if any(path.startswith(bundle + "/") for bundle in nested):
+                continue  # sealed by the nested bundle's own seal
+            facts = record.code
+            present[relative] = Present(
+                sha1=record.sha1,
+                sha256=record.sha256,
+                symlink=record.symlink,
+                cdhashes=facts.cdhashes if facts else frozenset(),
+                code_valid=facts.valid if facts else True,
+                is_code=bool(facts and facts.cdhashes),
+            )
+        return present
+
+
+def _unsealed_bundles(records: dict[str, _Record], mains: set[str]) -> list[PreflightIssue]:
+    """Executables whose signature seals resources that are not there (CodeResources lost)."""
+    issues = []
+    for path, record in records.items():
+        if record.code is not None and record.code.resources and path not in mains:
+            folder = path.rsplit("/", 2)[0] if "/MacOS/" in path else path.rsplit("/", 1)[0]
+            if f"{folder}/{SEAL_FILE}" not in records:
+                issues.append(
+                    _issue(
+                        path,
+                        f"its signature seals bundle resources (special slot 3) but "
+                        f"{SEAL_FILE} is missing next to it",
+                    )
+                )
+    return issues
+
+
+def _bundle_folder(root: str) -> str:
+    parent, _, last = root.rpartition("/")
+    if last == "Contents" and parent:
+        return parent
+    grandparent, _, versions = parent.rpartition("/")
+    if versions == "Versions" and grandparent:
+        return grandparent
+    return root
+
+
+def _bundle_executable(content: bytes | None) -> str | None:
+    if content is None:
+        return None
+    try:
+        plist = plistlib.loads(content)
+    except (plistlib.InvalidFileException, ValueError, TypeError, OverflowError):
+        return None
+    name = plist.get("CFBundleExecutable") if isinstance(plist, dict) else None
+    return name if isinstance(name, str) and name and "/" not in name else None
+
+
+def _file_digest(record: _Record, hash_type: int) -> bytes | None:
+    if record.content is not None:
+        try:
+            return bytes(new_hasher(hash_type, record.content).digest())
+        except SignatureFormatError:
+            return None
+    return {1: record.sha1, 2: record.sha256, 3: record.sha256}.get(hash_type)
+
+
+def _issue(path: str, detail: str) -> PreflightIssue:
+    return PreflightIssue(Severity.ERROR, path, msg.INVALID_SIGNATURE, None, detail)
+
+
+def seal_files_in_folder(root: Path, root_name: str) -> Iterator[str]:
+    """Display paths of every CodeResources seal under a folder (no symlinks followed)."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        if Path(dirpath).name == "_CodeSignature" and "CodeResources" in filenames:
+            relative = Path(dirpath, "CodeResources").relative_to(root).as_posix()
+            yield f"{root_name}/{relative}"
+        dirnames.sort()
+
+
+@contextmanager
+def random_access(source: ByteSource) -> Iterator[ByteSource]:
+    """``source`` itself when it can seek; a forward-only stream is spooled first (in memory up
+    to 64 MiB, then a temporary file), since a signature is read before the pages it covers."""
+    if not isinstance(source, ForwardSource):
+        yield source
+        return
+    with source.spool() as spooled:
+        spooled.seek(0, os.SEEK_END)
+        size = spooled.tell()
+        yield RegionSource(spooled, 0, size)

@@ -1,0 +1,117 @@
+"""Do the bytes still match the CodeDirectory? Code pages and the special slots held in the signature.
+
+Code page *i* is bytes ``[i * pageSize, min((i + 1) * pageSize, codeLimit))`` of the slice; its
+hash is code slot *i* (rcodesign ``specification.rs``, "Computing Content Digests"). The slice is
+read once, forward, in chunks of about 1 MiB, and every CodeDirectory with the same page size
+hashes each page as it goes past, so memory stays at one chunk whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from uploader.preflight.codedirectory import (
+    EMBEDDED_SPECIAL_SLOTS,
+    CodeDirectory,
+    SignatureBlobs,
+)
+from uploader.preflight.source import ByteSource
+
+_CHUNK = 1 << 20
+_PAGES_NAMED = 3  # a detail names the first few differing pages, then counts the rest
+_CONSTRUCTORS: dict[int, Callable[..., Any]] = {
+    1: hashlib.sha1,
+    2: hashlib.sha256,
+    3: hashlib.sha256,
+    4: hashlib.sha384,
+}
+
+
+def page_problems(
+    source: ByteSource, base: int, size: int, directories: Sequence[CodeDirectory]
+) -> list[str]:
+    """Why the code pages of the slice at ``base`` (``size`` bytes) do not match, if they don't."""
+    problems: list[str] = []
+    groups: dict[tuple[int, int], list[CodeDirectory]] = {}
+    for cd in directories:
+        if cd.code_limit > size:
+            problems.append(
+                f"the {cd.hash_name} CodeDirectory covers {cd.code_limit} bytes but the slice "
+                f"has {size}: the file was truncated after signing"
+            )
+            continue
+        expected_slots = -(-cd.code_limit // cd.page_size)
+        if cd.n_code_slots != expected_slots:
+            problems.append(
+                f"the {cd.hash_name} CodeDirectory has {cd.n_code_slots} page hashes for "
+                f"{cd.code_limit} bytes of code ({expected_slots} expected)"
+            )
+            continue
+        if cd.n_code_slots:
+            groups.setdefault((cd.page_size, cd.code_limit), []).append(cd)
+    for (page_size, limit), group in groups.items():
+        problems.extend(_compare_pages(source, base, page_size, limit, group))
+    return problems
+
+
+def _compare_pages(
+    source: ByteSource, base: int, page_size: int, limit: int, group: list[CodeDirectory]
+) -> list[str]:
+    chunk_size = max(page_size, _CHUNK - _CHUNK % page_size)
+    checks = [(cd, _CONSTRUCTORS[cd.hash_type], cd.hash_size) for cd in group]
+    differing: dict[int, list[int]] = {cd.slot: [] for cd in group}
+    page = 0
+    for offset in range(0, limit, chunk_size):
+        want = min(chunk_size, limit - offset)
+        data = source.read_at(base + offset, want)
+        if len(data) < want:
+            return [f"the slice ends at byte {offset + len(data)}, inside its signed code"]
+        view = memoryview(data)
+        for start in range(0, want, page_size):
+            piece = view[start : start + page_size]
+            for cd, constructor, hash_size in checks:
+                if constructor(piece).digest()[:hash_size] != cd.code_slot(page):
+                    differing[cd.slot].append(page)
+            page += 1
+    problems = []
+    for cd in group:
+        pages = differing[cd.slot]
+        if not pages:
+            continue
+        named = ", ".join(
+            f"page {p} (bytes {p * page_size}-{min((p + 1) * page_size, limit) - 1})"
+            for p in pages[:_PAGES_NAMED]
+        )
+        more = f" and {len(pages) - _PAGES_NAMED} more" if len(pages) > _PAGES_NAMED else ""
+        problems.append(
+            f"{named}{more} of {cd.n_code_slots} no longer match the {cd.hash_name} "
+            "CodeDirectory: the code was changed after signing"
+        )
+    return problems
+
+
+def special_slot_problems(blobs: SignatureBlobs) -> list[str]:
+    """Requirements and entitlements blobs that differ from what each CodeDirectory recorded."""
+    problems = []
+    for cd in blobs.directories:
+        for slot, name in EMBEDDED_SPECIAL_SLOTS.items():
+            # A blob the directory does not cover is ignored, as the kernel ignores it.
+            recorded, blob = cd.special_slot(slot), blobs.blobs.get(slot)
+            if recorded is None:
+                continue
+            if blob is None:
+                problem = (
+                    f"the {cd.hash_name} CodeDirectory records {name} (special slot {slot}) "
+                    "but the signature has none"
+                )
+            elif cd.digest(blob) != recorded:
+                problem = (
+                    f"the {name} blob differs from its hash in special slot {slot} of the "
+                    f"{cd.hash_name} CodeDirectory: it was changed after signing"
+                )
+            else:
+                continue
+            problems.append(problem)
+    return problems
