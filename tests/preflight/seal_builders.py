@@ -342,13 +342,20 @@ def signed_xar(
     heap_files = bytearray()
     entries = ""
     base = checksum_size + sig_room + cms_room
-    for index, (name, content) in enumerate(files.items(), start=10):
-        entries += (
+    for index, (path, content) in enumerate(files.items(), start=10):
+        folder, _, name = path.rpartition("/")
+        entry = (
             f'<file id="{index}"><name>{name}</name><type>file</type><data>'
             f"<length>{len(content)}</length><offset>{base + len(heap_files)}</offset>"
             f'<size>{len(content)}</size><encoding style="application/octet-stream"/>'
             "</data></file>"
         )
+        if folder:  # one level of folders: a component package
+            entry = (
+                f'<file id="{index + 1000}"><name>{folder}</name><type>directory</type>'
+                f"{entry}</file>"
+            )
+        entries += entry
         heap_files += content
     toc = (
         '<?xml version="1.0" encoding="UTF-8"?><xar><toc>'

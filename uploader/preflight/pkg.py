@@ -25,6 +25,7 @@ from uploader.preflight import cpio
 from uploader.preflight.source import ForwardSource, Readable, RegionFile, RegionSource
 from uploader.preflight.streams import PbzxReader, ZlibReader
 from uploader.preflight.walk import Scan
+from uploader.preflight.xar_signature import check_pkg_signature
 
 _HEADER = struct.Struct(">4sHHQQI")
 _MAX_TOC_BYTES = 64 << 20
@@ -36,6 +37,7 @@ class XarError(ValueError):
 
 
 def scan_pkg(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
+    scan.issues.extend(check_pkg_signature(fileobj, display_root, scan.anchors))
     fileobj.seek(0)
     header = fileobj.read(_HEADER.size)
     if len(header) < _HEADER.size:
