@@ -389,3 +389,48 @@ def signed_xar(
 
 def random_bytes(n: int) -> bytes:
     return os.urandom(n)
+
+
+# --- disk images --------------------------------------------------------------------------------
+
+
+def mish(chunk_types: list[int]) -> bytes:
+    """A blkx table: 204-byte header, then 40-byte chunk entries ending with the terminator."""
+    chunks = [*chunk_types, 0xFFFFFFFF]
+    header = b"mish" + struct.pack(">IQQQII", 1, 0, 8 * len(chunks), 0, 0, 0)
+    header += b"\x00" * 24 + struct.pack(">II", 2, 32) + b"\x00" * 128
+    header += struct.pack(">I", len(chunks))
+    assert len(header) == 204
+    body = b"".join(
+        struct.pack(">IIQQQQ", kind, 0, 8 * i, 8, 512 * i, 512) for i, kind in enumerate(chunks)
+    )
+    return header + body
+
+
+def udif(
+    partitions: dict[str, list[int]], signing: CodeSigning | None, *, data: bytes = b""
+) -> bytes:
+    """Data fork, XML plist with the blkx tables, optional embedded signature, koly trailer."""
+    fork = data or os.urandom(8192)
+    plist = plistlib.dumps(
+        {
+            "resource-fork": {
+                "blkx": [
+                    {"CFName": name, "Name": name, "ID": str(i), "Data": mish(kinds)}
+                    for i, (name, kinds) in enumerate(partitions.items())
+                ]
+            }
+        }
+    )
+    image = fork + plist
+    signature = b""
+    if signing is not None:
+        signature, _ = signature_for(image, signing, identifier="Game")
+    koly = bytearray(512)
+    koly[0:4] = b"koly"
+    struct.pack_into(">II", koly, 4, 4, 512)
+    struct.pack_into(">QQ", koly, 24, 0, len(fork))
+    struct.pack_into(">QQ", koly, 216, len(fork), len(plist))
+    if signature:
+        struct.pack_into(">QQ", koly, 296, len(image), len(signature))
+    return image + signature + bytes(koly)

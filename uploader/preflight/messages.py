@@ -36,8 +36,9 @@ FILENAME_NORMALISATION = (
     "Unicode normalisation, which breaks the code signature that seals the file."
 )
 DMG_NOT_INSPECTED = (
-    "Disk images are not inspected by notaryd preflight: nothing inside this .dmg was checked. "
-    "Run preflight on the .app or .zip before it goes into the disk image."
+    "The file systems inside disk images are not inspected by notaryd preflight: no code "
+    "inside this .dmg was checked. Run preflight on the .app or .zip before it goes into the "
+    "disk image."
 )
 CONTAINER_NOT_INSPECTED = (
     "This archive member could not be opened, so nothing inside it was checked."

@@ -21,6 +21,7 @@ from typing import IO, Protocol
 from uploader.preflight import messages as msg
 from uploader.preflight.bundles import SealTracker, random_access, seal_files_in_folder
 from uploader.preflight.developer_id import TrustAnchors
+from uploader.preflight.dmg import inspect_dmg
 from uploader.preflight.filenames import normalisation_problem
 from uploader.preflight.inspect_macho import inspect_macho
 from uploader.preflight.macho import Kind, classify
@@ -91,7 +92,9 @@ class Scan:
                 self.seals.visit_file(path, seekable)
                 self._descend(path, seekable, scan_pkg)
         elif _looks_like_dmg(path, source):
-            self.add(Severity.WARNING, path, msg.DMG_NOT_INSPECTED)
+            with random_access(source) as seekable:
+                self.seals.visit_file(path, seekable)
+                self.issues.extend(inspect_dmg(path, seekable, self.anchors))
         else:
             self.seals.visit_file(path, source)
 
