@@ -280,3 +280,48 @@ def test_nested_code_re_signed_after_the_outer_seal(
     # The framework's new executable seals nothing, so its own seal fails, and the app's too.
     assert any("Frameworks/Engine.framework does not have the cdhash" in (d or "") for d in details)
     assert any("special slot 3 is empty" in (d or "") for d in details)
+
+
+# --- hostile or damaged input: findings, never a traceback ------------------------------------
+
+
+def test_code_directory_claiming_more_pages_than_it_holds(
+    tmp_path: Path, preflight: Run, signing: CodeSigning
+) -> None:
+    binary = bytearray(signed_thin(signing, code_bytes=10_000).data)
+    cd_at = binary.find(struct.pack(">I", 0xFADE0C02))
+    struct.pack_into(">I", binary, cd_at + 28, 1 << 20)  # nCodeSlots
+    path = tmp_path / "Game"
+    path.write_bytes(bytes(binary))
+    [(_, arch, detail)] = invalid(preflight(path))
+    assert arch == "arm64" and detail == "CodeDirectory hash slots run outside the blob"
+
+
+@pytest.mark.parametrize(
+    "seal",
+    [b"not a plist", b"<plist><array/></plist>", b'<?xml version="1.0"?><plist><dict>'],
+)
+def test_unreadable_seal(tmp_path: Path, preflight: Run, signing: CodeSigning, seal: bytes) -> None:
+    bundle = game(signing)
+    bundle.files[f"{APP}/Contents/_CodeSignature/CodeResources"] = seal
+    path, prefix = write(bundle, tmp_path, "deflated zip")
+    details = [(p, d) for p, _, d in invalid(preflight(path))]
+    assert (f"{prefix}{APP}/Contents/MacOS/Game", None) not in details
+    assert any(p == f"{prefix}{APP}" and "CodeResources" in (d or "") for p, d in details)
+
+
+def test_hostile_rules_do_not_hang_the_scan(
+    tmp_path: Path, preflight: Run, signing: CodeSigning
+) -> None:
+    """A catastrophic-backtracking rule is ignored; the rest of the seal is still compared."""
+    import plistlib
+
+    bundle = game(signing)
+    seal_path = f"{APP}/Contents/_CodeSignature/CodeResources"
+    seal = plistlib.loads(bundle.files[seal_path])  # type: ignore[arg-type]
+    seal["rules2"]["^(a+)+$"] = {"omit": True, "weight": 5000.0}
+    bundle.files[seal_path] = plistlib.dumps(seal)
+    bundle.files[f"{APP}/Contents/Resources/" + "a" * 60 + "!"] = b"added"
+    path, _ = write(bundle, tmp_path, "folder")
+    details = [d or "" for *_, d in invalid(preflight(path))]
+    assert any(("a" * 60 + "! was added") in d for d in details)

@@ -28,7 +28,13 @@ from uploader.preflight.codesign import SignatureFormatError
 from uploader.preflight.integrity import BundleSlot, CodeFacts, check_code_integrity
 from uploader.preflight.messages import Severity
 from uploader.preflight.report import PreflightIssue
-from uploader.preflight.seal import Present, SealError, parse_code_resources, seal_problems
+from uploader.preflight.seal import (
+    PLIST_ERRORS,
+    Present,
+    SealError,
+    parse_code_resources,
+    seal_problems,
+)
 from uploader.preflight.source import ByteSource, ForwardSource, RegionSource
 
 SEAL_FILE = "_CodeSignature/CodeResources"
@@ -57,22 +63,24 @@ class SealTracker:
 
     def __init__(self) -> None:
         self._records: dict[str, _Record] = {}
-        self._listed: dict[str, tuple[str, ...]] = {}  # container -> its seal roots
+        self._listed: dict[str, frozenset[str]] = {}  # container -> its seal roots
         self._overflow = False
 
     def expect(self, container: str, member_paths: Iterable[str]) -> None:
         """Declare a container's full list of file paths before its files are visited."""
         suffix = "/" + SEAL_FILE
-        roots = {p[: -len(suffix)] for p in member_paths if p.endswith(suffix)}
-        self._listed[container] = tuple(sorted(roots))
+        self._listed[container] = frozenset(
+            p[: -len(suffix)] for p in member_paths if p.endswith(suffix)
+        )
 
     def wants(self, path: str) -> bool:
-        listed = [c for c in self._listed if path.startswith(c + "/")]
-        if listed:
-            roots = self._listed[max(listed, key=len)]
-            return any(path.startswith(root + "/") for root in roots)
-        folders = path.lower().split("/")[:-1]
-        return any(folder.endswith(BUNDLE_SUFFIXES) for folder in folders[1:])
+        """Whether the file's digests are needed: it lies inside a seal root."""
+        folders = path.split("/")[:-1]
+        ancestors = ["/".join(folders[:n]) for n in range(len(folders), 0, -1)]
+        for index, ancestor in enumerate(ancestors):  # innermost container that listed its names
+            if (roots := self._listed.get(ancestor)) is not None:
+                return any(a in roots for a in ancestors[:index])
+        return any(folder.lower().endswith(BUNDLE_SUFFIXES) for folder in folders[1:])
 
     def visit_code(self, path: str, source: ByteSource) -> list[PreflightIssue]:
         """Check a Mach-O's bytes against its signature and remember it for its bundle."""
@@ -95,6 +103,9 @@ class SealTracker:
         records = {p: r for p, r in self._records.items() if p.startswith(prefix)}
         for path in records:
             del self._records[path]
+        unhashed = {
+            p for p in records if p.endswith("/" + SEAL_FILE) and not self.wants(p)
+        }  # a streamed payload's seal under a folder without a bundle extension
         self._listed.pop(container, None)
         issues: list[PreflightIssue] = []
         if self._overflow:
@@ -109,6 +120,9 @@ class SealTracker:
         mains: set[str] = set()
         for root in roots:
             bundle = _bundle_folder(root)
+            if f"{root}/{SEAL_FILE}" in unhashed:
+                issues.append(_seal_not_compared(bundle))
+                continue
             found = _BundleCheck(root, bundle, records, judged).run()
             issues.extend(found.issues)
             if found.main is not None:
@@ -279,6 +293,17 @@ def _unsealed_bundles(records: dict[str, _Record], mains: set[str]) -> list[Pref
     return issues
 
 
+def _seal_not_compared(bundle: str) -> PreflightIssue:
+    return PreflightIssue(
+        Severity.WARNING,
+        bundle,
+        msg.INVALID_SIGNATURE,
+        None,
+        "this bundle's sealed resources were not compared: its folder name has no bundle "
+        "extension and the package payload does not list its names ahead",
+    )
+
+
 def _bundle_folder(root: str) -> str:
     parent, _, last = root.rpartition("/")
     if last == "Contents" and parent:
@@ -294,7 +319,7 @@ def _bundle_executable(content: bytes | None) -> str | None:
         return None
     try:
         plist = plistlib.loads(content)
-    except (plistlib.InvalidFileException, ValueError, TypeError, OverflowError):
+    except PLIST_ERRORS:
         return None
     name = plist.get("CFBundleExecutable") if isinstance(plist, dict) else None
     return name if isinstance(name, str) and name and "/" not in name else None

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from uploader.preflight import ber
 from uploader.preflight.cms import CmsError, parse_signed_data
 from uploader.preflight.codedirectory import CDHASH_BYTES, CodeDirectory
+from uploader.preflight.seal import PLIST_ERRORS
 
 OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 OID_CDHASHES_PLIST = "1.2.840.113635.100.9.1"
@@ -82,7 +83,7 @@ def _cdhash_problems(
         raw = _octets(value)
         try:
             listed = plistlib.loads(raw[:_MAX_PLIST_BYTES]).get("cdhashes", [])
-        except (plistlib.InvalidFileException, ValueError, AttributeError):
+        except PLIST_ERRORS:
             return ["the CMS cdhashes attribute is not a readable plist"]
         recorded = {bytes(h)[:CDHASH_BYTES] for h in listed if isinstance(h, bytes)}
         if recorded != actual:

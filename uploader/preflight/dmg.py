@@ -28,6 +28,7 @@ from uploader.preflight.developer_id import TrustAnchors, judge
 from uploader.preflight.messages import Severity
 from uploader.preflight.pages import page_problems
 from uploader.preflight.report import PreflightIssue
+from uploader.preflight.seal import PLIST_ERRORS
 from uploader.preflight.source import ByteSource
 
 KOLY_SIZE = 512
@@ -105,7 +106,7 @@ def _partitions(source: ByteSource, offset: int, length: int) -> str:
     try:
         plist = plistlib.loads(source.read_at(offset, length))
         entries = plist["resource-fork"]["blkx"]
-    except (plistlib.InvalidFileException, ValueError, KeyError, TypeError, OverflowError):
+    except PLIST_ERRORS:
         return "its partition table could not be read, so nothing inside it was checked"
     described = []
     for entry in entries[:_MAX_PARTITIONS] if isinstance(entries, list) else []:

@@ -13,9 +13,24 @@ from __future__ import annotations
 
 import plistlib
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from xml.parsers.expat import ExpatError
 
+# What plistlib raises on damaged XML or binary plists (expat errors are not ValueErrors).
+PLIST_ERRORS = (
+    plistlib.InvalidFileException,
+    ExpatError,
+    ValueError,
+    TypeError,
+    OverflowError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    struct.error,
+    RecursionError,
+)
 _MAX_RULES = 256
 _MAX_PATTERN = 1024
 _MAX_ENTRIES = 1_000_000
@@ -75,7 +90,7 @@ class Present:
 def parse_code_resources(data: bytes) -> Seal:
     try:
         plist = plistlib.loads(data)
-    except (plistlib.InvalidFileException, ValueError, TypeError, OverflowError) as exc:
+    except PLIST_ERRORS as exc:
         raise SealError(f"_CodeSignature/CodeResources is not a readable plist ({exc})") from exc
     if not isinstance(plist, dict):
         raise SealError("_CodeSignature/CodeResources is not a dictionary")
