@@ -3,8 +3,9 @@
 Builds a game-shaped bundle: Game.app with many universal (x86_64 + arm64) Mach-O files, every
 one signed with real page hashes, a large sparse resource pack and small resources, sealed by
 CodeResources like codesign leaves it. Then times, each in a fresh process with a warm page
-cache, (1) preflight of the folder, (2) preflight of a stored zip of it, (3) one SHA-256 pass over
-every file of the folder, and reports wall time and peak RSS (median of ``--runs``).
+cache, preflight of the folder, of a stored zip and of a deflated zip of it, against one SHA-256
+pass over every file of the folder and over every inflated member of the deflated zip, and
+reports wall time and peak RSS (median of ``--runs``).
 
     python -m benchmarks.preflight_integrity --code-mib 1536 --pack-mib 2048
 """
@@ -39,6 +40,21 @@ elapsed = time.perf_counter() - started
 assert not report.issues, report.render_text()
 hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]
 print(elapsed, hwm, report.macho_files)
+"""
+_CHILD_INFLATE_HASHLIB = """
+import hashlib, sys, time, zipfile
+started = time.perf_counter()
+total = 0
+with zipfile.ZipFile(sys.argv[1]) as archive:
+    for info in archive.infolist():
+        digest = hashlib.sha256()
+        with archive.open(info) as member:
+            while chunk := member.read(1 << 20):
+                digest.update(chunk)
+                total += len(chunk)
+elapsed = time.perf_counter() - started
+hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]
+print(elapsed, hwm, total)
 """
 _CHILD_HASHLIB = """
 import hashlib, os, sys, time
@@ -134,8 +150,8 @@ def build(parent: Path, code_mib: int, pack_mib: int) -> tuple[Path, Path, int]:
     return contents.parent, anchor, code_total + len(main.data)
 
 
-def stored_zip(app: Path, target: Path) -> None:
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+def make_zip(app: Path, target: Path, compression: int) -> None:
+    with zipfile.ZipFile(target, "w", compression=compression, allowZip64=True) as zf:
         for path in sorted(app.rglob("*")):
             if path.is_file():
                 zf.write(path, path.relative_to(app.parent).as_posix())
@@ -168,13 +184,17 @@ def main() -> None:
         started = time.perf_counter()
         app, anchor, code = build(Path(scratch), args.code_mib, args.pack_mib)
         archive = Path(scratch) / "Game.zip"
-        stored_zip(app, archive)
+        make_zip(app, archive, zipfile.ZIP_STORED)
+        deflated = Path(scratch) / "Game-deflated.zip"
+        make_zip(app, deflated, zipfile.ZIP_DEFLATED)  # what ditto -c -k makes
         print(f"built in {time.perf_counter() - started:.0f} s: {code / 2**20:.0f} MiB of Mach-O, "
               f"{args.pack_mib} MiB sparse pack, zip {archive.stat().st_size / 2**30:.2f} GiB")  # fmt: skip
         rows = [
             ("preflight Game.app (folder)", _CHILD_PREFLIGHT, str(app), str(anchor)),
             ("preflight Game.zip (stored)", _CHILD_PREFLIGHT, str(archive), str(anchor)),
+            ("preflight Game.zip (deflated)", _CHILD_PREFLIGHT, str(deflated), str(anchor)),
             ("hashlib sha256, every file of the folder", _CHILD_HASHLIB, str(app)),
+            ("inflate + sha256, every deflated member", _CHILD_INFLATE_HASHLIB, str(deflated)),
         ]
         for label, script, *argv in rows:
             seconds, rss, extra = measure(script, *argv, runs=args.runs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import plistlib
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +43,11 @@ BUNDLE_SUFFIXES = (
     ".app", ".framework", ".bundle", ".plugin", ".appex", ".xpc", ".kext", ".qlgenerator",
     ".mdimporter", ".saver", ".prefpane", ".component", ".driver", ".systemextension", ".dext",
 )  # fmt: skip
+# Where codesign's default rules2 seal code by cdhash ("nested": true), relative to the root.
+_NESTED_CODE = re.compile(
+    r"^([^/]+$|(Frameworks|SharedFrameworks|PlugIns|Plug-ins|XPCServices|Helpers|MacOS|"
+    r"Library/(Automator|Spotlight|LoginItems))/)"
+)
 _CHUNK = 1 << 20
 _KEEP_CONTENT = 16 << 20  # Info.plist and CodeResources are kept for parsing, up to this size
 _MAX_RECORDS = 2_000_000
@@ -75,17 +81,25 @@ class SealTracker:
 
     def wants(self, path: str) -> bool:
         """Whether the file's digests are needed: it lies inside a seal root."""
+        return self._seal_root(path) is not None
+
+    def _seal_root(self, path: str) -> str | None:
+        """The innermost seal root holding ``path`` ("" when only guessed from folder names)."""
         folders = path.split("/")[:-1]
         ancestors = ["/".join(folders[:n]) for n in range(len(folders), 0, -1)]
         for index, ancestor in enumerate(ancestors):  # innermost container that listed its names
             if (roots := self._listed.get(ancestor)) is not None:
-                return any(a in roots for a in ancestors[:index])
-        return any(folder.lower().endswith(BUNDLE_SUFFIXES) for folder in folders[1:])
+                return next((a for a in ancestors[:index] if a in roots), None)
+        guessed = any(folder.lower().endswith(BUNDLE_SUFFIXES) for folder in folders[1:])
+        return "" if guessed else None
 
     def visit_code(self, path: str, source: ByteSource) -> list[PreflightIssue]:
-        """Check a Mach-O's bytes against its signature and remember it for its bundle."""
+        """Check a Mach-O's bytes against its signature and remember it for its bundle.
+        Code in the nested-code folders is sealed by its cdhash, so it is not hashed whole."""
         issues, facts = check_code_integrity(path, source)
-        record = self._digest(path, source) if self.wants(path) else _Record()
+        root = self._seal_root(path)
+        nested = bool(root) and _NESTED_CODE.match(path[len(root or "") + 1 :]) is not None
+        record = self._digest(path, source) if root is not None and not nested else _Record()
         record.code = facts
         self._store(path, record)
         return issues
