@@ -241,7 +241,13 @@ class Bundle:
         self.files[info_path] = plistlib.dumps(
             {"CFBundleExecutable": executable, "CFBundleIdentifier": f"com.example.{executable}"}
         )
-        nested = [d for d in self.cdhashes if d.startswith(f"{root}/") and d.endswith(_BUNDLES)]
+        nested = [  # bundles under Resources/ are sealed file by file (rules2 weight 20 > 10)
+            d
+            for d in self.cdhashes
+            if d.startswith(f"{root}/")
+            and d.endswith(_BUNDLES)
+            and not d.startswith(f"{root}/Resources/")
+        ]
         files2: dict[str, object] = {}
         for path, entry in sorted(self.files.items()):
             if not path.startswith(f"{root}/") or path == exe_path:

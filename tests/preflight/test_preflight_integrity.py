@@ -187,6 +187,25 @@ def test_intact_bundle_has_no_findings(
     assert report.macho_files == 3
 
 
+def test_bundle_kept_under_resources_is_sealed_file_by_file(
+    tmp_path: Path, preflight: Run, signing: CodeSigning
+) -> None:
+    bundle = Bundle()
+    plugin = f"{APP}/Contents/Resources/Plugin.bundle"
+    bundle.files[f"{plugin}/Contents/Resources/plugin.cfg"] = b"enabled=1"
+    bundle.seal(plugin, "Plugin", signing)
+    bundle.seal(APP, "Game", signing)
+    path, _ = write(bundle, tmp_path / "intact", "folder")
+    assert preflight(path).issues == ()
+    bundle.files[f"{plugin}/Contents/Resources/plugin.cfg"] = b"enabled=0"
+    path, _ = write(bundle, tmp_path / "changed", "folder")
+    assert [(p, d) for p, _, d in invalid(preflight(path))] == [
+        (f"{APP}", "sealed resources: Resources/Plugin.bundle/Contents/Resources/plugin.cfg was "
+         "modified after the bundle was signed"),
+        (plugin, "sealed resources: Resources/plugin.cfg was modified after the bundle was signed"),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("form", FORMS)
 def test_resources_added_removed_changed_after_sealing(
     tmp_path: Path, preflight: Run, signing: CodeSigning, form: str

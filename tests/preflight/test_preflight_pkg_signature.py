@@ -141,3 +141,52 @@ def test_garbage_signature_slot_is_a_finding_not_a_crash(
     [(severity, _, message, detail)] = findings(run(tmp_path, preflight, bytes(data)))
     assert (severity, message) == ("error", msg.INVALID_SIGNATURE)
     assert detail is not None and "does not verify" in detail
+
+
+def _bundle_payload(pki: Pki, name: str, *, tamper: bool = False) -> dict[str, bytes]:
+    from seal_builders import Bundle, Link
+
+    signing = CodeSigning(identity=pki.developer_id_leaf, chain=[pki.developer_id_ca.cert])
+    bundle = Bundle()
+    bundle.files[f"{name}/Contents/Resources/levels.pak"] = b"levels" * 1000
+    bundle.seal(name, "Game", signing)
+    if tamper:
+        bundle.files[f"{name}/Contents/Resources/levels.pak"] = b"patched"
+    files = {f"./Applications/{p}": e for p, e in bundle.files.items() if not isinstance(e, Link)}
+    return {"Game.pkg/Payload": gzip_bytes(cpio_odc(files))}
+
+
+def test_sealed_app_inside_a_package(
+    tmp_path: Path, preflight: Run, pki: Pki, installer: Identity
+) -> None:
+    chain = [pki.developer_id_ca.cert]
+    intact = run(
+        tmp_path, preflight, signed_xar(_bundle_payload(pki, "Game.app"), installer, chain)
+    )
+    assert intact.issues == ()
+    tampered = signed_xar(_bundle_payload(pki, "Game.app", tamper=True), installer, chain)
+    assert findings(run(tmp_path, preflight, tampered)) == [
+        (
+            "error",
+            "Game.pkg/Game.pkg Contents/Payload/Applications/Game.app",
+            msg.INVALID_SIGNATURE,
+            "sealed resources: Resources/levels.pak was modified after the bundle was signed",
+        )
+    ]
+
+
+def test_bundle_without_a_bundle_name_in_a_package_is_named_not_passed(
+    tmp_path: Path, preflight: Run, pki: Pki, installer: Identity
+) -> None:
+    """A streamed payload does not list its names first; files are hashed only under folders
+    named like bundles, so a seal elsewhere is reported as not compared."""
+    data = signed_xar(_bundle_payload(pki, "Game"), installer, [pki.developer_id_ca.cert])
+    assert findings(run(tmp_path, preflight, data)) == [
+        (
+            "warning",
+            "Game.pkg/Game.pkg Contents/Payload/Applications/Game",
+            msg.SEAL_NOT_COMPARED,
+            "its folder name has no bundle extension and the package payload does not list its "
+            "names ahead, so its files were not hashed",
+        )
+    ]

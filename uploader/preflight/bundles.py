@@ -18,7 +18,7 @@ import hashlib
 import os
 import plistlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from uploader.preflight.report import PreflightIssue
 from uploader.preflight.seal import (
     PLIST_ERRORS,
     Present,
+    Sealed,
     SealError,
     parse_code_resources,
     seal_problems,
@@ -50,6 +51,7 @@ _NESTED_CODE = re.compile(
 )
 _CHUNK = 1 << 20
 _KEEP_CONTENT = 16 << 20  # Info.plist and CodeResources are kept for parsing, up to this size
+_KEEP_TOTAL = 256 << 20  # and this much for all of them in one run
 _MAX_RECORDS = 2_000_000
 _MAX_LINK_TARGET = 4096
 _PROBLEMS_PER_BUNDLE = 25
@@ -71,6 +73,7 @@ class SealTracker:
         self._records: dict[str, _Record] = {}
         self._listed: dict[str, frozenset[str]] = {}  # container -> its seal roots
         self._overflow = False
+        self._keep_budget = _KEEP_TOTAL
 
     def expect(self, container: str, member_paths: Iterable[str]) -> None:
         """Declare a container's full list of file paths before its files are visited."""
@@ -105,7 +108,8 @@ class SealTracker:
         return issues
 
     def visit_file(self, path: str, source: ByteSource) -> None:
-        if self.wants(path):
+        # A seal is always kept: even one whose files were not hashed must be reported.
+        if self.wants(path) or path.endswith("/" + SEAL_FILE):
             self._store(path, self._digest(path, source))
 
     def visit_link(self, path: str, target: str) -> None:
@@ -123,7 +127,7 @@ class SealTracker:
         self._listed.pop(container, None)
         issues: list[PreflightIssue] = []
         if self._overflow:
-            issues.append(_issue(container, f"more than {_MAX_RECORDS} files; seals not checked"))
+            issues.append(_not_compared(container, f"more than {_MAX_RECORDS} files to track"))
             return issues
         roots = sorted(
             (p[: -len(SEAL_FILE) - 1] for p in records if p.endswith("/" + SEAL_FILE)),
@@ -135,7 +139,13 @@ class SealTracker:
         for root in roots:
             bundle = _bundle_folder(root)
             if f"{root}/{SEAL_FILE}" in unhashed:
-                issues.append(_seal_not_compared(bundle))
+                issues.append(
+                    _not_compared(
+                        bundle,
+                        "its folder name has no bundle extension and the package payload does "
+                        "not list its names ahead, so its files were not hashed",
+                    )
+                )
                 continue
             found = _BundleCheck(root, bundle, records, judged).run()
             issues.extend(found.issues)
@@ -151,10 +161,13 @@ class SealTracker:
             return
         self._records[path] = record
 
-    @staticmethod
-    def _digest(path: str, source: ByteSource) -> _Record:
+    def _digest(self, path: str, source: ByteSource) -> _Record:
         sha1, sha256 = hashlib.sha1(), hashlib.sha256()
-        keep = path.endswith(("/Info.plist", "/" + SEAL_FILE)) and source.size <= _KEEP_CONTENT
+        keep = path.endswith(("/Info.plist", "/" + SEAL_FILE)) and source.size <= min(
+            _KEEP_CONTENT, self._keep_budget
+        )
+        if keep:
+            self._keep_budget -= source.size
         kept = bytearray()
         for offset in range(0, source.size, _CHUNK):
             chunk = source.read_at(offset, _CHUNK)
@@ -205,14 +218,14 @@ class _BundleCheck:
         if info is not None:
             self._special_slot(main, code.info_plist, info, "Info.plist", 1)
         if seal_record.content is None:
-            self.issues.append(_issue(self.bundle, f"{SEAL_FILE} is too large to check"))
+            self.issues.append(_not_compared(self.bundle, f"{SEAL_FILE} is too large to read"))
             return _Found(self.issues, main)
         try:
             seal = parse_code_resources(seal_record.content)
         except SealError as exc:
             self.issues.append(_issue(self.bundle, str(exc)))
             return _Found(self.issues, main)
-        problems = seal_problems(seal, self._present(main))
+        problems = seal_problems(seal, self._present(main, seal.files))
         for problem in problems[:_PROBLEMS_PER_BUNDLE]:
             self.issues.append(_issue(self.bundle, f"sealed resources: {problem}"))
         if len(problems) > _PROBLEMS_PER_BUNDLE:
@@ -262,8 +275,16 @@ class _BundleCheck:
                     )
                 )
 
-    def _present(self, main: str) -> dict[str, Present]:
-        nested = [b for b in self.judged if b.startswith(self.root + "/")]
+    def _present(self, main: str, sealed: Mapping[str, Sealed]) -> dict[str, Present]:
+        # A bundle inside this one is one item (its cdhash) when this seal recorded it as
+        # nested code; one kept as plain resources (say under Resources/) is compared file by
+        # file like any other folder.
+        nested = [
+            b
+            for b in self.judged
+            if b.startswith(self.root + "/")
+            and getattr(sealed.get(b[len(self.root) + 1 :]), "cdhash", None) is not None
+        ]
         present: dict[str, Present] = {}
         for bundle in nested:
             code, valid = self.judged[bundle]
@@ -307,15 +328,8 @@ def _unsealed_bundles(records: dict[str, _Record], mains: set[str]) -> list[Pref
     return issues
 
 
-def _seal_not_compared(bundle: str) -> PreflightIssue:
-    return PreflightIssue(
-        Severity.WARNING,
-        bundle,
-        msg.INVALID_SIGNATURE,
-        None,
-        "this bundle's sealed resources were not compared: its folder name has no bundle "
-        "extension and the package payload does not list its names ahead",
-    )
+def _not_compared(path: str, detail: str) -> PreflightIssue:
+    return PreflightIssue(Severity.WARNING, path, msg.SEAL_NOT_COMPARED, None, detail)
 
 
 def _bundle_folder(root: str) -> str:

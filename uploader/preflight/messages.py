@@ -44,6 +44,10 @@ CONTAINER_NOT_INSPECTED = (
     "This archive member could not be opened, so nothing inside it was checked."
 )
 NO_CODE_FOUND = "No Mach-O code was found, so there is nothing for the notary service to notarize."
+SEAL_NOT_COMPARED = (
+    "The bundle's sealed resources were not compared with its files, so a change made after "
+    "signing would go unnoticed here."
+)
 
 DOC_URLS: dict[str, str | None] = {
     NOT_SIGNED: f"{_DOC_BASE}#3087721",
@@ -58,6 +62,7 @@ DOC_URLS: dict[str, str | None] = {
     DMG_NOT_INSPECTED: None,
     CONTAINER_NOT_INSPECTED: None,
     NO_CODE_FOUND: None,
+    SEAL_NOT_COMPARED: None,
 }
 
 # One line on how to fix each problem, shown in the readable report (never in the JSON).
@@ -78,4 +83,5 @@ FIXES: dict[str, str] = {
     DMG_NOT_INSPECTED: "run `notaryd preflight` on the .app or .zip that went into the image",
     CONTAINER_NOT_INSPECTED: "check that the archive opens with a standard unzip tool",
     NO_CODE_FOUND: "check that PATH is the build you meant to notarize",
+    SEAL_NOT_COMPARED: "run `notaryd preflight` on the .app, or name its folder like a bundle",
 }
