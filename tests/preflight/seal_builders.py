@@ -28,11 +28,16 @@ from preflight_builders import (
     HASH_SHA1,
     HASH_SHA256,
     MH_EXECUTE,
+    OID_SHA256,
     Identity,
     blob,
     cms_signed_data,
+    der,
+    der_oid,
     entitlements_xml,
     sdk,
+    seq,
+    set_of,
     super_blob,
 )
 
@@ -58,6 +63,8 @@ class CodeSigning:
     hash_types: tuple[int, ...] = (HASH_SHA256,)
     entitlements: dict[str, object] | None = None
     timestamp: bool = True
+    cdhash_attributes: bool = False  # Apple's 1.2.840.113635.100.9.1 and .9.2, as codesign adds
+    wrong_cdhashes: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,11 +145,32 @@ def signature_for(
             signing.identity,
             signing.chain,  # type: ignore[arg-type]
             timestamp=signing.timestamp,
+            extra_signed_attributes=_cdhash_attributes(directories, signing),
         )
     slots += [*extra, (0x10000, blob(0xFADE0B01, cms))]
     primary = directories[0]
     cdhash = _HASH[signing.hash_types[0]](primary).digest()[:20]
     return super_blob(sorted(slots)), cdhash
+
+
+def _cdhash_attributes(directories: list[bytes], signing: CodeSigning) -> tuple[bytes, ...]:
+    if not signing.cdhash_attributes:
+        return ()
+    hashes_ = [
+        _HASH[h](cd).digest()[:20] for h, cd in zip(signing.hash_types, directories, strict=True)
+    ]
+    if signing.wrong_cdhashes:
+        hashes_ = [*hashes_[:1], b"\x00" * 20]
+    listed = plistlib.dumps({"cdhashes": hashes_})
+    full = [
+        seq(der_oid(OID_SHA256), der(0x04, hashlib.sha256(cd).digest()))
+        for h, cd in zip(signing.hash_types, directories, strict=True)
+        if h == HASH_SHA256
+    ]
+    return (
+        seq(der_oid("1.2.840.113635.100.9.1"), set_of(der(0x04, listed))),
+        seq(der_oid("1.2.840.113635.100.9.2"), set_of(*full)),
+    )
 
 
 def signed_thin(

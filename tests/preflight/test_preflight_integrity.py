@@ -104,6 +104,28 @@ def test_code_directory_patched_to_match_is_caught_by_the_cms(
     [(_, arch, detail)] = invalid(preflight(path))
     assert arch == "arm64"
     assert detail is not None and "messageDigest is not the digest of the CodeDirectory" in detail
+    # Patching messageDigest too leaves a signature over attributes that are not the signed ones.
+    cd_length = struct.unpack_from(">I", tampered, cd_at + 4)[0]
+    old_digest = hashlib.sha256(binary[cd_at : cd_at + cd_length]).digest()
+    new_digest = hashlib.sha256(tampered[cd_at : cd_at + cd_length]).digest()
+    assert tampered.count(old_digest) == 1
+    path.write_bytes(bytes(tampered).replace(old_digest, new_digest))
+    [(_, _, detail)] = invalid(preflight(path))
+    assert detail == "the CMS signature does not verify with the signing certificate's key"
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_cdhash_attributes_of_the_cms(
+    tmp_path: Path, preflight: Run, signing: CodeSigning, wrong: bool
+) -> None:
+    """codesign lists every CodeDirectory's cdhash in the signed attributes; a list that does
+    not match (a CodeDirectory swapped in from another signature) is invalid."""
+    signing.hash_types = (HASH_SHA1, HASH_SHA256)
+    signing.cdhash_attributes, signing.wrong_cdhashes = True, wrong
+    path = tmp_path / "Game"
+    path.write_bytes(signed_thin(signing).data)
+    expected = "the cdhashes the CMS signature lists are not those of the CodeDirectories"
+    assert [d for *_, d in invalid(preflight(path))] == ([expected] if wrong else [])
 
 
 def test_entitlements_changed_after_signing(
