@@ -5,7 +5,8 @@ one signed with real page hashes, a large sparse resource pack and small resourc
 CodeResources like codesign leaves it. Then times, each in a fresh process with a warm page
 cache, preflight of the folder, of a stored zip and of a deflated zip of it, against one SHA-256
 pass over every file of the folder and over every inflated member of the deflated zip, and
-reports wall time and peak RSS (median of ``--runs``).
+reports wall time, CPU time (user + system: steadier than wall time on a shared machine) and
+peak RSS (median of ``--runs``).
 
     python -m benchmarks.preflight_integrity --code-mib 1536 --pack-mib 2048
 """
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "preflight"))
 
 _CHILD_PREFLIGHT = """
-import sys, time
+import resource, sys, time
 from pathlib import Path
 from cryptography import x509
 from uploader.preflight import run_preflight
@@ -39,10 +40,11 @@ report = run_preflight(Path(sys.argv[1]), trust_anchors=[anchor])
 elapsed = time.perf_counter() - started
 assert not report.issues, report.render_text()
 hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]
-print(elapsed, hwm, report.macho_files)
+cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+print(elapsed, hwm, cpu, report.macho_files)
 """
 _CHILD_INFLATE_HASHLIB = """
-import hashlib, sys, time, zipfile
+import hashlib, resource, sys, time, zipfile
 started = time.perf_counter()
 total = 0
 with zipfile.ZipFile(sys.argv[1]) as archive:
@@ -54,10 +56,11 @@ with zipfile.ZipFile(sys.argv[1]) as archive:
                 total += len(chunk)
 elapsed = time.perf_counter() - started
 hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]
-print(elapsed, hwm, total)
+cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+print(elapsed, hwm, cpu, total)
 """
 _CHILD_HASHLIB = """
-import hashlib, os, sys, time
+import hashlib, os, resource, sys, time
 started = time.perf_counter()
 total = 0
 for dirpath, _dirs, files in os.walk(sys.argv[1]):
@@ -72,7 +75,8 @@ for dirpath, _dirs, files in os.walk(sys.argv[1]):
                 total += len(chunk)
 elapsed = time.perf_counter() - started
 hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]
-print(elapsed, hwm, total)
+cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+print(elapsed, hwm, cpu, total)
 """
 
 
@@ -157,11 +161,11 @@ def make_zip(app: Path, target: Path, compression: int) -> None:
                 zf.write(path, path.relative_to(app.parent).as_posix())
 
 
-def measure(script: str, *args: str, runs: int) -> tuple[float, float, str]:
+def measure(script: str, *args: str, runs: int) -> tuple[float, float, float, str]:
     """Median seconds and median peak RSS (MiB, the process's own VmHWM: ru_maxrss would carry
     this parent's peak across fork and exec) over ``runs`` fresh processes, after a warm-up."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    seconds, rss, extra = [], [], ""
+    seconds, rss, cpu, extra = [], [], [], ""
     for attempt in range(runs + 1):
         out = subprocess.run(
             [sys.executable, "-c", script, *args], env=env, check=True, capture_output=True,
@@ -170,8 +174,9 @@ def measure(script: str, *args: str, runs: int) -> tuple[float, float, str]:
         if attempt:  # the first run only warms the page cache
             seconds.append(float(out[0]))
             rss.append(int(out[1]) / 1024)
-        extra = out[2]
-    return statistics.median(seconds), statistics.median(rss), extra
+            cpu.append(float(out[2]))
+        extra = out[3]
+    return statistics.median(seconds), statistics.median(rss), statistics.median(cpu), extra
 
 
 def main() -> None:
@@ -197,8 +202,11 @@ def main() -> None:
             ("inflate + sha256, every deflated member", _CHILD_INFLATE_HASHLIB, str(deflated)),
         ]
         for label, script, *argv in rows:
-            seconds, rss, extra = measure(script, *argv, runs=args.runs)
-            print(f"{label:<42} {seconds:7.2f} s  peak RSS {rss:6.0f} MiB  ({extra})")
+            seconds, rss, cpu, extra = measure(script, *argv, runs=args.runs)
+            print(
+                f"{label:<42} {seconds:7.2f} s wall {cpu:7.2f} s CPU  "
+                f"peak RSS {rss:6.0f} MiB  ({extra})"
+            )
 
 
 if __name__ == "__main__":

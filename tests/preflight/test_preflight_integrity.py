@@ -323,6 +323,28 @@ def test_nested_code_re_signed_after_the_outer_seal(
     assert any("special slot 3 is empty" in (d or "") for d in details)
 
 
+def test_legacy_sha1_only_seal_is_named_not_passed(
+    tmp_path: Path, preflight: Run, signing: CodeSigning
+) -> None:
+    import plistlib
+
+    bundle = game(signing)
+    seal_path = f"{APP}/Contents/_CodeSignature/CodeResources"
+    seal = plistlib.loads(bundle.files[seal_path])  # type: ignore[arg-type]
+    seal["files2"]["Resources/data.pak"].pop("hash2")
+    bundle.files[seal_path] = plistlib.dumps(seal)
+    path, _ = write(bundle, tmp_path, "folder")
+    report = preflight(path)
+    assert [(str(i.severity), i.message, i.detail) for i in report.issues if i.path == APP] == [
+        (
+            "warning",
+            msg.SEAL_NOT_COMPARED,
+            "1 sealed file(s) were not compared: the seal records only a SHA-1 digest (made "
+            "before OS X 10.9), or signed code is sealed as a plain file",
+        )
+    ]
+
+
 # --- hostile or damaged input: findings, never a traceback ------------------------------------
 
 

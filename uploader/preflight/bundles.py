@@ -59,7 +59,6 @@ _PROBLEMS_PER_BUNDLE = 25
 
 @dataclass
 class _Record:
-    sha1: bytes | None = None
     sha256: bytes | None = None
     content: bytes | None = None
     symlink: str | None = None
@@ -84,25 +83,28 @@ class SealTracker:
 
     def wants(self, path: str) -> bool:
         """Whether the file's digests are needed: it lies inside a seal root."""
-        return self._seal_root(path) is not None
+        return self._seal_roots(path) is not None
 
-    def _seal_root(self, path: str) -> str | None:
-        """The innermost seal root holding ``path`` ("" when only guessed from folder names)."""
+    def _seal_roots(self, path: str) -> list[str] | None:
+        """The seal roots holding ``path``, innermost first ([] when only guessed from folder
+        names; None when it is in no seal)."""
         folders = path.split("/")[:-1]
         ancestors = ["/".join(folders[:n]) for n in range(len(folders), 0, -1)]
         for index, ancestor in enumerate(ancestors):  # innermost container that listed its names
             if (roots := self._listed.get(ancestor)) is not None:
-                return next((a for a in ancestors[:index] if a in roots), None)
+                return [a for a in ancestors[:index] if a in roots] or None
         guessed = any(folder.lower().endswith(BUNDLE_SUFFIXES) for folder in folders[1:])
-        return "" if guessed else None
+        return [] if guessed else None
 
     def visit_code(self, path: str, source: ByteSource) -> list[PreflightIssue]:
         """Check a Mach-O's bytes against its signature and remember it for its bundle.
-        Code in the nested-code folders is sealed by its cdhash, so it is not hashed whole."""
+        Signed code where every enclosing seal keeps code by cdhash is not hashed whole."""
         issues, facts = check_code_integrity(path, source)
-        root = self._seal_root(path)
-        nested = bool(root) and _NESTED_CODE.match(path[len(root or "") + 1 :]) is not None
-        record = self._digest(path, source) if root is not None and not nested else _Record()
+        roots = self._seal_roots(path)
+        by_cdhash = bool(roots and facts.cdhashes) and all(
+            _NESTED_CODE.match(path[len(root) + 1 :]) for root in roots or ()
+        )
+        record = self._digest(path, source) if roots is not None and not by_cdhash else _Record()
         record.code = facts
         self._store(path, record)
         return issues
@@ -151,7 +153,8 @@ class SealTracker:
             issues.extend(found.issues)
             if found.main is not None:
                 mains.add(found.main)
-                judged[bundle] = (records[found.main].code or _NO_CODE, not found.issues)
+                valid = not any(i.severity is Severity.ERROR for i in found.issues)
+                judged[bundle] = (records[found.main].code or _NO_CODE, valid)
         issues.extend(_unsealed_bundles(records, mains))
         return issues
 
@@ -162,7 +165,7 @@ class SealTracker:
         self._records[path] = record
 
     def _digest(self, path: str, source: ByteSource) -> _Record:
-        sha1, sha256 = hashlib.sha1(), hashlib.sha256()
+        sha256 = hashlib.sha256()
         keep = path.endswith(("/Info.plist", "/" + SEAL_FILE)) and source.size <= min(
             _KEEP_CONTENT, self._keep_budget
         )
@@ -173,11 +176,10 @@ class SealTracker:
             chunk = source.read_at(offset, _CHUNK)
             if not chunk:
                 break
-            sha1.update(chunk)
             sha256.update(chunk)
             if keep:
                 kept += chunk
-        return _Record(sha1.digest(), sha256.digest(), bytes(kept) if keep else None)
+        return _Record(sha256.digest(), bytes(kept) if keep else None)
 
 
 _NO_CODE = CodeFacts(frozenset(), (), (), True)
@@ -225,7 +227,17 @@ class _BundleCheck:
         except SealError as exc:
             self.issues.append(_issue(self.bundle, str(exc)))
             return _Found(self.issues, main)
-        problems = seal_problems(seal, self._present(main, seal.files))
+        comparison = seal_problems(seal, self._present(main, seal.files))
+        problems = comparison.problems
+        if comparison.not_compared:
+            self.issues.append(
+                _not_compared(
+                    self.bundle,
+                    f"{comparison.not_compared} sealed file(s) were not compared: the seal "
+                    "records only a SHA-1 digest (made before OS X 10.9), or signed code is "
+                    "sealed as a plain file",
+                )
+            )
         for problem in problems[:_PROBLEMS_PER_BUNDLE]:
             self.issues.append(_issue(self.bundle, f"sealed resources: {problem}"))
         if len(problems) > _PROBLEMS_PER_BUNDLE:
@@ -301,7 +313,6 @@ class _BundleCheck:
                 continue  # sealed by the nested bundle's own seal
             facts = record.code
             present[relative] = Present(
-                sha1=record.sha1,
                 sha256=record.sha256,
                 symlink=record.symlink,
                 cdhashes=facts.cdhashes if facts else frozenset(),
@@ -359,7 +370,7 @@ def _file_digest(record: _Record, hash_type: int) -> bytes | None:
             return bytes(new_hasher(hash_type, record.content).digest())
         except SignatureFormatError:
             return None
-    return {1: record.sha1, 2: record.sha256, 3: record.sha256}.get(hash_type)
+    return record.sha256 if hash_type in (2, 3) else None
 
 
 def _issue(path: str, detail: str) -> PreflightIssue:

@@ -77,9 +77,8 @@ class Seal:
 
 @dataclass(frozen=True)
 class Present:
-    """What is at a sealed path now: a file's digests, a symlink's target, or code's cdhashes."""
+    """What is at a sealed path now: a file's SHA-256, a symlink's target, or code's cdhashes."""
 
-    sha1: bytes | None = None
     sha256: bytes | None = None
     symlink: str | None = None
     cdhashes: frozenset[bytes] = frozenset()
@@ -150,9 +149,16 @@ def _rules(rules: Mapping[object, object]) -> tuple[Rule, ...]:
     return tuple(out)
 
 
-def seal_problems(seal: Seal, present: Mapping[str, Present]) -> list[str]:
-    """Every difference between the seal and what is present, one line each, sorted by path."""
+@dataclass(frozen=True)
+class Comparison:
+    problems: list[str]  # one line per difference, sorted by path
+    not_compared: int  # plain files with no SHA-256 on one side (see _uncomparable)
+
+
+def seal_problems(seal: Seal, present: Mapping[str, Present]) -> Comparison:
+    """Every difference between the seal and what is present."""
     problems: list[tuple[str, str]] = []
+    not_compared = 0
     for relative, sealed in seal.files.items():
         now = present.get(relative)
         if now is None:
@@ -160,7 +166,9 @@ def seal_problems(seal: Seal, present: Mapping[str, Present]) -> list[str]:
             if not (sealed.optional or (rule is not None and (rule.omit or rule.optional))):
                 problems.append((relative, f"{relative} was sealed but is missing"))
             continue
-        if problem := _differs(relative, sealed, now):
+        if _uncomparable(sealed, now):
+            not_compared += 1
+        elif problem := _differs(relative, sealed, now):
             problems.append((relative, problem))
     for relative in present:
         if relative in seal.files:
@@ -168,7 +176,15 @@ def seal_problems(seal: Seal, present: Mapping[str, Present]) -> list[str]:
         rule = seal.rule_for(relative)
         if rule is not None and not rule.omit:
             problems.append((relative, f"{relative} was added after the bundle was signed"))
-    return [problem for _path, problem in sorted(problems)]
+    return Comparison([problem for _path, problem in sorted(problems)], not_compared)
+
+
+def _uncomparable(sealed: Sealed, now: Present) -> bool:
+    """A plain file entry with only a SHA-1 digest (seals made before OS X 10.9; only SHA-256
+    is computed), or signed code that was not hashed whole because it sits where code is
+    normally sealed by cdhash."""
+    plain = sealed.symlink is None and sealed.cdhash is None and now.symlink is None
+    return plain and (sealed.sha256 is None or now.sha256 is None)
 
 
 def _differs(relative: str, sealed: Sealed, now: Present) -> str | None:
@@ -190,10 +206,6 @@ def _differs(relative: str, sealed: Sealed, now: Present) -> str | None:
         if not now.code_valid:
             return f"nested code {relative} is itself invalid (see its own findings)"
         return None
-    if sealed.sha256 is not None and now.sha256 is not None:
-        matches = sealed.sha256 == now.sha256
-    elif sealed.sha1 is not None and now.sha1 is not None:
-        matches = sealed.sha1 == now.sha1
-    else:
-        return None  # nothing comparable recorded; not evidence of tampering
-    return None if matches else f"{relative} was modified after the bundle was signed"
+    if now.sha256 == sealed.sha256:
+        return None
+    return f"{relative} was modified after the bundle was signed"
