@@ -4,11 +4,14 @@ and nothing reported on the intact builds."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import plistlib
 import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from preflight_builders import CPU_X86_64, HASH_SHA1, HASH_SHA256, MH_DYLIB, Pki
@@ -91,8 +94,6 @@ def test_code_directory_patched_to_match_is_caught_by_the_cms(
     tmp_path: Path, preflight: Run, signing: CodeSigning
 ) -> None:
     """Whoever patches the code and its page hash still cannot re-sign the CodeDirectory."""
-    import hashlib
-
     binary = signed_thin(signing, code_bytes=10_000).data
     tampered = bytearray(flip(binary, 5000))  # page 1
     cd_at = tampered.find(struct.pack(">I", 0xFADE0C02))
@@ -182,6 +183,14 @@ def game(signing: CodeSigning) -> Bundle:
     bundle.files[f"{APP}/Contents/PkgInfo"] = b"APPL????"
     bundle.seal(APP, "Game", signing)
     return bundle
+
+
+def edit_seal(bundle: Bundle, change: Callable[[dict[str, Any]], object]) -> None:
+    """Change the app's CodeResources after signing (the executable still seals the old one)."""
+    seal_path = f"{APP}/Contents/_CodeSignature/CodeResources"
+    seal = plistlib.loads(bundle.files[seal_path])  # type: ignore[arg-type]
+    change(seal)
+    bundle.files[seal_path] = plistlib.dumps(seal)
 
 
 def write(bundle: Bundle, tmp_path: Path, form: str) -> tuple[Path, str]:
@@ -326,13 +335,8 @@ def test_nested_code_re_signed_after_the_outer_seal(
 def test_legacy_sha1_only_seal_is_named_not_passed(
     tmp_path: Path, preflight: Run, signing: CodeSigning
 ) -> None:
-    import plistlib
-
     bundle = game(signing)
-    seal_path = f"{APP}/Contents/_CodeSignature/CodeResources"
-    seal = plistlib.loads(bundle.files[seal_path])  # type: ignore[arg-type]
-    seal["files2"]["Resources/data.pak"].pop("hash2")
-    bundle.files[seal_path] = plistlib.dumps(seal)
+    edit_seal(bundle, lambda seal: seal["files2"]["Resources/data.pak"].pop("hash2"))
     path, _ = write(bundle, tmp_path, "folder")
     report = preflight(path)
     assert [(str(i.severity), i.message, i.detail) for i in report.issues if i.path == APP] == [
@@ -377,13 +381,10 @@ def test_hostile_rules_do_not_hang_the_scan(
     tmp_path: Path, preflight: Run, signing: CodeSigning
 ) -> None:
     """A catastrophic-backtracking rule is ignored; the rest of the seal is still compared."""
-    import plistlib
-
     bundle = game(signing)
-    seal_path = f"{APP}/Contents/_CodeSignature/CodeResources"
-    seal = plistlib.loads(bundle.files[seal_path])  # type: ignore[arg-type]
-    seal["rules2"]["^(a+)+$"] = {"omit": True, "weight": 5000.0}
-    bundle.files[seal_path] = plistlib.dumps(seal)
+    edit_seal(
+        bundle, lambda seal: seal["rules2"].update({"^(a+)+$": {"omit": True, "weight": 5e3}})
+    )
     bundle.files[f"{APP}/Contents/Resources/" + "a" * 60 + "!"] = b"added"
     path, _ = write(bundle, tmp_path, "folder")
     details = [d or "" for *_, d in invalid(preflight(path))]
