@@ -34,8 +34,9 @@ PLIST_ERRORS = (
 _MAX_RULES = 256
 _MAX_PATTERN = 1024
 _MAX_ENTRIES = 1_000_000
-# A quantified group that itself contains a quantifier can backtrack for ever on a hostile seal.
-_NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*][^()]*\)[+*{]")
+# A repeated group holding a quantifier or an alternation can backtrack for ever on a hostile
+# seal ("(a+)+$", "(a|aa)+$"); codesign's own rules never repeat a group.
+_NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*|{][^()]*\)[+*{]")
 
 
 class SealError(ValueError):
