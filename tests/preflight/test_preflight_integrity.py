@@ -382,9 +382,7 @@ def test_hostile_rules_do_not_hang_the_scan(
 ) -> None:
     """A catastrophic-backtracking rule is ignored; the rest of the seal is still compared."""
     bundle = game(signing)
-    edit_seal(
-        bundle, lambda seal: seal["rules2"].update({"(a+)+$": {"omit": True, "weight": 5e3}})
-    )
+    edit_seal(bundle, lambda seal: seal["rules2"].update({"(a+)+$": {"omit": True, "weight": 5e3}}))
     bundle.files[f"{APP}/Contents/Resources/" + "a" * 60 + "!"] = b"added"
     path, _ = write(bundle, tmp_path, "folder")
     details = [d or "" for *_, d in invalid(preflight(path))]
