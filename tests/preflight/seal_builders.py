@@ -74,11 +74,12 @@ class SignedCode:
 
 
 def _code_directory(
-    code: bytes, hash_type: int, special: dict[int, bytes], identifier: str
+    code: bytes, hash_type: int, special: dict[int, bytes], identifier: str, page_shift: int
 ) -> bytes:
     digest = _HASH[hash_type]
     size = digest().digest_size
-    pages = [code[i : i + (1 << PAGE_SHIFT)] for i in range(0, len(code), 1 << PAGE_SHIFT)]
+    page = (1 << page_shift) if page_shift else len(code)  # 0: one page, as disk images use
+    pages = [code[i : i + page] for i in range(0, len(code), page)]
     n_special = max(special, default=0)
     specials = b"".join(
         special[n] if n in special else b"\x00" * size for n in range(n_special, 0, -1)
@@ -103,7 +104,7 @@ def _code_directory(
         size,
         hash_type,
         0,
-        PAGE_SHIFT,
+        page_shift,
         0,
         0,
         header_size + len(ident),
@@ -123,6 +124,7 @@ def signature_for(
     info_plist: bytes | None = None,
     code_resources: bytes | None = None,
     identifier: str = "com.example.game",
+    page_shift: int = PAGE_SHIFT,
 ) -> tuple[bytes, bytes]:
     """(SuperBlob, cdhash of the primary CodeDirectory) for ``code`` (bytes up to the signature)."""
     extra: list[tuple[int, bytes]] = [(2, REQUIREMENTS_BLOB)]
@@ -136,7 +138,7 @@ def signature_for(
             special[1] = digest(info_plist).digest()
         if code_resources is not None:
             special[3] = digest(code_resources).digest()
-        directories.append(_code_directory(code, hash_type, special, identifier))
+        directories.append(_code_directory(code, hash_type, special, identifier, page_shift))
     slots = [(0 if i == 0 else 0x1000 + i - 1, cd) for i, cd in enumerate(directories)]
     cms = b""
     if signing.identity is not None:
@@ -442,7 +444,11 @@ def mish(chunk_types: list[int]) -> bytes:
 
 
 def udif(
-    partitions: dict[str, list[int]], signing: CodeSigning | None, *, data: bytes = b""
+    partitions: dict[str, list[int]],
+    signing: CodeSigning | None,
+    *,
+    data: bytes = b"",
+    page_shift: int = PAGE_SHIFT,
 ) -> bytes:
     """Data fork, XML plist with the blkx tables, optional embedded signature, koly trailer."""
     fork = data or os.urandom(8192)
@@ -459,7 +465,7 @@ def udif(
     image = fork + plist
     signature = b""
     if signing is not None:
-        signature, _ = signature_for(image, signing, identifier="Game")
+        signature, _ = signature_for(image, signing, identifier="Game", page_shift=page_shift)
     koly = bytearray(512)
     koly[0:4] = b"koly"
     struct.pack_into(">II", koly, 4, 4, 512)

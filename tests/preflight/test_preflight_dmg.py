@@ -65,6 +65,29 @@ def test_image_changed_after_signing(
     assert found[1] == ("warning", msg.DMG_NOT_INSPECTED, NOT_READ)
 
 
+def test_image_hashed_as_one_page(tmp_path: Path, preflight: Run, signing: CodeSigning) -> None:
+    """A CodeDirectory page size of 0 means one page up to the code limit: hashed across reads
+    (3 MiB here), never read whole."""
+    fork = bytes(3 << 20)
+    image = tmp_path / "Game.dmg"
+    image.write_bytes(udif(PARTITIONS, signing, data=fork, page_shift=0))
+    assert [m for _, m, _ in findings(preflight(image))] == [msg.DMG_NOT_INSPECTED]
+    data = bytearray(image.read_bytes())
+    data[(2 << 20) + 7] = 1
+    image.write_bytes(bytes(data))
+    found = findings(preflight(image))
+    assert found[0] == (
+        "error",
+        msg.INVALID_SIGNATURE,
+        f"disk image signature: page 0 (bytes 0-{len(fork) + found_plist_length(data) - 1}) "
+        "of 1 no longer match the SHA-256 CodeDirectory: the code was changed after signing",
+    )
+
+
+def found_plist_length(image: bytearray) -> int:
+    return int.from_bytes(image[-512 + 224 : -512 + 232], "big")
+
+
 def test_image_signed_with_another_certificate(tmp_path: Path, preflight: Run, pki: Pki) -> None:
     image = tmp_path / "Game.dmg"
     image.write_bytes(

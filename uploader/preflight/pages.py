@@ -59,22 +59,36 @@ def page_problems(
 def _compare_pages(
     source: ByteSource, base: int, page_size: int, limit: int, group: list[CodeDirectory]
 ) -> list[str]:
-    chunk_size = max(page_size, _CHUNK - _CHUNK % page_size)
     checks = [(cd, _CONSTRUCTORS[cd.hash_type], cd.hash_size) for cd in group]
     differing: dict[int, list[int]] = {cd.slot: [] for cd in group}
-    page = 0
+    # Small pages: many per read. A page larger than a read (a disk image's single page) is
+    # hashed across reads, so memory stays at one read either way.
+    chunk_size = _CHUNK - _CHUNK % page_size if page_size <= _CHUNK else _CHUNK
+    page, hashers, page_end = 0, [c() for _, c, _ in checks], min(page_size, limit)
     for offset in range(0, limit, chunk_size):
         want = min(chunk_size, limit - offset)
         data = source.read_at(base + offset, want)
         if len(data) < want:
             return [f"the slice ends at byte {offset + len(data)}, inside its signed code"]
         view = memoryview(data)
-        for start in range(0, want, page_size):
-            piece = view[start : start + page_size]
-            for cd, constructor, hash_size in checks:
-                if constructor(piece).digest()[:hash_size] != cd.code_slot(page):
-                    differing[cd.slot].append(page)
-            page += 1
+        if page_size > _CHUNK:
+            for hasher in hashers:
+                hasher.update(view)
+            if offset + want < page_end:
+                continue
+            pieces = [(page, hashers)]
+            page, hashers = page + 1, [c() for _, c, _ in checks]
+            page_end = min(page_end + page_size, limit)
+        else:
+            pieces = [
+                (page + i, [c(view[start : start + page_size]) for _, c, _ in checks])
+                for i, start in enumerate(range(0, want, page_size))
+            ]
+            page += len(pieces)
+        for number, digests in pieces:
+            for (cd, _, hash_size), digest in zip(checks, digests, strict=True):
+                if digest.digest()[:hash_size] != cd.code_slot(number):
+                    differing[cd.slot].append(number)
     problems = []
     for cd in group:
         pages = differing[cd.slot]
