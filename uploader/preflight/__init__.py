@@ -16,10 +16,10 @@ architecture). ``run_preflight`` is synchronous and CPU/IO bound: async callers 
 
 Speed: only Mach-O members and files inside a sealed bundle are read beyond their first 8
 bytes; Mach-O bytes are hashed once per CodeDirectory page (``pages.py`` has the figures for a
-1.5 GiB game). Before page hashing, measured here (2 cores, Debian 12, Python 3.11): a 10.1 GiB zip of 4,000 stored
-members, 40 of them universal Mach-O of 2.6 MiB each, is checked in 0.46 s with a cold page cache
-(0.69 s wall for the whole `notaryd preflight` process, 34 MB peak RSS) and 0.06 s warm. A
-deflated Mach-O member also costs inflating everything that precedes its signature.
+1.5 GiB game). Before page hashing, measured here (2 cores, Debian 12, Python 3.11): a
+10.1 GiB zip of 4,000 stored members, 40 of them universal Mach-O of 2.6 MiB each, was checked
+in 0.46 s with a cold page cache (0.69 s wall for the whole `notaryd preflight` process, 34 MB
+peak RSS) and 0.06 s warm. A deflated member costs inflating it whole.
 """
 
 from __future__ import annotations

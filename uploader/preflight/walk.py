@@ -122,9 +122,10 @@ def scan_zip(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
                 continue
             if stat.S_ISLNK(info.external_attr >> 16):
                 # A symlink's data is its target's path, not code; seals record the target.
-                with archive.open(info) as link:
-                    target = link.read(4096).decode("utf-8", "replace")
-                scan.seals.visit_link(f"{display_root}/{name}", target)
+                if not info.flag_bits & 0x1:
+                    with archive.open(info) as link:
+                        target = link.read(4096).decode("utf-8", "replace")
+                    scan.seals.visit_link(f"{display_root}/{name}", target)
                 continue
             path = f"{display_root}/{name}"
             scan.check_name(path, name, declared_utf8=bool(info.flag_bits & 0x800))
