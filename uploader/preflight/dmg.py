@@ -19,6 +19,8 @@ import plistlib
 import struct
 from collections import Counter
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from uploader.preflight import messages as msg
 from uploader.preflight.cms import CmsError, parse_signed_data
 from uploader.preflight.cms_binding import binding_problems
@@ -92,7 +94,7 @@ def _signature_findings(
     ]
     try:
         verdict = judge(parse_signed_data(cms), anchors)
-    except CmsError as exc:
+    except (CmsError, ValueError, UnsupportedAlgorithm) as exc:  # certificates parse lazily
         return [*found, issue(msg.INVALID_SIGNATURE, f"disk image signature: {exc}")]
     if not verdict.is_developer_id:
         found.append(issue(msg.NOT_DEVELOPER_ID, f"disk image signature: {verdict.problem}"))

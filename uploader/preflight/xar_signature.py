@@ -112,6 +112,7 @@ def check_pkg_signature(
         zlib.error,
         struct.error,
         ElementTree.ParseError,
+        UnsupportedAlgorithm,  # a certificate's key, parsed only when it is used
     ) as exc:
         add(msg.INVALID_SIGNATURE, f"the package signature cannot be read: {exc}")
     return found
