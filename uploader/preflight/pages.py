@@ -4,6 +4,15 @@ Code page *i* is bytes ``[i * pageSize, min((i + 1) * pageSize, codeLimit))`` of
 hash is code slot *i* (rcodesign ``specification.rs``, "Computing Content Digests"). The slice is
 read once, forward, in chunks of about 1 MiB, and every CodeDirectory with the same page size
 hashes each page as it goes past, so memory stays at one chunk whatever the file's size.
+
+Measured with ``python -m benchmarks.preflight_integrity`` (2 cores shared with other work, load
+average about 11, Python 3.11, warm page cache, median of 3): a sealed Game.app of 97 Mach-O
+files (1,581 MiB of code, every page SHA-256-hashed) plus a 2 GiB sparse resource pack and 200
+small files (3.54 GiB in all, every byte hashed once) took 3.96 s of CPU (14.0 s wall) and
+36 MiB peak RSS, against 2.85 s CPU (10.0 s wall) and 16 MiB for one hashlib SHA-256 pass over
+the same files; as a stored zip 4.39 s CPU, 37 MiB; as a deflated zip 10.8 s CPU (35.8 s wall)
+and 92 MiB (members up to 64 MiB are spooled in memory), against 11.3 s CPU for inflating and
+hashing every member.
 """
 
 from __future__ import annotations
