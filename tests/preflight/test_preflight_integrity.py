@@ -237,6 +237,21 @@ def test_bundle_kept_under_resources_is_sealed_file_by_file(
     ]  # fmt: skip
 
 
+def test_appledouble_members_of_a_zip_are_attributes_not_files(
+    tmp_path: Path, preflight: Run, signing: CodeSigning
+) -> None:
+    """ditto -c -k stores extended attributes as "._name" members; unpacked, they are
+    attributes again, so the seal does not see them. In a folder they are real files."""
+    bundle = game(signing)
+    bundle.files[f"{APP}/Contents/Resources/._data.pak"] = b"\x00\x05\x16\x07AppleDouble"
+    path, _ = write(bundle, tmp_path / "zip", "deflated zip")
+    assert preflight(path).issues == ()
+    path, _ = write(bundle, tmp_path / "folder", "folder")
+    assert [d for *_, d in invalid(preflight(path))] == [
+        "sealed resources: Resources/._data.pak was added after the bundle was signed"
+    ]
+
+
 @pytest.mark.parametrize("form", FORMS)
 def test_resources_added_removed_changed_after_sealing(
     tmp_path: Path, preflight: Run, signing: CodeSigning, form: str

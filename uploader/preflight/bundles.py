@@ -71,15 +71,30 @@ class SealTracker:
     def __init__(self) -> None:
         self._records: dict[str, _Record] = {}
         self._listed: dict[str, frozenset[str]] = {}  # container -> its seal roots
+        self._zips: set[str] = set()  # listed containers that are zip archives
         self._overflow = False
         self._keep_budget = _KEEP_TOTAL
 
-    def expect(self, container: str, member_paths: Iterable[str]) -> None:
-        """Declare a container's full list of file paths before its files are visited."""
+    def expect(
+        self, container: str, member_paths: Iterable[str], *, zip_archive: bool = False
+    ) -> None:
+        """Declare a container's full list of file paths before its files are visited. In a
+        zip, "._name" AppleDouble members are a file's extended attributes (ditto turns them
+        back into attributes when it unpacks), not files of the bundle."""
         suffix = "/" + SEAL_FILE
         self._listed[container] = frozenset(
             p[: -len(suffix)] for p in member_paths if p.endswith(suffix)
         )
+        if zip_archive:
+            self._zips.add(container)
+
+    def _in_zip(self, folder: str) -> bool:
+        """Whether the innermost container that listed its names, above ``folder``, is a zip."""
+        while folder:
+            if folder in self._listed:
+                return folder in self._zips
+            folder = folder.rpartition("/")[0]
+        return False
 
     def wants(self, path: str) -> bool:
         """Whether the file's digests are needed: it lies inside a seal root."""
@@ -127,6 +142,7 @@ class SealTracker:
             p for p in records if p.endswith("/" + SEAL_FILE) and not self.wants(p)
         }  # a streamed payload's seal under a folder without a bundle extension
         self._listed.pop(container, None)
+        self._zips.discard(container)
         issues: list[PreflightIssue] = []
         if self._overflow:
             issues.append(_not_compared(container, f"more than {_MAX_RECORDS} files to track"))
@@ -159,6 +175,9 @@ class SealTracker:
         return issues
 
     def _store(self, path: str, record: _Record) -> None:
+        folder, _, name = path.rpartition("/")
+        if name.startswith("._") and self._in_zip(folder):
+            return
         if len(self._records) >= _MAX_RECORDS:
             self._overflow = True
             return

@@ -114,7 +114,8 @@ class _ContainerScanner(Protocol):
 
 def scan_zip(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
     with zipfile.ZipFile(fileobj) as archive:
-        scan.seals.expect(display_root, (f"{display_root}/{n}" for n in archive.namelist()))
+        names = (f"{display_root}/{n}" for n in archive.namelist())
+        scan.seals.expect(display_root, names, zip_archive=True)
         # Central-directory order can differ from data order; data order keeps reads forward.
         for info in sorted(archive.infolist(), key=lambda i: i.header_offset):
             name = info.filename
