@@ -202,6 +202,7 @@ def cms_signed_data(
     *,
     timestamp: bool = True,
     indefinite: bool = True,
+    extra_signed_attributes: tuple[bytes, ...] = (),
 ) -> bytes:
     """Detached CMS SignedData over ``code_directory``, built by hand like Apple's encoder
     (indefinite-length BER outside, DER certificates inside), optionally with an RFC 3161
@@ -215,7 +216,7 @@ def cms_signed_data(
             set_of(der(0x04, hashlib.sha256(code_directory).digest())),
         ),
     ]
-    attrs_set = set_of(*signed_attrs)
+    attrs_set = set_of(*signed_attrs, *extra_signed_attributes)
     signature = signer.key.sign(attrs_set, ec.ECDSA(hashes.SHA256()))
     issuer_and_serial = seq(signer.cert.issuer.public_bytes(), der_int(signer.cert.serial_number))
     fields = [

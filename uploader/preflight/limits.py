@@ -86,6 +86,9 @@ class Budget:
             )
         self.spooled += size
 
+    def can_spool(self, size: int) -> bool:
+        return self.spooled + size <= self.limits.max_spool_bytes
+
     def release_spool(self, size: int) -> None:
         self.spooled -= size
 

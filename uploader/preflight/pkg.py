@@ -19,6 +19,7 @@ import bz2
 import gzip
 import io
 import lzma
+import stat
 import struct
 import zlib
 from typing import IO, cast
@@ -29,6 +30,7 @@ from uploader.preflight.limits import LimitError, Metered
 from uploader.preflight.source import ForwardSource, Readable, RegionFile, RegionSource
 from uploader.preflight.streams import PbzxReader, ZlibReader
 from uploader.preflight.walk import Scan
+from uploader.preflight.xar_signature import check_pkg_signature
 
 _HEADER = struct.Struct(">4sHHQQI")
 _PAYLOAD_NAMES = ("Payload", "Scripts")
@@ -52,15 +54,24 @@ def scan_pkg(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
             f"xar table of contents declares {toc_size:,} bytes; preflight reads up to "
             f"{scan.limits.max_toc_bytes:,}"
         )
-    toc = _read_toc(scan, RegionFile(fileobj, header_size, toc_compressed))
+    # zlib never grows data by more than a few bytes per 16 KiB block: a larger compressed TOC
+    # is not one preflight would inflate anyway. Read once, for the walk and the signature.
+    if toc_compressed > scan.limits.max_toc_bytes + _TOC_READ:
+        raise LimitError(f"xar table of contents occupies {toc_compressed:,} bytes compressed")
+    fileobj.seek(header_size)
+    compressed = fileobj.read(toc_compressed)
+    toc = _read_toc(scan, io.BytesIO(compressed))
     heap_start = header_size + toc_compressed
+    scan.extend(
+        check_pkg_signature(fileobj, display_root, scan.anchors, compressed, toc, heap_start)
+    )
     top = toc.find("toc")
     if top is None:
         raise XarError("xar table of contents has no <toc>")
     _walk(scan, fileobj, heap_start, top, display_root, depth=0)
 
 
-def _read_toc(scan: Scan, compressed: RegionFile) -> ElementTree.Element:
+def _read_toc(scan: Scan, compressed: IO[bytes]) -> ElementTree.Element:
     """Inflate and parse the table of contents, never holding more than the limits allow."""
     limits = scan.limits
     inflater = zlib.decompressobj()
@@ -188,6 +199,9 @@ def _scan_payload(scan: Scan, stream: IO[bytes], path: str) -> None:
         else io.BufferedReader(Metered(decompressor, scan.budget, f"{path} payload"))
     )
     for entry, reader in cpio.iter_entries(archive, scan.limits.max_cpio_name):
+        if stat.S_ISLNK(entry.mode):
+            target = reader.read(4096).decode("utf-8", "replace")
+            scan.seals.visit_link(f"{path}/{entry.name.removeprefix('./').lstrip('/')}", target)
         if not entry.is_regular_file:
             scan.count_member()
             continue
@@ -197,3 +211,4 @@ def _scan_payload(scan: Scan, stream: IO[bytes], path: str) -> None:
             continue
         with scan.reading(member_path):
             scan.inspect(member_path, ForwardSource(reader, entry.size))
+    scan.extend(scan.seals.finish(path))

@@ -153,6 +153,10 @@ class ForwardSource:
             finally:
                 budget.release_spool(reserved)
 
+    def copies_to_seek(self) -> bool:
+        """Whether ``open_seekable`` has to copy the stream (it cannot seek by itself)."""
+        return not (isinstance(self._stream, io.RawIOBase) and self._stream.seekable())
+
     def _skip(self, count: int) -> None:
         while count > 0:
             chunk = self._stream.read(min(_COPY_CHUNK, count))
@@ -171,3 +175,16 @@ class ForwardSource:
             buffer += chunk
             count -= len(chunk)
         return bytes(buffer)
+
+
+@contextmanager
+def random_access(source: ByteSource, budget: Budget) -> Iterator[ByteSource]:
+    """``source`` readable in any order (a signature is read before the pages it covers):
+    itself when it already is, else through ``open_seekable``, so a copy out of a forward-only
+    stream is bounded by the run's spool budget like any nested archive."""
+    if not isinstance(source, ForwardSource):
+        yield source
+        return
+    size = source.size
+    with source.open_seekable(budget) as seekable:
+        yield RegionSource(seekable, 0, size)

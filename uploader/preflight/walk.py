@@ -14,6 +14,7 @@ no input ends in a traceback: ``Scan.visit`` is the boundary (limits: ``limits.p
 
 from __future__ import annotations
 
+import contextlib
 import lzma
 import os
 import stat
@@ -28,7 +29,9 @@ from typing import IO, Protocol
 from xml.etree.ElementTree import ParseError
 
 from uploader.preflight import messages as msg
+from uploader.preflight.bundles import SealTracker, seal_files_in_folder
 from uploader.preflight.developer_id import TrustAnchors
+from uploader.preflight.dmg import inspect_dmg
 from uploader.preflight.filenames import normalisation_problem
 from uploader.preflight.inspect_macho import inspect_macho
 from uploader.preflight.limits import (
@@ -47,6 +50,7 @@ from uploader.preflight.source import (
     ByteSource,
     ForwardSource,
     RegionSource,
+    random_access,
 )
 from uploader.preflight.zipdir import central_directory_entries
 
@@ -84,6 +88,7 @@ class Scan:
         self.slices = 0
         self.depth = 0  # archives currently open inside the top-level one
         self.open_zip_entries = 0
+        self.seals = SealTracker()
 
     def add(self, severity: Severity, path: str, message: str, detail: str | None = None) -> None:
         self.extend([PreflightIssue(severity, path, message, None, detail)])
@@ -148,9 +153,7 @@ class Scan:
         kind = classify(source.read_at(0, 8))
         if kind is Kind.MACHO:
             self.macho_files += 1
-            issues, slices = inspect_macho(path, source, self.anchors)
-            self.extend(issues)
-            self.slices += slices
+            self._inspect_code(path, source)
         elif kind is Kind.ZIP:
             self._descend(path, source, scan_zip)
         elif kind is Kind.XAR:
@@ -158,7 +161,33 @@ class Scan:
 
             self._descend(path, source, scan_pkg)
         elif _looks_like_dmg(path, source):
-            self.add(Severity.WARNING, path, msg.DMG_NOT_INSPECTED)
+            with random_access(source, self.budget) as seekable:
+                self.seals.visit_file(path, seekable)
+                self.extend(inspect_dmg(path, seekable, self.anchors))
+        else:
+            self.seals.visit_file(path, source)
+
+    def _inspect_code(self, path: str, source: ByteSource) -> None:
+        """Signing facts, then the pages against the signature (which needs random access)."""
+        if (
+            isinstance(source, ForwardSource)
+            and source.copies_to_seek()
+            and not self.budget.can_spool(source.size)
+        ):
+            # Too large to copy out of a compressed payload within the temp-space bound:
+            # the signing facts still come from forward reads, the pages go unchecked.
+            issues, slices = inspect_macho(path, source, self.anchors)
+            self.extend(issues)
+            self.slices += slices
+            why = f"larger than the {self.limits.max_spool_bytes >> 20} MiB preflight copies"
+            self.add(Severity.WARNING, path, msg.PAGES_NOT_COMPARED, why)
+            self.seals.visit_unhashed(path, why)
+            return
+        with random_access(source, self.budget) as seekable:
+            issues, slices = inspect_macho(path, seekable, self.anchors)
+            self.extend(issues)
+            self.slices += slices
+            self.extend(self.seals.visit_code(path, seekable))
 
     def _descend(self, path: str, source: ByteSource, scan_container: _ContainerScanner) -> None:
         if self.depth >= self.limits.max_depth:
@@ -167,8 +196,10 @@ class Scan:
             )
         self.depth += 1
         try:
-            with source.open_seekable(self.budget) as seekable:
-                scan_container(self, seekable, path)
+            with random_access(source, self.budget) as seekable:
+                self.seals.visit_file(path, seekable)
+                with seekable.open_seekable(self.budget) as fileobj:
+                    scan_container(self, fileobj, path)
         finally:
             self.depth -= 1
 
@@ -256,6 +287,7 @@ def scan_directory(scan: Scan, root: Path) -> None:
     def unreadable_folder(exc: OSError) -> None:
         scan.not_inspected(display(Path(exc.filename)) if exc.filename else root_name, exc)
 
+    scan.seals.expect(root_name, seal_files_in_folder(root, root_name, scan.limits))
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_folder):
         dirnames.sort()
         if len(Path(dirpath).relative_to(root).parts) >= scan.limits.max_folder_depth:
@@ -266,6 +298,10 @@ def scan_directory(scan: Scan, root: Path) -> None:
             for name in dirnames:
                 scan.not_inspected(display(Path(dirpath, name)), too_deep)
             dirnames.clear()
+        for name in (*dirnames, *filenames):
+            if (link := Path(dirpath, name)).is_symlink():
+                with contextlib.suppress(OSError):  # gone since listed: nothing to seal
+                    scan.seals.visit_link(display(link), os.readlink(link))
         for filename in sorted(filenames):
             full = Path(dirpath, filename)
             if full.is_symlink() or not full.is_file():
@@ -282,6 +318,7 @@ def scan_directory(scan: Scan, root: Path) -> None:
                     size = os.fstat(handle.fileno()).st_size
                     scan.budget.allow_disk_bytes(size)
                     scan.inspect(path, RegionSource(handle, 0, size))
+    scan.extend(scan.seals.finish(root_name))
 
 
 def open_regular_file(path: Path, *, follow_symlinks: bool) -> IO[bytes] | None:
