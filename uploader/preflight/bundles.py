@@ -139,6 +139,16 @@ class SealTracker:
     def visit_link(self, path: str, target: str) -> None:
         self._store(path, _Record(symlink=target[:_MAX_LINK_TARGET]))
 
+    def forget(self, container: str) -> None:
+        """Drop what was recorded under a container that could not be read to its end: a
+        partial bundle judged later would only give false alarms (its error is reported)."""
+        prefix = container + "/"
+        for records in (self._records, self._unhashed):
+            for path in [p for p in records if p.startswith(prefix)]:
+                del records[path]
+        self._listed.pop(container, None)
+        self._zips.discard(container)
+
     def finish(self, container: str) -> list[PreflightIssue]:
         """Judge every bundle under ``container`` (inside out) and forget its files."""
         prefix = container + "/"

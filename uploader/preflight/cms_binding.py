@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import plistlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 
 from uploader.preflight import ber
 from uploader.preflight.cms import CmsError, parse_signed_data
@@ -50,9 +52,12 @@ def binding_problems(cms: bytes, directories: Sequence[CodeDirectory]) -> list[s
     """Why the CMS blob does not sign these CodeDirectories; [] when it does (or is unreadable:
     ``inspect_macho`` already reports a CMS that does not parse)."""
     try:
-        attributes = _signed_attributes(cms)
-        signed = parse_signed_data(cms)
-    except (ber.BerError, CmsError, IndexError):
+        with warnings.catch_warnings():
+            # As in inspect_macho: a certificate RFC 5280 forbids is unreadable, not a warning.
+            warnings.simplefilter("error", CryptographyDeprecationWarning)
+            attributes = _signed_attributes(cms)
+            signed = parse_signed_data(cms)
+    except (ber.BerError, CmsError, IndexError, ValueError, CryptographyDeprecationWarning):
         return []
     if attributes is None:
         return ["the CMS signature has no signed attributes, so it signs no CodeDirectory"]

@@ -198,17 +198,17 @@ def _scan_payload(scan: Scan, stream: IO[bytes], path: str) -> None:
         if decompressor is None
         else io.BufferedReader(Metered(decompressor, scan.budget, f"{path} payload"))
     )
-    for entry, reader in cpio.iter_entries(archive, scan.limits.max_cpio_name):
-        if stat.S_ISLNK(entry.mode):
-            target = reader.read(4096).decode("utf-8", "replace")
-            scan.seals.visit_link(f"{path}/{entry.name.removeprefix('./').lstrip('/')}", target)
-        if not entry.is_regular_file:
-            scan.count_member()
-            continue
-        relative = entry.name.removeprefix("./").lstrip("/")
-        member_path = f"{path}/{relative}"
-        if not scan.admit(member_path, relative):
-            continue
-        with scan.reading(member_path):
-            scan.inspect(member_path, ForwardSource(reader, entry.size))
-    scan.extend(scan.seals.finish(path))
+    with scan.seals_of(path):
+        for entry, reader in cpio.iter_entries(archive, scan.limits.max_cpio_name):
+            if stat.S_ISLNK(entry.mode):
+                target = reader.read(4096).decode("utf-8", "replace")
+                scan.seals.visit_link(f"{path}/{entry.name.removeprefix('./').lstrip('/')}", target)
+            if not entry.is_regular_file:
+                scan.count_member()
+                continue
+            relative = entry.name.removeprefix("./").lstrip("/")
+            member_path = f"{path}/{relative}"
+            if not scan.admit(member_path, relative):
+                continue
+            with scan.reading(member_path):
+                scan.inspect(member_path, ForwardSource(reader, entry.size))

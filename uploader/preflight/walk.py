@@ -72,6 +72,7 @@ CONTAINER_ERRORS = (
 
 _ZIP_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _APPLEDOUBLE_DIR = "__MACOSX/"
+_MAX_LINK_TARGET = 4096  # bytes; PATH_MAX is 1024 on macOS
 
 
 class Scan:
@@ -147,6 +148,16 @@ class Scan:
             self.not_inspected(path, exc)
         except Exception as exc:  # a parser bug must not pass a member it could not read
             self.not_inspected(path, InternalError(f"{type(exc).__name__}: {exc}"))
+
+    @contextmanager
+    def seals_of(self, container: str) -> Iterator[None]:
+        """Judge the bundles inside ``container`` once it has been read to its end."""
+        try:
+            yield
+        except BaseException:
+            self.seals.forget(container)
+            raise
+        self.extend(self.seals.finish(container))
 
     def inspect(self, path: str, source: ByteSource) -> None:
         """``visit`` without the counting and the error boundary, for callers that have both."""
@@ -232,7 +243,9 @@ def scan_zip(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
         )
     scan.open_zip_entries += entries
     try:
-        with zipfile.ZipFile(fileobj) as archive:
+        with scan.seals_of(display_root), zipfile.ZipFile(fileobj) as archive:
+            names = (f"{display_root}/{n}" for n in archive.namelist())
+            scan.seals.expect(display_root, names, zip_archive=True)
             # Central-directory order can differ from data order; data order keeps reads forward.
             for info in sorted(archive.infolist(), key=lambda i: i.header_offset):
                 _visit_zip_member(scan, archive, fileobj, info, display_root)
@@ -248,7 +261,12 @@ def _visit_zip_member(
     if name.endswith("/") or name.startswith(_APPLEDOUBLE_DIR):
         return
     if stat.S_ISLNK(info.external_attr >> 16):
-        return  # a symlink's data is its target's path, not code
+        # A symlink's data is its target's path, not code; seals record the target.
+        if not info.flag_bits & 0x1:
+            with scan.reading(f"{root}/{name}"), archive.open(info) as link:
+                target = link.read(_MAX_LINK_TARGET).decode("utf-8", "replace")
+                scan.seals.visit_link(f"{root}/{name}", target)
+        return
     path = f"{root}/{name}"
     if not scan.admit(path, name, declared_utf8=bool(info.flag_bits & 0x800)):
         return
