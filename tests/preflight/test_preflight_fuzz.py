@@ -36,11 +36,13 @@ from preflight_builders import (
     cpio_odc,
     fat_macho,
     gzip_bytes,
+    make_identity,
     pbzx,
     thin_macho,
     xar,
     zip_bytes,
 )
+from seal_builders import Bundle, CodeSigning, Link, signed_xar
 
 from uploader.preflight import PreflightInputError, run_preflight
 from uploader.preflight import messages as msg
@@ -107,6 +109,29 @@ def fixtures(pki: Pki) -> dict[str, Callable[[Mutate], tuple[str, bytes]]]:
     )
     plain_payload = cpio_odc({"./bin/tool": lib})
     plist = plistlib.dumps({"com.apple.security.get-task-allow": True})
+    # Signature verification (issue 13): a sealed bundle, and an installer-signed package.
+    code_signing = CodeSigning(identity=pki.developer_id_leaf, chain=[pki.developer_id_ca.cert])
+    bundle = Bundle()
+    bundle.files["Game.app/Contents/Resources/a.txt"] = b"a"
+    bundle.files["Game.app/Contents/Resources/current"] = Link("a.txt")
+    bundle.seal("Game.app", "Game", code_signing)
+    seal_path = "Game.app/Contents/_CodeSignature/CodeResources"
+    installer = make_identity(
+        "Developer ID Installer: Test Studio (TEAM123456)",
+        issuer=pki.developer_id_ca,
+        ou="TEAM123456",
+        extension_oids=("1.2.840.113635.100.6.1.14",),
+    )
+    bundle_cpio = cpio_odc(
+        {f"./Applications/{p}": d for p, d in bundle.files.items() if isinstance(d, bytes)}
+    )
+
+    def sealed(m: Mutate) -> tuple[str, bytes]:
+        files = dict(bundle.files)
+        seal = files[seal_path]
+        assert isinstance(seal, bytes)
+        files[seal_path] = m(seal)
+        return "Game.zip", Bundle(files).zip_bytes()
 
     def in_blob(magic: int, m: Mutate) -> tuple[str, bytes]:
         """Mutate one signature blob of the first slice in place (same length, so the
@@ -156,6 +181,22 @@ def fixtures(pki: Pki) -> dict[str, Callable[[Mutate], tuple[str, bytes]]]:
         "toc": lambda m: (
             "Game.pkg",
             xar_with_toc(m(toc % (len(plain_payload), len(plain_payload))), plain_payload),
+        ),
+        "sealed-resources": sealed,
+        "sealed-app-zip": lambda m: ("Game.zip", m(bundle.zip_bytes(compression=0))),
+        "signed-pkg": lambda m: (
+            "Game.pkg",
+            m(
+                signed_xar(
+                    {"Payload": gzip_bytes(bundle_cpio)}, installer, [pki.developer_id_ca.cert]
+                )
+            ),
+        ),
+        "pkg-sealed-cpio": lambda m: (
+            "Game.pkg",
+            signed_xar(
+                {"Payload": gzip_bytes(m(bundle_cpio))}, installer, [pki.developer_id_ca.cert]
+            ),
         ),
         "pkg-in-zip": lambda m: (
             "Release.zip",

@@ -190,7 +190,10 @@ class Scan:
             issues, slices = inspect_macho(path, source, self.anchors)
             self.extend(issues)
             self.slices += slices
-            why = f"larger than the {self.limits.max_spool_bytes >> 20} MiB preflight copies"
+            why = (
+                f"{source.size:,} bytes in a compressed stream, more than the "
+                f"{self.limits.max_spool_bytes:,} bytes preflight may copy to read it twice"
+            )
             self.add(Severity.WARNING, path, msg.PAGES_NOT_COMPARED, why)
             self.seals.visit_unhashed(path, why)
             return
