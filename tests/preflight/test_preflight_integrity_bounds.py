@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from preflight_builders import Pki, cpio_odc, gzip_bytes, xar
-from seal_builders import Bundle, CodeSigning, signed_thin
+from seal_builders import Bundle, CodeSigning, signed_thin, udif
 
 from uploader.preflight import PreflightReport, run_preflight
 from uploader.preflight import messages as msg
@@ -92,3 +92,19 @@ def test_a_bundle_whose_code_was_not_hashed_is_not_judged(
     assert not report.errors, report.issues  # no false "main executable missing"
     assert msg.SEAL_NOT_COMPARED in messages(report)
     assert msg.PAGES_NOT_COMPARED in messages(report)
+
+
+def test_a_disk_image_larger_than_the_spool_is_a_warning(
+    tmp_path: Path, pki: Pki, signing: CodeSigning
+) -> None:
+    image = udif({"disk image (Apple_HFS : 4)": [0x80000005]}, signing)
+    tool = signed_thin(signing).data
+    path = payload_pkg(tmp_path, {"./Game.dmg": image, "./bin/tool": tool})
+    inspected = run(path, pki)
+    report = run(path, pki, max_spool_bytes=len(image) - 1)
+    assert not report.errors, report.issues
+    assert [i.detail for i in report.warnings if i.message == msg.DMG_NOT_INSPECTED] == [
+        f"{len(image):,} bytes in a compressed stream, more than the {len(image) - 1:,} bytes "
+        "preflight may copy to read it twice"
+    ]
+    assert all("compressed stream" not in (i.detail or "") for i in inspected.issues)

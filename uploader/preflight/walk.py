@@ -172,6 +172,10 @@ class Scan:
 
             self._descend(path, source, scan_pkg)
         elif _looks_like_dmg(path, source):
+            if self._too_large_to_copy(source):
+                self.add(Severity.WARNING, path, msg.DMG_NOT_INSPECTED, self._copy_limit(source))
+                self.seals.visit_unhashed(path, self._copy_limit(source))
+                return
             with random_access(source, self.budget) as seekable:
                 self.seals.visit_file(path, seekable)
                 self.extend(inspect_dmg(path, seekable, self.anchors))
@@ -180,20 +184,13 @@ class Scan:
 
     def _inspect_code(self, path: str, source: ByteSource) -> None:
         """Signing facts, then the pages against the signature (which needs random access)."""
-        if (
-            isinstance(source, ForwardSource)
-            and source.copies_to_seek()
-            and not self.budget.can_spool(source.size)
-        ):
+        if self._too_large_to_copy(source):
             # Too large to copy out of a compressed payload within the temp-space bound:
             # the signing facts still come from forward reads, the pages go unchecked.
             issues, slices = inspect_macho(path, source, self.anchors)
             self.extend(issues)
             self.slices += slices
-            why = (
-                f"{source.size:,} bytes in a compressed stream, more than the "
-                f"{self.limits.max_spool_bytes:,} bytes preflight may copy to read it twice"
-            )
+            why = self._copy_limit(source)
             self.add(Severity.WARNING, path, msg.PAGES_NOT_COMPARED, why)
             self.seals.visit_unhashed(path, why)
             return
@@ -202,6 +199,20 @@ class Scan:
             self.extend(issues)
             self.slices += slices
             self.extend(self.seals.visit_code(path, seekable))
+
+    def _too_large_to_copy(self, source: ByteSource) -> bool:
+        """Whether random access to ``source`` needs a copy larger than the spool allows."""
+        return (
+            isinstance(source, ForwardSource)
+            and source.copies_to_seek()
+            and not self.budget.can_spool(source.size)
+        )
+
+    def _copy_limit(self, source: ByteSource) -> str:
+        return (
+            f"{source.size:,} bytes in a compressed stream, more than the "
+            f"{self.limits.max_spool_bytes:,} bytes preflight may copy to read it twice"
+        )
 
     def _descend(self, path: str, source: ByteSource, scan_container: _ContainerScanner) -> None:
         if self.depth >= self.limits.max_depth:
