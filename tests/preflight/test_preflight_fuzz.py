@@ -103,7 +103,7 @@ def fixtures(pki: Pki) -> dict[str, Callable[[Mutate], tuple[str, bytes]]]:
     cpio = cpio_odc({"./Applications/Game.app/Contents/MacOS/Game": app, "./readme": b"hi"})
     newc = cpio_newc({"./usr/local/bin/tool": lib, "./usr/local/lib/x.jar": jar})
     toc = (
-        b'<?xml version="1.0"?><xar><toc><file id="1"><name>Payload</name><type>file</type>'
+        b'<?xml version="1.0" encoding="UTF-8"?><xar><toc><file id="1"><name>Payload</name><type>file</type>'
         b"<data><offset>0</offset><length>%d</length><size>%d</size>"
         b'<encoding style="application/octet-stream"/></data></file></toc></xar>'
     )

@@ -554,3 +554,10 @@ def test_stream_may_not_exceed_its_declared_size(
 def test_unusable_path_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(PreflightInputError, match=r"cannot be read \(File name too long\)"):
         run_preflight(tmp_path / ("a/" * 3000))
+
+
+def test_toc_with_an_unknown_encoding(tmp_path: Path) -> None:
+    """Found by the fuzzer: expat raises LookupError for the encoding a declaration names."""
+    pkg = xar_with_toc(b'<?xml version="1.0" encoding="UTF-f"?><xar><toc/></xar>')
+    with pytest.raises(PreflightInputError, match="declares an unknown encoding"):
+        run_preflight(write(tmp_path / "Odd.pkg", pkg))

@@ -73,6 +73,13 @@ def scan_pkg(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
 
 def _read_toc(scan: Scan, compressed: IO[bytes]) -> ElementTree.Element:
     """Inflate and parse the table of contents, never holding more than the limits allow."""
+    try:
+        return _parse_toc(scan, compressed)
+    except LookupError as exc:  # expat looks up the encoding the XML declaration names
+        raise XarError(f"xar table of contents declares an unknown encoding ({exc})") from exc
+
+
+def _parse_toc(scan: Scan, compressed: RegionFile) -> ElementTree.Element:
     limits = scan.limits
     inflater = zlib.decompressobj()
     parser = ElementTree.XMLParser(target=_CountingBuilder(limits.max_toc_elements))
