@@ -79,7 +79,7 @@ def _read_toc(scan: Scan, compressed: IO[bytes]) -> ElementTree.Element:
         raise XarError(f"xar table of contents declares an unknown encoding ({exc})") from exc
 
 
-def _parse_toc(scan: Scan, compressed: RegionFile) -> ElementTree.Element:
+def _parse_toc(scan: Scan, compressed: IO[bytes]) -> ElementTree.Element:
     limits = scan.limits
     inflater = zlib.decompressobj()
     parser = ElementTree.XMLParser(target=_CountingBuilder(limits.max_toc_elements))
