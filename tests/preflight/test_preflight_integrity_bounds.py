@@ -108,3 +108,18 @@ def test_a_disk_image_larger_than_the_spool_is_a_warning(
         "preflight may copy to read it twice"
     ]
     assert all("compressed stream" not in (i.detail or "") for i in inspected.issues)
+
+
+def test_seal_tracking_is_bounded(tmp_path: Path, pki: Pki, signing: CodeSigning) -> None:
+    bundle = Bundle()
+    for n in range(5):
+        bundle.files[f"Game.app/Contents/Resources/{n}.txt"] = b"%d" % n
+    bundle.seal("Game.app", "Game", signing)
+    path = tmp_path / "Game.zip"
+    path.write_bytes(bundle.zip_bytes())
+    assert not run(path, pki).issues
+    report = run(path, pki, max_seal_records=3)
+    assert not report.errors, report.issues
+    assert [i.detail for i in report.warnings if i.message == msg.SEAL_NOT_COMPARED] == [
+        "more than 3 files to track"
+    ]

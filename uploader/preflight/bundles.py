@@ -50,9 +50,6 @@ _NESTED_CODE = re.compile(
     r"Library/(Automator|Spotlight|LoginItems))/)"
 )
 _CHUNK = 1 << 20
-_KEEP_CONTENT = 16 << 20  # Info.plist and CodeResources are kept for parsing, up to this size
-_KEEP_TOTAL = 256 << 20  # and this much for all of them in one run
-_MAX_RECORDS = 2_000_000
 _MAX_LINK_TARGET = 4096
 _PROBLEMS_PER_BUNDLE = 25
 
@@ -68,13 +65,14 @@ class _Record:
 class SealTracker:
     """Records what bundles are made of during one preflight run; not thread safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
         self._records: dict[str, _Record] = {}
         self._listed: dict[str, frozenset[str]] = {}  # container -> its seal roots
         self._zips: set[str] = set()  # listed containers that are zip archives
         self._overflow = False
         self._unhashed: dict[str, str] = {}  # code too large to read again -> why
-        self._keep_budget = _KEEP_TOTAL
+        self._keep_budget = limits.max_seal_content_total
 
     def expect(
         self, container: str, member_paths: Iterable[str], *, zip_archive: bool = False
@@ -162,7 +160,11 @@ class SealTracker:
         self._zips.discard(container)
         issues: list[PreflightIssue] = []
         if self._overflow:
-            issues.append(_not_compared(container, f"more than {_MAX_RECORDS} files to track"))
+            issues.append(
+                _not_compared(
+                    container, f"more than {self._limits.max_seal_records:,} files to track"
+                )
+            )
             return issues
         not_hashed = [p for p in self._unhashed if p.startswith(prefix)]
         if not_hashed:
@@ -202,7 +204,7 @@ class SealTracker:
         folder, _, name = path.rpartition("/")
         if name.startswith("._") and self._in_zip(folder):
             return
-        if len(self._records) >= _MAX_RECORDS:
+        if len(self._records) >= self._limits.max_seal_records:
             self._overflow = True
             return
         self._records[path] = record
@@ -210,7 +212,7 @@ class SealTracker:
     def _digest(self, path: str, source: ByteSource) -> _Record:
         sha256 = hashlib.sha256()
         keep = path.endswith(("/Info.plist", "/" + SEAL_FILE)) and source.size <= min(
-            _KEEP_CONTENT, self._keep_budget
+            self._limits.max_seal_content, self._keep_budget
         )
         if keep:
             self._keep_budget -= source.size

@@ -41,6 +41,11 @@ class Limits:
     max_spool_bytes: int = 64 * _MiB  # nested archives copied out of forward-only streams
     spool_in_memory: int = 8 * _MiB  # each such copy stays in memory up to this size
     max_issues: int = 10_000  # findings kept in the report; the rest are counted
+    # Bundle seals: files remembered until their bundle is judged (~300 B each), and the
+    # Info.plist and CodeResources bytes kept to parse (a large game's seal is a few MiB).
+    max_seal_records: int = 300_000
+    max_seal_content: int = 16 * _MiB
+    max_seal_content_total: int = 64 * _MiB
 
 
 DEFAULT_LIMITS = Limits()

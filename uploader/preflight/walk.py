@@ -89,7 +89,7 @@ class Scan:
         self.slices = 0
         self.depth = 0  # archives currently open inside the top-level one
         self.open_zip_entries = 0
-        self.seals = SealTracker()
+        self.seals = SealTracker(limits)
 
     def add(self, severity: Severity, path: str, message: str, detail: str | None = None) -> None:
         self.extend([PreflightIssue(severity, path, message, None, detail)])
