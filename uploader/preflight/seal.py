@@ -27,7 +27,7 @@ PLIST_ERRORS = (
     OverflowError,
     AttributeError,
     IndexError,
-    KeyError,
+    LookupError,  # an XML declaration naming an unknown encoding (KeyError is one too)
     struct.error,
     RecursionError,
 )

@@ -157,7 +157,8 @@ class Scan:
         except BaseException:
             self.seals.forget(container)
             raise
-        self.extend(self.seals.finish(container))
+        with self.reading(container):
+            self.extend(self.seals.finish(container))
 
     def inspect(self, path: str, source: ByteSource) -> None:
         """``visit`` without the counting and the error boundary, for callers that have both."""
