@@ -14,8 +14,9 @@ Safe on any input (``limits.py``): every decompressor is metered against a budge
 run (256 MiB plus 100x the input's size on disk) and each container bounds what it may claim
 (xar TOC 8 MiB, pbzx chunk 64 MiB, cpio name 4 KiB, zip central directory 64 MiB and 250,000
 entries, 16 nested archives, a million members). Nested zips are read through zipfile's own
-seekable member stream, never spooled; only archives inside a forward-only .pkg payload are
-copied, to at most 64 MiB in all. Whatever cannot be read is an error naming the member and the
+seekable member stream, never spooled; only archives, code and disk images inside a
+forward-only .pkg payload are copied for random access, to at most 64 MiB in all (code larger
+than that is checked forward and its pages are named as not compared). Whatever cannot be read is an error naming the member and the
 reason, so an archive preflight could not fully inspect never passes, and no input ends in a
 traceback. Entitlement plists are read as leniently as Apple's parser reads them.
 
