@@ -1,12 +1,14 @@
 """Walking what the user points at: a folder (.app), a zip (and zips/jars/wheels inside it),
 a flat .pkg, a single Mach-O. Mach-O files are found by their first bytes, never by name.
 
-Only the first 8 bytes of every file are read, unless they say Mach-O (then headers and the
-signature), zip or xar (then the nested archive is opened). A stored zip member is read in
+Only the first 8 bytes of every file are read, unless they say Mach-O (then headers, the
+signature and the pages it covers), zip or xar (then the nested archive is opened), or the file
+lies in a sealed bundle (then it is hashed for ``bundles.SealTracker``). A stored zip member is read in
 place through the archive's own file handle; a deflated one is streamed, forward only. Nested
 archives are opened in place when stored, read through zipfile's seekable member stream when
 deflated (re-inflating on a backward seek, no copy) and copied to a bounded spool only when they
-sit in a forward-only stream (a .pkg payload).
+sit in a forward-only stream (a .pkg payload); so is code, whose signature is read before its
+pages (``source.random_access``).
 
 Anything that cannot be read is an error on the member that holds it, never a silent skip, and
 no input ends in a traceback: ``Scan.visit`` is the boundary (limits: ``limits.py``).
