@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import io
 import lzma
+import plistlib
 import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from preflight_builders import CPU_X86_64, MH_DYLIB, SliceSpec, thin_macho, xar, zip_bytes
+from preflight_builders import (
+    CPU_X86_64,
+    MH_DYLIB,
+    SliceSpec,
+    cpio_newc,
+    gzip_bytes,
+    thin_macho,
+    xar,
+    zip_bytes,
+)
 
 _MiB = 1 << 20
 _XAR_HEADER = struct.Struct(">4sHHQQI")
@@ -175,3 +185,26 @@ def zip_with_empty_member_name(content: bytes) -> bytes:
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def bundle_of_many_files(count: int) -> bytes:
+    """A gzip cpio payload of one sealed-looking Game.app with ``count`` empty resources:
+    every one would be remembered for the seal without ``Limits.max_seal_records``."""
+    files = {f"./Game.app/Contents/Resources/r{n:07d}": b"" for n in range(count)}
+    files["./Game.app/Contents/_CodeSignature/CodeResources"] = b"<plist/>"
+    files["./Game.app/Contents/MacOS/Game"] = unsigned_lib()
+    return gzip_bytes(cpio_newc(files))
+
+
+def bundles_with_giant_seals(bundles: int, seal_mib: int) -> bytes:
+    """A deflated zip of ``bundles`` .app folders, each sealed by a CodeResources plist of
+    ``seal_mib`` MiB of tiny strings (a few KiB compressed): parsed, each would cost far more
+    memory than its size without ``Limits.max_seal_content_total``."""
+    seal = b"<plist><array>" + b"<string>x</string>" * (seal_mib * _MiB // 18) + b"</array></plist>"
+    files: dict[str, bytes] = {}
+    for n in range(bundles):
+        root = f"App{n}.app/Contents"
+        files[f"{root}/Info.plist"] = plistlib.dumps({"CFBundleExecutable": "App"})
+        files[f"{root}/MacOS/App"] = unsigned_lib()
+        files[f"{root}/_CodeSignature/CodeResources"] = seal
+    return zip_bytes(files, compression=zipfile.ZIP_DEFLATED)

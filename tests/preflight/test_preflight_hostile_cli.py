@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 from hostile_inputs import (
+    bundle_of_many_files,
+    bundles_with_giant_seals,
     cpio_giant_name,
     deflated_zip_bomb,
     macho_with_signature_of,
@@ -70,6 +72,9 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     "bad-member-offset.zip": zip_with_bad_member_offset,
     "unknown-compression.zip": zip_with_unknown_compression,
     "malformed-toc.pkg": lambda: xar_with_toc(b"<xar><toc><file><name>a"),
+    # Signature verification (issue 13): what seals make preflight remember and parse.
+    "bundle-of-many-files.pkg": lambda: pkg_with_payload(bundle_of_many_files(600_000)),
+    "giant-seals.zip": lambda: bundles_with_giant_seals(bundles=8, seal_mib=15),
     "malformed-toc-in.zip": lambda: zip_bytes(
         {"Installer.pkg": xar_with_toc(b"<xar><toc></xar>")}, compression=8
     ),
