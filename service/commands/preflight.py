@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "Check a .zip, .app folder, flat .pkg or Mach-O for what Apple's notary service "
             "rejects (unsigned code, no Developer ID, no secure timestamp, no hardened runtime, "
             "get-task-allow, SDK older than 10.9), without uploading anything. Exit 0 when "
-            "clean, 2 when errors were found, 1 when PATH could not be checked."
+            "clean, 2 when errors were found (a member that could not be read is one), 1 when "
+            "PATH could not be checked."
         ),
     )
     parser.add_argument("path", type=Path, metavar="PATH", help=".zip, .app, .pkg or Mach-O")

@@ -202,6 +202,7 @@ def cms_signed_data(
     *,
     timestamp: bool = True,
     indefinite: bool = True,
+    extra_signed_attributes: tuple[bytes, ...] = (),
 ) -> bytes:
     """Detached CMS SignedData over ``code_directory``, built by hand like Apple's encoder
     (indefinite-length BER outside, DER certificates inside), optionally with an RFC 3161
@@ -215,7 +216,7 @@ def cms_signed_data(
             set_of(der(0x04, hashlib.sha256(code_directory).digest())),
         ),
     ]
-    attrs_set = set_of(*signed_attrs)
+    attrs_set = set_of(*signed_attrs, *extra_signed_attributes)
     signature = signer.key.sign(attrs_set, ec.ECDSA(hashes.SHA256()))
     issuer_and_serial = seq(signer.cert.issuer.public_bytes(), der_int(signer.cert.serial_number))
     fields = [
@@ -346,7 +347,9 @@ class Signing:
     timestamp: bool = True
     use_cryptography_builder: bool = False
     entitlements_xml: dict[str, object] | None = None
+    entitlements_xml_raw: bytes | None = None  # slot 5 payload as is, for odd encodings
     entitlements_der: dict[str, bool | int | str] | None = None
+    entitlements_der_raw: bytes | None = None  # slot 7 payload as is
     hash_types: tuple[int, ...] = (HASH_SHA256,)
     corrupt: bool = False
 
@@ -355,8 +358,12 @@ class Signing:
         slots = [(0 if i == 0 else 0x1000 + i - 1, cd) for i, cd in enumerate(directories)]
         if self.entitlements_xml is not None:
             slots.append((5, entitlements_xml(self.entitlements_xml)))
+        elif self.entitlements_xml_raw is not None:
+            slots.append((5, blob(0xFADE7171, self.entitlements_xml_raw)))
         if self.entitlements_der is not None:
             slots.append((7, entitlements_der(self.entitlements_der)))
+        elif self.entitlements_der_raw is not None:
+            slots.append((7, blob(0xFADE7172, self.entitlements_der_raw)))
         cms = b""
         if self.identity is not None:
             if self.use_cryptography_builder:

@@ -208,7 +208,7 @@ def test_dmg_is_reported_as_not_inspected(tmp_path: Path, preflight: Run) -> Non
     assert [i.message for i in preflight(archive).issues] == [msg.DMG_NOT_INSPECTED]
 
 
-def test_damaged_nested_archive_is_a_warning_not_a_crash(tmp_path: Path, preflight: Run) -> None:
+def test_damaged_nested_archive_is_an_error_naming_it(tmp_path: Path, preflight: Run) -> None:
     archive = tmp_path / "Game.zip"
     archive.write_bytes(
         zip_bytes(
@@ -220,9 +220,13 @@ def test_damaged_nested_archive_is_a_warning_not_a_crash(tmp_path: Path, preflig
         )
     )
     report = preflight(archive)
-    warnings = [i for i in report.warnings if i.message == msg.CONTAINER_NOT_INSPECTED]
-    assert [i.path for i in warnings] == ["Game.zip/Game.app/Contents/Java/broken.jar"]
-    assert error_paths(report) == {"Game.zip/Game.app/Contents/MacOS/Game"}
+    unread = [i for i in report.errors if i.message == msg.CONTAINER_NOT_INSPECTED]
+    assert [i.path for i in unread] == ["Game.zip/Game.app/Contents/Java/broken.jar"]
+    assert unread[0].detail and "BadZipFile" in unread[0].detail
+    assert error_paths(report) == {
+        "Game.zip/Game.app/Contents/Java/broken.jar",
+        "Game.zip/Game.app/Contents/MacOS/Game",
+    }
 
 
 def test_missing_or_unreadable_input_raises_actionable_error(tmp_path: Path) -> None:

@@ -101,6 +101,8 @@ def decode_oid(raw: bytes) -> str:
         raise BerError("empty OID")
     arcs: list[int] = []
     value = 0
+    if raw[-1] & 0x80 or len(raw) > 64:
+        raise BerError("OID ends inside an arc, or is implausibly long")
     for byte in raw:
         value = (value << 7) | (byte & 0x7F)
         if not byte & 0x80:

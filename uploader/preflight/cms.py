@@ -38,6 +38,7 @@ class SignerInfo:
 class SignedData:
     certificates: tuple[x509.Certificate, ...]
     signers: tuple[SignerInfo, ...]
+    unreadable_certificates: tuple[str, ...] = ()  # why each embedded one did not parse
 
 
 def parse_signed_data(blob: bytes) -> SignedData:
@@ -52,31 +53,33 @@ def _parse(data: bytes) -> SignedData:
     parts = ber.children(data, content_info)
     if len(parts) < 2 or ber.decode_oid(ber.content(data, parts[0])) != OID_SIGNED_DATA:
         raise CmsError("not a CMS SignedData")
-    explicit = parts[1]
-    signed_data = ber.children(data, explicit)[0]
-    fields = ber.children(data, signed_data)
+    explicit = ber.children(data, parts[1])
+    if not explicit:
+        raise CmsError("SignedData is empty")
+    fields = ber.children(data, explicit[0])
     certificates: list[x509.Certificate] = []
+    unreadable: list[str] = []
     signer_set: ber.Tlv | None = None
     for tlv in fields[3:]:  # after version, digestAlgorithms, encapContentInfo
         if tlv.is_(ber.CONTEXT, 0):
-            certificates.extend(_certificates(data, tlv))
+            certificates.extend(_certificates(data, tlv, unreadable))
         elif tlv.is_(ber.UNIVERSAL, ber.SET):
             signer_set = tlv
     if signer_set is None:
         raise CmsError("SignedData has no signerInfos")
     signers = tuple(_signer_info(data, tlv) for tlv in ber.children(data, signer_set))
-    return SignedData(tuple(certificates), signers)
+    return SignedData(tuple(certificates), signers, tuple(unreadable))
 
 
-def _certificates(data: bytes, container: ber.Tlv) -> list[x509.Certificate]:
+def _certificates(data: bytes, container: ber.Tlv, unreadable: list[str]) -> list[x509.Certificate]:
     out = []
     for tlv in ber.children(data, container):
         if not tlv.is_(ber.UNIVERSAL, ber.SEQUENCE):
             continue  # other certificate choices (attribute certs) do not matter here
         try:
             out.append(x509.load_der_x509_certificate(data[tlv.start : tlv.end]))
-        except ValueError:
-            continue  # a certificate we cannot read cannot be the Developer ID leaf either
+        except (ValueError, x509.InvalidVersion) as exc:
+            unreadable.append(f"{type(exc).__name__}: {exc}")
     return out
 
 
@@ -87,7 +90,10 @@ def _signer_info(data: bytes, tlv: ber.Tlv) -> SignerInfo:
     sid = fields[1]
     issuer_der = serial = ski = None
     if sid.is_(ber.UNIVERSAL, ber.SEQUENCE):
-        issuer, serial_tlv = ber.children(data, sid)[:2]
+        issuer_and_serial = ber.children(data, sid)
+        if len(issuer_and_serial) < 2:
+            raise CmsError("SignerInfo issuerAndSerialNumber too short")
+        issuer, serial_tlv = issuer_and_serial[:2]
         issuer_der = data[issuer.start : issuer.end]
         serial = ber.decode_integer(ber.content(data, serial_tlv))
     elif sid.is_(ber.CONTEXT, 0):
@@ -96,6 +102,7 @@ def _signer_info(data: bytes, tlv: ber.Tlv) -> SignerInfo:
     for field in fields[4:]:
         if field.is_(ber.CONTEXT, 1) and field.constructed:
             for attribute in ber.children(data, field):
-                attr_type = ber.children(data, attribute)[0]
-                unsigned.add(ber.decode_oid(ber.content(data, attr_type)))
+                attr_parts = ber.children(data, attribute)
+                if attr_parts:
+                    unsigned.add(ber.decode_oid(ber.content(data, attr_parts[0])))
     return SignerInfo(issuer_der, serial, ski, frozenset(unsigned))

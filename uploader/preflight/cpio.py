@@ -16,6 +16,7 @@ from uploader.preflight.source import Readable
 
 _TRAILER = "TRAILER!!!"
 _SKIP = 1 << 20
+_OCTAL, _HEX = b"01234567", b"0123456789abcdefABCDEF"
 
 
 class CpioError(ValueError):
@@ -51,28 +52,31 @@ class EntryReader:
                 raise CpioError("payload ends inside an entry")
 
 
-def iter_entries(stream: Readable) -> Iterator[tuple[CpioEntry, EntryReader]]:
+def iter_entries(stream: Readable, max_name: int) -> Iterator[tuple[CpioEntry, EntryReader]]:
+    """Entries in archive order; a name longer than ``max_name`` bytes is an error."""
     while True:
         magic = _read_exact(stream, 6)
         if magic == b"070707":
             fields = _read_exact(stream, 70)
             mode, namesize, size = (
-                int(fields[12:18], 8),
-                int(fields[53:59], 8),
-                int(fields[59:70], 8),
+                _number(fields[12:18], 8),
+                _number(fields[53:59], 8),
+                _number(fields[59:70], 8),
             )
-            name_raw, name_pad, data_pad = _read_exact(stream, namesize), 0, 0
+            name_pad, data_pad = 0, 0
         elif magic in (b"070701", b"070702"):
             fields = _read_exact(stream, 104)
             mode, size, namesize = (
-                int(fields[8:16], 16),
-                int(fields[48:56], 16),
-                int(fields[88:96], 16),
+                _number(fields[8:16], 16),
+                _number(fields[48:56], 16),
+                _number(fields[88:96], 16),
             )
-            name_raw = _read_exact(stream, namesize)
             name_pad, data_pad = -(110 + namesize) % 4, -size % 4
         else:
             raise CpioError(f"unknown cpio header magic {magic!r}")
+        if namesize > max_name:
+            raise CpioError(f"cpio entry name of {namesize:,} bytes (limit {max_name:,})")
+        name_raw = _read_exact(stream, namesize)
         _read_exact(stream, name_pad)
         name = name_raw.rstrip(b"\x00").decode("utf-8", "surrogateescape")
         if name == _TRAILER:
@@ -81,6 +85,14 @@ def iter_entries(stream: Readable) -> Iterator[tuple[CpioEntry, EntryReader]]:
         yield CpioEntry(name, mode, size), reader
         reader.drain()
         _read_exact(stream, data_pad)
+
+
+def _number(field: bytes, base: int) -> int:
+    # int() alone would also take signs, spaces and underscores: a negative size must not pass.
+    digits = _OCTAL if base == 8 else _HEX
+    if not field or field.strip(digits):
+        raise CpioError(f"cpio header field {field!r} is not a base-{base} number")
+    return int(field, base)
 
 
 def _read_exact(stream: Readable, n: int) -> bytes:

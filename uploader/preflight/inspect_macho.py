@@ -8,7 +8,12 @@ Rules and their sources: shared/reference/preflight.md, section 6.
 
 from __future__ import annotations
 
+import warnings
 from typing import Protocol
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.utils import CryptographyDeprecationWarning
 
 from uploader.preflight import messages as msg
 from uploader.preflight.cms import CmsError, parse_signed_data
@@ -41,6 +46,15 @@ from uploader.preflight.report import PreflightIssue
 from uploader.preflight.source import BackwardReadError, ByteSource
 
 SDK_10_9 = 0x000A0900
+# What reading a hostile CMS blob or certificate can raise (cryptography parses lazily).
+CERTIFICATE_ERRORS = (
+    CmsError,
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    CryptographyDeprecationWarning,
+)
 _MAX_SIGNATURE_BYTES = 64 << 20
 
 
@@ -116,10 +130,20 @@ def _check_signature(
         add(msg.NO_SECURE_TIMESTAMP, "ad-hoc signatures carry no timestamp")
     else:
         try:
-            verdict = judge(parse_signed_data(signature.cms), anchors)
-        except CmsError as exc:
-            add(msg.INVALID_SIGNATURE, str(exc))
+            with warnings.catch_warnings():
+                # cryptography warns, then parses, certificates RFC 5280 forbids: that is a
+                # signature the service rejects, and a warning would be noise on stderr.
+                warnings.simplefilter("error", CryptographyDeprecationWarning)
+                signed_data = parse_signed_data(signature.cms)
+                verdict = judge(signed_data, anchors)
+        except CERTIFICATE_ERRORS as exc:
+            add(msg.INVALID_SIGNATURE, f"CMS signature unreadable: {type(exc).__name__}: {exc}")
         else:
+            for reason in signed_data.unreadable_certificates:
+                add(
+                    msg.INVALID_SIGNATURE,
+                    f"the signature embeds an unreadable certificate ({reason})",
+                )
             if not verdict.is_developer_id:
                 add(msg.NOT_DEVELOPER_ID, verdict.problem)
             if not verdict.has_timestamp:
@@ -147,6 +171,7 @@ def _check_signature(
 
 
 def _check_entitlements(signature: EmbeddedSignature, add: _Add) -> None:
+    # Both forms are read even when one is unreadable, so get-task-allow is never hidden.
     for payload, parse, form in (
         (signature.entitlements_xml, parse_xml, "XML"),
         (signature.entitlements_der, parse_der, "DER"),
@@ -157,7 +182,7 @@ def _check_entitlements(signature: EmbeddedSignature, add: _Add) -> None:
             entitlements = parse(payload)
         except EntitlementsError as exc:
             add(msg.INVALID_SIGNATURE, str(exc))
-            return
+            continue
         if requests_get_task_allow(entitlements):
             add(msg.GET_TASK_ALLOW, f"get-task-allow is true in the {form} entitlements")
             return

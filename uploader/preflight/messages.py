@@ -36,13 +36,24 @@ FILENAME_NORMALISATION = (
     "Unicode normalisation, which breaks the code signature that seals the file."
 )
 DMG_NOT_INSPECTED = (
-    "Disk images are not inspected by notaryd preflight: nothing inside this .dmg was checked. "
-    "Run preflight on the .app or .zip before it goes into the disk image."
+    "The file systems inside disk images are not inspected by notaryd preflight: no code "
+    "inside this .dmg was checked. Run preflight on the .app or .zip before it goes into the "
+    "disk image."
 )
 CONTAINER_NOT_INSPECTED = (
-    "This archive member could not be opened, so nothing inside it was checked."
+    "This archive member could not be read completely, so it was not fully checked."
 )
 NO_CODE_FOUND = "No Mach-O code was found, so there is nothing for the notary service to notarize."
+SCAN_STOPPED = "Preflight stopped at a safety limit, so the rest of the archive was not checked."
+ISSUES_OMITTED = "More issues were found than the report lists."
+PAGES_NOT_COMPARED = (
+    "This executable's code pages were not compared with its signature, so a change made after "
+    "signing would go unnoticed here."
+)
+SEAL_NOT_COMPARED = (
+    "The bundle's sealed resources were not compared with its files, so a change made after "
+    "signing would go unnoticed here."
+)
 
 DOC_URLS: dict[str, str | None] = {
     NOT_SIGNED: f"{_DOC_BASE}#3087721",
@@ -57,6 +68,10 @@ DOC_URLS: dict[str, str | None] = {
     DMG_NOT_INSPECTED: None,
     CONTAINER_NOT_INSPECTED: None,
     NO_CODE_FOUND: None,
+    SCAN_STOPPED: None,
+    ISSUES_OMITTED: None,
+    PAGES_NOT_COMPARED: None,
+    SEAL_NOT_COMPARED: None,
 }
 
 # One line on how to fix each problem, shown in the readable report (never in the JSON).
@@ -75,6 +90,12 @@ FIXES: dict[str, str] = {
     WEAK_ALGORITHM: "re-sign with a current codesign so a SHA-256 CodeDirectory is present",
     FILENAME_NORMALISATION: "rename the file to ASCII, or zip with `ditto -c -k --keepParent`",
     DMG_NOT_INSPECTED: "run `notaryd preflight` on the .app or .zip that went into the image",
-    CONTAINER_NOT_INSPECTED: "check that the archive opens with a standard unzip tool",
+    CONTAINER_NOT_INSPECTED: "check that the archive opens with a standard unzip tool, or run "
+    "preflight on this member separately",
     NO_CODE_FOUND: "check that PATH is the build you meant to notarize",
+    SCAN_STOPPED: "check that PATH is the build you meant (not a decompression bomb); inspect its "
+    "nested archives separately",
+    ISSUES_OMITTED: "fix the listed issues and run preflight again",
+    PAGES_NOT_COMPARED: "store large executables uncompressed, or run preflight on the .app",
+    SEAL_NOT_COMPARED: "run `notaryd preflight` on the .app, or name its folder like a bundle",
 }

@@ -15,6 +15,17 @@ from typing import Any
 
 from uploader.preflight.messages import DOC_URLS, FIXES, Severity
 
+# Member names come from the archive: control characters could drive the terminal and
+# undecodable bytes (kept as lone surrogates) cannot be printed. Both are shown escaped.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    text = text.translate(_CONTROL)
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 @dataclass(frozen=True)
 class PreflightIssue:
@@ -33,11 +44,11 @@ class PreflightIssue:
         return {
             "severity": str(self.severity),
             "code": self.code,
-            "path": self.path,
+            "path": printable(self.path),
             "message": self.message,
             "docUrl": self.doc_url,
             "architecture": self.architecture,
-            "detail": self.detail,
+            "detail": None if self.detail is None else printable(self.detail),
         }
 
 
@@ -78,7 +89,7 @@ class PreflightReport:
         return {
             "logFormatVersion": 1,
             "tool": "notaryd preflight",
-            "archiveFilename": self.archive_filename,
+            "archiveFilename": printable(self.archive_filename),
             "status": "Invalid" if self.has_errors else "Accepted",
             "statusSummary": (
                 "Archive contains critical validation errors"
@@ -107,13 +118,13 @@ class PreflightReport:
                 archs.append(issue.architecture)
         for path, findings in by_path.items():
             lines.append("")
-            lines.append(path)
+            lines.append(printable(path))
             ordered = sorted(findings.items(), key=lambda kv: kv[0][0] is not Severity.ERROR)
             for (severity, message, detail), archs in ordered:
                 where = f" [{', '.join(archs)}]" if archs else ""
                 lines.append(f"  {severity:<7}{where} {message}")
                 if detail:
-                    lines.append(f"           {detail}")
+                    lines.append(f"           {printable(detail)}")
                 if fix := FIXES.get(message):
                     lines.append(f"           fix: {fix}")
         return "\n".join(lines) + "\n"
@@ -122,7 +133,8 @@ class PreflightReport:
         n_err, n_warn = len(self.errors), len(self.warnings)
         verdict = "FAIL" if n_err else "PASS"
         return (
-            f"preflight {verdict}: {self.archive_filename}: {n_err} error(s), {n_warn} warning(s); "
+            f"preflight {verdict}: {printable(self.archive_filename)}: {n_err} error(s), "
+            f"{n_warn} warning(s); "
             f"{self.macho_files} Mach-O file(s), {self.architecture_slices} slice(s), "
             f"{self.files_scanned} file(s) scanned in {self.elapsed_seconds:.2f} s"
         )

@@ -13,10 +13,11 @@ from cryptography import x509
 from uploader.errors import ConfigError
 from uploader.preflight import messages as msg
 from uploader.preflight.apple_roots import apple_roots
+from uploader.preflight.limits import DEFAULT_LIMITS, LimitError, Limits, ScanAborted
 from uploader.preflight.messages import Severity
-from uploader.preflight.report import PreflightReport
+from uploader.preflight.report import PreflightIssue, PreflightReport
 from uploader.preflight.source import RegionSource
-from uploader.preflight.walk import CONTAINER_ERRORS, Scan, scan_directory
+from uploader.preflight.walk import CONTAINER_ERRORS, Scan, open_regular_file, scan_directory
 
 
 class PreflightInputError(ConfigError):
@@ -24,28 +25,59 @@ class PreflightInputError(ConfigError):
 
 
 def run_preflight(
-    path: Path, *, trust_anchors: Sequence[x509.Certificate] | None = None
+    path: Path,
+    *,
+    trust_anchors: Sequence[x509.Certificate] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> PreflightReport:
     """Check ``path`` (folder, .zip, .pkg, Mach-O; .dmg is reported as not inspected).
 
     ``trust_anchors`` replaces Apple Root CA as the root Developer ID chains must reach (tests
-    use it with their own generated CA). Blocking: call it through ``asyncio.to_thread`` from
-    async code. Raises ``PreflightInputError`` when ``path`` does not exist or its top-level
-    archive is unreadable.
+    use it with their own generated CA); ``limits`` bounds memory, time and temp space.
+    Blocking: call it through ``asyncio.to_thread`` from async code. Raises
+    ``PreflightInputError`` when ``path`` does not exist or its top-level archive is unreadable;
+    anything unreadable inside it is an error in the report.
     """
     path = Path(path)
     started = time.perf_counter()
-    scan = Scan(apple_roots() if trust_anchors is None else tuple(trust_anchors))
-    if path.is_dir():
-        scan_directory(scan, path)
-    elif path.is_file():
-        _scan_file(scan, path)
-    else:
+    scan = Scan(apple_roots() if trust_anchors is None else tuple(trust_anchors), limits)
+    try:
+        if path.is_dir():
+            scan_directory(scan, path)
+        elif path.is_file():
+            _scan_file(scan, path)
+        else:
+            raise PreflightInputError(
+                f"{path}: no such file or folder; give a .zip, .app, .pkg or Mach-O"
+            )
+    except ScanAborted as exc:
+        scan.issues.append(
+            PreflightIssue(Severity.ERROR, path.name, msg.SCAN_STOPPED, detail=str(exc))
+        )
+    except PreflightInputError:
+        raise
+    except OSError as exc:  # the path itself: too long, a symlink loop, a vanished folder
         raise PreflightInputError(
-            f"{path}: no such file or folder; give a .zip, .app, .pkg or Mach-O"
+            f"{path}: cannot be read ({exc.strerror or exc}); check the path"
+        ) from exc
+    except Exception as exc:  # no input may end in a traceback, here or in a notarize job
+        raise PreflightInputError(
+            f"{path}: preflight failed (internal error, please report it: "
+            f"{type(exc).__name__}: {exc})"
+        ) from exc
+    if scan.omitted:
+        errors, warnings = scan.omitted[Severity.ERROR], scan.omitted[Severity.WARNING]
+        scan.issues.append(
+            PreflightIssue(
+                Severity.ERROR if errors else Severity.WARNING,
+                path.name,
+                msg.ISSUES_OMITTED,
+                detail=f"{errors} more error(s) and {warnings} more warning(s) are not listed",
+            )
         )
     if scan.macho_files == 0 and not any(
-        i.message in (msg.DMG_NOT_INSPECTED, msg.CONTAINER_NOT_INSPECTED) for i in scan.issues
+        i.message in (msg.DMG_NOT_INSPECTED, msg.CONTAINER_NOT_INSPECTED, msg.SCAN_STOPPED)
+        for i in scan.issues
     ):
         scan.add(Severity.WARNING, path.name, msg.NO_CODE_FOUND)
     return PreflightReport(
@@ -60,8 +92,12 @@ def run_preflight(
 
 def _scan_file(scan: Scan, path: Path) -> None:
     try:
-        with path.open("rb") as handle:
+        opened = open_regular_file(path, follow_symlinks=True)
+        if opened is None:
+            raise PreflightInputError(f"{path}: not a regular file; give a .zip, .pkg or Mach-O")
+        with opened as handle:
             size = os.fstat(handle.fileno()).st_size
+            scan.budget.allow_disk_bytes(size)
             # The top-level archive is walked directly, so its damage is fatal, not a warning.
             source = RegionSource(handle, 0, size)
             head = source.read_at(0, 8)
@@ -84,6 +120,8 @@ def _scan_file(scan: Scan, path: Path) -> None:
         raise PreflightInputError(
             f"{path}: cannot be read ({exc.strerror}); check permissions"
         ) from exc
+    except LimitError as exc:
+        raise PreflightInputError(f"{path}: not checked: {exc}") from exc
     except CONTAINER_ERRORS as exc:
         raise PreflightInputError(
             f"{path}: cannot be read as an archive ({type(exc).__name__}: {exc})"

@@ -10,17 +10,23 @@
   stays bounded by the largest single request.
 
 Mach-O inspection only asks for increasing offsets (headers, then each slice's signature), so
-both kinds serve it. ``spool()`` gives a seekable file of the whole content, for nested archives.
+both kinds serve it. ``open_seekable(budget)`` gives a seekable file of the whole content, for
+nested archives: a view for regions, the stream itself when it can seek (zipfile's members can),
+otherwise a copy bounded by the run's spool budget.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Protocol
 
+from uploader.preflight.limits import Budget
+
 _COPY_CHUNK = 1 << 20
-_SPOOL_IN_MEMORY = 64 << 20  # nested archives up to this size stay in memory
 
 
 class BackwardReadError(ValueError):
@@ -36,7 +42,7 @@ class ByteSource(Protocol):
 
     def read_at(self, offset: int, length: int) -> bytes: ...
 
-    def spool(self) -> IO[bytes]: ...
+    def open_seekable(self, budget: Budget) -> contextlib.AbstractContextManager[IO[bytes]]: ...
 
 
 class RegionFile(io.RawIOBase):
@@ -86,8 +92,10 @@ class RegionSource:
         self._file.seek(self._base + offset)
         return self._file.read(length)
 
-    def spool(self) -> IO[bytes]:
-        return io.BufferedReader(RegionFile(self._file, self._base, self.size))
+    @contextmanager
+    def open_seekable(self, budget: Budget) -> Iterator[IO[bytes]]:
+        del budget  # a view costs nothing
+        yield io.BufferedReader(RegionFile(self._file, self._base, self.size))
 
 
 class ForwardSource:
@@ -116,21 +124,38 @@ class ForwardSource:
             self._buffer += self._read_exact(end - self.position)
         return self._buffer[: end - offset]
 
-    def spool(self) -> IO[bytes]:
+    @contextmanager
+    def open_seekable(self, budget: Budget) -> Iterator[IO[bytes]]:
         if self._buffer_start != 0:
-            raise BackwardReadError("cannot spool a stream whose start was already passed")
-        spooled = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
-        spooled.write(self._buffer)
-        remaining = self.size - len(self._buffer)
-        while remaining > 0:
-            chunk = self._stream.read(min(_COPY_CHUNK, remaining))
-            if not chunk:
-                break
-            spooled.write(chunk)
-            remaining -= len(chunk)
-        self._buffer, self._buffer_start = b"", self.size
-        spooled.seek(0)
-        return spooled
+            raise BackwardReadError("cannot reopen a stream whose start was already passed")
+        head, stream = self._buffer, self._stream
+        self._buffer, self._buffer_start = b"", self.size  # the stream is handed over
+        if isinstance(stream, io.RawIOBase) and stream.seekable():
+            stream.seek(0)
+            yield io.BufferedReader(stream)
+            return
+        reserved = 0
+        with tempfile.SpooledTemporaryFile(max_size=budget.limits.spool_in_memory) as spooled:
+            try:
+                budget.reserve_spool(len(head))
+                reserved, remaining = len(head), self.size - len(head)
+                spooled.write(head)
+                while remaining > 0:
+                    chunk = stream.read(min(_COPY_CHUNK, remaining))
+                    if not chunk:
+                        break
+                    budget.reserve_spool(len(chunk))
+                    reserved += len(chunk)
+                    spooled.write(chunk)
+                    remaining -= len(chunk)
+                spooled.seek(0)
+                yield spooled
+            finally:
+                budget.release_spool(reserved)
+
+    def copies_to_seek(self) -> bool:
+        """Whether ``open_seekable`` has to copy the stream (it cannot seek by itself)."""
+        return not (isinstance(self._stream, io.RawIOBase) and self._stream.seekable())
 
     def _skip(self, count: int) -> None:
         while count > 0:
@@ -140,11 +165,26 @@ class ForwardSource:
             count -= len(chunk)
 
     def _read_exact(self, count: int) -> bytes:
-        parts = []
+        # Bounded reads into one buffer: asking a stream for tens of MiB at once makes it
+        # build, copy and copy again a buffer that size.
+        buffer = bytearray()
         while count > 0:
-            chunk = self._stream.read(count)
+            chunk = self._stream.read(min(_COPY_CHUNK, count))
             if not chunk:
                 break
-            parts.append(chunk)
+            buffer += chunk
             count -= len(chunk)
-        return b"".join(parts)
+        return bytes(buffer)
+
+
+@contextmanager
+def random_access(source: ByteSource, budget: Budget) -> Iterator[ByteSource]:
+    """``source`` readable in any order (a signature is read before the pages it covers):
+    itself when it already is, else through ``open_seekable``, so a copy out of a forward-only
+    stream is bounded by the run's spool budget like any nested archive."""
+    if not isinstance(source, ForwardSource):
+        yield source
+        return
+    size = source.size
+    with source.open_seekable(budget) as seekable:
+        yield RegionSource(seekable, 0, size)
