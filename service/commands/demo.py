@@ -136,9 +136,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         outcome = runtime.run(notarize())
         elapsed = time.monotonic() - started
         print_outcome(outcome, as_json=False, waited=True)
-        rate = args.size / elapsed if elapsed else 0
-        say(f"notaryd demo: {human_bytes(args.size)} notarised in {elapsed:.1f} s "
-            f"({human_bytes(rate)}/s including the emulator's processing delay)")
+        uploaded = metrics.registry.get_sample_value("notaryd_upload_bytes_total") or 0.0
+        say(f"notaryd demo: a bundle with {human_bytes(args.size)} of {args.content} assets "
+            f"(zipped to {human_bytes(uploaded)}) notarised in {elapsed:.1f} s, including the "
+            "emulator's processing delay and ticket propagation")
         for line in metrics.render().decode().splitlines():
             if line.startswith(("notaryd_upload_bytes_total", "notaryd_upload_resent_bytes_total",
                                 "notaryd_part_retries_total{", "notaryd_notary_requests_total{")):
