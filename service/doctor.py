@@ -27,9 +27,10 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from service.settings import Settings
+from uploader.constants import DEFAULT_REGION
 
 ACCELERATED_S3 = "https://notary-submissions-prod.s3-accelerate.amazonaws.com"
-REGIONAL_S3 = "https://s3.us-west-2.amazonaws.com"
+REGIONAL_S3 = f"https://s3.{DEFAULT_REGION}.amazonaws.com"
 MAX_SKEW_SECONDS = 60.0
 TIMEOUT = aiohttp.ClientTimeout(total=15, connect=10)
 _KEY_ID = re.compile(r"^[A-Z0-9]{10}$")

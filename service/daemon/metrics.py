@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Info, gener
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from uploader.constants import STUCK_AFTER_SECONDS
 from uploader.events import (
     BytesSent,
     CredentialsIssued,
@@ -77,7 +78,7 @@ class DaemonMetrics:
         registry: CollectorRegistry | None = None,
         *,
         jobs: Callable[[], Iterable[JobView]] = tuple,
-        stuck_after_seconds: float = 3 * 3600.0,
+        stuck_after_seconds: float = STUCK_AFTER_SECONDS,
         rate_window_seconds: float = 20.0,
         wall_clock: Clock = time.time,
         monotonic: Clock = time.monotonic,

@@ -68,6 +68,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from service.emulator.s3front import Backend, Grant, S3Front
 from service.emulator.tcp import reset_connection
 from service.emulator.tickets import LOOKUP_PATH, TicketDesk
+from uploader.constants import CREDENTIAL_LIFETIME_SECONDS, DEFAULT_REGION
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -164,8 +165,8 @@ DEFAULT_RULES: tuple[VerdictRule, ...] = (
 class EmulatorConfig:
     bucket: str = "notary-submissions-prod"
     role_id: str = "AROAEMULATORNOTARYD01"
-    region: str = "us-west-2"
-    credential_lifetime_seconds: float = 12 * 3600
+    region: str = DEFAULT_REGION
+    credential_lifetime_seconds: float = CREDENTIAL_LIFETIME_SECONDS
     processing_delay_seconds: float = 2.0
     log_url_lifetime_seconds: float = 3 * 3600
     jwt_max_lifetime_seconds: float = 20 * 60
