@@ -29,6 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "preflight"))
 
+# Every child ends the same way: wall time, peak RSS (KiB), CPU seconds, bytes hashed.
+_CHILD_REPORT = """
+elapsed = time.perf_counter() - started
+hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]
+cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+print(elapsed, hwm, cpu, total)
+"""
 _CHILD_PREFLIGHT = """
 import resource, sys, time
 from pathlib import Path
@@ -54,11 +61,7 @@ with zipfile.ZipFile(sys.argv[1]) as archive:
             while chunk := member.read(1 << 20):
                 digest.update(chunk)
                 total += len(chunk)
-elapsed = time.perf_counter() - started
-hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]
-cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
-print(elapsed, hwm, cpu, total)
-"""
+""" + _CHILD_REPORT
 _CHILD_HASHLIB = """
 import hashlib, os, resource, sys, time
 started = time.perf_counter()
@@ -73,11 +76,7 @@ for dirpath, _dirs, files in os.walk(sys.argv[1]):
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
                 total += len(chunk)
-elapsed = time.perf_counter() - started
-hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]
-cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
-print(elapsed, hwm, cpu, total)
-"""
+""" + _CHILD_REPORT
 
 
 def build(parent: Path, code_mib: int, pack_mib: int) -> tuple[Path, Path, int]:

@@ -86,14 +86,7 @@ def open_source(path: Path | str, expected: FileIdentity | None = None) -> int:
             raise SourceRejected(path, f"not a regular file ({_kind(opened.st_mode)}); give a .zip, .pkg or .dmg")
         os.set_blocking(fd, True)
         if roots is not None:
-            real = real_path(fd)
-            if not any(real.is_relative_to(root) for root in roots):
-                raise SourceRejected(
-                    path,
-                    f"the opened file is {real}, outside the allowed roots "
-                    f"({', '.join(str(r) for r in roots) or 'none'})",
-                    outside_roots=True,
-                )
+            _check_within(path, real_path(fd), roots, "the opened file")
         if expected is not None:
             what = _difference(expected, opened)
             if what:
@@ -187,11 +180,15 @@ def check_bundle_folder(path: Path | str, roots: Sequence[Path]) -> None:
         real = real_path(fd)
     finally:
         os.close(fd)
-    resolved = tuple(Path(os.path.realpath(root)) for root in roots)
-    if not any(real.is_relative_to(root) for root in resolved):
+    _check_within(path, real, tuple(Path(os.path.realpath(root)) for root in roots), "the bundle")
+
+
+def _check_within(path: Path | str, real: Path, roots: Sequence[Path], what: str) -> None:
+    """``real`` (where the opened file really is) must be under one of ``roots`` (resolved)."""
+    if not any(real.is_relative_to(root) for root in roots):
         raise SourceRejected(
             path,
-            f"the bundle is {real}, outside the allowed roots "
+            f"{what} is {real}, outside the allowed roots "
             f"({', '.join(str(r) for r in roots) or 'none'})",
             outside_roots=True,
         )
