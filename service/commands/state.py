@@ -9,19 +9,17 @@ directory, after checking that the database really is damaged and no daemon is u
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.serve_lock import holding_serve_lock
 from uploader.errors import NotarydError
 
 if TYPE_CHECKING:
     from service.settings import Settings
 
-SERVE_LOCK_NAME = "serve.lock"  # service.daemon.app.LOCK_FILE_NAME, not imported: keep CLI light
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -53,43 +51,26 @@ def run_set_aside(args: argparse.Namespace, settings: Settings) -> int:
     if not path.exists():
         print(f"notaryd: no state database at {path}; nothing to set aside")
         return 0
-    _refuse_while_served(settings.state_dir)
+    busy = f"a running `notaryd serve` uses {settings.state_dir}; stop it first"
+    with holding_serve_lock(settings.state_dir, busy=busy):  # no daemon starts mid-move
 
-    async def check() -> None:
-        db = await Database.open(path)
-        await db.close()
+        async def check() -> None:
+            db = await Database.open(path)
+            await db.close()
 
-    try:
-        run(check())
-    except CorruptDatabaseError:
-        pass
-    else:
-        raise NotarydError(f"{path} is healthy; nothing was moved")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    moved = []
-    for suffix in ("", "-wal", "-shm"):
-        source = Path(f"{path}{suffix}")
-        if source.exists():
-            target = source.with_name(f"{source.name}.damaged-{stamp}")
-            os.rename(source, target)
-            moved.append(target.name)
+        try:
+            run(check())
+        except CorruptDatabaseError:
+            pass
+        else:
+            raise NotarydError(f"{path} is healthy; nothing was moved")
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = []
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{path}{suffix}")
+            if source.exists():
+                target = source.with_name(f"{source.name}.damaged-{stamp}")
+                os.rename(source, target)
+                moved.append(target.name)
     print(f"moved the damaged state database aside in {path.parent}: {', '.join(moved)}")
     return 0
-
-
-def _refuse_while_served(state_dir: Path) -> None:
-    lock = state_dir / SERVE_LOCK_NAME
-    if not lock.exists():
-        return
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise NotarydError(
-                f"a running `notaryd serve` uses {state_dir}; stop it first"
-            ) from None
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

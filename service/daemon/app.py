@@ -12,21 +12,18 @@ Never forks or daemonises: launchd/systemd supervise the process and collect std
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import fcntl
 import ipaddress
 import logging
-import os
 import resource
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
+from service.serve_lock import holding_serve_lock
 from service.settings import Settings
 from uploader.bundle_zip import archive_dir
 from uploader.database import Database
@@ -46,7 +43,6 @@ from .token import ensure_token, token_path
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE_NAME = "serve.lock"
 # Seconds the HTTP listener waits for open requests once the jobs have stopped.
 HTTP_SHUTDOWN_SECONDS = 2.0
 
@@ -79,7 +75,11 @@ async def serve(
     use_logfmt()
     signals = _Signals()  # from the start: a SIGTERM during start-up also stops cleanly
     try:
-        with _exclusive(settings.state_dir):
+        with holding_serve_lock(
+            settings.state_dir,
+            busy=f"another notaryd is already serving the state directory {settings.state_dir}; "
+            "stop it first (or give this one its own NOTARYD_STATE_DIR)",
+        ):
             await _serve(settings, build_runner_factory, ready, signals)
     finally:
         signals.remove()
@@ -179,25 +179,6 @@ async def _serve(
     finally:
         await asyncio.shield(notifier.close())
         await asyncio.shield(db.close())
-
-
-@contextlib.contextmanager
-def _exclusive(state_dir: Path) -> Iterator[None]:
-    """One daemon per state dir: two would run the same jobs twice."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state_dir / LOCK_FILE_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise NotarydError(
-                f"another notaryd is already serving the state directory {state_dir}; "
-                "stop it first (or give this one its own NOTARYD_STATE_DIR)"
-            ) from None
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 async def _listen(http: web.AppRunner, settings: Settings, guard: ConnectionGuard) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from service.serve_lock import holding_serve_lock
 from uploader.database import CorruptDatabaseError, Database, DiskFullError, StateError
 from uploader.migrations import MIGRATIONS
 from uploader.state_dir import StateDirError, prepare
@@ -93,6 +94,22 @@ async def test_corrupt_database_is_reported_and_moved_aside_only_on_request(
     await (await Database.open(path)).close()  # a fresh one opens
     refused = notaryd(state, "state", "set-aside")  # a healthy database stays
     assert "healthy" in assert_one_line(refused) and path.exists()
+
+
+async def test_set_aside_waits_for_no_daemon_and_moves_nothing_while_one_serves(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    path = state / "notaryd.sqlite3"
+    await make_database(path)
+    damaged = bytearray(path.read_bytes())
+    damaged[4096:8192] = b"\xa5" * 4096
+    path.write_bytes(bytes(damaged))
+    with holding_serve_lock(state, busy="held by this test"):  # what `notaryd serve` holds
+        refused = notaryd(state, "state", "set-aside")
+    assert "stop it first" in assert_one_line(refused)
+    assert path.read_bytes() == bytes(damaged)
+    assert not [p for p in state.iterdir() if ".damaged-" in p.name]
 
 
 async def test_garbage_file_is_not_a_database(tmp_path: Path) -> None:
