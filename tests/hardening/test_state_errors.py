@@ -52,6 +52,14 @@ async def make_database(path: Path) -> None:
     await db.close()
 
 
+def damage(path: Path) -> bytes:
+    """Turn the database's second page (the first table's b-tree) to garbage; the new bytes."""
+    damaged = bytearray(path.read_bytes())
+    damaged[4096:8192] = b"\xa5" * 4096
+    path.write_bytes(bytes(damaged))
+    return bytes(damaged)
+
+
 async def test_newer_schema_is_refused_with_both_versions(tmp_path: Path) -> None:
     path = tmp_path / "state" / "notaryd.sqlite3"
     await make_database(path)
@@ -76,21 +84,19 @@ async def test_corrupt_database_is_reported_and_moved_aside_only_on_request(
     state = tmp_path / "state"
     path = state / "notaryd.sqlite3"
     await make_database(path)
-    damaged = bytearray(path.read_bytes())
-    damaged[4096:8192] = b"\xa5" * 4096  # the second page: the first table's b-tree
-    path.write_bytes(bytes(damaged))
+    damaged = damage(path)
 
     with pytest.raises(CorruptDatabaseError):
         await Database.open(path)
     line = assert_one_line(notaryd(state, *upload_args(tmp_path)))
     assert str(path) in line and "notaryd state set-aside" in line
-    assert path.read_bytes() == bytes(damaged)  # reported, never moved or rewritten silently
+    assert path.read_bytes() == damaged  # reported, never moved or rewritten silently
 
     moved = notaryd(state, "state", "set-aside")
     assert moved.returncode == 0, moved.stderr
     assert not path.exists()
     aside = [p for p in state.iterdir() if p.name.startswith("notaryd.sqlite3.damaged-")]
-    assert len(aside) == 1 and aside[0].read_bytes() == bytes(damaged)
+    assert len(aside) == 1 and aside[0].read_bytes() == damaged
     await (await Database.open(path)).close()  # a fresh one opens
     refused = notaryd(state, "state", "set-aside")  # a healthy database stays
     assert "healthy" in assert_one_line(refused) and path.exists()
@@ -102,13 +108,11 @@ async def test_set_aside_waits_for_no_daemon_and_moves_nothing_while_one_serves(
     state = tmp_path / "state"
     path = state / "notaryd.sqlite3"
     await make_database(path)
-    damaged = bytearray(path.read_bytes())
-    damaged[4096:8192] = b"\xa5" * 4096
-    path.write_bytes(bytes(damaged))
+    damaged = damage(path)
     with holding_serve_lock(state, busy="held by this test"):  # what `notaryd serve` holds
         refused = notaryd(state, "state", "set-aside")
     assert "stop it first" in assert_one_line(refused)
-    assert path.read_bytes() == bytes(damaged)
+    assert path.read_bytes() == damaged
     assert not [p for p in state.iterdir() if ".damaged-" in p.name]
 
 
