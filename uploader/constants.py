@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from .lifecycle import NotaryStatus
+
+# Transitional aliases (issue 12 removes them): the strings live in lifecycle.NotaryStatus.
+IN_PROGRESS = NotaryStatus.IN_PROGRESS
+ACCEPTED = NotaryStatus.ACCEPTED
+INVALID = NotaryStatus.INVALID
+REJECTED = NotaryStatus.REJECTED
+
 # The notary REST API (reference/notary-api.md).
 DEFAULT_API_URL = "https://appstoreconnect.apple.com/notary/v2"
-# Submission statuses as the API spells them.
-IN_PROGRESS = "In Progress"
-ACCEPTED = "Accepted"
-INVALID = "Invalid"
-REJECTED = "Rejected"
 # Documented lifetime of the temporary S3 credentials a submission comes with.
 CREDENTIAL_LIFETIME_SECONDS = 12 * 3600
 # Minimum back-off after a 429 without Retry-After: Apple's quota is hourly, hammering it only

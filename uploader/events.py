@@ -17,6 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from .lifecycle import NotaryStage as NotaryStage  # re-exported until callers import lifecycle
+from .lifecycle import UploadState as UploadState
+
 log = logging.getLogger(__name__)
 
 
@@ -31,16 +34,6 @@ class RetryReason(enum.StrEnum):
     REQUEST_TIMEOUT = "request_timeout"
     BAD_DIGEST = "bad_digest"
     OTHER = "other"
-
-
-class UploadState(enum.StrEnum):
-    PLANNED = "planned"
-    HASHING = "hashing"
-    UPLOADING = "uploading"
-    COMPLETING = "completing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    ABORTED = "aborted"
 
 
 @dataclass(frozen=True)
@@ -80,18 +73,6 @@ class UploadStateChanged:
     bytes_done: int
     detail: str = ""
 
-
-class NotaryStage(enum.StrEnum):
-    """Where a notarisation is; the daemon's job state follows these."""
-
-    PREFLIGHT = "preflight"
-    HASHING = "hashing"
-    SUBMITTING = "submitting"
-    UPLOADING = "uploading"
-    WAITING = "waiting"
-    FETCHING_LOG = "fetching_log"
-    DONE = "done"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from uploader.throttle import Throttle
 from .api import ApiConfig, make_app
 from .broker import Broker
 from .connections import ConnectionGuard, GuardedTCPSite, connection_cap
-from .jobs import JobStore
+from .job_store import JobStore
 from .logfmt import kv, use_logfmt
 from .metrics import DaemonMetrics, notaryd_version
 from .notify import JobNotifier

@@ -46,13 +46,13 @@ from uploader.source_file import SourceRejected, check_bundle_folder, check_sour
 
 from .broker import Broker
 from .job_options import JobOptions
+from .job_store import JobStore
 from .jobs import (
     NOTARY_STATUS_STATES,
     STAGE_STATES,
     Job,
     JobNotFound,
     JobState,
-    JobStore,
     new_job_id,
 )
 from .logfmt import kv

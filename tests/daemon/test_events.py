@@ -12,7 +12,7 @@ from aiohttp import web
 
 from service.daemon.api import ApiConfig, make_app
 from service.daemon.broker import Broker
-from service.daemon.jobs import JobStore
+from service.daemon.job_store import JobStore
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.scheduler import Scheduler
 from service.daemon.slots import PartSlots

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from service.daemon.broker import Broker
-from service.daemon.jobs import JobState, JobStore
+from service.daemon.job_store import JobStore
+from service.daemon.jobs import JobState
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.scheduler import (
     DuplicateJob,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from service.daemon.job_options import JobOptions
-from service.daemon.jobs import Job, JobState, JobStore
+from service.daemon.job_store import JobStore
+from service.daemon.jobs import Job, JobState
 from tests.daemon.helpers import Daemon
 from uploader.database import Database
 

@@ -1,0 +1,125 @@
+"""``JobStore``: the daemon's jobs in the ``jobs`` table, through the shared ``Database``.
+
+Safe from many tasks of one loop: the Database serialises its SQL and runs it off the loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from uploader.database import Database
+
+from .job_options import JobOptions
+from .jobs import TERMINAL_STATES, Job, JobState
+
+_COLUMNS = (
+    "id, path, name, webhook, skip_preflight, state, submission_id, notary_status, error, "
+    "bytes_total, bytes_done, created_at, updated_at, started_at, finished_at, options"
+)
+
+
+class JobStore:
+    """CRUD over the ``jobs`` table. Safe from many tasks of one loop (the Database serialises)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert(self, job: Job) -> None:
+        await self._db.execute(
+            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _row(job),
+        )
+
+    async def save(self, job: Job) -> None:
+        """Write every mutable column of ``job``."""
+        await self._db.execute(
+            "UPDATE jobs SET state = ?, submission_id = ?, notary_status = ?, error = ?, "
+            "bytes_total = ?, bytes_done = ?, updated_at = ?, started_at = ?, finished_at = ? "
+            "WHERE id = ?",
+            (
+                str(job.state),
+                job.submission_id,
+                job.notary_status,
+                job.error,
+                job.bytes_total,
+                job.bytes_done,
+                job.updated_at,
+                job.started_at,
+                job.finished_at,
+                job.id,
+            ),
+        )
+
+    async def get(self, job_id: str) -> Job | None:
+        row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _job(row) if row is not None else None
+
+    async def unfinished(self) -> list[Job]:
+        """Every job not in a terminal state, oldest first (the order they resume in)."""
+        placeholders = ", ".join("?" for _ in TERMINAL_STATES)
+        rows = await self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM jobs WHERE state NOT IN ({placeholders}) "
+            "ORDER BY created_at, id",
+            [str(s) for s in TERMINAL_STATES],
+        )
+        return [_job(r) for r in rows]
+
+    async def recent(self, limit: int = 200) -> list[Job]:
+        """The newest ``limit`` jobs, newest first."""
+        rows = await self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+        )
+        return [_job(r) for r in rows]
+
+    async def log_path(self, submission_id: str) -> Path | None:
+        """Where the pipeline saved the notary log of ``submission_id`` (submissions table)."""
+        row = await self._db.fetchone(
+            "SELECT log_path FROM submissions WHERE id = ?", (submission_id,)
+        )
+        if row is None or not row["log_path"]:
+            return None
+        return Path(row["log_path"])
+
+
+def _row(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id,
+        str(job.path),
+        job.name,
+        job.webhook,
+        int(job.skip_preflight),
+        str(job.state),
+        job.submission_id,
+        job.notary_status,
+        job.error,
+        job.bytes_total,
+        job.bytes_done,
+        job.created_at,
+        job.updated_at,
+        job.started_at,
+        job.finished_at,
+        job.options.to_db(),
+    )
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        path=Path(row["path"]),
+        name=row["name"],
+        webhook=row["webhook"],
+        skip_preflight=bool(row["skip_preflight"]),
+        state=JobState(row["state"]),
+        submission_id=row["submission_id"],
+        notary_status=row["notary_status"],
+        error=row["error"],
+        bytes_total=row["bytes_total"],
+        bytes_done=row["bytes_done"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        options=JobOptions.from_db(row["options"]),
+    )
