@@ -41,12 +41,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from uploader.bundle_zip import is_bundle
 from uploader.errors import SourceChangedError
 from uploader.hashing import FileIdentity
+from uploader.lifecycle import JobOutcome
 from uploader.source_file import MAX_PATH_CHARS, SourceRejected, check_source
 
 from .broker import Broker
 from .connections import ConnectionGuard
 from .job_options import JobOptions
-from .jobs import TERMINAL_STATES, JobNotFound, job_name_problem
+from .jobs import JobNotFound, job_name_problem
 from .metrics import DaemonMetrics
 from .openapi import openapi_document
 from .scheduler import DuplicateJob, JobFinished, RunRequest, Scheduler, SchedulerClosed
@@ -208,7 +209,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def job_log(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
     job = await scheduler.get(request.match_info["id"])
-    if not job.state.terminal:
+    if not job.terminal:
         raise ApiError(
             409,
             f"job {job.id} is still {job.state}; the notary log exists once the notary service has decided",
@@ -254,7 +255,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             await response.write(b"retry: 2000\n\n")
             for job in initial:
                 await response.write(_sse("job", job.snapshot()))
-            if job_id and initial[0].state.terminal:
+            if job_id and initial[0].terminal:
                 return response
             while not sub.closed:
                 batch = await sub.next_batch(heartbeat)
@@ -435,4 +436,4 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-_TERMINAL_NAMES = frozenset(str(state) for state in TERMINAL_STATES)
+_TERMINAL_NAMES = frozenset(str(state) for state in JobOutcome)

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from uploader.database import Database
+from uploader.lifecycle import JobOutcome, parse_job_state
+from uploader.progress import Progress
 
 from .job_options import JobOptions
-from .jobs import TERMINAL_STATES, Job, JobState
+from .jobs import Job
 
 _COLUMNS = (
     "id, path, name, webhook, skip_preflight, state, submission_id, notary_status, error, "
@@ -43,8 +45,8 @@ class JobStore:
                 job.submission_id,
                 job.notary_status,
                 job.error,
-                job.bytes_total,
-                job.bytes_done,
+                job.progress.bytes_total,
+                job.progress.bytes_done,
                 job.updated_at,
                 job.started_at,
                 job.finished_at,
@@ -58,11 +60,11 @@ class JobStore:
 
     async def unfinished(self) -> list[Job]:
         """Every job not in a terminal state, oldest first (the order they resume in)."""
-        placeholders = ", ".join("?" for _ in TERMINAL_STATES)
+        placeholders = ", ".join("?" for _ in JobOutcome)
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM jobs WHERE state NOT IN ({placeholders}) "
             "ORDER BY created_at, id",
-            [str(s) for s in TERMINAL_STATES],
+            [str(s) for s in JobOutcome],
         )
         return [_job(r) for r in rows]
 
@@ -94,8 +96,8 @@ def _row(job: Job) -> tuple[Any, ...]:
         job.submission_id,
         job.notary_status,
         job.error,
-        job.bytes_total,
-        job.bytes_done,
+        job.progress.bytes_total,
+        job.progress.bytes_done,
         job.created_at,
         job.updated_at,
         job.started_at,
@@ -111,12 +113,11 @@ def _job(row: sqlite3.Row) -> Job:
         name=row["name"],
         webhook=row["webhook"],
         skip_preflight=bool(row["skip_preflight"]),
-        state=JobState(row["state"]),
+        state=parse_job_state(row["state"]),
         submission_id=row["submission_id"],
         notary_status=row["notary_status"],
         error=row["error"],
-        bytes_total=row["bytes_total"],
-        bytes_done=row["bytes_done"],
+        progress=Progress(bytes_total=row["bytes_total"], bytes_done=row["bytes_done"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         started_at=row["started_at"],

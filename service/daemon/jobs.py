@@ -1,7 +1,8 @@
-"""Daemon jobs: the record, its state machine, and ``JobStore`` over the ``jobs`` table.
+"""Daemon jobs: the record and its state machine (``JobStore`` persists them).
 
-A job is one archive handed to the daemon. Its state follows the notary pipeline's stages
-(``uploader.events.NotaryStage``) while it runs and ends in exactly one terminal state::
+A job is one archive handed to the daemon. Its state (``uploader.lifecycle.JobState``) is
+``queued``, then the notary pipeline's stage (``NotaryStage``) while it runs, and it ends in
+exactly one outcome (``JobOutcome``, from Apple's status or the run's error)::
 
     queued ──► preflight ─► hashing ─► submitting ─► uploading ─► waiting ─► fetching_log
        │            (any running state may also go back to queued: daemon restart)
@@ -14,13 +15,12 @@ A job that was running when the daemon stopped (SIGTERM or SIGKILL) keeps its ru
 SQLite and is put back in the queue on the next start; the pipeline then resumes the same
 submission and multipart upload.
 
-``Job`` objects are mutated on the event-loop thread only. ``JobStore`` runs its SQL through the
-shared ``uploader.database.Database`` (aiosqlite: off the loop).
+``Job`` objects are mutated on the event-loop thread only. Their live progress is the one fold
+of the pipeline's events, ``uploader.progress.Progress``.
 """
 
 from __future__ import annotations
 
-import enum
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,71 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from uploader.errors import NotarydError
-from uploader.events import NotaryStage
 from uploader.hashing import FileIdentity
-from uploader.rate import RateMeter
+from uploader.lifecycle import JobOutcome, JobState, NotaryStage, check_job_move
+from uploader.progress import Progress
 
 from .job_options import JobOptions
-
-
-class JobState(enum.StrEnum):
-    QUEUED = "queued"
-    PREFLIGHT = "preflight"
-    HASHING = "hashing"
-    SUBMITTING = "submitting"
-    UPLOADING = "uploading"
-    WAITING = "waiting"
-    FETCHING_LOG = "fetching_log"
-    ACCEPTED = "accepted"
-    INVALID = "invalid"
-    REJECTED = "rejected"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATES
-
-    @property
-    def running(self) -> bool:
-        return self in RUNNING_STATES
-
-
-TERMINAL_STATES = frozenset(
-    {JobState.ACCEPTED, JobState.INVALID, JobState.REJECTED, JobState.FAILED, JobState.CANCELLED}
-)
-RUNNING_STATES = frozenset(
-    {
-        JobState.PREFLIGHT,
-        JobState.HASHING,
-        JobState.SUBMITTING,
-        JobState.UPLOADING,
-        JobState.WAITING,
-        JobState.FETCHING_LOG,
-    }
-)
-
-# The pipeline's stages that map one-to-one onto running job states. DONE and FAILED are not
-# here: the outcome (or the exception) of the run decides the terminal state.
-STAGE_STATES: dict[NotaryStage, JobState] = {
-    NotaryStage.PREFLIGHT: JobState.PREFLIGHT,
-    NotaryStage.HASHING: JobState.HASHING,
-    NotaryStage.SUBMITTING: JobState.SUBMITTING,
-    NotaryStage.UPLOADING: JobState.UPLOADING,
-    NotaryStage.WAITING: JobState.WAITING,
-    NotaryStage.FETCHING_LOG: JobState.FETCHING_LOG,
-}
-
-# Apple's final statuses -> terminal job states.
-NOTARY_STATUS_STATES: dict[str, JobState] = {
-    "Accepted": JobState.ACCEPTED,
-    "Invalid": JobState.INVALID,
-    "Rejected": JobState.REJECTED,
-}
-
-
-class IllegalTransition(NotarydError):
-    pass
 
 
 class JobNotFound(NotarydError):
@@ -132,41 +72,47 @@ class Job:
     state: JobState
     created_at: float
     updated_at: float
-    bytes_total: int = 0
-    bytes_done: int = 0
     submission_id: str | None = None
     notary_status: str | None = None
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
     options: JobOptions = field(default_factory=JobOptions)
-    # live only (not persisted)
-    bytes_hashed: int = 0
+    # live: bytes_total and bytes_done are persisted, the rest of the fold is not
+    progress: Progress = field(default_factory=Progress, repr=False)
     log_path: Path | None = None
     report: str | None = None
     source: FileIdentity | None = None  # the archive as checked at POST (not after a restart)
-    rate: RateMeter = field(default_factory=RateMeter, repr=False)
+
+    @property
+    def terminal(self) -> bool:
+        return isinstance(self.state, JobOutcome)
+
+    @property
+    def running(self) -> bool:
+        return isinstance(self.state, NotaryStage)
 
     def move_to(self, state: JobState, now: float | None = None) -> bool:
-        """Change state; returns False when already there. Terminal states are final."""
+        """Change state; returns False when already there. An illegal move (any move out of an
+        outcome) raises ``uploader.lifecycle.IllegalTransition``."""
         if state is self.state:
             return False
-        if self.state.terminal:
-            raise IllegalTransition(f"job {self.id} is {self.state}; it cannot become {state}")
+        check_job_move(self.state, state, what=self.id)
         self.state = state
         now = time.time() if now is None else now
         self.updated_at = now
-        if state.running and self.started_at is None:
+        if self.running and self.started_at is None:
             self.started_at = now
-        if state.terminal:
+        if self.terminal:
             self.finished_at = now
-            self.rate.reset()
+            self.progress.settle()
         return True
 
     def snapshot(self) -> dict[str, Any]:
         """The JSON shape of the control API (see ``openapi.JOB_SCHEMA``)."""
-        rate = self.rate.rate() if self.state is JobState.UPLOADING else 0.0
-        remaining = max(0, self.bytes_total - self.bytes_done)
+        progress = self.progress
+        rate = progress.rate() if self.state is NotaryStage.UPLOADING else 0.0
+        remaining = max(0, progress.bytes_total - progress.bytes_done)
         eta = remaining / rate if rate > 0 else None
         return {
             "id": self.id,
@@ -175,9 +121,9 @@ class Job:
             "webhook": self.webhook,
             "skip_preflight": self.skip_preflight,
             "state": str(self.state),
-            "bytes_total": self.bytes_total,
-            "bytes_done": self.bytes_done,
-            "bytes_hashed": self.bytes_hashed,
+            "bytes_total": progress.bytes_total,
+            "bytes_done": progress.bytes_done,
+            "bytes_hashed": progress.bytes_hashed,
             "rate_bytes_per_second": round(rate, 1),
             "eta_seconds": round(eta, 1) if eta is not None else None,
             "submission_id": self.submission_id,
@@ -193,5 +139,5 @@ class Job:
     def __repr__(self) -> str:
         return (
             f"Job(id={self.id!r}, state={self.state!s}, path={str(self.path)!r}, "
-            f"bytes={self.bytes_done}/{self.bytes_total})"
+            f"bytes={self.progress.bytes_done}/{self.progress.bytes_total})"
         )

@@ -52,9 +52,9 @@ from uploader.events import (
     UploadState,
     UploadStateChanged,
 )
+from uploader.lifecycle import JOB_STATES, JobOutcome, JobState
+from uploader.progress import Progress
 from uploader.rate import Clock, RateMeter
-
-from .jobs import JobState
 
 # Notarisation of 6-25 GB builds takes minutes to hours: 1 min .. 12 h.
 JOB_DURATION_BUCKETS = (60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 10800, 21600, 43200)
@@ -67,9 +67,9 @@ class JobView(Protocol):
     @property
     def state(self) -> JobState: ...
     @property
-    def bytes_total(self) -> int: ...
+    def terminal(self) -> bool: ...
     @property
-    def bytes_done(self) -> int: ...
+    def progress(self) -> Progress: ...
 
 
 class DaemonMetrics:
@@ -166,7 +166,7 @@ class DaemonMetrics:
         self._pending_submissions.pop(key, None)
         self._credential_expiry.pop(key, None)
 
-    def job_finished(self, outcome: JobState, duration_seconds: float) -> None:
+    def job_finished(self, outcome: JobOutcome, duration_seconds: float) -> None:
         self.job_duration.labels(outcome=str(outcome)).observe(max(0.0, duration_seconds))
 
     def render(self) -> bytes:
@@ -208,13 +208,13 @@ class _LiveCollector(Collector):
             f"Upload rate, moving average over {m._rate.window_seconds:g} s.",
             value=m.upload_rate(),
         )
-        counts = dict.fromkeys(JobState, 0)
+        counts: dict[JobState, int] = dict.fromkeys(JOB_STATES, 0)
         size = done = 0
         for job in m.jobs():
             counts[job.state] += 1
-            if not job.state.terminal:
-                size += job.bytes_total
-                done += job.bytes_done
+            if not job.terminal:
+                size += job.progress.bytes_total
+                done += job.progress.bytes_done
         jobs = GaugeMetricFamily("notaryd_jobs", "Jobs this daemon knows, by state.", labels=["state"])
         for state, count in counts.items():
             jobs.add_metric([str(state)], count)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from uploader.lifecycle import JOB_STATES
+
 from .job_options import openapi_properties
-from .jobs import JobState
 
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_NUM = {"type": ["number", "null"]}
@@ -27,7 +28,7 @@ JOB_SCHEMA: dict[str, Any] = {
         "name": _NULLABLE_STR,
         "webhook": _NULLABLE_STR,
         "skip_preflight": {"type": "boolean"},
-        "state": {"type": "string", "enum": [str(s) for s in JobState]},
+        "state": {"type": "string", "enum": [str(s) for s in JOB_STATES]},
         "bytes_total": {"type": "integer", "description": "Archive size in bytes."},
         "bytes_done": {"type": "integer", "description": "Bytes confirmed uploaded."},
         "bytes_hashed": {"type": "integer", "description": "Bytes hashed so far (hashing)."},

@@ -31,30 +31,16 @@ from typing import Protocol
 
 from uploader.bundle_zip import is_bundle
 from uploader.errors import NotarydError, SourceChangedError
-from uploader.events import (
-    BytesSent,
-    Event,
-    HashProgress,
-    Hook,
-    NotaryStage,
-    NotaryStageChanged,
-    PartAcknowledged,
-    UploadStateChanged,
-)
+from uploader.events import Event, Hook, NotaryStageChanged
 from uploader.hashing import FileIdentity
+from uploader.lifecycle import QUEUED, JobOutcome, JobState, NotaryStage
+from uploader.progress import Progress
 from uploader.source_file import SourceRejected, check_bundle_folder, check_source, confine_to
 
 from .broker import Broker
 from .job_options import JobOptions
 from .job_store import JobStore
-from .jobs import (
-    NOTARY_STATUS_STATES,
-    STAGE_STATES,
-    Job,
-    JobNotFound,
-    JobState,
-    new_job_id,
-)
+from .jobs import Job, JobNotFound, new_job_id
 from .logfmt import kv
 from .metrics import DaemonMetrics
 from .slots import PartSlots
@@ -183,7 +169,7 @@ class Scheduler:
         jobs = await self._store.unfinished()
         for job in jobs:
             log.info("resuming job %s", kv(job=job.id, path=job.path, was=job.state))
-            job.move_to(JobState.QUEUED)
+            job.move_to(QUEUED)
             self._jobs[job.id] = job
             await self._store.save(job)
             self._queue.put_nowait(job)
@@ -253,7 +239,7 @@ class Scheduler:
         if self.closed:
             raise SchedulerClosed()
         for other in self._jobs.values():
-            if other.path == request.path and not other.state.terminal:
+            if other.path == request.path and not other.terminal:
                 raise DuplicateJob(other)
         now = time.time()
         job = Job(
@@ -263,10 +249,10 @@ class Scheduler:
             webhook=request.webhook,
             skip_preflight=request.skip_preflight,
             options=request.options,
-            state=JobState.QUEUED,
+            state=QUEUED,
             created_at=now,
             updated_at=now,
-            bytes_total=size,
+            progress=Progress(bytes_total=size),
             source=identity,
         )
         self._jobs[job.id] = job  # before the await: a concurrent submit sees the duplicate
@@ -282,7 +268,7 @@ class Scheduler:
 
     async def cancel(self, job_id: str) -> Job:
         job = await self.get(job_id)
-        if job.state.terminal:
+        if job.terminal:
             raise JobFinished(job)
         task = self._tasks.get(job.id)
         if task is not None:
@@ -293,7 +279,7 @@ class Scheduler:
             return job
         # Queued: end it now (the dispatcher skips jobs that are no longer queued), then abort
         # the upload it may own from before a restart.
-        self._end(job, JobState.CANCELLED)
+        self._end(job, JobOutcome.CANCELLED)
         if job.started_at is not None:
             await self._abort_upload(job, self._factory([self._metrics.job_hook(job.id)]))
         await self._store.save(job)
@@ -305,10 +291,10 @@ class Scheduler:
         assert self._tg is not None
         while True:
             job = await self._queue.get()
-            if job.state is not JobState.QUEUED:
+            if job.state is not QUEUED:
                 continue  # cancelled while it waited
             await self._job_slots.acquire()
-            if job.state is not JobState.QUEUED or self.closed:
+            if job.state is not QUEUED or self.closed:
                 self._job_slots.release()
                 continue
             self._tasks[job.id] = self._tg.create_task(self._run_job(job), name=f"job-{job.id}")
@@ -330,7 +316,7 @@ class Scheduler:
         hooks: list[Hook] = [self._metrics.job_hook(job.id), self._progress_hook(job)]
         request = RunRequest(job.path, job.name, job.webhook, job.skip_preflight, job.options)
         try:
-            first = JobState.HASHING if job.skip_preflight else JobState.PREFLIGHT
+            first = NotaryStage.HASHING if job.skip_preflight else NotaryStage.PREFLIGHT
             self._set_state(job, first)
             log.info("job started %s", kv(job=job.id, path=job.path))
             await self._recheck_source(job)
@@ -348,20 +334,20 @@ class Scheduler:
                 if current is not None:
                     current.uncancel()
                 await asyncio.shield(self._abort_upload(job, runner))
-                await asyncio.shield(self._finish(job, JobState.CANCELLED))
+                await asyncio.shield(self._finish(job, JobOutcome.CANCELLED))
                 return
             job.submission_id = outcome.submission_id or job.submission_id
             job.notary_status = outcome.status
             job.log_path = outcome.log_path
             job.report = outcome.report
-            final = NOTARY_STATUS_STATES.get(outcome.status or "")
+            final = JobOutcome.from_status(outcome.status)
             if final is None:
                 job.error = f"the notary service ended with an unexpected status {outcome.status!r}"
-                final = JobState.FAILED
+                final = JobOutcome.FAILED
             await self._finish(job, final)
         except NotarydError as exc:
             job.error = str(exc)
-            await self._finish(job, JobState.FAILED)
+            await self._finish(job, JobOutcome.FAILED)
         except Exception as exc:
             known = _first_notaryd_error(exc)
             if known is not None:  # e.g. raised inside a TaskGroup of the pipeline
@@ -369,7 +355,7 @@ class Scheduler:
             else:
                 log.exception("job crashed %s", kv(job=job.id))
                 job.error = f"internal error ({type(exc).__name__}: {exc}); see the daemon log"
-            await self._finish(job, JobState.FAILED)
+            await self._finish(job, JobOutcome.FAILED)
 
     async def _recheck_source(self, job: Job) -> None:
         """The archive is still a regular file in the allowed roots, and the one submitted.
@@ -405,15 +391,15 @@ class Scheduler:
         else:
             log.info("upload aborted %s", kv(job=job.id))
 
-    async def _finish(self, job: Job, state: JobState) -> None:
-        if job.state.terminal:
+    async def _finish(self, job: Job, state: JobOutcome) -> None:
+        if job.terminal:
             return  # a cancel got there first; its state stands
         self._end(job, state)
         # shielded: a shutdown cancelling the task now must not leave the old state on disk
         # (subscribers already saw the terminal one; the job would run again at the next start)
         await asyncio.shield(self._store.save(job))
 
-    def _end(self, job: Job, state: JobState) -> None:
+    def _end(self, job: Job, state: JobOutcome) -> None:
         """Move to a terminal state, in memory: metrics, subscribers and the log see it now."""
         job.move_to(state)
         if job.started_at is not None and job.finished_at is not None:
@@ -435,31 +421,16 @@ class Scheduler:
 
     def _progress_hook(self, job: Job) -> Hook:
         def hook(event: Event, /) -> None:
-            if job.state.terminal:
+            if job.terminal:
                 return
-            match event:
-                case BytesSent(nbytes=nbytes):
-                    job.rate.add(nbytes)
-                case PartAcknowledged(nbytes=nbytes):
-                    job.bytes_done += nbytes
-                    if job.bytes_total:
-                        job.bytes_done = min(job.bytes_done, job.bytes_total)
-                case HashProgress(bytes_hashed=hashed, bytes_total=total):
-                    job.bytes_hashed = hashed
-                    job.bytes_total = total or job.bytes_total
-                case UploadStateChanged(bytes_total=total, bytes_done=done):
-                    job.bytes_total = total or job.bytes_total
-                    job.bytes_done = done
-                case NotaryStageChanged(stage=stage):
-                    job.submission_id = event.submission_id or job.submission_id
-                    job.notary_status = event.notary_status or job.notary_status
-                    state = STAGE_STATES.get(stage)
-                    if state is not None:
-                        self._set_state(job, state)
-                    elif stage is NotaryStage.FAILED and event.detail:
-                        job.error = event.detail
-                case _:
-                    return
+            job.progress.apply(event)
+            if isinstance(event, NotaryStageChanged):
+                job.submission_id = event.submission_id or job.submission_id
+                job.notary_status = event.notary_status or job.notary_status
+                if event.stage.running:
+                    self._set_state(job, event.stage)
+                elif event.stage is NotaryStage.FAILED and event.detail:
+                    job.error = event.detail
             job.updated_at = time.time()
             self._mark_dirty(job)
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.daemon.jobs import JobState
 from service.daemon.metrics import DaemonMetrics
 from uploader.events import (
     BytesSent,
@@ -20,6 +19,8 @@ from uploader.events import (
     UploadState,
     UploadStateChanged,
 )
+from uploader.lifecycle import QUEUED, JobOutcome, JobState
+from uploader.progress import Progress
 from uploader.rate import RateMeter
 
 
@@ -36,6 +37,14 @@ class FakeJob:
     state: JobState
     bytes_total: int = 0
     bytes_done: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return isinstance(self.state, JobOutcome)
+
+    @property
+    def progress(self) -> Progress:
+        return Progress(bytes_total=self.bytes_total, bytes_done=self.bytes_done)
 
 
 def make(jobs: list[FakeJob] | None = None) -> tuple[DaemonMetrics, Clock, Clock]:
@@ -83,9 +92,9 @@ def test_upload_rate_is_a_moving_average_that_decays() -> None:
 
 def test_jobs_gauge_lists_every_state_and_sums_active_bytes() -> None:
     jobs = [
-        FakeJob(JobState.UPLOADING, 100, 40),
-        FakeJob(JobState.UPLOADING, 50, 10),
-        FakeJob(JobState.ACCEPTED, 70, 70),
+        FakeJob(NotaryStage.UPLOADING, 100, 40),
+        FakeJob(NotaryStage.UPLOADING, 50, 10),
+        FakeJob(JobOutcome.ACCEPTED, 70, 70),
     ]
     m, _, _ = make(jobs)
     assert value(m, "notaryd_jobs", state="uploading") == 2
@@ -125,18 +134,18 @@ def test_credential_expiry_tracks_the_soonest_active_upload() -> None:
 
 def test_job_duration_histogram_uses_minutes_to_hours_buckets() -> None:
     m, _, _ = make()
-    m.job_finished(JobState.ACCEPTED, 1500)
+    m.job_finished(JobOutcome.ACCEPTED, 1500)
     assert value(m, "notaryd_job_duration_seconds_bucket", outcome="accepted", le="1200.0") == 0
     assert value(m, "notaryd_job_duration_seconds_bucket", outcome="accepted", le="1800.0") == 1
     assert value(m, "notaryd_job_duration_seconds_sum", outcome="accepted") == 1500
 
 
 def test_exposition_parses_and_holds_every_contract_metric() -> None:
-    m, _, _ = make([FakeJob(JobState.QUEUED)])
+    m, _, _ = make([FakeJob(QUEUED)])
     m(BytesSent("a", 5, resent=False))
     m(PartRetried("a", 1, RetryReason.TIMEOUT, 1))
     m(NotaryRequestDone("submit", "200"))
-    m.job_finished(JobState.FAILED, 70)
+    m.job_finished(JobOutcome.FAILED, 70)
     m.job_hook("j")(CredentialsIssued("a", 2e9))
     names = {f.name for f in text_string_to_metric_families(m.render().decode())}
     for name in (

@@ -10,9 +10,10 @@ import pytest
 
 from service.daemon.job_options import JobOptions
 from service.daemon.job_store import JobStore
-from service.daemon.jobs import Job, JobState
+from service.daemon.jobs import Job
 from tests.daemon.helpers import Daemon
 from uploader.database import Database
+from uploader.lifecycle import QUEUED
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ async def test_options_survive_the_job_store(tmp_path: Path) -> None:
         chosen = JobOptions(staple=False, force=True, keep_archive=True)
         for job_id, options in (("a" * 12, chosen), ("b" * 12, JobOptions())):
             await store.insert(Job(id=job_id, path=tmp_path / "Game.app", name=None,
-                                   webhook=None, skip_preflight=False, state=JobState.QUEUED,
+                                   webhook=None, skip_preflight=False, state=QUEUED,
                                    created_at=now, updated_at=now, options=options))
         again = await store.get("a" * 12)
         assert again is not None and again.options == chosen
