@@ -4,8 +4,10 @@ Theory of operation
 -------------------
 1. **Identify** the file (path, size, mtime, inode) and look for an unfinished upload of it to
    the same target in the state database.
-2. **Plan and hash** (new uploads only): part size from ``planning``, one streamed pass for the
-   SHA-256 and every part's CRC32C, all stored *before* anything is sent.
+2. **Plan** (new uploads only): part size from ``planning``; each part's checksum (the
+   ``NOTARYD_CHECKSUM`` algorithm, CRC64NVME by default) is computed when the part is first read
+   and stored before it is first sent, or taken from the caller's ``FileDigest`` (the notary
+   layer hashes the whole file for its SHA-256 anyway and gets the part checksums in that pass).
 3. **Create** the multipart upload (or, when resuming, **reconcile**: ListParts, paged past 1,000,
    counts a remote part only if its number, size and checksum match the plan). Reconciling is
    optional: our committed acknowledgements alone are enough to resume, so when the credentials

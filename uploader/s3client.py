@@ -5,12 +5,12 @@ Client settings, and why:
 * botocore's own retries are off (``total_max_attempts=1``): the engine retries per part with
   its own policy and stall watchdog, and botocore's legacy mode would retry BadDigest 4 times.
   (aiohttp still re-sends an idempotent request once, at once, when a *reused* keep-alive
-  connection turns out dead; ``PartBody`` counts such re-reads as re-sent bytes.)
+  connection turns out dead; ``part_body`` counts such re-reads as re-sent bytes.)
 * ``payload_signing_enabled=False``: SigV4 with UNSIGNED-PAYLOAD even over plain HTTP, so the
-  body is not read an extra time to SHA-256 it; integrity comes from the per-part CRC32C
-  header that S3 verifies.
+  body is not read an extra time to SHA-256 it; integrity comes from the per-part checksum
+  header that S3 verifies (``NOTARYD_CHECKSUM``, CRC64NVME by default).
 * ``request_checksum_calculation=when_required``: we supply the part checksums ourselves
-  (computed once in the hashing pass); botocore must not compute or trail another one.
+  (computed once, when a part is first read); botocore must not compute or trail another one.
 * ``max_pool_connections`` above the part concurrency, so parts never queue for a socket.
 * Sockets with ``TCP_NOTSENT_LOWAT`` (see ``wire_tracking_socket``): reads from the file then
   follow bytes actually leaving the machine, which is what the stall watchdog measures.
