@@ -171,14 +171,19 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="")))
 
 
-def notary_session(api_url: str) -> aiohttp.ClientSession:
+def notary_session(
+    api_url: str, *, trace_configs: list[aiohttp.TraceConfig] | None = None
+) -> aiohttp.ClientSession:
     """A session for everything a notarisation fetches (API, log URLs, ticket lookups).
 
     Its connector re-checks every address when it connects (``GuardedResolver``), so a URL that
     passed ``UrlPolicy`` cannot rebind to this machine. Timeouts and body caps are per request.
     Share one across clients of the same ``api_url``; whoever creates it closes it.
     """
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=GuardedResolver(api_url)))
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=GuardedResolver(api_url)),
+        trace_configs=trace_configs,
+    )
 
 
 class NotaryClient:
