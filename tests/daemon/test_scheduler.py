@@ -187,29 +187,21 @@ async def test_drain_lets_parts_in_flight_finish_then_the_job_resumes(db: Databa
         assert await h2.wait_state(job_id, JobOutcome.ACCEPTED) is JobOutcome.ACCEPTED
 
 
-async def test_drain_gives_up_on_parts_after_the_grace_period(db: Database, tmp_path: Path) -> None:
-    h = Harness(db, tmp_path, gated(parts=2), max_jobs=1, parts=2)
-    async with h.scheduler as scheduler:
-        job_id = await h.submit("App.zip")
-        await h.record.until(lambda: h.record.in_flight == 2)
-        async with asyncio.timeout(10):
-            await scheduler.drain(0.05)  # the gate never opens: only the grace ends the wait
-    assert h.record.in_flight == 0  # the stuck parts were cancelled with their job
-    stored = await h.store.get(job_id)
-    assert stored is not None and stored.state is NotaryStage.UPLOADING
-
-
-async def test_a_second_signal_cuts_the_grace_period_short(db: Database, tmp_path: Path) -> None:
-    h = Harness(db, tmp_path, gated(parts=2), max_jobs=1, parts=2)
+@pytest.mark.parametrize("ended_by", ["grace", "second signal"])
+async def test_drain_stops_waiting_for_stuck_parts(db: Database, tmp_path: Path, ended_by: str) -> None:
+    h = Harness(db, tmp_path, gated(parts=2), max_jobs=1, parts=2)  # the gate never opens
     async with h.scheduler as scheduler:
         job_id = await h.submit("App.zip")
         await h.record.until(lambda: h.record.in_flight == 2)
         hurry: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        draining = asyncio.create_task(scheduler.drain(3600.0, hurry=hurry))
+        grace = 0.05 if ended_by == "grace" else 3600.0
+        draining = asyncio.create_task(scheduler.drain(grace, hurry=hurry))
         await started(draining, h.slots)
-        hurry.set_result(None)
+        if ended_by == "second signal":
+            hurry.set_result(None)
         async with asyncio.timeout(10):
             await draining
+    assert h.record.in_flight == 0  # the stuck parts were cancelled with their job
     stored = await h.store.get(job_id)
     assert stored is not None and stored.state is NotaryStage.UPLOADING
 
