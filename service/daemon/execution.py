@@ -180,9 +180,6 @@ class JobExecutor:
                 await asyncio.shield(self._finish(job, JobOutcome.CANCELLED))
                 return
             final = outcome_for(job, outcome)
-        except NotarydError as exc:
-            job.error = str(exc)
-            final = JobOutcome.FAILED
         except Exception as exc:
             final = failure_for(job, exc)
         await self._finish(job, final)
