@@ -1,7 +1,8 @@
 """Progress display for the CLI: a live bar on a terminal, plain periodic lines otherwise.
 
-It is an event hook (``uploader.events.Hook``): feed it engine and notary events. Rates are a
-moving average over the last ``window_seconds`` so the ETA follows the link as it is now.
+``ProgressDisplay`` is an event hook (``uploader.events.Hook``): feed it engine and notary events.
+It folds them into one ``uploader.progress.Progress`` (whose rate is a moving average, so the ETA
+follows the link as it is now) and renders that.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from uploader.events import (
     HashProgress,
     NotaryStageChanged,
     PartAcknowledged,
-    PartRetried,
     UploadState,
     UploadStateChanged,
 )
-from uploader.rate import RateMeter
+from uploader.progress import Progress as RunProgress
+from uploader.rate import Clock
 
 
 def human_bytes(n: float) -> str:
@@ -85,51 +86,62 @@ class TransferBar:
 
 
 class ProgressDisplay(TransferBar):
-    """Shows hashing and upload progress from engine and notary events."""
+    """Shows hashing and upload progress from engine and notary events.
 
-    def __init__(self, stream: TextIO | None = None, *, plain_interval_seconds: float = 10.0) -> None:
+    The numbers come from one ``uploader.progress.Progress`` (the display feeds it every event);
+    this class only decides when and how to show them.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        plain_interval_seconds: float = 10.0,
+        progress: RunProgress | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
         super().__init__(stream, plain_interval_seconds=plain_interval_seconds)
-        self._last_line = 0.0
-        self._meter = RateMeter()
-        self._total = 0
-        self._done = 0
-        self._retries = 0
+        self.progress = progress if progress is not None else RunProgress(clock=clock)
+        self._clock = clock
+        self._last_line: float | None = None
         self._phase = "starting"
 
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, HashProgress):
-            self._set("hashing", event.bytes_hashed, event.bytes_total)
-        elif isinstance(event, UploadStateChanged):
-            if event.state is UploadState.UPLOADING:
-                self._set("uploading", event.bytes_done, event.bytes_total)
-            elif event.state is UploadState.COMPLETED:
-                self._set("uploaded", event.bytes_total, event.bytes_total, force=True)
-            elif event.state is UploadState.HASHING:
-                self._set("hashing", 0, event.bytes_total)
-        elif isinstance(event, PartAcknowledged):
-            self._meter.add(event.nbytes)
-            self._set(self._phase, self._done + event.nbytes, self._total)
-        elif isinstance(event, PartRetried):
-            self._retries += 1
-        elif isinstance(event, NotaryStageChanged):
-            status = f" ({event.notary_status})" if event.notary_status else ""
-            sub = f" submission {event.submission_id}" if event.submission_id else ""
-            self.message(f"notaryd: {event.stage.value}{sub}{status} {event.detail}".rstrip())
+    def __call__(self, event: Event, /) -> None:
+        self.progress.apply(event)
+        p = self.progress
+        match event:
+            case HashProgress():
+                self._show("hashing", p.bytes_hashed)
+            case UploadStateChanged(state=UploadState.HASHING):
+                self._show("hashing", 0)
+            case UploadStateChanged(state=UploadState.UPLOADING):
+                self._show("uploading", p.bytes_done)
+            case UploadStateChanged(state=UploadState.COMPLETED):
+                self._show("uploaded", p.bytes_done, force=True)
+            case PartAcknowledged():
+                self._show(self._phase, p.bytes_done)
+            case NotaryStageChanged(stage=stage):
+                status = f" ({event.notary_status})" if event.notary_status else ""
+                sub = f" submission {event.submission_id}" if event.submission_id else ""
+                self.message(f"notaryd: {stage.value}{sub}{status} {event.detail}".rstrip())
+            case _:
+                pass
 
-    def _set(self, phase: str, done: int, total: int, *, force: bool = False) -> None:
-        self._phase, self._done, self._total = phase, done, total
+    def _show(self, phase: str, done: int, *, force: bool = False) -> None:
+        self._phase = phase
+        total, retries = self.progress.bytes_total, self.progress.retries
         if self._progress is not None and self._task is not None:
-            label = phase if not self._retries else f"{phase} ({self._retries} retries)"
+            label = phase if not retries else f"{phase} ({retries} retries)"
             self._progress.update(self._task, description=label, completed=done, total=total or None)
             return
-        now = time.monotonic()
-        if force or now - self._last_line >= self._interval:
+        now = self._clock()
+        if force or self._last_line is None or now - self._last_line >= self._interval:
             self._last_line = now
-            rate = self._meter.rate()
+            rate = self.progress.rate()
             eta = f", ETA {int((total - done) / rate)} s" if rate > 0 and total > done else ""
             pct = f" ({100 * done / total:.0f} %)" if total else ""
             print(
                 f"notaryd: {phase} {human_bytes(done)} of {human_bytes(total)}{pct}, "
-                f"{human_bytes(rate)}/s{eta}, {self._retries} retries",
+                f"{human_bytes(rate)}/s{eta}, {retries} retries",
                 file=self._stream, flush=True,
             )

@@ -109,8 +109,10 @@ class Progress:
         """Projected seconds until every byte is acknowledged; None with too little history."""
         if self._meter.history_seconds() < min_history_seconds:
             return None
-        rate = self._meter.rate()
         left = max(0, self.bytes_total - self.bytes_done)
+        if left == 0:
+            return 0.0
+        rate = self._meter.rate()
         return left / rate if rate > 0 else float("inf")
 
     @property

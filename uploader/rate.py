@@ -3,8 +3,8 @@
 A sample is (monotonic time, bytes). The rate divides the bytes inside the window by the time
 covered, which is the whole window once the meter has run that long and the time since the first
 sample before that (at least one second, so the first burst does not read as a huge rate).
-Single-threaded: use it from the event-loop thread only. Used by the daemon's metrics and job
-views, the CLI's progress display, and the pipeline's credential-expiry projection.
+Single-threaded: use it from the event-loop thread only. Used by ``uploader.progress.Progress``
+(the rate of one run) and the daemon's metrics (the rate of all jobs together).
 """
 
 from __future__ import annotations

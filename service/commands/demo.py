@@ -124,7 +124,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         async def notarize() -> Any:
             db = await Database.open(demo_settings.database_path)
             with ProgressDisplay(plain_interval_seconds=2.0) as display:
-                notarizer = Notarizer(db, config, hooks=[display, metrics.job_hook("demo")])
+                notarizer = Notarizer(db, config, hooks=[display, metrics])
                 try:
                     # The sample is signed ad hoc, not with a Developer ID: preflight would stop it.
                     return await notarizer.run(NotarizeRequest(bundle, skip_preflight=True))

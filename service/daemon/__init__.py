@@ -3,13 +3,15 @@
 Layout, one concept per module:
 
 * ``app``             lifecycle: wiring, signals, grace period, one daemon per state dir
-* ``scheduler``       queue + global limits; owns every job task (``JobRunner`` protocol)
+* ``scheduler``       queue + global limits; owns every job task
+* ``execution``       one job's run, start to recorded outcome (``JobRunner`` protocol)
+* ``flusher``         batched saves and snapshots of jobs' progress
+* ``registry``        the jobs this process knows, over the stored history
 * ``pipeline_runner`` the real ``JobRunner``: ``uploader.notary.pipeline.Notarizer`` per job
 * ``slots``           ``PartSlots``: parts in flight across all jobs, closable for shutdown
 * ``jobs``            the job record, its state machine and ``JobStore`` over the ``jobs`` table
-* ``rate``            moving-average byte rates (per job and daemon-wide)
 * ``broker``          fan-out of job snapshots to server-sent-event subscribers
-* ``metrics``         event hook -> prometheus_client metrics on an explicit registry
+* ``metrics``         counters from events, per-job gauges from the jobs' ``Progress``
 * ``api``             aiohttp control API (thin: validates, then delegates to the scheduler)
 * ``openapi``         the OpenAPI 3.1 document served at ``/v1/openapi.json``
 * ``token``           the bearer token for ``/v1`` (environment or a 0600 file in the state dir)

@@ -50,7 +50,7 @@ from .job_options import JobOptions
 from .jobs import JobNotFound, job_name_problem
 from .metrics import DaemonMetrics
 from .openapi import openapi_document
-from .scheduler import DuplicateJob, JobFinished, RunRequest, Scheduler, SchedulerClosed
+from .scheduler import DuplicateJob, JobFinished, Scheduler, SchedulerClosed
 from .token import token_matches
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ async def create_job(request: web.Request) -> web.Response:
     roots = request.app[CONFIG].allowed_roots
     path, identity = await asyncio.to_thread(check_archive_path, raw_path, roots)
     job = await request.app[SCHEDULER].submit(
-        RunRequest(path, name=name, webhook=webhook, skip_preflight=skip_preflight, options=options),
+        path, name=name, webhook=webhook, skip_preflight=skip_preflight, options=options,
         size=identity.size if identity is not None else 0,
         identity=identity,
     )

@@ -1,6 +1,7 @@
 """``notaryd serve``: wiring and lifecycle of the daemon, in the foreground.
 
-Start: token -> database -> scheduler (resumes unfinished jobs) -> HTTP listener. Then wait for
+Start: token -> database -> the jobs' shared HTTP session -> job registry (read by the
+scheduler and the metrics) -> scheduler (resumes unfinished jobs) -> HTTP listener. Then wait for
 SIGTERM or SIGINT. Stop (launchd sends SIGTERM and SIGKILLs after its 20 s ExitTimeOut; systemd
 after TimeoutStopSec): refuse new jobs, let parts in flight finish for ``shutdown_grace`` seconds
 (default 15), stop the jobs (each keeps its state for the next start), end the event streams,
@@ -21,6 +22,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 
 from service.serve_lock import holding_serve_lock
@@ -28,16 +30,20 @@ from service.settings import Settings
 from uploader.bundle_zip import archive_dir
 from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
+from uploader.notary.client import notary_session
 from uploader.throttle import Throttle
 
 from .api import ApiConfig, make_app
 from .broker import Broker
 from .connections import ConnectionGuard, GuardedTCPSite, connection_cap
+from .execution import Confinement, JobExecutor, RunnerFactory
+from .flusher import Flusher
 from .job_store import JobStore
 from .logfmt import kv, use_logfmt
 from .metrics import DaemonMetrics, notaryd_version
 from .notify import JobNotifier
-from .scheduler import RunnerFactory, Scheduler
+from .registry import JobRegistry
+from .scheduler import Scheduler
 from .slots import PartSlots
 from .token import ensure_token, token_path
 
@@ -49,11 +55,12 @@ HTTP_SHUTDOWN_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class Shared:
-    """What every job's runner shares: the database and the daemon-wide limits."""
+    """What every job's runner shares: the database, the daemon-wide limits, one HTTP session."""
 
     db: Database
     part_slots: PartSlots
     throttle: Throttle | None
+    session: aiohttp.ClientSession
 
 
 RunnerFactoryBuilder = Callable[[Settings, Shared], RunnerFactory]
@@ -62,7 +69,8 @@ RunnerFactoryBuilder = Callable[[Settings, Shared], RunnerFactory]
 def default_runner_factory(settings: Settings, shared: Shared) -> RunnerFactory:
     from .pipeline_runner import pipeline_runner_factory
 
-    return pipeline_runner_factory(settings, shared.db, shared.part_slots, shared.throttle)
+    # fails at start-up, with the fix, if the key is missing
+    return pipeline_runner_factory(settings.notary_config(), shared)
 
 
 async def serve(
@@ -97,31 +105,28 @@ async def _serve(
     notifier = JobNotifier.from_settings(settings)
     db = await Database.open(settings.database_path)
     notifier.bind(db)
+    session = notary_session(settings.api_url)  # every job's, closed after the jobs stopped
     try:
         shared = Shared(
             db=db,
             part_slots=PartSlots(settings.max_parts_in_flight),
             throttle=Throttle(settings.bandwidth_limit) if settings.bandwidth_limit else None,
+            session=session,
         )
         runner_factory = build_runner_factory(settings, shared)
         broker = Broker()
-        scheduler_ref: list[Scheduler] = []
-        metrics = DaemonMetrics(
-            jobs=lambda: scheduler_ref[0].jobs() if scheduler_ref else (),
-            stuck_after_seconds=settings.stuck_after,
-        )
-        scheduler = Scheduler(
-            JobStore(db),
+        registry = JobRegistry(JobStore(db))
+        metrics = DaemonMetrics(jobs=registry.jobs, stuck_after_seconds=settings.stuck_after)
+        executor = JobExecutor(
             runner_factory,
+            Flusher(registry.store, broker),
             metrics=metrics,
-            broker=broker,
-            part_slots=shared.part_slots,
-            max_jobs=settings.max_jobs,
-            allowed_roots=settings.allowed_roots,
-            own_dirs=[archive_dir(settings.state_dir)],
+            confinement=Confinement(settings.allowed_roots, [archive_dir(settings.state_dir)]),
             on_job_end=notifier.job_ended,
         )
-        scheduler_ref.append(scheduler)
+        scheduler = Scheduler(
+            registry, executor, part_slots=shared.part_slots, max_jobs=settings.max_jobs
+        )
         token_hint = (
             "the token is NOTARYD_API_TOKEN"
             if settings.api_token
@@ -178,6 +183,7 @@ async def _serve(
                 await http.cleanup()
     finally:
         await asyncio.shield(notifier.close())
+        await asyncio.shield(session.close())
         await asyncio.shield(db.close())
 
 

@@ -1,10 +1,17 @@
 """Progress events -> Prometheus metrics, on an explicit ``CollectorRegistry``.
 
-``DaemonMetrics`` is an event hook (``uploader.events.Hook``). The scheduler gives every job its
-own tagged hook (``job_hook(key)``) so that per-job facts (when its submission was created, when
-its upload credentials expire) can be dropped when the job ends however it ends, without relying
-on the pipeline to emit a final event when it is cancelled. Labels never carry job ids or file
-names: only closed sets (retry reason, notary endpoint, HTTP code, job state, outcome).
+Two sources, nothing folded twice:
+
+* ``DaemonMetrics`` is an event hook (``uploader.events.Hook``) on every job for the cumulative
+  counters (bytes, resent bytes, part retries, notary requests) and the daemon-wide upload rate:
+  a Prometheus counter is its own fold.
+* Everything per job (states, active bytes, the oldest pending submission, stuck submissions,
+  credential expiry) is computed at scrape time from ``jobs()``: each job's
+  ``uploader.progress.Progress``, the one fold of its events. A job that ends, however it ends,
+  stops counting at once, with no per-job bookkeeping here to forget.
+
+Labels never carry job ids or file names: only closed sets (retry reason, notary endpoint, HTTP
+code, job state, outcome).
 
 Metrics (names are a contract, see CONTRACT.md):
 
@@ -40,27 +47,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from uploader.constants import STUCK_AFTER_SECONDS
-from uploader.events import (
-    BytesSent,
-    CredentialsIssued,
-    Event,
-    Hook,
-    NotaryRequestDone,
-    NotaryStage,
-    NotaryStageChanged,
-    PartRetried,
-    UploadState,
-    UploadStateChanged,
-)
+from uploader.events import BytesSent, Event, NotaryRequestDone, PartRetried
 from uploader.lifecycle import JOB_STATES, JobOutcome, JobState
 from uploader.progress import Progress
 from uploader.rate import Clock, RateMeter
 
 # Notarisation of 6-25 GB builds takes minutes to hours: 1 min .. 12 h.
 JOB_DURATION_BUCKETS = (60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 10800, 21600, 43200)
-
-_SUBMISSION_PENDING_STAGES = frozenset({NotaryStage.UPLOADING, NotaryStage.WAITING})
-_UPLOAD_FINISHED = frozenset({UploadState.COMPLETED, UploadState.FAILED, UploadState.ABORTED})
 
 
 class JobView(Protocol):
@@ -88,9 +81,6 @@ class DaemonMetrics:
         self.stuck_after_seconds = stuck_after_seconds
         self._now = wall_clock
         self._rate = RateMeter(rate_window_seconds, monotonic)
-        # key -> Unix time; key is the job (job_hook) or the event target (plain hook)
-        self._pending_submissions: dict[str, float] = {}
-        self._credential_expiry: dict[str, float] = {}
 
         r = self.registry
         self.upload_bytes = Counter(
@@ -122,21 +112,10 @@ class DaemonMetrics:
         )
         r.register(_LiveCollector(self))
 
-    # -- hooks ------------------------------------------------------------------------------
+    # -- the event hook: cumulative counters ------------------------------------------------
 
     def __call__(self, event: Event, /) -> None:
-        """Plain hook: per-target facts are keyed by the event's target."""
-        self.observe(event, key=getattr(event, "target", ""))
-
-    def job_hook(self, key: str) -> Hook:
-        """A hook whose per-job facts are filed under ``key`` (drop them with ``forget``)."""
-
-        def hook(event: Event, /) -> None:
-            self.observe(event, key=key)
-
-        return hook
-
-    def observe(self, event: Event, *, key: str) -> None:
+        """Counts what every job sends and asks; per-job facts are read from the jobs' Progress."""
         match event:
             case BytesSent(nbytes=nbytes, resent=resent):
                 self.upload_bytes.inc(nbytes)
@@ -147,24 +126,8 @@ class DaemonMetrics:
                 self.part_retries.labels(reason=str(reason)).inc()
             case NotaryRequestDone(endpoint=endpoint, code=code):
                 self.notary_requests.labels(endpoint=endpoint, code=code).inc()
-            case CredentialsIssued(expires_at=expires_at):
-                self._credential_expiry[key] = expires_at
-            case UploadStateChanged(state=state) if state in _UPLOAD_FINISHED:
-                self._credential_expiry.pop(key, None)
-            case NotaryStageChanged(stage=stage, submitted_at=submitted_at):
-                if stage in _SUBMISSION_PENDING_STAGES and submitted_at is not None:
-                    self._pending_submissions[key] = submitted_at
-                elif stage not in _SUBMISSION_PENDING_STAGES:
-                    self._pending_submissions.pop(key, None)
-                if stage in {NotaryStage.WAITING, NotaryStage.DONE, NotaryStage.FAILED}:
-                    self._credential_expiry.pop(key, None)
             case _:
                 pass
-
-    def forget(self, key: str) -> None:
-        """The job behind ``key`` ended or was interrupted: drop its live facts."""
-        self._pending_submissions.pop(key, None)
-        self._credential_expiry.pop(key, None)
 
     def job_finished(self, outcome: JobOutcome, duration_seconds: float) -> None:
         self.job_duration.labels(outcome=str(outcome)).observe(max(0.0, duration_seconds))
@@ -177,19 +140,23 @@ class DaemonMetrics:
     def upload_rate(self) -> float:
         return self._rate.rate()
 
+    def _active(self) -> list[Progress]:
+        return [job.progress for job in self.jobs() if not job.terminal]
+
     def oldest_in_progress_seconds(self) -> float:
-        if not self._pending_submissions:
-            return 0.0
-        return max(0.0, self._now() - min(self._pending_submissions.values()))
+        pending = [t for p in self._active() if (t := p.pending_since) is not None]
+        return max(0.0, self._now() - min(pending)) if pending else 0.0
 
     def stuck_submissions(self) -> int:
         now = self._now()
-        return sum(1 for t in self._pending_submissions.values() if now - t > self.stuck_after_seconds)
+        return sum(
+            1 for p in self._active()
+            if p.pending_since is not None and now - p.pending_since > self.stuck_after_seconds
+        )
 
     def credential_expiry_seconds(self) -> float | None:
-        if not self._credential_expiry:
-            return None
-        return min(self._credential_expiry.values()) - self._now()
+        expiries = [t for p in self._active() if (t := p.credentials_expire_at) is not None]
+        return min(expiries) - self._now() if expiries else None
 
 
 class _LiveCollector(Collector):

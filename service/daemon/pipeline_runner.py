@@ -1,9 +1,9 @@
 """The daemon's ``JobRunner`` over the real notary pipeline (``uploader.notary.pipeline``).
 
 One ``Notarizer`` per job, so that the job's hooks see only that job's events; all of them share
-the daemon's database, ``PartSlots`` (parts in flight across jobs) and bandwidth ``Throttle``.
-``run`` is the same call ``notaryd notarize`` makes, so a daemon job and a CLI run of the same
-archive resume each other's submission and upload.
+the daemon's database, ``PartSlots`` (parts in flight across jobs), bandwidth ``Throttle`` and
+HTTP session. ``run`` is the same call ``notaryd notarize`` makes, so a daemon job and a CLI run
+of the same archive resume each other's submission and upload.
 """
 
 from __future__ import annotations
@@ -12,19 +12,19 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from service.settings import Settings
 from uploader.bundle_zip import archive_path_for
-from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.events import Hook
-from uploader.notary.pipeline import Notarizer, NotarizeRequest, NotaryConfig
+from uploader.notary.pipeline import NotarizeOutcome, Notarizer, NotarizeRequest, NotaryConfig
 from uploader.notary.store import SubmissionStore
-from uploader.throttle import Throttle
 
+from .execution import JobRunner, RunnerFactory
 from .logfmt import kv
-from .scheduler import JobRunner, RunnerFactory, RunOutcome, RunRequest
-from .slots import PartSlots
+
+if TYPE_CHECKING:
+    from .app import Shared
 
 log = logging.getLogger(__name__)
 
@@ -32,39 +32,19 @@ CANCELLED_REASON = "cancelled through the daemon (notaryd cancel / DELETE /v1/jo
 
 
 class PipelineRunner:
-    def __init__(
-        self,
-        db: Database,
-        config: NotaryConfig,
-        hooks: Sequence[Hook],
-        part_slots: PartSlots,
-        throttle: Throttle | None,
-    ) -> None:
-        self._db = db
+    def __init__(self, config: NotaryConfig, hooks: Sequence[Hook], shared: Shared) -> None:
+        self._db = shared.db
         self._config = config
         self._notarizer = Notarizer(
-            db, config, hooks=hooks, part_slots=part_slots, throttle=throttle
+            shared.db, config, hooks=hooks, part_slots=shared.part_slots,
+            throttle=shared.throttle, session=shared.session,
         )
 
-    async def run(self, request: RunRequest) -> RunOutcome:
+    async def run(self, request: NotarizeRequest) -> NotarizeOutcome:
         try:
-            outcome = await self._notarizer.run(
-                NotarizeRequest(
-                    request.path,
-                    name=request.name,
-                    webhook=request.webhook,
-                    skip_preflight=request.skip_preflight,
-                    wait=True,
-                    staple=request.options.staple,
-                    force=request.options.force,
-                    keep_archive=request.options.keep_archive,
-                )
-            )
+            return await self._notarizer.run(request)
         finally:
             await asyncio.shield(self._notarizer.close())
-        staple_line = outcome.staple.text if outcome.staple else ""
-        report = "\n".join(line for line in (outcome.report, staple_line) if line)
-        return RunOutcome(outcome.submission_id, outcome.status, outcome.log_path, report)
 
     async def cancel(self, path: Path) -> None:
         """Abort the multipart upload of every unfinished submission of ``path``.
@@ -90,12 +70,8 @@ class PipelineRunner:
             await asyncio.shield(self._notarizer.close())
 
 
-def pipeline_runner_factory(
-    settings: Settings, db: Database, part_slots: PartSlots, throttle: Throttle | None
-) -> RunnerFactory:
-    config = settings.notary_config()  # fails at start-up, with the fix, if the key is missing
-
+def pipeline_runner_factory(config: NotaryConfig, shared: Shared) -> RunnerFactory:
     def make(hooks: Sequence[Hook]) -> JobRunner:
-        return PipelineRunner(db, config, hooks, part_slots, throttle)
+        return PipelineRunner(config, hooks, shared)
 
     return make

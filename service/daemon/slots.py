@@ -5,8 +5,9 @@ asyncio's semaphore wakes waiters first-come first-served, so with each job keep
 workers waiting, free slots rotate between jobs: the share is fair without a scheduler of its own.
 
 On shutdown ``close()`` stops handing out slots (new acquirers wait until they are cancelled),
-and ``wait_idle()`` returns once every part already in flight has released its slot. That is how
-SIGTERM "lets in-flight parts finish" without starting new ones.
+and ``wait_idle()`` returns once every part already in flight has released its slot; ``drain``
+does both, within a grace period. That is how SIGTERM "lets in-flight parts finish" without
+starting new ones.
 """
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ class PartSlots(asyncio.Semaphore):
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    async def drain(self, grace_seconds: float, *, hurry: asyncio.Future[None] | None = None) -> None:
+        """Close, then wait until the parts in flight are done, ``grace_seconds`` pass, or
+        ``hurry`` is set (whichever comes first)."""
+        self.close()
+        idle = asyncio.ensure_future(self.wait_idle())
+        try:
+            waiters: list[asyncio.Future[None]] = [idle] if hurry is None else [idle, hurry]
+            await asyncio.wait(waiters, timeout=grace_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
 
     def __repr__(self) -> str:
         closed = ", closed" if self.closed else ""

@@ -19,12 +19,19 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.daemon.app import Shared
-from service.daemon.scheduler import JobRunner, RunnerFactory, RunOutcome, RunRequest
+from service.daemon.broker import Broker
+from service.daemon.execution import JobExecutor, JobRunner, RunnerFactory
+from service.daemon.flusher import Flusher
+from service.daemon.job_store import JobStore
+from service.daemon.jobs import Job
+from service.daemon.metrics import DaemonMetrics
+from service.daemon.registry import JobRegistry
+from service.daemon.scheduler import Scheduler
 from service.daemon.slots import PartSlots
 from service.settings import Settings
 from uploader.errors import PermanentUploadError
@@ -43,6 +50,8 @@ from uploader.events import (
     UploadState,
     UploadStateChanged,
 )
+from uploader.lifecycle import JobState
+from uploader.notary.pipeline import NotarizeOutcome, NotarizeRequest
 
 
 @dataclass
@@ -53,6 +62,9 @@ class FakeScript:
     parts_parallel: int = 2
     wait_seconds: float = 0.05
     chunks_per_part: int = 4
+    # When given, every part waits for it after sending its bytes and before S3 acknowledges
+    # it: a test holds parts in flight for as long as it needs, with no timing involved.
+    gate: asyncio.Event | None = None
 
     @classmethod
     def from_env(cls) -> FakeScript:
@@ -67,13 +79,26 @@ class FakeScript:
 
 @dataclass
 class FakeRecord:
-    """What the fakes did, for assertions."""
+    """What the fakes did, for assertions; ``until`` waits for a condition on it."""
 
     started: list[Path] = field(default_factory=list)
     aborted: list[Path] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
     part_order: list[str] = field(default_factory=list)  # job file name per part started
+    running: int = 0  # runs in progress
+    max_running: int = 0
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def touch(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def until(self, condition: Callable[[], bool], timeout_seconds: float = 10.0) -> None:
+        """Wait until ``condition()`` holds; checked after every change the fakes make."""
+        async with asyncio.timeout(timeout_seconds):
+            while not condition():
+                await self._changed.wait()
 
 
 class FakeRunner:
@@ -91,10 +116,20 @@ class FakeRunner:
         self._record = record
         self._log_dir = log_dir
 
-    async def run(self, request: RunRequest) -> RunOutcome:
+    async def run(self, request: NotarizeRequest) -> NotarizeOutcome:
+        self._record.running += 1
+        self._record.max_running = max(self._record.max_running, self._record.running)
+        try:
+            return await self._run(request)
+        finally:
+            self._record.running -= 1
+            self._record.touch()
+
+    async def _run(self, request: NotarizeRequest) -> NotarizeOutcome:
         s, path = self._script, request.path
         target = str(path)
         self._record.started.append(path)
+        self._record.touch()
         submission_id = "sub-" + hashlib.sha256(target.encode()).hexdigest()[:16]
         total = s.parts * s.part_bytes
         if not request.skip_preflight:
@@ -136,7 +171,7 @@ class FakeRunner:
         }))
         self._emit(NotaryRequestDone("logs", "200"))
         self._emit(NotaryStageChanged(target, NotaryStage.DONE, submission_id, status))
-        return RunOutcome(submission_id, status, log_path, None)
+        return NotarizeOutcome(path, submission_id, status, log_path, "")
 
     async def _worker(self, queue: asyncio.Queue[int], target: str, name: str) -> None:
         s = self._script
@@ -146,6 +181,7 @@ class FakeRunner:
                 self._record.part_order.append(name)
                 self._record.in_flight += 1
                 self._record.max_in_flight = max(self._record.max_in_flight, self._record.in_flight)
+                self._record.touch()
                 try:
                     if "boom" in name and number == 2:
                         self._emit(PartRetried(target, number, RetryReason.SERVER_ERROR, 1))
@@ -154,12 +190,16 @@ class FakeRunner:
                     for _ in range(s.chunks_per_part):
                         await asyncio.sleep(s.part_seconds / s.chunks_per_part)
                         self._emit(BytesSent(target, chunk, resent=False))
+                    if s.gate is not None:
+                        await s.gate.wait()
                     self._emit(PartAcknowledged(target, number, s.part_bytes))
                 finally:
                     self._record.in_flight -= 1
+                    self._record.touch()
 
     async def cancel(self, path: Path) -> None:
         self._record.aborted.append(path)
+        self._record.touch()
 
 
 def fake_factory(
@@ -169,6 +209,50 @@ def fake_factory(
         return FakeRunner(hooks, part_slots, script, record, log_dir)
 
     return make
+
+
+class MemoryStore:
+    """What the flusher uses of a JobStore: ``save``; ``failures`` makes the next saves raise."""
+
+    def __init__(self) -> None:
+        self.saved: list[tuple[str, JobState, int]] = []  # (job id, state, bytes_done) per write
+        self.failures = 0
+        self.written = asyncio.Event()
+
+    async def save(self, job: Job) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+        self.saved.append((job.id, job.state, job.progress.bytes_done))
+        self.written.set()
+
+    async def wait_for_writes(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.saved) < count:
+                self.written.clear()
+                await self.written.wait()
+
+
+def fake_scheduler(
+    store: JobStore,
+    factory: RunnerFactory,
+    broker: Broker,
+    part_slots: PartSlots,
+    *,
+    max_jobs: int,
+    flush_interval_seconds: float = 0.05,
+    metrics: DaemonMetrics | None = None,
+    on_job_end: Callable[[Job], None] | None = None,
+) -> Scheduler:
+    """A scheduler wired the way ``notaryd serve`` wires it, without the HTTP parts."""
+    registry = JobRegistry(store)
+    executor = JobExecutor(
+        factory,
+        Flusher(store, broker, interval_seconds=flush_interval_seconds),
+        metrics=metrics if metrics is not None else DaemonMetrics(jobs=registry.jobs),
+        on_job_end=on_job_end,
+    )
+    return Scheduler(registry, executor, part_slots=part_slots, max_jobs=max_jobs)
 
 
 def build_fake_factory(settings: Settings, shared: Shared) -> RunnerFactory:

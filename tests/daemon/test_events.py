@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -14,20 +15,34 @@ from service.daemon.api import ApiConfig, make_app
 from service.daemon.broker import Broker
 from service.daemon.job_store import JobStore
 from service.daemon.metrics import DaemonMetrics
-from service.daemon.scheduler import Scheduler
 from service.daemon.slots import PartSlots
 from uploader.database import Database
 
-from .fakes import FakeRecord, FakeScript, fake_factory
+from .fakes import FakeRecord, FakeScript, fake_factory, fake_scheduler
+
+
+@dataclass
+class Served:
+    url: str
+    broker: Broker
+    runner: web.AppRunner
+    stopped: bool = False
+
+    async def stop(self) -> None:
+        """What the daemon does on shutdown: end the streams, then close the listener."""
+        if not self.stopped:
+            self.stopped = True
+            self.broker.close_all()
+            await self.runner.cleanup()
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Broker]]:
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
     db = await Database.open(tmp_path / "db.sqlite3")
     slots, broker = PartSlots(4), Broker()
-    scheduler = Scheduler(
-        JobStore(db), fake_factory(slots, FakeScript(), FakeRecord(), tmp_path / "logs"),
-        metrics=DaemonMetrics(), broker=broker, part_slots=slots, max_jobs=1,
+    scheduler = fake_scheduler(
+        JobStore(db), fake_factory(slots, FakeScript(), FakeRecord(), tmp_path / "logs"), broker,
+        slots, max_jobs=1,
     )
     config = ApiConfig(token="tok", token_hint="", allowed_roots=(tmp_path,), version="0", heartbeat_seconds=0.1)
     runner = web.AppRunner(make_app(scheduler=scheduler, metrics_=DaemonMetrics(), broker=broker, config=config))
@@ -36,16 +51,16 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Broker]]:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
+        served = Served(f"http://127.0.0.1:{port}", broker, runner)
         try:
-            yield f"http://127.0.0.1:{port}", broker
+            yield served
         finally:
-            broker.close_all()
-            await runner.cleanup()
+            await served.stop()
     await db.close()
 
 
-async def test_an_idle_stream_sends_heartbeats_and_ends_on_shutdown(served: tuple[str, Broker]) -> None:
-    url, broker = served
+async def test_an_idle_stream_sends_heartbeats_and_ends_on_shutdown(served: Served) -> None:
+    url, broker = served.url, served.broker
     async with (
         aiohttp.ClientSession(headers={"Authorization": "Bearer tok"}) as session,
         session.get(url + "/v1/events") as response,
@@ -64,7 +79,7 @@ async def test_an_idle_stream_sends_heartbeats_and_ends_on_shutdown(served: tupl
         async with asyncio.timeout(5):
             rest = await response.content.read()
         assert b"event:" not in rest
-    await asyncio.sleep(0.05)
+    await served.stop()  # returns once every handler has returned
     assert broker.subscriber_count == 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,17 +34,22 @@ class Clock:
 
 @dataclass
 class FakeJob:
+    """What the metrics read of a job: its state and its one Progress fold."""
+
     state: JobState
-    bytes_total: int = 0
-    bytes_done: int = 0
+    progress: Progress = field(default_factory=Progress)
+
+    @classmethod
+    def with_bytes(cls, state: JobState, total: int, done: int) -> FakeJob:
+        return cls(state, Progress(bytes_total=total, bytes_done=done))
 
     @property
     def terminal(self) -> bool:
         return isinstance(self.state, JobOutcome)
 
-    @property
-    def progress(self) -> Progress:
-        return Progress(bytes_total=self.bytes_total, bytes_done=self.bytes_done)
+    def end(self, outcome: JobOutcome) -> None:
+        self.state = outcome
+        self.progress.settle()
 
 
 def make(jobs: list[FakeJob] | None = None) -> tuple[DaemonMetrics, Clock, Clock]:
@@ -92,9 +97,9 @@ def test_upload_rate_is_a_moving_average_that_decays() -> None:
 
 def test_jobs_gauge_lists_every_state_and_sums_active_bytes() -> None:
     jobs = [
-        FakeJob(NotaryStage.UPLOADING, 100, 40),
-        FakeJob(NotaryStage.UPLOADING, 50, 10),
-        FakeJob(JobOutcome.ACCEPTED, 70, 70),
+        FakeJob.with_bytes(NotaryStage.UPLOADING, 100, 40),
+        FakeJob.with_bytes(NotaryStage.UPLOADING, 50, 10),
+        FakeJob.with_bytes(JobOutcome.ACCEPTED, 70, 70),
     ]
     m, _, _ = make(jobs)
     assert value(m, "notaryd_jobs", state="uploading") == 2
@@ -105,31 +110,54 @@ def test_jobs_gauge_lists_every_state_and_sums_active_bytes() -> None:
 
 
 def test_oldest_in_progress_submission_and_stuck_count() -> None:
-    m, wall, _ = make()
-    old, new = m.job_hook("job-old"), m.job_hook("job-new")
-    assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 0
-    old(NotaryStageChanged("/a.zip", NotaryStage.WAITING, "s1", "In Progress", wall.now - 7200))
-    new(NotaryStageChanged("/b.zip", NotaryStage.UPLOADING, "s2", "In Progress", wall.now - 60))
-    assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 7200
-    assert value(m, "notaryd_stuck_submissions") == 1
-    old(NotaryStageChanged("/a.zip", NotaryStage.DONE, "s1", "Accepted"))
-    assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 60
-    m.forget("job-new")  # e.g. the job was cancelled without a final event
+    old, new = FakeJob(NotaryStage.WAITING), FakeJob(NotaryStage.UPLOADING)
+    m, wall, _ = make([old, new])
     assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 0
     assert value(m, "notaryd_stuck_submissions") == 0
+    old.progress(NotaryStageChanged("/a.zip", NotaryStage.WAITING, "s1", "In Progress", wall.now - 7200))
+    new.progress(NotaryStageChanged("/b.zip", NotaryStage.UPLOADING, "s2", "In Progress", wall.now - 60))
+    assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 7200
+    assert value(m, "notaryd_stuck_submissions") == 1
+    old.progress(NotaryStageChanged("/a.zip", NotaryStage.DONE, "s1", "Accepted"))
+    assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 60
+    assert value(m, "notaryd_stuck_submissions") == 0
+    new.end(JobOutcome.CANCELLED)  # e.g. cancelled without a final event from the pipeline
+    assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 0
+
+
+def test_a_job_that_stopped_counting_leaves_the_gauges_even_before_it_settles() -> None:
+    job = FakeJob(NotaryStage.WAITING)
+    m, wall, _ = make([job])
+    job.progress(NotaryStageChanged("/a.zip", NotaryStage.WAITING, "s1", "In Progress", wall.now - 7200))
+    job.progress(CredentialsIssued("/a.zip", wall.now + 600))
+    assert value(m, "notaryd_stuck_submissions") == 1
+    job.state = JobOutcome.FAILED  # terminal: only unfinished jobs count
+    assert value(m, "notaryd_stuck_submissions") == 0
+    assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 0
+    assert value(m, "notaryd_credential_expiry_seconds") is None
 
 
 def test_credential_expiry_tracks_the_soonest_active_upload() -> None:
-    m, wall, _ = make()
-    a, b = m.job_hook("a"), m.job_hook("b")
+    a, b = FakeJob(NotaryStage.UPLOADING), FakeJob(NotaryStage.UPLOADING)
+    m, wall, _ = make([a, b])
     assert value(m, "notaryd_credential_expiry_seconds") is None  # absent, not a fake number
-    a(CredentialsIssued("x", wall.now + 3600))
-    b(CredentialsIssued("y", wall.now + 600))
+    a.progress(CredentialsIssued("x", wall.now + 3600))
+    b.progress(CredentialsIssued("y", wall.now + 600))
     assert value(m, "notaryd_credential_expiry_seconds") == 600
-    b(UploadStateChanged("y", UploadState.COMPLETED, 10, 10))
+    b.progress(UploadStateChanged("y", UploadState.COMPLETED, 10, 10))
     assert value(m, "notaryd_credential_expiry_seconds") == 3600
     wall.now += 100
     assert value(m, "notaryd_credential_expiry_seconds") == 3500
+    a.progress(NotaryStageChanged("x", NotaryStage.WAITING, "s1", "In Progress"))
+    assert value(m, "notaryd_credential_expiry_seconds") is None
+
+
+def test_the_event_hook_counts_but_keeps_no_per_job_facts() -> None:
+    m, wall, _ = make([])
+    m(CredentialsIssued("x", wall.now + 600))
+    m(NotaryStageChanged("/a.zip", NotaryStage.WAITING, "s1", "In Progress", wall.now - 7200))
+    assert value(m, "notaryd_credential_expiry_seconds") is None
+    assert value(m, "notaryd_oldest_in_progress_submission_seconds") == 0
 
 
 def test_job_duration_histogram_uses_minutes_to_hours_buckets() -> None:
@@ -141,12 +169,13 @@ def test_job_duration_histogram_uses_minutes_to_hours_buckets() -> None:
 
 
 def test_exposition_parses_and_holds_every_contract_metric() -> None:
-    m, _, _ = make([FakeJob(QUEUED)])
+    job = FakeJob(NotaryStage.UPLOADING)
+    m, _, _ = make([FakeJob(QUEUED), job])
     m(BytesSent("a", 5, resent=False))
     m(PartRetried("a", 1, RetryReason.TIMEOUT, 1))
     m(NotaryRequestDone("submit", "200"))
     m.job_finished(JobOutcome.FAILED, 70)
-    m.job_hook("j")(CredentialsIssued("a", 2e9))
+    job.progress(CredentialsIssued("a", 2e9))
     names = {f.name for f in text_string_to_metric_families(m.render().decode())}
     for name in (
         "notaryd_upload_bytes", "notaryd_upload_resent_bytes", "notaryd_part_retries",

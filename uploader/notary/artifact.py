@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+
 from uploader.bundle_zip import is_bundle, package_for_submission, remove_archive
 from uploader.config import EngineConfig
 from uploader.database import Database
@@ -89,7 +91,8 @@ class StapleNote:
     failed: bool = False
 
 
-async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float) -> StapleNote:
+async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float,
+                       session: aiohttp.ClientSession | None = None) -> StapleNote:
     """Staple the accepted artifact; never raises for a stapling problem (the verdict stands)."""
     from uploader.staple import StapleInputError, staple
 
@@ -97,7 +100,7 @@ async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float) -
         return StapleNote(f"{source.name}: a zip cannot be stapled; staple the .app it was made "
                           "from (notaryd staple Game.app) and zip it again")
     try:
-        done = await staple(source, ticket_url, max_wait_seconds=max_wait_seconds)
+        done = await staple(source, ticket_url, session=session, max_wait_seconds=max_wait_seconds)
     except StapleInputError as error:
         return StapleNote(str(error), failed=True)
     except NotarydError as error:

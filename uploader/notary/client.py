@@ -171,11 +171,26 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="")))
 
 
+def notary_session(
+    api_url: str, *, trace_configs: list[aiohttp.TraceConfig] | None = None
+) -> aiohttp.ClientSession:
+    """A session for everything a notarisation fetches (API, log URLs, ticket lookups).
+
+    Its connector re-checks every address when it connects (``GuardedResolver``), so a URL that
+    passed ``UrlPolicy`` cannot rebind to this machine. Timeouts and body caps are per request.
+    Share one across clients of the same ``api_url``; whoever creates it closes it.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=GuardedResolver(api_url)),
+        trace_configs=trace_configs,
+    )
+
+
 class NotaryClient:
     """Calls to one notary service with one API key. Safe to share between tasks.
 
-    Pass an ``aiohttp.ClientSession`` to share connections; otherwise the client creates one and
-    ``close()`` (or ``async with``) closes it.
+    Pass a ``notary_session(api_url)`` to share connections (the caller closes it); otherwise
+    the client creates one and ``close()`` (or ``async with``) closes it.
     """
 
     def __init__(
@@ -221,8 +236,7 @@ class NotaryClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.api_url))
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = notary_session(self.api_url)
         return self._session
 
     # -- endpoints ---------------------------------------------------------------------------

@@ -45,15 +45,12 @@ from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import CredentialsExpiredError, NotarydError
 from uploader.events import (
-    BytesSent,
     CredentialsIssued,
     Emitter,
-    Event,
     HashProgress,
     Hook,
     NotaryStage,
     NotaryStageChanged,
-    PartAcknowledged,
     UploadState,
     UploadStateChanged,
 )
@@ -72,7 +69,7 @@ from uploader.notary.errors import LogUrlExpired, NotaryError, NotFound, RateLim
 from uploader.notary.logreport import parse_log, render_report
 from uploader.notary.store import UPLOADED, SubmissionRecord, SubmissionStore
 from uploader.planning import plan_upload
-from uploader.rate import RateMeter
+from uploader.progress import Progress
 from uploader.retry import Retrier, RetryPolicy
 from uploader.staple.lookup import DEFAULT_TICKET_URL
 from uploader.state_dir import write_private
@@ -85,6 +82,9 @@ log = logging.getLogger(__name__)
 CREDENTIAL_SAFETY_SECONDS = 600.0
 # How often the upload's projected finish is compared with the credentials' expiry.
 EXPIRY_CHECK_SECONDS = 30.0
+# The projection's rate: measured over this window, trusted after this much history.
+PROJECTION_WINDOW_SECONDS = 120.0
+PROJECTION_MIN_HISTORY_SECONDS = 10.0
 # Calls whose failure should not end a notarisation: retry transient errors for this long.
 API_RETRY = RetryPolicy(initial_delay_seconds=2.0, max_delay_seconds=120.0)
 # The log of a fresh verdict can answer 404 for a while: keep asking this long.
@@ -211,7 +211,7 @@ class Notarizer:
         outcome = await self._notarize(client, request, prepared, target)
         if outcome.accepted and request.staple:
             note = await artifact.staple_after(path, self._config.ticket_url,
-                                               self._config.staple_max_wait_seconds)
+                                               self._config.staple_max_wait_seconds, self._session)
             outcome = dataclasses.replace(outcome, staple=note)
         if not request.keep_archive:
             await asyncio.to_thread(prepared.discard)
@@ -372,9 +372,10 @@ class Notarizer:
 
     async def _upload_before_expiry(self, digest: FileDigest, submission: SubmissionRecord) -> None:
         """Upload, giving up early when the measured rate says the credentials run out first."""
-        meter = _Progress(digest.identity.size)
+        progress = Progress(bytes_total=digest.identity.size,
+                            rate_window_seconds=PROJECTION_WINDOW_SECONDS)
         engine = MultipartUploader(
-            self._db, self._config.engine, hooks=[*self._hooks, meter],
+            self._db, self._config.engine, hooks=[*self._hooks, progress],
             part_slots=self._part_slots, throttle=self._throttle, sleep=self._sleep,
             now=self._clock,
         )
@@ -388,7 +389,7 @@ class Notarizer:
                     upload.result()
                     return
                 left = submission.credentials_expire_at - self._clock()
-                needed = meter.seconds_to_finish()
+                needed = progress.seconds_to_finish(PROJECTION_MIN_HISTORY_SECONDS)
                 if needed is not None and needed > left - CREDENTIAL_SAFETY_SECONDS:
                     raise _CredentialsWillExpire
         finally:
@@ -481,26 +482,3 @@ class Notarizer:
 
 def _write_text(path: Path, text: str) -> None:
     write_private(path, text.encode("utf-8"))  # 0600 in a 0700 logs/: see uploader.state_dir
-
-
-class _Progress:
-    """Hook that measures the upload's recent rate to project when it will finish."""
-
-    def __init__(self, total: int, window_seconds: float = 120.0) -> None:
-        self.total = total
-        self.done = 0
-        self._meter = RateMeter(window_seconds)
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, UploadStateChanged) and event.state is UploadState.UPLOADING:
-            self.done = event.bytes_done
-        elif isinstance(event, PartAcknowledged):
-            self.done += event.nbytes
-        elif isinstance(event, BytesSent):
-            self._meter.add(event.nbytes)
-
-    def seconds_to_finish(self) -> float | None:
-        if self._meter.history_seconds() < 10:
-            return None  # too little history to judge
-        rate = self._meter.rate()
-        return (self.total - self.done) / rate if rate > 0 else float("inf")

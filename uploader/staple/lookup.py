@@ -30,6 +30,7 @@ DEFAULT_TICKET_URL = ("https://api.apple-cloudkit.com/database/1/com.apple.gk.ti
 MAX_ANSWER_BYTES = 4 * MAX_TICKET_BYTES
 FIRST_DELAY_SECONDS = 5.0
 MAX_DELAY_SECONDS = 60.0
+ASK_TIMEOUT = aiohttp.ClientTimeout(total=60)
 
 
 class TicketLookupError(NotarydError):
@@ -54,7 +55,7 @@ async def lookup_ticket(
 ) -> bytes:
     """The ticket for ``key``; retries NOT_FOUND, THROTTLED and transient failures."""
     own = session is None
-    http = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    http = session or aiohttp.ClientSession()
     deadline = clock() + max_wait_seconds
     delay = FIRST_DELAY_SECONDS
     try:
@@ -81,7 +82,7 @@ async def lookup_ticket(
 async def _ask(http: aiohttp.ClientSession, url: str, key: TicketKey) -> bytes:
     body = {"records": [{"recordName": key.record_name}]}
     try:
-        async with http.post(url, json=body) as response:
+        async with http.post(url, json=body, timeout=ASK_TIMEOUT) as response:
             raw = await response.content.read(MAX_ANSWER_BYTES + 1)
             status = response.status
             retry_header = response.headers.get("Retry-After", "")
