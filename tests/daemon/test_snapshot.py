@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import test_utils, web
 
 from service.daemon.client import DaemonClient
 from service.daemon.job_options import JobOptions
@@ -147,15 +147,8 @@ async def hostile_daemon() -> AsyncIterator[str]:
     app.router.add_get("/v1/jobs", jobs)
     app.router.add_get("/v1/jobs/{id}", job)
     app.router.add_get("/v1/events", events)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        host, port = runner.addresses[0][:2]
-        yield f"{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with test_utils.TestServer(app, host="127.0.0.1", port=0) as server:
+        yield f"127.0.0.1:{server.port}"
 
 
 async def test_the_client_reports_a_foreign_answer_as_one_clear_error(hostile_daemon: str) -> None:

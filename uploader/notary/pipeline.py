@@ -402,7 +402,7 @@ class Notarizer:
     async def wait(
         self, submission_id: str, target: str = "", *, submitted_at: float | None = None
     ) -> SubmissionStatus:
-        """Poll until the status is anything but "In Progress"; survives any transient error."""
+        """Poll until the status is anything but IN_PROGRESS; survives any transient error."""
         client = await self.client()
         self._emit(NotaryStageChanged(target, NotaryStage.WAITING, submission_id, NotaryStatus.IN_PROGRESS,
                                       submitted_at=submitted_at))
