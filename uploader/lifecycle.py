@@ -174,9 +174,8 @@ JOB_LIFECYCLE: Lifecycle[JobState] = Lifecycle(
     "job",
     {
         # Not final: back to queued (a daemon restart), to any running stage (stages are not
-        # monotonic: a bundle is zipped and hashed before its preflight, expired credentials
-        # send an upload back to submitting), or to any outcome (a cancel or a failed source
-        # check may end a job that is still queued).
+        # monotonic: expired credentials send an upload back to submitting), or to any outcome
+        # (a cancel or a failed source check may end a job that is still queued).
         **{state: frozenset(JOB_STATES) for state in _NOT_FINAL},
         # An outcome is final.
         **{outcome: frozenset() for outcome in JobOutcome},

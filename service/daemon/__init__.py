@@ -6,7 +6,9 @@ Layout, one concept per module:
 * ``scheduler``       queue + global limits; owns every job task (``JobRunner`` protocol)
 * ``pipeline_runner`` the real ``JobRunner``: ``uploader.notary.pipeline.Notarizer`` per job
 * ``slots``           ``PartSlots``: parts in flight across all jobs, closable for shutdown
-* ``jobs``            the job record, its state machine and ``JobStore`` over the ``jobs`` table
+* ``jobs``            the job record; its moves are ``uploader.lifecycle.JOB_LIFECYCLE``
+* ``job_store``       ``JobStore`` over the ``jobs`` table
+* ``snapshot``        ``JobSnapshot``: a job as the API, the CLI and notifications show it
 * ``rate``            moving-average byte rates (per job and daemon-wide)
 * ``broker``          fan-out of job snapshots to server-sent-event subscribers
 * ``metrics``         event hook -> prometheus_client metrics on an explicit registry

@@ -10,13 +10,15 @@ exactly one outcome (``JobOutcome``, from Apple's status or the run's error)::
                                       ▼
                  accepted | invalid | rejected | failed | cancelled   (terminal, final)
 
-Terminal states never change again; ``Job.move_to`` raises ``IllegalTransition`` if asked to.
+The moves are the table ``uploader.lifecycle.JOB_LIFECYCLE``, which ``Job.move_to`` enforces:
+terminal states never change again, and asking is an ``IllegalTransition``.
 A job that was running when the daemon stopped (SIGTERM or SIGKILL) keeps its running state in
 SQLite and is put back in the queue on the next start; the pipeline then resumes the same
 submission and multipart upload.
 
 ``Job`` objects are mutated on the event-loop thread only. Their live progress is the one fold
-of the pipeline's events, ``uploader.progress.Progress``.
+of the pipeline's events, ``uploader.progress.Progress``; ``Job.snapshot()`` is what the API,
+the event stream and the notifications show of a job (``snapshot.JobSnapshot``).
 """
 
 from __future__ import annotations
