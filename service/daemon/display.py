@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from service.progress import TransferBar, human_bytes
-from uploader.lifecycle import JobOutcome, NotaryStage
+from uploader.lifecycle import QUEUED, JobOutcome, NotaryStage
 
 from .snapshot import JobSnapshot
 
@@ -101,7 +101,7 @@ class JobFollower(TransferBar):
     """Shows one job's progress (``notaryd submit --wait``); feed it snapshots."""
 
     def __init__(self, stream: TextIO | None = None, *, plain_interval_seconds: float = 10.0) -> None:
-        super().__init__(stream, plain_interval_seconds=plain_interval_seconds, first_label="queued")
+        super().__init__(stream, plain_interval_seconds=plain_interval_seconds, first_label=QUEUED)
         self._last_state: str | None = None
         self._last_line = 0.0
 
