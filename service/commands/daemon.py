@@ -106,7 +106,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
 async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
     import sys
 
-    from service.daemon.client import DaemonUnreachable
+    from service.daemon.client import DaemonUnreachable, UnreadableAnswer
     from service.daemon.display import JobFollower
     from uploader.errors import NotarydError
     from uploader.retry import Retrier, RetryPolicy
@@ -129,8 +129,8 @@ async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
         nonlocal failures
         if isinstance(exc, _StreamEnded):
             return 0.0  # the stream ended before the verdict: listen again at once
-        if not isinstance(exc, NotarydError):  # the daemon restarted or went away: try again
-            raise exc
+        if not isinstance(exc, NotarydError) or isinstance(exc, UnreadableAnswer):
+            raise exc  # a bug, or a daemon that speaks another shape: trying again will not help
         failures += 1
         if failures > RECONNECT_ATTEMPTS:
             raise exc

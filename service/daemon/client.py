@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from service.settings import Settings
 from uploader.errors import NotarydError
@@ -30,6 +31,15 @@ class DaemonUnreachable(NotarydError):
             "`notaryd service install`"
         )
         self.address = address
+
+
+class UnreadableAnswer(NotarydError):
+    """The daemon's answer has a shape this client does not know (another version, or not
+    notaryd): asking again will not help."""
+
+
+# One server-sent event of more than this is no job snapshot.
+MAX_EVENT_BYTES = 1024 * 1024
 
 
 class ApiRefused(NotarydError):
@@ -113,9 +123,12 @@ class DaemonClient:
                 self._base + "/v1/events", params=params, timeout=timeout
             ) as response:
                 await _raise_for_error(response)
-                event, data = "", []
+                event, data, size = "", [], 0
                 async for raw in response.content:
                     line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                    size += len(raw)
+                    if size > MAX_EVENT_BYTES:
+                        raise self._unreadable(f"an event of more than {MAX_EVENT_BYTES} bytes")
                     if line.startswith(":"):
                         continue  # heartbeat comment
                     if line.startswith("event:"):
@@ -125,7 +138,9 @@ class DaemonClient:
                     elif not line:
                         if event == "job" and data:
                             yield self._snapshot(_decode("\n".join(data)))
-                        event, data = "", []
+                        event, data, size = "", [], 0
+        except (ValueError, HttpProcessingError) as exc:  # e.g. a line longer than aiohttp reads
+            raise self._unreadable(f"the event stream: {type(exc).__name__}") from None
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             if isinstance(exc, aiohttp.ClientConnectorError):
                 raise DaemonUnreachable(self.address) from None
@@ -144,8 +159,8 @@ class DaemonClient:
         except BadSnapshot as error:
             raise self._unreadable(str(error)) from None
 
-    def _unreadable(self, why: str) -> NotarydError:
-        return NotarydError(
+    def _unreadable(self, why: str) -> UnreadableAnswer:
+        return UnreadableAnswer(
             f"notaryd at {self.address} sent an answer this client cannot read ({why}); "
             "run the same notaryd version as the daemon, and check NOTARYD_LISTEN points at it"
         )

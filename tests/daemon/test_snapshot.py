@@ -137,13 +137,20 @@ async def hostile_daemon() -> AsyncIterator[str]:
             return web.Response(text="<html>proxy error</html>", content_type="text/html")
         return web.json_response(bad_job)
 
+    async def submit(_: web.Request) -> web.Response:
+        return web.json_response({**finished_json(), "state": "queued"}, status=201)
+
     async def events(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(b"event: job\ndata: [1, 2]\n\n")
+        if request.query.get("job") == "huge":
+            await response.write(b"event: job\ndata: " + b"x" * (4 * 1024 * 1024) + b"\n\n")
+        else:
+            await response.write(b"event: job\ndata: [1, 2]\n\n")
         return response
 
     app = web.Application()
+    app.router.add_post("/v1/jobs", submit)
     app.router.add_get("/v1/jobs", jobs)
     app.router.add_get("/v1/jobs/{id}", job)
     app.router.add_get("/v1/events", events)
@@ -162,17 +169,22 @@ async def test_the_client_reports_a_foreign_answer_as_one_clear_error(hostile_da
         with pytest.raises(NotarydError, match="must be a JSON object"):
             async for _ in client.events():
                 pass
+        with pytest.raises(NotarydError, match="event stream"):
+            async for _ in client.events("huge"):
+                pass
 
 
 async def test_the_cli_shows_a_foreign_answer_in_one_line(hostile_daemon: str, tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NOTARYD_STATE_DIR": str(tmp_path / "state"),
            "NOTARYD_LISTEN": hostile_daemon, "NOTARYD_API_TOKEN": "t"}
-    for args in (["jobs"], ["job", "0123456789ab", "--json"]):
+    # submit --wait follows the job's events, and does not keep retrying an answer it cannot read
+    for args in (["jobs"], ["job", "0123456789ab", "--json"], ["submit", "/archives/App.zip", "--wait"]):
         process = await asyncio.create_subprocess_exec(
             str(NOTARYD), *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         out, err = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 1, err
         lines = err.decode().strip().splitlines()
-        assert len(lines) == 1 and "'bytes_done'" in lines[0] and "Traceback" not in lines[0], lines
+        assert "cannot read" in lines[-1] and "Traceback" not in err.decode(), lines
+        assert len(lines) == (2 if "--wait" in args else 1), lines  # --wait: the queued line first
         assert out == b""
