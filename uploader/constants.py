@@ -1,14 +1,9 @@
-"""Facts about Apple's notary service and S3 that several modules rely on, each in one place."""
+"""Facts about Apple's notary service and S3 that several modules rely on, each in one place.
+
+The notary status strings are ``uploader.lifecycle.NotaryStatus``.
+"""
 
 from __future__ import annotations
-
-from .lifecycle import NotaryStatus
-
-# Transitional aliases (issue 12 removes them): the strings live in lifecycle.NotaryStatus.
-IN_PROGRESS = NotaryStatus.IN_PROGRESS
-ACCEPTED = NotaryStatus.ACCEPTED
-INVALID = NotaryStatus.INVALID
-REJECTED = NotaryStatus.REJECTED
 
 # The notary REST API (reference/notary-api.md).
 DEFAULT_API_URL = "https://appstoreconnect.apple.com/notary/v2"

@@ -81,7 +81,7 @@ class NotaryStageChanged:
     target: str  # the archive path
     stage: NotaryStage
     submission_id: str | None = None
-    notary_status: str | None = None  # "In Progress" | "Accepted" | "Invalid" | "Rejected"
+    notary_status: str | None = None  # a lifecycle.NotaryStatus value
     submitted_at: float | None = None  # Unix time the submission was created (for "oldest in progress")
     detail: str = ""
 

@@ -5,7 +5,8 @@ Three things have a lifecycle, each persisted by the store that owns it:
 * an **upload** (``UploadState``; ``uploader.upload_state.UploadStore``): one S3 multipart upload;
 * a **submission** (``SubmissionState``; ``uploader.notary.store.SubmissionStore``): our record of
   one notary submission, whose verdict is Apple's ``NotaryStatus``;
-* a daemon **job** (``JobState``; ``service.daemon``): one archive's trip through the pipeline.
+* a daemon **job** (``JobState``; ``service.daemon.jobs.Job.move_to``, saved by ``JobStore``):
+  one archive's trip through the pipeline.
   A job's state is not a type of its own: it is ``QUEUED``, or the pipeline stage it is in
   (``NotaryStage``), or how it ended (``JobOutcome``, from Apple's status or the run's error).
 
@@ -165,10 +166,20 @@ QUEUED = Queued.QUEUED
 JobState = Queued | NotaryStage | JobOutcome
 """A job's state: queued, a running stage, or its outcome (terminal)."""
 
-JOB_STATES: tuple[JobState, ...] = (
-    QUEUED,
-    *(stage for stage in NotaryStage if stage.running),
-    *JobOutcome,
+RUNNING_STAGES: tuple[NotaryStage, ...] = tuple(stage for stage in NotaryStage if stage.running)
+_NOT_FINAL: tuple[JobState, ...] = (QUEUED, *RUNNING_STAGES)
+JOB_STATES: tuple[JobState, ...] = (*_NOT_FINAL, *JobOutcome)
+
+JOB_LIFECYCLE: Lifecycle[JobState] = Lifecycle(
+    "job",
+    {
+        # Not final: back to queued (a daemon restart), to any running stage (stages are not
+        # monotonic: expired credentials send an upload back to submitting), or to any outcome
+        # (a cancel or a failed source check may end a job that is still queued).
+        **{state: frozenset(JOB_STATES) for state in _NOT_FINAL},
+        # An outcome is final.
+        **{outcome: frozenset() for outcome in JobOutcome},
+    },
 )
 
 
@@ -180,19 +191,6 @@ def parse_job_state(text: str) -> JobState:
     raise ValueError(f"unknown job state {text!r}")
 
 
-def job_state_allows(current: JobState, new: JobState) -> bool:
-    """Jobs: an outcome is final; any other state may become queued (restart), any running
-    stage (stages restart on resume, e.g. hashing again), or an outcome."""
-    if new is current:
-        return True
-    if isinstance(current, JobOutcome):
-        return False
-    return new is QUEUED or isinstance(new, JobOutcome) or (
-        isinstance(new, NotaryStage) and new.running
-    )
-
-
 def check_job_move(current: JobState, new: JobState, *, what: str = "") -> None:
-    if not job_state_allows(current, new):
-        label = f"job {what}".strip()
-        raise IllegalTransition(f"{label} is {current.value}; it cannot become {new.value}")
+    """``IllegalTransition`` unless ``JOB_LIFECYCLE`` allows ``current`` -> ``new``."""
+    JOB_LIFECYCLE.check(current, new, what=what)

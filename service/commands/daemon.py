@@ -10,14 +10,19 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from service.commands.notary import add_last_mile_options
+from uploader.lifecycle import JobOutcome
 
 if TYPE_CHECKING:
     from service.daemon.client import DaemonClient
+    from service.daemon.snapshot import JobSnapshot
     from service.settings import Settings
 
 EXIT_ACCEPTED, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
-STATE_EXIT_CODES = {"accepted": EXIT_ACCEPTED, "invalid": EXIT_REJECTED, "rejected": EXIT_REJECTED}
-TERMINAL = frozenset({"accepted", "invalid", "rejected", "failed", "cancelled"})
+OUTCOME_EXIT_CODES = {
+    JobOutcome.ACCEPTED: EXIT_ACCEPTED,
+    JobOutcome.INVALID: EXIT_REJECTED,
+    JobOutcome.REJECTED: EXIT_REJECTED,
+}
 # Following a job survives a daemon restart (launchd brings it back within seconds).
 RECONNECT_ATTEMPTS = 30
 RECONNECT_DELAY_SECONDS = 2.0
@@ -90,18 +95,18 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
                          "keep_archive": args.keep_archive},
             )
             if not args.wait:
-                print(job["id"])
-                print(f"notaryd: queued job {job['id']} for {job['path']}", file=sys.stderr)
+                print(job.id)
+                print(f"notaryd: queued job {job.id} for {job.path}", file=sys.stderr)
                 return 0
             return await _follow(client, job)
 
     return run(main())
 
 
-async def _follow(client: DaemonClient, job: dict[str, Any]) -> int:
+async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
     import sys
 
-    from service.daemon.client import DaemonUnreachable
+    from service.daemon.client import DaemonUnreachable, UnreadableAnswer
     from service.daemon.display import JobFollower
     from uploader.errors import NotarydError
     from uploader.retry import Retrier, RetryPolicy
@@ -113,19 +118,19 @@ async def _follow(client: DaemonClient, job: dict[str, Any]) -> int:
 
     async def follow() -> None:
         nonlocal job, failures
-        async for snapshot in client.events(job["id"]):
+        async for snapshot in client.events(job.id):
             failures = 0  # progress: the count of failures in a row starts again
             job = snapshot
             view.update(job)
-        if job["state"] not in TERMINAL:
+        if not job.terminal:
             raise _StreamEnded
 
     def decide(exc: Exception, _retry_number: int) -> float:
         nonlocal failures
         if isinstance(exc, _StreamEnded):
             return 0.0  # the stream ended before the verdict: listen again at once
-        if not isinstance(exc, NotarydError):  # the daemon restarted or went away: try again
-            raise exc
+        if not isinstance(exc, NotarydError) or isinstance(exc, UnreadableAnswer):
+            raise exc  # a bug, or a daemon that speaks another shape: trying again will not help
         failures += 1
         if failures > RECONNECT_ATTEMPTS:
             raise exc
@@ -136,25 +141,25 @@ async def _follow(client: DaemonClient, job: dict[str, Any]) -> int:
 
     with JobFollower(sys.stderr) as view:
         view.update(job)
-        if job["state"] not in TERMINAL:
+        if not job.terminal:
             await reconnecting.run(follow, decide)
-        state = job["state"]
-        if state in {"invalid", "rejected", "accepted"}:
+        state = job.state
+        if state in OUTCOME_EXIT_CODES:  # Apple decided: there is a log
             try:
-                report = (await client.log(job["id"])).get("report")
+                report = (await client.log(job.id)).get("report")
             except NotarydError:
                 report = None
-            if report and state != "accepted":
-                view.message(report)
-    verdict = job.get("notary_status") or state
-    line = f"notaryd: job {job['id']} {state}: {verdict}"
-    if job.get("error"):
-        line += f": {job['error']}"
-    if job.get("submission_id"):
-        line += f" (submission {job['submission_id']}; `notaryd log {job['submission_id']}`)"
+            if report and state is not JobOutcome.ACCEPTED:
+                view.message(str(report))
+    verdict = job.notary_status or state
+    line = f"notaryd: job {job.id} {state}: {verdict}"
+    if job.error:
+        line += f": {job.error}"
+    if job.submission_id:
+        line += f" (submission {job.submission_id}; `notaryd log {job.submission_id}`)"
     print(line, file=sys.stderr)
-    print(job["id"])
-    return STATE_EXIT_CODES.get(state, EXIT_FAILED)
+    print(job.id)
+    return OUTCOME_EXIT_CODES.get(state, EXIT_FAILED) if isinstance(state, JobOutcome) else EXIT_FAILED
 
 
 def _jobs(args: argparse.Namespace, settings: Settings) -> int:
@@ -165,13 +170,13 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
     from service.daemon.display import jobs_table
     from service.runtime import run
 
-    async def main() -> list[dict[str, Any]]:
+    async def main() -> list[JobSnapshot]:
         async with _client(settings) as client:
             return await client.jobs()
 
     jobs = run(main())
     if args.json:
-        print(json.dumps(jobs, indent=2))
+        print(json.dumps([job.to_json() for job in jobs], indent=2))
     elif not jobs:
         print("no jobs; queue one with `notaryd submit PATH`")
     else:
@@ -189,12 +194,12 @@ def _job(args: argparse.Namespace, settings: Settings) -> int:
     from service.daemon.display import describe
     from service.runtime import run
 
-    async def main() -> dict[str, Any]:
+    async def main() -> JobSnapshot:
         async with _client(settings) as client:
             return await client.job(args.job_id)
 
     job = run(main())
-    print(json.dumps(job, indent=2) if args.json else describe(job))
+    print(json.dumps(job.to_json(), indent=2) if args.json else describe(job))
     return 0
 
 
@@ -222,10 +227,10 @@ def _cancel(args: argparse.Namespace, settings: Settings) -> int:
 
     from service.runtime import run
 
-    async def main() -> dict[str, Any]:
+    async def main() -> JobSnapshot:
         async with _client(settings) as client:
             return await client.cancel(args.job_id)
 
     job = run(main())
-    print(f"notaryd: job {job['id']} {job['state']}", file=sys.stderr)
+    print(f"notaryd: job {job.id} {job.state}", file=sys.stderr)
     return 0

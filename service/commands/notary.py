@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.settings import Settings
 from uploader.errors import ConfigError
+from uploader.lifecycle import NotaryStatus
 
 if TYPE_CHECKING:
     from uploader.notary.pipeline import NotarizeOutcome, Notarizer
@@ -66,9 +67,9 @@ def add_last_mile_options(parser: argparse.ArgumentParser) -> None:
 
 
 def exit_code_for(status: str, waited: bool = True) -> int:
-    if status == "Accepted" or (not waited and status == "In Progress"):
+    if status == NotaryStatus.ACCEPTED or (not waited and status == NotaryStatus.IN_PROGRESS):
         return EXIT_ACCEPTED
-    if status in ("Invalid", "Rejected"):
+    if status in (NotaryStatus.INVALID, NotaryStatus.REJECTED):
         return EXIT_REJECTED
     return EXIT_FAILURE
 

@@ -9,7 +9,9 @@ Layout, one concept per module:
 * ``registry``        the jobs this process knows, over the stored history
 * ``pipeline_runner`` the real ``JobRunner``: ``uploader.notary.pipeline.Notarizer`` per job
 * ``slots``           ``PartSlots``: parts in flight across all jobs, closable for shutdown
-* ``jobs``            the job record, its state machine and ``JobStore`` over the ``jobs`` table
+* ``jobs``            the job record; its moves are ``uploader.lifecycle.JOB_LIFECYCLE``
+* ``job_store``       ``JobStore`` over the ``jobs`` table
+* ``snapshot``        ``JobSnapshot``: a job as the API, the CLI and notifications show it
 * ``broker``          fan-out of job snapshots to server-sent-event subscribers
 * ``metrics``         counters from events, per-job gauges from the jobs' ``Progress``
 * ``api``             aiohttp control API (thin: validates, then delegates to the scheduler)

@@ -41,7 +41,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from uploader.bundle_zip import is_bundle
 from uploader.errors import SourceChangedError
 from uploader.hashing import FileIdentity
-from uploader.lifecycle import JobOutcome
 from uploader.source_file import MAX_PATH_CHARS, SourceRejected, check_source
 
 from .broker import Broker
@@ -51,6 +50,7 @@ from .jobs import JobNotFound, job_name_problem
 from .metrics import DaemonMetrics
 from .openapi import openapi_document
 from .scheduler import DuplicateJob, JobFinished, Scheduler, SchedulerClosed
+from .snapshot import JobSnapshot
 from .token import token_matches
 
 log = logging.getLogger(__name__)
@@ -187,23 +187,23 @@ async def create_job(request: web.Request) -> web.Response:
         size=identity.size if identity is not None else 0,
         identity=identity,
     )
-    return web.json_response(job.snapshot(), status=201, headers={"Location": f"/v1/jobs/{job.id}"})
+    return web.json_response(job.snapshot().to_json(), status=201, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 async def list_jobs(request: web.Request) -> web.Response:
     jobs = await request.app[SCHEDULER].recent()
-    return web.json_response({"jobs": [job.snapshot() for job in jobs]})
+    return web.json_response({"jobs": [job.snapshot().to_json() for job in jobs]})
 
 
 async def get_job(request: web.Request) -> web.Response:
     job = await request.app[SCHEDULER].get(request.match_info["id"])
-    return web.json_response(job.snapshot())
+    return web.json_response(job.snapshot().to_json())
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     # Shielded: a client that hangs up must not leave a half-cancelled job behind.
     job = await asyncio.shield(request.app[SCHEDULER].cancel(request.match_info["id"]))
-    return web.json_response(job.snapshot())
+    return web.json_response(job.snapshot().to_json())
 
 
 async def job_log(request: web.Request) -> web.Response:
@@ -264,7 +264,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                     continue
                 for snapshot in batch:
                     await response.write(_sse("job", snapshot))
-                if job_id and any(s["state"] in _TERMINAL_NAMES for s in batch):
+                if job_id and any(snapshot.terminal for snapshot in batch):
                     break  # a one-job stream ends with the job
         except (ConnectionResetError, ConnectionError):
             pass  # the client went away
@@ -432,8 +432,6 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-_TERMINAL_NAMES = frozenset(str(state) for state in JobOutcome)
+def _sse(event: str, snapshot: JobSnapshot) -> bytes:
+    data = json.dumps(snapshot.to_json(), separators=(",", ":"))
+    return f"event: {event}\ndata: {data}\n\n".encode()

@@ -12,27 +12,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
-Snapshot = dict[str, Any]
+from .snapshot import JobSnapshot
 
 
 class Subscription:
     def __init__(self, job_id: str | None) -> None:
         self.job_id = job_id
-        self._pending: list[Snapshot] = []
+        self._pending: list[JobSnapshot] = []
         self._last_pending: dict[str, int] = {}  # job id -> index of its newest pending snapshot
         self._ready = asyncio.Event()
         self.closed = False
 
-    def offer(self, snapshot: Snapshot) -> None:
-        if self.job_id is not None and snapshot["id"] != self.job_id:
+    def offer(self, snapshot: JobSnapshot) -> None:
+        if self.job_id is not None and snapshot.id != self.job_id:
             return
-        index = self._last_pending.get(snapshot["id"])
-        if index is not None and self._pending[index]["state"] == snapshot["state"]:
+        index = self._last_pending.get(snapshot.id)
+        if index is not None and self._pending[index].state is snapshot.state:
             self._pending[index] = snapshot  # same state: only the progress moved
         else:
-            self._last_pending[snapshot["id"]] = len(self._pending)
+            self._last_pending[snapshot.id] = len(self._pending)
             self._pending.append(snapshot)
         self._ready.set()
 
@@ -40,7 +39,7 @@ class Subscription:
         self.closed = True
         self._ready.set()
 
-    async def next_batch(self, wait_seconds: float) -> list[Snapshot]:
+    async def next_batch(self, wait_seconds: float) -> list[JobSnapshot]:
         """The snapshots pending now, waiting up to ``wait_seconds``; [] on timeout or close."""
         if not self._pending and not self.closed:
             with contextlib.suppress(TimeoutError):
@@ -56,7 +55,7 @@ class Broker:
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
 
-    def publish(self, snapshot: Snapshot) -> None:
+    def publish(self, snapshot: JobSnapshot) -> None:
         for sub in self._subscriptions:
             sub.offer(snapshot)
 

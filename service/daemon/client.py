@@ -2,7 +2,8 @@
 
 Finds the daemon at ``NOTARYD_LISTEN`` and the token the same way the daemon does (see
 ``token.py``). Every failure becomes a ``NotarydError`` whose message is one actionable line:
-the daemon is not running, the token is wrong, or the API's own ``error``/``hint``.
+the daemon is not running, the token is wrong, the API's own ``error``/``hint``, or an answer
+this client cannot read (another version, or not notaryd). Jobs come back as ``JobSnapshot``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from service.settings import Settings
 from uploader.errors import NotarydError
 
+from .snapshot import BadSnapshot, JobSnapshot
 from .token import find_token
 
 
@@ -28,6 +31,15 @@ class DaemonUnreachable(NotarydError):
             "`notaryd service install`"
         )
         self.address = address
+
+
+class UnreadableAnswer(NotarydError):
+    """The daemon's answer has a shape this client does not know (another version, or not
+    notaryd): asking again will not help."""
+
+
+# One server-sent event of more than this is no job snapshot.
+MAX_EVENT_BYTES = 1024 * 1024
 
 
 class ApiRefused(NotarydError):
@@ -77,30 +89,32 @@ class DaemonClient:
     async def submit(
         self, path: Path, *, name: str | None = None, webhook: str | None = None,
         skip_preflight: bool = False, options: dict[str, bool] | None = None,
-    ) -> dict[str, Any]:
+    ) -> JobSnapshot:
         body: dict[str, Any] = {"path": str(path), "skip_preflight": skip_preflight,
                                 **(options or {})}
         if name:
             body["name"] = name
         if webhook:
             body["webhook"] = webhook
-        return await self._call("POST", "/v1/jobs", body)
+        return self._snapshot(await self._call("POST", "/v1/jobs", body))
 
-    async def jobs(self) -> list[dict[str, Any]]:
+    async def jobs(self) -> list[JobSnapshot]:
         reply = await self._call("GET", "/v1/jobs")
-        jobs: list[dict[str, Any]] = reply["jobs"]
-        return jobs
+        jobs = reply.get("jobs")
+        if not isinstance(jobs, list):
+            raise self._unreadable("GET /v1/jobs has no 'jobs' list")
+        return [self._snapshot(job) for job in jobs]
 
-    async def job(self, job_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/v1/jobs/{job_id}")
+    async def job(self, job_id: str) -> JobSnapshot:
+        return self._snapshot(await self._call("GET", f"/v1/jobs/{job_id}"))
 
-    async def cancel(self, job_id: str) -> dict[str, Any]:
-        return await self._call("DELETE", f"/v1/jobs/{job_id}")
+    async def cancel(self, job_id: str) -> JobSnapshot:
+        return self._snapshot(await self._call("DELETE", f"/v1/jobs/{job_id}"))
 
     async def log(self, job_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/v1/jobs/{job_id}/log")
 
-    async def events(self, job_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, job_id: str | None = None) -> AsyncIterator[JobSnapshot]:
         """Job snapshots from ``GET /v1/events`` until the stream ends."""
         params = {"job": job_id} if job_id else None
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=60)
@@ -109,9 +123,12 @@ class DaemonClient:
                 self._base + "/v1/events", params=params, timeout=timeout
             ) as response:
                 await _raise_for_error(response)
-                event, data = "", []
+                event, data, size = "", [], 0
                 async for raw in response.content:
-                    line = raw.decode("utf-8").rstrip("\r\n")
+                    line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                    size += len(raw)
+                    if size > MAX_EVENT_BYTES:
+                        raise self._unreadable(f"an event of more than {MAX_EVENT_BYTES} bytes")
                     if line.startswith(":"):
                         continue  # heartbeat comment
                     if line.startswith("event:"):
@@ -120,8 +137,10 @@ class DaemonClient:
                         data.append(line[5:].lstrip())
                     elif not line:
                         if event == "job" and data:
-                            yield json.loads("\n".join(data))
-                        event, data = "", []
+                            yield self._snapshot(_decode("\n".join(data)))
+                        event, data, size = "", [], 0
+        except (ValueError, HttpProcessingError) as exc:  # e.g. a line longer than aiohttp reads
+            raise self._unreadable(f"the event stream: {type(exc).__name__}") from None
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             if isinstance(exc, aiohttp.ClientConnectorError):
                 raise DaemonUnreachable(self.address) from None
@@ -134,18 +153,39 @@ class DaemonClient:
             raise RuntimeError("use DaemonClient as an async context manager")
         return self._session
 
+    def _snapshot(self, document: object) -> JobSnapshot:
+        try:
+            return JobSnapshot.from_json(document)
+        except BadSnapshot as error:
+            raise self._unreadable(str(error)) from None
+
+    def _unreadable(self, why: str) -> UnreadableAnswer:
+        return UnreadableAnswer(
+            f"notaryd at {self.address} sent an answer this client cannot read ({why}); "
+            "run the same notaryd version as the daemon, and check NOTARYD_LISTEN points at it"
+        )
+
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         try:
             async with self._session_().request(
                 method, self._base + path, json=body, timeout=self._timeout
             ) as response:
                 await _raise_for_error(response)
-                reply: dict[str, Any] = await response.json()
-                return reply
+                reply = _decode(await response.read())
         except aiohttp.ClientConnectorError:
             raise DaemonUnreachable(self.address) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise NotarydError(f"notaryd at {self.address} did not answer {method} {path}: {exc}") from None
+        if not isinstance(reply, dict):
+            raise self._unreadable(f"{method} {path} did not return a JSON object")
+        return reply
+
+
+def _decode(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:  # the caller says what it expected
+        return None
 
 
 async def _raise_for_error(response: aiohttp.ClientResponse) -> None:

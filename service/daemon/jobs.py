@@ -10,13 +10,15 @@ exactly one outcome (``JobOutcome``, from Apple's status or the run's error)::
                                       ▼
                  accepted | invalid | rejected | failed | cancelled   (terminal, final)
 
-Terminal states never change again; ``Job.move_to`` raises ``IllegalTransition`` if asked to.
+The moves are the table ``uploader.lifecycle.JOB_LIFECYCLE``, which ``Job.move_to`` enforces:
+terminal states never change again, and asking is an ``IllegalTransition``.
 A job that was running when the daemon stopped (SIGTERM or SIGKILL) keeps its running state in
 SQLite and is put back in the queue on the next start; the pipeline then resumes the same
 submission and multipart upload.
 
 ``Job`` objects are mutated on the event-loop thread only. Their live progress is the one fold
-of the pipeline's events, ``uploader.progress.Progress``.
+of the pipeline's events, ``uploader.progress.Progress``; ``Job.snapshot()`` is what the API,
+the event stream and the notifications show of a job (``snapshot.JobSnapshot``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from uploader.errors import NotarydError
 from uploader.hashing import FileIdentity
@@ -33,6 +34,7 @@ from uploader.lifecycle import JobOutcome, JobState, NotaryStage, check_job_move
 from uploader.progress import Progress
 
 from .job_options import JobOptions
+from .snapshot import JobSnapshot
 
 
 class JobNotFound(NotarydError):
@@ -108,33 +110,9 @@ class Job:
             self.progress.settle()
         return True
 
-    def snapshot(self) -> dict[str, Any]:
-        """The JSON shape of the control API (see ``openapi.JOB_SCHEMA``)."""
-        progress = self.progress
-        rate = progress.rate() if self.state is NotaryStage.UPLOADING else 0.0
-        remaining = max(0, progress.bytes_total - progress.bytes_done)
-        eta = remaining / rate if rate > 0 else None
-        return {
-            "id": self.id,
-            "path": str(self.path),
-            "name": self.name,
-            "webhook": self.webhook,
-            "skip_preflight": self.skip_preflight,
-            "state": str(self.state),
-            "bytes_total": progress.bytes_total,
-            "bytes_done": progress.bytes_done,
-            "bytes_hashed": progress.bytes_hashed,
-            "rate_bytes_per_second": round(rate, 1),
-            "eta_seconds": round(eta, 1) if eta is not None else None,
-            "submission_id": self.submission_id,
-            "notary_status": self.notary_status,
-            "error": self.error,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            **self.options.as_dict(),
-        }
+    def snapshot(self) -> JobSnapshot:
+        """The job as the control API shows it, at this moment."""
+        return JobSnapshot.from_job(self)
 
     def __repr__(self) -> str:
         return (

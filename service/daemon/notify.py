@@ -36,6 +36,7 @@ from uploader.errors import ConfigError
 
 from .jobs import Job
 from .logfmt import kv
+from .snapshot import JobSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,8 @@ class JobNotifier:
         if not self._url or job.id in self._sent:
             return
         self._sent.add(job.id)
-        snapshot = _describe(job)
-        task = asyncio.get_running_loop().create_task(self._deliver(snapshot),
+        document = _describe(job.snapshot())
+        task = asyncio.get_running_loop().create_task(self._deliver(document),
                                                       name=f"notify-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -143,7 +144,7 @@ class JobNotifier:
         return str(row["sha256"]) if row is not None else None
 
 
-def _describe(job: Job) -> dict[str, Any]:
+def _describe(job: JobSnapshot) -> dict[str, Any]:
     duration = (job.finished_at - job.started_at
                 if job.finished_at is not None and job.started_at is not None else None)
     return {
@@ -151,7 +152,7 @@ def _describe(job: Job) -> dict[str, Any]:
         "delivery": str(uuid.uuid4()),
         "job": job.id,
         "state": str(job.state),
-        "path": str(job.path),
+        "path": job.path,
         "name": job.name,
         "submission_id": job.submission_id,
         "verdict": job.notary_status,

@@ -1,52 +1,20 @@
 """The OpenAPI 3.1 description of the control API, served at ``GET /v1/openapi.json``.
 
-Kept by hand next to ``api.py``; ``tests/daemon/test_openapi.py`` checks that every route the
-aiohttp router registers appears here and vice versa, so the two cannot drift apart silently.
+Kept by hand next to ``api.py``; ``tests/daemon/test_api.py`` checks that every route the
+aiohttp router registers appears here and vice versa. The ``Job`` schema is made from
+``snapshot.JobSnapshot``, the type the API serialises, so it cannot drift either.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from uploader.lifecycle import JOB_STATES
-
 from .job_options import openapi_properties
+from .snapshot import openapi_schema
 
 _NULLABLE_STR = {"type": ["string", "null"]}
-_NULLABLE_NUM = {"type": ["number", "null"]}
 
-JOB_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": [
-        "id", "path", "state", "bytes_total", "bytes_done", "rate_bytes_per_second",
-        "eta_seconds", "submission_id", "notary_status", "error", "created_at", "updated_at",
-        "started_at", "finished_at",
-    ],
-    "properties": {
-        "id": {"type": "string", "description": "Job id (12 hex digits)."},
-        "path": {"type": "string", "description": "Archive path, symlinks resolved."},
-        "name": _NULLABLE_STR,
-        "webhook": _NULLABLE_STR,
-        "skip_preflight": {"type": "boolean"},
-        "state": {"type": "string", "enum": [str(s) for s in JOB_STATES]},
-        "bytes_total": {"type": "integer", "description": "Archive size in bytes."},
-        "bytes_done": {"type": "integer", "description": "Bytes confirmed uploaded."},
-        "bytes_hashed": {"type": "integer", "description": "Bytes hashed so far (hashing)."},
-        "rate_bytes_per_second": {"type": "number", "description": "Moving average, 20 s."},
-        "eta_seconds": {**_NULLABLE_NUM, "description": "Upload time left at the current rate."},
-        "submission_id": _NULLABLE_STR,
-        "notary_status": {
-            "type": ["string", "null"],
-            "description": "In Progress | Accepted | Invalid | Rejected",
-        },
-        "error": _NULLABLE_STR,
-        "created_at": {"type": "number", "description": "Unix time."},
-        "updated_at": {"type": "number", "description": "Unix time."},
-        "started_at": {**_NULLABLE_NUM, "description": "Unix time it first left the queue."},
-        "finished_at": {**_NULLABLE_NUM, "description": "Unix time it reached a final state."},
-        **openapi_properties(),
-    },
-}
+JOB_SCHEMA: dict[str, Any] = openapi_schema()
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -16,7 +16,9 @@ from service.daemon.broker import Broker
 from service.daemon.job_store import JobStore
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.slots import PartSlots
+from service.daemon.snapshot import JobSnapshot
 from uploader.database import Database
+from uploader.lifecycle import QUEUED, JobState, NotaryStage
 
 from .fakes import FakeRecord, FakeScript, fake_factory, fake_scheduler
 
@@ -87,9 +89,18 @@ def test_the_broker_keeps_every_state_change_but_only_the_latest_progress() -> N
     async def scenario() -> list[tuple[str, int]]:
         broker = Broker()
         with broker.subscribe() as sub:
-            for state, done in [("queued", 0), ("uploading", 1), ("uploading", 2), ("uploading", 3), ("waiting", 3)]:
-                broker.publish({"id": "j", "state": state, "bytes_done": done})
-            broker.publish({"id": "k", "state": "queued", "bytes_done": 0})
-            return [(s["state"], s["bytes_done"]) for s in await sub.next_batch(0)]
+            for state, done in [(QUEUED, 0), (NotaryStage.UPLOADING, 1), (NotaryStage.UPLOADING, 2),
+                                (NotaryStage.UPLOADING, 3), (NotaryStage.WAITING, 3)]:
+                broker.publish(_snapshot("j", state, done))
+            broker.publish(_snapshot("k", QUEUED, 0))
+            return [(s.state, s.bytes_done) for s in await sub.next_batch(0)]
 
     assert asyncio.run(scenario()) == [("queued", 0), ("uploading", 3), ("waiting", 3), ("queued", 0)]
+
+
+def _snapshot(job_id: str, state: JobState, bytes_done: int) -> JobSnapshot:
+    return JobSnapshot(
+        id=job_id, path="/a.zip", state=state, bytes_total=3, bytes_done=bytes_done,
+        rate_bytes_per_second=0.0, eta_seconds=None, submission_id=None, notary_status=None,
+        error=None, created_at=0.0, updated_at=0.0, started_at=None, finished_at=None,
+    )

@@ -81,7 +81,7 @@ async def test_a_job_runs_through_every_stage_to_accepted(db: Database, tmp_path
             job_id = await h.submit("App.zip")
             async with asyncio.timeout(10):
                 while not seen or seen[-1] != "accepted":
-                    seen += [s["state"] for s in await sub.next_batch(1) if s["id"] == job_id]
+                    seen += [s.state for s in await sub.next_batch(1) if s.id == job_id]
     states = list(dict.fromkeys(seen))  # first appearance order
     assert states == ["queued", "preflight", "hashing", "submitting", "uploading", "waiting", "fetching_log", "accepted"]
     stored = await h.store.get(job_id)

@@ -23,6 +23,7 @@ from uploader.config import EngineConfig
 from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
 from uploader.hashing import FileDigest
+from uploader.lifecycle import NotaryStatus
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,8 @@ class EarlierVerdict:
 
 async def accepted_before(db: Database, sha256: str) -> EarlierVerdict | None:
     row = await db.fetchone(
-        "SELECT id, log_path FROM submissions WHERE sha256 = ? AND notary_status = 'Accepted'"
-        " ORDER BY updated_at DESC LIMIT 1", (sha256,))
+        "SELECT id, log_path FROM submissions WHERE sha256 = ? AND notary_status = ?"
+        " ORDER BY updated_at DESC LIMIT 1", (sha256, NotaryStatus.ACCEPTED))
     if row is None:
         return None
     return EarlierVerdict(str(row["id"]), Path(row["log_path"]) if row["log_path"] else None)

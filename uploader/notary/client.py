@@ -38,16 +38,10 @@ from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsp
 
 import aiohttp
 
-# Re-exported: callers have always found these here; they live in uploader.constants.
-from uploader.constants import ACCEPTED as ACCEPTED
-from uploader.constants import CREDENTIAL_LIFETIME_SECONDS as CREDENTIAL_LIFETIME_SECONDS
-from uploader.constants import DEFAULT_API_URL as DEFAULT_API_URL
-from uploader.constants import IN_PROGRESS as IN_PROGRESS
-from uploader.constants import INVALID as INVALID
-from uploader.constants import RATE_LIMIT_FLOOR_SECONDS
-from uploader.constants import REJECTED as REJECTED
+from uploader.constants import CREDENTIAL_LIFETIME_SECONDS, RATE_LIMIT_FLOOR_SECONDS
 from uploader.credentials import Credentials
 from uploader.events import Emitter, Hook, NotaryRequestDone
+from uploader.lifecycle import NotaryStatus
 from uploader.notary.auth import TokenSource
 from uploader.notary.errors import (
     AgreementMissing,
@@ -69,8 +63,6 @@ from uploader.notary.url_policy import GuardedResolver, Resolver, UrlPolicy, res
 from uploader.retry import Retrier, RetryPolicy
 
 T = TypeVar("T")
-
-TERMINAL_STATUSES = frozenset({ACCEPTED, INVALID, REJECTED})
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _REQUEST_ID = re.compile(r"Request ID:\s*([\w.-]{1,80})")
@@ -133,13 +125,13 @@ class NewSubmission:
 class SubmissionStatus:
     id: str
     name: str
-    status: str  # "In Progress" | "Accepted" | "Invalid" | "Rejected" (others passed through)
+    status: str  # a NotaryStatus value; one Apple adds later is passed through
     created_date: str  # ISO 8601 as the service sent it, e.g. 2022-06-08T01:38:09.498Z
 
     @property
     def is_terminal(self) -> bool:
-        """True for any status other than "In Progress" (unknown ones included, like notarytool)."""
-        return self.status != IN_PROGRESS
+        """True for any status but IN_PROGRESS (unknown ones included, like notarytool)."""
+        return self.status != NotaryStatus.IN_PROGRESS
 
     @property
     def created_at(self) -> float | None:

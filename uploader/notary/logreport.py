@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from uploader.lifecycle import NotaryStatus
+
 
 @dataclass(frozen=True)
 class LogIssue:
@@ -60,7 +62,7 @@ class LogReport:
 
     @property
     def accepted(self) -> bool:
-        return self.status == "Accepted"
+        return self.status == NotaryStatus.ACCEPTED
 
     @property
     def error_count(self) -> int:

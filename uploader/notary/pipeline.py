@@ -40,7 +40,7 @@ from typing import Any
 import aiohttp
 
 from uploader.config import EngineConfig
-from uploader.constants import ACCEPTED, IN_PROGRESS, STUCK_AFTER_SECONDS
+from uploader.constants import STUCK_AFTER_SECONDS
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import CredentialsExpiredError, NotarydError
@@ -55,6 +55,7 @@ from uploader.events import (
     UploadStateChanged,
 )
 from uploader.hashing import FileDigest, FileIdentity, hash_file
+from uploader.lifecycle import NotaryStatus
 from uploader.notary import artifact
 from uploader.notary.artifact import StapleNote
 from uploader.notary.auth import TokenSource, load_api_key
@@ -124,14 +125,14 @@ class NotarizeRequest:
 class NotarizeOutcome:
     path: Path
     submission_id: str | None
-    status: str  # "Accepted" | "Invalid" | "Rejected" | "In Progress" (with wait=False) | other
+    status: str  # a final NotaryStatus, IN_PROGRESS (with wait=False), or one Apple added
     log_path: Path | None
     report: str
     staple: StapleNote | None = None
 
     @property
     def accepted(self) -> bool:
-        return self.status == ACCEPTED
+        return self.status == NotaryStatus.ACCEPTED
 
 
 class PreflightFailed(NotarydError):
@@ -231,18 +232,18 @@ class Notarizer:
         digest = prepared.digest or await self._digest(archive, target)
         if not request.force and (earlier := await artifact.accepted_before(
                 self._db, digest.sha256)) is not None:
-            self._emit(NotaryStageChanged(target, NotaryStage.DONE, earlier.submission_id, ACCEPTED))
+            self._emit(NotaryStageChanged(target, NotaryStage.DONE, earlier.submission_id, NotaryStatus.ACCEPTED))
             return NotarizeOutcome(
-                path, earlier.submission_id, ACCEPTED, earlier.log_path,
+                path, earlier.submission_id, NotaryStatus.ACCEPTED, earlier.log_path,
                 f"already accepted as submission {earlier.submission_id}; not submitted again "
                 "(--force submits it anyway)")
         name = request.name or (f"{path.stem}.zip" if prepared.packaged else archive.name)
         submission = await self._submission_for(client, digest, name, archive, request.webhook)
-        if submission.state != UPLOADED and submission.notary_status in (None, IN_PROGRESS):
+        if submission.state != UPLOADED and submission.notary_status in (None, NotaryStatus.IN_PROGRESS):
             submission = await self._upload(client, digest, submission, name, archive,
                                             request.webhook)
         if not request.wait:
-            return NotarizeOutcome(path, submission.id, submission.notary_status or IN_PROGRESS,
+            return NotarizeOutcome(path, submission.id, submission.notary_status or NotaryStatus.IN_PROGRESS,
                                    None, "")
         status = await self.wait(submission.id, target, submitted_at=submission.created_at)
         return await self._finish(client, submission.id, status.status, target, path)
@@ -333,7 +334,7 @@ class Notarizer:
             created, name=name, sha256=digest.sha256, path=target, issued_at=issued_at,
             webhook=webhook, intent_id=intent,
         )
-        self._emit(NotaryStageChanged(target, NotaryStage.SUBMITTING, record.id, IN_PROGRESS,
+        self._emit(NotaryStageChanged(target, NotaryStage.SUBMITTING, record.id, NotaryStatus.IN_PROGRESS,
                                       submitted_at=record.created_at))
         self._emit(CredentialsIssued(target, record.credentials_expire_at))
         return record
@@ -351,7 +352,7 @@ class Notarizer:
     ) -> SubmissionRecord:
         target = str(path)
         while True:
-            self._emit(NotaryStageChanged(target, NotaryStage.UPLOADING, submission.id, IN_PROGRESS,
+            self._emit(NotaryStageChanged(target, NotaryStage.UPLOADING, submission.id, NotaryStatus.IN_PROGRESS,
                                           submitted_at=submission.created_at))
             self._emit(CredentialsIssued(target, submission.credentials_expire_at))
             await self._submissions.mark_uploading(submission.id)
@@ -402,9 +403,9 @@ class Notarizer:
     async def wait(
         self, submission_id: str, target: str = "", *, submitted_at: float | None = None
     ) -> SubmissionStatus:
-        """Poll until the status is anything but "In Progress"; survives any transient error."""
+        """Poll until the status is anything but IN_PROGRESS; survives any transient error."""
         client = await self.client()
-        self._emit(NotaryStageChanged(target, NotaryStage.WAITING, submission_id, IN_PROGRESS,
+        self._emit(NotaryStageChanged(target, NotaryStage.WAITING, submission_id, NotaryStatus.IN_PROGRESS,
                                       submitted_at=submitted_at))
         delay = self._config.poll_initial_seconds
         stuck_reported = False
@@ -432,7 +433,7 @@ class Notarizer:
                 stuck_reported = True
                 hours = (self._clock() - started) / 3600
                 self._emit(NotaryStageChanged(
-                    target, NotaryStage.WAITING, submission_id, IN_PROGRESS, submitted_at=started,
+                    target, NotaryStage.WAITING, submission_id, NotaryStatus.IN_PROGRESS, submitted_at=started,
                     detail=f"stuck: in progress for {hours:.1f} h; Apple sometimes holds a "
                            "submission for in-depth analysis; still polling"))
             await self._sleep(delay * random.uniform(0.8, 1.0))

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from uploader.lifecycle import NotaryStatus
 from uploader.preflight.messages import DOC_URLS, FIXES, Severity
 
 # Member names come from the archive: control characters could drive the terminal and
@@ -90,7 +91,7 @@ class PreflightReport:
             "logFormatVersion": 1,
             "tool": "notaryd preflight",
             "archiveFilename": printable(self.archive_filename),
-            "status": "Invalid" if self.has_errors else "Accepted",
+            "status": NotaryStatus.INVALID if self.has_errors else NotaryStatus.ACCEPTED,
             "statusSummary": (
                 "Archive contains critical validation errors"
                 if self.has_errors
