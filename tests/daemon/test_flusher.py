@@ -76,7 +76,7 @@ async def test_many_changes_in_one_interval_make_one_write_and_one_snapshot(runn
         sleep.release()
         await store.wait_for_writes(2)
         assert store.saved[1] == ("j1", QUEUED, 30)
-        assert [s["bytes_done"] for s in await sub.next_batch(0)] == [30]  # coalesced progress
+        assert [s.bytes_done for s in await sub.next_batch(0)] == [30]  # coalesced progress
     assert flusher.pending == 0
 
 
@@ -113,7 +113,7 @@ async def test_a_final_flush_writes_what_is_pending_at_exit() -> None:
     flusher.mark(j)
     with broker.subscribe() as sub:
         await flusher.flush()
-        assert [s["bytes_done"] for s in await sub.next_batch(0)] == [70]
+        assert [s.bytes_done for s in await sub.next_batch(0)] == [70]
     assert store.saved == [("j1", QUEUED, 70)]
 
 
@@ -123,6 +123,6 @@ def test_publish_sends_a_snapshot_at_once() -> None:
         flusher = Flusher(store, broker)  # type: ignore[arg-type]
         with broker.subscribe() as sub:
             flusher.publish(job())
-            return [s["state"] for s in await sub.next_batch(0)]
+            return [s.state for s in await sub.next_batch(0)]
 
     assert asyncio.run(scenario()) == ["queued"]
