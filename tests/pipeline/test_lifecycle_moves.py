@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from service.daemon.pipeline_runner import PipelineRunner
 from service.daemon.slots import PartSlots
 from service.emulator.notary import NotaryEmulator
+from service.emulator.sample_app import make_sample_app
 from uploader.database import Database
 from uploader.events import Event, PartAcknowledged
 from uploader.lifecycle import (
@@ -71,26 +73,34 @@ async def test_an_accepted_run_walks_both_tables(
             (_U.COMPLETING, _U.COMPLETED)} <= moves
 
 
+def bundle(directory: Path) -> Path:
+    """A .app whose zip is several parts long (random bytes do not deflate)."""
+    app = make_sample_app(directory, "Game")
+    (app / "Contents" / "Resources" / "data.bin").write_bytes(os.urandom(3 * PART))
+    return app
+
+
+@pytest.mark.parametrize("kind", ["zip", "bundle"])
 async def test_a_daemon_cancel_abandons_the_submission_and_aborts_its_upload(
     emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path,
-    moves: set[tuple[Enum, Enum]],
+    moves: set[tuple[Enum, Enum]], kind: str,
 ) -> None:
-    archive = make_archive(tmp_path / "Game.zip", 4 * PART)
+    source = (make_archive(tmp_path / "Game.zip", 4 * PART) if kind == "zip"
+              else await asyncio.to_thread(bundle, tmp_path))
     acknowledged = asyncio.Event()
 
     def first_part(event: Event) -> None:
         if isinstance(event, PartAcknowledged):
             acknowledged.set()
 
-    runner = PipelineRunner(db, notary_config, [first_part], PartSlots(1), None)
     notarizer = Notarizer(db, notary_config, hooks=[first_part], part_slots=PartSlots(1))
-    job = asyncio.create_task(notarizer.run(NotarizeRequest(archive)))
+    job = asyncio.create_task(notarizer.run(NotarizeRequest(source, skip_preflight=True)))
     await acknowledged.wait()
     job.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await job
     await notarizer.close()
-    await runner.cancel(archive)
+    await PipelineRunner(db, notary_config, [], PartSlots(1), None).cancel(source)
 
     [record] = await SubmissionStore(db).list_submissions()
     assert record.state is _S.ABANDONED
