@@ -113,43 +113,53 @@ class Database:
 
     async def _adopt_layout(self) -> None:
         """Start per-package versions, on a new database or one of the first release."""
+        if await self._layout() == LAYOUT:
+            return
+        async with self._begun():  # read again under the write lock: another process may be here
+            version = await self._layout()
+            if version < LAYOUT:
+                await self._conn.execute(VERSIONS_TABLE)
+                if version:
+                    await self._conn.execute("INSERT INTO schema_versions (package, version) "
+                                             "VALUES (?, ?)", (RELEASED, version))
+                await self._conn.execute(f"PRAGMA user_version = {LAYOUT}")
+
+    async def _layout(self) -> int:
         async with self._conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         version = int(row[0]) if row else 0
         if version > LAYOUT:
             raise self._newer(f"schema version {version}", LAYOUT)
-        if version == LAYOUT:
-            return
-        async with self._begun():
-            await self._conn.execute(VERSIONS_TABLE)
-            if version:
-                await self._conn.execute("INSERT INTO schema_versions (package, version) "
-                                         "VALUES (?, ?)", (RELEASED, version))
-            await self._conn.execute(f"PRAGMA user_version = {LAYOUT}")
+        return version
 
     async def _apply(self, schema: Schema) -> None:
+        """Run ``schema``'s pending migrations, all in one transaction: a crash leaves the
+        package at its old version or its new one."""
+        if await self._steps(schema):
+            async with self._begun():
+                for number, script in await self._steps(schema):  # again, under the write lock
+                    # executescript() would COMMIT first; run statements one by one.
+                    for statement in _split_sql(script):
+                        await self._conn.execute(statement)
+                    await self._conn.execute(
+                        "INSERT OR REPLACE INTO schema_versions (package, version) VALUES (?, ?)",
+                        (schema.package, number),
+                    )
+        self._current.add(schema.package)
+
+    async def _steps(self, schema: Schema) -> list[tuple[int, str]]:
+        """The migrations ``schema`` still needs, numbered; refuses a newer version."""
         async with self._conn.execute(
             "SELECT package, version FROM schema_versions WHERE package IN (?, ?)",
             (schema.package, RELEASED),
         ) as cur:
             versions = {str(row[0]): int(row[1]) for row in await cur.fetchall()}
-        recorded = schema.package in versions
         current = versions.get(schema.package, schema.released.get(versions.get(RELEASED, 0), 0))
         if current > schema.version:
             raise self._newer(f"schema version {current} of {schema.package}", schema.version)
-        steps = schema.pending(current)
-        if not steps and not recorded:
-            steps = [(current, "")]  # record the version a first-release database implies
-        for number, script in steps:
-            async with self._begun():
-                # executescript() would COMMIT first; run statements one by one inside BEGIN.
-                for statement in _split_sql(script):
-                    await self._conn.execute(statement)
-                await self._conn.execute(
-                    "INSERT OR REPLACE INTO schema_versions (package, version) VALUES (?, ?)",
-                    (schema.package, number),
-                )
-        self._current.add(schema.package)
+        if schema.package not in versions and current == schema.version:
+            return [(current, "")]  # record the version a first-release database implies
+        return schema.pending(current)
 
     def _newer(self, found: str, known: int) -> StateError:
         return StateError(

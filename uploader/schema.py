@@ -6,8 +6,9 @@ its tables: a ``Schema`` is one package's append-only list of migrations, and th
 whenever a ``Database`` opens; another package asks for its own with ``Database.require``, so the
 library never needs to know the daemon's tables.
 
-Each migration runs in one transaction together with its ``schema_versions`` row, so a crash
-leaves a package at either the old or the new version, never between.
+A package's pending migrations run in one transaction together with its ``schema_versions`` row,
+so a crash leaves it at either the old or the new version, never between; the versions are read
+again under the write lock, so two processes opening one database migrate it once.
 
 ``PRAGMA user_version`` says how versions are kept. ``LAYOUT`` (4): per package, in
 ``schema_versions``. 1 to 3: a database of the first release, whose single sequence of

@@ -3,6 +3,7 @@ every row (built here with that release's SQL, frozen in tests/fixtures/released
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -123,6 +124,21 @@ async def test_a_first_release_database_opens_and_keeps_every_row(
     assert stored.count(ISSUED_SECRET.encode()) == 1
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (LAYOUT,)
+
+
+async def test_two_processes_opening_an_old_database_at_once_migrate_it_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state" / "notaryd.sqlite3"
+    released_database(path, 2)
+    first, second = await asyncio.gather(Database.open(path), Database.open(path))
+    try:
+        await asyncio.gather(JobStore(first).get("job1"), JobStore(second).get("job1"))
+        assert await first.schema_versions() == {RELEASED: 2, **CURRENT}
+        assert len(await UploadStore(second).parts(1)) == 2
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_a_new_database_gets_the_daemons_table_on_its_stores_first_use(
