@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from enum import Enum
 from pathlib import Path
 
 import pytest
@@ -56,9 +57,8 @@ def moves(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Move]]:
     seen: list[Move] = []
     check = Lifecycle.check
 
-    def recording(self: Lifecycle[UploadState], current: UploadState, new: UploadState,
-                  *, what: str = "") -> None:
-        seen.append((self.name, current.value, new.value))
+    def recording(self: Lifecycle[Enum], current: Enum, new: Enum, *, what: str = "") -> None:
+        seen.append((self.name, str(current.value), str(new.value)))
         check(self, current, new, what=what)
 
     monkeypatch.setattr(Lifecycle, "check", recording)
