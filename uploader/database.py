@@ -1,4 +1,4 @@
-"""Opening the SQLite state database: 0600 file, WAL, foreign keys, migrations.
+"""Opening the SQLite state database: 0600 file, WAL, foreign keys, each package's migrations.
 
 aiosqlite runs every statement on its own worker thread, so SQLite never blocks the event loop.
 One ``Database`` (one connection) is shared by all stores of a process. A lock keeps statements of
@@ -22,7 +22,8 @@ import aiosqlite
 
 from uploader import state_dir
 from uploader.errors import NotarydError
-from uploader.migrations import MIGRATIONS
+from uploader.migrations import SCHEMA as LIBRARY_SCHEMA
+from uploader.schema import LAYOUT, RELEASED, VERSIONS_TABLE, Schema
 
 # SQLite result codes (primary) that mean "this file is not a usable database".
 _UNREADABLE = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
@@ -54,6 +55,7 @@ class Database:
     def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
         self._conn = connection
         self._lock = asyncio.Lock()
+        self._current: set[str] = set()  # packages whose migrations have all run
         self.path = path
 
     @classmethod
@@ -77,7 +79,8 @@ class Database:
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute("PRAGMA foreign_keys=ON")
-            await db._migrate()
+            await db._adopt_layout()
+            await db._apply(LIBRARY_SCHEMA)
         except sqlite3.Error as error:
             await conn.close()
             raise _open_error(error, path) from None
@@ -98,29 +101,71 @@ class Database:
         if row is None or str(row[0]) != "ok":
             raise CorruptDatabaseError(self.path, str(row[0]) if row else "no integrity answer")
 
-    async def _migrate(self) -> None:
+    async def require(self, schema: Schema) -> None:
+        """Bring another package's tables up to date before its first use (once per Database).
+
+        Refused with both version numbers when a newer notaryd has moved them further."""
+        if schema.package in self._current:
+            return
+        async with self._lock, self._translated():
+            if schema.package not in self._current:
+                await self._apply(schema)
+
+    async def _adopt_layout(self) -> None:
+        """Start per-package versions, on a new database or one of the first release."""
+        if await self._layout() == LAYOUT:
+            return
+        async with self._begun():  # read again under the write lock: another process may be here
+            version = await self._layout()
+            if version < LAYOUT:
+                await self._conn.execute(VERSIONS_TABLE)
+                if version:
+                    await self._conn.execute("INSERT INTO schema_versions (package, version) "
+                                             "VALUES (?, ?)", (RELEASED, version))
+                await self._conn.execute(f"PRAGMA user_version = {LAYOUT}")
+
+    async def _layout(self) -> int:
         async with self._conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         version = int(row[0]) if row else 0
-        if version > len(MIGRATIONS):
-            raise StateError(
-                f"{self.path} was written by a newer notaryd (schema version {version}; this "
-                f"notaryd knows versions up to {len(MIGRATIONS)}): upgrade notaryd, or set "
-                "NOTARYD_STATE_DIR to another directory"
-            )
-        for number, script in enumerate(MIGRATIONS, start=1):
-            if number <= version:
-                continue
-            # executescript() would COMMIT first; run statements one by one inside BEGIN.
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _split_sql(script):
-                    await self._conn.execute(statement)
-                await self._conn.execute(f"PRAGMA user_version = {number}")
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await asyncio.shield(self._rollback())
-                raise
+        if version > LAYOUT:
+            raise self._newer(f"schema version {version}", LAYOUT)
+        return version
+
+    async def _apply(self, schema: Schema) -> None:
+        """Run ``schema``'s pending migrations, all in one transaction: a crash leaves the
+        package at its old version or its new one."""
+        if await self._steps(schema):
+            async with self._begun():
+                for number, script in await self._steps(schema):  # again, under the write lock
+                    # executescript() would COMMIT first; run statements one by one.
+                    for statement in _split_sql(script):
+                        await self._conn.execute(statement)
+                    await self._conn.execute(
+                        "INSERT OR REPLACE INTO schema_versions (package, version) VALUES (?, ?)",
+                        (schema.package, number),
+                    )
+        self._current.add(schema.package)
+
+    async def _steps(self, schema: Schema) -> list[tuple[int, str]]:
+        """The migrations ``schema`` still needs, numbered; refuses a newer version."""
+        async with self._conn.execute(
+            "SELECT package, version FROM schema_versions WHERE package IN (?, ?)",
+            (schema.package, RELEASED),
+        ) as cur:
+            versions = {str(row[0]): int(row[1]) for row in await cur.fetchall()}
+        current = versions.get(schema.package, schema.released.get(versions.get(RELEASED, 0), 0))
+        if current > schema.version:
+            raise self._newer(f"schema version {current} of {schema.package}", schema.version)
+        if schema.package not in versions and current == schema.version:
+            return [(current, "")]  # record the version a first-release database implies
+        return schema.pending(current)
+
+    def _newer(self, found: str, known: int) -> StateError:
+        return StateError(
+            f"{self.path} was written by a newer notaryd ({found}; this notaryd knows versions "
+            f"up to {known}): upgrade notaryd, or set NOTARYD_STATE_DIR to another directory"
+        )
 
     async def close(self) -> None:
         await self._conn.close()
@@ -147,14 +192,18 @@ class Database:
         closes it (and is harmless when nothing was begun). A failed COMMIT (disk full) is
         rolled back too, so the connection is never left inside a transaction.
         """
-        async with self._lock, self._translated():
-            try:
-                await self._conn.execute("BEGIN IMMEDIATE")
-                yield Transaction(self._conn)
-                await asyncio.shield(self._conn.execute("COMMIT"))
-            except BaseException:
-                await asyncio.shield(self._rollback())
-                raise
+        async with self._lock, self._translated(), self._begun():
+            yield Transaction(self._conn)
+
+    @contextlib.asynccontextmanager
+    async def _begun(self) -> AsyncIterator[None]:
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            yield
+            await asyncio.shield(self._conn.execute("COMMIT"))
+        except BaseException:
+            await asyncio.shield(self._rollback())
+            raise
 
     async def _rollback(self) -> None:
         # SQLite has already rolled back after SQLITE_FULL and some I/O errors: then ROLLBACK
@@ -173,9 +222,10 @@ class Database:
                 raise
             raise translated from error
 
-    async def schema_version(self) -> int:
-        row = await self.fetchone("PRAGMA user_version")
-        return int(row[0]) if row else 0
+    async def schema_versions(self) -> dict[str, int]:
+        """Each package's schema version, as recorded (see ``uploader.schema``)."""
+        rows = await self.fetchall("SELECT package, version FROM schema_versions")
+        return {str(row[0]): int(row[1]) for row in rows}
 
 
 class Transaction:

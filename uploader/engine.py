@@ -213,7 +213,6 @@ class MultipartUploader:
                 record = None
             else:
                 resumed = True
-                await self._store.update_credentials(record.id, credentials)
         if record is None:
             plan = plan_upload(identity.size, self._config.part_size, self._config.limits)
             if digest is not None and (digest.part_size != plan.part_size
@@ -226,7 +225,7 @@ class MultipartUploader:
                     digest, algorithm=algorithm, full_checksum="",
                     part_checksums=("",) * len(digest.part_checksums))
             record = await self._store.create(identity, plan.part_size, algorithm, bucket, key,
-                                              self._endpoint, credentials, digest)
+                                              self._endpoint, digest)
         async with self._open_s3(self._config, credentials, None) as client:
             return await self._drive(client, record, credentials, resumed)
 

@@ -67,11 +67,12 @@ UPLOAD_LIFECYCLE: Lifecycle[UploadState] = Lifecycle(
     {
         _U.HASHING: frozenset({_U.PLANNED}),
         # forget_parts sends an upload back to planned when S3 no longer knows its upload id
-        _U.PLANNED: frozenset({_U.UPLOADING, _U.COMPLETING, _U.FAILED, _U.ABORTED}),
+        _U.PLANNED: frozenset({_U.UPLOADING, _U.FAILED, _U.ABORTED}),
         _U.UPLOADING: frozenset({_U.PLANNED, _U.COMPLETING, _U.FAILED, _U.ABORTED}),
+        # a run that died after sending Complete resumes by checking its parts again
         _U.COMPLETING: frozenset({_U.PLANNED, _U.UPLOADING, _U.COMPLETED, _U.FAILED, _U.ABORTED}),
-        # a failed upload is resumed by the next run, from its committed parts
-        _U.FAILED: frozenset({_U.PLANNED, _U.UPLOADING, _U.COMPLETING, _U.ABORTED}),
+        # failing aborts the multipart upload, so the next run starts a new upload (a new row)
+        _U.FAILED: frozenset(),
         _U.COMPLETED: frozenset(),
         _U.ABORTED: frozenset(),
     },

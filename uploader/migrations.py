@@ -1,13 +1,15 @@
-"""The SQLite schema as numbered migrations. Append only: never edit a released migration.
+"""The library's tables as numbered migrations (see ``uploader.schema``): uploads and their parts
+(``upload_state``), notary submissions and their intents (``notary.store``).
 
-Each migration runs in one transaction together with ``PRAGMA user_version = N``, so a crash
-leaves the database at either the old or the new version, never between.
+Append only: never edit a released migration.
 """
 
 from __future__ import annotations
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: uploads, their parts, notary submissions and daemon jobs.
+from uploader.schema import Schema
+
+SCHEMA = Schema("uploader", (
+    # 1: uploads, their parts, notary submissions.
     """
     CREATE TABLE uploads (
         id                    INTEGER PRIMARY KEY,
@@ -79,30 +81,20 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at             REAL NOT NULL
     );
     CREATE INDEX submissions_by_sha256 ON submissions (sha256);
-
-    CREATE TABLE jobs (
-        id             TEXT PRIMARY KEY,
-        path           TEXT    NOT NULL,
-        name           TEXT,
-        webhook        TEXT,
-        skip_preflight INTEGER NOT NULL DEFAULT 0,
-        state          TEXT    NOT NULL,
-        submission_id  TEXT,
-        notary_status  TEXT,
-        error          TEXT,
-        bytes_total    INTEGER NOT NULL DEFAULT 0,
-        bytes_done     INTEGER NOT NULL DEFAULT 0,
-        created_at     REAL    NOT NULL,
-        updated_at     REAL    NOT NULL,
-        started_at     REAL,
-        finished_at    REAL
-    );
     """,
     # 2: the checksum algorithm the settings asked for, beside the one in use
     # (checksum_algorithm), which differs after a store rejected the requested one.
     """
     ALTER TABLE uploads ADD COLUMN checksum_requested TEXT;
     """,
-    # 3: a daemon job's last-mile options (service.daemon.job_options), JSON; NULL = defaults
-    "ALTER TABLE jobs ADD COLUMN options TEXT",
-)
+    # 3: credentials are stored once, with the submission that was issued them. The engine is
+    # handed credentials by its caller on every run and never read these: a plain upload's
+    # were the user's own long-lived keys, a notarisation's a copy of its submission's.
+    """
+    UPDATE uploads SET access_key_id = NULL, secret_access_key = NULL, session_token = NULL;
+    ALTER TABLE uploads DROP COLUMN access_key_id;
+    ALTER TABLE uploads DROP COLUMN secret_access_key;
+    ALTER TABLE uploads DROP COLUMN session_token;
+    ALTER TABLE uploads DROP COLUMN credentials_expire_at;
+    """,
+), released={1: 1, 2: 2, 3: 2})

@@ -3,22 +3,31 @@
 Invariant: a part is ``done`` only after S3 acknowledged it (returned its ETag) *and* that
 acknowledgement was committed here. After a crash, every part not ``done`` is either re-sent or
 recognised through ListParts; a ``done`` part is never sent again.
+
+An upload's state moves only as ``UPLOAD_LIFECYCLE`` allows (checked against the row, in the
+same transaction as the move). Credentials are not stored here: the caller hands them to the
+engine on every run (a notarisation's live with its submission, ``notary.store``).
 """
 
 from __future__ import annotations
 
+import enum
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from uploader.credentials import Credentials
-from uploader.database import Database
-from uploader.events import UploadState
+from uploader.database import Database, Transaction
 from uploader.hashing import ChecksumAlgorithm, FileDigest, FileIdentity
+from uploader.lifecycle import UPLOAD_LIFECYCLE, UploadState
 from uploader.planning import Part, UploadPlan
 
 ACTIVE_STATES = (UploadState.PLANNED, UploadState.UPLOADING, UploadState.COMPLETING)
+
+
+class PartState(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"  # S3 acknowledged it and the ETag is committed
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,6 @@ class UploadStore:
         bucket: str,
         key: str,
         endpoint: str,
-        credentials: Credentials,
         digest: FileDigest | None = None,
     ) -> UploadRecord:
         """Record a planned upload. Without a digest, part checksums are '' until each part's
@@ -115,16 +123,13 @@ class UploadStore:
         async with self._db.transaction() as tx:
             upload_id = await tx.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, inode, sha256, bucket, key, endpoint,"
-                " part_size, checksum_algorithm, full_checksum, access_key_id, secret_access_key,"
-                " session_token, credentials_expire_at, state, created_at, updated_at,"
+                " part_size, checksum_algorithm, full_checksum, state, created_at, updated_at,"
                 " checksum_requested)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     str(identity.path), identity.size, identity.mtime_ns, identity.inode,
                     digest.sha256 if digest else None, bucket, key, endpoint, part_size,
                     algorithm.value, digest.full_checksum if digest else None,
-                    credentials.access_key_id, credentials.secret_access_key,
-                    credentials.session_token, credentials.expires_at,
                     UploadState.PLANNED.value, now, now, algorithm.value,
                 ),
             )
@@ -163,7 +168,7 @@ class UploadStore:
         )
         return [
             PartRecord(r["number"], r["offset"], r["length"], r["checksum"], r["etag"],
-                       r["state"] == "done", r["attempts"])
+                       r["state"] == PartState.DONE, r["attempts"])
             for r in rows
         ]
 
@@ -174,20 +179,15 @@ class UploadStore:
         )
 
     async def set_state(self, upload_id: int, state: UploadState, error: str | None = None) -> None:
+        """Move the upload to ``state``; ``IllegalTransition`` if its lifecycle forbids that."""
         completed = time.time() if state is UploadState.COMPLETED else None
-        await self._db.execute(
-            "UPDATE uploads SET state = ?, error = ?, updated_at = ?,"
-            " completed_at = COALESCE(?, completed_at) WHERE id = ?",
-            (state.value, error, time.time(), completed, upload_id),
-        )
-
-    async def update_credentials(self, upload_id: int, credentials: Credentials) -> None:
-        await self._db.execute(
-            "UPDATE uploads SET access_key_id = ?, secret_access_key = ?, session_token = ?,"
-            " credentials_expire_at = ?, updated_at = ? WHERE id = ?",
-            (credentials.access_key_id, credentials.secret_access_key, credentials.session_token,
-             credentials.expires_at, time.time(), upload_id),
-        )
+        async with self._db.transaction() as tx:
+            await _check_move(tx, upload_id, state)
+            await tx.execute(
+                "UPDATE uploads SET state = ?, error = ?, updated_at = ?,"
+                " completed_at = COALESCE(?, completed_at) WHERE id = ?",
+                (state.value, error, time.time(), completed, upload_id),
+            )
 
     async def start_attempt(self, upload_id: int, number: int) -> int:
         """Count an attempt before sending; returns the attempt number (1 = first ever)."""
@@ -203,22 +203,25 @@ class UploadStore:
 
     async def mark_part_done(self, upload_id: int, number: int, etag: str) -> None:
         await self._db.execute(
-            "UPDATE parts SET state = 'done', etag = ? WHERE upload_id = ? AND number = ?",
-            (etag, upload_id, number),
+            "UPDATE parts SET state = ?, etag = ? WHERE upload_id = ? AND number = ?",
+            (PartState.DONE.value, etag, upload_id, number),
         )
 
     async def mark_parts_done(self, upload_id: int, etags: dict[int, str]) -> None:
         async with self._db.transaction() as tx:
             await tx.executemany(
-                "UPDATE parts SET state = 'done', etag = ? WHERE upload_id = ? AND number = ?",
-                ((etag, upload_id, number) for number, etag in etags.items()),
+                "UPDATE parts SET state = ?, etag = ? WHERE upload_id = ? AND number = ?",
+                ((PartState.DONE.value, etag, upload_id, number)
+                 for number, etag in etags.items()),
             )
 
     async def forget_parts(self, upload_id: int) -> None:
         """The multipart upload is gone (NoSuchUpload): every part must be sent again."""
         async with self._db.transaction() as tx:
+            await _check_move(tx, upload_id, UploadState.PLANNED)
             await tx.execute(
-                "UPDATE parts SET state = 'pending', etag = NULL WHERE upload_id = ?", (upload_id,)
+                "UPDATE parts SET state = ?, etag = NULL WHERE upload_id = ?",
+                (PartState.PENDING.value, upload_id),
             )
             await tx.execute(
                 "UPDATE uploads SET s3_upload_id = NULL, state = ?, updated_at = ? WHERE id = ?",
@@ -228,8 +231,8 @@ class UploadStore:
     async def mark_parts_pending(self, upload_id: int, numbers: list[int]) -> None:
         async with self._db.transaction() as tx:
             await tx.executemany(
-                "UPDATE parts SET state = 'pending', etag = NULL WHERE upload_id = ? AND number = ?",
-                ((upload_id, n) for n in numbers),
+                "UPDATE parts SET state = ?, etag = NULL WHERE upload_id = ? AND number = ?",
+                ((PartState.PENDING.value, upload_id, n) for n in numbers),
             )
 
     async def find_digest(self, identity: FileIdentity, part_size: int) -> FileDigest | None:
@@ -249,3 +252,10 @@ class UploadStore:
         return FileDigest(identity, str(row["sha256"]), part_size,
                           ChecksumAlgorithm(row["checksum_algorithm"]),
                           tuple(p.checksum for p in parts), str(row["full_checksum"] or ""))
+
+
+async def _check_move(tx: Transaction, upload_id: int, state: UploadState) -> None:
+    row = await tx.fetchone("SELECT state FROM uploads WHERE id = ?", (upload_id,))
+    if row is None:
+        raise KeyError(upload_id)
+    UPLOAD_LIFECYCLE.check(UploadState(row["state"]), state, what=f"#{upload_id}")

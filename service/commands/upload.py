@@ -2,7 +2,9 @@
 
 Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN; state from
 NOTARYD_STATE_DIR; tuning from NOTARYD_PART_SIZE / NOTARYD_CONCURRENCY / NOTARYD_STALL_TIMEOUT.
-Running the same command again after a crash resumes where the last one stopped.
+Running the same command again after a crash resumes where the last one stopped: the state
+database keeps the upload's plan and acknowledged parts, never the credentials (they are read
+from the environment on every run).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """``JobStore``: the daemon's jobs in the ``jobs`` table, through the shared ``Database``.
 
+The table is the daemon's own (``migrations``): the store brings it up to date before its first
+statement. What the library records (submissions) it asks the library's stores for.
 Safe from many tasks of one loop: the Database serialises its SQL and runs it off the loop.
 """
 
@@ -11,8 +13,10 @@ from typing import Any
 
 from uploader.database import Database
 from uploader.lifecycle import JobOutcome, parse_job_state
+from uploader.notary.store import SubmissionStore
 from uploader.progress import Progress
 
+from . import migrations
 from .job_options import JobOptions
 from .jobs import Job
 
@@ -29,6 +33,7 @@ class JobStore:
         self._db = db
 
     async def insert(self, job: Job) -> None:
+        await self._db.require(migrations.SCHEMA)
         await self._db.execute(
             f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             _row(job),
@@ -36,6 +41,7 @@ class JobStore:
 
     async def save(self, job: Job) -> None:
         """Write every mutable column of ``job``."""
+        await self._db.require(migrations.SCHEMA)
         await self._db.execute(
             "UPDATE jobs SET state = ?, submission_id = ?, notary_status = ?, error = ?, "
             "bytes_total = ?, bytes_done = ?, updated_at = ?, started_at = ?, finished_at = ? "
@@ -55,11 +61,13 @@ class JobStore:
         )
 
     async def get(self, job_id: str) -> Job | None:
+        await self._db.require(migrations.SCHEMA)
         row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return _job(row) if row is not None else None
 
     async def unfinished(self) -> list[Job]:
         """Every job not in a terminal state, oldest first (the order they resume in)."""
+        await self._db.require(migrations.SCHEMA)
         placeholders = ", ".join("?" for _ in JobOutcome)
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM jobs WHERE state NOT IN ({placeholders}) "
@@ -70,19 +78,15 @@ class JobStore:
 
     async def recent(self, limit: int = 200) -> list[Job]:
         """The newest ``limit`` jobs, newest first."""
+        await self._db.require(migrations.SCHEMA)
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
         )
         return [_job(r) for r in rows]
 
     async def log_path(self, submission_id: str) -> Path | None:
-        """Where the pipeline saved the notary log of ``submission_id`` (submissions table)."""
-        row = await self._db.fetchone(
-            "SELECT log_path FROM submissions WHERE id = ?", (submission_id,)
-        )
-        if row is None or not row["log_path"]:
-            return None
-        return Path(row["log_path"])
+        """Where the pipeline saved the notary log of ``submission_id``."""
+        return await SubmissionStore(self._db).log_path(submission_id)
 
 
 def _row(job: Job) -> tuple[Any, ...]:

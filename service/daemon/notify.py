@@ -33,6 +33,7 @@ import aiohttp
 from service.settings import Settings
 from uploader.database import Database
 from uploader.errors import ConfigError
+from uploader.notary.store import SubmissionStore
 
 from .jobs import Job
 from .logfmt import kv
@@ -139,9 +140,8 @@ class JobNotifier:
     async def _sha256_of(self, submission_id: str | None) -> str | None:
         if submission_id is None or self._db is None:
             return None
-        row = await self._db.fetchone("SELECT sha256 FROM submissions WHERE id = ?",
-                                      (submission_id,))
-        return str(row["sha256"]) if row is not None else None
+        record = await SubmissionStore(self._db).get(submission_id)
+        return record.sha256 if record is not None else None
 
 
 def _describe(job: JobSnapshot) -> dict[str, Any]:

@@ -60,7 +60,8 @@ class PipelineRunner:
             for record in await submissions.list_submissions(include_finished=False):
                 if record.path not in uploaded:
                     continue
-                aborted = await engine.abort(path, record.bucket, record.object, record.credentials)
+                aborted = await engine.abort(Path(record.path), record.bucket, record.object,
+                                             record.credentials)
                 await submissions.mark_abandoned(record.id, CANCELLED_REASON)
                 log.info(
                     "cancelled submission %s",

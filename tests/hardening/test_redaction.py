@@ -95,12 +95,12 @@ async def test_aiosqlite_debug_lines_lose_the_insert_parameters(
     Credentials("ASIAEXAMPLE", secret, None)
     db = await Database.open(tmp_path / "state" / "db.sqlite3")
     try:
-        await db.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
-                         " VALUES (?, '/x', 'queued', 0, 0)", (secret,))
+        await db.execute("INSERT INTO submission_intents (name, sha256, path, started_at)"
+                         " VALUES (?, '', '/x', 0)", (secret,))
     finally:
         await db.close()
     text = captured.getvalue()
-    assert "INSERT INTO jobs" in text  # the library really logged the statement
+    assert "INSERT INTO submission_intents" in text  # the library really logged the statement
     assert secret not in text
 
 

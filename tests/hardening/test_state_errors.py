@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from service.daemon import migrations as daemon_migrations
+from service.daemon.job_store import JobStore
 from service.serve_lock import holding_serve_lock
 from uploader.database import CorruptDatabaseError, Database, DiskFullError, StateError
-from uploader.migrations import MIGRATIONS
+from uploader.migrations import SCHEMA
+from uploader.schema import LAYOUT
 from uploader.state_dir import StateDirError, prepare
 
 
@@ -47,6 +50,7 @@ def assert_one_line(result: subprocess.CompletedProcess[str]) -> str:
 
 async def make_database(path: Path) -> None:
     db = await Database.open(path)
+    await db.require(daemon_migrations.SCHEMA)
     await db.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
                      " VALUES ('j1', '/x', 'queued', 0, 0)")
     await db.close()
@@ -64,18 +68,43 @@ async def test_newer_schema_is_refused_with_both_versions(tmp_path: Path) -> Non
     path = tmp_path / "state" / "notaryd.sqlite3"
     await make_database(path)
     with sqlite3.connect(path) as conn:
-        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 7}")
+        conn.execute(f"PRAGMA user_version = {LAYOUT + 7}")
     with pytest.raises(StateError) as raised:
         await Database.open(path)
     message = str(raised.value)
-    assert f"schema version {len(MIGRATIONS) + 7}" in message
-    assert f"up to {len(MIGRATIONS)}" in message and "upgrade notaryd" in message
+    assert f"schema version {LAYOUT + 7}" in message
+    assert f"up to {LAYOUT}" in message and "upgrade notaryd" in message
     with sqlite3.connect(path) as conn:  # untouched: still the newer version, data kept
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) + 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LAYOUT + 7
         assert conn.execute("SELECT id FROM jobs").fetchall() == [("j1",)]
 
     line = assert_one_line(notaryd(path.parent, *upload_args(tmp_path)))
     assert "newer notaryd" in line
+
+
+@pytest.mark.parametrize("package", ["uploader", "service.daemon"])
+async def test_a_package_at_a_newer_schema_is_refused_with_both_versions(
+    tmp_path: Path, package: str
+) -> None:
+    path = tmp_path / "state" / "notaryd.sqlite3"
+    await make_database(path)
+    known = {"uploader": SCHEMA, "service.daemon": daemon_migrations.SCHEMA}[package].version
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_versions SET version = ? WHERE package = ?",
+                     (known + 7, package))
+    with pytest.raises(StateError) as raised:
+        db = await Database.open(path)
+        try:
+            await JobStore(db).get("j1")  # the daemon's tables are checked on the store's first use
+        finally:
+            await db.close()
+    message = str(raised.value)
+    assert f"schema version {known + 7} of {package}" in message
+    assert f"up to {known}" in message and "upgrade notaryd" in message
+    with sqlite3.connect(path) as conn:  # untouched: still the newer version, data kept
+        assert conn.execute("SELECT version FROM schema_versions WHERE package = ?",
+                            (package,)).fetchone() == (known + 7,)
+        assert conn.execute("SELECT id FROM jobs").fetchall() == [("j1",)]
 
 
 async def test_corrupt_database_is_reported_and_moved_aside_only_on_request(
@@ -133,8 +162,8 @@ async def test_disk_full_names_the_disk_and_space_and_keeps_the_cause(tmp_path: 
         with pytest.raises(DiskFullError) as raised:
             async with db.transaction() as tx:
                 for n in range(200):
-                    await tx.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
-                                     " VALUES (?, ?, 'queued', 0, 0)", (f"j{n}", "p" * 4000))
+                    await tx.execute("INSERT INTO submission_intents (name, sha256, path,"
+                                     " started_at) VALUES (?, '', ?, 0)", (f"j{n}", "p" * 4000))
         message = str(raised.value)
         assert "no transaction is active" not in message
         assert "is full" in message and "Free at least" in message and "MiB" in message
@@ -142,7 +171,7 @@ async def test_disk_full_names_the_disk_and_space_and_keeps_the_cause(tmp_path: 
         assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
         assert "full" in str(raised.value.__cause__)
         # the connection was not left inside a transaction: the next statement works
-        assert await db.fetchone("SELECT COUNT(*) FROM jobs") is not None
+        assert await db.fetchone("SELECT COUNT(*) FROM submission_intents") is not None
     finally:
         await db.close()
 

@@ -8,6 +8,7 @@ import pytest
 
 from uploader.credentials import Credentials
 from uploader.database import Database
+from uploader.lifecycle import IllegalTransition, SubmissionState
 from uploader.notary.client import NewSubmission
 from uploader.notary.store import SubmissionStore
 
@@ -49,7 +50,7 @@ async def test_intent_then_submission_lifecycle(tmp_path: Path) -> None:
             intent_id=intent,
         )
         assert await store.dangling_intents() == []
-        assert record.state == "created" and record.webhook == "https://hook"
+        assert record.state is SubmissionState.CREATED and record.webhook == "https://hook"
         assert record.credentials == Credentials("ASIAKEY", "secret", "token", 1_700_043_200.0)
         assert record.credentials_issued_at == clock.now - 0.5
         assert (await store.find_active("ab" * 32, "/b/App.zip")) == record
@@ -63,14 +64,14 @@ async def test_intent_then_submission_lifecycle(tmp_path: Path) -> None:
         done = await store.get("AAAA-1")  # ids are looked up case-insensitively
         assert done is not None
         assert (done.state, done.notary_status, done.log_path, done.updated_at) == (
-            "done",
+            SubmissionState.DONE,
             "Accepted",
             "/state/logs/aaaa-1.json",
             clock.now,
         )
         assert await store.find_active("ab" * 32, "/b/App.zip") is None
         assert (await store.find_latest("ab" * 32, "/b/App.zip")) == done
-        with pytest.raises(ValueError, match="is done; cannot become abandoned"):
+        with pytest.raises(IllegalTransition, match="is done; it cannot become abandoned"):
             await store.mark_abandoned("aaaa-1", "late")
     finally:
         await db.close()
@@ -95,7 +96,7 @@ async def test_abandon_and_replace_keeps_both_records(tmp_path: Path) -> None:
         old = await store.get("old")
         assert old is not None
         assert (old.state, old.abandoned_reason) == (
-            "abandoned",
+            SubmissionState.ABANDONED,
             "S3 credentials expired mid-upload",
         )
         assert [r.id for r in await store.list_submissions()] == ["new", "old"]

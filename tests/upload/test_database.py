@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from uploader.database import Database
-from uploader.migrations import MIGRATIONS
+from uploader.migrations import SCHEMA
+from uploader.schema import LAYOUT
 
 
 async def test_created_private_with_wal_and_current_schema(tmp_path: Path) -> None:
@@ -16,13 +17,15 @@ async def test_created_private_with_wal_and_current_schema(tmp_path: Path) -> No
     db = await Database.open(path)
     try:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-        assert await db.schema_version() == len(MIGRATIONS)
+        assert await db.schema_versions() == {"uploader": SCHEMA.version}
+        row = await db.fetchone("PRAGMA user_version")
+        assert row is not None and row[0] == LAYOUT
         row = await db.fetchone("PRAGMA journal_mode")
         assert row is not None and row[0] == "wal"
     finally:
         await db.close()
     again = await Database.open(path)  # re-opening runs no migration twice
-    assert await again.schema_version() == len(MIGRATIONS)
+    assert await again.schema_versions() == {"uploader": SCHEMA.version}
     await again.close()
 
 
@@ -31,17 +34,17 @@ async def test_transaction_rolls_back_on_error_and_on_cancellation(tmp_path: Pat
     try:
         with pytest.raises(RuntimeError):
             async with db.transaction() as tx:
-                await tx.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
-                                 " VALUES ('a', '/x', 'queued', 0, 0)")
+                await tx.execute("INSERT INTO submission_intents (name, sha256, path, started_at)"
+                                 " VALUES ('a', '', '/x', 0)")
                 raise RuntimeError
-        assert await db.fetchone("SELECT * FROM jobs") is None
+        assert await db.fetchone("SELECT * FROM submission_intents") is None
 
         started = asyncio.Event()
 
         async def slow_transaction() -> None:
             async with db.transaction() as tx:
-                await tx.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
-                                 " VALUES ('b', '/x', 'queued', 0, 0)")
+                await tx.execute("INSERT INTO submission_intents (name, sha256, path, started_at)"
+                                 " VALUES ('b', '', '/x', 0)")
                 started.set()
                 await asyncio.sleep(10)
 
@@ -50,11 +53,11 @@ async def test_transaction_rolls_back_on_error_and_on_cancellation(tmp_path: Pat
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert await db.fetchone("SELECT * FROM jobs") is None
+        assert await db.fetchone("SELECT * FROM submission_intents") is None
         # the connection is usable afterwards
-        await db.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
-                         " VALUES ('c', '/x', 'queued', 0, 0)")
-        assert len(await db.fetchall("SELECT * FROM jobs")) == 1
+        await db.execute("INSERT INTO submission_intents (name, sha256, path, started_at)"
+                         " VALUES ('c', '', '/x', 0)")
+        assert len(await db.fetchall("SELECT * FROM submission_intents")) == 1
     finally:
         await db.close()
 
@@ -65,8 +68,8 @@ async def test_cancelling_transactions_at_any_await_never_leaves_one_open(tmp_pa
     try:
         async def writer(n: int) -> None:
             async with db.transaction() as tx:
-                await tx.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
-                                 " VALUES (?, '/x', 'queued', 0, 0)", (f"j{n}",))
+                await tx.execute("INSERT INTO submission_intents (name, sha256, path, started_at)"
+                                 " VALUES (?, '', '/x', 0)", (f"j{n}",))
 
         for delay_steps in range(6):
             tasks = [asyncio.create_task(writer(n + 100 * delay_steps)) for n in range(20)]
@@ -77,8 +80,8 @@ async def test_cancelling_transactions_at_any_await_never_leaves_one_open(tmp_pa
             await asyncio.gather(*tasks, return_exceptions=True)
         # a fresh transaction must work: no BEGIN was left open by a cancelled task
         async with db.transaction() as tx:
-            await tx.execute("INSERT INTO jobs (id, path, state, created_at, updated_at)"
-                             " VALUES ('last', '/x', 'queued', 0, 0)")
-        assert await db.fetchone("SELECT id FROM jobs WHERE id = 'last'") is not None
+            await tx.execute("INSERT INTO submission_intents (name, sha256, path, started_at)"
+                             " VALUES ('last', '', '/x', 0)")
+        assert await db.fetchone("SELECT id FROM submission_intents WHERE name = 'last'") is not None
     finally:
         await db.close()

@@ -55,7 +55,7 @@ from uploader.events import (
     UploadStateChanged,
 )
 from uploader.hashing import FileDigest, FileIdentity, hash_file
-from uploader.lifecycle import NotaryStatus
+from uploader.lifecycle import NotaryStatus, SubmissionState
 from uploader.notary import artifact
 from uploader.notary.artifact import StapleNote
 from uploader.notary.auth import TokenSource, load_api_key
@@ -68,7 +68,7 @@ from uploader.notary.client import (
 )
 from uploader.notary.errors import LogUrlExpired, NotaryError, NotFound, RateLimited
 from uploader.notary.logreport import parse_log, render_report
-from uploader.notary.store import UPLOADED, SubmissionRecord, SubmissionStore
+from uploader.notary.store import SubmissionRecord, SubmissionStore
 from uploader.planning import plan_upload
 from uploader.progress import Progress
 from uploader.retry import Retrier, RetryPolicy
@@ -239,7 +239,8 @@ class Notarizer:
                 "(--force submits it anyway)")
         name = request.name or (f"{path.stem}.zip" if prepared.packaged else archive.name)
         submission = await self._submission_for(client, digest, name, archive, request.webhook)
-        if submission.state != UPLOADED and submission.notary_status in (None, NotaryStatus.IN_PROGRESS):
+        if (submission.state is not SubmissionState.UPLOADED
+                and submission.notary_status in (None, NotaryStatus.IN_PROGRESS)):
             submission = await self._upload(client, digest, submission, name, archive,
                                             request.webhook)
         if not request.wait:
@@ -277,7 +278,7 @@ class Notarizer:
     ) -> SubmissionRecord:
         active = await self._submissions.find_active(digest.sha256, str(path))
         if active is not None:
-            if active.state == UPLOADED or self._clock() < active.credentials_expire_at:
+            if active.state is SubmissionState.UPLOADED or self._clock() < active.credentials_expire_at:
                 return active
             await self._submissions.mark_abandoned(
                 active.id, "the upload credentials expired before the upload finished")

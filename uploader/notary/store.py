@@ -9,13 +9,18 @@ Protocol the pipeline follows (tables ``submission_intents`` and ``submissions``
 3. ``mark_uploading`` / ``mark_uploaded`` / ``set_notary_status`` / ``mark_done`` as it goes;
    ``mark_abandoned`` when a submission is given up (credentials expired mid-upload...).
 
+The submission's temporary S3 credentials are stored here only (the upload engine is handed
+them on every run): resuming an upload, after a crash or from the daemon, and aborting one on
+cancel both read them from the ``SubmissionRecord``.
+
 An intent without a submission id (``dangling_intents``) means the process died between sending
 the POST and recording its answer: the pipeline looks for the submission in the service's
 history (same name, created after ``started_at``) and then ``attach_intent``s or
 ``discard_intent``s it.
 
-Submission states: ``created`` → ``uploading`` → ``uploaded`` → ``done``; any but ``done`` →
-``abandoned``. Times are Unix seconds from the injected clock. Safe to use from many tasks.
+States move only as ``SUBMISSION_LIFECYCLE`` allows (``created`` → ``uploading`` → ``uploaded``
+→ ``done``; any but ``done`` → ``abandoned``), checked against the row in the same transaction as
+the move. Times are Unix seconds from the injected clock. Safe to use from many tasks.
 """
 
 from __future__ import annotations
@@ -24,18 +29,15 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from uploader.constants import CREDENTIAL_LIFETIME_SECONDS
 from uploader.credentials import Credentials
 from uploader.database import Database
+from uploader.lifecycle import SUBMISSION_LIFECYCLE, SubmissionState
 from uploader.notary.client import NewSubmission
 
-CREATED = "created"
-UPLOADING = "uploading"
-UPLOADED = "uploaded"
-DONE = "done"
-ABANDONED = "abandoned"
-ACTIVE_STATES = (CREATED, UPLOADING, UPLOADED)
+ACTIVE_STATES = tuple(s for s in SubmissionState if s not in SUBMISSION_LIFECYCLE.terminal)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class SubmissionRecord:
     object: str
     credentials: Credentials
     credentials_issued_at: float
-    state: str
+    state: SubmissionState
     notary_status: str | None
     abandoned_reason: str | None
     log_path: str | None
@@ -142,7 +144,7 @@ class SubmissionStore:
                     creds.session_token or "",
                     issued_at,
                     expires_at,
-                    CREATED,
+                    SubmissionState.CREATED.value,
                     webhook,
                     now,
                     now,
@@ -173,7 +175,7 @@ class SubmissionStore:
             f"""SELECT * FROM submissions
                WHERE sha256 = ? AND path = ? AND state IN ({",".join("?" * len(ACTIVE_STATES))})
                ORDER BY created_at DESC, rowid DESC LIMIT 1""",
-            (sha256, path, *ACTIVE_STATES),
+            (sha256, path, *(state.value for state in ACTIVE_STATES)),
         )
         return _record(row) if row else None
 
@@ -191,15 +193,20 @@ class SubmissionStore:
         params: tuple[str, ...] = ()
         if not include_finished:
             sql += f" WHERE state IN ({','.join('?' * len(ACTIVE_STATES))})"
-            params = ACTIVE_STATES
+            params = tuple(state.value for state in ACTIVE_STATES)
         rows = await self._db.fetchall(sql + " ORDER BY created_at DESC, rowid DESC", params)
         return [_record(row) for row in rows]
 
+    async def log_path(self, submission_id: str) -> Path | None:
+        """Where the notary log of ``submission_id`` was saved; None if not (yet) or unknown."""
+        record = await self.get(submission_id)
+        return Path(record.log_path) if record is not None and record.log_path else None
+
     async def mark_uploading(self, submission_id: str) -> None:
-        await self._set_state(submission_id, UPLOADING, allowed_from=(CREATED, UPLOADING))
+        await self._move(submission_id, SubmissionState.UPLOADING)
 
     async def mark_uploaded(self, submission_id: str) -> None:
-        await self._set_state(submission_id, UPLOADED, allowed_from=(CREATED, UPLOADING, UPLOADED))
+        await self._move(submission_id, SubmissionState.UPLOADED)
 
     async def set_notary_status(self, submission_id: str, notary_status: str) -> None:
         await self._update(submission_id, "notary_status = ?", (notary_status,))
@@ -207,39 +214,37 @@ class SubmissionStore:
     async def mark_done(
         self, submission_id: str, notary_status: str, log_path: str | None = None
     ) -> None:
-        await self._update(
-            submission_id,
-            "state = ?, notary_status = ?, log_path = COALESCE(?, log_path)",
-            (DONE, notary_status, log_path),
-        )
+        await self._move(submission_id, SubmissionState.DONE,
+                         "notary_status = ?, log_path = COALESCE(?, log_path)",
+                         (notary_status, log_path))
 
     async def set_log_path(self, submission_id: str, log_path: str) -> None:
         await self._update(submission_id, "log_path = ?", (log_path,))
 
     async def mark_abandoned(self, submission_id: str, reason: str) -> None:
-        await self._set_state(
-            submission_id, ABANDONED, allowed_from=ACTIVE_STATES, extra=("abandoned_reason", reason)
-        )
+        await self._move(submission_id, SubmissionState.ABANDONED, "abandoned_reason = ?",
+                         (reason,))
 
-    async def _set_state(
+    async def _move(
         self,
         submission_id: str,
-        state: str,
-        *,
-        allowed_from: tuple[str, ...],
-        extra: tuple[str, str] | None = None,
+        state: SubmissionState,
+        assignments: str = "",
+        params: tuple[object, ...] = (),
     ) -> None:
-        record = await self.get(submission_id)
-        if record is None:
-            raise KeyError(f"no submission {submission_id} in the state database")
-        if record.state not in allowed_from:
-            raise ValueError(f"submission {submission_id} is {record.state}; cannot become {state}")
-        assignments = "state = ?"
-        params: tuple[str, ...] = (state,)
-        if extra is not None:
-            assignments += f", {extra[0]} = ?"
-            params += (extra[1],)
-        await self._update(record.id, assignments, params)
+        """Set ``state`` (and ``assignments``) if ``SUBMISSION_LIFECYCLE`` allows the move from
+        the row's current state; ``IllegalTransition`` if not, ``KeyError`` if no such row."""
+        async with self._db.transaction() as tx:
+            row = await tx.fetchone(  # the lower-case id first, as ``get`` finds it
+                "SELECT id, state FROM submissions WHERE id IN (?, ?) ORDER BY id = ? DESC",
+                (submission_id.lower(), submission_id, submission_id.lower()))
+            if row is None:
+                raise KeyError(f"no submission {submission_id} in the state database")
+            SUBMISSION_LIFECYCLE.check(SubmissionState(row["state"]), state,
+                                       what=str(row["id"]))
+            columns = ", ".join(["state = ?", *filter(None, [assignments]), "updated_at = ?"])
+            await tx.execute(f"UPDATE submissions SET {columns} WHERE id = ?",
+                             (state.value, *params, self._clock(), row["id"]))
 
     async def _update(
         self, submission_id: str, assignments: str, params: tuple[object, ...]
@@ -278,7 +283,7 @@ def _record(row: sqlite3.Row) -> SubmissionRecord:
             expires_at=float(row["credentials_expire_at"]),
         ),
         credentials_issued_at=float(row["credentials_issued_at"]),
-        state=row["state"],
+        state=SubmissionState(row["state"]),
         notary_status=row["notary_status"],
         abandoned_reason=row["abandoned_reason"],
         log_path=row["log_path"],

@@ -1,0 +1,33 @@
+"""The daemon's tables as numbered migrations (see ``uploader.schema``): ``jobs`` (``job_store``).
+
+Applied by ``JobStore`` before its first statement. Append only: never edit a released migration.
+"""
+
+from __future__ import annotations
+
+from uploader.schema import Schema
+
+SCHEMA = Schema("service.daemon", (
+    # 1: one row per job submitted to the daemon.
+    """
+    CREATE TABLE jobs (
+        id             TEXT PRIMARY KEY,
+        path           TEXT    NOT NULL,
+        name           TEXT,
+        webhook        TEXT,
+        skip_preflight INTEGER NOT NULL DEFAULT 0,
+        state          TEXT    NOT NULL,
+        submission_id  TEXT,
+        notary_status  TEXT,
+        error          TEXT,
+        bytes_total    INTEGER NOT NULL DEFAULT 0,
+        bytes_done     INTEGER NOT NULL DEFAULT 0,
+        created_at     REAL    NOT NULL,
+        updated_at     REAL    NOT NULL,
+        started_at     REAL,
+        finished_at    REAL
+    );
+    """,
+    # 2: a job's last-mile options (job_options), JSON; NULL = defaults.
+    "ALTER TABLE jobs ADD COLUMN options TEXT",
+), released={1: 1, 2: 1, 3: 2})
