@@ -115,7 +115,7 @@ async def _serve(
         )
         runner_factory = build_runner_factory(settings, shared)
         broker = Broker()
-        registry = JobRegistry(JobStore(db))
+        registry = JobRegistry(await JobStore.open(db))
         metrics = DaemonMetrics(jobs=registry.jobs, stuck_after_seconds=settings.stuck_after)
         executor = JobExecutor(
             runner_factory,

@@ -27,13 +27,20 @@ _COLUMNS = (
 
 
 class JobStore:
-    """CRUD over the ``jobs`` table. Safe from many tasks of one loop (the Database serialises)."""
+    """CRUD over the ``jobs`` table. Safe from many tasks of one loop (the Database serialises).
+
+    Make one with ``await JobStore.open(db)``: that brings the daemon's tables up to date first.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @classmethod
+    async def open(cls, db: Database) -> JobStore:
+        await db.require(migrations.SCHEMA)
+        return cls(db)
+
     async def insert(self, job: Job) -> None:
-        await self._db.require(migrations.SCHEMA)
         await self._db.execute(
             f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             _row(job),
@@ -41,7 +48,6 @@ class JobStore:
 
     async def save(self, job: Job) -> None:
         """Write every mutable column of ``job``."""
-        await self._db.require(migrations.SCHEMA)
         await self._db.execute(
             "UPDATE jobs SET state = ?, submission_id = ?, notary_status = ?, error = ?, "
             "bytes_total = ?, bytes_done = ?, updated_at = ?, started_at = ?, finished_at = ? "
@@ -61,13 +67,11 @@ class JobStore:
         )
 
     async def get(self, job_id: str) -> Job | None:
-        await self._db.require(migrations.SCHEMA)
         row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return _job(row) if row is not None else None
 
     async def unfinished(self) -> list[Job]:
         """Every job not in a terminal state, oldest first (the order they resume in)."""
-        await self._db.require(migrations.SCHEMA)
         placeholders = ", ".join("?" for _ in JobOutcome)
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM jobs WHERE state NOT IN ({placeholders}) "
@@ -78,7 +82,6 @@ class JobStore:
 
     async def recent(self, limit: int = 200) -> list[Job]:
         """The newest ``limit`` jobs, newest first."""
-        await self._db.require(migrations.SCHEMA)
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
         )

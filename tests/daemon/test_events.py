@@ -43,7 +43,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     db = await Database.open(tmp_path / "db.sqlite3")
     slots, broker = PartSlots(4), Broker()
     scheduler = fake_scheduler(
-        JobStore(db), fake_factory(slots, FakeScript(), FakeRecord(), tmp_path / "logs"), broker,
+        await JobStore.open(db), fake_factory(slots, FakeScript(), FakeRecord(), tmp_path / "logs"), broker,
         slots, max_jobs=1,
     )
     config = ApiConfig(token="tok", token_hint="", allowed_roots=(tmp_path,), version="0", heartbeat_seconds=0.1)

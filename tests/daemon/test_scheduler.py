@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from service.daemon import migrations as daemon_migrations
 from service.daemon.broker import Broker
 from service.daemon.job_store import JobStore
 from service.daemon.jobs import Job
@@ -26,6 +27,7 @@ from .fakes import FakeRecord, FakeScript, fake_factory, fake_scheduler
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = await Database.open(tmp_path / "state" / "notaryd.sqlite3")
+    await database.require(daemon_migrations.SCHEMA)
     yield database
     await database.close()
 
@@ -36,7 +38,7 @@ class Harness:
         self.script = script
         self.slots = PartSlots(parts)
         self.broker = Broker()
-        self.store = JobStore(db)
+        self.store = JobStore(db)  # the fixture brought the daemon's tables up to date
         self.tmp = tmp
         self.ended: list[Job] = []
         self.scheduler = fake_scheduler(

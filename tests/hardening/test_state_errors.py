@@ -95,7 +95,7 @@ async def test_a_package_at_a_newer_schema_is_refused_with_both_versions(
     with pytest.raises(StateError) as raised:
         db = await Database.open(path)
         try:
-            await JobStore(db).get("j1")  # the daemon's tables are checked on the store's first use
+            await JobStore.open(db)  # the daemon's tables are checked when its store opens
         finally:
             await db.close()
     message = str(raised.value)

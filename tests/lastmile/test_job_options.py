@@ -27,7 +27,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 async def test_options_survive_the_job_store(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "state.sqlite3")
     try:
-        store = JobStore(db)
+        store = await JobStore.open(db)
         now = time.time()
         chosen = JobOptions(staple=False, force=True, keep_archive=True)
         for job_id, options in (("a" * 12, chosen), ("b" * 12, JobOptions())):

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from service.daemon.app import Shared
 from service.daemon.pipeline_runner import PipelineRunner
 from service.daemon.slots import PartSlots
 from service.emulator.notary import NotaryEmulator
@@ -100,7 +102,9 @@ async def test_a_daemon_cancel_abandons_the_submission_and_aborts_its_upload(
     with contextlib.suppress(asyncio.CancelledError):
         await job
     await notarizer.close()
-    await PipelineRunner(db, notary_config, [], PartSlots(1), None).cancel(source)
+    async with aiohttp.ClientSession() as session:
+        shared = Shared(db=db, part_slots=PartSlots(1), throttle=None, session=session)
+        await PipelineRunner(notary_config, [], shared).cancel(source)
 
     [record] = await SubmissionStore(db).list_submissions()
     assert record.state is _S.ABANDONED

@@ -108,13 +108,13 @@ async def test_a_first_release_database_opens_and_keeps_every_row(
 
     db = await Database.open(path)  # the daemon, later
     try:
-        job = await JobStore(db).get("job1")
+        job = await (await JobStore.open(db)).get("job1")
         assert job is not None
-        assert (job.submission_id, job.bytes_done, job.name) == (SUBMISSION, 8, "Game.zip")
+        assert (job.submission_id, job.progress.bytes_done, job.name) == (SUBMISSION, 8, "Game.zip")
         expected = (JobOptions(staple=False, force=True, keep_archive=True) if version >= 3
                     else JobOptions())
         assert job.options == expected
-        assert await JobStore(db).log_path(SUBMISSION) == Path("/s/logs/x.json")
+        assert await (await JobStore.open(db)).log_path(SUBMISSION) == Path("/s/logs/x.json")
         assert await db.schema_versions() == {RELEASED: version, **CURRENT}
     finally:
         await db.close()
@@ -133,7 +133,7 @@ async def test_two_processes_opening_an_old_database_at_once_migrate_it_once(
     released_database(path, 2)
     first, second = await asyncio.gather(Database.open(path), Database.open(path))
     try:
-        await asyncio.gather(JobStore(first).get("job1"), JobStore(second).get("job1"))
+        await asyncio.gather(JobStore.open(first), JobStore.open(second))
         assert await first.schema_versions() == {RELEASED: 2, **CURRENT}
         assert len(await UploadStore(second).parts(1)) == 2
     finally:
@@ -148,7 +148,7 @@ async def test_a_new_database_gets_the_daemons_table_on_its_stores_first_use(
     try:
         tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
         assert await db.fetchone(tables) is None  # the library does not create it
-        assert await JobStore(db).recent() == []
+        assert await (await JobStore.open(db)).recent() == []
         assert await db.fetchone(tables) is not None
         assert await db.schema_versions() == CURRENT
     finally:
