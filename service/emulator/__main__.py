@@ -15,7 +15,9 @@ import signal
 import sys
 from pathlib import Path
 
-from service.emulator.notary import EmulatorConfig, Faults, NotaryEmulator, backend_for
+from service.emulator.config import EmulatorConfig
+from service.emulator.faults import Faults
+from service.emulator.notary import NotaryEmulator, backend_for
 from service.emulator.s3front import PUT_OBJECT_ONLY
 from service.emulator.seaweed import SeaweedServer
 
