@@ -2,7 +2,9 @@
 
 A token bucket shared by every part of every job: ``await acquire(n)`` on the event loop, or
 ``acquire_blocking(n)`` from a worker thread. Over budget, the caller sleeps off its own debt,
-so the average rate converges on the cap however many parts draw from it.
+so the average rate converges on the cap however many parts draw from it. Each caller's wait
+covers every byte taken before it, so callers are served in arrival order: concurrent streams
+(parts, or the fault proxy's connections) share the rate fairly and none can starve another.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from collections.abc import Callable
 class Throttle:
     def __init__(
         self,
-        rate_bytes_per_second: int,
+        rate_bytes_per_second: float,
         *,
-        burst_bytes: int | None = None,
+        burst_bytes: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:

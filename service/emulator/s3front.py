@@ -39,7 +39,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, quote, unquote
-from xml.sax.saxutils import escape
 
 import aiohttp
 import yarl
@@ -47,6 +46,8 @@ from aiohttp import web
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials as BotoCredentials
+
+from service.emulator.responses import s3_error
 
 CHUNK_BYTES = 1024 * 1024
 MAX_CLOCK_SKEW_SECONDS = 15 * 60  # S3's RequestTimeTooSkewed limit
@@ -273,7 +274,7 @@ class S3Front:
             self._authorize(grant, bucket, key, operation, query)
             response = await self._forward(request, backend_path, raw_query, operation, bucket, key)
         except S3Error as error:
-            response = _error_response(error, f"/{bucket}/{key}")
+            response = s3_error(error.status, error.code, error.message, resource=f"/{bucket}/{key}")
             if request.can_read_body:
                 # Drain what the client already sent so it sees our answer, not a reset.
                 await request.release()
@@ -436,18 +437,3 @@ async def _stream(request: web.Request) -> AsyncIterator[bytes]:
 
 def _quote_key(key: str) -> str:
     return quote(key, safe="/~")
-
-
-def _error_response(error: S3Error, resource: str) -> web.Response:
-    request_id = secrets.token_hex(8).upper()
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{escape(error.code)}</Code><Message>{escape(error.message)}</Message>"
-        f"<Resource>{escape(resource)}</Resource><RequestId>{request_id}</RequestId></Error>"
-    )
-    return web.Response(
-        status=error.status,
-        body=body.encode(),
-        content_type="application/xml",
-        headers={"x-amz-request-id": request_id},
-    )

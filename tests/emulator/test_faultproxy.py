@@ -22,13 +22,8 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from service.emulator.faultproxy import (
-    FaultPlan,
-    FaultProxy,
-    FaultProxyThread,
-    Operation,
-    classify,
-)
+from service.emulator.faultplan import FaultPlan, Operation, classify
+from service.emulator.faultproxy import FaultProxy, FaultProxyThread
 from service.emulator.seaweed import SeaweedServer
 from uploader.errors import ConfigError
 
