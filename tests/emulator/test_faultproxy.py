@@ -269,13 +269,22 @@ def test_expired_token_switch_and_timer(
         assert _error_code(excinfo.value) == "ExpiredToken"
         assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
-    proxy.set_plan(FaultPlan(expired_token_after_seconds=0.5))
-    via_proxy.put_object(Bucket=bucket, Key="soon", Body=b"ok")
-    time.sleep(0.6)
-    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
-        via_proxy.put_object(Bucket=bucket, Key="late", Body=b"x")
+    assert proxy.stats.outcomes["expired_token"] == 2
+
+
+def test_expired_token_timer_runs_on_the_proxys_clock(seaweed: SeaweedServer, bucket: str) -> None:
+    now = [0.0]
+    plan = FaultPlan(expired_token_after_seconds=30)
+    with FaultProxyThread(seaweed.endpoint_url, plan, clock=lambda: now[0]) as proxy:
+        client = _client(seaweed, proxy.url)
+        now[0] = 29.9
+        client.put_object(Bucket=bucket, Key="soon", Body=b"ok")
+        now[0] = 30.0
+        with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+            client.put_object(Bucket=bucket, Key="late", Body=b"x")
+        client.close()
     assert _error_code(excinfo.value) == "ExpiredToken"
-    assert proxy.stats.outcomes["expired_token"] == 3
+    assert proxy.stats.outcomes == {"forwarded": 1, "expired_token": 1}
 
 
 # -- selection, determinism ----------------------------------------------------------------
