@@ -58,7 +58,6 @@ import json
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -67,6 +66,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from service.emulator.background import LoopThread
 from service.emulator.faultplan import (
     CLIENT_GONE,
     DEFAULT_OPERATIONS,
@@ -356,11 +356,7 @@ class FaultProxyThread:
 
     def __init__(self, upstream_url: str, plan: FaultPlan | None = None, **kwargs: Any) -> None:
         self._proxy = FaultProxy(upstream_url, plan, **kwargs)
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        self._thread = LoopThread("faultproxy")
 
     @property
     def url(self) -> str:
@@ -376,32 +372,25 @@ class FaultProxyThread:
 
     def set_plan(self, plan: FaultPlan) -> None:
         """Apply ``plan``; returns once the proxy's loop has switched to it."""
-        if self._loop is not None and threading.current_thread() is not self._thread:
-            self._loop.call_soon_threadsafe(self._proxy.set_plan, plan)
-            # Wait until the loop has applied it, so the next request sees the new plan.
-            done = threading.Event()
-            self._loop.call_soon_threadsafe(done.set)
-            done.wait(5)
-        else:
-            self._proxy.set_plan(plan)
+        self._thread.call(lambda: self._proxy.set_plan(plan), 5)
 
     def expire_credentials(self) -> None:
         self.set_plan(dataclasses.replace(self._proxy.plan, expired_token=True))
 
     def start(self) -> FaultProxyThread:
-        self._thread = threading.Thread(target=self._run, name="faultproxy", daemon=True)
+        """Start the proxy; returns once it accepts connections."""
         self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
+        try:
+            self._thread.run(self._proxy.start(), 60)
+        except BaseException:
+            self._thread.stop()
+            raise
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        with contextlib.suppress(RuntimeError):  # not started
+            self._thread.run(self._proxy.stop(), 30)
+        self._thread.stop()
 
     def __enter__(self) -> FaultProxyThread:
         return self.start()
@@ -413,22 +402,6 @@ class FaultProxyThread:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-    def _run(self) -> None:
-        from service.runtime import run
-
-        try:
-            run(self._serve())
-        except BaseException as error:  # surfaced to start()'s caller
-            self._error = error
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with self._proxy:
-            self._ready.set()
-            await self._stop.wait()
 
 
 # -- command line ----------------------------------------------------------------------

@@ -16,10 +16,8 @@ callers (subprocess tests, ``notaryd demo``). Times are Unix seconds from the in
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +27,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.emulator.auth import RequestBudget, TeamKey, TeamKeys, TokenRules, TokenStats
+from service.emulator.background import LoopThread
 from service.emulator.config import EmulatorConfig
 from service.emulator.faults import FaultPolicy, Faults
 from service.emulator.notary_api import NotaryApi
@@ -252,8 +251,7 @@ class BackgroundEmulator:
 
     def __init__(self, factory: Callable[[], NotaryEmulator]) -> None:
         self._factory = factory
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread = LoopThread("notary-emulator")
         self._emulator: NotaryEmulator | None = None
 
     @property
@@ -263,41 +261,28 @@ class BackgroundEmulator:
         return self._emulator
 
     def start(self, timeout_seconds: float = 60.0) -> NotaryEmulator:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(
-            target=loop.run_forever, name="notary-emulator", daemon=True
-        )
-        self._thread.start()
+        """Start the emulator; returns once both of its servers accept connections."""
 
-        async def start() -> NotaryEmulator:
+        async def start() -> NotaryEmulator:  # built on its loop: what it makes belongs there
             return await self._factory().start()
 
+        self._thread.start()
         try:
-            self._emulator = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout_seconds)
+            self._emulator = self._thread.run(start(), timeout_seconds)
         except BaseException:
             self.stop()
             raise
         return self._emulator
 
     def call(self, fn: Callable[[NotaryEmulator], T], timeout_seconds: float = 30.0) -> T:
-        async def run() -> T:
-            return fn(self.emulator)
-
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout_seconds)
+        return self._thread.call(lambda: fn(self.emulator), timeout_seconds)
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
         if self._emulator is not None:
             with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._emulator.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
-        self._loop = self._thread = self._emulator = None
+                self._thread.run(self._emulator.stop(), 30)
+        self._thread.stop()
+        self._emulator = None
 
     def __enter__(self) -> NotaryEmulator:
         return self.start()
