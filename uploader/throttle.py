@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 class Throttle:
@@ -23,6 +23,7 @@ class Throttle:
         burst_bytes: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if rate_bytes_per_second <= 0:
             raise ValueError("rate_bytes_per_second must be positive")
@@ -32,6 +33,7 @@ class Throttle:
         self._stamp = clock()
         self._clock = clock
         self._sleep = sleep
+        self._async_sleep = async_sleep
         self._lock = threading.Lock()
 
     def _take(self, nbytes: int) -> float:
@@ -53,7 +55,7 @@ class Throttle:
         """Take ``nbytes``, sleeping this task (never the event loop) until they are there."""
         wait = self._take(nbytes)
         if wait:
-            await asyncio.sleep(wait)
+            await self._async_sleep(wait)
 
     def __repr__(self) -> str:
         return f"Throttle(rate_bytes_per_second={self.rate})"

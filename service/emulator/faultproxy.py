@@ -59,7 +59,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -134,7 +134,8 @@ def _body_length(request: web.BaseRequest) -> int | None:
 class FaultProxy:
     """The proxy server on the running event loop. ``async with`` starts and stops it.
 
-    ``clock`` (monotonic seconds) times the expiry and outage windows.
+    ``clock`` (monotonic seconds) times the expiry and outage windows and the bandwidth cap;
+    ``sleep`` waits out latency, stalls and the cap (tests pass fakes for both).
     """
 
     def __init__(
@@ -145,12 +146,15 @@ class FaultProxy:
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.upstream = URL(upstream_url)
         self._host = host
         self._port = port
         self._traffic = Traffic()
         self._relay = Relay(self.upstream, self._traffic)
+        self._clock = clock
+        self._sleep = sleep
         self._draws = FaultDraws(clock=clock)
         self._listen_socket: socket.socket | None = None
         self._link_like_sockets = False
@@ -184,7 +188,12 @@ class FaultProxy:
             self._relay.throttle = None
         elif throttle is None or throttle.rate != rate:
             # A 50 ms burst (at least one read chunk) keeps the cap smooth at any rate.
-            self._relay.throttle = Throttle(rate, burst_bytes=max(float(CHUNK_BYTES), rate / 20))
+            self._relay.throttle = Throttle(
+                rate,
+                burst_bytes=max(float(CHUNK_BYTES), rate / 20),
+                clock=self._clock,
+                async_sleep=self._sleep,
+            )
             self._make_sockets_link_like()
         self._draws.set_plan(plan)
 
@@ -278,7 +287,7 @@ class FaultProxy:
         if draw.outage:
             self._traffic.count(outcome=OUTAGE)
         if plan.latency_seconds:
-            await asyncio.sleep(plan.latency_seconds)
+            await self._sleep(plan.latency_seconds)
         if self._draws.expired():
             return await self._answer_error(request, EXPIRED_TOKEN)
         try:
@@ -307,7 +316,7 @@ class FaultProxy:
             await self._relay.drain(request, limit=int(length * fraction))
         self._traffic.count(outcome=fault)
         if fault is not Fault.RESET:  # every kind of stall: hold the connection silently
-            await asyncio.sleep(plan.stall_seconds)
+            await self._sleep(plan.stall_seconds)
         reset_connection(request)
         raise _Dropped
 

@@ -74,7 +74,7 @@ class NotaryEmulator:
     ) -> None:
         config = config or EmulatorConfig()
         self.host = host
-        self._ports = {"api": api_port, "s3": s3_port}
+        self._requested_ports = (api_port, s3_port)  # 0: any free port
         self._clock = clock
         self._runners: list[web.AppRunner] = []
         self.team_keys = TeamKeys(_token_rules(config), clock)
@@ -188,8 +188,9 @@ class NotaryEmulator:
         """Create the bucket and serve both apps; returns once both accept connections."""
         await self.s3.create_bucket(self._config.bucket)
         try:
-            self.api_port = await self._serve(self.app, self._ports["api"])
-            self.s3_port = await self._serve(self.s3.app, self._ports["s3"])
+            api_port, s3_port = self._requested_ports
+            self.api_port = await self._serve(self.app, api_port)
+            self.s3_port = await self._serve(self.s3.app, s3_port)
         except BaseException:
             await self.stop()
             raise

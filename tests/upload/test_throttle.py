@@ -59,9 +59,16 @@ def test_fractional_rates_and_a_nonpositive_rate() -> None:
         Throttle(0)
 
 
-async def test_acquire_on_the_event_loop_takes_the_same_bytes() -> None:
+async def test_acquire_on_the_event_loop_waits_without_blocking_it() -> None:
     clock = Clock()
-    throttle = Throttle(1000, burst_bytes=100, clock=clock, sleep=clock.sleep)
+    waited: list[float] = []
+
+    async def async_sleep(seconds: float) -> None:
+        waited.append(seconds)
+
+    throttle = Throttle(1000, burst_bytes=100, clock=clock, sleep=clock.sleep,
+                        async_sleep=async_sleep)
     await throttle.acquire(100)  # within the burst: no wait at all
-    throttle.acquire_blocking(100)
-    assert clock.slept == pytest.approx([0.1])
+    await throttle.acquire(100)
+    throttle.acquire_blocking(100)  # one bucket for tasks and worker threads
+    assert waited == pytest.approx([0.1]) and clock.slept == pytest.approx([0.2])
