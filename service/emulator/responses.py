@@ -98,6 +98,16 @@ def unauthenticated() -> web.Response:
     )
 
 
+class S3Error(Exception):
+    """An S3 error to answer with (``s3_error``): raised where a check fails."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
 def s3_error(
     status: int, code: str, message: str, *, resource: str | None = None
 ) -> web.Response:
