@@ -8,7 +8,8 @@ benchmarks use it. One concern per module:
 * ``notary_api`` — the ``/notary/v2`` routes and handlers, behind a gate of ``auth`` (team keys,
   JWT rules, the hourly request budget) and ``faults`` (``Faults`` knobs, one ``FaultPolicy``).
 * ``submissions`` — submissions and the upload credentials issued with each.
-* ``s3front`` — the upload bucket: SigV4 with the issued credentials, scope, PutObject-only mode.
+* ``s3front`` — the upload bucket: the issued credentials (checked with ``sigv4``), their
+  scope, PutObject-only mode.
 * ``processing`` and ``verdicts`` — what happens once an object lands: inspection, verdict
   rules, the developer log, webhooks; ``presign`` — signed log URLs and their download.
 * ``tickets`` — the stapling ticket lookup.

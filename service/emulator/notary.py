@@ -182,6 +182,17 @@ class NotaryEmulator:
     def s3_endpoint_url(self) -> str:
         return f"http://{self.host}:{self.s3_port}"
 
+    def environment(self, key: TeamKey) -> dict[str, str]:
+        """The ``NOTARYD_*`` settings that point notaryd at this emulator with ``key``."""
+        return {
+            "NOTARYD_API_URL": self.api_url,
+            "NOTARYD_S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "NOTARYD_S3_ACCELERATE": "0",
+            "NOTARYD_KEY_ID": key.key_id,
+            "NOTARYD_ISSUER_ID": key.issuer_id,
+            "NOTARYD_PRIVATE_KEY": str(key.path),
+        }
+
     # -- lifetime -----------------------------------------------------------------------------
 
     async def start(self) -> NotaryEmulator:
