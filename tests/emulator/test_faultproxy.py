@@ -187,11 +187,10 @@ def test_stall_leaves_the_client_without_an_answer(
         FaultPlan(stall=1.0, stall_seconds=30, operations=frozenset({Operation.PUT_OBJECT}))
     )
     client = _client(seaweed, proxy.url, read_timeout=1.0, connect_timeout=1.0)
-    started = time.monotonic()
+    # A read timeout, not a reset: the proxy is still holding the connection (for 30 s).
     with pytest.raises(botocore.exceptions.ReadTimeoutError):
         client.put_object(Bucket=bucket, Key="k", Body=b"x" * 1000)
     client.close()
-    assert time.monotonic() - started < 10
     assert proxy.stats.outcomes == {"stall": 1}
     assert proxy.stats.request_body_bytes_received == 0
 
@@ -208,12 +207,12 @@ async def test_expect_100_continue_hang(seaweed: SeaweedServer) -> None:
             expect100=True,
             timeout=aiohttp.ClientTimeout(sock_read=0.3, sock_connect=1),
         )
-        started = time.monotonic()
+        deadline = asyncio.timeout(1.5)
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(1.5), request:
+            async with deadline, request:
                 pass
         # Only the outer deadline ended it: sock_read (0.3 s) did not fire.
-        assert time.monotonic() - started >= 1.4
+        assert deadline.expired()
         assert proxy.stats.outcomes == {"expect_hang": 1}
         assert proxy.stats.request_body_bytes_received == 0
 
