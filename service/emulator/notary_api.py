@@ -151,8 +151,10 @@ class NotaryApi:
             "object": grant.key,
         }
         return json_document(
-            {"data": {"type": "newSubmissions", "id": submission.id, "attributes": attributes},
-             "meta": {}}
+            {
+                "data": {"type": "newSubmissions", "id": submission.id, "attributes": attributes},
+                "meta": {},
+            }
         )
 
     def _mine(self, request: web.Request) -> EmulatedSubmission | None:
@@ -175,9 +177,7 @@ class NotaryApi:
             return not_found("submissions", request.match_info["id"])
         if submission.log is None:
             return not_found("submissionsLog", request.match_info["id"], verb="for")
-        url = self._log_links.url(
-            self._base_url(), submission.id, submission.grant.access_key_id
-        )
+        url = self._log_links.url(self._base_url(), submission.id, submission.grant.access_key_id)
         return json_document(
             {
                 "data": {

@@ -82,4 +82,6 @@ class LogLinks:
         log = self._find_log(match.group(1)) if match else None
         if log is None:
             return s3_error(404, "NoSuchKey", "The specified key does not exist.")
-        return web.Response(body=json.dumps(log, indent=2).encode(), content_type="application/json")
+        return web.Response(
+            body=json.dumps(log, indent=2).encode(), content_type="application/json"
+        )

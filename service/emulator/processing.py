@@ -80,6 +80,8 @@ class Webhooks:
 
 
 class Processor:
+    """Processes landed submissions; owns every task it starts (``stop`` cancels them)."""
+
     def __init__(
         self,
         config: EmulatorConfig,
@@ -96,7 +98,7 @@ class Processor:
 
     def landed(self, submission: EmulatedSubmission) -> None:
         submission.landed_at = self._clock()
-        if submission.status is not NotaryStatus.IN_PROGRESS or submission.processing:
+        if submission.status != NotaryStatus.IN_PROGRESS or submission.processing:
             return  # an overwrite after the verdict does not re-trigger processing
         submission.processing = True
         self._spawn(self._process(submission))
@@ -150,7 +152,9 @@ class Processor:
             )
             status = NotaryStatus(doc["status"])
             if status is NotaryStatus.ACCEPTED:
-                await self._tickets.learn(submission.id, submission.name, self._read_back(submission))
+                await self._tickets.learn(
+                    submission.id, submission.name, self._read_back(submission)
+                )
         finally:
             submission.processing = False
         if submission.stuck:

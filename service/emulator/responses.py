@@ -108,9 +108,7 @@ class S3Error(Exception):
         self.message = message
 
 
-def s3_error(
-    status: int, code: str, message: str, *, resource: str | None = None
-) -> web.Response:
+def s3_error(status: int, code: str, message: str, *, resource: str | None = None) -> web.Response:
     """An S3 ``<Error>`` answer (``resource`` is the request's path, when S3 would name it)."""
     request_id = s3_request_id()
     named = f"<Resource>{escape(resource)}</Resource>" if resource is not None else ""

@@ -21,7 +21,9 @@ from uploader.lifecycle import NotaryStatus
 INVALID_MARKER = b"NOTARY-EMULATOR:INVALID"
 REJECTED_MARKER = b"NOTARY-EMULATOR:REJECTED"
 
-_ISSUES_DOC = "https://developer.apple.com/documentation/security/resolving-common-notarization-issues"
+_ISSUES_DOC = (
+    "https://developer.apple.com/documentation/security/resolving-common-notarization-issues"
+)
 
 
 def _default_issues() -> tuple[Mapping[str, Any], ...]:

@@ -45,7 +45,10 @@ def test_only_selected_operations_meet_faults_after_the_clean_ones() -> None:
     draws = FaultDraws(FaultPlan(internal_error=1.0, clean_first=2))
     assert draws.draw("PUT", "/b/k", "", Operation.PUT_OBJECT, 0).fault is None
     assert [part(draws, n).fault for n in range(1, 5)] == [
-        None, None, Fault.INTERNAL_ERROR, Fault.INTERNAL_ERROR
+        None,
+        None,
+        Fault.INTERNAL_ERROR,
+        Fault.INTERNAL_ERROR,
     ]
 
 

@@ -66,9 +66,7 @@ def team(keys: TeamKeys, signer: ec.EllipticCurvePrivateKey) -> TeamKey:
     return keys.register("KEY1234567", "issuer-1", signer.public_key())
 
 
-def bearer(
-    signer: ec.EllipticCurvePrivateKey, kid: str = "KEY1234567", **claims: Any
-) -> str:
+def bearer(signer: ec.EllipticCurvePrivateKey, kid: str = "KEY1234567", **claims: Any) -> str:
     base = {"iss": "issuer-1", "iat": int(NOW), "exp": int(NOW) + 900, "aud": AUDIENCE}
     token = jwt.encode(base | claims, signer, algorithm="ES256", headers={"kid": kid})
     return f"Bearer {token}"
@@ -123,8 +121,12 @@ def test_the_clock_leeway_admits_small_skews_only(
 
 @pytest.mark.parametrize(
     ("authorization", "reason"),
-    [("", "no Bearer"), ("Basic abc", "no Bearer"), ("Bearer  ", "no Bearer"),
-     ("Bearer not.a.jwt", "malformed")],
+    [
+        ("", "no Bearer"),
+        ("Basic abc", "no Bearer"),
+        ("Bearer  ", "no Bearer"),
+        ("Bearer not.a.jwt", "malformed"),
+    ],
 )
 def test_a_request_without_a_usable_bearer_token_is_refused(
     keys: TeamKeys, authorization: str, reason: str
@@ -134,8 +136,9 @@ def test_a_request_without_a_usable_bearer_token_is_refused(
 
 
 def test_a_token_signed_with_another_algorithm_is_refused(keys: TeamKeys, team: TeamKey) -> None:
-    token = jwt.encode({"iss": "issuer-1"}, "secret" * 6, algorithm="HS256",
-                       headers={"kid": team.key_id})
+    token = jwt.encode(
+        {"iss": "issuer-1"}, "secret" * 6, algorithm="HS256", headers={"kid": team.key_id}
+    )
     with pytest.raises(Refused, match="is not ES256"):
         keys.authenticate(f"Bearer {token}")
 
@@ -148,8 +151,12 @@ def test_made_keys_are_written_private_and_registered(
     assert stat.S_IMODE(made.path.stat().st_mode) == 0o600
     private = serialization.load_pem_private_key(made.path.read_bytes(), password=None)
     assert isinstance(private, ec.EllipticCurvePrivateKey)
-    token = jwt.encode({"iss": "issuer-9", "iat": int(NOW), "exp": int(NOW) + 600,
-                        "aud": AUDIENCE}, private, algorithm="ES256", headers={"kid": "ABCDEFGHIJ"})
+    token = jwt.encode(
+        {"iss": "issuer-9", "iat": int(NOW), "exp": int(NOW) + 600, "aud": AUDIENCE},
+        private,
+        algorithm="ES256",
+        headers={"kid": "ABCDEFGHIJ"},
+    )
     assert keys.authenticate(f"Bearer {token}") is made
 
 
@@ -258,8 +265,9 @@ def test_rules_match_by_name_marker_or_both_and_the_first_wins() -> None:
 
 
 def test_an_accepted_log_carries_ticket_contents_and_no_issues() -> None:
-    doc = developer_log(None, submission_id="id-1", name="App.zip", sha256="ab" * 32,
-                        uploaded_at=NOW)
+    doc = developer_log(
+        None, submission_id="id-1", name="App.zip", sha256="ab" * 32, uploaded_at=NOW
+    )
     assert doc["status"] == "Accepted" and doc["statusCode"] == 0
     assert doc["issues"] is None and doc["uploadDate"] == "2023-11-14T22:13:20.000Z"
     assert [entry["arch"] for entry in doc["ticketContents"]] == ["x86_64", "arm64"]
@@ -267,12 +275,14 @@ def test_an_accepted_log_carries_ticket_contents_and_no_issues() -> None:
 
 def test_a_rejected_or_invalid_log_carries_the_rules_issues() -> None:
     invalid, rejected = DEFAULT_RULES
-    doc = developer_log(invalid, submission_id="id-2", name="A.zip", sha256="0" * 64,
-                        uploaded_at=NOW)
+    doc = developer_log(
+        invalid, submission_id="id-2", name="A.zip", sha256="0" * 64, uploaded_at=NOW
+    )
     assert (doc["status"], doc["statusCode"], doc["ticketContents"]) == ("Invalid", 4000, None)
     assert len(doc["issues"]) == 3
-    doc = developer_log(rejected, submission_id="id-3", name="A.zip", sha256="0" * 64,
-                        uploaded_at=NOW)
+    doc = developer_log(
+        rejected, submission_id="id-3", name="A.zip", sha256="0" * 64, uploaded_at=NOW
+    )
     assert (doc["status"], doc["statusCode"], doc["issues"]) == ("Rejected", 7000, None)
 
 
@@ -324,7 +334,9 @@ async def test_a_signed_url_is_refused_when_tampered_with_or_doubly_authenticate
     url = links.url("http://emulator", LOG_ID, "ASIAEXAMPLE")
     query = parse_qs(urlsplit(url).query)
     later = str(int(query["Expires"][0]) + 1)
-    status, body = await _get(client, url.replace(f"Expires={query['Expires'][0]}", f"Expires={later}"))
+    status, body = await _get(
+        client, url.replace(f"Expires={query['Expires'][0]}", f"Expires={later}")
+    )
     assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body
     status, body = await _get(client, url, Authorization="Bearer x")
     assert status == 400 and "<Code>InvalidArgument</Code>" in body
@@ -339,4 +351,3 @@ async def test_a_signed_url_for_a_log_that_does_not_exist_is_no_such_key(
     url = links.url("http://emulator", LOG_ID.replace("0f8f", "1111"), "ASIAEXAMPLE")
     status, body = await _get(client, url)
     assert status == 404 and "<Code>NoSuchKey</Code>" in body
-

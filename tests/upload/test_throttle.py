@@ -66,8 +66,9 @@ async def test_acquire_on_the_event_loop_waits_without_blocking_it() -> None:
     async def async_sleep(seconds: float) -> None:
         waited.append(seconds)
 
-    throttle = Throttle(1000, burst_bytes=100, clock=clock, sleep=clock.sleep,
-                        async_sleep=async_sleep)
+    throttle = Throttle(
+        1000, burst_bytes=100, clock=clock, sleep=clock.sleep, async_sleep=async_sleep
+    )
     await throttle.acquire(100)  # within the burst: no wait at all
     await throttle.acquire(100)
     throttle.acquire_blocking(100)  # one bucket for tasks and worker threads
