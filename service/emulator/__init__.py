@@ -18,5 +18,5 @@ benchmarks use it. One concern per module:
   outage, expiry), ``relay`` passes requests through, ``uploader.throttle`` shapes bandwidth.
 * ``seaweed`` — a real SeaweedFS S3 server; ``sample``/``sample_app`` — archives to notarise.
 
-Every server listens on port 0 and reports the port it was given.
+The emulator's own servers listen on port 0 and report the port they were given.
 """
