@@ -27,7 +27,8 @@ from pathlib import Path
 import boto3
 
 from service.commands.demo import parse_size
-from service.emulator.faultproxy import FaultPlan, FaultProxyThread
+from service.emulator.faultplan import FaultPlan
+from service.emulator.faultproxy import FaultProxyThread
 from service.emulator.sample import make_sample_archive
 from service.emulator.seaweed import SeaweedServer
 

@@ -2,7 +2,9 @@
 
 A token bucket shared by every part of every job: ``await acquire(n)`` on the event loop, or
 ``acquire_blocking(n)`` from a worker thread. Over budget, the caller sleeps off its own debt,
-so the average rate converges on the cap however many parts draw from it.
+so the average rate converges on the cap however many parts draw from it. Each caller's wait
+covers every byte taken before it, so callers are served in arrival order: concurrent streams
+(parts, or the fault proxy's connections) share the rate fairly and none can starve another.
 """
 
 from __future__ import annotations
@@ -10,17 +12,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 class Throttle:
     def __init__(
         self,
-        rate_bytes_per_second: int,
+        rate_bytes_per_second: float,
         *,
-        burst_bytes: int | None = None,
+        burst_bytes: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if rate_bytes_per_second <= 0:
             raise ValueError("rate_bytes_per_second must be positive")
@@ -30,6 +33,7 @@ class Throttle:
         self._stamp = clock()
         self._clock = clock
         self._sleep = sleep
+        self._async_sleep = async_sleep
         self._lock = threading.Lock()
 
     def _take(self, nbytes: int) -> float:
@@ -51,7 +55,7 @@ class Throttle:
         """Take ``nbytes``, sleeping this task (never the event loop) until they are there."""
         wait = self._take(nbytes)
         if wait:
-            await asyncio.sleep(wait)
+            await self._async_sleep(wait)
 
     def __repr__(self) -> str:
         return f"Throttle(rate_bytes_per_second={self.rate})"

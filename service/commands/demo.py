@@ -55,13 +55,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from service import runtime
     from service.commands.notary import exit_code_for, print_outcome
     from service.daemon.metrics import DaemonMetrics
-    from service.emulator.faultproxy import FaultPlan, FaultProxyThread
-    from service.emulator.notary import (
-        BackgroundEmulator,
-        EmulatorConfig,
-        NotaryEmulator,
-        backend_for,
-    )
+    from service.emulator.config import EmulatorConfig
+    from service.emulator.faultplan import FaultPlan
+    from service.emulator.faultproxy import FaultProxyThread
+    from service.emulator.notary import BackgroundEmulator, NotaryEmulator, backend_for
     from service.emulator.sample_app import make_sample_app
     from service.emulator.seaweed import SeaweedServer
     from service.progress import ProgressDisplay, human_bytes

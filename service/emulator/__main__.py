@@ -15,7 +15,9 @@ import signal
 import sys
 from pathlib import Path
 
-from service.emulator.notary import EmulatorConfig, Faults, NotaryEmulator, backend_for
+from service.emulator.config import EmulatorConfig
+from service.emulator.faults import Faults
+from service.emulator.notary import NotaryEmulator, backend_for
 from service.emulator.s3front import PUT_OBJECT_ONLY
 from service.emulator.seaweed import SeaweedServer
 
@@ -55,15 +57,7 @@ async def _serve(args: argparse.Namespace) -> int:
             emulator.s3.denied_operations = PUT_OBJECT_ONLY
         async with emulator:
             key = await asyncio.to_thread(emulator.make_team_key, args.key_dir.resolve())
-            settings = {
-                "NOTARYD_API_URL": emulator.api_url,
-                "NOTARYD_S3_ENDPOINT_URL": emulator.s3_endpoint_url,
-                "NOTARYD_S3_ACCELERATE": "0",
-                "NOTARYD_KEY_ID": key.key_id,
-                "NOTARYD_ISSUER_ID": key.issuer_id,
-                "NOTARYD_PRIVATE_KEY": str(key.path),
-            }
-            for name, value in settings.items():
+            for name, value in emulator.environment(key).items():
                 print(f"export {name}={shlex.quote(value)}")
             print("# serving; Ctrl-C to stop", file=sys.stderr, flush=True)
             stop = asyncio.Event()

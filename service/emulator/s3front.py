@@ -32,33 +32,25 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from urllib.parse import parse_qsl, quote, unquote
-from xml.sax.saxutils import escape
 
 import aiohttp
 import yarl
 from aiohttp import web
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest, HTTPHeaders
-from botocore.credentials import Credentials as BotoCredentials
+
+from service.emulator import sigv4
+from service.emulator.responses import S3Error, s3_error
 
 CHUNK_BYTES = 1024 * 1024
 MAX_CLOCK_SKEW_SECONDS = 15 * 60  # S3's RequestTimeTooSkewed limit
-SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
 
 # What credentials scoped to the s3:PutObject action cannot do.
 PUT_OBJECT_ONLY = frozenset({"ListParts", "AbortMultipartUpload", "HeadObject", "GetObject"})
 
-_AUTH_HEADER = re.compile(
-    r"^AWS4-HMAC-SHA256\s+Credential=(?P<akid>[^/\s]+)/(?P<date>\d{8})/(?P<region>[^/\s]+)/s3/"
-    r"aws4_request,\s*SignedHeaders=(?P<signed>[a-z0-9;\-]+),\s*Signature=(?P<signature>[0-9a-f]{64})$"
-)
 # Request headers passed to the backend (besides host/date/auth, which are re-made).
 _FORWARDED_PREFIXES = ("x-amz-",)
 _FORWARDED_HEADERS = frozenset(
@@ -110,34 +102,6 @@ class Backend:
     access_key: str
     secret_key: str = field(repr=False)
     region: str = "us-east-1"
-
-
-class S3Error(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-class _ExactHeadersAuth(S3SigV4Auth):  # type: ignore[misc]
-    """S3SigV4Auth that signs exactly the named headers (as the client chose), nothing else."""
-
-    def __init__(self, credentials: BotoCredentials, region: str, signed: Iterable[str]) -> None:
-        super().__init__(credentials, "s3", region)
-        self._signed = [name.lower() for name in signed]
-
-    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
-        header_map = HTTPHeaders()
-        for name in self._signed:
-            for value in request.headers.get_all(name) or []:
-                header_map[name] = value
-        return header_map
-
-    def sign(self, request: AWSRequest, timestamp: str) -> str:
-        request.context["timestamp"] = timestamp
-        canonical = self.canonical_request(request)
-        return str(self.signature(self.string_to_sign(request, canonical), request))
 
 
 def operation_name(method: str, key: str, query: dict[str, str]) -> str:
@@ -218,25 +182,17 @@ class S3Front:
         """Sign a backend request for ``raw_path`` (already percent-encoded, with query)."""
         base = yarl.URL(self.backend.endpoint_url)
         url = f"{self.backend.endpoint_url.rstrip('/')}{raw_path}"
-        timestamp = datetime.now(UTC).strftime(SIGV4_TIMESTAMP)
-        signed_headers = {
-            **{k.lower(): v for k, v in headers.items()},
-            "host": f"{base.host}:{base.port}" if base.port else str(base.host),
-            "x-amz-date": timestamp,
-            "x-amz-content-sha256": content_sha256,
-        }
-        names = sorted(signed_headers)
-        request = AWSRequest(method=method, url=url, headers=signed_headers)
-        credentials = BotoCredentials(self.backend.access_key, self.backend.secret_key)
-        auth = _ExactHeadersAuth(credentials, self.backend.region, names)
-        signature = auth.sign(request, timestamp)
-        scope = f"{timestamp[:8]}/{self.backend.region}/s3/aws4_request"
-        signed_headers["authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={self.backend.access_key}/{scope}, "
-            f"SignedHeaders={';'.join(names)}, Signature={signature}"
+        signed = sigv4.signed_headers(
+            method,
+            url,
+            f"{base.host}:{base.port}" if base.port else str(base.host),
+            headers,
+            content_sha256,
+            access_key=self.backend.access_key,
+            secret_key=self.backend.secret_key,
+            region=self.backend.region,
         )
-        del signed_headers["host"]  # aiohttp sets it from the URL
-        return yarl.URL(url, encoded=True), signed_headers
+        return yarl.URL(url, encoded=True), signed
 
     async def create_bucket(self, bucket: str) -> None:
         url, headers = self._backend_headers(
@@ -273,7 +229,7 @@ class S3Front:
             self._authorize(grant, bucket, key, operation, query)
             response = await self._forward(request, backend_path, raw_query, operation, bucket, key)
         except S3Error as error:
-            response = _error_response(error, f"/{bucket}/{key}")
+            response = s3_error(error.status, error.code, error.message, resource=f"/{bucket}/{key}")
             if request.can_read_body:
                 # Drain what the client already sent so it sees our answer, not a reset.
                 await request.release()
@@ -297,12 +253,12 @@ class S3Front:
             if "X-Amz-Signature" in raw_query:
                 raise S3Error(403, "AccessDenied", "Pre-signed requests are not accepted here.")
             raise S3Error(403, "AccessDenied", "Anonymous access is forbidden for this operation.")
-        match = _AUTH_HEADER.match(header.strip())
-        if match is None:
+        auth = sigv4.parse_authorization(header)
+        if auth is None:
             raise S3Error(
                 400, "AuthorizationHeaderMalformed", "The authorization header is malformed."
             )
-        grant = self._grant_for(match["akid"])
+        grant = self._grant_for(auth.access_key_id)
         if grant is None:
             raise S3Error(
                 403,
@@ -315,20 +271,19 @@ class S3Front:
             raise S3Error(
                 400, "InvalidToken", "The provided token is malformed or otherwise invalid."
             )
-        if match["region"] != self.region:
+        if auth.region != self.region:
             raise S3Error(
                 400,
                 "AuthorizationHeaderMalformed",
-                f"the region '{match['region']}' is wrong; expecting '{self.region}'",
+                f"the region '{auth.region}' is wrong; expecting '{self.region}'",
             )
         if self._clock() >= grant.expires_at:
             raise S3Error(400, "ExpiredToken", "The provided token has expired.")
         amz_date = request.headers.get("x-amz-date", "")
-        try:
-            sent_at = datetime.strptime(amz_date, SIGV4_TIMESTAMP).replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            raise S3Error(403, "AccessDenied", "x-amz-date is missing or malformed.") from None
-        if abs(time.time() - sent_at) > MAX_CLOCK_SKEW_SECONDS or amz_date[:8] != match["date"]:
+        sent_at = sigv4.parse_timestamp(amz_date)
+        if sent_at is None:
+            raise S3Error(403, "AccessDenied", "x-amz-date is missing or malformed.")
+        if abs(time.time() - sent_at) > MAX_CLOCK_SKEW_SECONDS or amz_date[:8] != auth.date:
             raise S3Error(
                 403,
                 "RequestTimeTooSkewed",
@@ -339,18 +294,19 @@ class S3Front:
             raise S3Error(501, "NotImplemented", "Chunk-signed payloads are not supported here.")
         if not content_sha256:
             raise S3Error(400, "InvalidRequest", "Missing required header x-amz-content-sha256.")
-        signed = match["signed"].split(";")
-        if "host" not in signed:
+        if "host" not in auth.signed_headers:
             raise S3Error(403, "AccessDenied", "The host header must be signed.")
-        aws_request = AWSRequest(
-            method=request.method,
-            url=f"http://{request.host}{raw_path}" + (f"?{raw_query}" if raw_query else ""),
+        expected = sigv4.signature(
+            request.method,
+            f"http://{request.host}{raw_path}" + (f"?{raw_query}" if raw_query else ""),
+            request.headers.items(),
+            access_key=grant.access_key_id,
+            secret_key=grant.secret_access_key,
+            region=self.region,
+            signed_headers=auth.signed_headers,
+            timestamp=amz_date,
         )
-        for name, value in request.headers.items():
-            aws_request.headers[name] = value  # HTTPHeaders appends: repeated headers are kept
-        credentials = BotoCredentials(grant.access_key_id, grant.secret_access_key)
-        expected = _ExactHeadersAuth(credentials, self.region, signed).sign(aws_request, amz_date)
-        if not secrets.compare_digest(expected, match["signature"]):
+        if not secrets.compare_digest(expected, auth.signature):
             raise S3Error(
                 403,
                 "SignatureDoesNotMatch",
@@ -436,18 +392,3 @@ async def _stream(request: web.Request) -> AsyncIterator[bytes]:
 
 def _quote_key(key: str) -> str:
     return quote(key, safe="/~")
-
-
-def _error_response(error: S3Error, resource: str) -> web.Response:
-    request_id = secrets.token_hex(8).upper()
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{escape(error.code)}</Code><Message>{escape(error.message)}</Message>"
-        f"<Resource>{escape(resource)}</Resource><RequestId>{request_id}</RequestId></Error>"
-    )
-    return web.Response(
-        status=error.status,
-        body=body.encode(),
-        content_type="application/xml",
-        headers={"x-amz-request-id": request_id},
-    )

@@ -9,7 +9,8 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.emulator.notary import INVALID_MARKER, BackgroundEmulator, NotaryEmulator
+from service.emulator.notary import BackgroundEmulator, NotaryEmulator
+from service.emulator.verdicts import INVALID_MARKER
 
 from .helpers import Daemon
 

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from service.emulator.notary import BackgroundEmulator, NotaryEmulator, TeamKey
+from service.emulator.auth import TeamKey
+from service.emulator.notary import BackgroundEmulator, NotaryEmulator
 from tests.daemon.helpers import free_port
 from tests.pipeline.conftest import PART, make_archive
 from tests.pipeline.test_cli import background, environment, notarize_command

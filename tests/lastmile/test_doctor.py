@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.cli import main
 from service.doctor import Check, proxy_check, run_checks
-from service.emulator.notary import NotaryEmulator, TeamKey
+from service.emulator.auth import TeamKey
+from service.emulator.notary import NotaryEmulator
 from service.settings import Settings
 
 

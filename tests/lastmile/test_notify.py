@@ -70,7 +70,8 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def notary(seaweed: SeaweedServer) -> Iterator[BackgroundEmulator]:
-    from service.emulator.notary import EmulatorConfig, NotaryEmulator, backend_for
+    from service.emulator.config import EmulatorConfig
+    from service.emulator.notary import NotaryEmulator, backend_for
 
     background = BackgroundEmulator(lambda: NotaryEmulator(
         backend_for(seaweed), config=EmulatorConfig(processing_delay_seconds=0.3)))

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
-from service.emulator.notary import INVALID_MARKER, NotaryEmulator, TeamKey
+from service.emulator.auth import TeamKey
+from service.emulator.notary import NotaryEmulator
+from service.emulator.verdicts import INVALID_MARKER
 from tests.pipeline.conftest import PART, make_archive
 from uploader.database import Database
 from uploader.notary.pipeline import Notarizer, NotarizeRequest, NotaryConfig

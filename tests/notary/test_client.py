@@ -12,7 +12,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from service.emulator.notary import AGREEMENT_DETAIL, NotaryEmulator, TeamKey
+from service.emulator.auth import TeamKey
+from service.emulator.faults import AGREEMENT_DETAIL
+from service.emulator.notary import NotaryEmulator
 from uploader.events import Event, NotaryRequestDone
 from uploader.notary.auth import ApiKey, TokenSource, load_api_key
 from uploader.notary.client import NotaryClient, redact_url, with_retries
@@ -434,7 +436,8 @@ async def test_webhook_gets_double_encoded_payload(
 
 
 async def test_hourly_request_budget(seaweed: object, tmp_path: Path) -> None:
-    from service.emulator.notary import EmulatorConfig, backend_for
+    from service.emulator.config import EmulatorConfig
+    from service.emulator.notary import backend_for
 
     config = EmulatorConfig(hourly_request_limit=3)
     async with NotaryEmulator(backend_for(seaweed), config=config) as emulator:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from service.emulator.faultproxy import FaultPlan, FaultProxy, Operation
+from service.emulator.faultplan import FaultPlan, Operation
+from service.emulator.faultproxy import FaultProxy
 from service.emulator.notary import NotaryEmulator
 from service.emulator.s3front import PUT_OBJECT_ONLY
 from uploader.config import EngineConfig, MiB

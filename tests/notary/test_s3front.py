@@ -16,8 +16,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from service.emulator.notary import INVALID_MARKER, NotaryEmulator
+from service.emulator.notary import NotaryEmulator
 from service.emulator.s3front import PUT_OBJECT_ONLY
+from service.emulator.verdicts import INVALID_MARKER
 from uploader.notary.client import NewSubmission, NotaryClient
 from uploader.notary.logreport import parse_log, render_report
 

@@ -14,16 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from service.emulator.notary import (
-    INVALID_MARKER,
-    BackgroundEmulator,
-    EmulatorConfig,
-    NotaryEmulator,
-    TeamKey,
-    backend_for,
-)
+from service.emulator.auth import TeamKey
+from service.emulator.config import EmulatorConfig
+from service.emulator.notary import BackgroundEmulator, NotaryEmulator, backend_for
 from service.emulator.s3front import PUT_OBJECT_ONLY
 from service.emulator.seaweed import SeaweedServer
+from service.emulator.verdicts import INVALID_MARKER
 
 from .conftest import PART, make_archive
 

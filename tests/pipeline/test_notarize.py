@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from service.emulator.notary import INVALID_MARKER, EmulatorConfig, NotaryEmulator
+from service.emulator.config import EmulatorConfig
+from service.emulator.notary import NotaryEmulator
+from service.emulator.verdicts import INVALID_MARKER
 from uploader.database import Database
 from uploader.events import Event, NotaryStageChanged
 from uploader.notary.client import NotaryClient

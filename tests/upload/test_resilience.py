@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from service.emulator.faultproxy import FaultPlan, FaultProxyThread, Operation
+from service.emulator.faultplan import FaultPlan, Operation
+from service.emulator.faultproxy import FaultProxyThread
 from service.emulator.seaweed import SeaweedServer
 from uploader.database import Database
 from uploader.engine import MultipartUploader
