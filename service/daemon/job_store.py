@@ -20,10 +20,13 @@ from . import migrations
 from .job_options import JobOptions
 from .jobs import Job
 
-_COLUMNS = (
-    "id, path, name, webhook, skip_preflight, state, submission_id, notary_status, error, "
-    "bytes_total, bytes_done, created_at, updated_at, started_at, finished_at, options"
+# The columns a job's run changes; the others are written once, at insert.
+_MUTABLE = (
+    "state", "submission_id", "notary_status", "error", "bytes_total", "bytes_done",
+    "updated_at", "started_at", "finished_at",
 )
+_COLUMNS = ("id", "path", "name", "webhook", "skip_preflight", *_MUTABLE, "created_at", "options")
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 
 
 class JobStore:
@@ -41,40 +44,29 @@ class JobStore:
         return cls(db)
 
     async def insert(self, job: Job) -> None:
+        values = _values(job)
         await self._db.execute(
-            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            _row(job),
+            f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+            [values[column] for column in _COLUMNS],
         )
 
     async def save(self, job: Job) -> None:
         """Write every mutable column of ``job``."""
+        values = _values(job)
         await self._db.execute(
-            "UPDATE jobs SET state = ?, submission_id = ?, notary_status = ?, error = ?, "
-            "bytes_total = ?, bytes_done = ?, updated_at = ?, started_at = ?, finished_at = ? "
-            "WHERE id = ?",
-            (
-                str(job.state),
-                job.submission_id,
-                job.notary_status,
-                job.error,
-                job.progress.bytes_total,
-                job.progress.bytes_done,
-                job.updated_at,
-                job.started_at,
-                job.finished_at,
-                job.id,
-            ),
+            f"UPDATE jobs SET {', '.join(f'{column} = ?' for column in _MUTABLE)} WHERE id = ?",
+            [*(values[column] for column in _MUTABLE), job.id],
         )
 
     async def get(self, job_id: str) -> Job | None:
-        row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        row = await self._db.fetchone(f"{_SELECT} WHERE id = ?", (job_id,))
         return _job(row) if row is not None else None
 
     async def unfinished(self) -> list[Job]:
         """Every job not in a terminal state, oldest first (the order they resume in)."""
         placeholders = ", ".join("?" for _ in JobOutcome)
         rows = await self._db.fetchall(
-            f"SELECT {_COLUMNS} FROM jobs WHERE state NOT IN ({placeholders}) "
+            f"{_SELECT} WHERE state NOT IN ({placeholders}) "
             "ORDER BY created_at, id",
             [str(s) for s in JobOutcome],
         )
@@ -83,7 +75,7 @@ class JobStore:
     async def recent(self, limit: int = 200) -> list[Job]:
         """The newest ``limit`` jobs, newest first."""
         rows = await self._db.fetchall(
-            f"SELECT {_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+            f"{_SELECT} ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
         )
         return [_job(r) for r in rows]
 
@@ -92,25 +84,26 @@ class JobStore:
         return await SubmissionStore(self._db).log_path(submission_id)
 
 
-def _row(job: Job) -> tuple[Any, ...]:
-    return (
-        job.id,
-        str(job.path),
-        job.name,
-        job.webhook,
-        int(job.skip_preflight),
-        str(job.state),
-        job.submission_id,
-        job.notary_status,
-        job.error,
-        job.progress.bytes_total,
-        job.progress.bytes_done,
-        job.created_at,
-        job.updated_at,
-        job.started_at,
-        job.finished_at,
-        job.options.to_db(),
-    )
+def _values(job: Job) -> dict[str, Any]:
+    """The job as the table stores it, by column."""
+    return {
+        "id": job.id,
+        "path": str(job.path),
+        "name": job.name,
+        "webhook": job.webhook,
+        "skip_preflight": int(job.skip_preflight),
+        "state": str(job.state),
+        "submission_id": job.submission_id,
+        "notary_status": job.notary_status,
+        "error": job.error,
+        "bytes_total": job.progress.bytes_total,
+        "bytes_done": job.progress.bytes_done,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "options": job.options.to_db(),
+    }
 
 
 def _job(row: sqlite3.Row) -> Job:
