@@ -156,7 +156,7 @@ class _HashingWriter:
         return self.parts
 
 
-class _Progress:
+class _ReadReporter:
     """Reports source bytes read, every PROGRESS_EVERY bytes and at the end."""
 
     def __init__(self, total: int, report: Callable[[int, int], None] | None) -> None:
@@ -170,7 +170,7 @@ class _Progress:
             self._next = self.done + PROGRESS_EVERY
 
 
-def _write_entries(archive: zipfile.ZipFile, entries: list[Entry], progress: _Progress) -> None:
+def _write_entries(archive: zipfile.ZipFile, entries: list[Entry], progress: _ReadReporter) -> None:
     for e in entries:
         mode = e.st.st_mode
         info = zipfile.ZipInfo(e.relative, _zip_time(e.st.st_mtime))  # lstat's: links not followed
@@ -213,7 +213,7 @@ def _compression_for(path: Path, size: int) -> int:
 
 
 def _copy_file(archive: zipfile.ZipFile, info: zipfile.ZipInfo, e: Entry,
-               progress: _Progress) -> None:
+               progress: _ReadReporter) -> None:
     copied = 0
     # zipfile picks ZIP64 from info.file_size (entries near or over 4 GiB)
     with open(e.path, "rb") as source, archive.open(info, "w") as target:
@@ -249,7 +249,7 @@ def package_bundle(
     source_bytes = sum(e.st.st_size for e in entries if stat.S_ISREG(e.st.st_mode))
     try:
         with zipfile.ZipFile(writer, "w", allowZip64=True) as archive:
-            _write_entries(archive, entries, _Progress(source_bytes, on_progress))
+            _write_entries(archive, entries, _ReadReporter(source_bytes, on_progress))
         writer.sync()
     except BaseException:
         writer.close()

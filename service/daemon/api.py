@@ -1,6 +1,6 @@
 """The control API (aiohttp, JSON). Thin: validates input, then asks the scheduler.
 
-Routes (a contract, see CONTRACT.md and ``openapi.py``)::
+Routes (a contract: the README's "Control API and metrics" and ``openapi.py``)::
 
     POST   /v1/jobs            {"path", "name"?, "webhook"?, "skip_preflight"?, "staple"?,
                                 "force"?, "keep_archive"?} -> 201 job

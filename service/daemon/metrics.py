@@ -13,7 +13,7 @@ Two sources, nothing folded twice:
 Labels never carry job ids or file names: only closed sets (retry reason, notary endpoint, HTTP
 code, job state, outcome).
 
-Metrics (names are a contract, see CONTRACT.md):
+Metrics (names are a contract, listed in the README's "Control API and metrics"):
 
 * ``notaryd_upload_bytes_total``             every byte handed to the network, resent ones too
 * ``notaryd_upload_resent_bytes_total``      the subset that re-sent a part attempted before
