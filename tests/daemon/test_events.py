@@ -20,6 +20,8 @@ from uploader.database import Database
 
 from .fakes import FakeRecord, FakeScript, fake_factory
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Broker]]:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from service.emulator.notary import BackgroundEmulator
+from tests.support.daemon import Daemon
 
-from .helpers import Daemon
+pytestmark = pytest.mark.process
 
 MiB = 1024 * 1024
 

@@ -63,6 +63,7 @@ def check_as_recording_rules(promtool: str, exprs: list[str], tmp_path: Path) ->
     )
 
 
+@pytest.mark.process
 def test_every_query_is_valid_promql(promtool: str, tmp_path: Path) -> None:
     exprs = expressions(load())
     result = check_as_recording_rules(promtool, exprs, tmp_path)
@@ -70,6 +71,7 @@ def test_every_query_is_valid_promql(promtool: str, tmp_path: Path) -> None:
     assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
 
 
+@pytest.mark.process
 def test_promql_check_rejects_a_broken_query(promtool: str, tmp_path: Path) -> None:
     result = check_as_recording_rules(promtool, ["sum by (instance (notaryd_jobs)"], tmp_path)
     assert result.returncode != 0

@@ -24,7 +24,7 @@ from service.install.examples import LINUX_ACCOUNT, example_request
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 HERE = Path(__file__).resolve().parent
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="systemd units are Linux-only")
+pytestmark = [pytest.mark.process, pytest.mark.skipif(sys.platform != "linux", reason="systemd units are Linux-only")]
 
 
 def systemd_analyze() -> str:

@@ -20,6 +20,8 @@ from uploader.database import CorruptDatabaseError, Database, DiskFullError, Sta
 from uploader.migrations import MIGRATIONS
 from uploader.state_dir import StateDirError, prepare
 
+pytestmark = pytest.mark.process
+
 
 def notaryd(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """A real `notaryd` process on ``state``; `upload` opens the database before any network."""

@@ -10,7 +10,7 @@ import pytest
 
 from service.cli import main
 from service.emulator.notary import INVALID_MARKER, NotaryEmulator, TeamKey
-from tests.pipeline.conftest import PART, make_archive
+from tests.support.files import PART, make_archive
 from uploader.database import Database
 from uploader.notary.pipeline import Notarizer, NotarizeRequest, NotaryConfig
 

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.emulator.notary import AGREEMENT_DETAIL, NotaryEmulator, TeamKey
+from tests.support.clocks import ShiftedClock
 from uploader.events import Event, NotaryRequestDone
 from uploader.notary.auth import ApiKey, TokenSource, load_api_key
 from uploader.notary.client import NotaryClient, redact_url, with_retries
@@ -28,8 +29,6 @@ from uploader.notary.errors import (
     Unauthenticated,
 )
 from uploader.retry import RetryPolicy
-
-from .conftest import FakeClock
 
 SHA = hashlib.sha256(b"archive").hexdigest()
 
@@ -133,7 +132,7 @@ async def test_log_download_with_authorization_header_is_refused(
 
 
 async def test_expired_or_tampered_log_url_is_refused(
-    emulator: NotaryEmulator, client: NotaryClient, emulator_clock: FakeClock
+    emulator: NotaryEmulator, client: NotaryClient, emulator_clock: ShiftedClock
 ) -> None:
     submission = await client.submit("App.zip", SHA)
     await _put(emulator, submission.id, b"archive")
@@ -362,7 +361,7 @@ async def test_history_is_capped_at_100_newest_first(
 
 
 async def test_every_request_carries_a_fresh_short_token(
-    emulator: NotaryEmulator, team_key: TeamKey, emulator_clock: FakeClock
+    emulator: NotaryEmulator, team_key: TeamKey, emulator_clock: ShiftedClock
 ) -> None:
     """A wait much longer than a token's life never sends an old or over-long token."""
     assert team_key.path is not None

@@ -16,14 +16,13 @@ import pytest
 from service.emulator.faultproxy import FaultPlan, FaultProxy, Operation
 from service.emulator.notary import NotaryEmulator
 from service.emulator.s3front import PUT_OBJECT_ONLY
+from tests.support.clocks import ShiftedClock
 from uploader.config import EngineConfig, MiB
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import CredentialsExpiredError
 from uploader.events import Event, PartAcknowledged
 from uploader.notary.client import NotaryClient
-
-from .conftest import FakeClock
 
 
 def _file(path: Path, size: int) -> tuple[Path, str]:
@@ -64,7 +63,7 @@ async def test_engine_uploads_with_submission_credentials_and_emulator_accepts(
 
 
 async def test_engine_reports_expired_credentials(
-    emulator: NotaryEmulator, client: NotaryClient, tmp_path: Path, emulator_clock: FakeClock
+    emulator: NotaryEmulator, client: NotaryClient, tmp_path: Path, emulator_clock: ShiftedClock
 ) -> None:
     path, digest = await asyncio.to_thread(_file, tmp_path / "App.zip", 6 * MiB)
     submission = await client.submit("App.zip", digest)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.emulator.notary import INVALID_MARKER, EmulatorConfig, NotaryEmulator
+from tests.support.files import PART, make_archive, zip_bytes
 from uploader.database import Database
 from uploader.events import Event, NotaryStageChanged
 from uploader.notary.client import NotaryClient
@@ -20,8 +21,6 @@ from uploader.notary.pipeline import (
     PreflightFailed,
 )
 from uploader.notary.store import SubmissionStore
-
-from .conftest import PART, make_archive, zip_bytes
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "preflight"
 

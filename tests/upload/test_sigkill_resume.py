@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 from service.emulator.seaweed import SeaweedServer
+from tests.support.files import PART, make_file
 
-from .helpers import PART, make_file, sha256_of_file, stored_sha256
+from .helpers import sha256_of_file, stored_sha256
 
 CONCURRENCY = 4
 
