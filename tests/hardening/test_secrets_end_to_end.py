@@ -18,10 +18,14 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
+
 from service.emulator.notary import BackgroundEmulator, NotaryEmulator, TeamKey
 from tests.support.daemon import ServiceManager
 from tests.support.emulator import cli_environment, notarize_command
 from tests.support.files import PART, make_archive
+
+pytestmark = pytest.mark.process
 
 DATABASE_NAMES = {"notaryd.sqlite3", "notaryd.sqlite3-wal", "notaryd.sqlite3-shm"}
 

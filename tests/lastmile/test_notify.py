@@ -23,6 +23,8 @@ from tests.support.daemon import Daemon
 from tests.support.emulator import notary_env
 from uploader.staple.check import check_staple
 
+pytestmark = pytest.mark.process
+
 SECRET = "correct horse battery staple"
 
 

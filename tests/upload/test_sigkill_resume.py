@@ -11,10 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from service.emulator.seaweed import SeaweedServer
 from tests.support.files import PART, make_file
 
 from .helpers import sha256_of_file, stored_sha256
+
+pytestmark = pytest.mark.process
 
 CONCURRENCY = 4
 
