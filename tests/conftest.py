@@ -69,7 +69,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 
 @pytest.fixture(scope="session")
 def seaweed() -> Iterator[SeaweedServer]:
-    server = SeaweedServer()
+    server = SeaweedServer(stop_timeout_seconds=1)  # its data is thrown away: no graceful stop (~10 s)
     server.start()
     try:
         yield server

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.emulator.notary import AGREEMENT_DETAIL, NotaryEmulator, TeamKey
 from tests.support.clocks import ShiftedClock
+from tests.support.notary import verdict
 from uploader.events import Event, NotaryRequestDone
 from uploader.notary.auth import ApiKey, TokenSource, load_api_key
 from uploader.notary.client import NotaryClient, redact_url, with_retries
@@ -37,16 +38,6 @@ def _client(
     emulator: NotaryEmulator, session: aiohttp.ClientSession, source: TokenSource
 ) -> NotaryClient:
     return NotaryClient(emulator.api_url, source, session)
-
-
-async def _settle(client: NotaryClient, submission_id: str, within: float = 10.0) -> str:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        status = await client.status(submission_id)
-        if status.is_terminal:
-            return status.status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{submission_id} still In Progress after {within} s")
 
 
 async def _put(emulator: NotaryEmulator, submission_id: str, data: bytes) -> None:
@@ -87,7 +78,7 @@ async def test_submit_status_history_and_log_round_trip(
         await client.log_url(submission.id)
 
     await _put(emulator, submission.id, b"archive")
-    assert await _settle(client, submission.id) == "Accepted"
+    assert await verdict(client, submission.id) == "Accepted"
     assert emulator.submissions[submission.id].uploaded_sha256 == SHA
 
     url = await client.log_url(submission.id)
@@ -123,7 +114,7 @@ async def test_log_download_with_authorization_header_is_refused(
 ) -> None:
     submission = await client.submit("App.zip", SHA)
     await _put(emulator, submission.id, b"archive")
-    await _settle(client, submission.id)
+    await verdict(client, submission.id)
     url = await client.log_url(submission.id)
     headers = {"Authorization": tokens.authorization()}
     async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
@@ -136,7 +127,7 @@ async def test_expired_or_tampered_log_url_is_refused(
 ) -> None:
     submission = await client.submit("App.zip", SHA)
     await _put(emulator, submission.id, b"archive")
-    await _settle(client, submission.id)
+    await verdict(client, submission.id)
     url = await client.log_url(submission.id)
     with pytest.raises(LogUrlExpired, match="SignatureDoesNotMatch"):
         await client.download_log(url.replace("Expires=", "Expires=9"))

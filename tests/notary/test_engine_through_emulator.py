@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from service.emulator.faultproxy import FaultPlan, FaultProxy, Operation
 from service.emulator.notary import NotaryEmulator
 from service.emulator.s3front import PUT_OBJECT_ONLY
 from tests.support.clocks import ShiftedClock
+from tests.support.notary import verdict
 from uploader.config import EngineConfig, MiB
 from uploader.database import Database
 from uploader.engine import MultipartUploader
@@ -54,11 +54,7 @@ async def test_engine_uploads_with_submission_credentials_and_emulator_accepts(
     finally:
         await db.close()
     assert (result.part_count, result.checksum_algorithm) == (3, "CRC64NVME") and result.checksum
-    deadline = time.monotonic() + 10
-    while (status := await client.status(submission.id)).status == "In Progress":
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    assert status.status == "Accepted"
+    assert await verdict(client, submission.id) == "Accepted"
     assert emulator.submissions[submission.id].uploaded_sha256 == digest
 
 
@@ -116,7 +112,7 @@ async def test_resume_under_put_object_only_credentials_uses_our_own_acknowledge
     assert len(skipped) == 1
     assert emulator.s3.requests[("ListParts", 403)] == 1
     assert not any(op == "AbortMultipartUpload" for op, _ in emulator.s3.requests)
-    assert await _verdict(client, submission.id) == "Accepted"
+    assert await verdict(client, submission.id) == "Accepted"
     assert emulator.submissions[submission.id].uploaded_sha256 == digest
 
 
@@ -146,12 +142,4 @@ async def test_lost_complete_answer_under_put_object_only_credentials_ends_accep
     # SeaweedFS answers a repeated Complete again (S3 may say NoSuchUpload instead: that path,
     # with HeadObject denied, is covered on the in-memory fake).
     assert result.part_count == 2
-    assert await _verdict(client, submission.id) == "Accepted"
-
-
-async def _verdict(client: NotaryClient, submission_id: str) -> str:
-    deadline = time.monotonic() + 20
-    while (status := await client.status(submission_id)).status == "In Progress":
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    return status.status
+    assert await verdict(client, submission.id) == "Accepted"

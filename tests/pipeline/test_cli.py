@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from service.emulator.notary import (
 from service.emulator.s3front import PUT_OBJECT_ONLY
 from tests.support.emulator import cli_environment, notarize_command
 from tests.support.files import PART, make_archive
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.process
 
@@ -52,11 +51,7 @@ def sigkill_when(archive: Path, env: dict[str, str], ready: Callable[[], object]
     proc = subprocess.Popen(notarize_command(archive), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while not ready():
-            assert proc.poll() is None, f"finished before the '{stage}' kill"
-            assert time.monotonic() < deadline, f"never reached '{stage}'"
-            time.sleep(0.02)
+        until(lambda: ready() or proc.poll() is not None, within=120, what=f"the '{stage}' stage")
         if proc.poll() is not None:
             return False
         proc.send_signal(signal.SIGKILL)
@@ -86,14 +81,20 @@ def test_sigkilled_at_every_stage_ends_accepted_with_one_submission(
     db = tmp_path / "state" / "notaryd.sqlite3"
     uploaded = "SELECT COUNT(*) FROM submissions WHERE state = 'uploaded'"
     parts_done = "SELECT COUNT(*) FROM parts WHERE state = 'done'"
-    rng = random.Random(7)
+    answered: list[int] = []  # the emulator's count of authenticated requests when a run began
+
+    def polled_again() -> bool:
+        count = notary.call(lambda e: e.token_stats.accepted)
+        answered.append(count)
+        return count > answered[0]
+
     # (what to wait for before the kill, a description for failure messages)
-    stages = [
-        (lambda: time.sleep(rng.uniform(0.4, 1.0)) or True, "start-up or hashing"),
+    stages: list[tuple[Callable[[], object], str]] = [
+        (db.exists, "start-up"),
         (lambda: query(db, parts_done) >= 10, "uploading, early"),
         (lambda: query(db, parts_done) >= 40, "uploading, late"),
         (lambda: query(db, uploaded) >= 1, "waiting"),
-        (lambda: time.sleep(1.0) or True, "waiting again"),
+        (polled_again, "waiting again"),
     ]
     kills = [stage for ready, stage in stages if sigkill_when(archive, env, ready, stage)]
     assert len(kills) == 5
