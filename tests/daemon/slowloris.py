@@ -37,19 +37,24 @@ class Flood:
         if not self.untried:
             self.all_tried.set()
 
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        try:
+            return await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            self.refused += 1
+            return None
+
     async def one(self) -> None:
         tried = False
         while not self.stopping:
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                self.refused += 1
+            connected = await self._connect()
+            if not tried:
+                tried = True
+                self._tried()
+            if connected is None:
                 await asyncio.sleep(0.5)
                 continue
-            finally:
-                if not tried:
-                    tried = True
-                    self._tried()
+            reader, writer = connected
             self.connects += 1
             self.open += 1
             self.peak_open = max(self.peak_open, self.open)
