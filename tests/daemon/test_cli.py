@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon, closed_port, notaryd
+from tests.support.daemon import Daemon, notaryd
+from tests.support.ports import closed_port
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.process

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from service.emulator.notary import AGREEMENT_DETAIL, NotaryEmulator, TeamKey
 from tests.support.clocks import ShiftedClock
 from tests.support.notary import verdict
+from tests.support.ports import closed_port
 from uploader.events import Event, NotaryRequestDone
 from uploader.notary.auth import ApiKey, TokenSource, load_api_key
 from uploader.notary.client import NotaryClient, redact_url, with_retries
@@ -372,15 +373,11 @@ async def test_every_request_carries_a_fresh_short_token(
 
 
 async def test_network_error_when_service_is_down(tokens: TokenSource) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    async with aiohttp.ClientSession() as session:
-        client = NotaryClient(f"http://127.0.0.1:{port}/notary/v2", tokens, session)
-        with pytest.raises(NetworkError, match="could not reach the notary service for history"):
-            await client.history()
+    with closed_port() as port:
+        async with aiohttp.ClientSession() as session:
+            client = NotaryClient(f"http://127.0.0.1:{port}/notary/v2", tokens, session)
+            with pytest.raises(NetworkError, match="could not reach the notary service for history"):
+                await client.history()
 
 
 async def test_errors_derive_from_notaryd_error() -> None:

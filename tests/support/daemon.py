@@ -6,7 +6,6 @@ readiness protocol (``NOTIFY_SOCKET``, see service/daemon/readiness.py): no port
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
@@ -18,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,15 +35,6 @@ def notaryd() -> str:
     if not NOTARYD.exists():
         pytest.fail(f"{NOTARYD} is missing: install the package first (`make .venv/.installed-stamp`)")
     return str(NOTARYD)
-
-
-@contextlib.contextmanager
-def closed_port() -> Iterator[int]:
-    """A loopback port that refuses connections for as long as the block runs (bound, never
-    listening, so nothing else can take it meanwhile)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield int(s.getsockname()[1])
 
 
 class ServiceManager:
