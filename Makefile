@@ -23,8 +23,8 @@ demo: $(STAMP)
 # The integration and process tiers run on PYTEST_WORKERS workers, each with its own SeaweedFS.
 # A tier that PYTEST_ARGS leaves without tests (pytest's exit status 5) is not a failure.
 PYTEST_WORKERS ?= 2
-tier = $(BIN)/pytest -m $(1) $(PYTEST_ARGS) || [ $$? -eq 5 ]
-parallel_tier = $(BIN)/pytest -m $(1) -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+tier = $(BIN)/pytest --tier $(1) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+parallel_tier = $(BIN)/pytest --tier $(1) -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check uploader service tests benchmarks

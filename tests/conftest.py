@@ -41,22 +41,29 @@ from uploader.retry import RetryPolicy
 # -- tiers -------------------------------------------------------------------------------------
 
 
+TIER = pytest.StashKey[str]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--tier", choices=TIERS, help="run only the tests of this tier (tests/support/tiers.py)")
+
+
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Gives every test its tier marker and runs the fastest tier first."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Gives every test its tier (also as a marker, for -m) and runs the fastest tier first."""
     for item in items:
         declared = {mark.name for mark in item.iter_markers()}
-        item.add_marker(tier_of(declared, getattr(item, "fixturenames", ())))
-    items.sort(key=lambda item: TIERS.index(_tier(item)))
-
-
-def _tier(item: pytest.Item) -> str:
-    return next(name for name in reversed(TIERS) if item.get_closest_marker(name))
+        item.stash[TIER] = tier_of(declared, getattr(item, "fixturenames", ()))
+        item.add_marker(item.stash[TIER])
+    items.sort(key=lambda item: TIERS.index(item.stash[TIER]))
+    if wanted := config.getoption("--tier"):
+        config.hook.pytest_deselected(items=[item for item in items if item.stash[TIER] != wanted])
+        items[:] = [item for item in items if item.stash[TIER] == wanted]
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
-    tier = _tier(item)
+    tier = item.stash[TIER]
     with watched(tier) as seen:
         result = yield
     if message := violation(tier, seen):
