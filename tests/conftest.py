@@ -45,7 +45,8 @@ TIER = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--tier", choices=TIERS, help="run only the tests of this tier (tests/support/tiers.py)")
+    parser.addoption("--tier", choices=TIERS, action="append",
+                     help="run only the tests of this tier; repeat for several (tests/support/tiers.py)")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -57,8 +58,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(item.stash[TIER])
     items.sort(key=lambda item: TIERS.index(item.stash[TIER]))
     if wanted := config.getoption("--tier"):
-        config.hook.pytest_deselected(items=[item for item in items if item.stash[TIER] != wanted])
-        items[:] = [item for item in items if item.stash[TIER] == wanted]
+        config.hook.pytest_deselected(items=[item for item in items if item.stash[TIER] not in wanted])
+        items[:] = [item for item in items if item.stash[TIER] in wanted]
 
 
 @pytest.hookimpl(wrapper=True)
