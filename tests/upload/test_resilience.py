@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from pathlib import Path
 
 import pytest
@@ -81,21 +80,18 @@ async def test_a_hung_request_costs_one_stall_timeout_not_the_servers_patience(
     """Includes aiobotocore's `Expect: 100-continue` hang: no read timeout covers that wait."""
     source = make_file(tmp_path / "a.zip", 2 * PART)
     fault_proxy.set_plan(FaultPlan(**{fault: 1.0}, stall_seconds=600))  # hang every UploadPart
-    retried_at: list[float] = []
 
     def heal_after_first_retry(event: Event) -> None:
-        if isinstance(event, PartRetried) and not retried_at:
-            retried_at.append(time.monotonic())
+        if isinstance(event, PartRetried):
             fault_proxy.set_plan(FaultPlan())
 
     recorder = Recorder()
     engine = MultipartUploader(
         db, config(fault_proxy.url, stall_timeout_seconds=1.0, concurrency=1, retry=FAST_RETRY),
         hooks=[recorder, heal_after_first_retry])
-    started = time.monotonic()
-    await engine.upload(source, bucket, "k", credentials(seaweed))
+    async with asyncio.timeout(120):  # a guard: without the watchdog the part hangs for 600 s
+        await engine.upload(source, bucket, "k", credentials(seaweed))
     assert recorder.retries[0] in ("stall", "timeout")  # our watchdog or the read timeout
-    assert retried_at[0] - started < 30, "the stall watchdog did not fire"
     assert stored_sha256(seaweed, bucket, "k") == sha256_of_file(source)
 
 
