@@ -26,6 +26,9 @@ from tests.support.waiting import until
 pytestmark = pytest.mark.process
 
 
+PARTS_DONE = "SELECT COUNT(*) FROM parts WHERE state = 'done'"
+
+
 @pytest.fixture
 def emulator_config() -> EmulatorConfig:
     return EmulatorConfig(processing_delay_seconds=3.0)  # time to be killed while waiting
@@ -75,12 +78,10 @@ def finishes_accepted_with_one_submission(
 def test_sigkilled_at_every_stage_ends_accepted_with_one_submission(
     notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
 ) -> None:
-    emulator = notary.emulator
     archive = make_archive(tmp_path / "Game.zip", 60 * PART)
-    env = cli_environment(emulator, key, tmp_path)
+    env = cli_environment(notary.emulator, key, tmp_path)
     db = tmp_path / "state" / "notaryd.sqlite3"
     uploaded = "SELECT COUNT(*) FROM submissions WHERE state = 'uploaded'"
-    parts_done = "SELECT COUNT(*) FROM parts WHERE state = 'done'"
     answered: list[int] = []  # the emulator's count of authenticated requests when a run began
 
     def polled_again() -> bool:
@@ -91,8 +92,8 @@ def test_sigkilled_at_every_stage_ends_accepted_with_one_submission(
     # (what to wait for before the kill, a description for failure messages)
     stages: list[tuple[Callable[[], object], str]] = [
         (db.exists, "start-up"),
-        (lambda: query(db, parts_done) >= 10, "uploading, early"),
-        (lambda: query(db, parts_done) >= 40, "uploading, late"),
+        (lambda: query(db, PARTS_DONE) >= 10, "uploading, early"),
+        (lambda: query(db, PARTS_DONE) >= 40, "uploading, late"),
         (lambda: query(db, uploaded) >= 1, "waiting"),
         (polled_again, "waiting again"),
     ]
@@ -167,16 +168,14 @@ def test_killed_three_times_under_put_object_only_credentials_ends_accepted(
 ) -> None:
     """Credentials that allow only the PutObject family (no ListParts, Abort, Head, Get)."""
     notary.call(lambda e: setattr(e.s3, "denied_operations", PUT_OBJECT_ONLY))
-    emulator = notary.emulator
     archive = make_archive(tmp_path / "Game.zip", 60 * PART)
-    env = cli_environment(emulator, key, tmp_path)
+    env = cli_environment(notary.emulator, key, tmp_path)
     db = tmp_path / "state" / "notaryd.sqlite3"
-    parts_done = "SELECT COUNT(*) FROM parts WHERE state = 'done'"
     # Every attempt after a part's first, at full length: an upper bound of the bytes re-sent.
     resent = "SELECT COALESCE(SUM((attempts - 1) * length), 0) FROM parts WHERE attempts > 1"
     kills = 0
     for target in (10, 25, 40):
-        kills += sigkill_when(archive, env, lambda t=target: query(db, parts_done) >= t,  # type: ignore[misc]
+        kills += sigkill_when(archive, env, lambda t=target: query(db, PARTS_DONE) >= t,  # type: ignore[misc]
                               f"{target} parts done")
     assert kills == 3
     finishes_accepted_with_one_submission(notary, archive, env)
