@@ -161,14 +161,6 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
-        """The log once it contains ``text``."""
-        def found() -> str | None:
-            current = self.log()
-            return current if text in current else None
-
-        return until(found, within=timeout, what=f"{text!r} in the daemon log", detail=self.log)
-
     # -- client --------------------------------------------------------------------------------
 
     @property
