@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench bench-quick system-deps clean
+.PHONY: demo test test-unit test-integration test-process lint bench bench-quick system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,29 @@ system-deps:
 demo: $(STAMP)
 	$(BIN)/notaryd demo $(DEMO_ARGS)
 
+# Tests run in tiers, fastest first (tests/support/tiers.py): a broken unit fails in seconds.
+# The integration and process tiers run on PYTEST_WORKERS workers, each with its own SeaweedFS.
+# A tier that PYTEST_ARGS leaves without tests (pytest's exit status 5) is not a failure.
+PYTEST_WORKERS ?= 2
+tier = $(BIN)/pytest --tier $(1) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+parallel_tier = $(BIN)/pytest --tier $(1) -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
 test: $(STAMP) system-deps
 	$(BIN)/ruff check uploader service tests benchmarks
+	$(call tier,unit)
 	$(BIN)/mypy
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(call parallel_tier,integration)
+	$(call parallel_tier,process)
+
+# The inner loop: pure logic only, no servers, no processes (about half a minute).
+test-unit: $(STAMP)
+	$(call tier,unit)
+
+test-integration: $(STAMP)
+	$(call parallel_tier,integration)
+
+test-process: $(STAMP) system-deps
+	$(call parallel_tier,process)
 
 lint: $(STAMP)
 	$(BIN)/ruff check uploader service tests benchmarks

@@ -42,6 +42,7 @@ from .job_store import JobStore
 from .logfmt import kv, use_logfmt
 from .metrics import DaemonMetrics, notaryd_version
 from .notify import JobNotifier
+from .readiness import notify_ready, notify_stopping
 from .registry import JobRegistry
 from .scheduler import Scheduler
 from .slots import PartSlots
@@ -169,9 +170,11 @@ async def _serve(
                         "the control API is reachable from the network %s",
                         kv(listen=settings.listen, hint="keep the API token secret, or listen on 127.0.0.1"),
                     )
+                notify_ready(settings.listen_host, port)
                 if ready is not None:
                     ready(port)
                 stop = await signals.first
+                notify_stopping()
                 log.info("stopping %s", kv(signal=stop, grace_seconds=settings.shutdown_grace))
                 await scheduler.drain(settings.shutdown_grace, hurry=signals.second)
                 log.info("control API connections %s", kv(

@@ -2,8 +2,9 @@
 
 Choices, per systemd.service(5) and systemd.exec(5):
 
-* ``Type=exec``: ``notaryd serve`` stays in the foreground and never forks; exec makes a missing
-  binary fail ``systemctl start`` instead of looking started.
+* ``Type=notify``: ``notaryd serve`` stays in the foreground and sends ``READY=1`` once the
+  control API listens (service/daemon/readiness.py), so ``systemctl start`` returns when the
+  daemon can be used, and fails when it cannot listen or a binary is missing.
 * ``Restart=on-failure``: restart after crashes, signals and error exits, not after the exit 0
   that follows a drained SIGTERM (``systemctl kill -s TERM`` pauses the daemon).
 * ``KillMode=mixed``: SIGTERM reaches the main process only, which drains within
@@ -122,7 +123,7 @@ def render(request: ServiceRequest) -> str:
     lines += [
         "",
         "[Service]",
-        "Type=exec",
+        "Type=notify",
         f"ExecStart={exec_start}",
     ]
     if request.system:

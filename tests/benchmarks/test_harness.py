@@ -55,6 +55,7 @@ def test_source_file_is_stamped_and_reused(tmp_path: Path) -> None:
     assert cached_file_crc32c(path) == file_crc32c(path) == crc32c(path.read_bytes())
 
 
+@pytest.mark.integration
 def test_sink_receives_a_real_boto3_multipart_upload(
     sink: SinkProcess, tmp_path: Path, s3_client: Callable[..., Any]
 ) -> None:
@@ -73,6 +74,7 @@ def test_sink_receives_a_real_boto3_multipart_upload(
     assert sink.stats()["requests"]["UploadPart"] >= 3
 
 
+@pytest.mark.integration
 def test_sink_detects_parts_completed_in_the_wrong_order(sink: SinkProcess, s3_client: Callable[..., Any]) -> None:
     client = s3_client(sink.url)
     upload = client.create_multipart_upload(Bucket="bench", Key="swapped")
@@ -100,6 +102,7 @@ def test_sink_detects_parts_completed_in_the_wrong_order(sink: SinkProcess, s3_c
     assert stored["crc32c"] != crc32c(second + first)
 
 
+@pytest.mark.integration
 def test_sink_pages_list_parts_and_forgets_aborted_uploads(sink: SinkProcess, s3_client: Callable[..., Any]) -> None:
     client = s3_client(sink.url)
     uid = client.create_multipart_upload(Bucket="bench", Key="paged")["UploadId"]
@@ -114,6 +117,7 @@ def test_sink_pages_list_parts_and_forgets_aborted_uploads(sink: SinkProcess, s3
         client.list_parts(Bucket="bench", Key="paged", UploadId=uid)
 
 
+@pytest.mark.integration
 def test_sink_decodes_aws_chunked_bodies(sink: SinkProcess) -> None:
     data = os.urandom(300_000)
     body = (
@@ -139,6 +143,7 @@ def test_sink_decodes_aws_chunked_bodies(sink: SinkProcess) -> None:
     assert (stored["size"], stored["crc32c"]) == (len(data), crc32c(data))
 
 
+@pytest.mark.process
 def test_fault_proxy_in_front_of_the_sink_counts_wire_bytes(
     sink: SinkProcess, tmp_path: Path, s3_client: Callable[..., Any]
 ) -> None:
@@ -155,6 +160,7 @@ def test_fault_proxy_in_front_of_the_sink_counts_wire_bytes(
     assert stored is not None and stored["crc32c"] == file_crc32c(source)
 
 
+@pytest.mark.process
 def test_run_measured_reports_cpu_memory_and_timeouts(tmp_path: Path) -> None:
     grow = "b = bytearray(80 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(0.3)"
     cost = run_measured([sys.executable, "-c", grow], dict(os.environ), 60, tmp_path / "a.log")

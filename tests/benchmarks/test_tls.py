@@ -28,6 +28,8 @@ from benchmarks.peers import Notaryd, Target, Tuning
 from benchmarks.services import SinkProcess
 from benchmarks.tls import TlsFiles, generate
 
+pytestmark = pytest.mark.integration
+
 MiB = 1024 * 1024
 
 
@@ -88,6 +90,7 @@ def test_boto3_uploads_over_https_only_when_it_trusts_the_ca(
         s3_client(https_sink.url, attempts=1).head_bucket(Bucket="bench")
 
 
+@pytest.mark.process
 def test_notaryd_upload_trusts_the_ca_named_in_aws_ca_bundle(
     https_sink: SinkProcess, tmp_path: Path
 ) -> None:
@@ -117,6 +120,7 @@ def test_floor_moves_every_byte_plain_zero_copy_and_over_tls(tls: TlsFiles, tmp_
         assert floor[case]["mib_per_second"] > 0
 
 
+@pytest.mark.process
 def test_notaryd_upload_stops_at_once_with_advice_when_the_certificate_is_untrusted(
     https_sink: SinkProcess, tmp_path: Path
 ) -> None:

@@ -29,15 +29,32 @@ class Flood:
         self.refused = 0
         self.dropped = 0
         self.stopping = False
+        self.untried = connections
+        self.all_tried = asyncio.Event()  # every connection has made its first attempt
+
+    def _tried(self) -> None:
+        self.untried -= 1
+        if not self.untried:
+            self.all_tried.set()
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        try:
+            return await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            self.refused += 1
+            return None
 
     async def one(self) -> None:
+        tried = False
         while not self.stopping:
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                self.refused += 1
+            connected = await self._connect()
+            if not tried:
+                tried = True
+                self._tried()
+            if connected is None:
                 await asyncio.sleep(0.5)
                 continue
+            reader, writer = connected
             self.connects += 1
             self.open += 1
             self.peak_open = max(self.peak_open, self.open)
@@ -82,7 +99,7 @@ async def main(port: int, connections: int, seconds: float) -> None:
         tasks.append(asyncio.create_task(flood.one()))
         if i % 100 == 99:
             await asyncio.sleep(0)  # let the connects so far proceed
-    await asyncio.sleep(0.5)
+    await flood.all_tried.wait()
     print("ready", flush=True)
     await asyncio.wait([stdin_closed], timeout=seconds)
     flood.stopping = True  # also ends a task whose cancellation got lost in a race

@@ -7,11 +7,14 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from service.daemon.api import make_app, routes
 from service.daemon.broker import Broker
 from service.daemon.metrics import DaemonMetrics
+from tests.support.daemon import Daemon
 
-from .helpers import Daemon
+pytestmark = pytest.mark.process
 
 
 def registered_routes() -> list[tuple[str, str]]:

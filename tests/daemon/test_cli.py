@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
+import threading
 from pathlib import Path
 
-from .helpers import NOTARYD, Daemon
+import pytest
+
+from tests.support.daemon import Daemon, notaryd
+from tests.support.ports import closed_port
+from tests.support.waiting import until
+
+pytestmark = pytest.mark.process
 
 
 def test_submit_wait_exits_like_notarize(daemon: Daemon) -> None:
@@ -46,7 +52,7 @@ def test_submit_without_wait_prints_the_id_and_jobs_lists_it(daemon: Daemon) -> 
 def test_relative_paths_are_made_absolute_by_the_client(daemon: Daemon) -> None:
     daemon.archive("Rel.zip")
     result = subprocess.run(
-        [str(NOTARYD), "submit", "Rel.zip"], cwd=daemon.archives, env=daemon.env,
+        [notaryd(), "submit", "Rel.zip"], cwd=daemon.archives, env=daemon.env,
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
@@ -74,33 +80,46 @@ def test_cancel_and_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_a_clear_error_when_the_daemon_is_not_running(tmp_path: Path) -> None:
-    d = Daemon(tmp_path, env={"NOTARYD_API_TOKEN": "t"})  # never started
-    result = d.cli("jobs")
+    with closed_port() as port:
+        d = Daemon(tmp_path, env={"NOTARYD_API_TOKEN": "t", "NOTARYD_LISTEN": f"127.0.0.1:{port}"})
+        result = d.cli("jobs")  # never started
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"notaryd: cannot reach notaryd at 127.0.0.1:{d.port}: start it with `notaryd serve` "
+        f"notaryd: cannot reach notaryd at 127.0.0.1:{port}: start it with `notaryd serve` "
         "or `notaryd service install`"
     )
     no_token = Daemon(tmp_path / "other").cli("jobs")
     assert no_token.returncode == 1 and "no API token" in no_token.stderr
 
 
-def test_watch_prints_job_changes_until_interrupted(daemon: Daemon) -> None:
+def test_watch_prints_job_changes_until_interrupted(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, env={"FAKE_PARTS": "100", "FAKE_PART_SECONDS": "0.5"}).start()
     watch = subprocess.Popen(
-        [str(NOTARYD), "watch"], env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [notaryd(), "watch"], env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    assert watch.stdout is not None
+    printed: list[str] = []
+    reader = threading.Thread(target=lambda: printed.extend(iter(watch.stdout.readline, "")), daemon=True)
+    reader.start()
+
+    def watch_shows(job_id: str, state: str) -> bool:
+        return any(line.startswith(f"{job_id} {state} ") for line in list(printed))
+
     try:
-        time.sleep(1.0)  # let it connect
-        job = daemon.submit(daemon.archive("App.zip"))
-        daemon.wait_for(job["id"], "accepted")
-        time.sleep(0.5)
+        job = d.submit(d.archive("App.zip"))
+        until(lambda: watch_shows(job["id"], "uploading"), within=30, what="watch shows the upload")
+        # cancelled after watch printed it uploading: only its event stream can tell it
+        assert d.request("DELETE", f"/v1/jobs/{job['id']}")[0] == 200
+        until(lambda: watch_shows(job["id"], "cancelled"), within=30, what="watch shows the cancel")
     finally:
         watch.send_signal(signal.SIGINT)
         try:
-            out, err = watch.communicate(timeout=10)
+            _, err = watch.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             watch.kill()
-            out, err = watch.communicate()
+            _, err = watch.communicate()
+        reader.join(10)
+        d.stop()
     assert watch.returncode == 0, err
-    lines = [line for line in out.splitlines() if line.startswith(job["id"])]
-    assert any(" uploading " in line for line in lines) and " accepted " in lines[-1], out
+    lines = [line for line in printed if line.startswith(job["id"])]
+    assert " uploading " in lines[0] and " cancelled " in lines[-1], printed

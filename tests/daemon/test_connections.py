@@ -12,6 +12,8 @@ from aiohttp import web
 
 from service.daemon.connections import ConnectionGuard, GuardedTCPSite, connection_cap
 
+pytestmark = pytest.mark.integration
+
 HEAD = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
 

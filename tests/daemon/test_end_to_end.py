@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-import signal
-import time
+from signal import SIGTERM
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.emulator.notary import BackgroundEmulator, NotaryEmulator
+from service.emulator.notary import BackgroundEmulator
 from service.emulator.verdicts import INVALID_MARKER
-
-from .helpers import Daemon
+from tests.support.daemon import Daemon
+from tests.support.waiting import until
 
 MiB = 1024 * 1024
 
@@ -21,6 +20,10 @@ def metric(text: str, name: str) -> float:
     match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     assert match, f"{name} not in /metrics"
     return float(match.group(1))
+
+
+def uploaded_bytes(d: Daemon) -> float:
+    return metric(d.request("GET", "/metrics", token=None)[1], "notaryd_upload_bytes_total")
 
 
 @pytest.mark.slow
@@ -32,14 +35,12 @@ def test_three_archives_survive_three_sigkills_without_duplicate_submissions(
     d.env.update({"NOTARYD_MAX_JOBS": "3", "NOTARYD_BANDWIDTH_LIMIT": str(20 * MiB)})
     d.start()
     jobs = [d.submit(d.archive(f"Build{i}.zip", 30 * MiB), skip_preflight=True) for i in range(3)]
+    def bytes_moving() -> bool:  # kill only once bytes are really moving (or all are sent)
+        states = [d.job(j["id"]) for j in jobs]
+        return any(j["bytes_done"] > 0 for j in states) or all(j["state"] in {"waiting", "accepted"} for j in states)
+
     for _ in range(3):
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # kill only once bytes are really moving
-            if any(d.job(j["id"])["bytes_done"] > 0 for j in jobs) or all(
-                d.job(j["id"])["state"] in {"waiting", "accepted"} for j in jobs
-            ):
-                break
-            time.sleep(0.05)
+        until(bytes_moving, within=60, what="bytes moving", detail=d.log)
         d.kill()
         d.start()
     finished = [d.wait_for(j["id"], "accepted", "failed", "invalid", timeout=120) for j in jobs]
@@ -93,14 +94,7 @@ def test_cancel_aborts_the_multipart_upload(real_daemon: Daemon, notary: Backgro
     d.start()
     job = d.submit(d.archive("Cancel.zip", 40 * MiB), skip_preflight=True)
 
-    def multipart_created(e: NotaryEmulator) -> bool:
-        return any(op == "CreateMultipartUpload" for op, _ in e.s3.requests)
-
-    deadline = time.monotonic() + 30
-    while not notary.call(multipart_created):
-        assert time.monotonic() < deadline, d.log()
-        time.sleep(0.05)
-    time.sleep(0.5)  # parts are on the wire
+    until(lambda: uploaded_bytes(d) > 0, within=60, what="parts on the wire", detail=d.log)
     status, cancelled = d.request("DELETE", f"/v1/jobs/{job['id']}")
     assert status == 200 and cancelled["state"] == "cancelled", cancelled
     aborts = notary.call(lambda e: {k: v for k, v in e.s3.requests.items() if k[0] == "AbortMultipartUpload"})
@@ -123,17 +117,12 @@ def test_sigterm_mid_upload_exits_zero_in_the_grace_period_and_resumes(
     size = 60 * MiB  # 12 parts; 8 are in flight at once (NOTARYD_CONCURRENCY default)
     job = d.submit(d.archive("Term.zip", size), skip_preflight=True)
     d.wait_for(job["id"], "uploading")
-    deadline = time.monotonic() + 30
-    while metric(d.request("GET", "/metrics", token=None)[1], "notaryd_upload_bytes_total") == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.3)  # parts are on the wire
-    started = time.monotonic()
-    d.signal(signal.SIGTERM)
-    assert d.wait(timeout=20) == 0
-    assert time.monotonic() - started < 8 + 1
+    until(lambda: uploaded_bytes(d) > 0, within=60, what="parts on the wire", detail=d.log)
+    d.signal(SIGTERM)
+    assert d.wait(timeout=60) == 0
     interrupted = d.log()
     assert "job interrupted" in interrupted and "notaryd stopped" in interrupted
+    assert "abandoning" not in interrupted  # the parts in flight ended inside the grace period
     d.env.pop("NOTARYD_BANDWIDTH_LIMIT")
     d.start()
     assert d.wait_for(job["id"], "accepted", "failed", timeout=60)["state"] == "accepted"

@@ -37,6 +37,8 @@ class Served:
             self.broker.close_all()
             await self.runner.cleanup()
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from service.emulator.notary import BackgroundEmulator
-
-from .helpers import Daemon
+from tests.support.daemon import Daemon
 
 MiB = 1024 * 1024
 SLOWLORIS = Path(__file__).with_name("slowloris.py")

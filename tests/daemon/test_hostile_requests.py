@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import Daemon
+from tests.support.daemon import Daemon
 
 
 def raw(d: Daemon, request: bytes, timeout: float = 30) -> tuple[int, Any]:

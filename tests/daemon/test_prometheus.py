@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -14,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from .helpers import Daemon, free_port
+from tests.support.daemon import Daemon
+from tests.support.waiting import until
 
 MiB = 1024 * 1024
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -23,31 +25,39 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 class Prometheus:
     def __init__(self, root: Path, target_port: int) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
         config = root / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             "scrape_configs:\n  - job_name: notaryd\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n"
             f"    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
         )
-        self.log = open(root / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.log_path = root / "prometheus.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
+             "--web.listen-address=127.0.0.1:0"],
             stdout=self.log, stderr=self.log,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"prometheus did not start: {(root / 'prometheus.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+        try:
+            self.port = until(self._listening_port, within=30, what="prometheus listening",
+                              detail=lambda: self.log_path.read_text()[-2000:])
+            until(self._ready, within=30, what="prometheus ready")
+        except AssertionError:
+            self.stop()
+            raise
+
+    def _listening_port(self) -> int | None:
+        """The port bound for ``:0``, from its "Listening on" log line."""
+        assert self.proc.poll() is None, self.log_path.read_text()[-2000:]
+        found = re.search(r'msg="Listening on" address=127\.0\.0\.1:(\d+)', self.log_path.read_text())
+        return int(found.group(1)) if found else None
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
     def api(self, endpoint: str, **params: Any) -> Any:
         url = f"http://127.0.0.1:{self.port}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"
@@ -96,17 +106,19 @@ def test_prometheus_sees_bytes_and_job_states_move(real_daemon: Daemon, promethe
     d.env["NOTARYD_BANDWIDTH_LIMIT"] = str(8 * MiB)  # 40 MiB: about 5 s of upload, 5 scrapes
     d.start()
     prometheus = prometheus_for(d.port)
-    deadline = time.monotonic() + 20
-    while prometheus.scalar('up{job="notaryd"}') != 1:
-        assert time.monotonic() < deadline, "prometheus never scraped the daemon"
-        time.sleep(0.25)
+    until(lambda: prometheus.scalar('up{job="notaryd"}') == 1, within=20, what="prometheus scraped the daemon")
 
     start = time.time()
     size = 40 * MiB
     job = d.submit(d.archive("Scraped.zip", size), skip_preflight=True)
     assert d.wait_for(job["id"], "accepted", "failed", timeout=90)["state"] == "accepted"
-    time.sleep(2.5)  # two more scrapes after the end
-    end = time.time()
+
+    def scraped_the_end() -> float | None:  # the range's last step holds a scrape after the job
+        end = time.time()
+        accepted = prometheus.series('notaryd_jobs{state="accepted"}', start, end)
+        return end if accepted and accepted[-1] == 1 else None
+
+    end = until(scraped_the_end, within=30, what="a scrape of the accepted job in the range")
 
     sent = prometheus.series("notaryd_upload_bytes_total", start, end)
     assert sent == sorted(sent), "a counter must never go down"

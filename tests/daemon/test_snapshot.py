@@ -16,11 +16,10 @@ from service.daemon.job_options import JobOptions
 from service.daemon.jobs import Job
 from service.daemon.openapi import openapi_document
 from service.daemon.snapshot import BadSnapshot, JobSnapshot
+from tests.support.daemon import NOTARYD
 from uploader.errors import NotarydError
 from uploader.events import HashProgress, PartAcknowledged, UploadStateChanged
 from uploader.lifecycle import JOB_STATES, JobOutcome, NotaryStage, NotaryStatus, UploadState
-
-from .helpers import NOTARYD
 
 # The control API's job fields, in order: a contract (README, CONTRACT.md).
 API_FIELDS = [

@@ -8,7 +8,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from deploy_helpers import ALLOWED_METRICS, DEPLOY, metric_names
+
+pytestmark = pytest.mark.process
 
 RULES = DEPLOY / "prometheus" / "notaryd.rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "notaryd.rules.test.yml"

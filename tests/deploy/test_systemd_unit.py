@@ -24,7 +24,7 @@ from service.install.examples import LINUX_ACCOUNT, example_request
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 HERE = Path(__file__).resolve().parent
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="systemd units are Linux-only")
+pytestmark = [pytest.mark.process, pytest.mark.skipif(sys.platform != "linux", reason="systemd units are Linux-only")]
 
 
 def systemd_analyze() -> str:
@@ -115,3 +115,9 @@ def test_memory_deny_write_execute_keeps_the_python_stack_working() -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
+
+
+def test_units_wait_for_the_daemons_readiness() -> None:
+    """Type=notify: `systemctl start` returns once notaryd says READY=1 (it listens by then)."""
+    for unit in (rendered(system=True), rendered(system=False), committed("systemd/notaryd.service")):
+        assert "\nType=notify\n" in unit

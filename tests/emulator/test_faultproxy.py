@@ -459,6 +459,7 @@ def test_classify(method: str, path: str, query: dict[str, str], operation: Oper
 # -- subprocess mode -----------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_subprocess_mode_prints_url_serves_control_api_and_final_stats(
     seaweed: SeaweedServer, bucket: str
 ) -> None:

@@ -19,6 +19,8 @@ from botocore.config import Config
 
 from service.emulator.seaweed import SeaweedError, SeaweedServer
 
+pytestmark = pytest.mark.process
+
 MiB = 1 << 20
 
 

@@ -30,6 +30,8 @@ from uploader.notary.errors import (
 from uploader.notary.url_policy import GuardedResolver, UrlPolicy
 from uploader.retry import RetryPolicy
 
+pytestmark = pytest.mark.integration
+
 SUBMISSION = str(uuid.uuid4())
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

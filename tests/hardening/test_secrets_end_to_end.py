@@ -15,22 +15,23 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
+
 from service.emulator.auth import TeamKey
 from service.emulator.notary import BackgroundEmulator, NotaryEmulator
-from tests.daemon.helpers import free_port
-from tests.pipeline.conftest import PART, make_archive
-from tests.pipeline.test_cli import background, environment, notarize_command
+from tests.support.daemon import ServiceManager
+from tests.support.emulator import cli_environment, notarize_command
+from tests.support.files import PART, make_archive
 
-__all__ = ["background"]  # the emulator fixture, shared with the pipeline CLI tests
+pytestmark = pytest.mark.process
 
 DATABASE_NAMES = {"notaryd.sqlite3", "notaryd.sqlite3-wal", "notaryd.sqlite3-shm"}
 
 
-def issued_secrets(background: BackgroundEmulator, key: TeamKey) -> dict[str, str]:
+def issued_secrets(notary: BackgroundEmulator, key: TeamKey) -> dict[str, str]:
     """Every secret the run saw: S3 secret keys, session tokens, JWTs, private key lines."""
     def collect(emulator: NotaryEmulator) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -41,7 +42,7 @@ def issued_secrets(background: BackgroundEmulator, key: TeamKey) -> dict[str, st
             found[f"JWT #{number}"] = token
         return found
 
-    found = background.call(collect)
+    found = notary.call(collect)
     assert key.path is not None
     pem_lines = [line for line in key.path.read_text().splitlines() if not line.startswith("-----")]
     for number, line in enumerate(pem_lines):
@@ -51,14 +52,14 @@ def issued_secrets(background: BackgroundEmulator, key: TeamKey) -> dict[str, st
 
 
 def test_verbose_notarize_leaks_no_secret(
-    background: BackgroundEmulator, tmp_path: Path
+    notary: BackgroundEmulator, tmp_path: Path
 ) -> None:
-    key = background.call(lambda e: e.make_team_key(tmp_path / "keys"))
+    key = notary.call(lambda e: e.make_team_key(tmp_path / "keys"))
     home = tmp_path / "home"
     state = home / "state"
     state.mkdir(parents=True, mode=0o755)  # an existing, too-open state dir must be tightened
     os.chmod(state, 0o755)
-    env = environment(background.emulator, key, home)
+    env = cli_environment(notary.emulator, key, home)
     archive = make_archive(tmp_path / "Game.zip", 2 * PART)
 
     result = subprocess.run([*notarize_command(archive)[:3], "-v", *notarize_command(archive)[3:]],
@@ -68,7 +69,7 @@ def test_verbose_notarize_leaks_no_secret(
     # the run really was verbose through the leaky libraries, so the check below means something
     assert "aiosqlite" in stderr and "botocore" in stderr
     assert stderr.count("tightened permissions") == 1
-    assert_no_secret_anywhere(issued_secrets(background, key), state,
+    assert_no_secret_anywhere(issued_secrets(notary, key), state,
                               {"stdout": result.stdout, "stderr": result.stderr})
 
 
@@ -100,32 +101,31 @@ def assert_no_secret_anywhere(
         assert "PRIVATE KEY-----" not in text
 
 
-def test_verbose_daemon_leaks_no_secret(background: BackgroundEmulator, tmp_path: Path) -> None:
-    key = background.call(lambda e: e.make_team_key(tmp_path / "keys"))
+def test_verbose_daemon_leaks_no_secret(notary: BackgroundEmulator, tmp_path: Path) -> None:
+    key = notary.call(lambda e: e.make_team_key(tmp_path / "keys"))
     home = tmp_path / "home"
     state = home / "state"
     archives = tmp_path / "archives"
     archives.mkdir()
-    env = environment(background.emulator, key, home)
-    env.update(NOTARYD_LISTEN=f"127.0.0.1:{free_port()}", NOTARYD_ALLOWED_ROOTS=str(archives),
+    env = cli_environment(notary.emulator, key, home)
+    env.update(NOTARYD_LISTEN="127.0.0.1:0", NOTARYD_ALLOWED_ROOTS=str(archives),
                PYTHONUNBUFFERED="1")
     archive = make_archive(archives / "Game.zip", PART)
     log_path = tmp_path / "serve.log"
+    manager = ServiceManager()
     with log_path.open("wb") as log:
-        serve = subprocess.Popen([sys.executable, "-m", "service", "-v", "serve"], env=env,
-                                 stdout=log, stderr=log)
+        serve = subprocess.Popen([sys.executable, "-m", "service", "-v", "serve"],
+                                 env={**env, "NOTIFY_SOCKET": manager.address}, stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 60
-        while b"notaryd serving" not in log_path.read_bytes():  # listening before this line
-            assert serve.poll() is None, log_path.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "the daemon did not start"
-            time.sleep(0.05)
+        port = manager.wait_ready(serve, 60, lambda: log_path.read_text(errors="replace")[-3000:])
+        env["NOTARYD_LISTEN"] = f"127.0.0.1:{port}"
         done = subprocess.run([sys.executable, "-m", "service", "-v", "submit", str(archive),
                                "--wait", "--skip-preflight"], env=env, capture_output=True,
                               timeout=300)
         submitted = done.stdout + done.stderr
         assert done.returncode == 0, submitted.decode(errors="replace")[-3000:]
     finally:
+        manager.close()
         serve.send_signal(signal.SIGTERM)
         try:
             serve.wait(timeout=60)
@@ -135,5 +135,5 @@ def test_verbose_daemon_leaks_no_secret(background: BackgroundEmulator, tmp_path
                 serve.wait()
     served = log_path.read_bytes()
     assert b"botocore" in served and b"aiosqlite" in served  # really verbose
-    assert_no_secret_anywhere(issued_secrets(background, key), state,
+    assert_no_secret_anywhere(issued_secrets(notary, key), state,
                               {"serve output": served, "submit output": submitted})

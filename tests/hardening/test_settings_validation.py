@@ -128,6 +128,7 @@ def test_api_token_is_redacted_from_logs(tmp_path: Path) -> None:
     assert "tok-0123456789abcdef" not in redact("client sent tok-0123456789abcdef")
 
 
+@pytest.mark.process
 def test_cli_prints_one_line_for_bad_config(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_bytes(b"stall_timeout = nan\n")

@@ -23,6 +23,8 @@ from uploader.migrations import SCHEMA
 from uploader.schema import LAYOUT
 from uploader.state_dir import StateDirError, prepare
 
+pytestmark = pytest.mark.process
+
 
 def notaryd(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """A real `notaryd` process on ``state``; `upload` opens the database before any network."""

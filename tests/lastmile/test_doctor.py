@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from service.doctor import Check, proxy_check, run_checks
 from service.emulator.auth import TeamKey
 from service.emulator.notary import NotaryEmulator
 from service.settings import Settings
+from tests.support.ports import closed_port
 
 
 @pytest.fixture
@@ -30,13 +30,6 @@ def settings(emulator: NotaryEmulator, team_key: TeamKey, tmp_path: Path) -> Set
 
 def by_name(checks: list[Check]) -> dict[str, Check]:
     return {c.name: c for c in checks}
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def write_key(path: Path, key: ec.EllipticCurvePrivateKey, *,
@@ -98,9 +91,10 @@ async def test_id_formats(settings: Settings) -> None:
 
 
 async def test_unreachable_api_and_endpoints(settings: Settings) -> None:
-    dead = closed_port_url()
-    checks = by_name(await run_checks(dataclasses.replace(
-        settings, api_url=dead, s3_endpoint_url=dead, ticket_url=dead), environ={}))
+    with closed_port() as port:
+        dead = f"http://127.0.0.1:{port}"
+        checks = by_name(await run_checks(dataclasses.replace(
+            settings, api_url=dead, s3_endpoint_url=dead, ticket_url=dead), environ={}))
     for name in ("notary API", "S3 endpoint", "ticket lookup"):
         assert checks[name].result == "fail" and "no connection" in checks[name].detail
     assert checks["clock"].result == "fail"
@@ -197,7 +191,8 @@ def test_s3_checks_take_the_proxy_botocore_would() -> None:
 
 
 async def test_s3_check_through_an_unreachable_proxy_fails(settings: Settings) -> None:
-    checks = by_name(await run_checks(settings, environ={"HTTP_PROXY": closed_port_url()}))
+    with closed_port() as port:
+        checks = by_name(await run_checks(settings, environ={"HTTP_PROXY": f"http://127.0.0.1:{port}"}))
     assert checks["S3 endpoint"].result == "fail"
     assert checks["notary API"].result == "pass"  # the notary API client connects directly
     assert "in effect for S3 uploads" in checks["proxy"].detail

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from service.daemon.job_options import JobOptions
 from service.daemon.job_store import JobStore
 from service.daemon.jobs import Job
-from tests.daemon.helpers import Daemon
+from tests.support.daemon import Daemon
 from uploader.database import Database
 from uploader.lifecycle import QUEUED
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path, env={"FAKE_PARTS": "4", "FAKE_PART_SECONDS": "0.05"})
-    d.start()
-    yield d
-    d.stop()
 
 
 async def test_options_survive_the_job_store(tmp_path: Path) -> None:

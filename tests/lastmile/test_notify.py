@@ -19,10 +19,11 @@ import pytest
 
 from service.emulator.notary import BackgroundEmulator
 from service.emulator.sample_app import make_sample_app
-from service.emulator.seaweed import SeaweedServer
-from tests.daemon.conftest import notary_env
-from tests.daemon.helpers import Daemon
+from tests.support.daemon import Daemon
+from tests.support.emulator import notary_env
 from uploader.staple.check import check_staple
+
+pytestmark = pytest.mark.process
 
 SECRET = "correct horse battery staple"
 
@@ -68,22 +69,10 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-@pytest.fixture
-def notary(seaweed: SeaweedServer) -> Iterator[BackgroundEmulator]:
-    from service.emulator.config import EmulatorConfig
-    from service.emulator.notary import NotaryEmulator, backend_for
-
-    background = BackgroundEmulator(lambda: NotaryEmulator(
-        backend_for(seaweed), config=EmulatorConfig(processing_delay_seconds=0.3)))
-    background.start()
-    background.call(lambda e: setattr(e.tickets, "propagation_seconds", 0.5))
-    yield background
-    background.stop()
-
-
 def test_each_job_end_is_notified_once_with_a_valid_signature(
     tmp_path: Path, notary: BackgroundEmulator, receiver: Receiver
 ) -> None:
+    notary.call(lambda e: setattr(e.tickets, "propagation_seconds", 0.5))
     env = notary_env(notary, tmp_path / "keys")
     env.update(NOTARYD_NOTIFY_URL=receiver.url, NOTARYD_NOTIFY_SECRET=SECRET,
                NOTARYD_TICKET_URL=notary.emulator.ticket_url)

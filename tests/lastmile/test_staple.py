@@ -61,6 +61,7 @@ def accept(desk: TicketDesk, key: TicketKey) -> None:
     desk.publish("sub")
 
 
+@pytest.mark.integration
 async def test_lookup_waits_out_not_found_then_staples_the_app(
     desk: TicketDesk, desk_clock: list[float], tmp_path: Path
 ) -> None:
@@ -75,6 +76,7 @@ async def test_lookup_waits_out_not_found_then_staples_the_app(
     assert done.key == key and check_staple(app).ok
 
 
+@pytest.mark.integration
 async def test_lookup_honours_throttled_retry_after(
     desk: TicketDesk, desk_clock: list[float], tmp_path: Path
 ) -> None:
@@ -87,6 +89,7 @@ async def test_lookup_honours_throttled_retry_after(
     assert sleep.waits == [17.0, 17.0] and ticket == desk.ticket_for(key)
 
 
+@pytest.mark.integration
 async def test_lookup_gives_up_at_the_deadline_with_advice(
     desk: TicketDesk, desk_clock: list[float]
 ) -> None:
@@ -98,6 +101,7 @@ async def test_lookup_gives_up_at_the_deadline_with_advice(
     assert sum(sleep.waits) <= 100
 
 
+@pytest.mark.integration
 async def test_lookup_refuses_an_answer_without_a_ticket(tmp_path: Path) -> None:
     async def bogus(request: web.Request) -> web.Response:
         return web.json_response({"records": [{"fields": {"signedTicket": {
@@ -117,6 +121,7 @@ async def test_lookup_refuses_an_answer_without_a_ticket(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("style", ["sha1", "sha256"])
+@pytest.mark.integration
 async def test_pkg_staple_appends_trailers_and_restaple_replaces(
     desk: TicketDesk, desk_clock: list[float], tmp_path: Path, style: str
 ) -> None:
@@ -139,6 +144,7 @@ async def test_pkg_staple_appends_trailers_and_restaple_replaces(
     assert pkg.read_bytes() == data  # re-stapling replaces, never stacks
 
 
+@pytest.mark.integration
 async def test_dmg_staple_adds_slot_0x10002_and_updates_koly(
     desk: TicketDesk, desk_clock: list[float], tmp_path: Path
 ) -> None:
@@ -226,6 +232,7 @@ def test_inputs_that_cannot_be_stapled_say_why(tmp_path: Path, case: str, messag
         check_staple(path)
 
 
+@pytest.mark.integration
 async def test_failed_write_leaves_the_package_untouched(
     desk: TicketDesk, desk_clock: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,6 +274,7 @@ async def test_cli_staple_and_check(emulator: NotaryEmulator, tmp_path: Path,
     assert "a zip cannot be stapled" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 async def test_lookup_honours_retry_after_on_503() -> None:
     answers = [web.Response(status=503, headers={"Retry-After": "42"})]
 

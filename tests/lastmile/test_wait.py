@@ -12,7 +12,7 @@ from service.cli import main
 from service.emulator.auth import TeamKey
 from service.emulator.notary import NotaryEmulator
 from service.emulator.verdicts import INVALID_MARKER
-from tests.pipeline.conftest import PART, make_archive
+from tests.support.files import PART, make_archive
 from uploader.database import Database
 from uploader.notary.pipeline import Notarizer, NotarizeRequest, NotaryConfig
 

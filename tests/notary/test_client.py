@@ -15,6 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from service.emulator.auth import TeamKey
 from service.emulator.faults import AGREEMENT_DETAIL
 from service.emulator.notary import NotaryEmulator
+from tests.support.clocks import ShiftedClock
+from tests.support.notary import verdict
+from tests.support.ports import closed_port
 from uploader.events import Event, NotaryRequestDone
 from uploader.notary.auth import ApiKey, TokenSource, load_api_key
 from uploader.notary.client import NotaryClient, redact_url, with_retries
@@ -31,8 +34,6 @@ from uploader.notary.errors import (
 )
 from uploader.retry import RetryPolicy
 
-from .conftest import FakeClock
-
 SHA = hashlib.sha256(b"archive").hexdigest()
 
 
@@ -40,16 +41,6 @@ def _client(
     emulator: NotaryEmulator, session: aiohttp.ClientSession, source: TokenSource
 ) -> NotaryClient:
     return NotaryClient(emulator.api_url, source, session)
-
-
-async def _settle(client: NotaryClient, submission_id: str, within: float = 10.0) -> str:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        status = await client.status(submission_id)
-        if status.is_terminal:
-            return status.status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{submission_id} still In Progress after {within} s")
 
 
 async def _put(emulator: NotaryEmulator, submission_id: str, data: bytes) -> None:
@@ -90,7 +81,7 @@ async def test_submit_status_history_and_log_round_trip(
         await client.log_url(submission.id)
 
     await _put(emulator, submission.id, b"archive")
-    assert await _settle(client, submission.id) == "Accepted"
+    assert await verdict(client, submission.id) == "Accepted"
     assert emulator.submissions[submission.id].uploaded_sha256 == SHA
 
     url = await client.log_url(submission.id)
@@ -126,7 +117,7 @@ async def test_log_download_with_authorization_header_is_refused(
 ) -> None:
     submission = await client.submit("App.zip", SHA)
     await _put(emulator, submission.id, b"archive")
-    await _settle(client, submission.id)
+    await verdict(client, submission.id)
     url = await client.log_url(submission.id)
     headers = {"Authorization": tokens.authorization()}
     async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
@@ -135,11 +126,11 @@ async def test_log_download_with_authorization_header_is_refused(
 
 
 async def test_expired_or_tampered_log_url_is_refused(
-    emulator: NotaryEmulator, client: NotaryClient, emulator_clock: FakeClock
+    emulator: NotaryEmulator, client: NotaryClient, emulator_clock: ShiftedClock
 ) -> None:
     submission = await client.submit("App.zip", SHA)
     await _put(emulator, submission.id, b"archive")
-    await _settle(client, submission.id)
+    await verdict(client, submission.id)
     url = await client.log_url(submission.id)
     with pytest.raises(LogUrlExpired, match="SignatureDoesNotMatch"):
         await client.download_log(url.replace("Expires=", "Expires=9"))
@@ -364,7 +355,7 @@ async def test_history_is_capped_at_100_newest_first(
 
 
 async def test_every_request_carries_a_fresh_short_token(
-    emulator: NotaryEmulator, team_key: TeamKey, emulator_clock: FakeClock
+    emulator: NotaryEmulator, team_key: TeamKey, emulator_clock: ShiftedClock
 ) -> None:
     """A wait much longer than a token's life never sends an old or over-long token."""
     assert team_key.path is not None
@@ -384,15 +375,11 @@ async def test_every_request_carries_a_fresh_short_token(
 
 
 async def test_network_error_when_service_is_down(tokens: TokenSource) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    async with aiohttp.ClientSession() as session:
-        client = NotaryClient(f"http://127.0.0.1:{port}/notary/v2", tokens, session)
-        with pytest.raises(NetworkError, match="could not reach the notary service for history"):
-            await client.history()
+    with closed_port() as port:
+        async with aiohttp.ClientSession() as session:
+            client = NotaryClient(f"http://127.0.0.1:{port}/notary/v2", tokens, session)
+            with pytest.raises(NetworkError, match="could not reach the notary service for history"):
+                await client.history()
 
 
 async def test_errors_derive_from_notaryd_error() -> None:

@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,14 @@ from service.emulator.faultplan import FaultPlan, Operation
 from service.emulator.faultproxy import FaultProxy
 from service.emulator.notary import NotaryEmulator
 from service.emulator.s3front import PUT_OBJECT_ONLY
+from tests.support.clocks import ShiftedClock
+from tests.support.notary import verdict
 from uploader.config import EngineConfig, MiB
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import CredentialsExpiredError
 from uploader.events import Event, PartAcknowledged
 from uploader.notary.client import NotaryClient
-
-from .conftest import FakeClock
 
 
 def _file(path: Path, size: int) -> tuple[Path, str]:
@@ -56,16 +55,12 @@ async def test_engine_uploads_with_submission_credentials_and_emulator_accepts(
     finally:
         await db.close()
     assert (result.part_count, result.checksum_algorithm) == (3, "CRC64NVME") and result.checksum
-    deadline = time.monotonic() + 10
-    while (status := await client.status(submission.id)).status == "In Progress":
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    assert status.status == "Accepted"
+    assert await verdict(client, submission.id) == "Accepted"
     assert emulator.submissions[submission.id].uploaded_sha256 == digest
 
 
 async def test_engine_reports_expired_credentials(
-    emulator: NotaryEmulator, client: NotaryClient, tmp_path: Path, emulator_clock: FakeClock
+    emulator: NotaryEmulator, client: NotaryClient, tmp_path: Path, emulator_clock: ShiftedClock
 ) -> None:
     path, digest = await asyncio.to_thread(_file, tmp_path / "App.zip", 6 * MiB)
     submission = await client.submit("App.zip", digest)
@@ -118,7 +113,7 @@ async def test_resume_under_put_object_only_credentials_uses_our_own_acknowledge
     assert len(skipped) == 1
     assert emulator.s3.requests[("ListParts", 403)] == 1
     assert not any(op == "AbortMultipartUpload" for op, _ in emulator.s3.requests)
-    assert await _verdict(client, submission.id) == "Accepted"
+    assert await verdict(client, submission.id) == "Accepted"
     assert emulator.submissions[submission.id].uploaded_sha256 == digest
 
 
@@ -148,12 +143,4 @@ async def test_lost_complete_answer_under_put_object_only_credentials_ends_accep
     # SeaweedFS answers a repeated Complete again (S3 may say NoSuchUpload instead: that path,
     # with HeadObject denied, is covered on the in-memory fake).
     assert result.part_count == 2
-    assert await _verdict(client, submission.id) == "Accepted"
-
-
-async def _verdict(client: NotaryClient, submission_id: str) -> str:
-    deadline = time.monotonic() + 20
-    while (status := await client.status(submission_id)).status == "In Progress":
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    return status.status
+    assert await verdict(client, submission.id) == "Accepted"

@@ -19,10 +19,9 @@ from botocore.exceptions import ClientError
 from service.emulator.notary import NotaryEmulator
 from service.emulator.s3front import PUT_OBJECT_ONLY
 from service.emulator.verdicts import INVALID_MARKER
+from tests.support.clocks import ShiftedClock
 from uploader.notary.client import NewSubmission, NotaryClient
 from uploader.notary.logreport import parse_log, render_report
-
-from .conftest import FakeClock
 
 MiB = 1024 * 1024
 
@@ -156,7 +155,7 @@ async def test_part_checksums_pass_through_to_the_backend(
 
 
 async def test_expired_credentials_get_expired_token_mid_upload(
-    emulator: NotaryEmulator, client: NotaryClient, emulator_clock: FakeClock
+    emulator: NotaryEmulator, client: NotaryClient, emulator_clock: ShiftedClock
 ) -> None:
     submission = await client.submit("Big.zip", "0" * 64)
     async with s3_for(emulator, submission) as s3:

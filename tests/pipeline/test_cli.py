@@ -3,62 +3,38 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from service.emulator.auth import TeamKey
 from service.emulator.config import EmulatorConfig
-from service.emulator.notary import BackgroundEmulator, NotaryEmulator, backend_for
+from service.emulator.notary import BackgroundEmulator
 from service.emulator.s3front import PUT_OBJECT_ONLY
-from service.emulator.seaweed import SeaweedServer
 from service.emulator.verdicts import INVALID_MARKER
+from tests.support.emulator import cli_environment, notarize_command
+from tests.support.files import PART, make_archive
+from tests.support.waiting import until
 
-from .conftest import PART, make_archive
+pytestmark = pytest.mark.process
 
 
-@pytest.fixture
-def background(seaweed: SeaweedServer) -> Iterator[BackgroundEmulator]:
-    running = BackgroundEmulator(lambda: NotaryEmulator(
-        backend_for(seaweed), config=EmulatorConfig(processing_delay_seconds=3.0)))
-    running.start()
-    yield running
-    running.stop()
+PARTS_DONE = "SELECT COUNT(*) FROM parts WHERE state = 'done'"
 
 
 @pytest.fixture
-def key(background: BackgroundEmulator, tmp_path: Path) -> TeamKey:
-    return background.call(lambda e: e.make_team_key(tmp_path / "keys"))
+def emulator_config() -> EmulatorConfig:
+    return EmulatorConfig(processing_delay_seconds=3.0)  # time to be killed while waiting
 
 
-def environment(emulator: NotaryEmulator, key: TeamKey, home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTARYD_", "AWS_"))}
-    env.update(
-        HOME=str(home),
-        NOTARYD_KEY_ID=key.key_id,
-        NOTARYD_ISSUER_ID=key.issuer_id,
-        NOTARYD_PRIVATE_KEY=str(key.path),
-        NOTARYD_API_URL=emulator.api_url,
-        NOTARYD_S3_ENDPOINT_URL=emulator.s3_endpoint_url,
-        NOTARYD_S3_ACCELERATE="0",
-        NOTARYD_STATE_DIR=str(home / "state"),
-        NOTARYD_PART_SIZE=str(PART),
-        NOTARYD_CONCURRENCY="4",
-        NOTARYD_POLL_INITIAL="0.3",
-        NOTARYD_POLL_MAX="1",
-    )
-    return env
-
-
-def notarize_command(archive: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "service", "notarize", str(archive), *extra]
+@pytest.fixture
+def key(notary: BackgroundEmulator, tmp_path: Path) -> TeamKey:
+    return notary.call(lambda e: e.make_team_key(tmp_path / "keys"))
 
 
 def query(db: Path, sql: str) -> int:
@@ -76,11 +52,7 @@ def sigkill_when(archive: Path, env: dict[str, str], ready: Callable[[], object]
     proc = subprocess.Popen(notarize_command(archive), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while not ready():
-            assert proc.poll() is None, f"finished before the '{stage}' kill"
-            assert time.monotonic() < deadline, f"never reached '{stage}'"
-            time.sleep(0.02)
+        until(lambda: ready() or proc.poll() is not None, within=120, what=f"the '{stage}' stage")
         if proc.poll() is not None:
             return False
         proc.send_signal(signal.SIGKILL)
@@ -92,53 +64,57 @@ def sigkill_when(archive: Path, env: dict[str, str], ready: Callable[[], object]
 
 
 def finishes_accepted_with_one_submission(
-    background: BackgroundEmulator, archive: Path, env: dict[str, str]
+    notary: BackgroundEmulator, archive: Path, env: dict[str, str]
 ) -> None:
     final = subprocess.run(notarize_command(archive), env=env, capture_output=True, text=True,
                            timeout=300)
     assert final.returncode == 0, final.stderr
     assert "Accepted" in final.stdout
-    assert background.call(lambda e: e.submissions_created) == 1
+    assert notary.call(lambda e: e.submissions_created) == 1
 
 
 def test_sigkilled_at_every_stage_ends_accepted_with_one_submission(
-    background: BackgroundEmulator, key: TeamKey, tmp_path: Path
+    notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
 ) -> None:
-    emulator = background.emulator
     archive = make_archive(tmp_path / "Game.zip", 60 * PART)
-    env = environment(emulator, key, tmp_path)
+    env = cli_environment(notary.emulator, key, tmp_path)
     db = tmp_path / "state" / "notaryd.sqlite3"
     uploaded = "SELECT COUNT(*) FROM submissions WHERE state = 'uploaded'"
-    parts_done = "SELECT COUNT(*) FROM parts WHERE state = 'done'"
-    rng = random.Random(7)
+    answered: list[int] = []  # the emulator's count of authenticated requests when a run began
+
+    def polled_again() -> bool:
+        count = notary.call(lambda e: e.token_stats.accepted)
+        answered.append(count)
+        return count > answered[0]
+
     # (what to wait for before the kill, a description for failure messages)
-    stages = [
-        (lambda: time.sleep(rng.uniform(0.4, 1.0)) or True, "start-up or hashing"),
-        (lambda: query(db, parts_done) >= 10, "uploading, early"),
-        (lambda: query(db, parts_done) >= 40, "uploading, late"),
+    stages: list[tuple[Callable[[], object], str]] = [
+        (db.exists, "start-up"),
+        (lambda: query(db, PARTS_DONE) >= 10, "uploading, early"),
+        (lambda: query(db, PARTS_DONE) >= 40, "uploading, late"),
         (lambda: query(db, uploaded) >= 1, "waiting"),
-        (lambda: time.sleep(1.0) or True, "waiting again"),
+        (polled_again, "waiting again"),
     ]
     kills = [stage for ready, stage in stages if sigkill_when(archive, env, ready, stage)]
     assert len(kills) == 5
-    finishes_accepted_with_one_submission(background, archive, env)
+    finishes_accepted_with_one_submission(notary, archive, env)
 
 
 def test_invalid_exits_2_with_the_issues_printed(
-    background: BackgroundEmulator, key: TeamKey, tmp_path: Path
+    notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
 ) -> None:
     archive = make_archive(tmp_path / "Broken.zip", PART, marker=INVALID_MARKER)
     result = subprocess.run(notarize_command(archive),
-                            env=environment(background.emulator, key, tmp_path),
+                            env=cli_environment(notary.emulator, key, tmp_path),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "hardened runtime" in result.stdout
 
 
 def test_wrong_key_id_exits_1_naming_key_and_issuer(
-    background: BackgroundEmulator, key: TeamKey, tmp_path: Path
+    notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
 ) -> None:
-    env = environment(background.emulator, key, tmp_path)
+    env = cli_environment(notary.emulator, key, tmp_path)
     env["NOTARYD_KEY_ID"] = "ZZZZZZZZZZ"
     archive = make_archive(tmp_path / "Game.zip", PART)
     result = subprocess.run(notarize_command(archive), env=env, capture_output=True, text=True,
@@ -159,11 +135,11 @@ def test_missing_credentials_say_which_variable(tmp_path: Path) -> None:
 
 
 def test_status_log_and_history_show_the_services_view(
-    background: BackgroundEmulator, key: TeamKey, tmp_path: Path
+    notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
 ) -> None:
     import json
 
-    env = environment(background.emulator, key, tmp_path)
+    env = cli_environment(notary.emulator, key, tmp_path)
     archive = make_archive(tmp_path / "Game.zip", PART)
     done = subprocess.run(notarize_command(archive, "--json"), env=env, capture_output=True,
                           text=True, timeout=120)
@@ -186,25 +162,23 @@ def test_status_log_and_history_show_the_services_view(
 
 
 def test_killed_three_times_under_put_object_only_credentials_ends_accepted(
-    background: BackgroundEmulator, key: TeamKey, tmp_path: Path
+    notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
 ) -> None:
     """Credentials that allow only the PutObject family (no ListParts, Abort, Head, Get)."""
-    background.call(lambda e: setattr(e.s3, "denied_operations", PUT_OBJECT_ONLY))
-    emulator = background.emulator
+    notary.call(lambda e: setattr(e.s3, "denied_operations", PUT_OBJECT_ONLY))
     archive = make_archive(tmp_path / "Game.zip", 60 * PART)
-    env = environment(emulator, key, tmp_path)
+    env = cli_environment(notary.emulator, key, tmp_path)
     db = tmp_path / "state" / "notaryd.sqlite3"
-    parts_done = "SELECT COUNT(*) FROM parts WHERE state = 'done'"
     # Every attempt after a part's first, at full length: an upper bound of the bytes re-sent.
     resent = "SELECT COALESCE(SUM((attempts - 1) * length), 0) FROM parts WHERE attempts > 1"
     kills = 0
     for target in (10, 25, 40):
-        kills += sigkill_when(archive, env, lambda t=target: query(db, parts_done) >= t,  # type: ignore[misc]
+        kills += sigkill_when(archive, env, lambda t=target: query(db, PARTS_DONE) >= t,  # type: ignore[misc]
                               f"{target} parts done")
     assert kills == 3
-    finishes_accepted_with_one_submission(background, archive, env)
+    finishes_accepted_with_one_submission(notary, archive, env)
     concurrency = int(env["NOTARYD_CONCURRENCY"])
     assert query(db, resent) <= kills * (concurrency + 1) * PART
-    counts = background.call(lambda e: dict(e.s3.requests))
+    counts = notary.call(lambda e: dict(e.s3.requests))
     assert not any(op == "AbortMultipartUpload" for op, _ in counts)
     assert counts.get(("ListParts", 403), 0) == kills  # tried once per resume, then done without

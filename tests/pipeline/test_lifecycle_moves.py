@@ -18,6 +18,7 @@ from service.daemon.pipeline_runner import PipelineRunner
 from service.daemon.slots import PartSlots
 from service.emulator.notary import NotaryEmulator
 from service.emulator.sample_app import make_sample_app
+from tests.support.files import PART, make_archive
 from uploader.database import Database
 from uploader.events import Event, PartAcknowledged
 from uploader.lifecycle import (
@@ -29,8 +30,6 @@ from uploader.lifecycle import (
 )
 from uploader.notary.pipeline import Notarizer, NotarizeRequest, NotaryConfig
 from uploader.notary.store import SubmissionStore
-
-from .conftest import PART, make_archive
 
 _S = SubmissionState
 _U = UploadState

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from service.emulator.config import EmulatorConfig
 from service.emulator.notary import NotaryEmulator
 from service.emulator.verdicts import INVALID_MARKER
+from tests.support.files import PART, make_archive, zip_bytes
 from uploader.database import Database
 from uploader.events import Event, NotaryStageChanged
 from uploader.notary.client import NotaryClient
@@ -22,8 +22,6 @@ from uploader.notary.pipeline import (
     PreflightFailed,
 )
 from uploader.notary.store import SubmissionStore
-
-from .conftest import PART, make_archive, zip_bytes
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "preflight"
 
@@ -193,11 +191,6 @@ async def test_a_submission_whose_answer_was_lost_is_found_not_duplicated_silent
     assert not await store.dangling_intents(sha)
     row = await db.fetchone("SELECT submission_id FROM submission_intents WHERE id = ?", (intent,))
     assert row is not None and row["submission_id"] == orphan.id
-
-
-@pytest.fixture
-def emulator_config_short() -> EmulatorConfig:
-    return EmulatorConfig(processing_delay_seconds=0.3)
 
 
 async def test_a_log_that_answers_404_right_after_the_verdict_is_asked_again(

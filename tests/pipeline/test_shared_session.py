@@ -14,14 +14,14 @@ from hardening.test_hostile_responses import fake_resolver, loopback_alias
 from service.daemon.app import Shared
 from service.daemon.pipeline_runner import pipeline_runner_factory
 from service.daemon.slots import PartSlots
-from service.emulator.notary import NotaryEmulator, TeamKey
+from service.emulator.auth import TeamKey
+from service.emulator.notary import NotaryEmulator
+from tests.support.files import PART, make_archive
 from uploader.database import Database
 from uploader.notary.auth import TokenSource, load_api_key
 from uploader.notary.client import NotaryClient, notary_session
 from uploader.notary.errors import NetworkError
 from uploader.notary.pipeline import NotarizeRequest, NotaryConfig
-
-from .conftest import PART, make_archive
 
 
 async def test_two_jobs_use_the_one_session_and_it_outlives_them(

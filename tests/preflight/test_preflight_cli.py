@@ -5,21 +5,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 from preflight_builders import CPU_X86_64, CS_RUNTIME, MH_DYLIB, SliceSpec, thin_macho, zip_bytes
 
-NOTARYD = Path(sys.executable).with_name("notaryd")
-pytestmark = pytest.mark.skipif(not NOTARYD.exists(), reason="run `pip install -e .` first")
+from tests.support.daemon import notaryd as installed_notaryd
+
+pytestmark = pytest.mark.process
 
 
 def notaryd(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NOTARYD_STATE_DIR": str(tmp_path / "state")}
     return subprocess.run(
-        [str(NOTARYD), "preflight", *args], capture_output=True, text=True, env=env, timeout=60
+        [installed_notaryd(), "preflight", *args], capture_output=True, text=True, env=env, timeout=60
     )
 
 

@@ -38,6 +38,8 @@ from hostile_inputs import (
 )
 from preflight_builders import gzip_bytes, zip_bytes
 
+pytestmark = pytest.mark.process
+
 MiB = 1 << 20
 MAX_RSS, MAX_TEMP = 400 * MiB, 100 * MiB
 
@@ -45,6 +47,7 @@ MAX_RSS, MAX_TEMP = 400 * MiB, 100 * MiB
 CHILD = """
 import sys
 from service.cli import main
+
 try:
     code = main(sys.argv[1:])
 finally:

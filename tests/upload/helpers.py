@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import boto3
 
 from service.emulator.seaweed import SeaweedServer
+from tests.support.files import PART
 from uploader.config import EngineConfig, MiB, UploadLimits
 from uploader.credentials import Credentials
 from uploader.events import BytesSent, Event, PartAcknowledged, PartRetried
-
-PART = 5 * MiB  # SeaweedFS enforces S3's 5 MiB minimum at CompleteMultipartUpload
-
-
-def make_file(path: Path, size: int) -> Path:
-    """Random, incompressible content, written in 1 MiB blocks."""
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, MiB)
-            f.write(os.urandom(n))
-            left -= n
-    return path
 
 
 def sha256_of_file(path: Path) -> str:

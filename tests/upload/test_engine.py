@@ -11,30 +11,14 @@ from awscrt import checksums
 from botocore.exceptions import ClientError
 
 from service.emulator.seaweed import SeaweedServer
+from tests.support.files import PART, make_file
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import CredentialsExpiredError, PermanentUploadError, SourceChangedError
 from uploader.events import Event, PartAcknowledged, UploadState, UploadStateChanged
 from uploader.hashing import ChecksumAlgorithm
 
-from .helpers import (
-    PART,
-    TINY_LIMITS,
-    Recorder,
-    config,
-    credentials,
-    make_file,
-    s3,
-    sha256_of_file,
-    stored_sha256,
-)
-
-
-@pytest.fixture
-async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
-    database = await Database.open(tmp_path / "state.sqlite3")
-    yield database
-    await database.close()
+from .helpers import TINY_LIMITS, Recorder, config, credentials, s3, sha256_of_file, stored_sha256
 
 
 async def test_uploads_the_exact_bytes(seaweed: SeaweedServer, bucket: str, db: Database,

@@ -7,11 +7,11 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.files import make_file
 from uploader.config import EngineConfig, UploadLimits
 from uploader.credentials import Credentials
 from uploader.database import Database
@@ -22,7 +22,7 @@ from uploader.hashing import ChecksumAlgorithm
 from uploader.s3fake import InMemoryS3, s3_error
 from uploader.upload_session import PROBE_MAX_SECONDS
 
-from .helpers import Recorder, make_file
+from .helpers import Recorder
 
 PART = 64 * 1024
 KEY = "build.zip"
@@ -43,13 +43,6 @@ class FakeTime:
         self.slept.append(seconds)
         self.now += max(0.0, seconds)
         await asyncio.sleep(0)
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "state.sqlite3")
-    yield database
-    await database.close()
 
 
 @pytest.fixture

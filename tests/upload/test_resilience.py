@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,45 +15,33 @@ import pytest
 from service.emulator.faultplan import FaultPlan, Operation
 from service.emulator.faultproxy import FaultProxyThread
 from service.emulator.seaweed import SeaweedServer
+from tests.support.files import PART, make_file
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import CredentialsExpiredError, TransientUploadError
 from uploader.events import Event, PartAcknowledged, PartRetried
 from uploader.retry import RetryPolicy
 
-from .helpers import PART, Recorder, config, credentials, make_file, sha256_of_file, stored_sha256
+from .helpers import Recorder, config, credentials, sha256_of_file, stored_sha256
 
 FAST_RETRY = RetryPolicy(initial_delay_seconds=0.05, max_delay_seconds=0.5,
                          throttled_initial_delay_seconds=0.1)
 
 
-@pytest.fixture
-def proxy(seaweed: SeaweedServer) -> Iterator[FaultProxyThread]:
-    with FaultProxyThread(seaweed.endpoint_url, FaultPlan()) as running:
-        yield running
-
-
-@pytest.fixture
-async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
-    database = await Database.open(tmp_path / "state.sqlite3")
-    yield database
-    await database.close()
-
-
 async def test_hostile_link_completes_with_the_right_bytes_and_bounded_waste(
-    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, proxy: FaultProxyThread
+    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, fault_proxy: FaultProxyThread
 ) -> None:
     source = make_file(tmp_path / "build.zip", 16 * PART + 4321)
-    proxy.set_plan(FaultPlan(reset=0.2, internal_error=0.04, slow_down=0.03, request_timeout=0.03,
+    fault_proxy.set_plan(FaultPlan(reset=0.2, internal_error=0.04, slow_down=0.03, request_timeout=0.03,
                              stall=0.05, stall_seconds=600, lost_response=0.02, seed=7))
     recorder = Recorder()
     engine = MultipartUploader(
-        db, config(proxy.url, stall_timeout_seconds=3.0, retry=FAST_RETRY), hooks=[recorder])
+        db, config(fault_proxy.url, stall_timeout_seconds=3.0, retry=FAST_RETRY), hooks=[recorder])
     await engine.upload(source, bucket, "hostile.zip", credentials(seaweed))
     assert stored_sha256(seaweed, bucket, "hostile.zip") == sha256_of_file(source)
     assert recorder.retries, "the plan injected no fault; the test proves nothing"
     size = source.stat().st_size
-    on_the_wire = proxy.stats.request_body_bytes_received
+    on_the_wire = fault_proxy.stats.request_body_bytes_received
     assert on_the_wire <= 1.5 * size
     # Our byte counts never under-report what reached the server (a reset drops bytes still in
     # socket buffers, so we may count a little more than the proxy read), and nothing beyond
@@ -67,60 +53,57 @@ async def test_hostile_link_completes_with_the_right_bytes_and_bounded_waste(
 
 
 async def test_hostile_link_with_a_total_outage_sends_at_most_one_and_a_half_times_the_file(
-    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, proxy: FaultProxyThread,
+    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, fault_proxy: FaultProxyThread,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The fast version of the 2 GiB soak (scripts/soak.py hostile --outage-seconds 120)."""
     source = make_file(tmp_path / "build.zip", 64 * PART + 99)
     size = source.stat().st_size
-    proxy.set_plan(FaultPlan(reset=0.2, internal_error=0.04, slow_down=0.03, request_timeout=0.03,
+    fault_proxy.set_plan(FaultPlan(reset=0.2, internal_error=0.04, slow_down=0.03, request_timeout=0.03,
                              stall=0.05, stall_seconds=600, seed=5,
                              outage_after_bytes=int(0.3 * size), outage_seconds=2.0))
     engine = MultipartUploader(
-        db, config(proxy.url, stall_timeout_seconds=1.0, retry=FAST_RETRY))
+        db, config(fault_proxy.url, stall_timeout_seconds=1.0, retry=FAST_RETRY))
     with caplog.at_level(logging.INFO, logger="uploader.upload_session"):
         await engine.upload(source, bucket, "outage.zip", credentials(seaweed))
     assert stored_sha256(seaweed, bucket, "outage.zip") == sha256_of_file(source)
-    assert proxy.stats.outcomes.get("outage", 0) > 0, "the outage never began"
+    assert fault_proxy.stats.outcomes.get("outage", 0) > 0, "the outage never began"
     assert any("link looks down" in r.message for r in caplog.records)
-    stats = proxy.stats
+    stats = fault_proxy.stats
     assert stats.request_body_bytes_received <= 1.5 * size, str(stats.to_json())
 
 
 @pytest.mark.parametrize("fault", ["stall", "mid_body_stall", "expect_hang"])
 async def test_a_hung_request_costs_one_stall_timeout_not_the_servers_patience(
-    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, proxy: FaultProxyThread,
+    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, fault_proxy: FaultProxyThread,
     fault: str,
 ) -> None:
     """Includes aiobotocore's `Expect: 100-continue` hang: no read timeout covers that wait."""
     source = make_file(tmp_path / "a.zip", 2 * PART)
-    proxy.set_plan(FaultPlan(**{fault: 1.0}, stall_seconds=600))  # hang every UploadPart
-    retried_at: list[float] = []
+    fault_proxy.set_plan(FaultPlan(**{fault: 1.0}, stall_seconds=600))  # hang every UploadPart
 
     def heal_after_first_retry(event: Event) -> None:
-        if isinstance(event, PartRetried) and not retried_at:
-            retried_at.append(time.monotonic())
-            proxy.set_plan(FaultPlan())
+        if isinstance(event, PartRetried):
+            fault_proxy.set_plan(FaultPlan())
 
     recorder = Recorder()
     engine = MultipartUploader(
-        db, config(proxy.url, stall_timeout_seconds=1.0, concurrency=1, retry=FAST_RETRY),
+        db, config(fault_proxy.url, stall_timeout_seconds=1.0, concurrency=1, retry=FAST_RETRY),
         hooks=[recorder, heal_after_first_retry])
-    started = time.monotonic()
-    await engine.upload(source, bucket, "k", credentials(seaweed))
+    async with asyncio.timeout(120):  # a guard: without the watchdog the part hangs for 600 s
+        await engine.upload(source, bucket, "k", credentials(seaweed))
     assert recorder.retries[0] in ("stall", "timeout")  # our watchdog or the read timeout
-    assert retried_at[0] - started < 30, "the stall watchdog did not fire"
     assert stored_sha256(seaweed, bucket, "k") == sha256_of_file(source)
 
 
 async def test_slow_but_moving_link_is_never_treated_as_a_stall(
-    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, proxy: FaultProxyThread
+    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, fault_proxy: FaultProxyThread
 ) -> None:
     source = make_file(tmp_path / "a.zip", 2 * PART)
     # 4 MiB/s shared by both parts: each 5 MiB part takes ~2.5 s, far beyond the 1 s stall timeout.
-    proxy.set_plan(FaultPlan(bandwidth_bytes_per_second=4 * 1024 * 1024))
+    fault_proxy.set_plan(FaultPlan(bandwidth_bytes_per_second=4 * 1024 * 1024))
     recorder = Recorder()
-    engine = MultipartUploader(db, config(proxy.url, stall_timeout_seconds=1.0, concurrency=2),
+    engine = MultipartUploader(db, config(fault_proxy.url, stall_timeout_seconds=1.0, concurrency=2),
                                hooks=[recorder])
     await engine.upload(source, bucket, "k", credentials(seaweed))
     assert recorder.retries == []
@@ -128,19 +111,19 @@ async def test_slow_but_moving_link_is_never_treated_as_a_stall(
 
 
 async def test_expired_token_surfaces_and_new_credentials_resume(
-    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, proxy: FaultProxyThread
+    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, fault_proxy: FaultProxyThread
 ) -> None:
     source = make_file(tmp_path / "a.zip", 6 * PART)
 
     def expire_after_two(event: Event) -> None:
         if isinstance(event, PartAcknowledged) and event.part_number >= 2:
-            proxy.expire_credentials()
+            fault_proxy.expire_credentials()
 
-    engine_config = config(proxy.url, concurrency=1, retry=FAST_RETRY)
+    engine_config = config(fault_proxy.url, concurrency=1, retry=FAST_RETRY)
     with pytest.raises(CredentialsExpiredError):
         await MultipartUploader(db, engine_config, hooks=[expire_after_two]).upload(
             source, bucket, "k", credentials(seaweed))
-    proxy.set_plan(dataclasses.replace(proxy.plan, expired_token=False))
+    fault_proxy.set_plan(dataclasses.replace(fault_proxy.plan, expired_token=False))
     recorder = Recorder()
     result = await MultipartUploader(db, engine_config, hooks=[recorder]).upload(
         source, bucket, "k", credentials(seaweed))
@@ -150,39 +133,39 @@ async def test_expired_token_surfaces_and_new_credentials_resume(
 
 
 async def test_complete_whose_answer_was_lost_is_recognised_as_done(
-    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, proxy: FaultProxyThread
+    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, fault_proxy: FaultProxyThread
 ) -> None:
     """The first Complete takes effect but the client sees a reset; the retry gets NoSuchUpload."""
     source = make_file(tmp_path / "a.zip", 2 * PART)
-    proxy.set_plan(FaultPlan(lost_response=1.0,
+    fault_proxy.set_plan(FaultPlan(lost_response=1.0,
                              operations=frozenset({Operation.COMPLETE_MULTIPART_UPLOAD})))
 
     async def heal_after_the_first_loss() -> None:
         # The proxy lives on another thread and has no event to wait on: poll its counters.
-        while not proxy.stats.outcomes.get("lost_response"):  # noqa: ASYNC110
+        while not fault_proxy.stats.outcomes.get("lost_response"):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-        proxy.set_plan(FaultPlan())
+        fault_proxy.set_plan(FaultPlan())
 
     healer = asyncio.create_task(heal_after_the_first_loss())
-    engine = MultipartUploader(db, config(proxy.url, retry=FAST_RETRY))
+    engine = MultipartUploader(db, config(fault_proxy.url, retry=FAST_RETRY))
     await engine.upload(source, bucket, "k", credentials(seaweed))
     await healer
-    assert proxy.stats.outcomes.get("lost_response", 0) >= 1  # a fast retry may lose another
+    assert fault_proxy.stats.outcomes.get("lost_response", 0) >= 1  # a fast retry may lose another
     assert stored_sha256(seaweed, bucket, "k") == sha256_of_file(source)
 
 
 async def test_upload_part_sends_expect_100_continue_so_a_refusal_costs_no_body(
-    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, proxy: FaultProxyThread
+    seaweed: SeaweedServer, bucket: str, db: Database, tmp_path: Path, fault_proxy: FaultProxyThread
 ) -> None:
     """The wire truth behind s3client's comment: every UploadPart carries `Expect:
     100-continue`, so the proxy answers its 503 before the body and no body byte is sent
     (without Expect it would read and discard the whole part first)."""
     source = make_file(tmp_path / "a.zip", 2 * PART)
-    proxy.set_plan(FaultPlan(slow_down=1.0))
-    engine = MultipartUploader(db, config(proxy.url, retry=dataclasses.replace(
+    fault_proxy.set_plan(FaultPlan(slow_down=1.0))
+    engine = MultipartUploader(db, config(fault_proxy.url, retry=dataclasses.replace(
         FAST_RETRY, max_attempts=2)))
     with pytest.raises(TransientUploadError):
         await engine.upload(source, bucket, "k", credentials(seaweed))
-    stats = proxy.stats
+    stats = fault_proxy.stats
     assert stats.outcomes.get("slow_down", 0) >= 2
     assert stats.request_body_bytes_received == 0

@@ -8,12 +8,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from service.emulator.seaweed import SeaweedServer
+import pytest
 
-from .helpers import PART, make_file, sha256_of_file, stored_sha256
+from service.emulator.seaweed import SeaweedServer
+from tests.support.files import PART, make_file
+from tests.support.waiting import until
+
+from .helpers import sha256_of_file, stored_sha256
+
+pytestmark = pytest.mark.process
 
 CONCURRENCY = 4
 
@@ -52,6 +57,13 @@ def resent_upper_bound(db_path: Path) -> int:
     return int(row[0])
 
 
+def kill_point(proc: subprocess.Popen[bytes], database: Path, target: int) -> bool:
+    """Whether ``target`` parts are done (0: the state database exists), or the run is over."""
+    if proc.poll() is not None:
+        return True
+    return database.exists() if target == 0 else parts_done(database) >= target
+
+
 def test_five_sigkills_then_resume_gives_the_exact_bytes(
     seaweed: SeaweedServer, bucket: str, tmp_path: Path
 ) -> None:
@@ -62,18 +74,14 @@ def test_five_sigkills_then_resume_gives_the_exact_bytes(
                "--endpoint-url", seaweed.endpoint_url]
     env = environment(seaweed, state)
     rng = random.Random(20261128)
-    # The first kill lands early (start-up or hashing), the others at random points of the upload.
+    database = state / "notaryd.sqlite3"
+    # The first kill lands at start-up, the others at random points of the upload.
     targets = [0, *sorted(rng.sample(range(5, total_parts - 5), 4))]
     kills = 0
     for target in targets:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 60
-            if target == 0:
-                time.sleep(rng.uniform(0.3, 0.8))
-            while target and parts_done(state / "notaryd.sqlite3") < target and proc.poll() is None:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            until(lambda p=proc, t=target: kill_point(p, database, t), within=60, what=f"{target} parts done")
             if proc.poll() is not None:
                 break  # finished before we could kill it
             proc.send_signal(signal.SIGKILL)

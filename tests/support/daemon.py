@@ -1,38 +1,81 @@
-"""Running the daemon as a real process on loopback, and talking to it like a client would."""
+"""Running the daemon as a real process on loopback, and talking to it like a client would.
+
+The daemon listens on port 0 and says which port it got through the service manager's
+readiness protocol (``NOTIFY_SOCKET``, see service/daemon/readiness.py): no port is guessed.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
 import resource
+import secrets
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
+
+from tests.support.waiting import until
+
 BIN = Path(sys.executable).parent
 NOTARYD = BIN / "notaryd"
-FAKE_SERVE = Path(__file__).with_name("fake_serve.py")
+FAKE_SERVE = Path(__file__).resolve().parents[1] / "daemon" / "fake_serve.py"
 
 
-def ensure_notaryd_installed() -> None:
+def notaryd() -> str:
+    """The installed ``notaryd`` console script (``make test`` installs it; tests never do)."""
     if not NOTARYD.exists():
-        subprocess.run(
-            [str(BIN / "pip"), "install", "-e", str(Path(__file__).resolve().parents[2]), "--no-deps", "-q"],
-            check=True,
-        )
+        pytest.fail(f"{NOTARYD} is missing: install the package first (`make .venv/.installed-stamp`)")
+    return str(NOTARYD)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class ServiceManager:
+    """The manager's end of the readiness protocol: a datagram socket named in NOTIFY_SOCKET."""
+
+    def __init__(self) -> None:
+        self.address = f"@notaryd-test-{secrets.token_hex(8)}"  # abstract: no path-length limit
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.socket.bind("\0" + self.address[1:])
+        self.messages: list[dict[str, str]] = []
+
+    def receive(self, timeout: float) -> dict[str, str] | None:
+        """The next message as its ``KEY=value`` fields, or None if none came within ``timeout``."""
+        readable, _, _ = select.select([self.socket], [], [], timeout)
+        if not readable:
+            return None
+        datagram = self.socket.recv(4096).decode()
+        fields = dict(line.split("=", 1) for line in datagram.splitlines() if "=" in line)
+        self.messages.append(fields)
+        return fields
+
+    def wait_ready(self, proc: subprocess.Popen[bytes], timeout: float, log: Callable[[], str]) -> int:
+        """The port ``proc`` listens on, from its READY=1 message; fails if it exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = self.receive(timeout=0.1)
+            if message and message.get("READY") == "1":
+                return int(message["STATUS"].rsplit(":", 1)[1])
+            if proc.poll() is not None:
+                raise RuntimeError(f"notaryd serve exited with {proc.returncode}:\n{log()}")
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"notaryd serve did not say READY=1 in {timeout} s:\n{log()}")
+
+    def drain(self) -> list[dict[str, str]]:
+        while self.receive(0) is not None:
+            pass
+        return self.messages
+
+    def close(self) -> None:
+        self.socket.close()
 
 
 class Daemon:
@@ -50,17 +93,19 @@ class Daemon:
         self.state_dir = root / "state"
         self.archives.mkdir(parents=True, exist_ok=True)
         (root / "home").mkdir(exist_ok=True)
-        self.port = free_port()
         self.fake = fake
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(root / "home"),
             "NOTARYD_STATE_DIR": str(self.state_dir),
-            "NOTARYD_LISTEN": f"127.0.0.1:{self.port}",
+            "NOTARYD_LISTEN": "127.0.0.1:0",
             "NOTARYD_ALLOWED_ROOTS": str(self.archives),
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
+        self.listen = self.env["NOTARYD_LISTEN"]  # what each start asks for; port 0: any free one
+        self.port: int | None = None  # where the running daemon listens, from its READY message
+        self.manager: ServiceManager | None = None
         self.log_path = root / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -70,27 +115,23 @@ class Daemon:
     # -- process -------------------------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> Daemon:
-        ensure_notaryd_installed()
-        cmd = [sys.executable, str(FAKE_SERVE)] if self.fake else [str(NOTARYD), "serve"]
+        """Starts the process and returns once it says it is ready (READY=1 on NOTIFY_SOCKET)."""
+        cmd = [sys.executable, str(FAKE_SERVE)] if self.fake else [notaryd(), "serve"]
+        if self.manager is not None:
+            self.manager.close()
+        self.manager = ServiceManager()
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         log.write(f"--- start {self.starts}\n".encode())
         log.flush()
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
+        env = {**self.env, "NOTARYD_LISTEN": self.listen, "NOTIFY_SOCKET": self.manager.address}
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
         log.close()
         if self.nofile is not None:  # at once: start-up opens only a handful of descriptors
             resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
         self.starts += 1
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
-            with contextlib.suppress(OSError):
-                status, _ = self.request("GET", "/healthz", token=None)
-                if status == 200:
-                    return self
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"daemon did not come up in {timeout} s:\n{self.log()}")
+        self.port = self.manager.wait_ready(self.proc, timeout, self.log)
+        self.env["NOTARYD_LISTEN"] = f"127.0.0.1:{self.port}"  # for clients run with self.env
+        return self
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -101,6 +142,9 @@ class Daemon:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
+        if self.manager is not None:
+            self.manager.close()
+            self.manager = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -116,14 +160,6 @@ class Daemon:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
-        """The log once it contains ``text`` (the daemon listens before it logs its start-up)."""
-        deadline = time.monotonic() + timeout
-        while text not in (current := self.log()):
-            assert time.monotonic() < deadline, f"{text!r} never appeared in the log:\n{current}"
-            time.sleep(0.05)
-        return current
 
     # -- client --------------------------------------------------------------------------------
 
@@ -159,18 +195,13 @@ class Daemon:
         return dict(job)
 
     def wait_for(self, job_id: str, *states: str, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.job(job_id)
-            if job["state"] in states:
-                return job
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id} still {job['state']} after {timeout} s:\n{self.log()[-4000:]}")
-            time.sleep(0.1)
+        """The job once it is in one of ``states``."""
+        return until(lambda: job if (job := self.job(job_id))["state"] in states else None,
+                     within=timeout, what=f"job {job_id} in {states}", detail=lambda: self.log()[-4000:])
 
     def cli(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(NOTARYD), *args], env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+            [notaryd(), *args], env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout,
         )
 
     def events(self, query: str = "", timeout: float = 30) -> Generator[tuple[str, str], None, None]:
@@ -202,6 +233,7 @@ class Daemon:
             conn.close()
 
     def archive(self, name: str, size: int = 100_000) -> Path:
+        """A file under the allowed root: 1 MiB of random bytes at most, then a sparse tail."""
         path = self.archives / name
         with open(path, "wb") as f:
             f.write(os.urandom(min(size, 1 << 20)))
