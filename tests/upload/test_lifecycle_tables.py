@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.files import make_file
 from uploader.config import EngineConfig, UploadLimits
 from uploader.credentials import Credentials
 from uploader.database import Database
@@ -33,8 +34,6 @@ from uploader.notary.client import NewSubmission
 from uploader.notary.store import SubmissionStore
 from uploader.s3fake import InMemoryS3, s3_error
 from uploader.upload_state import UploadStore
-
-from .helpers import make_file
 
 PART = 64 * 1024
 KEY = "build.zip"

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 from service.emulator.seaweed import SeaweedServer
+from tests.support.files import PART, make_file
 
-from .helpers import PART, make_file
 from .test_sigkill_resume import environment, notaryd
 
 
