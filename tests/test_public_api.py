@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import uploader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +47,7 @@ def test_an_unknown_name_is_an_attribute_error_and_submodules_still_import() -> 
     assert redaction.__name__ == "uploader.redaction"
 
 
+@pytest.mark.process
 def test_importing_the_package_does_not_import_the_s3_stack() -> None:
     probe = "import sys, uploader, uploader.redaction; print(sorted(m for m in sys.modules if m.startswith(('uploader.engine', 'aioboto3', 'service'))))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)

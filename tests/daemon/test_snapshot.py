@@ -157,6 +157,7 @@ async def hostile_daemon() -> AsyncIterator[str]:
         yield f"127.0.0.1:{server.port}"
 
 
+@pytest.mark.integration
 async def test_the_client_reports_a_foreign_answer_as_one_clear_error(hostile_daemon: str) -> None:
     async with DaemonClient(hostile_daemon, "token") as client:
         for call in (client.jobs(), client.job("0123456789ab")):
@@ -173,6 +174,7 @@ async def test_the_client_reports_a_foreign_answer_as_one_clear_error(hostile_da
                 pass
 
 
+@pytest.mark.process
 async def test_the_cli_shows_a_foreign_answer_in_one_line(hostile_daemon: str, tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NOTARYD_STATE_DIR": str(tmp_path / "state"),
            "NOTARYD_LISTEN": hostile_daemon, "NOTARYD_API_TOKEN": "t"}

@@ -311,6 +311,7 @@ async def _get(client: TestClient[Any, Any], url: str, **headers: str) -> tuple[
         return response.status, await response.text()
 
 
+@pytest.mark.integration
 async def test_a_signed_url_serves_the_log_until_it_expires(
     log_server: tuple[LogLinks, TestClient[Any, Any]], clock: Clock
 ) -> None:
@@ -327,6 +328,7 @@ async def test_a_signed_url_serves_the_log_until_it_expires(
     assert status == 403 and "Request has expired" in body
 
 
+@pytest.mark.integration
 async def test_a_signed_url_is_refused_when_tampered_with_or_doubly_authenticated(
     log_server: tuple[LogLinks, TestClient[Any, Any]],
 ) -> None:
@@ -344,6 +346,7 @@ async def test_a_signed_url_is_refused_when_tampered_with_or_doubly_authenticate
     assert status == 403 and "requires Expires" in body
 
 
+@pytest.mark.integration
 async def test_a_signed_url_for_a_log_that_does_not_exist_is_no_such_key(
     log_server: tuple[LogLinks, TestClient[Any, Any]],
 ) -> None:
