@@ -6,10 +6,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from service.emulator.seaweed import SeaweedServer
 from tests.support.files import PART, make_file
 
 from .test_sigkill_resume import environment, notaryd
+
+pytestmark = pytest.mark.process
 
 
 def test_the_users_keys_are_never_stored(seaweed: SeaweedServer, bucket: str,
