@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.daemon.metrics import DaemonMetrics
+from tests.support.clocks import ManualClock
 from uploader.events import (
     BytesSent,
     CredentialsIssued,
@@ -22,14 +23,6 @@ from uploader.events import (
 from uploader.lifecycle import QUEUED, JobOutcome, JobState
 from uploader.progress import Progress
 from uploader.rate import RateMeter
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -52,8 +45,8 @@ class FakeJob:
         self.progress.settle()
 
 
-def make(jobs: list[FakeJob] | None = None) -> tuple[DaemonMetrics, Clock, Clock]:
-    wall, mono = Clock(), Clock(50.0)
+def make(jobs: list[FakeJob] | None = None) -> tuple[DaemonMetrics, ManualClock, ManualClock]:
+    wall, mono = ManualClock(1_000_000.0), ManualClock(50.0)
     metrics = DaemonMetrics(
         CollectorRegistry(), jobs=lambda: jobs or [], stuck_after_seconds=3600,
         rate_window_seconds=20, wall_clock=wall, monotonic=mono,
@@ -194,7 +187,7 @@ def test_two_instances_do_not_share_a_registry() -> None:
 
 
 def test_rate_meter_starts_without_a_spike() -> None:
-    clock = Clock(0.0)
+    clock = ManualClock(0.0)
     meter = RateMeter(20, clock)
     meter.add(5_000_000)  # one burst at t=0 reads as 5 MB over (at least) one second
     assert meter.rate() == 5_000_000

@@ -7,7 +7,6 @@ record (``FakeRecord.until``) or for published snapshots, never for time to pass
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,11 +24,10 @@ from .fakes import FakeRecord, FakeScript, fake_factory, fake_scheduler
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "state" / "notaryd.sqlite3")
-    await database.require(daemon_migrations.SCHEMA)
-    yield database
-    await database.close()
+async def db(db: Database) -> Database:
+    """The shared state database with the daemon's tables too (what `notaryd serve` opens)."""
+    await db.require(daemon_migrations.SCHEMA)
+    return db
 
 
 class Harness:

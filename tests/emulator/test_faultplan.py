@@ -5,16 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from service.emulator.faultplan import Draw, Fault, FaultDraws, FaultPlan, Operation
+from tests.support.clocks import ManualClock
 
 PART = Operation.UPLOAD_PART
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def part(draws: FaultDraws, number: int, received: int = 0) -> Draw:
@@ -53,7 +46,7 @@ def test_only_selected_operations_meet_faults_after_the_clean_ones() -> None:
 
 
 def test_the_outage_starts_at_its_byte_count_and_lasts_its_time() -> None:
-    clock = Clock()
+    clock = ManualClock()
     draws = FaultDraws(FaultPlan(outage_after_bytes=1000, outage_seconds=60), clock=clock)
     before = part(draws, 1, received=999)
     assert (before.fault, before.outage) == (None, False)
@@ -67,7 +60,7 @@ def test_the_outage_starts_at_its_byte_count_and_lasts_its_time() -> None:
 
 
 def test_expiry_by_switch_or_by_timer_since_the_plan_was_set() -> None:
-    clock = Clock()
+    clock = ManualClock()
     draws = FaultDraws(FaultPlan(), clock=clock)
     clock.now = 100.0
     assert not draws.expired()

@@ -30,29 +30,22 @@ from service.emulator.verdicts import (
     first_match,
     inspect,
 )
+from tests.support.clocks import ManualClock
 from uploader.lifecycle import NotaryStatus
 
 NOW = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # -- team keys and tokens -----------------------------------------------------------------
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(NOW)
 
 
 @pytest.fixture
-def keys(clock: Clock) -> TeamKeys:
+def keys(clock: ManualClock) -> TeamKeys:
     return TeamKeys(TokenRules(), clock)
 
 
@@ -73,7 +66,7 @@ def bearer(signer: ec.EllipticCurvePrivateKey, kid: str = "KEY1234567", **claims
 
 
 def test_a_well_formed_token_names_its_team_and_is_counted(
-    keys: TeamKeys, team: TeamKey, signer: ec.EllipticCurvePrivateKey, clock: Clock
+    keys: TeamKeys, team: TeamKey, signer: ec.EllipticCurvePrivateKey, clock: ManualClock
 ) -> None:
     token = bearer(signer)
     assert keys.authenticate(token) is team
@@ -144,7 +137,7 @@ def test_a_token_signed_with_another_algorithm_is_refused(keys: TeamKeys, team: 
 
 
 def test_made_keys_are_written_private_and_registered(
-    keys: TeamKeys, tmp_path: Path, clock: Clock
+    keys: TeamKeys, tmp_path: Path, clock: ManualClock
 ) -> None:
     made = keys.make(tmp_path / "keys", key_id="ABCDEFGHIJ", issuer_id="issuer-9")
     assert made.path == tmp_path / "keys" / "AuthKey_ABCDEFGHIJ.p8"
@@ -292,7 +285,7 @@ LOG_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
 
 @pytest.fixture
-async def log_server(clock: Clock) -> AsyncIterator[tuple[LogLinks, TestClient[Any, Any]]]:
+async def log_server(clock: ManualClock) -> AsyncIterator[tuple[LogLinks, TestClient[Any, Any]]]:
     logs = {LOG_ID: {"status": "Accepted"}}
     links = LogLinks(logs.get, lifetime_seconds=3600, clock=clock)
     app = web.Application()
@@ -313,7 +306,7 @@ async def _get(client: TestClient[Any, Any], url: str, **headers: str) -> tuple[
 
 @pytest.mark.integration
 async def test_a_signed_url_serves_the_log_until_it_expires(
-    log_server: tuple[LogLinks, TestClient[Any, Any]], clock: Clock
+    log_server: tuple[LogLinks, TestClient[Any, Any]], clock: ManualClock
 ) -> None:
     links, client = log_server
     url = links.url("http://emulator", LOG_ID, "ASIAEXAMPLE")

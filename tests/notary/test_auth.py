@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests.support.clocks import ManualClock
 from uploader.errors import ConfigError
 from uploader.notary.auth import (
     AUDIENCE,
@@ -150,14 +151,6 @@ def test_missing_ids(key_file: Path) -> None:
     with pytest.raises(KeyFileError, match="NOTARYD_ISSUER_ID"):
         load_api_key(key_file, key_id=KEY_ID, issuer_id="")
     assert issubclass(KeyFileError, ConfigError)
-
-
-class ManualClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _key(p256: ec.EllipticCurvePrivateKey) -> ApiKey:

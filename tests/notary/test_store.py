@@ -6,19 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.clocks import ManualClock
 from uploader.credentials import Credentials
 from uploader.database import Database
 from uploader.lifecycle import IllegalTransition, SubmissionState
 from uploader.notary.client import NewSubmission
 from uploader.notary.store import SubmissionStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _new(submission_id: str, expires_at: float = 1_700_043_200.0) -> NewSubmission:
@@ -31,7 +24,7 @@ def _new(submission_id: str, expires_at: float = 1_700_043_200.0) -> NewSubmissi
 
 
 async def test_intent_then_submission_lifecycle(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock(1_700_000_000.0)
     db = await Database.open(tmp_path / "state.db")
     try:
         store = SubmissionStore(db, clock=clock)
@@ -78,7 +71,7 @@ async def test_intent_then_submission_lifecycle(tmp_path: Path) -> None:
 
 
 async def test_abandon_and_replace_keeps_both_records(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock(1_700_000_000.0)
     db = await Database.open(tmp_path / "state.db")
     try:
         store = SubmissionStore(db, clock=clock)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.clocks import ManualClock
 from tests.support.files import make_file
 from uploader.config import EngineConfig, UploadLimits
 from uploader.credentials import Credentials
@@ -29,33 +30,17 @@ KEY = "build.zip"
 CREDS = Credentials("AKIA", "secret", None, None)
 
 
-class FakeTime:
-    """Monotonic time that only moves when the engine sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
-
-
 @pytest.fixture
 def fake() -> InMemoryS3:
     return InMemoryS3()
 
 
 @pytest.fixture
-def clock() -> FakeTime:
-    return FakeTime()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
-def engine(db: Database, fake: InMemoryS3, clock: FakeTime, *hooks: object,
+def engine(db: Database, fake: InMemoryS3, clock: ManualClock, *hooks: object,
            concurrency: int = 4) -> MultipartUploader:
     config = EngineConfig(part_size=PART, concurrency=concurrency, stall_timeout_seconds=5,
                           limits=UploadLimits(min_part_size=1))
@@ -79,7 +64,7 @@ class Acks:
                 self.reached.set()
 
 
-async def interrupted_after(db: Database, fake: InMemoryS3, clock: FakeTime, path: Path,
+async def interrupted_after(db: Database, fake: InMemoryS3, clock: ManualClock, path: Path,
                             acknowledged: int) -> None:
     """Run an upload and cancel it once ``acknowledged`` parts are committed (a kill, minus
     the process): whatever was in flight is lost, nothing is aborted."""
@@ -92,7 +77,7 @@ async def interrupted_after(db: Database, fake: InMemoryS3, clock: FakeTime, pat
 
 
 async def test_resume_with_listing_and_abort_denied_resends_only_unacknowledged_parts(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path,
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     source = make_file(tmp_path / "a.zip", 20 * PART + 11)
@@ -111,7 +96,7 @@ async def test_resume_with_listing_and_abort_denied_resends_only_unacknowledged_
 
 
 async def test_resume_adopts_parts_listed_over_several_pages(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path
 ) -> None:
     fake.list_page_size = 2
     source = make_file(tmp_path / "a.zip", 12 * PART)
@@ -125,7 +110,7 @@ async def test_resume_adopts_parts_listed_over_several_pages(
 
 
 async def test_listing_whose_marker_does_not_advance_is_not_followed(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path,
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake.list_page_size = 1
@@ -140,7 +125,7 @@ async def test_listing_whose_marker_does_not_advance_is_not_followed(
 
 
 async def test_lost_complete_then_no_such_upload_with_head_denied_ends_unconfirmed(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path
 ) -> None:
     source = make_file(tmp_path / "a.zip", 3 * PART)
     fake.deny("HeadObject", "ListParts", "AbortMultipartUpload")
@@ -154,7 +139,7 @@ async def test_lost_complete_then_no_such_upload_with_head_denied_ends_unconfirm
 
 
 async def test_lost_complete_then_no_such_upload_is_confirmed_by_head_object(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path
 ) -> None:
     source = make_file(tmp_path / "a.zip", 3 * PART)
     fake.lose_answer("CompleteMultipartUpload")
@@ -163,7 +148,7 @@ async def test_lost_complete_then_no_such_upload_is_confirmed_by_head_object(
 
 
 async def test_first_complete_answering_no_such_upload_starts_the_upload_again(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path
 ) -> None:
     source = make_file(tmp_path / "a.zip", 3 * PART)
     fake.fail("CompleteMultipartUpload", s3_error("NoSuchUpload"))
@@ -174,7 +159,7 @@ async def test_first_complete_answering_no_such_upload_starts_the_upload_again(
 
 
 async def test_denied_upload_part_fails_with_one_line_and_aborts(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path
 ) -> None:
     source = make_file(tmp_path / "a.zip", 3 * PART)
     fake.deny("UploadPart")
@@ -185,7 +170,7 @@ async def test_denied_upload_part_fails_with_one_line_and_aborts(
 
 
 async def test_an_outage_collapses_to_one_probe_and_recovers(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path,
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     source = make_file(tmp_path / "a.zip", 40 * PART)
@@ -223,7 +208,7 @@ async def test_an_outage_collapses_to_one_probe_and_recovers(
 
 
 async def test_isolated_resets_on_a_good_link_never_trip_the_breaker(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path,
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     source = make_file(tmp_path / "a.zip", 60 * PART)
@@ -238,7 +223,7 @@ async def test_isolated_resets_on_a_good_link_never_trip_the_breaker(
 
 @pytest.mark.parametrize("rejection", ["InvalidRequest", "InvalidArgument", "NotImplemented"])
 async def test_a_rejected_checksum_falls_back_once_and_is_recorded(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path, rejection: str,
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path, rejection: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     source = make_file(tmp_path / "a.zip", 5 * PART + 3)
@@ -254,7 +239,7 @@ async def test_a_rejected_checksum_falls_back_once_and_is_recorded(
 
 
 async def test_fallback_happens_once_then_the_refusal_is_reported(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path
 ) -> None:
     source = make_file(tmp_path / "a.zip", 2 * PART)
     fake.reject_algorithms = {"CRC64NVME", "CRC32C"}
@@ -266,7 +251,7 @@ async def test_fallback_happens_once_then_the_refusal_is_reported(
 
 @pytest.mark.parametrize("algorithm", list(ChecksumAlgorithm))
 async def test_every_checksum_setting_uploads_the_exact_bytes(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path, algorithm: ChecksumAlgorithm
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path, algorithm: ChecksumAlgorithm
 ) -> None:
     source = make_file(tmp_path / "a.zip", 3 * PART + 5)
     config = EngineConfig(part_size=PART, concurrency=2, checksum=algorithm,
@@ -283,7 +268,7 @@ class _Killed(BaseException):
 
 
 async def test_a_run_killed_after_its_complete_took_effect_is_finished_not_restarted(
-    db: Database, fake: InMemoryS3, clock: FakeTime, tmp_path: Path
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path
 ) -> None:
     source = make_file(tmp_path / "a.zip", 4 * PART)
     fake.lose_answer("CompleteMultipartUpload")  # takes effect, the answer is lost...

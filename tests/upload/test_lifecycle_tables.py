@@ -8,12 +8,13 @@ import asyncio
 import contextlib
 import itertools
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from enum import Enum
 from pathlib import Path
 
 import pytest
 
+from tests.support.clocks import ManualClock
 from tests.support.files import make_file
 from uploader.config import EngineConfig, UploadLimits
 from uploader.credentials import Credentials
@@ -41,13 +42,6 @@ CREDS = Credentials("AKIA", "secret", None, None)
 STORED_UPLOAD_STATES = [s for s in UploadState if s is not UploadState.HASHING]  # events only
 
 Move = tuple[str, str, str]  # lifecycle name, from, to
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "state.sqlite3")
-    yield database
-    await database.close()
 
 
 @pytest.fixture
@@ -141,25 +135,13 @@ def test_terminal_states() -> None:
 # -- the engine's real runs ----------------------------------------------------------------------
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
-
-
 class _Killed(BaseException):
     """Stands in for SIGKILL: nothing in the engine catches it."""
 
 
 class Run:
     def __init__(self, db: Database, fake: InMemoryS3, source: Path) -> None:
-        self.db, self.fake, self.source, self.clock = db, fake, source, FakeTime()
+        self.db, self.fake, self.source, self.clock = db, fake, source, ManualClock()
 
     def engine(self, *hooks: Callable[[Event], None]) -> MultipartUploader:
         config = EngineConfig(part_size=PART, concurrency=4, stall_timeout_seconds=5,

@@ -6,6 +6,7 @@ import io
 import math
 
 from service.progress import ProgressDisplay
+from tests.support.clocks import ManualClock
 from uploader.events import (
     BytesSent,
     CredentialsIssued,
@@ -21,14 +22,6 @@ from uploader.lifecycle import NotaryStage, UploadState
 from uploader.progress import Progress
 
 T = "/builds/App.zip"
-
-
-class Clock:
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_acknowledged_bytes_never_pass_the_total_and_completion_fills_it() -> None:
@@ -106,7 +99,7 @@ def test_events_it_does_not_fold_change_nothing() -> None:
 
 
 def test_rate_is_the_moving_average_of_bytes_sent() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     p = Progress(bytes_total=10_000_000, rate_window_seconds=20, clock=clock)
     assert p.rate() == 0
     for _ in range(30):  # 100 kB/s for 30 s fills the 20 s window
@@ -118,7 +111,7 @@ def test_rate_is_the_moving_average_of_bytes_sent() -> None:
 
 
 def test_seconds_to_finish_needs_history_then_projects_the_rest_at_the_rate() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     p = Progress(bytes_total=1_000_000, rate_window_seconds=120, clock=clock)
     p(BytesSent(T, 10_000, resent=False))
     clock.now += 5
@@ -134,7 +127,7 @@ def test_seconds_to_finish_needs_history_then_projects_the_rest_at_the_rate() ->
 
 
 def test_seconds_to_finish_is_zero_when_every_byte_is_acknowledged() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     p = Progress(bytes_total=100, clock=clock)
     p(BytesSent(T, 100, resent=False))
     p(PartAcknowledged(T, 1, 100))
@@ -143,7 +136,7 @@ def test_seconds_to_finish_is_zero_when_every_byte_is_acknowledged() -> None:
 
 
 def test_settle_ends_everything_in_flight_but_keeps_a_final_stage() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     p = Progress(bytes_total=100, clock=clock)
     p(CredentialsIssued(T, 9999.0))
     p(NotaryStageChanged(T, NotaryStage.UPLOADING, "sub-1", "In Progress", submitted_at=50.0))
@@ -157,7 +150,7 @@ def test_settle_ends_everything_in_flight_but_keeps_a_final_stage() -> None:
 
 
 def test_the_cli_display_renders_the_one_fold() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     out = io.StringIO()  # not a terminal: plain lines
     with ProgressDisplay(out, plain_interval_seconds=10, clock=clock) as display:
         display(UploadStateChanged(T, UploadState.UPLOADING, 4096, 0))

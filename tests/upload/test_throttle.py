@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.clocks import ManualClock
 from uploader.throttle import Throttle
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-
-
 def test_the_burst_is_free_then_each_caller_waits_for_its_bytes() -> None:
-    clock = Clock()
-    throttle = Throttle(1000, burst_bytes=500, clock=clock, sleep=clock.sleep)
+    clock = ManualClock()
+    throttle = Throttle(1000, burst_bytes=500, clock=clock, sleep=clock.record)
     throttle.acquire_blocking(500)
     assert clock.slept == []
     throttle.acquire_blocking(250)
@@ -30,8 +19,8 @@ def test_the_burst_is_free_then_each_caller_waits_for_its_bytes() -> None:
 
 def test_callers_are_served_in_arrival_order_and_the_rate_holds() -> None:
     """Three streams asking at once: each waits for everything taken before it."""
-    clock = Clock()
-    throttle = Throttle(1000, burst_bytes=100, clock=clock, sleep=clock.sleep)
+    clock = ManualClock()
+    throttle = Throttle(1000, burst_bytes=100, clock=clock, sleep=clock.record)
     for _ in range(3):
         throttle.acquire_blocking(100)
     assert clock.slept == pytest.approx([0.1, 0.2])
@@ -41,8 +30,8 @@ def test_callers_are_served_in_arrival_order_and_the_rate_holds() -> None:
 
 
 def test_idle_time_refills_up_to_the_burst_only() -> None:
-    clock = Clock()
-    throttle = Throttle(1000, burst_bytes=200, clock=clock, sleep=clock.sleep)
+    clock = ManualClock()
+    throttle = Throttle(1000, burst_bytes=200, clock=clock, sleep=clock.record)
     throttle.acquire_blocking(200)
     clock.now = 100.0  # a long pause does not bank more than the burst
     throttle.acquire_blocking(200)
@@ -51,8 +40,8 @@ def test_idle_time_refills_up_to_the_burst_only() -> None:
 
 
 def test_fractional_rates_and_a_nonpositive_rate() -> None:
-    clock = Clock()
-    throttle = Throttle(1.5e6, burst_bytes=1.5e5, clock=clock, sleep=clock.sleep)
+    clock = ManualClock()
+    throttle = Throttle(1.5e6, burst_bytes=1.5e5, clock=clock, sleep=clock.record)
     throttle.acquire_blocking(300_000)
     assert clock.slept == pytest.approx([0.1])
     with pytest.raises(ValueError, match="positive"):
@@ -60,14 +49,14 @@ def test_fractional_rates_and_a_nonpositive_rate() -> None:
 
 
 async def test_acquire_on_the_event_loop_waits_without_blocking_it() -> None:
-    clock = Clock()
+    clock = ManualClock()
     waited: list[float] = []
 
     async def async_sleep(seconds: float) -> None:
         waited.append(seconds)
 
     throttle = Throttle(
-        1000, burst_bytes=100, clock=clock, sleep=clock.sleep, async_sleep=async_sleep
+        1000, burst_bytes=100, clock=clock, sleep=clock.record, async_sleep=async_sleep
     )
     await throttle.acquire(100)  # within the burst: no wait at all
     await throttle.acquire(100)
