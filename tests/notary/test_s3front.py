@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +18,8 @@ from service.emulator.notary import NotaryEmulator
 from service.emulator.s3front import PUT_OBJECT_ONLY
 from service.emulator.verdicts import INVALID_MARKER
 from tests.support.clocks import ShiftedClock
+from tests.support.waiting import until_async
+from uploader.lifecycle import NotaryStatus
 from uploader.notary.client import NewSubmission, NotaryClient
 from uploader.notary.logreport import parse_log, render_report
 
@@ -53,14 +53,12 @@ async def s3_for(
         yield s3
 
 
-async def _wait_terminal(client: NotaryClient, submission_id: str, within: float = 20.0) -> str:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+async def _wait_terminal(client: NotaryClient, submission_id: str) -> str:
+    async def verdict() -> str | None:
         status = await client.status(submission_id)
-        if status.is_terminal:
-            return status.status
-        await asyncio.sleep(0.05)
-    return "In Progress"
+        return status.status if status.is_terminal else None
+
+    return await until_async(verdict, within=20.0, what=f"a verdict on {submission_id}")
 
 
 def _crc32c(data: bytes) -> str:
@@ -268,7 +266,11 @@ async def test_stuck_submission_stays_in_progress_until_released(
     submission = await client.submit("Slow.zip", "0" * 64)
     async with s3_for(emulator, submission) as s3:
         await s3.put_object(Bucket=submission.bucket, Key=submission.object, Body=b"x")
-    assert await _wait_terminal(client, submission.id, within=1.5) == "In Progress"
+    async def verdict_held() -> bool:  # processed, its verdict kept back
+        return emulator.submissions[submission.id].pending is not None
+
+    await until_async(verdict_held, within=20.0, what="the stuck submission's processing")
+    assert (await client.status(submission.id)).status == NotaryStatus.IN_PROGRESS
     emulator.release(submission.id)
     assert (await client.status(submission.id)).status == "Accepted"
 
