@@ -27,9 +27,9 @@ from uploader.events import (
     HashProgress,
     NotaryStageChanged,
     PartAcknowledged,
-    UploadState,
     UploadStateChanged,
 )
+from uploader.lifecycle import UploadState
 from uploader.progress import Progress as RunProgress
 from uploader.rate import Clock
 

@@ -73,7 +73,6 @@ from uploader.events import (
     PartAcknowledged,
     PartRetried,
     RetryReason,
-    UploadState,
     UploadStateChanged,
 )
 from uploader.hashing import (
@@ -83,6 +82,7 @@ from uploader.hashing import (
     FileIdentity,
     part_checksum_sync,
 )
+from uploader.lifecycle import UploadState
 from uploader.part_body import PartProgress, PartStream, read_part
 from uploader.planning import plan_upload
 from uploader.retry import Retrier

@@ -18,8 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .lifecycle import NotaryStage as NotaryStage  # re-exported until callers import lifecycle
-from .lifecycle import UploadState as UploadState
+from .lifecycle import NotaryStage, UploadState
 
 log = logging.getLogger(__name__)
 

@@ -42,15 +42,13 @@ from uploader.events import (
     HashProgress,
     Hook,
     NotaryRequestDone,
-    NotaryStage,
     NotaryStageChanged,
     PartAcknowledged,
     PartRetried,
     RetryReason,
-    UploadState,
     UploadStateChanged,
 )
-from uploader.lifecycle import JobState
+from uploader.lifecycle import JobState, NotaryStage, UploadState
 from uploader.notary.pipeline import NotarizeOutcome, NotarizeRequest
 
 

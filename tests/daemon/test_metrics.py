@@ -13,14 +13,12 @@ from uploader.events import (
     BytesSent,
     CredentialsIssued,
     NotaryRequestDone,
-    NotaryStage,
     NotaryStageChanged,
     PartRetried,
     RetryReason,
-    UploadState,
     UploadStateChanged,
 )
-from uploader.lifecycle import QUEUED, JobOutcome, JobState
+from uploader.lifecycle import QUEUED, JobOutcome, JobState, NotaryStage, UploadState
 from uploader.progress import Progress
 from uploader.rate import RateMeter
 

@@ -15,8 +15,9 @@ from tests.support.files import PART, make_file
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import CredentialsExpiredError, PermanentUploadError, SourceChangedError
-from uploader.events import Event, PartAcknowledged, UploadState, UploadStateChanged
+from uploader.events import Event, PartAcknowledged, UploadStateChanged
 from uploader.hashing import ChecksumAlgorithm
+from uploader.lifecycle import UploadState
 
 from .helpers import TINY_LIMITS, Recorder, config, credentials, s3, sha256_of_file, stored_sha256
 

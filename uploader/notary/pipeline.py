@@ -49,13 +49,11 @@ from uploader.events import (
     Emitter,
     HashProgress,
     Hook,
-    NotaryStage,
     NotaryStageChanged,
-    UploadState,
     UploadStateChanged,
 )
 from uploader.hashing import FileDigest, FileIdentity, hash_file
-from uploader.lifecycle import NotaryStatus, SubmissionState
+from uploader.lifecycle import NotaryStage, NotaryStatus, SubmissionState, UploadState
 from uploader.notary import artifact
 from uploader.notary.artifact import StapleNote
 from uploader.notary.auth import TokenSource, load_api_key
