@@ -117,7 +117,9 @@ async def _serve(
         runner_factory = build_runner_factory(settings, shared)
         broker = Broker()
         registry = JobRegistry(await JobStore.open(db))
-        metrics = DaemonMetrics(jobs=registry.jobs, stuck_after_seconds=settings.stuck_after)
+        metrics = DaemonMetrics(
+            jobs=registry.jobs, forgotten=registry.forgotten, stuck_after_seconds=settings.stuck_after
+        )
         executor = JobExecutor(
             runner_factory,
             Flusher(registry.store, broker),

@@ -19,7 +19,8 @@ Metrics (names are a contract, listed in the README's "Control API and metrics")
 * ``notaryd_upload_resent_bytes_total``      the subset that re-sent a part attempted before
 * ``notaryd_part_retries_total{reason}``
 * ``notaryd_upload_rate_bytes_per_second``   moving average of the above over ``rate_window`` s
-* ``notaryd_jobs{state}``                    jobs this daemon knows, by state (every state listed)
+* ``notaryd_jobs{state}``                    jobs this daemon has seen since start, by state (every
+  state listed; finished jobs let go from memory still counted)
 * ``notaryd_notary_requests_total{endpoint,code}``
 * ``notaryd_job_duration_seconds{outcome}``  histogram, first start -> terminal state
 * ``notaryd_oldest_in_progress_submission_seconds``  age of the oldest submission Apple has
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from typing import Protocol
 
@@ -71,6 +72,7 @@ class DaemonMetrics:
         registry: CollectorRegistry | None = None,
         *,
         jobs: Callable[[], Iterable[JobView]] = tuple,
+        forgotten: Callable[[], Mapping[JobState, int]] = dict,
         stuck_after_seconds: float = STUCK_AFTER_SECONDS,
         rate_window_seconds: float = 20.0,
         wall_clock: Clock = time.time,
@@ -78,6 +80,7 @@ class DaemonMetrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.jobs = jobs
+        self.forgotten = forgotten  # finished jobs no longer held in memory, by state
         self.stuck_after_seconds = stuck_after_seconds
         self._now = wall_clock
         self._rate = RateMeter(rate_window_seconds, monotonic)
@@ -176,6 +179,8 @@ class _LiveCollector(Collector):
             value=m.upload_rate(),
         )
         counts: dict[JobState, int] = dict.fromkeys(JOB_STATES, 0)
+        for state, count in m.forgotten().items():
+            counts[state] += count
         size = done = 0
         for job in m.jobs():
             counts[job.state] += 1

@@ -2,30 +2,45 @@
 
 Created first at start-up and handed to whoever needs to read the jobs (the scheduler, the
 metrics' scrape-time gauges): the live ``Job`` objects, whose ``progress`` is current, win over
-their stored copies.
+their stored copies. Memory stays bounded however many jobs a long-lived daemon sees: beyond
+``max_finished`` finished jobs the oldest are let go (the store still has them) and only counted,
+so ``notaryd_jobs{state}`` keeps counting every job since start.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+
+from uploader.lifecycle import JobState
 
 from .job_store import JobStore
 from .jobs import Job, JobNotFound
 
 
 class JobRegistry:
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, *, max_finished: int = 1000) -> None:
         self.store = store
-        self._live: dict[str, Job] = {}
+        self.max_finished = max_finished
+        self._live: dict[str, Job] = {}  # in the order they were added
+        self._forgotten: Counter[JobState] = Counter()
 
     def add(self, job: Job) -> None:
         self._live[job.id] = job
+        finished = [j for j in self._live.values() if j.terminal]
+        for old in finished[: max(0, len(finished) - self.max_finished)]:
+            del self._live[old.id]
+            self._forgotten[old.state] += 1
+
+    def forgotten(self) -> Counter[JobState]:
+        """Finished jobs let go from memory, by state."""
+        return self._forgotten
 
     def remove(self, job: Job) -> None:
         self._live.pop(job.id, None)
 
     def jobs(self) -> list[Job]:
-        """Every job this process has seen (queued, running or ended)."""
+        """The jobs this process holds: every unfinished one, the latest finished ones."""
         return list(self._live.values())
 
     def unfinished_at(self, path: Path) -> Job | None:

@@ -1,0 +1,56 @@
+"""The daemon's job registry holds a bounded number of finished jobs, and forgets none of them:
+the store still answers for them and the metrics still count them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.daemon import migrations as daemon_migrations
+from service.daemon.job_store import JobStore
+from service.daemon.jobs import Job
+from service.daemon.metrics import DaemonMetrics
+from service.daemon.registry import JobRegistry
+from uploader.database import Database
+from uploader.lifecycle import QUEUED, JobOutcome, NotaryStage
+
+
+@pytest.fixture
+async def store(db: Database) -> JobStore:
+    await db.require(daemon_migrations.SCHEMA)
+    return JobStore(db)
+
+
+async def added(registry: JobRegistry, number: int, end: JobOutcome | None) -> Job:
+    job = Job(id=f"{number:012d}", path=Path(f"/archives/{number}.zip"), name=None, webhook=None,
+              skip_preflight=False, state=QUEUED, created_at=float(number), updated_at=float(number))
+    await registry.store.insert(job)
+    registry.add(job)
+    if end is not None:
+        job.move_to(NotaryStage.UPLOADING)
+        job.move_to(end)
+        await registry.store.save(job)
+    return job
+
+
+async def test_old_finished_jobs_leave_memory_but_stay_counted_and_readable(store: JobStore) -> None:
+    registry = JobRegistry(store, max_finished=3)
+    running = await added(registry, 0, None)
+    for number in range(1, 6):  # five finished jobs: the first two go beyond the limit
+        await added(registry, number, JobOutcome.FAILED if number % 2 else JobOutcome.ACCEPTED)
+    newest = await added(registry, 6, None)
+
+    held = {job.id for job in registry.jobs()}
+    assert held == {running.id, newest.id, *(f"{n:012d}" for n in (3, 4, 5))}
+    assert registry.forgotten() == {JobOutcome.FAILED: 1, JobOutcome.ACCEPTED: 1}
+    forgotten = await registry.get(f"{1:012d}")  # from the store now
+    assert forgotten.state is JobOutcome.FAILED
+    assert len(await registry.recent()) == 7
+
+    metrics = DaemonMetrics(CollectorRegistry(), jobs=registry.jobs, forgotten=registry.forgotten)
+    count = metrics.registry.get_sample_value
+    assert count("notaryd_jobs", {"state": "failed"}) == 3
+    assert count("notaryd_jobs", {"state": "accepted"}) == 2
+    assert count("notaryd_jobs", {"state": "queued"}) == 2
