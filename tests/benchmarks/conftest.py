@@ -1,4 +1,5 @@
-"""Shared by the benchmark harness tests: real boto3 clients with dummy credentials."""
+"""Shared by the benchmark harness tests: real boto3 clients with dummy credentials, and
+matplotlib with its font cache built."""
 
 from __future__ import annotations
 
@@ -26,3 +27,19 @@ def s3_client() -> Callable[..., Any]:
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def matplotlib_ready() -> None:
+    """matplotlib with its font cache built in the run's own MPLCONFIGDIR.
+
+    Building the cache lists the system's fonts through a child process (fc-list). That is the
+    run's set-up, not the report's work: done here, a rendering test stays a unit test on a fresh
+    home (the first run) as on every later one.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import font_manager
+
+    font_manager.findfont("DejaVu Sans")  # loads (first time: builds) the font list

@@ -206,6 +206,7 @@ def _synthetic_results() -> dict[str, Any]:
     }
 
 
+@pytest.mark.usefixtures("matplotlib_ready")
 def test_report_renders_targets_tables_and_chart(tmp_path: Path) -> None:
     results = _synthetic_results()
     verdicts = {t.name: t.verdict for t in evaluate(results)}
