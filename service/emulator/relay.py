@@ -56,6 +56,7 @@ class ProxyStats:
     operations: Mapping[str, int] = field(default_factory=dict)
     outcomes: Mapping[str, int] = field(default_factory=dict)
     request_body_bytes_received: int = 0
+    part_body_bytes_received: int = 0  # of those, UploadPart bodies (no CreateMultipart/Complete XML)
     request_body_bytes_forwarded: int = 0
     response_body_bytes_sent: int = 0
 
@@ -64,6 +65,7 @@ class ProxyStats:
             "operations": dict(self.operations),
             "outcomes": dict(self.outcomes),
             "request_body_bytes_received": self.request_body_bytes_received,
+            "part_body_bytes_received": self.part_body_bytes_received,
             "request_body_bytes_forwarded": self.request_body_bytes_forwarded,
             "response_body_bytes_sent": self.response_body_bytes_sent,
         }
@@ -77,12 +79,16 @@ class Traffic:
         self.operations: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
         self.received = 0
+        self.part_received = 0
         self.forwarded = 0
         self.sent = 0
 
-    def add(self, *, received: int = 0, forwarded: int = 0, sent: int = 0) -> None:
+    def add(
+        self, *, received: int = 0, part_received: int = 0, forwarded: int = 0, sent: int = 0
+    ) -> None:
         with self._lock:
             self.received += received
+            self.part_received += part_received
             self.forwarded += forwarded
             self.sent += sent
 
@@ -99,6 +105,7 @@ class Traffic:
                 operations=dict(self.operations),
                 outcomes=dict(self.outcomes),
                 request_body_bytes_received=self.received,
+                part_body_bytes_received=self.part_received,
                 request_body_bytes_forwarded=self.forwarded,
                 response_body_bytes_sent=self.sent,
             )
@@ -145,6 +152,7 @@ class Relay:
     ) -> AsyncIterator[bytes]:
         """The client's body in chunks, at most ``limit`` bytes, shaped by the bandwidth cap."""
         remaining = limit
+        is_part = request.method == "PUT" and "partNumber" in request.query
         while remaining is None or remaining > 0:
             try:
                 chunk = await request.content.readany()
@@ -159,7 +167,7 @@ class Relay:
                 remaining -= len(chunk)
             if self.throttle is not None:
                 await self.throttle.acquire(len(chunk))
-            self.traffic.add(received=len(chunk))
+            self.traffic.add(received=len(chunk), part_received=len(chunk) if is_part else 0)
             yield chunk
 
     async def drain(self, request: web.BaseRequest, limit: int | None = None) -> None:

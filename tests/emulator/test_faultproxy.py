@@ -106,6 +106,7 @@ def test_clean_pass_through_keeps_bytes_and_signatures_intact(
     assert stats.operations["UploadPart"] == 2
     # Complete's XML body counts too: received == forwarded >= the object.
     assert stats.request_body_bytes_received == stats.request_body_bytes_forwarded
+    assert stats.part_body_bytes_received == len(data)  # exactly the parts' bytes, no XML
     assert len(data) < stats.request_body_bytes_received < len(data) + 2000
     assert stats.response_body_bytes_sent >= len(data)
 
