@@ -49,6 +49,7 @@ DESCRIPTIONS = {
     "bytes_total": "Archive size in bytes.",
     "bytes_done": "Bytes confirmed uploaded.",
     "bytes_hashed": "Bytes hashed so far (hashing).",
+    "retries": "Part attempts retried so far, in this daemon's run of the job.",
     "rate_bytes_per_second": "Moving average, 20 s.",
     "eta_seconds": "Upload time left at the current rate.",
     "submission_id": "The notary submission, once there is one.",
@@ -77,6 +78,7 @@ class JobSnapshot:
     bytes_total: int
     bytes_done: int
     bytes_hashed: int = 0
+    retries: int = 0
     rate_bytes_per_second: float
     eta_seconds: float | None
     submission_id: str | None
@@ -104,6 +106,7 @@ class JobSnapshot:
             bytes_total=progress.bytes_total,
             bytes_done=progress.bytes_done,
             bytes_hashed=progress.bytes_hashed,
+            retries=progress.retries,
             rate_bytes_per_second=round(rate, 1),
             eta_seconds=round(eta, 1) if eta is not None else None,
             submission_id=job.submission_id,
