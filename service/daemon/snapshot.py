@@ -78,7 +78,6 @@ class JobSnapshot:
     bytes_total: int
     bytes_done: int
     bytes_hashed: int = 0
-    retries: int = 0
     rate_bytes_per_second: float
     eta_seconds: float | None
     submission_id: str | None
@@ -88,6 +87,7 @@ class JobSnapshot:
     updated_at: float
     started_at: float | None
     finished_at: float | None
+    retries: int = 0
     options: JobOptions = field(default_factory=JobOptions)  # flat in JSON: staple, force, ...
 
     @classmethod
