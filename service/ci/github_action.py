@@ -28,6 +28,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +40,7 @@ EXIT_ACCEPTED, EXIT_FAILURE, EXIT_REJECTED = 0, 1, 2
 BACKSTOP_GRACE_SECONDS = 30.0
 STOP_WAIT_SECONDS = 20.0
 STDERR_LINES_KEPT = 30
+VERDICTS = frozenset({"Accepted", "Invalid", "Rejected"})
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s?)?\s*$")
 
 
@@ -168,6 +170,7 @@ def run_notaryd(command: list[str], timeout: float | None) -> Run:
                               daemon=True)
     reader.start()
     timed_out = False
+    started = time.monotonic()
     try:
         proc.wait(None if timeout is None else timeout + min(BACKSTOP_GRACE_SECONDS, timeout))
     except subprocess.TimeoutExpired:
@@ -180,6 +183,8 @@ def run_notaryd(command: list[str], timeout: float | None) -> Run:
             proc.wait()
     reader.join(STOP_WAIT_SECONDS)
     relay.join(STOP_WAIT_SECONDS)
+    if timeout is not None and proc.returncode == EXIT_FAILURE:
+        timed_out = timed_out or time.monotonic() - started >= timeout  # notaryd's own bound
     return Run(proc.returncode, b"".join(chunks).decode("utf-8", "replace"), list(tail), timed_out)
 
 
@@ -208,9 +213,10 @@ class Verdict:
         self.report = _text(self.document.get("report"))
         self.staple = _staple_text(self.document.get("staple"))
         apple = _text(self.document.get("status"))
-        if run.timed_out:
+        if run.timed_out and apple not in VERDICTS:
             self.status = "timeout"
-            self.error = f"notaryd did not finish within the 'timeout' input; a re-run resumes {self.submission_id or 'the same submission'}"
+            self.error = (self.error or "notaryd did not finish within the 'timeout' input") + (
+                f"; a re-run resumes {self.submission_id or 'the same submission'}")
         elif apple:
             self.status = apple
         elif run.code == EXIT_REJECTED:
@@ -295,7 +301,7 @@ def notarize() -> int:
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(summary, "a", encoding="utf-8") as out:
             out.write(verdict.summary())
-    if run.timed_out:
+    if verdict.status == "timeout":
         print(f"::error::{verdict.error}", flush=True)
         return EXIT_FAILURE
     if verdict.status in {"Invalid", "Rejected"}:
