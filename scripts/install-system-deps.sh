@@ -5,6 +5,9 @@ set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# the live page is tested in a real browser (selenium drives Debian's chromium through chromedriver)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # tests/deploy/mdwe_probe.py loads libseccomp (systemd depends on it; listed for minimal images)
 ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null || need+=(libseccomp2)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

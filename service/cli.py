@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "service.commands.staple",
     "service.commands.doctor",
     "service.commands.state",
+    "service.commands.page",
 )
 
 

@@ -49,6 +49,7 @@ from .job_options import JobOptions
 from .jobs import JobNotFound, job_name_problem
 from .metrics import DaemonMetrics
 from .openapi import openapi_document
+from .page_sessions import check_page_session
 from .scheduler import DuplicateJob, JobFinished, Scheduler, SchedulerClosed
 from .snapshot import JobSnapshot
 from .token import token_matches
@@ -142,6 +143,11 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         config = request.app[CONFIG]
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
+            page = check_page_session(request)  # the live page's cookie: same origin, CSRF
+            if page.allowed:
+                return await handler(request)
+            if page.problem:
+                raise ApiError(403, page.problem, "reload the page at / (or log in: notaryd open)")
             raise ApiError(401, "missing API token", f"send 'Authorization: Bearer <token>'; {config.token_hint}")
         if not token_matches(config.token, presented.strip()):
             raise ApiError(401, "wrong API token", config.token_hint)
@@ -320,6 +326,9 @@ def make_app(
     app.router.add_get("/v1/openapi.json", openapi, allow_head=False)
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
+    from . import live_page  # the page at / and its routes (it uses this module's handlers)
+
+    live_page.register(app)
     return app
 
 

@@ -111,6 +111,14 @@ class DaemonClient:
     async def cancel(self, job_id: str) -> JobSnapshot:
         return self._snapshot(await self._call("DELETE", f"/v1/jobs/{job_id}"))
 
+    async def login_link(self) -> str:
+        """A one-time login URL for the daemon's live page (``notaryd open``)."""
+        reply = await self._call("POST", "/v1/login-links")
+        url = reply.get("url")
+        if not isinstance(url, str) or not url.startswith(f"http://{self.address}/"):
+            raise self._unreadable("POST /v1/login-links has no login 'url' of this daemon")
+        return url
+
     async def log(self, job_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/v1/jobs/{job_id}/log")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import live_page
 from .job_options import openapi_properties
 from .snapshot import openapi_schema
 
@@ -103,6 +104,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             },
         },
         "paths": {
+            **live_page.openapi_paths(),
             "/v1/jobs": {
                 "post": {
                     "operationId": "createJob",

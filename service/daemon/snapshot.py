@@ -49,6 +49,7 @@ DESCRIPTIONS = {
     "bytes_total": "Archive size in bytes.",
     "bytes_done": "Bytes confirmed uploaded.",
     "bytes_hashed": "Bytes hashed so far (hashing).",
+    "retries": "Part attempts retried so far, in this daemon's run of the job.",
     "rate_bytes_per_second": "Moving average, 20 s.",
     "eta_seconds": "Upload time left at the current rate.",
     "submission_id": "The notary submission, once there is one.",
@@ -86,6 +87,7 @@ class JobSnapshot:
     updated_at: float
     started_at: float | None
     finished_at: float | None
+    retries: int = 0
     options: JobOptions = field(default_factory=JobOptions)  # flat in JSON: staple, force, ...
 
     @classmethod
@@ -104,6 +106,7 @@ class JobSnapshot:
             bytes_total=progress.bytes_total,
             bytes_done=progress.bytes_done,
             bytes_hashed=progress.bytes_hashed,
+            retries=progress.retries,
             rate_bytes_per_second=round(rate, 1),
             eta_seconds=round(eta, 1) if eta is not None else None,
             submission_id=job.submission_id,

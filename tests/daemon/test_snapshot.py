@@ -18,14 +18,20 @@ from service.daemon.openapi import openapi_document
 from service.daemon.snapshot import BadSnapshot, JobSnapshot
 from tests.support.daemon import NOTARYD
 from uploader.errors import NotarydError
-from uploader.events import HashProgress, PartAcknowledged, UploadStateChanged
+from uploader.events import (
+    HashProgress,
+    PartAcknowledged,
+    PartRetried,
+    RetryReason,
+    UploadStateChanged,
+)
 from uploader.lifecycle import JOB_STATES, JobOutcome, NotaryStage, NotaryStatus, UploadState
 
 # The control API's job fields, in order: a contract (README, CONTRACT.md).
 API_FIELDS = [
     "id", "path", "name", "webhook", "skip_preflight", "state", "bytes_total", "bytes_done",
     "bytes_hashed", "rate_bytes_per_second", "eta_seconds", "submission_id", "notary_status",
-    "error", "created_at", "updated_at", "started_at", "finished_at",
+    "error", "created_at", "updated_at", "started_at", "finished_at", "retries",
     "staple", "force", "keep_archive",
 ]
 
@@ -39,6 +45,7 @@ def uploading_job() -> Job:
     )
     job.progress(HashProgress("/archives/App.zip", bytes_hashed=2000, bytes_total=2000))
     job.progress(UploadStateChanged("/archives/App.zip", UploadState.UPLOADING, 2000, 0))
+    job.progress(PartRetried("/archives/App.zip", 2, RetryReason.STALL, 1))
     job.progress(PartAcknowledged("/archives/App.zip", 1, 500))
     return job
 
@@ -55,6 +62,7 @@ def test_a_jobs_json_has_the_api_fields_in_order_and_reads_back_equal() -> None:
     document = snapshot.to_json()
     assert list(document) == API_FIELDS
     assert document["state"] == "uploading" and document["bytes_done"] == 500
+    assert document["retries"] == 1
     assert document["notary_status"] == "In Progress"
     assert (document["staple"], document["force"], document["keep_archive"]) == (False, False, True)
     wire = json.loads(json.dumps(document))
@@ -78,7 +86,8 @@ def test_the_openapi_job_schema_describes_exactly_the_snapshot() -> None:
 
 def test_unknown_fields_are_ignored_and_later_fields_may_be_missing() -> None:
     document = finished_json()
-    for later in ("name", "webhook", "skip_preflight", "bytes_hashed", "staple", "force", "keep_archive"):
+    for later in ("name", "webhook", "skip_preflight", "bytes_hashed", "retries", "staple", "force",
+                  "keep_archive"):
         del document[later]
     document["from_a_newer_daemon"] = {"anything": [1, 2]}
     snapshot = JobSnapshot.from_json(document)

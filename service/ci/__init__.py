@@ -1,0 +1,1 @@
+"""Continuous-integration glue: the helper of the GitHub Action (see action.yml)."""

@@ -1,0 +1,170 @@
+"""Running a composite GitHub Action (``action.yml``) the way the runner does, on this machine.
+
+What the runner does and this reproduces: inputs with their defaults (a missing required one is
+an error), ``INPUT_<NAME>`` variables, the ``${{ … }}`` expressions it substitutes in ``env:``
+and ``run:`` (``inputs.*``, ``github.action_path``, ``runner.temp``, ``steps.<id>.outputs.*``;
+any other expression fails the test, so the action cannot use one untried here), each ``run:``
+step as ``bash --noprofile --norc -eo pipefail FILE``, a fresh ``GITHUB_OUTPUT``,
+``GITHUB_PATH`` and ``GITHUB_STEP_SUMMARY`` file per step, ``GITHUB_PATH`` lines put in front of
+``PATH`` for the later steps, ``::add-mask::`` commands taken out of the log, the first failing
+step ending the action, and the action's ``outputs:`` evaluated from its steps' outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+
+
+@dataclass
+class StepRun:
+    name: str
+    code: int
+    stdout: str
+    stderr: str
+    outputs_file: str  # the GITHUB_OUTPUT file's text, as the step wrote it
+    outputs: dict[str, str]
+
+
+@dataclass
+class ActionRun:
+    steps: list[StepRun] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+    summary: str = ""
+    masks: list[str] = field(default_factory=list)
+
+    @property
+    def code(self) -> int:
+        return self.steps[-1].code if self.steps else 0
+
+    @property
+    def log(self) -> str:
+        """What the job's log shows: every step's output but the ``::add-mask::`` commands."""
+        shown = []
+        for step in self.steps:
+            shown += [line for line in step.stdout.splitlines() if not line.startswith("::add-mask::")]
+            shown += step.stderr.splitlines()
+        return "\n".join(shown)
+
+    def written(self) -> str:
+        """Everything the steps wrote to the runner's files."""
+        return "\n".join(step.outputs_file for step in self.steps) + self.summary
+
+
+def parse_output_file(text: str) -> dict[str, str]:
+    """``name=value`` lines and ``name<<DELIMITER`` blocks, as the runner reads GITHUB_OUTPUT."""
+    values: dict[str, str] = {}
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delimiter = line.split("<<", 1)
+            end = lines.index(delimiter, index)
+            values[name] = "\n".join(lines[index:end])
+            index = end + 1
+        elif "=" in line:
+            name, value = line.split("=", 1)
+            values[name] = value
+        elif line:
+            raise AssertionError(f"GITHUB_OUTPUT line is neither name=value nor name<<DELIMITER: {line!r}")
+    return values
+
+
+class CompositeAction:
+    def __init__(self, action_dir: Path) -> None:
+        self.dir = action_dir
+        self.document: dict[str, Any] = yaml.safe_load((action_dir / "action.yml").read_text())
+        assert self.document["runs"]["using"] == "composite"
+
+    def inputs(self, given: dict[str, str]) -> dict[str, str]:
+        declared: dict[str, Any] = self.document.get("inputs") or {}
+        unknown = set(given) - set(declared)
+        assert not unknown, f"inputs the action does not declare: {unknown}"
+        values = {}
+        for name, spec in declared.items():
+            if name in given:
+                values[name] = given[name]
+            elif spec.get("required") and "default" not in spec:
+                raise AssertionError(f"required input {name!r} not given")
+            else:
+                values[name] = str(spec.get("default", ""))
+        return values
+
+    def run(self, given: dict[str, str], *, env: dict[str, str], runner_temp: Path,
+            workspace: Path, timeout: float = 300) -> ActionRun:
+        inputs = self.inputs(given)
+        result = ActionRun()
+        step_outputs: dict[str, dict[str, str]] = {}
+        context = {"inputs": inputs, "steps": step_outputs, "action_path": str(self.dir),
+                   "runner_temp": str(runner_temp)}
+        path = env["PATH"]
+        files = runner_temp / "_runner_file_commands"
+        files.mkdir(parents=True, exist_ok=True)
+        for number, step in enumerate(self.document["runs"]["steps"]):
+            assert set(step) <= {"name", "id", "shell", "env", "run"}, f"step keys the harness does not run: {set(step)}"
+            assert step["shell"] == "bash", "every run step names its shell: bash"
+            output, path_file, summary = (files / f"{kind}_{number}" for kind in ("output", "path", "summary"))
+            for file in (output, path_file, summary):
+                file.write_text("")
+            script = runner_temp / f"step_{number}.sh"
+            script.write_text(substitute(step["run"], context))
+            step_env = {
+                **env,
+                **{f"INPUT_{name.upper().replace(' ', '_')}": value for name, value in inputs.items()},
+                "PATH": path,
+                "GITHUB_ACTION_PATH": str(self.dir),
+                "GITHUB_WORKSPACE": str(workspace),
+                "GITHUB_ACTIONS": "true",
+                "CI": "true",
+                "RUNNER_TEMP": str(runner_temp),
+                "GITHUB_OUTPUT": str(output),
+                "GITHUB_PATH": str(path_file),
+                "GITHUB_STEP_SUMMARY": str(summary),
+                **{key: substitute(str(value), context) for key, value in (step.get("env") or {}).items()},
+            }
+            done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+                                  cwd=workspace, env=step_env, capture_output=True, text=True,
+                                  timeout=timeout)
+            written = output.read_text()
+            run = StepRun(step.get("name", f"step {number}"), done.returncode, done.stdout,
+                          done.stderr, written, parse_output_file(written))
+            result.steps.append(run)
+            result.masks += [line.removeprefix("::add-mask::") for line in done.stdout.splitlines()
+                             if line.startswith("::add-mask::")]
+            result.summary += summary.read_text()
+            if "id" in step:
+                step_outputs[step["id"]] = run.outputs
+            added = [line for line in path_file.read_text().splitlines() if line]
+            path = os.pathsep.join([*reversed(added), path])
+            if done.returncode != 0:
+                break
+        for name, spec in (self.document.get("outputs") or {}).items():
+            result.outputs[name] = substitute(str(spec["value"]), context)
+        return result
+
+
+def substitute(text: str, context: dict[str, Any]) -> str:
+    def value(match: re.Match[str]) -> str:
+        expression = match.group(1)
+        parts = expression.split(".")
+        if parts[0] == "inputs" and len(parts) == 2:
+            return str(context["inputs"][parts[1]])
+        if expression == "github.action_path":
+            return str(context["action_path"])
+        if expression == "runner.temp":
+            return str(context["runner_temp"])
+        if parts[0] == "steps" and len(parts) == 4 and parts[2] == "outputs":
+            return str(context["steps"].get(parts[1], {}).get(parts[3], ""))
+        raise AssertionError(f"the harness does not evaluate ${{{{ {expression} }}}}")
+
+    return EXPRESSION.sub(value, text)
