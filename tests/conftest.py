@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from service.daemon.job_store import JobStore
 from service.emulator.auth import TeamKey
 from service.emulator.config import EmulatorConfig
 from service.emulator.faultproxy import FaultProxyThread
@@ -105,6 +106,12 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = await Database.open(tmp_path / "state" / "notaryd.sqlite3")
     yield database
     await database.close()
+
+
+@pytest.fixture
+async def job_store(db: Database) -> JobStore:
+    """The daemon's real job store on ``db`` (its tables brought up to date)."""
+    return await JobStore.open(db)
 
 
 # -- the notary emulator -----------------------------------------------------------------------

@@ -172,8 +172,13 @@ async def test_disk_full_names_the_disk_and_space_and_keeps_the_cause(tmp_path: 
         assert "mounted at /" in message
         assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
         assert "full" in str(raised.value.__cause__)
-        # the connection was not left inside a transaction: the next statement works
-        assert await db.fetchone("SELECT COUNT(*) FROM submission_intents") is not None
+        # the whole transaction was rolled back, and the connection was not left inside it:
+        # the next statements work
+        assert tuple(await db.fetchone("SELECT COUNT(*) FROM submission_intents") or ()) == (0,)
+        await db.execute("PRAGMA max_page_count = 1073741823")
+        await db.execute("INSERT INTO submission_intents (name, sha256, path, started_at)"
+                         " VALUES ('after', '', 'p', 0)")
+        assert tuple(await db.fetchone("SELECT COUNT(*) FROM submission_intents") or ()) == (1,)
     finally:
         await db.close()
 

@@ -386,8 +386,10 @@ async def test_errors_derive_from_notaryd_error() -> None:
     from uploader.errors import NotarydError
 
     assert issubclass(NotaryError, NotarydError)
-    key = ApiKey("K", "I", ec.generate_private_key(ec.SECP256R1()))
-    assert "K" in str(Unauthenticated(key_id=key.key_id, issuer_id=key.issuer_id))
+    key = ApiKey("2X9R4HXF34", "57246542-96fe-1a63-e053-0824d011072a", ec.generate_private_key(ec.SECP256R1()))
+    message = str(Unauthenticated(key_id=key.key_id, issuer_id=key.issuer_id))
+    assert "key id '2X9R4HXF34'" in message
+    assert "issuer id '57246542-96fe-1a63-e053-0824d011072a'" in message
 
 
 async def test_webhook_gets_double_encoded_payload(
