@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hostile_inputs import HOSTILE_FIGURES
 from preflight_builders import Pki, Signing, make_pki
+from seal_builders import CodeSigning
 
 from uploader.preflight import PreflightReport, run_preflight
 
@@ -16,6 +17,12 @@ from uploader.preflight import PreflightReport, run_preflight
 @pytest.fixture(scope="session")
 def pki() -> Pki:
     return make_pki()
+
+
+@pytest.fixture
+def signing(pki: Pki) -> CodeSigning:
+    """A Developer ID code signing for the seal builders."""
+    return CodeSigning(identity=pki.developer_id_leaf, chain=[pki.developer_id_ca.cert])
 
 
 @pytest.fixture

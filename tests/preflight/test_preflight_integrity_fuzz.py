@@ -8,7 +8,6 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from preflight_builders import Identity, Pki, cpio_odc, gzip_bytes, make_identity
 from seal_builders import Bundle, CodeSigning, signed_thin, signed_xar, udif
 
@@ -28,11 +27,6 @@ def mutations(data: bytes, start: int, seed: int, count: int) -> list[bytes]:
             copy[at] = rng.choice([0x00, 0xFF, 0x7F, 0x80, rng.randrange(256)])
         out.append(bytes(copy))
     return out
-
-
-@pytest.fixture
-def signing(pki: Pki) -> CodeSigning:
-    return CodeSigning(identity=pki.developer_id_leaf, chain=[pki.developer_id_ca.cert])
 
 
 def test_damaged_code_signatures(tmp_path: Path, preflight: Run, signing: CodeSigning) -> None:
