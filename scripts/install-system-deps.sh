@@ -8,6 +8,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # the live page is tested in a real browser (selenium drives Debian's chromium through chromedriver)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# tests/support/privileges.py drops root to nobody for the permission tests
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 # tests/deploy/mdwe_probe.py loads libseccomp (systemd depends on it; listed for minimal images)
 ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null || need+=(libseccomp2)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

@@ -1,4 +1,5 @@
-"""The suite's fixtures, each defined once, and its tiers (see tests/support/tiers.py).
+"""The fixtures shared across test folders (the others sit beside their tests), and the suite's
+tiers (see tests/support/tiers.py).
 
 ``seaweed`` is one real SeaweedFS per test session (per xdist worker); tests isolate themselves
 by bucket (``bucket``). The notary emulator runs in the test's event loop (``emulator``) or on a
@@ -11,12 +12,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import stat
+import tempfile
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from service.daemon.job_store import JobStore
 from service.emulator.auth import TeamKey
 from service.emulator.config import EmulatorConfig
 from service.emulator.faultproxy import FaultProxyThread
@@ -125,6 +130,23 @@ def fault_proxy(seaweed: SeaweedServer) -> Iterator[FaultProxyThread]:
         yield proxy
 
 
+# -- files -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """An empty directory (0755) that ``nobody`` can reach, unlike ``tmp_path`` (its parents are
+    0700): for the unprivileged children of tests/support/privileges.py."""
+    path = Path(tempfile.mkdtemp(prefix="notaryd-shared-"))
+    try:
+        path.chmod(0o755)
+        closed = [p for p in path.parents if not p.stat().st_mode & stat.S_IXOTH]
+        assert not closed, f"{closed[0]} is closed to other users: point TMPDIR somewhere they can reach"
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
 # -- state -------------------------------------------------------------------------------------
 
 
@@ -134,6 +156,12 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = await Database.open(tmp_path / "state" / "notaryd.sqlite3")
     yield database
     await database.close()
+
+
+@pytest.fixture
+async def job_store(db: Database) -> JobStore:
+    """The daemon's real job store on ``db`` (its tables brought up to date)."""
+    return await JobStore.open(db)
 
 
 # -- the notary emulator -----------------------------------------------------------------------

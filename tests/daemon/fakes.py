@@ -48,7 +48,7 @@ from uploader.events import (
     RetryReason,
     UploadStateChanged,
 )
-from uploader.lifecycle import JobState, NotaryStage, UploadState
+from uploader.lifecycle import NotaryStage, UploadState
 from uploader.notary.pipeline import NotarizeOutcome, NotarizeRequest
 
 
@@ -207,28 +207,6 @@ def fake_factory(
         return FakeRunner(hooks, part_slots, script, record, log_dir)
 
     return make
-
-
-class MemoryStore:
-    """What the flusher uses of a JobStore: ``save``; ``failures`` makes the next saves raise."""
-
-    def __init__(self) -> None:
-        self.saved: list[tuple[str, JobState, int]] = []  # (job id, state, bytes_done) per write
-        self.failures = 0
-        self.written = asyncio.Event()
-
-    async def save(self, job: Job) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise OSError(28, "No space left on device")
-        self.saved.append((job.id, job.state, job.progress.bytes_done))
-        self.written.set()
-
-    async def wait_for_writes(self, count: int) -> None:
-        async with asyncio.timeout(10):
-            while len(self.saved) < count:
-                self.written.clear()
-                await self.written.wait()
 
 
 def fake_scheduler(

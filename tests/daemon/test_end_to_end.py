@@ -26,6 +26,11 @@ def uploaded_bytes(d: Daemon) -> float:
     return metric(d.request("GET", "/metrics", token=None)[1], "notaryd_upload_bytes_total")
 
 
+def starts(log: str) -> list[str]:
+    """The daemon log cut into one piece per start (the harness writes ``--- start N``)."""
+    return re.split(r"^--- start \d+$", log, flags=re.MULTILINE)[1:]
+
+
 @pytest.mark.slow
 def test_three_archives_survive_three_sigkills_without_duplicate_submissions(
     real_daemon: Daemon, notary: BackgroundEmulator
@@ -34,20 +39,35 @@ def test_three_archives_survive_three_sigkills_without_duplicate_submissions(
     # ~20 MiB/s across all jobs: the 3 x 30 MiB take ~4.5 s, long enough to be killed mid-way
     d.env.update({"NOTARYD_MAX_JOBS": "3", "NOTARYD_BANDWIDTH_LIMIT": str(20 * MiB)})
     d.start()
-    jobs = [d.submit(d.archive(f"Build{i}.zip", 30 * MiB), skip_preflight=True) for i in range(3)]
-    def bytes_moving() -> bool:  # kill only once bytes are really moving (or all are sent)
-        states = [d.job(j["id"]) for j in jobs]
-        return any(j["bytes_done"] > 0 for j in states) or all(j["state"] in {"waiting", "accepted"} for j in states)
+    ids = [d.submit(d.archive(f"Build{i}.zip", 30 * MiB), skip_preflight=True)["id"] for i in range(3)]
 
+    def mid_upload() -> bool:
+        """This process has sent bytes (its counter starts at 0: a restored bytes_done is not new)
+        and an upload is still unfinished."""
+        if uploaded_bytes(d) == 0:
+            return False
+        jobs = [d.job(job_id) for job_id in ids]
+        return any(j["state"] == "uploading" and j["bytes_done"] < j["bytes_total"] for j in jobs)
+
+    kills = []  # per kill: (bytes the killed process had sent, bytes its jobs still had to upload)
     for _ in range(3):
-        until(bytes_moving, within=60, what="bytes moving", detail=d.log)
+        until(mid_upload, within=60, what="new bytes from this process, an upload unfinished", detail=d.log)
+        sent, jobs = uploaded_bytes(d), [d.job(job_id) for job_id in ids]
         d.kill()
+        kills.append((sent, sum(j["bytes_total"] - j["bytes_done"] for j in jobs)))
         d.start()
-    finished = [d.wait_for(j["id"], "accepted", "failed", "invalid", timeout=120) for j in jobs]
+    finished = [d.wait_for(job_id, "accepted", "failed", "invalid", timeout=120) for job_id in ids]
     assert [j["state"] for j in finished] == ["accepted"] * 3, finished
     assert notary.call(lambda e: e.submissions_created) == 3, "a restart created a duplicate submission"
     assert len({j["submission_id"] for j in finished}) == 3
-    assert d.log().count("resuming job") >= 3
+    # every kill landed mid-upload: the killed process had sent bytes of its own, some were left
+    assert all(sent > 0 and left > 0 for sent, left in kills), kills
+    # and each start after a kill resumed the three jobs, an upload among them
+    pieces = starts(d.log())
+    assert len(pieces) == 4
+    for number, piece in enumerate(pieces[1:], 1):
+        resumed = dict(re.findall(r'msg="resuming job" job=(\w+) .*was=(\w+)', piece))
+        assert sorted(resumed) == sorted(ids) and "uploading" in resumed.values(), f"start {number}:\n{piece}"
 
 
 def test_metrics_agree_with_the_bytes_uploaded(real_daemon: Daemon) -> None:

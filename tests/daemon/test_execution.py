@@ -21,6 +21,7 @@ from service.daemon.execution import (
 )
 from service.daemon.flusher import Flusher
 from service.daemon.job_options import JobOptions
+from service.daemon.job_store import JobStore
 from service.daemon.jobs import Job
 from service.daemon.metrics import DaemonMetrics
 from uploader.errors import NotarydError, PermanentUploadError
@@ -29,8 +30,6 @@ from uploader.lifecycle import QUEUED, JobOutcome, NotaryStage
 from uploader.notary.artifact import StapleNote
 from uploader.notary.pipeline import NotarizeOutcome, NotarizeRequest
 from uploader.progress import Progress
-
-from .fakes import MemoryStore
 
 
 def make_job(path: Path = Path("/builds/App.zip"), **kwargs: object) -> Job:
@@ -122,9 +121,9 @@ class ScriptedRunner:
 
 
 class Setup:
-    def __init__(self, run: Callable[[Emitter], Awaitable[NotarizeOutcome]],
+    def __init__(self, run: Callable[[Emitter], Awaitable[NotarizeOutcome]], store: JobStore,
                  confinement: Confinement | None = None) -> None:
-        self.store = MemoryStore()
+        self.store = store
         self.ended: list[Job] = []
         self.aborted: list[Path] = []
         self.runs = 0
@@ -135,24 +134,38 @@ class Setup:
             return ScriptedRunner(hooks, run, self.aborted)
 
         self.executor = JobExecutor(
-            factory, Flusher(self.store, Broker()),  # type: ignore[arg-type]
+            factory, Flusher(self.store, Broker()),
             metrics=self.metrics, confinement=confinement or Confinement(), on_job_end=self.ended.append,
         )
+
+    async def added(self, job: Job) -> Job:
+        await self.store.insert(job)
+        return job
+
+    async def stored(self, job_id: str = "job1") -> Job:
+        """The job as the store reads it back from SQLite."""
+        stored = await self.store.get(job_id)
+        assert stored is not None
+        return stored
 
     def durations(self, outcome: JobOutcome) -> float | None:
         return self.metrics.registry.get_sample_value(
             "notaryd_job_duration_seconds_count", {"outcome": str(outcome)})
 
 
-async def test_a_verdict_ends_the_job_once_recorded_everywhere() -> None:
+async def test_a_verdict_ends_the_job_once_recorded_everywhere(job_store: JobStore) -> None:
     async def run(emit: Emitter) -> NotarizeOutcome:
         emit(NotaryStageChanged("t", NotaryStage.UPLOADING, "sub-1", "In Progress"))
         return outcome("Invalid")
 
-    s, job = Setup(run), make_job()
+    s = Setup(run, job_store)
+    job = await s.added(make_job())
     await s.executor.run(job, cancelled_by_user=lambda: False)
     assert job.state is JobOutcome.INVALID and job.submission_id == "sub-1"
-    assert s.store.saved[-1] == ("job1", JobOutcome.INVALID, 0)
+    stored = await s.stored()
+    assert (stored.state, stored.submission_id, stored.notary_status, stored.error) == (
+        JobOutcome.INVALID, "sub-1", "Invalid", None)
+    assert stored.started_at is not None and stored.finished_at == job.finished_at is not None
     assert s.ended == [job]
     assert s.durations(JobOutcome.INVALID) == 1
 
@@ -165,18 +178,22 @@ async def test_a_verdict_ends_the_job_once_recorded_everywhere() -> None:
         (RuntimeError("bug"), "internal error (RuntimeError: bug)"),
     ],
 )
-async def test_a_run_that_raises_ends_failed(raised: Exception, error: str) -> None:
+async def test_a_run_that_raises_ends_failed(raised: Exception, error: str, job_store: JobStore) -> None:
     async def run(emit: Emitter) -> NotarizeOutcome:
         raise raised
 
-    s, job = Setup(run), make_job()
+    s = Setup(run, job_store)
+    job = await s.added(make_job())
     await s.executor.run(job, cancelled_by_user=lambda: False)
     assert job.state is JobOutcome.FAILED
     assert job.error is not None and job.error.startswith(error)
-    assert s.store.saved[-1][1] is JobOutcome.FAILED and s.ended == [job]
+    stored = await s.stored()
+    assert stored.state is JobOutcome.FAILED and stored.error == job.error and s.ended == [job]
 
 
-async def test_an_archive_outside_the_roots_fails_before_the_runner_starts(tmp_path: Path) -> None:
+async def test_an_archive_outside_the_roots_fails_before_the_runner_starts(
+    tmp_path: Path, job_store: JobStore
+) -> None:
     async def run(emit: Emitter) -> NotarizeOutcome:
         raise AssertionError("must not run")
 
@@ -184,13 +201,16 @@ async def test_an_archive_outside_the_roots_fails_before_the_runner_starts(tmp_p
     outside.parent.mkdir()
     outside.write_bytes(b"x")
     (tmp_path / "roots").mkdir()
-    s, job = Setup(run, Confinement([tmp_path / "roots"])), make_job(outside)
+    s = Setup(run, job_store, Confinement([tmp_path / "roots"]))
+    job = await s.added(make_job(outside))
     await s.executor.run(job, cancelled_by_user=lambda: False)
     assert job.state is JobOutcome.FAILED and job.error is not None and str(outside) in job.error
     assert s.runs == 0
+    stored = await s.stored()
+    assert stored.state is JobOutcome.FAILED and stored.error == job.error
 
 
-async def test_a_cancel_by_the_user_aborts_the_upload_and_ends_cancelled() -> None:
+async def test_a_cancel_by_the_user_aborts_the_upload_and_ends_cancelled(job_store: JobStore) -> None:
     started = asyncio.Event()
 
     async def run(emit: Emitter) -> NotarizeOutcome:
@@ -199,17 +219,18 @@ async def test_a_cancel_by_the_user_aborts_the_upload_and_ends_cancelled() -> No
         await asyncio.Future()  # until cancelled
         raise AssertionError
 
-    s, job = Setup(run), make_job()
+    s = Setup(run, job_store)
+    job = await s.added(make_job())
     task = asyncio.create_task(s.executor.run(job, cancelled_by_user=lambda: True))
     await started.wait()
     task.cancel()
     await task  # the cancellation is the user's: handled, not propagated
     assert job.state is JobOutcome.CANCELLED
     assert s.aborted == [job.path]
-    assert s.store.saved[-1][1] is JobOutcome.CANCELLED and s.ended == [job]
+    assert (await s.stored()).state is JobOutcome.CANCELLED and s.ended == [job]
 
 
-async def test_a_shutdown_leaves_the_job_running_and_saved_for_the_next_start() -> None:
+async def test_a_shutdown_leaves_the_job_running_and_saved_for_the_next_start(job_store: JobStore) -> None:
     started = asyncio.Event()
 
     async def run(emit: Emitter) -> NotarizeOutcome:
@@ -218,26 +239,33 @@ async def test_a_shutdown_leaves_the_job_running_and_saved_for_the_next_start() 
         await asyncio.Future()
         raise AssertionError
 
-    s, job = Setup(run), make_job()
+    s = Setup(run, job_store)
+    job = await s.added(make_job())
     task = asyncio.create_task(s.executor.run(job, cancelled_by_user=lambda: False))
     await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert job.state is NotaryStage.UPLOADING
-    assert s.store.saved[-1] == ("job1", NotaryStage.UPLOADING, 0)
+    stored = await s.stored()
+    assert (stored.state, stored.submission_id, stored.finished_at) == (NotaryStage.UPLOADING, "sub-1", None)
+    assert [j.id for j in await job_store.unfinished()] == ["job1"]  # what the next start resumes
     assert s.aborted == [] and s.ended == []
 
 
-async def test_cancelling_a_queued_job_ends_it_and_aborts_only_an_upload_from_before() -> None:
+async def test_cancelling_a_queued_job_ends_it_and_aborts_only_an_upload_from_before(
+    job_store: JobStore,
+) -> None:
     async def run(emit: Emitter) -> NotarizeOutcome:
         raise AssertionError("must not run")
 
-    s = Setup(run)
-    fresh = make_job()
+    s = Setup(run, job_store)
+    fresh = await s.added(make_job())
     await s.executor.cancel_queued(fresh)
     assert fresh.state is JobOutcome.CANCELLED and s.aborted == []
-    resumed = make_job(Path("/builds/Old.zip"), started_at=time.time() - 60)
+    resumed = await s.added(make_job(Path("/builds/Old.zip"), id="job2", started_at=time.time() - 60))
     await s.executor.cancel_queued(resumed)
     assert resumed.state is JobOutcome.CANCELLED and s.aborted == [Path("/builds/Old.zip")]
     assert s.ended == [fresh, resumed]
+    assert [(await s.stored(j)).state for j in ("job1", "job2")] == [JobOutcome.CANCELLED] * 2
+    assert await job_store.unfinished() == []

@@ -5,22 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry
 
-from service.daemon import migrations as daemon_migrations
 from service.daemon.job_store import JobStore
 from service.daemon.jobs import Job
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.registry import JobRegistry
-from uploader.database import Database
 from uploader.lifecycle import QUEUED, JobOutcome, NotaryStage
-
-
-@pytest.fixture
-async def store(db: Database) -> JobStore:
-    await db.require(daemon_migrations.SCHEMA)
-    return JobStore(db)
 
 
 async def added(registry: JobRegistry, number: int, end: JobOutcome | None) -> Job:
@@ -35,8 +26,8 @@ async def added(registry: JobRegistry, number: int, end: JobOutcome | None) -> J
     return job
 
 
-async def test_old_finished_jobs_leave_memory_but_stay_counted_and_readable(store: JobStore) -> None:
-    registry = JobRegistry(store, max_finished=3)
+async def test_old_finished_jobs_leave_memory_but_stay_counted_and_readable(job_store: JobStore) -> None:
+    registry = JobRegistry(job_store, max_finished=3)
     running = await added(registry, 0, None)
     for number in range(1, 6):  # five finished jobs: the first two go beyond the limit
         await added(registry, number, JobOutcome.FAILED if number % 2 else JobOutcome.ACCEPTED)

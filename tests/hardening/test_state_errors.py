@@ -18,6 +18,7 @@ import pytest
 from service.daemon import migrations as daemon_migrations
 from service.daemon.job_store import JobStore
 from service.serve_lock import holding_serve_lock
+from tests.support.privileges import NOBODY, run_unprivileged
 from uploader.database import CorruptDatabaseError, Database, DiskFullError, StateError
 from uploader.migrations import SCHEMA
 from uploader.schema import LAYOUT
@@ -26,13 +27,17 @@ from uploader.state_dir import StateDirError, prepare
 pytestmark = pytest.mark.process
 
 
-def notaryd(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """A real `notaryd` process on ``state``; `upload` opens the database before any network."""
+def notaryd_env(state: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTARYD_", "AWS_"))}
     env.update(NOTARYD_STATE_DIR=str(state), AWS_ACCESS_KEY_ID="AKIAEXAMPLE",
                AWS_SECRET_ACCESS_KEY="example-secret-key-0123456789")
-    return subprocess.run([sys.executable, "-m", "service", *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+    return env
+
+
+def notaryd(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A real `notaryd` process on ``state``; `upload` opens the database before any network."""
+    return subprocess.run([sys.executable, "-m", "service", *args], env=notaryd_env(state),
+                          capture_output=True, text=True, timeout=60)
 
 
 def upload_args(tmp_path: Path) -> list[str]:
@@ -172,8 +177,13 @@ async def test_disk_full_names_the_disk_and_space_and_keeps_the_cause(tmp_path: 
         assert "mounted at /" in message
         assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
         assert "full" in str(raised.value.__cause__)
-        # the connection was not left inside a transaction: the next statement works
-        assert await db.fetchone("SELECT COUNT(*) FROM submission_intents") is not None
+        # the whole transaction was rolled back, and the connection was not left inside it:
+        # the next statements work
+        assert tuple(await db.fetchone("SELECT COUNT(*) FROM submission_intents") or ()) == (0,)
+        await db.execute("PRAGMA max_page_count = 1073741823")
+        await db.execute("INSERT INTO submission_intents (name, sha256, path, started_at)"
+                         " VALUES ('after', '', 'p', 0)")
+        assert tuple(await db.fetchone("SELECT COUNT(*) FROM submission_intents") or ()) == (1,)
     finally:
         await db.close()
 
@@ -202,19 +212,31 @@ def test_too_open_state_dir_is_tightened_with_one_warning(
     assert stat.S_IMODE(outside.stat().st_mode) == 0o644  # symlinks are not followed
 
 
-def test_state_dir_that_is_a_file_or_foreign_is_refused(tmp_path: Path) -> None:
+def test_state_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(StateDirError, match="not a directory"):
         prepare(blocker)
     with pytest.raises(StateDirError, match="not a directory"):
         prepare(blocker / "state")
-    if os.getuid() == 0:
-        foreign = tmp_path / "foreign"
-        foreign.mkdir(mode=0o700)
-        os.chown(foreign, 65534, 65534)
-        with pytest.raises(StateDirError, match="belongs to user id 65534"):
-            prepare(foreign)
+
+
+def test_state_dir_of_another_user_is_refused(shared_tmp: Path) -> None:
+    """`nobody` pointed at root's state directory: one line, and the directory left as it was."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can make a directory that belongs to another user (CI runs as root)")
+    state = shared_tmp / "state"
+    state.mkdir(mode=0o700)
+    source = shared_tmp / "file.bin"
+    source.write_bytes(b"x" * 1024)
+    source.chmod(0o644)
+    result = run_unprivileged(
+        [sys.executable, "-m", "service", "upload", str(source), "--bucket", "b", "--key", "k",
+         "--endpoint-url", "http://127.0.0.1:9"], env={**notaryd_env(state), "HOME": str(shared_tmp)})
+    line = assert_one_line(result)
+    assert line == (f"notaryd: state directory {state} belongs to user id 0, not to you ({NOBODY.pw_uid}); "
+                    "set NOTARYD_STATE_DIR to a directory of your own")
+    assert list(state.iterdir()) == [] and stat.S_IMODE(state.stat().st_mode) == 0o700
 
 
 def namespaces_available() -> bool:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.support.clocks import ManualClock
+from tests.support.privileges import python_unprivileged, unprivileged_uid
 from uploader.errors import ConfigError
 from uploader.notary.auth import (
     AUDIENCE,
@@ -79,12 +80,25 @@ def test_group_or_world_readable_key_is_refused_with_chmod_advice(
         load_api_key(key_file, key_id=KEY_ID, issuer_id=ISSUER)
 
 
-def test_unreadable_file(key_file: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file; permission denial cannot be produced")
-    os.chmod(key_file, 0o000)
-    with pytest.raises(KeyFileError, match="permission denied"):
-        load_api_key(key_file, key_id=KEY_ID, issuer_id=ISSUER)
+LOAD_KEY = """
+import sys
+from uploader.notary.auth import load_api_key
+from uploader.notary.errors import KeyFileError
+try:
+    load_api_key(sys.argv[1], key_id=sys.argv[2], issuer_id=sys.argv[3])
+except KeyFileError as error:
+    sys.exit(str(error))
+"""
+
+
+@pytest.mark.process  # a child without root's power to read any file (root reads a 0000 file)
+def test_unreadable_file(shared_tmp: Path, p256: ec.EllipticCurvePrivateKey) -> None:
+    key_file = _write(shared_tmp / f"AuthKey_{KEY_ID}.p8", _pkcs8(p256), mode=0o000)
+    result = python_unprivileged(LOAD_KEY, str(key_file), KEY_ID, ISSUER)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        f"{key_file}: permission denied reading the API key file; it must be readable by user id "
+        f"{unprivileged_uid()} (fix the owner, then `chmod 600 {key_file}`)")
 
 
 def test_not_pem(tmp_path: Path) -> None:

@@ -65,17 +65,21 @@ async def _put(emulator: NotaryEmulator, submission_id: str, data: bytes) -> Non
 async def test_submit_status_history_and_log_round_trip(
     emulator: NotaryEmulator, client: NotaryClient, events: list[Event]
 ) -> None:
+    before = time.time()
     submission = await client.submit("App.zip", SHA)
+    after = time.time()
     assert submission.bucket == "notary-submissions-prod"
     assert submission.object == f"prod/AROAEMULATORNOTARYD01:{submission.id}"
     assert submission.credentials.access_key_id.startswith("ASIA")
     assert submission.credentials.session_token
-    expires_in = submission.credentials.seconds_left()
-    assert expires_in is not None and 12 * 3600 - 60 < expires_in <= 12 * 3600
+    # credentials last 12 h from the moment of the request
+    expires_at = submission.credentials.expires_at
+    assert expires_at is not None and before + 12 * 3600 <= expires_at <= after + 12 * 3600
 
     status = await client.status(submission.id.upper())  # ids match case-insensitively
     assert (status.id, status.name, status.status) == (submission.id, "App.zip", "In Progress")
-    assert status.created_at is not None and abs(status.created_at - time.time()) < 60
+    # created during the request (Apple's timestamps have milliseconds: truncated)
+    assert status.created_at is not None and before - 0.001 <= status.created_at <= after
 
     with pytest.raises(NotFound, match="no resource of type 'submissionsLog'"):
         await client.log_url(submission.id)
@@ -386,8 +390,10 @@ async def test_errors_derive_from_notaryd_error() -> None:
     from uploader.errors import NotarydError
 
     assert issubclass(NotaryError, NotarydError)
-    key = ApiKey("K", "I", ec.generate_private_key(ec.SECP256R1()))
-    assert "K" in str(Unauthenticated(key_id=key.key_id, issuer_id=key.issuer_id))
+    key = ApiKey("2X9R4HXF34", "57246542-96fe-1a63-e053-0824d011072a", ec.generate_private_key(ec.SECP256R1()))
+    message = str(Unauthenticated(key_id=key.key_id, issuer_id=key.issuer_id))
+    assert "key id '2X9R4HXF34'" in message
+    assert "issuer id '57246542-96fe-1a63-e053-0824d011072a'" in message
 
 
 async def test_webhook_gets_double_encoded_payload(

@@ -28,6 +28,9 @@ from preflight_builders import (
     zip_bytes,
 )
 
+# The test property under which the CLI test records each run's figures for the terminal summary.
+HOSTILE_FIGURES = "hostile_preflight_figures"
+
 _MiB = 1 << 20
 _XAR_HEADER = struct.Struct(">4sHHQQI")
 

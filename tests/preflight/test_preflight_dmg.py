@@ -26,11 +26,6 @@ NOT_READ = (
 )
 
 
-@pytest.fixture
-def signing(pki: Pki) -> CodeSigning:
-    return CodeSigning(identity=pki.developer_id_leaf, chain=[pki.developer_id_ca.cert])
-
-
 def findings(report: PreflightReport) -> list[tuple[str, str, str | None]]:
     return [(str(i.severity), i.message, i.detail) for i in report.issues]
 

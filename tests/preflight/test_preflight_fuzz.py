@@ -220,11 +220,13 @@ def check_one(path: Path, pki: Pki) -> None:
     report.to_json().encode("utf-8")
 
 
-@pytest.mark.parametrize(
-    "regression",
-    sorted(REGRESSIONS.glob("*")) if REGRESSIONS.exists() else [],
-    ids=lambda p: p.name,
-)
+def test_fuzz_regressions_are_there() -> None:
+    """A missing or emptied folder would parametrize the next test with nothing: zero cases run."""
+    assert REGRESSIONS.is_dir(), f"{REGRESSIONS} is missing"
+    assert sorted(REGRESSIONS.glob("*--*")), f"{REGRESSIONS} holds no <what it found>--<name> case"
+
+
+@pytest.mark.parametrize("regression", sorted(REGRESSIONS.glob("*--*")), ids=lambda p: p.name)
 def test_fuzz_regressions(regression: Path, tmp_path: Path, pki: Pki) -> None:
     name = regression.name.split("--", 1)[1]  # "<what it found>--<file name preflight sees>"
     path = tmp_path / name

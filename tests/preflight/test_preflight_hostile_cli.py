@@ -6,8 +6,8 @@ address space's high-water mark; ``ru_maxrss`` from ``os.wait4`` would also coun
 process it was forked from, which Linux carries across exec). Temp space is what the child
 wrote to files (``wchar`` from ``/proc/self/io`` minus what it printed), an upper bound on what
 it can have held in its private TMPDIR. Wall
-time is recorded for the report (``-s`` prints a table) but not asserted: timing targets
-belong in benchmarks.
+time is recorded for the report (the terminal summary lists every run's figures, see
+tests/preflight/conftest.py) but not asserted: timing targets belong in benchmarks.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from hostile_inputs import (
+    HOSTILE_FIGURES,
     bundle_of_many_files,
     bundles_with_giant_seals,
     cpio_giant_name,
@@ -94,9 +95,6 @@ class Run:
     seconds: float
 
 
-FIGURES: list[tuple[str, int, Run]] = []
-
-
 def run_child(path: Path, tmp: Path) -> Run:
     tmpdir = tmp / "tmp"
     tmpdir.mkdir(exist_ok=True)
@@ -143,11 +141,14 @@ def hostile_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_input_is_bounded_and_never_passes(
-    name: str, hostile_files: Path, tmp_path: Path
+    name: str, hostile_files: Path, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     path = hostile_files / name
     run = run_child(path, tmp_path)
-    FIGURES.append((name, path.stat().st_size, run))
+    record_property(HOSTILE_FIGURES, (
+        f"{name:26} {path.stat().st_size / 1024:9.1f} KiB  exit {run.exit_code}  {run.seconds:5.2f} s  "
+        f"RSS {run.rss / MiB:6.1f} MiB  temp {run.temp / MiB:6.2f} MiB"
+    ))
     assert "Traceback" not in run.stderr, run.stderr
     assert run.exit_code in (1, 2), run.stdout + run.stderr
     if run.exit_code == 2:
@@ -158,11 +159,3 @@ def test_hostile_input_is_bounded_and_never_passes(
     assert run.rss < MAX_RSS, f"peak RSS {run.rss / MiB:.0f} MiB"
     assert run.temp < MAX_TEMP, f"wrote {run.temp / MiB:.0f} MiB"
 
-
-def test_print_figures() -> None:
-    """With ``-s``: the measured figures, for the issue's report."""
-    for name, size, run in FIGURES:
-        print(
-            f"{name:26} {size / 1024:9.1f} KiB  exit {run.exit_code}  {run.seconds:5.2f} s  "
-            f"RSS {run.rss / MiB:6.1f} MiB  temp {run.temp / MiB:6.2f} MiB"
-        )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from preflight_builders import CPU_X86_64, HASH_SHA1, HASH_SHA256, MH_DYLIB, Pki
+from preflight_builders import CPU_X86_64, HASH_SHA1, HASH_SHA256, MH_DYLIB
 from seal_builders import Bundle, CodeSigning, Link, fat, signed_thin
 
 from uploader.preflight import PreflightReport
@@ -23,11 +23,6 @@ from uploader.preflight import messages as msg
 Run = Callable[[Path], PreflightReport]
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "preflight"
 MARKUPSAFE = FIXTURES / "markupsafe-3.0.2-_speedups-universal2.so"
-
-
-@pytest.fixture
-def signing(pki: Pki) -> CodeSigning:
-    return CodeSigning(identity=pki.developer_id_leaf, chain=[pki.developer_id_ca.cert])
 
 
 def invalid(report: PreflightReport) -> list[tuple[str, str | None, str | None]]:

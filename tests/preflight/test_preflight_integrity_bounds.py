@@ -12,18 +12,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 from preflight_builders import Pki, cpio_odc, gzip_bytes, xar
 from seal_builders import Bundle, CodeSigning, signed_thin, udif
 
 from uploader.preflight import PreflightReport, run_preflight
 from uploader.preflight import messages as msg
 from uploader.preflight.limits import DEFAULT_LIMITS
-
-
-@pytest.fixture
-def signing(pki: Pki) -> CodeSigning:
-    return CodeSigning(identity=pki.developer_id_leaf, chain=[pki.developer_id_ca.cert])
 
 
 def run(path: Path, pki: Pki, **limits: int) -> PreflightReport:
