@@ -228,8 +228,11 @@ def _number(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:g}"
 
 
-def seconds(maximum: float, minimum: float = 0.0) -> Callable[[Any], float]:
-    """Parser of a duration in seconds: finite, more than ``minimum``, at most ``maximum``."""
+def seconds(maximum: float, minimum: float = 0.0, *,
+            zero: bool = False) -> Callable[[Any], float]:
+    """Parser of a duration in seconds: finite, more than ``minimum`` (at least 0 with
+    ``zero``), at most ``maximum``."""
+    lowest = "at least 0" if zero else f"more than {_number(minimum)}"
 
     def parse(raw: Any) -> float:
         if isinstance(raw, str):
@@ -241,20 +244,20 @@ def seconds(maximum: float, minimum: float = 0.0) -> Callable[[Any], float]:
             value = float(raw)
         else:
             raise ValueError(f"must be a number of seconds, got {_shown(raw)}")
-        if not math.isfinite(value) or not minimum < value <= maximum:
+        low_enough = value >= 0 if zero else value > minimum
+        if not math.isfinite(value) or not low_enough or value > maximum:
             raise ValueError(
-                f"must be more than {_number(minimum)} and at most {_number(maximum)} seconds, "
-                f"got {_shown(raw)}"
-            )
+                f"must be {lowest} and at most {_number(maximum)} seconds, got {_shown(raw)}")
         return value
 
     return parse
 
 
-def seconds_option(maximum: float) -> Callable[[str], float]:
+def seconds_option(maximum: float, *, zero: bool = False) -> Callable[[str], float]:
     """argparse ``type=`` for a command-line duration in seconds: the same rule as ``seconds``
-    (finite, more than 0, at most ``maximum``), refused with argparse's usage error."""
-    parse = seconds(maximum)
+    (finite, more than 0 or with ``zero`` at least 0, at most ``maximum``), refused with
+    argparse's usage error."""
+    parse = seconds(maximum, zero=zero)
 
     def option(text: str) -> float:
         try:

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                     "verifies, offline, that a ticket for the current signature is stapled.")
     s.add_argument("path", type=Path)
     s.add_argument("--check", action="store_true", help="verify offline; change nothing")
-    s.add_argument("--max-wait", type=seconds_option(DAY), default=1800.0, metavar="S",
+    s.add_argument("--max-wait", type=seconds_option(DAY, zero=True), default=1800.0, metavar="S",
                    help="how long to keep asking while the ticket propagates (default 1800)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=staple)
