@@ -137,7 +137,7 @@ async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
             raise exc
         if failures == 1:
             reason = "it is not running" if isinstance(exc, DaemonUnreachable) else str(exc)
-            view.message(f"notaryd: lost the daemon ({reason}); reconnecting")
+            view.message(printable(f"notaryd: lost the daemon ({reason}); reconnecting"))
         return RECONNECT_DELAY_SECONDS
 
     with JobFollower(sys.stderr) as view:
