@@ -60,7 +60,7 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-MAX_ATTEMPTS = 20  # about 8 minutes of back-off on average, 16 at most
+MAX_ATTEMPTS = 20  # 19 waits: about 7.5 minutes of back-off on average, 15 at most
 DELIVERY_POLICY = RetryPolicy(initial_delay_seconds=2.0, throttled_initial_delay_seconds=2.0,
                               max_delay_seconds=60.0, max_attempts=MAX_ATTEMPTS)
 ANSWER_BYTES = 4096  # a receiver's answer is read (to free the connection), never used
@@ -189,11 +189,9 @@ class JobNotifier:
 
     async def _deliver(self, pending: PendingNotification) -> None:
         job = pending.job
-        store = await self._notifications() if self._db is not None else None
         document = {**pending.document, "sent_at": time.time()}
         body = json.dumps(document, sort_keys=True).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self._secret, body)}
-
         made = pending.attempts
 
         async def attempt() -> None:
@@ -202,9 +200,9 @@ class JobNotifier:
             await self._post(body, headers)
 
         async def decide(error: Exception, _retry_number: int) -> float:
-            if not isinstance(error, _Undelivered):
+            if not isinstance(error, _Undelivered) or error.final:
                 raise error
-            if error.final or self._retrier.gives_up_after(made):
+            if self._retrier.gives_up_after(made):
                 raise error
             if store is not None:
                 await store.attempted(pending.delivery, made)
@@ -214,17 +212,19 @@ class JobNotifier:
             return delay
 
         try:
-            await self._retrier.run(attempt, decide)
-        except _Undelivered as error:
-            what = "refused" if error.final else "given up"
-            log.warning("job notification %s %s", what, kv(job=job, last=error.why, attempts=made))
+            store = await self._notifications() if self._db is not None else None
+            try:
+                await self._retrier.run(attempt, decide)
+            except _Undelivered as error:
+                what = "refused" if error.final else "given up"
+                log.warning("job notification %s %s", what,
+                            kv(job=job, last=error.why, attempts=made))
+            else:
+                log.info("job notification delivered %s", kv(job=job, attempts=made))
+            if store is not None:  # not shielded: cut short, the row stays and is sent again
+                await store.remove(pending.delivery)
         except Exception:  # a notification must never take the daemon down
             log.exception("job notification failed %s", kv(job=job))
-            return
-        else:
-            log.info("job notification delivered %s", kv(job=job, attempts=made))
-        if store is not None:  # not shielded: cut short, the row stays and is sent again
-            await store.remove(pending.delivery)
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> None:
         """One attempt; ``_Undelivered`` says why it failed and whether that is final."""
