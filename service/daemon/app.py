@@ -106,7 +106,8 @@ async def _serve(
     notifier = JobNotifier.from_settings(settings)
     db = await Database.open(settings.database_path)
     notifier.bind(db)
-    session = notary_session(settings.api_url)  # every job's, closed after the jobs stopped
+    # every job's (notary API, logs, ticket lookups), closed after the jobs stopped
+    session = notary_session(settings.api_url, settings.ticket_url)
     try:
         shared = Shared(
             db=db,

@@ -53,3 +53,22 @@ async def test_the_emulator_allowance_still_reaches_loopback() -> None:
         finally:
             await session.close()
     assert len(emulator.requests) == 1
+
+
+async def test_a_configured_ticket_host_may_be_on_loopback_and_nothing_else_there() -> None:
+    """NOTARYD_TICKET_URL is the operator's choice, like the API URL: its host is trusted; a
+    redirect from it to another service on this machine is not."""
+    with scripted_server() as inside, scripted_server(lambda r: Answer(
+            307, {"Location": f"http://127.0.0.1:{inside.port}/x"}) if r.path == "/hop"
+            else Answer(200, body=b"{}")) as lookup:
+        session = notary_session(STRICT_API, lookup.url("/records/lookup"))
+        try:
+            async with session.post(lookup.url("/records/lookup"), data=b"{}") as response:
+                assert response.status == 200
+            with pytest.raises(aiohttp.ClientConnectorDNSError, match="loopback"):
+                async with session.post(lookup.url("/hop"), data=b"{}"):
+                    pass
+        finally:
+            await session.close()
+    assert [r.path for r in lookup.requests] == ["/records/lookup", "/hop"]
+    assert inside.requests == []

@@ -369,10 +369,12 @@ def test_address_guard_lets_the_api_host_and_the_emulator_through() -> None:
     loopback: list[ResolveResult] = [{"hostname": "localhost", "host": "127.0.0.1", "port": 443,
                                       "family": socket.AF_INET, "proto": 0, "flags": 0}]
     strict = AddressGuard("https://localhost/notary/v2")  # a local TLS proxy as the API
-    assert strict.allowed("localhost", loopback) == loopback
-    assert AddressGuard("http://127.0.0.1:9000/notary/v2").allowed("localhost", loopback)
+    assert strict.allowed("localhost", 443, loopback) == loopback
     with pytest.raises(OSError, match="loopback"):
-        AddressGuard("https://notary.example/v2").allowed("localhost", loopback)
+        strict.allowed("localhost", 8080, loopback)  # another service there
+    assert AddressGuard("http://127.0.0.1:9000/notary/v2").allowed("localhost", 8080, loopback)
+    with pytest.raises(OSError, match="loopback"):
+        AddressGuard("https://notary.example/v2").allowed("localhost", 443, loopback)
 
 
 def submit_answer(**overrides: object) -> Handler:

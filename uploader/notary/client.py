@@ -148,18 +148,19 @@ def parse_iso8601(text: str) -> float | None:
 
 
 def notary_session(
-    api_url: str, *, trace_configs: list[aiohttp.TraceConfig] | None = None
+    api_url: str, *configured_urls: str, trace_configs: list[aiohttp.TraceConfig] | None = None
 ) -> aiohttp.ClientSession:
     """A session for everything a notarisation fetches (API, log URLs, ticket lookups).
 
     Its connector checks every address when it connects (``GuardedConnector``: names and IP
     literals, on every redirect hop), so a URL that passed ``UrlPolicy`` cannot rebind to this
-    machine, and a redirect aiohttp follows by itself cannot reach it either. Timeouts and body
-    caps are per request.
+    machine, and a redirect aiohttp follows by itself cannot reach it either. The hosts of
+    ``api_url`` and of ``configured_urls`` (the ticket lookup's) are the operator's choice and
+    may be anywhere. Timeouts and body caps are per request.
     Share one across clients of the same ``api_url``; whoever creates it closes it.
     """
     return aiohttp.ClientSession(
-        connector=GuardedConnector(api_url),
+        connector=GuardedConnector(api_url, *configured_urls),
         trace_configs=trace_configs,
     )
 

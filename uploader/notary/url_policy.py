@@ -11,7 +11,8 @@ services on this machine or its cloud metadata address (loopback, link-local). T
   connection (DNS rebinding). It checks every host the session connects to, on every redirect
   hop aiohttp follows by itself: names (as resolved, cached or not) and IP literals alike
   (``127.0.0.1``, ``[::1]``, ``[::ffff:127.0.0.1]``: aiohttp never asks a resolver about a
-  literal, so a resolver alone would miss them). Only the configured API host may be anything.
+  literal, so a resolver alone would miss them). Only a configured host and port (the API's,
+  the ticket lookup's) may be anything.
 * **emulator allowance**: when the configured API URL is itself plain ``http://`` on a loopback
   address (the local emulator, tests), ``http://`` URLs on loopback addresses are allowed too.
   Nothing else is relaxed, so a real (https) configuration never gets the allowance.
@@ -117,24 +118,37 @@ def _is_internal_address(text: str) -> bool:
 
 
 class AddressGuard:
-    """Which addresses a host may connect to: any for the configured API host (and for loopback
-    names under the emulator allowance), otherwise none that is loopback, link-local,
-    unspecified or multicast (IPv4-mapped IPv6 included)."""
+    """Which addresses a host may connect to: any for the configured hosts (the API's, and any
+    other configured URL's such as NOTARYD_TICKET_URL) and for loopback names under the emulator
+    allowance; for every other host none that is loopback, link-local, unspecified or multicast
+    (IPv4-mapped IPv6 included)."""
 
-    def __init__(self, api_url: str) -> None:
-        self._api_host = (urlsplit(api_url).hostname or "").lower()
+    def __init__(self, api_url: str, *configured_urls: str) -> None:
+        self._configured = {_origin(url) for url in (api_url, *configured_urls)}
         self._allow_loopback = is_loopback_http(api_url)
 
-    def allowed(self, host: str, results: list[ResolveResult]) -> list[ResolveResult]:
-        """``results`` of resolving ``host`` that may be connected to; raises when none."""
+    def allowed(self, host: str, port: int,
+                results: list[ResolveResult]) -> list[ResolveResult]:
+        """``results`` of resolving ``host`` that may be connected to on ``port``; raises when
+        none. Only a configured host *and port* may be anything: another service on the same
+        machine is not trusted for sharing its host name."""
         bare = host.lower().strip("[]")
-        if bare == self._api_host or (self._allow_loopback and _is_loopback_name(bare)):
+        if (bare, port) in self._configured or (self._allow_loopback and _is_loopback_name(bare)):
             return results
         safe = [r for r in results if not _is_internal_address(str(r["host"]))]
         if not safe:
             raise OSError(errno.EACCES, f"{host} is, or resolves only to, a loopback or "
                           "link-local address; refused")
         return safe
+
+
+def _origin(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.hostname or "").lower(), port or (443 if parts.scheme == "https" else 80)
 
 
 class GuardedConnector(aiohttp.TCPConnector):
@@ -145,10 +159,10 @@ class GuardedConnector(aiohttp.TCPConnector):
     redirect hop it is for. A refusal is a ``ClientConnectorError`` naming the host.
     """
 
-    def __init__(self, api_url: str, **kwargs: Any) -> None:
+    def __init__(self, api_url: str, *configured_urls: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._guard = AddressGuard(api_url)
+        self._guard = AddressGuard(api_url, *configured_urls)
 
     async def _resolve_host(self, host: str, port: int,
                             traces: Sequence[Trace] | None = None) -> list[ResolveResult]:
-        return self._guard.allowed(host, await super()._resolve_host(host, port, traces))
+        return self._guard.allowed(host, port, await super()._resolve_host(host, port, traces))
