@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
+from service.daemon.broker import MAX_EVENT_STREAMS
 from uploader.checksum import ChecksumAlgorithm
 from uploader.config import EngineConfig, GiB, MiB
 from uploader.constants import DEFAULT_API_URL, STUCK_AFTER_SECONDS
@@ -89,7 +90,7 @@ class Settings:
     max_parts_in_flight: int = 16
     bandwidth_limit: int | None = None
     shutdown_grace: float = 15.0
-    max_event_streams: int = 64  # open GET /v1/events streams; more get 429
+    max_event_streams: int = MAX_EVENT_STREAMS  # open GET /v1/events streams; more get 429
     # stapling and job-end notifications
     ticket_url: str = DEFAULT_TICKET_URL
     notify_url: str | None = None

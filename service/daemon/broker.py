@@ -56,6 +56,9 @@ class Subscription:
         return batch
 
 
+MAX_EVENT_STREAMS = 64  # the default cap: far more than people watching, far under the connections
+
+
 class StreamsFull(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"{limit} event streams are open, the most this daemon allows")
@@ -63,7 +66,7 @@ class StreamsFull(Exception):
 
 
 class Broker:
-    def __init__(self, max_subscribers: int = 64) -> None:
+    def __init__(self, max_subscribers: int = MAX_EVENT_STREAMS) -> None:
         if max_subscribers < 1:
             raise ValueError(f"max_subscribers must be at least 1, got {max_subscribers}")
         self.max_subscribers = max_subscribers
