@@ -19,6 +19,7 @@ from pathlib import Path
 
 from uploader import redaction
 from uploader.errors import NotarydError
+from uploader.terminal import printable
 
 COMMAND_MODULES = (
     "service.commands.upload",
@@ -63,14 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args, settings)
         return code
     except NotarydError as exc:
-        print(f"notaryd: {redaction.redact(str(exc))}", file=sys.stderr)
+        print(f"notaryd: {printable(redaction.redact(str(exc)))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("notaryd: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug or an unforeseen OS error: one line; the traceback with -v
         logging.getLogger("notaryd").debug("unexpected error", exc_info=True)
-        print(f"notaryd: unexpected error ({type(exc).__name__}: {redaction.redact(str(exc))}); "
+        print(f"notaryd: unexpected error ({type(exc).__name__}: "
+              f"{printable(redaction.redact(str(exc)))}); "
               "re-run with -v for the details", file=sys.stderr)
         return 1
 

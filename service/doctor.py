@@ -5,11 +5,13 @@ mode 0600, readable; plus the key id matching ``AuthKey_<KEYID>.p8``), the key i
 formats, reachability and TLS of the notary API (an unauthenticated GET: any HTTP answer means
 the network and TLS work), the clock against that answer's ``Date`` header (a clock off by more
 than a minute makes every JWT fail with 401), the S3 endpoints uploads will use (custom, or the
-accelerated and the regional AWS ones), the ticket lookup, the proxy settings in effect (their
-credentials hidden), and an authenticated read (the submissions list) that tells a bad key from
+accelerated and the regional AWS ones), the ticket lookup, the proxy settings in effect, and an
+authenticated read (the submissions list) that tells a bad key from
 a missing agreement from a network failure.
 
-Every network call has a timeout; nothing here logs a token or a key.
+Every network call has a timeout; nothing here logs a token or a key. Every URL shown (endpoints,
+proxies, URLs inside error texts) goes through ``uploader.redaction.redact_url``: a password or
+token in its user-info or query (``ckAPIToken``) is never printed, in the text or the JSON.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from service.settings import Settings
 from uploader.constants import DEFAULT_REGION
+from uploader.redaction import redact_url, redact_urls_in
 
 ACCELERATED_S3 = "https://notary-submissions-prod.s3-accelerate.amazonaws.com"
 REGIONAL_S3 = f"https://s3.{DEFAULT_REGION}.amazonaws.com"
@@ -156,10 +159,11 @@ async def _reach(http: aiohttp.ClientSession, method: str, url: str,
 
 def _short(error: BaseException) -> str:
     text = str(error) or error.__class__.__name__
-    return text.splitlines()[0][:200]
+    return redact_urls_in(text.splitlines()[0])[:200]
 
 
 def _api_check(url: str, reach: _Reach) -> Check:
+    url = redact_url(url)
     if reach.problem.startswith("TLS"):
         return Check("notary API", FAIL, f"{url}: {reach.problem}",
                      "a TLS-inspecting proxy or missing CA certificates: install the proxy's CA "
@@ -171,6 +175,7 @@ def _api_check(url: str, reach: _Reach) -> Check:
 
 
 def _endpoint_check(name: str, url: str, reach: _Reach, fix: str) -> Check:
+    url = redact_url(url)
     if reach.problem:
         return Check(name, FAIL, f"{url}: {reach.problem}", fix)
     return Check(name, PASS, f"{url}: reachable (HTTP {reach.status})")
@@ -204,17 +209,8 @@ def proxy_for(url: str, environ: dict[str, str]) -> str | None:
     return proxy or None
 
 
-def redact_proxy(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
 def proxy_check(environ: dict[str, str]) -> Check:
-    found = [f"{name}={redact_proxy(environ[name])}" for name in PROXY_VARIABLES
+    found = [f"{name}={redact_url(environ[name])}" for name in PROXY_VARIABLES
              if environ.get(name)]
     if not found:
         return Check("proxy", INFO, "no proxy variables set: connections go direct")

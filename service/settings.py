@@ -5,11 +5,15 @@ the TOML file; the environment wins. The file is ``--config PATH``, else ``$NOTA
 ``<user config dir>/notaryd/config.toml`` (``~/Library/Application Support/notaryd/config.toml``
 on macOS, ``~/.config/notaryd/config.toml`` on Linux) when it exists.
 
-Errors name the variable or key, the source and the fix, and never echo secret values.
+Errors name the variable or key, the source and the fix, and never echo secret values. A config
+file that holds a secret (``api_token``, ``notify_secret``, a URL with credentials or a query
+token) must be readable by its owner only, like the API key file: otherwise it is refused with
+the ``chmod`` that fixes it.
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import os
@@ -24,11 +28,13 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
+from service.daemon.broker import MAX_EVENT_STREAMS
 from uploader.checksum import ChecksumAlgorithm
 from uploader.config import EngineConfig, GiB, MiB
 from uploader.constants import DEFAULT_API_URL, STUCK_AFTER_SECONDS
 from uploader.errors import ConfigError
-from uploader.redaction import register_secret
+from uploader.private_file import NotRegularFile, read_small_file, readable_by_others
+from uploader.redaction import redact_url, register_secret
 from uploader.staple.lookup import DEFAULT_TICKET_URL
 
 DEFAULT_LISTEN = "127.0.0.1:7780"
@@ -84,6 +90,7 @@ class Settings:
     max_parts_in_flight: int = 16
     bandwidth_limit: int | None = None
     shutdown_grace: float = 15.0
+    max_event_streams: int = MAX_EVENT_STREAMS  # open GET /v1/events streams; more get 429
     # stapling and job-end notifications
     ticket_url: str = DEFAULT_TICKET_URL
     notify_url: str | None = None
@@ -218,8 +225,15 @@ def whole_number(minimum: int, maximum: int, unit: str = "") -> Callable[[Any], 
     return parse
 
 
-def seconds(maximum: float, minimum: float = 0.0) -> Callable[[Any], float]:
-    """Parser of a duration in seconds: finite, more than ``minimum``, at most ``maximum``."""
+def _number(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:g}"
+
+
+def seconds(maximum: float, minimum: float = 0.0, *,
+            zero: bool = False) -> Callable[[Any], float]:
+    """Parser of a duration in seconds: finite, more than ``minimum`` (at least 0 with
+    ``zero``), at most ``maximum``."""
+    lowest = "at least 0" if zero else f"more than {_number(minimum)}"
 
     def parse(raw: Any) -> float:
         if isinstance(raw, str):
@@ -231,13 +245,28 @@ def seconds(maximum: float, minimum: float = 0.0) -> Callable[[Any], float]:
             value = float(raw)
         else:
             raise ValueError(f"must be a number of seconds, got {_shown(raw)}")
-        if not math.isfinite(value) or not minimum < value <= maximum:
+        low_enough = value >= 0 if zero else value > minimum
+        if not math.isfinite(value) or not low_enough or value > maximum:
             raise ValueError(
-                f"must be more than {minimum:g} and at most {maximum:g} seconds, got {_shown(raw)}"
-            )
+                f"must be {lowest} and at most {_number(maximum)} seconds, got {_shown(raw)}")
         return value
 
     return parse
+
+
+def seconds_option(maximum: float, *, zero: bool = False) -> Callable[[str], float]:
+    """argparse ``type=`` for a command-line duration in seconds: the same rule as ``seconds``
+    (finite, more than 0 or with ``zero`` at least 0, at most ``maximum``), refused with
+    argparse's usage error."""
+    parse = seconds(maximum, zero=zero)
+
+    def option(text: str) -> float:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return option
 
 
 HOUR = 3600.0
@@ -357,6 +386,8 @@ def load_settings(
             "max_parts_in_flight", whole_number(1, 1024), d.max_parts_in_flight),
         bandwidth_limit=src.get("bandwidth_limit", _bandwidth, d.bandwidth_limit),
         shutdown_grace=src.get("shutdown_grace", seconds(HOUR), d.shutdown_grace),
+        max_event_streams=src.get("max_event_streams", whole_number(1, 4096),
+                                  d.max_event_streams),
         ticket_url=src.get("ticket_url", _url, d.ticket_url),
         notify_url=src.get("notify_url", _url, d.notify_url),
         notify_secret=src.get("notify_secret", _str, d.notify_secret),
@@ -370,8 +401,9 @@ def load_settings(
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_CONFIG_BYTES + 1)
+        data, info = read_small_file(path, _MAX_CONFIG_BYTES)
+    except NotRegularFile as exc:
+        raise ConfigError(f"{path}: the config file is {exc.strerror}; give a TOML file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
     if len(data) > _MAX_CONFIG_BYTES:
@@ -385,6 +417,25 @@ def _read_config(path: Path) -> dict[str, Any]:
             f"byte {exc.start}); save it as UTF-8"
         ) from None
     try:
-        return tomllib.loads(text)
+        values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    secrets = _secret_keys(values)
+    if secrets:  # the key file's rule: a secret on disk is readable by its owner only
+        problem = readable_by_others(path, info, f"the config file (it holds {', '.join(secrets)})")
+        if problem:
+            raise ConfigError(problem)
+    return values
+
+
+_SECRET_KEYS = frozenset({"api_token", "notify_secret"})
+
+
+def _secret_keys(values: Mapping[str, Any]) -> list[str]:
+    """The keys of a config file whose values are, or carry, secrets: tokens, a PEM key, URLs
+    with credentials or query tokens (what ``redact_url`` would hide)."""
+    return sorted(
+        key for key, value in values.items()
+        if key in _SECRET_KEYS or (isinstance(value, str) and (
+            "PRIVATE KEY-----" in value or ("://" in value and redact_url(value) != value)))
+    )

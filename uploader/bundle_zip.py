@@ -40,6 +40,7 @@ from uploader.hashing import (
     hash_file_sync,
 )
 from uploader.planning import UploadPlan, plan_upload
+from uploader.state_dir import DIR_MODE
 
 BUNDLE_SUFFIXES = (".app",)
 READ_SIZE = 4 * 1024 * 1024
@@ -243,7 +244,7 @@ def package_bundle(
     upper_bound = sum(e.st.st_size + e.st.st_size // 500 + len(e.relative) * 2
                       + _PER_ENTRY_OVERHEAD for e in entries) + 1024
     planned = plan_upload(upper_bound, part_size, limits)
-    archive_path.parent.mkdir(parents=True, exist_ok=True)
+    archive_path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)  # private: 0700
     partial = archive_path.with_name(archive_path.name + ".partial")
     writer = _HashingWriter(partial, planned.part_size, algorithm)
     source_bytes = sum(e.st.st_size for e in entries if stat.S_ISREG(e.st.st_mode))

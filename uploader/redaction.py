@@ -12,7 +12,13 @@ Two layers:
   (``Credentials``), and every occurrence is replaced, whatever the log line looks like.
 * **Shapes**: JWTs, PEM private keys, ``name=value`` / ``"name": "value"`` pairs whose name says
   secret (signatures, session tokens, secret keys, authorization headers), AWS SigV4
-  ``Signature=`` values. This catches secrets that were never registered.
+  ``Signature=`` values, the user-info of URLs (``https://user:password@host``). This catches
+  secrets that were never registered.
+
+URLs shown to a person (messages, ``notaryd doctor``, errors) go through ``redact_url``, the one
+rule for URLs: the user-info (user and password, or a token in its place) is replaced, and so is
+every query value but an expiry or a date (pre-signed URLs, CloudKit's ``ckAPIToken``, any
+``?token=``). ``redact_urls_in`` applies it to every URL inside a text.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import re
 import threading
 import traceback
 from collections import OrderedDict
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 REDACTED = "[REDACTED]"
 _MIN_SECRET_LENGTH = 8  # shorter values would redact ordinary words
@@ -40,6 +46,12 @@ _SECRET_NAMES = (
     r"|credential"
 )
 _NAME_WORDS = tuple(_SECRET_NAMES.split("|"))
+# scheme://user-info@ : the user-info may be a password, or a token standing as the user name
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?!REDACTED@)[^/?#@\s]+@")
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# Query parameters of URLs that are safe to show; every other value is redacted.
+_SAFE_QUERY_KEYS = frozenset({"expires", "x-amz-expires", "x-amz-date", "x-amz-algorithm"})
+URL_REDACTED = "REDACTED"  # inside a URL: no brackets, which would need percent-encoding
 # name, then a separator as it appears in URLs, headers, dict reprs and JSON, then the value
 _NAMED = re.compile(
     r"(?P<name>(?<![A-Za-z0-9])(?:" + _SECRET_NAMES + r"))"
@@ -98,7 +110,34 @@ def redact(text: str) -> str:
         text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
     if any(word in lowered for word in _NAME_WORDS):
         text = _NAMED.sub(_replace_named, text)
+    if "://" in text and "@" in text:
+        text = _URL_USERINFO.sub(lambda m: m.group("scheme") + URL_REDACTED + "@", text)
     return text
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its user-info, and with every query value except expiry/date replaced."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    if "@" not in parts.netloc and not parts.query:
+        return url
+    if "@" in parts.netloc:
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        parts = parts._replace(netloc=f"{URL_REDACTED}@{host}" + (f":{port}" if port else ""))
+    if parts.query:
+        query = [(key, value if key.lower() in _SAFE_QUERY_KEYS else URL_REDACTED)
+                 for key, value in parse_qsl(parts.query, keep_blank_values=True)]
+        parts = parts._replace(query=urlencode(query, safe=""))
+    return urlunsplit(parts)
+
+
+def redact_urls_in(text: str) -> str:
+    """``text`` with every URL in it passed through ``redact_url``."""
+    return _URL.sub(lambda m: redact_url(m.group(0)), text) if "://" in text else text
 
 
 def _replace_named(match: re.Match[str]) -> str:

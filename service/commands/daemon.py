@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.commands.notary import add_last_mile_options
 from uploader.lifecycle import JobOutcome
+from uploader.terminal import printable
 
 if TYPE_CHECKING:
     from service.daemon.client import DaemonClient
@@ -95,8 +96,8 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
                          "keep_archive": args.keep_archive},
             )
             if not args.wait:
-                print(job.id)
-                print(f"notaryd: queued job {job.id} for {job.path}", file=sys.stderr)
+                print(printable(job.id))
+                print(printable(f"notaryd: queued job {job.id} for {job.path}"), file=sys.stderr)
                 return 0
             return await _follow(client, job)
 
@@ -136,7 +137,7 @@ async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
             raise exc
         if failures == 1:
             reason = "it is not running" if isinstance(exc, DaemonUnreachable) else str(exc)
-            view.message(f"notaryd: lost the daemon ({reason}); reconnecting")
+            view.message(printable(f"notaryd: lost the daemon ({reason}); reconnecting"))
         return RECONNECT_DELAY_SECONDS
 
     with JobFollower(sys.stderr) as view:
@@ -150,15 +151,15 @@ async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
             except NotarydError:
                 report = None
             if report and state is not JobOutcome.ACCEPTED:
-                view.message(str(report))
+                view.message(printable(str(report), multiline=True))
     verdict = job.notary_status or state
     line = f"notaryd: job {job.id} {state}: {verdict}"
     if job.error:
         line += f": {job.error}"
     if job.submission_id:
         line += f" (submission {job.submission_id}; `notaryd log {job.submission_id}`)"
-    print(line, file=sys.stderr)
-    print(job.id)
+    print(printable(line), file=sys.stderr)
+    print(printable(job.id))
     return OUTCOME_EXIT_CODES.get(state, EXIT_FAILED) if isinstance(state, JobOutcome) else EXIT_FAILED
 
 
@@ -232,5 +233,5 @@ def _cancel(args: argparse.Namespace, settings: Settings) -> int:
             return await client.cancel(args.job_id)
 
     job = run(main())
-    print(f"notaryd: job {job.id} {job.state}", file=sys.stderr)
+    print(printable(f"notaryd: job {job.id} {job.state}"), file=sys.stderr)
     return 0

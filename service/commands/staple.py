@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.settings import Settings
+from service.settings import DAY, Settings, seconds_option
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -23,14 +23,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                     "verifies, offline, that a ticket for the current signature is stapled.")
     s.add_argument("path", type=Path)
     s.add_argument("--check", action="store_true", help="verify offline; change nothing")
-    s.add_argument("--max-wait", type=float, default=1800.0, metavar="S",
+    s.add_argument("--max-wait", type=seconds_option(DAY, zero=True), default=1800.0, metavar="S",
                    help="how long to keep asking while the ticket propagates (default 1800)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=staple)
 
     w = subparsers.add_parser("wait", help="follow a submission to its verdict")
     w.add_argument("submission_id")
-    w.add_argument("--timeout", type=float, metavar="S",
+    w.add_argument("--timeout", type=seconds_option(30 * DAY), metavar="S",
                    help="give up (exit 1) after S seconds; default: wait as long as it takes")
     w.add_argument("--json", action="store_true")
     w.set_defaults(handler=wait)

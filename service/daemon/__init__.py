@@ -12,7 +12,7 @@ Layout, one concept per module:
 * ``jobs``            the job record; its moves are ``uploader.lifecycle.JOB_LIFECYCLE``
 * ``job_store``       ``JobStore`` over the ``jobs`` table
 * ``snapshot``        ``JobSnapshot``: a job as the API, the CLI and notifications show it
-* ``broker``          fan-out of job snapshots to server-sent-event subscribers
+* ``broker``          fan-out of job snapshots to server-sent-event subscribers (capped)
 * ``metrics``         counters from events, per-job gauges from the jobs' ``Progress``
 * ``api``             aiohttp control API (thin: validates, then delegates to the scheduler)
 * ``openapi``         the OpenAPI 3.1 document served at ``/v1/openapi.json``

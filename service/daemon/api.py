@@ -43,10 +43,11 @@ from uploader.errors import SourceChangedError
 from uploader.hashing import FileIdentity
 from uploader.source_file import MAX_PATH_CHARS, SourceRejected, check_source
 
-from .broker import Broker
+from .broker import Broker, StreamsFull
 from .connections import ConnectionGuard
 from .job_options import JobOptions
 from .jobs import JobNotFound, job_name_problem
+from .logfmt import Occasional
 from .metrics import DaemonMetrics
 from .openapi import openapi_document
 from .page_sessions import check_page_session
@@ -79,6 +80,7 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 METRICS = web.AppKey("metrics", DaemonMetrics)
 BROKER = web.AppKey("broker", Broker)
 CONFIG = web.AppKey("config", ApiConfig)
+STREAMS_REFUSED = web.AppKey("streams_refused", Occasional)
 
 
 class ApiError(Exception):
@@ -254,7 +256,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-    with broker.subscribe(job_id) as sub:  # subscribe first: no update falls between the two
+    try:
+        subscription = broker.subscribe(job_id)
+    except StreamsFull as full:
+        request.app[STREAMS_REFUSED].happened(max_event_streams=full.limit)
+        raise ApiError(429, str(full), "close an event stream you do not need (`notaryd watch`, "
+                       "`submit --wait`), or raise NOTARYD_MAX_EVENT_STREAMS") from None
+    with subscription as sub:  # subscribe first: no update falls between the two
         initial = [await scheduler.get(job_id)] if job_id else scheduler.jobs()
         await response.prepare(request)
         try:
@@ -317,6 +325,7 @@ def make_app(
     app[METRICS] = metrics_
     app[BROKER] = broker
     app[CONFIG] = config
+    app[STREAMS_REFUSED] = Occasional(log, "event streams at their cap; refusing new ones")
     app.router.add_post("/v1/jobs", create_job)
     app.router.add_get("/v1/jobs", list_jobs, allow_head=False)
     app.router.add_get("/v1/jobs/{id}", get_job, allow_head=False)

@@ -106,7 +106,8 @@ async def _serve(
     notifier = JobNotifier.from_settings(settings)
     db = await Database.open(settings.database_path)
     notifier.bind(db)
-    session = notary_session(settings.api_url)  # every job's, closed after the jobs stopped
+    # every job's (notary API, logs, ticket lookups), closed after the jobs stopped
+    session = notary_session(settings.api_url, settings.ticket_url)
     try:
         shared = Shared(
             db=db,
@@ -115,7 +116,7 @@ async def _serve(
             session=session,
         )
         runner_factory = build_runner_factory(settings, shared)
-        broker = Broker()
+        broker = Broker(max_subscribers=settings.max_event_streams)
         registry = JobRegistry(await JobStore.open(db))
         metrics = DaemonMetrics(
             jobs=registry.jobs, forgotten=registry.forgotten, stuck_after_seconds=settings.stuck_after
@@ -153,6 +154,7 @@ async def _serve(
             try:
                 port = await _listen(http, settings, guard)  # before resuming: a clash must not run jobs
                 resumed = await scheduler.resume()
+                await notifier.resume()  # notifications an earlier run did not deliver
                 log.info(
                     "notaryd serving %s",
                     kv(
@@ -164,6 +166,7 @@ async def _serve(
                         max_parts_in_flight=settings.max_parts_in_flight,
                         bandwidth_limit=settings.bandwidth_limit,
                         max_connections=guard.max_connections,
+                        max_event_streams=settings.max_event_streams,
                         descriptor_limit=descriptors,
                     ),
                 )

@@ -5,6 +5,11 @@ pending one when the job's state has not changed in between. A slow client there
 intermediate progress updates, but every state change, in order, and always the latest
 progress. Memory stays bounded by jobs x states, never by how far behind the client is.
 Single event-loop thread; not thread-safe.
+
+The number of subscriptions is capped (``max_subscribers``, NOTARYD_MAX_EVENT_STREAMS): each one
+holds a connection open for as long as its client likes, so without a cap a client with the token
+could hold every connection the daemon allows and lock every other client out. The one past the
+cap is refused (``StreamsFull``; the API answers 429) and nothing is subscribed.
 """
 
 from __future__ import annotations
@@ -51,17 +56,35 @@ class Subscription:
         return batch
 
 
+MAX_EVENT_STREAMS = 64  # the default cap: far more than people watching, far under the connections
+
+
+class StreamsFull(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} event streams are open, the most this daemon allows")
+        self.limit = limit
+
+
 class Broker:
-    def __init__(self) -> None:
+    def __init__(self, max_subscribers: int = MAX_EVENT_STREAMS) -> None:
+        if max_subscribers < 1:
+            raise ValueError(f"max_subscribers must be at least 1, got {max_subscribers}")
+        self.max_subscribers = max_subscribers
         self._subscriptions: set[Subscription] = set()
 
     def publish(self, snapshot: JobSnapshot) -> None:
         for sub in self._subscriptions:
             sub.offer(snapshot)
 
+    def subscribe(self, job_id: str | None = None) -> contextlib.AbstractContextManager[Subscription]:
+        """A subscription for a ``with`` block; ``StreamsFull`` at once when ``max_subscribers``
+        are open."""
+        if len(self._subscriptions) >= self.max_subscribers:
+            raise StreamsFull(self.max_subscribers)
+        return self._subscribed(Subscription(job_id))
+
     @contextlib.contextmanager
-    def subscribe(self, job_id: str | None = None) -> Iterator[Subscription]:
-        sub = Subscription(job_id)
+    def _subscribed(self, sub: Subscription) -> Iterator[Subscription]:
         self._subscriptions.add(sub)
         try:
             yield sub

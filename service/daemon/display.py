@@ -2,7 +2,9 @@
 
 Input is the API's job snapshots (``snapshot.JobSnapshot``). On a terminal rich draws
 and redraws; otherwise lines are printed: one per state change, and progress at most every
-``plain_interval_seconds`` (so CI logs stay readable).
+``plain_interval_seconds`` (so CI logs stay readable). Paths, names and errors come from
+outside (a file name, a job name, a server's answer): they are shown through
+``uploader.terminal.printable``, never raw.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import TextIO
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from service.progress import TransferBar, human_bytes
 from uploader.lifecycle import QUEUED, JobOutcome, NotaryStage
+from uploader.terminal import printable
 
 from .snapshot import JobSnapshot
 
@@ -56,15 +60,9 @@ def jobs_table(jobs: Iterable[JobSnapshot]) -> Table:
         state = str(job.state)
         if job.error and job.state is JobOutcome.FAILED:
             state = "failed!"
-        table.add_row(
-            job.id,
-            state,
-            progress_text(job),
-            rate_text(job),
-            eta_text(job),
-            job.submission_id or "-",
-            job.path,
-        )
+        cells = (job.id, state, progress_text(job), rate_text(job), eta_text(job),
+                 job.submission_id or "-", job.path)
+        table.add_row(*(Text(printable(cell)) for cell in cells))  # Text: "[" is no markup
     return table
 
 
@@ -85,7 +83,7 @@ def describe(job: JobSnapshot) -> str:
         ("started", _time(job.started_at)),
         ("finished", _time(job.finished_at)),
     ]
-    return "\n".join(f"{key + ':':<15}{value}" for key, value in fields)
+    return "\n".join(f"{key + ':':<15}{printable(str(value))}" for key, value in fields)
 
 
 def _time(value: float | None) -> str:
@@ -110,7 +108,7 @@ class JobFollower(TransferBar):
         if state != self._last_state:
             self._last_state = state
             sub = f" (submission {job.submission_id})" if job.submission_id else ""
-            self.message(f"notaryd: job {job.id} {state}{sub}")
+            self.message(printable(f"notaryd: job {job.id} {state}{sub}"))
         total = job.bytes_total or None
         done = job.bytes_hashed if job.state is NotaryStage.HASHING else job.bytes_done
         if self._progress is not None and self._task is not None:
@@ -160,7 +158,7 @@ class JobsWatcher:
             self._last_state[job_id] = state
             self._last_print[job_id] = now
             print(
-                f"{job.id} {state} {progress_text(job)} {rate_text(job)} {job.path}",
+                printable(f"{job.id} {state} {progress_text(job)} {rate_text(job)} {job.path}"),
                 file=self._stream,
                 flush=True,
             )

@@ -2,7 +2,9 @@
 
 Each line reads ``ts=... level=info logger=notaryd.x msg="job queued" job=ab12 path="/My App.zip"``.
 Messages follow one convention: a short fixed text, then ``kv(...)`` fields, so lines can be
-grepped by text and parsed by key. Values with spaces, quotes or ``=`` are quoted.
+grepped by text and parsed by key. Values with spaces, quotes or ``=`` are quoted. A line never
+holds a raw control character (paths, job names and server texts come from outside): the whole
+line goes through ``uploader.terminal.printable``, so one record is always one harmless line.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
+
+from uploader.terminal import printable
 
 _BARE = re.compile(r"^[^\s\"=]+$")
 _FIELDS_START = re.compile(r"\s(?=[A-Za-z_][\w.]*=)")
@@ -26,6 +31,30 @@ def quote(value: Any) -> str:
 def kv(**fields: Any) -> str:
     """``key=value`` pairs for a log message."""
     return " ".join(f"{key}={quote(value)}" for key, value in fields.items())
+
+
+class Occasional:
+    """At most one log line per ``interval_seconds`` for an event that can come in floods (a
+    refusal per request of a flood); ``times`` says how many happened since the line before."""
+
+    def __init__(self, logger: logging.Logger, message: str, *, level: int = logging.WARNING,
+                 interval_seconds: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._message = message
+        self._level = level
+        self._interval = interval_seconds
+        self._clock = clock
+        self._last: float | None = None
+        self._count = 0
+
+    def happened(self, **fields: Any) -> None:
+        self._count += 1
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval:
+            return
+        self._logger.log(self._level, "%s %s", self._message, kv(**fields, times=self._count))
+        self._last, self._count = now, 0
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -45,7 +74,7 @@ class LogfmtFormatter(logging.Formatter):
             line += " exc=" + quote(self.formatException(record.exc_info))
         elif record.exc_text:  # already formatted (and redacted) by uploader.redaction
             line += " exc=" + quote(record.exc_text)
-        return line
+        return printable(line)
 
 
 def use_logfmt(level: int | None = None) -> None:

@@ -1,4 +1,5 @@
-"""The daemon's tables as numbered migrations (see ``uploader.schema``): ``jobs`` (``job_store``).
+"""The daemon's tables as numbered migrations (see ``uploader.schema``): ``jobs`` (``job_store``),
+``notifications`` (``notify``: job-end notifications not yet delivered).
 
 Applied by ``JobStore`` before its first statement. Append only: never edit a released migration.
 """
@@ -30,4 +31,16 @@ SCHEMA = Schema("service.daemon", (
     """,
     # 2: a job's last-mile options (job_options), JSON; NULL = defaults.
     "ALTER TABLE jobs ADD COLUMN options TEXT",
+    # 3: job-end notifications until delivered (or refused, or given up): a restart resends
+    # them. ``document`` is the JSON body without ``sent_at``; ``attempts`` bounds the retries
+    # across restarts.
+    """
+    CREATE TABLE notifications (
+        delivery   TEXT    PRIMARY KEY,
+        job        TEXT    NOT NULL,
+        document   TEXT    NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        created_at REAL    NOT NULL
+    );
+    """,
 ), released={1: 1, 2: 1, 3: 2})

@@ -10,10 +10,18 @@ A CI can wait for this instead of polling. Body (UTF-8 JSON)::
 Header ``X-Notaryd-Signature: sha256=<hex HMAC-SHA256 of the raw body under
 NOTARYD_NOTIFY_SECRET>``; verify it over the exact bytes received, in constant time.
 
-Delivery: retried with back-off (2 s doubling to 60 s, for up to ``give_up_after_seconds``) on
-network errors, 408, 429 and 5xx; any other 4xx is final. Once per job: the scheduler ends a
-job exactly once, and ``job_ended`` ignores a job id it has already sent. Each delivery is a
-task this notifier owns; ``close`` gives them a short grace and then cancels them.
+Delivery: POSTed to ``NOTARYD_NOTIFY_URL`` only, never following a redirect (the signed body
+must not travel on to wherever a 3xx points): a 3xx is a failed attempt, like a network error,
+408, 429 or a 5xx, and is retried through the project's ``Retrier`` (full-jitter back-off from
+2 s, capped at 60 s) for at most ``MAX_ATTEMPTS`` attempts, counted across restarts; any other
+4xx is final. Each attempt and its outcome is one log line.
+
+Durability: a notification is written to the ``notifications`` table (``migrations``) when its
+job ends and deleted once it is delivered, refused or given up. One still pending at a shutdown
+or a crash is sent again, same delivery id, when the daemon starts (``resume``). Once per job:
+the scheduler ends a job exactly once, and ``job_ended`` ignores a job id it has already sent.
+Each delivery is a task this notifier owns; ``close`` gives them a short grace and then cancels
+them (their rows stay for the next start).
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -33,8 +42,11 @@ import aiohttp
 from service.settings import Settings
 from uploader.database import Database
 from uploader.errors import ConfigError
+from uploader.notary.client import read_capped
 from uploader.notary.store import SubmissionStore
+from uploader.retry import Retrier, RetryPolicy
 
+from . import migrations
 from .jobs import Job
 from .logfmt import kv
 from .snapshot import JobSnapshot
@@ -42,29 +54,79 @@ from .snapshot import JobSnapshot
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Notaryd-Signature"
-FIRST_DELAY_SECONDS = 2.0
-MAX_DELAY_SECONDS = 60.0
 
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+MAX_ATTEMPTS = 20  # 19 waits: about 7.5 minutes of back-off on average, 15 at most
+DELIVERY_POLICY = RetryPolicy(initial_delay_seconds=2.0, throttled_initial_delay_seconds=2.0,
+                              max_delay_seconds=60.0, max_attempts=MAX_ATTEMPTS)
+ANSWER_BYTES = 4096  # a receiver's answer is read (to free the connection), never used
+
+
+class _Undelivered(Exception):
+    def __init__(self, why: str, *, final: bool = False) -> None:
+        super().__init__(why)
+        self.why = why
+        self.final = final
+
+
+@dataclass(frozen=True)
+class PendingNotification:
+    delivery: str
+    job: str
+    document: dict[str, Any]
+    attempts: int  # made so far, by this run and earlier ones
+
+
+class NotificationStore:
+    """The ``notifications`` table: what is still to be delivered. Safe from many tasks."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, db: Database) -> NotificationStore:
+        await db.require(migrations.SCHEMA)
+        return cls(db)
+
+    async def add(self, pending: PendingNotification) -> None:
+        await self._db.execute(
+            "INSERT OR IGNORE INTO notifications (delivery, job, document, attempts, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (pending.delivery, pending.job, json.dumps(pending.document, sort_keys=True),
+             pending.attempts, time.time()))
+
+    async def pending(self) -> list[PendingNotification]:
+        rows = await self._db.fetchall(
+            "SELECT delivery, job, document, attempts FROM notifications ORDER BY created_at")
+        return [PendingNotification(row["delivery"], row["job"], json.loads(row["document"]),
+                                    row["attempts"]) for row in rows]
+
+    async def attempted(self, delivery: str, attempts: int) -> None:
+        await self._db.execute("UPDATE notifications SET attempts = ? WHERE delivery = ?",
+                               (attempts, delivery))
+
+    async def remove(self, delivery: str) -> None:
+        await self._db.execute("DELETE FROM notifications WHERE delivery = ?", (delivery,))
+
+
 class JobNotifier:
     def __init__(self, url: str | None, secret: str | None, db: Database | None = None, *,
-                 give_up_after_seconds: float = 900.0,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 retrier: Retrier | None = None) -> None:
         if url and not secret:
             raise ConfigError("NOTARYD_NOTIFY_URL is set but NOTARYD_NOTIFY_SECRET is not: set a "
                               "shared secret so the receiver can verify the notifications")
         self._url = url
         self._secret = secret or ""
         self._db = db
-        self._give_up_after = give_up_after_seconds
-        self._sleep = sleep
+        self._retrier = retrier or Retrier(DELIVERY_POLICY)
         self._sent: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._store: NotificationStore | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobNotifier:
@@ -74,16 +136,24 @@ class JobNotifier:
     def bind(self, db: Database) -> None:
         self._db = db
 
+    async def resume(self) -> int:
+        """Start delivering what an earlier run left pending; returns how many."""
+        if not self._url or self._db is None:
+            return 0
+        left = await (await self._notifications()).pending()
+        for pending in left:
+            self._sent.add(pending.job)
+            self._spawn(self._deliver(pending), pending.job)
+        if left:
+            log.info("job notifications resumed %s", kv(pending=len(left)))
+        return len(left)
+
     def job_ended(self, job: Job) -> None:
         """Called by the scheduler when a job reaches its terminal state."""
         if not self._url or job.id in self._sent:
             return
         self._sent.add(job.id)
-        document = _describe(job.snapshot())
-        task = asyncio.get_running_loop().create_task(self._deliver(document),
-                                                      name=f"notify-{job.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._record_and_deliver(_describe(job.snapshot())), job.id)
 
     async def close(self, grace_seconds: float = 5.0) -> None:
         if self._tasks:
@@ -95,47 +165,86 @@ class JobNotifier:
             await self._session.close()
             self._session = None
 
-    async def _deliver(self, document: dict[str, Any]) -> None:
-        assert self._url is not None
-        job = document["job"]
+    def _spawn(self, work: Coroutine[Any, Any, None], job: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=f"notify-{job}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _notifications(self) -> NotificationStore:
+        assert self._db is not None
+        if self._store is None:
+            self._store = await NotificationStore.open(self._db)
+        return self._store
+
+    async def _record_and_deliver(self, document: dict[str, Any]) -> None:
         try:
             document["archive_sha256"] = await self._sha256_of(document["submission_id"])
-            document["sent_at"] = time.time()
-            body = json.dumps(document, sort_keys=True).encode()
-            headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self._secret, body)}
-            await self._post_with_retries(job, body, headers)
+            pending = PendingNotification(document["delivery"], document["job"], document, 0)
+            if self._db is not None:
+                await (await self._notifications()).add(pending)
+        except Exception:  # a notification must never take the daemon down
+            log.exception("job notification failed %s", kv(job=document["job"]))
+            return
+        await self._deliver(pending)
+
+    async def _deliver(self, pending: PendingNotification) -> None:
+        job = pending.job
+        document = {**pending.document, "sent_at": time.time()}
+        body = json.dumps(document, sort_keys=True).encode()
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self._secret, body)}
+        made = pending.attempts
+
+        async def attempt() -> None:
+            nonlocal made
+            made += 1
+            await self._post(body, headers)
+
+        async def decide(error: Exception, _retry_number: int) -> float:
+            if not isinstance(error, _Undelivered) or error.final:
+                raise error
+            if self._retrier.gives_up_after(made):
+                raise error
+            if store is not None:
+                await store.attempted(pending.delivery, made)
+            delay = self._retrier.delay(made - 1)
+            log.info("job notification retry %s", kv(job=job, last=error.why, attempts=made,
+                                                     in_seconds=round(delay, 1)))
+            return delay
+
+        try:
+            store = await self._notifications() if self._db is not None else None
+            try:
+                await self._retrier.run(attempt, decide)
+            except _Undelivered as error:
+                what = "refused" if error.final else "given up"
+                log.warning("job notification %s %s", what,
+                            kv(job=job, last=error.why, attempts=made))
+            else:
+                log.info("job notification delivered %s", kv(job=job, attempts=made))
+            if store is not None:  # not shielded: cut short, the row stays and is sent again
+                await store.remove(pending.delivery)
         except Exception:  # a notification must never take the daemon down
             log.exception("job notification failed %s", kv(job=job))
 
-    async def _post_with_retries(self, job: str, body: bytes, headers: dict[str, str]) -> None:
+    async def _post(self, body: bytes, headers: dict[str, str]) -> None:
+        """One attempt; ``_Undelivered`` says why it failed and whether that is final."""
         assert self._url is not None
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        delay, waited, attempt = FIRST_DELAY_SECONDS, 0.0, 0
-        while True:
-            attempt += 1
-            try:
-                async with self._session.post(self._url, data=body, headers=headers) as response:
-                    await response.content.read(4096)
-                    status = response.status
-            except (aiohttp.ClientError, TimeoutError, OSError) as error:
-                why = f"network error ({error.__class__.__name__})"
-            else:
-                if 200 <= status < 300:
-                    log.info("job notification delivered %s", kv(job=job, attempts=attempt))
-                    return
-                why = f"HTTP {status}"
-                if 400 <= status < 500 and status not in (408, 429):
-                    log.warning("job notification refused %s", kv(job=job, answer=why))
-                    return
-            if waited + delay > self._give_up_after:
-                log.warning("job notification given up %s", kv(job=job, last=why,
-                                                              attempts=attempt))
-                return
-            log.info("job notification retry %s", kv(job=job, last=why, in_seconds=delay))
-            await self._sleep(delay)
-            waited += delay
-            delay = min(delay * 2, MAX_DELAY_SECONDS)
+        try:
+            async with self._session.post(self._url, data=body, headers=headers,
+                                          allow_redirects=False) as response:
+                await read_capped(response, ANSWER_BYTES, "notify", None, truncate=True)
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            raise _Undelivered(f"network error ({error.__class__.__name__})") from None
+        if 200 <= status < 300:
+            return
+        if 300 <= status < 400:
+            raise _Undelivered(f"HTTP {status}: a redirect, not followed (notifications go to "
+                               "NOTARYD_NOTIFY_URL only)")
+        raise _Undelivered(f"HTTP {status}",
+                           final=400 <= status < 500 and status not in (408, 429))
 
     async def _sha256_of(self, submission_id: str | None) -> str | None:
         if submission_id is None or self._db is None:

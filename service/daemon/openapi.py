@@ -75,6 +75,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         413: "The request body is larger than 64 KiB.",
         404: "No such job, or no log for it.",
         409: "Conflict with the job's current state.",
+        429: "As many event streams are open as the daemon allows (NOTARYD_MAX_EVENT_STREAMS).",
         503: "The daemon is shutting down.",
     }
     return {str(c): _json("Error", text[c]) for c in codes}
@@ -198,7 +199,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                             "description": "An endless event stream.",
                             "content": {"text/event-stream": {"schema": {"type": "string"}}},
                         },
-                        **_errors(401, 404),
+                        **_errors(401, 404, 429),
                     },
                 },
             },

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.abc import ResolveResult
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -27,7 +28,7 @@ from uploader.notary.errors import (
     ServerError,
     UnsafeUrl,
 )
-from uploader.notary.url_policy import GuardedResolver, UrlPolicy
+from uploader.notary.url_policy import AddressGuard, UrlPolicy
 from uploader.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
@@ -364,15 +365,16 @@ async def test_rebinding_name_cannot_reach_this_machine(
     assert server.hits == 0
 
 
-async def test_guarded_resolver_lets_the_api_host_and_the_emulator_through() -> None:
-    strict = GuardedResolver("https://localhost/notary/v2")  # a local TLS proxy as the API
-    assert (await strict.resolve("localhost", 443))[0]["host"] in {"127.0.0.1", "::1"}
-    emulator = GuardedResolver("http://127.0.0.1:9000/notary/v2")
-    assert await emulator.resolve("localhost", 9001)
+def test_address_guard_lets_the_api_host_and_the_emulator_through() -> None:
+    loopback: list[ResolveResult] = [{"hostname": "localhost", "host": "127.0.0.1", "port": 443,
+                                      "family": socket.AF_INET, "proto": 0, "flags": 0}]
+    strict = AddressGuard("https://localhost/notary/v2")  # a local TLS proxy as the API
+    assert strict.allowed("localhost", 443, loopback) == loopback
     with pytest.raises(OSError, match="loopback"):
-        await GuardedResolver("https://notary.example/v2").resolve("localhost", 443)
-    for resolver in (strict, emulator):
-        await resolver.close()
+        strict.allowed("localhost", 8080, loopback)  # another service there
+    assert AddressGuard("http://127.0.0.1:9000/notary/v2").allowed("localhost", 8080, loopback)
+    with pytest.raises(OSError, match="loopback"):
+        AddressGuard("https://notary.example/v2").allowed("localhost", 443, loopback)
 
 
 def submit_answer(**overrides: object) -> Handler:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from service.emulator.notary import BackgroundEmulator
 from service.emulator.sample_app import make_sample_app
 from tests.support.daemon import Daemon
 from tests.support.emulator import notary_env
+from tests.support.http_servers import Answer, ScriptedServer, scripted_server
 from uploader.staple.check import check_staple
 
 pytestmark = pytest.mark.process
@@ -28,53 +27,19 @@ pytestmark = pytest.mark.process
 SECRET = "correct horse battery staple"
 
 
-class Receiver(http.server.ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.posts: list[tuple[int, dict[str, str], bytes]] = []  # (answer, headers, body)
-        self.fail_first = 1
-        self.lock = threading.Lock()
-        self.arrived = threading.Condition(self.lock)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        with self.server.lock:
-            answer = 503 if self.server.fail_first > 0 else 204
-            self.server.fail_first -= 1
-            self.server.posts.append((answer, dict(self.headers), body))
-            self.server.arrived.notify_all()
-        self.send_response(answer)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[ScriptedServer]:
+    answers = iter([Answer(503)])  # the first POST fails, to force a retry
+    with scripted_server(lambda _: next(answers, Answer(204))) as server:
+        yield server
 
 
 def test_each_job_end_is_notified_once_with_a_valid_signature(
-    tmp_path: Path, notary: BackgroundEmulator, receiver: Receiver
+    tmp_path: Path, notary: BackgroundEmulator, receiver: ScriptedServer
 ) -> None:
     notary.call(lambda e: setattr(e.tickets, "propagation_seconds", 0.5))
     env = notary_env(notary, tmp_path / "keys")
-    env.update(NOTARYD_NOTIFY_URL=receiver.url, NOTARYD_NOTIFY_SECRET=SECRET,
+    env.update(NOTARYD_NOTIFY_URL=receiver.url("/hook"), NOTARYD_NOTIFY_SECRET=SECRET,
                NOTARYD_TICKET_URL=notary.emulator.ticket_url)
     d = Daemon(tmp_path, fake=False, env=env)
     d.start()
@@ -86,17 +51,18 @@ def test_each_job_end_is_notified_once_with_a_valid_signature(
     assert check_staple(app).ok  # the daemon stapled the bundle after Accepted
     reports = [d.request("GET", f"/v1/jobs/{j['id']}/log")[1]["report"] for j in jobs]
     assert "stapled the ticket" in reports[0] and "cannot be stapled" in reports[1]
-    with receiver.arrived:
-        assert receiver.arrived.wait_for(
-            lambda: sum(answer == 204 for answer, _, _ in receiver.posts) == 2, timeout=60)
+    receiver.wait_for(lambda _: receiver.answers.count(204) == 2, within=60,
+                      what="both jobs' notifications delivered")
     d.stop()  # flushes any delivery still pending; none may follow
+    posts = [(answer, request.headers, request.body)
+             for answer, request in zip(receiver.answers, receiver.requests, strict=True)]
 
-    delivered = [json.loads(body) for answer, _, body in receiver.posts if answer == 204]
+    delivered = [json.loads(body) for answer, _, body in posts if answer == 204]
     assert sorted(doc["job"] for doc in delivered) == sorted(j["id"] for j in jobs)
-    for _, headers, body in receiver.posts:
+    for _, headers, body in posts:
         expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
         assert hmac.compare_digest(headers["X-Notaryd-Signature"], expected)
-    retried = [json.loads(body) for answer, _, body in receiver.posts if answer == 503]
+    retried = [json.loads(body) for answer, _, body in posts if answer == 503]
     assert len(retried) == 1
     assert retried[0]["delivery"] in {doc["delivery"] for doc in delivered}  # same delivery
     by_job = {doc["job"]: doc for doc in delivered}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from uploader.notary.errors import KeyFileError
+from uploader.private_file import NotRegularFile, read_small_file, readable_by_others
 
 AUDIENCE = "appstoreconnect-v1"
 MAX_TOKEN_LIFETIME_SECONDS = 20 * 60
@@ -80,24 +80,14 @@ def load_api_key(path: Path | str, *, key_id: str, issuer_id: str) -> ApiKey:
 
 def _read_private_file(path: Path) -> bytes:
     try:
-        info = path.stat()
+        data, info = read_small_file(path, 64 * 1024)
     except FileNotFoundError:
         raise KeyFileError(
             f"{path}: API key file not found; set NOTARYD_PRIVATE_KEY to the AuthKey_<KEYID>.p8 "
             "file downloaded from App Store Connect"
         ) from None
-    except OSError as error:
-        raise KeyFileError(f"{path}: cannot access the API key file ({error.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise KeyFileError(f"{path}: not a regular file; point NOTARYD_PRIVATE_KEY at the .p8 file")
-    if info.st_mode & 0o077:
-        raise KeyFileError(
-            f"{path}: the private key is readable by other users (mode "
-            f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`"
-        )
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(64 * 1024)
+    except NotRegularFile:
+        raise KeyFileError(f"{path}: not a regular file; point NOTARYD_PRIVATE_KEY at the .p8 file") from None
     except PermissionError:
         raise KeyFileError(
             f"{path}: permission denied reading the API key file; it must be readable by user "
@@ -105,6 +95,10 @@ def _read_private_file(path: Path) -> bytes:
         ) from None
     except OSError as error:
         raise KeyFileError(f"{path}: cannot read the API key file ({error.strerror})") from None
+    problem = readable_by_others(path, info, "the private key")
+    if problem:
+        raise KeyFileError(problem)
+    return data
 
 
 def parse_p8(data: bytes, path: Path | str = "<key>") -> ec.EllipticCurvePrivateKey:

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 
@@ -59,7 +59,8 @@ from uploader.notary.errors import (
     Unauthenticated,
     UnsafeUrl,
 )
-from uploader.notary.url_policy import GuardedResolver, Resolver, UrlPolicy, resolve
+from uploader.notary.url_policy import GuardedConnector, Resolver, UrlPolicy, resolve
+from uploader.redaction import redact_url, redact_urls_in
 from uploader.retry import Retrier, RetryPolicy
 
 T = TypeVar("T")
@@ -70,8 +71,6 @@ _REQUEST_ID = re.compile(r"Request ID:\s*([\w.-]{1,80})")
 _SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,79}$")
 _ACCESS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-# Query parameters of pre-signed URLs that are safe to show; every other value is redacted.
-_SAFE_QUERY_KEYS = frozenset({"expires", "x-amz-expires", "x-amz-date", "x-amz-algorithm"})
 
 
 @dataclass(frozen=True)
@@ -148,32 +147,20 @@ def parse_iso8601(text: str) -> float | None:
         return None
 
 
-def redact_url(url: str) -> str:
-    """``url`` with every query value except expiry/date replaced by ``REDACTED``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if not parts.query:
-        return url
-    query = [
-        (key, value if key.lower() in _SAFE_QUERY_KEYS else "REDACTED")
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit(parts._replace(query=urlencode(query, safe="")))
-
-
 def notary_session(
-    api_url: str, *, trace_configs: list[aiohttp.TraceConfig] | None = None
+    api_url: str, *configured_urls: str, trace_configs: list[aiohttp.TraceConfig] | None = None
 ) -> aiohttp.ClientSession:
     """A session for everything a notarisation fetches (API, log URLs, ticket lookups).
 
-    Its connector re-checks every address when it connects (``GuardedResolver``), so a URL that
-    passed ``UrlPolicy`` cannot rebind to this machine. Timeouts and body caps are per request.
+    Its connector checks every address when it connects (``GuardedConnector``: names and IP
+    literals, on every redirect hop), so a URL that passed ``UrlPolicy`` cannot rebind to this
+    machine, and a redirect aiohttp follows by itself cannot reach it either. The hosts of
+    ``api_url`` and of ``configured_urls`` (the ticket lookup's) are the operator's choice and
+    may be anywhere. Timeouts and body caps are per request.
     Share one across clients of the same ``api_url``; whoever creates it closes it.
     """
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(resolver=GuardedResolver(api_url)),
+        connector=GuardedConnector(api_url, *configured_urls),
         trace_configs=trace_configs,
     )
 
@@ -369,9 +356,9 @@ class NotaryClient:
                             method, data = "GET", None
                         continue
                     if status == 200:
-                        body = await _read_capped(response, cap, endpoint, sink)
+                        body = await read_capped(response, cap, endpoint, sink)
                     else:  # an error page is read for its code and detail only
-                        body = await _read_capped(
+                        body = await read_capped(
                             response, self._limits.error_bytes, endpoint, sink, truncate=True
                         )
                     answer = _Answer(status, response.headers, body)
@@ -510,7 +497,7 @@ def _read_back(handle: IO[bytes], limit: int) -> bytes:
     return handle.read(limit)
 
 
-async def _read_capped(
+async def read_capped(
     response: aiohttp.ClientResponse,
     cap: int,
     endpoint: str,
@@ -624,5 +611,5 @@ def _describe(error: BaseException, what: str) -> str:
         return f"timed out talking to {what}"
     text = str(error) or type(error).__name__
     # aiohttp messages may quote the URL; the only URLs with secrets are pre-signed ones.
-    text = re.sub(r"https?://\S+", lambda m: redact_url(m.group(0)), text)
+    text = redact_urls_in(text)
     return f"{type(error).__name__}: {text}"

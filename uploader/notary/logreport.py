@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from uploader.lifecycle import NotaryStatus
+from uploader.terminal import printable
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def render_report(report: LogReport) -> str:
             lines.append(f"    {path}" + (f" [{arch}]" if arch else ""))
         if group.doc_url:
             lines.append(f"    see {group.doc_url}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # every field came from the server
 
 
 def to_json(report: LogReport) -> dict[str, Any]:

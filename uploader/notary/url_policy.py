@@ -6,9 +6,13 @@ services on this machine or its cloud metadata address (loopback, link-local). T
 
 * ``https://`` only, to a host that is not, and does not resolve to, a loopback, link-local,
   unspecified or multicast address;
-* the check resolves the host name; ``GuardedResolver`` repeats it when the connection is made,
+* the check resolves the host name; ``GuardedConnector`` repeats it when each connection is made,
   so a name that resolved to a public address for the check cannot switch to 127.0.0.1 for the
-  connection (DNS rebinding). Only the configured API host may resolve to anything.
+  connection (DNS rebinding). It checks every host the session connects to, on every redirect
+  hop aiohttp follows by itself: names (as resolved, cached or not) and IP literals alike
+  (``127.0.0.1``, ``[::1]``, ``[::ffff:127.0.0.1]``: aiohttp never asks a resolver about a
+  literal, so a resolver alone would miss them). Only a configured host and port (the API's,
+  the ticket lookup's) may be anything.
 * **emulator allowance**: when the configured API URL is itself plain ``http://`` on a loopback
   address (the local emulator, tests), ``http://`` URLs on loopback addresses are allowed too.
   Nothing else is relaxed, so a real (https) configuration never gets the allowance.
@@ -17,15 +21,19 @@ services on this machine or its cloud metadata address (loopback, link-local). T
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+import aiohttp
+from aiohttp.abc import ResolveResult
+from aiohttp.tracing import Trace
 
 from uploader.notary.errors import UnsafeUrl
+from uploader.redaction import redact_url
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -50,8 +58,6 @@ class UrlPolicy:
 
     async def check(self, url: str, endpoint: str) -> None:
         """Raise ``UnsafeUrl`` unless ``url`` may be fetched; resolves its host name."""
-        from uploader.notary.client import redact_url
-
         def refuse(reason: str) -> UnsafeUrl:
             return UnsafeUrl(endpoint=endpoint, url=redact_url(url), reason=reason)
 
@@ -84,9 +90,12 @@ def _is_loopback_name(host: str) -> bool:
     if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return False  # no name the emulator goes by (and Python >= 3.13 calls it loopback)
+    return address.is_loopback
 
 
 def _is_internal_name(host: str) -> bool:
@@ -97,8 +106,9 @@ def _is_internal_name(host: str) -> bool:
 
 
 def _is_internal_address(text: str) -> bool:
+    """Loopback, link-local, unspecified or multicast, an IPv4-mapped IPv6 one included."""
     try:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
+        address = ipaddress.ip_address(text.strip("[]").split("%", 1)[0])
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -107,25 +117,52 @@ def _is_internal_address(text: str) -> bool:
             or address.is_multicast)
 
 
-class GuardedResolver(AbstractResolver):
-    """aiohttp resolver that never connects to a loopback or link-local address for any host
-    other than the configured API host (and loopback names under the emulator allowance)."""
+class AddressGuard:
+    """Which addresses a host may connect to: any for the configured hosts (the API's, and any
+    other configured URL's such as NOTARYD_TICKET_URL) and for loopback names under the emulator
+    allowance; for every other host none that is loopback, link-local, unspecified or multicast
+    (IPv4-mapped IPv6 included)."""
 
-    def __init__(self, api_url: str) -> None:
-        self._api_host = (urlsplit(api_url).hostname or "").lower()
+    def __init__(self, api_url: str, *configured_urls: str) -> None:
+        self._configured = {_origin(url) for url in (api_url, *configured_urls)}
         self._allow_loopback = is_loopback_http(api_url)
-        self._inner = DefaultResolver()
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        if host.lower() == self._api_host or (self._allow_loopback and _is_loopback_name(host)):
+    def allowed(self, host: str, port: int,
+                results: list[ResolveResult]) -> list[ResolveResult]:
+        """``results`` of resolving ``host`` that may be connected to on ``port``; raises when
+        none. Only a configured host *and port* may be anything: another service on the same
+        machine is not trusted for sharing its host name."""
+        bare = host.lower().strip("[]")
+        if (bare, port) in self._configured or (self._allow_loopback and _is_loopback_name(bare)):
             return results
         safe = [r for r in results if not _is_internal_address(str(r["host"]))]
         if not safe:
-            raise OSError(f"{host} resolves only to loopback or link-local addresses; refused")
+            raise OSError(errno.EACCES, f"{host} is, or resolves only to, a loopback or "
+                          "link-local address; refused")
         return safe
 
-    async def close(self) -> None:
-        await self._inner.close()
+
+def _origin(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.hostname or "").lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+class GuardedConnector(aiohttp.TCPConnector):
+    """A TCP connector whose every connection, IP literals included, passes the guard.
+
+    aiohttp resolves a literal without its resolver, so the check sits where the connector
+    turns any host into addresses (``_resolve_host``): once per connection attempt, whichever
+    redirect hop it is for. A refusal is a ``ClientConnectorError`` naming the host.
+    """
+
+    def __init__(self, api_url: str, *configured_urls: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._guard = AddressGuard(api_url, *configured_urls)
+
+    async def _resolve_host(self, host: str, port: int,
+                            traces: Sequence[Trace] | None = None) -> list[ResolveResult]:
+        return self._guard.allowed(host, port, await super()._resolve_host(host, port, traces))

@@ -15,17 +15,7 @@ from typing import Any
 
 from uploader.lifecycle import NotaryStatus
 from uploader.preflight.messages import DOC_URLS, FIXES, Severity
-
-# Member names come from the archive: control characters could drive the terminal and
-# undecodable bytes (kept as lone surrogates) cannot be printed. Both are shown escaped.
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def printable(text: str) -> str:
-    text = text.translate(_CONTROL)
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+from uploader.terminal import printable  # member names may hold control characters
 
 
 @dataclass(frozen=True)
