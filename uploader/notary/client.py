@@ -369,9 +369,9 @@ class NotaryClient:
                             method, data = "GET", None
                         continue
                     if status == 200:
-                        body = await _read_capped(response, cap, endpoint, sink)
+                        body = await read_capped(response, cap, endpoint, sink)
                     else:  # an error page is read for its code and detail only
-                        body = await _read_capped(
+                        body = await read_capped(
                             response, self._limits.error_bytes, endpoint, sink, truncate=True
                         )
                     answer = _Answer(status, response.headers, body)
@@ -510,7 +510,7 @@ def _read_back(handle: IO[bytes], limit: int) -> bytes:
     return handle.read(limit)
 
 
-async def _read_capped(
+async def read_capped(
     response: aiohttp.ClientResponse,
     cap: int,
     endpoint: str,

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +51,22 @@ async def staple(
     max_wait_seconds: float = 1800.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     on_retry: Callable[[str, float], None] | None = None,
+    ticketed: Collection[str] = (),
 ) -> StapledArtifact:
+    """Look the artifact's ticket up and write it in.
+
+    ``ticketed``: the cdhashes the submission's developer log lists in ``ticketContents``.
+    When it lists some but not this artifact's, no ticket will ever exist for it (it was
+    changed or signed again after submission): that is said at once instead of waiting.
+    """
     kind = await asyncio.to_thread(kind_of, path)
     key = await asyncio.to_thread(ticket_key_for, path)
+    listed = sorted({cdhash.lower()[:40] for cdhash in ticketed if cdhash})
+    if listed and key.cdhash.hex() not in listed:
+        raise TicketLookupError(
+            f"{path.name}: the notary log lists no ticket for its signature (cdhash "
+            f"{key.cdhash.hex()}); it lists {', '.join(listed)}. The {kind} was changed or "
+            "signed again after it was submitted, so no ticket will come: notarise it again")
     ticket = await lookup_ticket(ticket_url, key, session=session,
                                  max_wait_seconds=max_wait_seconds, sleep=sleep,
                                  on_retry=on_retry)
