@@ -86,14 +86,14 @@ async def test_pkg_staple_appends_trailers_and_restaple_replaces(
     assert ticket_key_for(pkg).record_name == expected
     accept(ticket_desk, expected)
     ticket_clock.advance(60)
-    await staple(pkg, ticket_desk.url)  # type: ignore[attr-defined]
+    await staple(pkg, ticket_desk.url, max_wait_seconds=0)  # type: ignore[attr-defined]
     ticket = ticket_desk.ticket_for(expected)
     data = pkg.read_bytes()
     assert data[: len(original)] == original
     assert data[len(original):] == (struct.pack("<4sHHII", b"t8lr", 1, 1, 0, 0) + ticket
                                     + struct.pack("<4sHHII", b"t8lr", 1, 2, len(ticket), 0))
     assert read_pkg_ticket(pkg) == ticket and check_staple(pkg).ok
-    await staple(pkg, ticket_desk.url)  # type: ignore[attr-defined]
+    await staple(pkg, ticket_desk.url, max_wait_seconds=0)  # type: ignore[attr-defined]
     assert pkg.read_bytes() == data  # re-stapling replaces, never stacks
 
 
@@ -106,7 +106,7 @@ async def test_dmg_staple_adds_slot_0x10002_and_updates_koly(
     expected = record_name_of_dmg(before)
     accept(ticket_desk, expected)
     ticket_clock.advance(60)
-    await staple(dmg, ticket_desk.url)  # type: ignore[attr-defined]
+    await staple(dmg, ticket_desk.url, max_wait_seconds=0)  # type: ignore[attr-defined]
     after = dmg.read_bytes()
     koly = after[-512:]
     assert koly[:4] == b"koly" and koly[:0x128] == before[-512:][:0x128]
@@ -200,7 +200,7 @@ async def test_failed_write_leaves_the_package_untouched(
 
     monkeypatch.setattr(os, "fsync", disk_full)  # the moment just before the rename
     with pytest.raises(OSError):
-        await staple(pkg, ticket_desk.url)  # type: ignore[attr-defined]
+        await staple(pkg, ticket_desk.url, max_wait_seconds=0)  # type: ignore[attr-defined]
     assert pkg.read_bytes() == original
     assert os.listdir(tmp_path) == ["Game.pkg"]  # no temporary left behind
 
@@ -219,7 +219,7 @@ async def test_cli_staple_and_check(emulator: NotaryEmulator, tmp_path: Path,
     assert "no ticket for 2/2/" in capsys.readouterr().err
     emulator.tickets.propagation_seconds = 0
     emulator.tickets.issue([record_name_of_app(app)])
-    assert await asyncio.to_thread(main, ["staple", str(app)]) == 0
+    assert await asyncio.to_thread(main, ["staple", "--max-wait", "0", str(app)]) == 0
     assert "stapled the ticket" in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["staple", "--check", "--json", str(app)]) == 0
     assert '"outcome": "valid"' in capsys.readouterr().out
