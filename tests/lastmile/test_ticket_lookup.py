@@ -6,6 +6,7 @@ Apple's log says will never exist, an unreachable host, redirects, and malformed
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -13,10 +14,15 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from service import exit_codes
+from service.cli import main
+from service.emulator.auth import TeamKey
+from service.emulator.notary import NotaryEmulator
 from service.emulator.sample_app import make_sample_app
 from service.emulator.tickets import TICKET_BYTES, TicketDesk
 from tests.support.cdhash import raw_cdhash, record_name_of_app
 from tests.support.clocks import ManualClock
+from tests.support.emulator import notary_settings
 from tests.support.ports import closed_port
 from tests.support.serving import serving
 from uploader.notary.artifact import staple_after
@@ -219,3 +225,29 @@ async def test_a_503_with_retry_after_is_waited_out() -> None:
         got = await lookup_ticket(url, KEY, sleep=clock.sleep, clock=clock)
     assert clock.slept == [42.0] and got == ticket
 
+
+
+async def test_a_malformed_ticket_answer_after_accepted_is_one_line_and_exit_3(
+    emulator: NotaryEmulator, team_key: TeamKey, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    app = make_sample_app(tmp_path / "build", "Shipped")
+
+    async def malformed(request: web.Request) -> web.Response:
+        return web.json_response({"records": [{"fields": "not an object"}]})
+
+    async with serving(malformed) as url:
+        for name, value in {**notary_settings(emulator, team_key), "NOTARYD_TICKET_URL": url,
+                            "NOTARYD_STATE_DIR": str(tmp_path / "state"), "NOTARYD_CONFIG": "",
+                            "HOME": str(tmp_path)}.items():
+            monkeypatch.setenv(name, value)
+        code = await asyncio.to_thread(main, ["notarize", "--skip-preflight", str(app)])
+    out, err = capsys.readouterr()
+    assert code == exit_codes.ACCEPTED_NOT_STAPLED == 3
+    assert "Shipped.app: Accepted, submission" in out  # the verdict stays reported
+    *progress, line = err.splitlines()
+    assert all(shown.startswith("notaryd: ") for shown in progress)  # the progress lines
+    assert line.startswith("Shipped.app: accepted but not stapled: the ticket lookup")
+    assert "no valid ticket" in line
+    assert "unexpected error" not in err and "Traceback" not in err
+    assert not (app / "Contents" / "CodeResources").exists()
