@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from signal import SIGTERM
 
 import pytest
@@ -11,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.emulator.notary import BackgroundEmulator
 from service.emulator.verdicts import INVALID_MARKER
 from tests.support.daemon import Daemon
+from tests.support.emulator import file_sha256, stored_sha256
 from tests.support.waiting import until
 
 MiB = 1024 * 1024
@@ -47,6 +49,8 @@ def test_three_archives_survive_three_sigkills_without_duplicate_submissions(
     assert [j["state"] for j in finished] == ["accepted"] * 3, finished
     assert notary.call(lambda e: e.submissions_created) == 3, "a restart created a duplicate submission"
     assert len({j["submission_id"] for j in finished}) == 3
+    for job in finished:  # what S3 holds is, byte for byte, the archive that was submitted
+        assert stored_sha256(notary, job["submission_id"]) == file_sha256(Path(job["path"]))
     assert d.log().count("resuming job") >= 3
 
 

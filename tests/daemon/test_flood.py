@@ -19,6 +19,7 @@ import pytest
 
 from service.emulator.notary import BackgroundEmulator
 from tests.support.daemon import Daemon
+from tests.support.emulator import file_sha256, stored_sha256
 
 MiB = 1024 * 1024
 SLOWLORIS = Path(__file__).with_name("slowloris.py")
@@ -87,6 +88,7 @@ def test_a_slowloris_flood_delays_answers_but_never_fails_a_job(
           f"{job_seconds:.1f} s after the flood was in full swing")
     ended = d.job(job["id"])
     assert ended["state"] == "accepted", ended
+    assert stored_sha256(notary, str(ended["submission_id"])) == file_sha256(archive)
     assert notary.call(lambda e: e.submissions_created) == 1
     assert answered * 2 >= probes, f"{answered}/{probes} /healthz probes answered"
     assert stats["peak_open"] + stats["connect_errors"] > 0
