@@ -121,22 +121,18 @@ async def test_an_unreachable_ticket_service_is_not_called_propagation(
             await lookup_ticket(url, KEY, sleep=clock.sleep, clock=clock)
         message = str(failed.value)
         assert message.startswith(f"cannot reach the ticket service at {url}")
-        assert "propagating" not in message and "proxy configured" not in message
+        assert "propagating" not in message and "proxy" not in message.split(";")[0]
         assert 0 < sum(clock.slept) <= 120  # a bounded patience, not the 30-minute wait
         # With a proxy configured for it, the proxy is named (without its password).
         monkeypatch.setenv("HTTP_PROXY", f"http://user:secret@127.0.0.1:{port}")
         with pytest.raises(TicketLookupError) as failed:
             await lookup_ticket(url, KEY, sleep=clock.sleep, clock=clock)
     message = str(failed.value)
-    assert f"proxy configured for it, http://127.0.0.1:{port}" in message
+    assert f"the environment configures the proxy http://127.0.0.1:{port} for it" in message
     assert "secret" not in message
 
 
-async def test_redirects_are_followed_only_to_the_configured_host(
-    ticket_desk: TicketDesk, ticket_clock: ManualClock
-) -> None:
-    ticket_desk.issue([KEY.record_name])
-    ticket_clock.advance(60)
+async def test_a_redirect_to_another_host_is_not_followed() -> None:
     elsewhere: list[str] = []
 
     async def other_host(request: web.Request) -> web.Response:
@@ -154,7 +150,6 @@ async def test_redirects_are_followed_only_to_the_configured_host(
             with pytest.raises(TicketLookupError, match="neither Apple's nor NOTARYD_TICKET_URL"):
                 await lookup_ticket(url, KEY)
         assert elsewhere == []
-
 
 
 async def test_a_redirect_within_the_configured_host_is_followed(

@@ -75,7 +75,7 @@ async def lookup_ticket(
 ) -> bytes:
     """The ticket for ``key``; retries NOT_FOUND, temporary errors and network failures."""
     own = session is None
-    http = session or aiohttp.ClientSession(trust_env=True)
+    http = session or aiohttp.ClientSession()
     deadline = clock() + max_wait_seconds
     delay = FIRST_DELAY_SECONDS
     unreachable_since: float | None = None
@@ -112,7 +112,7 @@ def _unreachable(url: str, cause: str) -> str:
     except LookupError:
         proxy = None
     if proxy is not None:
-        text += f" through the proxy configured for it, {proxy.with_user(None)}"
+        text += f"; the environment configures the proxy {proxy.with_user(None)} for it"
     return (text + "; this is a network problem, not ticket propagation: check the network, "
             "the proxy settings and NOTARYD_TICKET_URL, then run notaryd staple again")
 
