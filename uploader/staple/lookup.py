@@ -85,7 +85,10 @@ async def lookup_ticket(
                 return await _ask(http, url, key)
             except _Retry as retry:
                 now = clock()
-                unreachable_since = (unreachable_since or now) if retry.unreachable else None
+                if not retry.unreachable:
+                    unreachable_since = None
+                elif unreachable_since is None:
+                    unreachable_since = now
                 wait = retry.after if retry.after is not None else delay
                 if unreachable_since is not None and (
                         now + wait > deadline or now + wait - unreachable_since > UNREACHABLE_SECONDS):
