@@ -25,7 +25,7 @@ from tests.support.clocks import ManualClock
 from tests.support.emulator import notary_settings
 from tests.support.ports import closed_port
 from tests.support.serving import serving
-from uploader.notary.artifact import staple_after
+from uploader.notary.artifact import staple_after, ticketed_records
 from uploader.staple import staple
 from uploader.staple.identity import TicketKey
 from uploader.staple.lookup import TicketLookupError, _redirect_target, lookup_ticket
@@ -79,20 +79,21 @@ async def test_a_record_the_log_does_not_list_is_reported_at_once_naming_the_lis
     ticket_desk: TicketDesk, ticket_clock: ManualClock, tmp_path: Path
 ) -> None:
     app = make_sample_app(tmp_path, "Resigned")
-    listed = ["aa" * 20, "BB" * 20]  # what Apple's log says the ticket covers
+    expected = record_name_of_app(app)
+    listed = ["2/2/" + "aa" * 20, "2/2/" + "bb" * 20]  # what Apple's log says it ticketed
     with pytest.raises(TicketLookupError) as refused:
         await staple(app, ticket_desk.url, sleep=ticket_clock.sleep,  # type: ignore[attr-defined]
                      ticketed=listed)
     message = str(refused.value)
-    assert raw_cdhash(record_name_of_app(app)).hex() in message
+    assert raw_cdhash(expected).hex() in message
     assert "aa" * 20 in message and "bb" * 20 in message and "notarise it again" in message
     assert ticket_desk.answers == [] and ticket_clock.slept == []
-    # The log listing this signature: the lookup goes ahead and staples.
-    ticket_desk.issue([record_name_of_app(app)])
+    # A log that lists it (or only signatures of another digest type) lets the lookup go ahead.
+    ticket_desk.issue([expected])
     ticket_clock.advance(60)
-    done = await staple(app, ticket_desk.url,  # type: ignore[attr-defined]
-                        ticketed=[*listed, raw_cdhash(record_name_of_app(app)).hex().upper()])
-    assert done.key.record_name == record_name_of_app(app)
+    for ticketed in ([*listed, expected], ["2/1/" + "cc" * 20]):
+        done = await staple(app, ticket_desk.url, ticketed=ticketed)  # type: ignore[attr-defined]
+        assert done.key.record_name == expected
 
 
 async def test_after_accepted_the_stored_log_tells_never_from_not_yet(
@@ -106,6 +107,7 @@ async def test_after_accepted_the_stored_log_tells_never_from_not_yet(
     note = await staple_after(app, ticket_desk.url, 1800.0, log_path=log_path)  # type: ignore[attr-defined]
     assert note.failed and "accepted but not stapled" in note.text and "cd" * 20 in note.text
     assert ticket_desk.answers == []  # said at once, without waiting 30 minutes
+    assert ticketed_records(log_path) == ("2/2/" + "cd" * 20,)
 
 
 async def test_an_unreachable_ticket_service_is_not_called_propagation(

@@ -108,7 +108,7 @@ async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float,
         return StapleNote(f"{source.name}: a zip cannot be stapled; staple the .app it was made "
                           "from (notaryd staple Game.app) and zip it again")
     try:
-        ticketed = await asyncio.to_thread(ticketed_cdhashes, log_path)
+        ticketed = await asyncio.to_thread(ticketed_records, log_path)
         done = await staple(source, ticket_url, session=session,
                             max_wait_seconds=max_wait_seconds, ticketed=ticketed)
     except StapleInputError as error:
@@ -127,8 +127,9 @@ async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float,
     return StapleNote(done.message)
 
 
-def ticketed_cdhashes(log_path: Path | None) -> tuple[str, ...]:
-    """The cdhashes a stored developer log lists in ``ticketContents`` (blocking); () if unknown."""
+def ticketed_records(log_path: Path | None) -> tuple[str, ...]:
+    """Ticket record names (``2/<digest type>/<cdhash>``) of what a stored developer log lists
+    in ``ticketContents`` (blocking); () when unknown."""
     from uploader.notary.logreport import parse_log
     from uploader.preflight.walk import open_regular_file
 
@@ -144,4 +145,7 @@ def ticketed_cdhashes(log_path: Path | None) -> tuple[str, ...]:
         return ()
     if not isinstance(document, dict):
         return ()
-    return tuple(ticket.cdhash for ticket in parse_log(document).tickets if ticket.cdhash)
+    types = {"SHA-1": 1, "SHA-256": 2}
+    return tuple(f"2/{types[t.digest_algorithm.upper()]}/{t.cdhash.lower()[:40]}"
+                 for t in parse_log(document).tickets
+                 if t.cdhash and t.digest_algorithm.upper() in types)

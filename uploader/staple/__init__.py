@@ -55,18 +55,21 @@ async def staple(
 ) -> StapledArtifact:
     """Look the artifact's ticket up and write it in.
 
-    ``ticketed``: the cdhashes the submission's developer log lists in ``ticketContents``.
-    When it lists some but not this artifact's, no ticket will ever exist for it (it was
-    changed or signed again after submission): that is said at once instead of waiting.
+    ``ticketed``: the record names (``2/<digest type>/<cdhash>``) of what the submission's
+    developer log lists in ``ticketContents``. When it lists signatures of this digest type but
+    not this artifact's, no ticket will ever exist for it (it was changed or signed again after
+    submission): that is said at once instead of waiting for propagation.
     """
     kind = await asyncio.to_thread(kind_of, path)
     key = await asyncio.to_thread(ticket_key_for, path)
-    listed = sorted({cdhash.lower()[:40] for cdhash in ticketed if cdhash})
-    if listed and key.cdhash.hex() not in listed:
+    prefix = f"2/{key.digest_type}/"
+    listed = sorted({name.lower() for name in ticketed if name.startswith(prefix)})
+    if listed and key.record_name not in listed:
         raise TicketLookupError(
             f"{path.name}: the notary log lists no ticket for its signature (cdhash "
-            f"{key.cdhash.hex()}); it lists {', '.join(listed)}. The {kind} was changed or "
-            "signed again after it was submitted, so no ticket will come: notarise it again")
+            f"{key.cdhash.hex()}); it lists {', '.join(n.rsplit('/', 1)[1] for n in listed)}. "
+            f"The {kind} was changed or signed again after it was submitted, so no ticket will "
+            "come: notarise it again")
     ticket = await lookup_ticket(ticket_url, key, session=session,
                                  max_wait_seconds=max_wait_seconds, sleep=sleep,
                                  on_retry=on_retry)
