@@ -4,8 +4,9 @@ Each module in ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds 
 and sets ``handler(args, settings) -> exit code`` on each parser. Command modules import their
 heavy dependencies inside the handlers so that ``notaryd --help`` stays fast.
 
-Exit codes (contract): 0 success / Accepted / clean; 2 Invalid or Rejected / preflight errors;
-1 any other failure, with one line on stderr that says what to do.
+Exit codes: the table in ``service.exit_codes`` (0 success / Accepted / clean; 2 Invalid or
+Rejected / preflight errors; 3 Accepted but not stapled; 1 any other failure, with one line on
+stderr that says what to do).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from service import exit_codes
 from uploader import redaction
 from uploader.errors import NotarydError
 from uploader.terminal import printable
@@ -65,16 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except NotarydError as exc:
         print(f"notaryd: {printable(redaction.redact(str(exc)))}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILURE
     except KeyboardInterrupt:
         print("notaryd: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
     except Exception as exc:  # a bug or an unforeseen OS error: one line; the traceback with -v
         logging.getLogger("notaryd").debug("unexpected error", exc_info=True)
         print(f"notaryd: unexpected error ({type(exc).__name__}: "
               f"{printable(redaction.redact(str(exc)))}); "
               "re-run with -v for the details", file=sys.stderr)
-        return 1
+        return exit_codes.FAILURE
 
 
 if __name__ == "__main__":

@@ -27,11 +27,13 @@ from service.emulator.config import EmulatorConfig
 from service.emulator.faultproxy import FaultProxyThread
 from service.emulator.notary import BackgroundEmulator, NotaryEmulator, backend_for
 from service.emulator.seaweed import SeaweedServer
-from tests.support.clocks import ShiftedClock
+from service.emulator.tickets import TicketDesk
+from tests.support.clocks import ManualClock, ShiftedClock
 from tests.support.daemon import Daemon
 from tests.support.emulator import notary_env
 from tests.support.environment import isolate, release, skip_hides_a_gap
 from tests.support.files import PART
+from tests.support.serving import serving
 from tests.support.tiers import TIERS, tier_of, violation, watched
 from uploader.config import EngineConfig
 from uploader.database import Database
@@ -186,6 +188,21 @@ async def emulator(
         backend_for(seaweed), config=emulator_config, clock=emulator_clock
     ) as running:
         yield running
+
+
+@pytest.fixture
+def ticket_clock() -> ManualClock:
+    """The ticket desk's clock; pass ``sleep=ticket_clock.sleep`` so waits move it."""
+    return ManualClock(1000.0)
+
+
+@pytest.fixture
+async def ticket_desk(ticket_clock: ManualClock) -> AsyncIterator[TicketDesk]:
+    """The emulator's ticket lookup alone, on loopback at ``ticket_desk.url``; 30 s propagation."""
+    desk = TicketDesk(ticket_clock, propagation_seconds=30, piece_pause_seconds=0.01)
+    async with serving(desk.handle) as url:
+        desk.url = url  # type: ignore[attr-defined]
+        yield desk
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from service.commands.notary import add_last_mile_options
+from service.exit_codes import ACCEPTED, FAILURE, REJECTED
 from uploader.lifecycle import JobOutcome
 from uploader.terminal import printable
 
@@ -18,11 +19,10 @@ if TYPE_CHECKING:
     from service.daemon.snapshot import JobSnapshot
     from service.settings import Settings
 
-EXIT_ACCEPTED, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
 OUTCOME_EXIT_CODES = {
-    JobOutcome.ACCEPTED: EXIT_ACCEPTED,
-    JobOutcome.INVALID: EXIT_REJECTED,
-    JobOutcome.REJECTED: EXIT_REJECTED,
+    JobOutcome.ACCEPTED: ACCEPTED,
+    JobOutcome.INVALID: REJECTED,
+    JobOutcome.REJECTED: REJECTED,
 }
 # Following a job survives a daemon restart (launchd brings it back within seconds).
 RECONNECT_ATTEMPTS = 30
@@ -160,7 +160,7 @@ async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
         line += f" (submission {job.submission_id}; `notaryd log {job.submission_id}`)"
     print(printable(line), file=sys.stderr)
     print(printable(job.id))
-    return OUTCOME_EXIT_CODES.get(state, EXIT_FAILED) if isinstance(state, JobOutcome) else EXIT_FAILED
+    return OUTCOME_EXIT_CODES.get(state, FAILURE) if isinstance(state, JobOutcome) else FAILURE
 
 
 def _jobs(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,7 +1,8 @@
 """`notaryd notarize`, `status`, `log`, `history`: the notary service, driven in-process.
 
-Exit codes: 0 Accepted (or submitted with --no-wait); 2 Invalid or Rejected, or preflight errors;
-1 any other failure, with one line on stderr that says what to do.
+Exit codes (``service.exit_codes``): 0 Accepted (or submitted with --no-wait); 2 Invalid or
+Rejected, or preflight errors; 3 Accepted but not stapled; 1 any other failure, with one line on
+stderr that says what to do.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from service.exit_codes import ACCEPTED, ACCEPTED_NOT_STAPLED, FAILURE, REJECTED
 from service.settings import Settings
 from uploader.errors import ConfigError
 from uploader.lifecycle import NotaryStatus
@@ -21,11 +23,6 @@ if TYPE_CHECKING:
     from uploader.notary.pipeline import NotarizeOutcome, Notarizer
 
 T = TypeVar("T")
-
-EXIT_ACCEPTED = 0
-EXIT_FAILURE = 1
-EXIT_REJECTED = 2
-
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p = subparsers.add_parser(
@@ -68,10 +65,10 @@ def add_last_mile_options(parser: argparse.ArgumentParser) -> None:
 
 def exit_code_for(status: str, waited: bool = True) -> int:
     if status == NotaryStatus.ACCEPTED or (not waited and status == NotaryStatus.IN_PROGRESS):
-        return EXIT_ACCEPTED
+        return ACCEPTED
     if status in (NotaryStatus.INVALID, NotaryStatus.REJECTED):
-        return EXIT_REJECTED
-    return EXIT_FAILURE
+        return REJECTED
+    return FAILURE
 
 
 def _with_notarizer(settings: Settings, use: Callable[[Notarizer], Awaitable[T]],
@@ -129,10 +126,10 @@ def notarize(args: argparse.Namespace, settings: Settings) -> int:
         except PreflightFailed as failed:
             print(failed.report, file=sys.stdout if not args.json else sys.stderr)
             print(f"notaryd: {failed}", file=sys.stderr)
-            return EXIT_REJECTED
+            return REJECTED
     print_outcome(outcome, args.json, waited=request.wait)
-    if outcome.staple is not None and outcome.staple.failed:
-        return EXIT_FAILURE
+    if outcome.accepted and outcome.staple is not None and outcome.staple.failed:
+        return ACCEPTED_NOT_STAPLED
     return exit_code_for(outcome.status, waited=request.wait)
 
 

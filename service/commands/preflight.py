@@ -9,10 +9,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.exit_codes import CLEAN, ERRORS_FOUND
+
 if TYPE_CHECKING:
     from service.settings import Settings
-
-EXIT_CLEAN, EXIT_ERRORS = 0, 2
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -38,4 +38,4 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     report = run_preflight(args.path)
     print(report.to_json() if args.json else report.render_text(), end="\n" if args.json else "")
-    return EXIT_ERRORS if report.has_errors else EXIT_CLEAN
+    return ERRORS_FOUND if report.has_errors else CLEAN

@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -288,6 +288,11 @@ class BackgroundEmulator:
 
     def call(self, fn: Callable[[NotaryEmulator], T], timeout_seconds: float = 30.0) -> T:
         return self._thread.call(lambda: fn(self.emulator), timeout_seconds)
+
+    def run(self, fn: Callable[[NotaryEmulator], Coroutine[Any, Any, T]],
+            timeout_seconds: float = 60.0) -> T:
+        """``await fn(emulator)`` on the emulator's loop thread and return its result."""
+        return self._thread.run(fn(self.emulator), timeout_seconds)
 
     def stop(self) -> None:
         if self._emulator is not None:

@@ -2,8 +2,10 @@
 
 The S3 front reports each completed ``PutObject``/``CompleteMultipartUpload``; the first one
 for an In Progress submission starts processing (an overwrite after the verdict does not). The
-object is read back and inspected (``verdicts.inspect``), processing lasts at least
-``processing_delay_seconds``, and an Accepted upload teaches the ticket desk its signatures.
+object is read back, streamed, and inspected (``verdicts.inspect``): an object whose SHA-256 is
+not the one declared at submission is Invalid ("does not match its declared hash"). Processing
+lasts at least ``processing_delay_seconds``; an Accepted upload teaches the ticket desk its
+signatures, which its developer log lists as ``ticketContents``.
 A stuck submission keeps its verdict pending until ``release``. Settling publishes the tickets
 and, when the submission asked for one, posts Apple's signed ``processing-complete`` webhook.
 
@@ -24,12 +26,19 @@ import aiohttp
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from service.emulator.codesign import SignedCode
 from service.emulator.config import EmulatorConfig
 from service.emulator.responses import iso_time
 from service.emulator.s3front import S3Front
 from service.emulator.submissions import EmulatedSubmission
 from service.emulator.tickets import TicketDesk
-from service.emulator.verdicts import developer_log, first_match, inspect
+from service.emulator.verdicts import (
+    VerdictRule,
+    developer_log,
+    first_match,
+    hash_mismatch_rule,
+    inspect,
+)
 from uploader.lifecycle import NotaryStatus
 
 log = logging.getLogger(__name__)
@@ -134,27 +143,32 @@ class Processor:
     async def _process(self, submission: EmulatedSubmission) -> None:
         started = time.monotonic()
         markers: frozenset[bytes] = frozenset()
+        rule: VerdictRule | None = None
+        signed: list[SignedCode] = []
         try:
             if self.config.inspect_uploads:
                 found = await inspect(self._read_back(submission), self.config.rules)
                 submission.uploaded_sha256, submission.uploaded_bytes = found.sha256, found.size
                 markers = found.markers
+                if found.sha256 != submission.sha256:
+                    rule = hash_mismatch_rule(submission.sha256, found.sha256, submission.name)
             delay = self.config.processing_delay_seconds - (time.monotonic() - started)
             if delay > 0:
                 await asyncio.sleep(delay)
-            rule = first_match(self.config.rules, submission.name, markers)
+            rule = rule or first_match(self.config.rules, submission.name, markers)
+            if rule is None:  # Accepted: find the signatures its tickets are filed under
+                signed = await self._tickets.learn(
+                    submission.id, submission.name, self._read_back(submission)
+                )
             doc = developer_log(
                 rule,
                 submission_id=submission.id,
                 name=submission.name,
                 sha256=submission.uploaded_sha256 or submission.sha256,
                 uploaded_at=submission.landed_at or self._clock(),
+                ticket_contents=[code.log_entry() for code in signed],
             )
             status = NotaryStatus(doc["status"])
-            if status is NotaryStatus.ACCEPTED:
-                await self._tickets.learn(
-                    submission.id, submission.name, self._read_back(submission)
-                )
         finally:
             submission.processing = False
         if submission.stuck:

@@ -17,14 +17,16 @@ from pathlib import Path
 _CS_RUNTIME = 0x10000
 
 
-def code_directory(identifier: str, team_id: str = "NOTARYD01") -> bytes:
+def code_directory(identifier: str, team_id: str = "NOTARYD01", hash_type: int = 2) -> bytes:
+    """A CodeDirectory with no code slots; ``hash_type`` 1 (SHA-1) or 2 (SHA-256)."""
     header_size = 88  # version 0x20400 ends with execSegFlags
     ident = identifier.encode() + b"\x00"
     team = team_id.encode() + b"\x00"
     hash_offset = header_size + len(ident) + len(team)
     return struct.pack(
         ">IIIIIIIIIBBBBIIIIQQQQ", 0xFADE0C02, hash_offset, 0x20400, _CS_RUNTIME, hash_offset,
-        header_size, 0, 0, 0, 32, 2, 0, 12, 0, 0, header_size + len(ident), 0, 0, 0, 0, 0,
+        header_size, 0, 0, 0, 32 if hash_type == 2 else 20, hash_type, 0, 12, 0, 0,
+        header_size + len(ident), 0, 0, 0, 0, 0,
     ) + ident + team
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +121,23 @@ def first_match(
     return next((rule for rule in rules if rule.matches(name, markers)), None)
 
 
+def hash_mismatch_rule(declared: str, uploaded: str, name: str) -> VerdictRule:
+    """Invalid: the object that landed is not the archive whose SHA-256 was declared."""
+    return VerdictRule(
+        status=NotaryStatus.INVALID,
+        status_summary="Archive contains critical validation errors",
+        issues=({
+            "severity": "error",
+            "code": None,
+            "path": name,
+            "message": f"The archive does not match its declared hash: sha256 {uploaded} was "
+                       f"uploaded, {declared} was declared at submission.",
+            "docUrl": None,
+            "architecture": None,
+        },),
+    )
+
+
 def developer_log(
     rule: VerdictRule | None,
     *,
@@ -128,9 +145,12 @@ def developer_log(
     name: str,
     sha256: str,
     uploaded_at: float,
+    ticket_contents: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The developer log of a verdict: ``rule``'s, or Accepted with ticket contents."""
-    doc: dict[str, Any] = {
+    """The developer log of a verdict: ``rule``'s, or Accepted with ``ticket_contents`` (the
+    signatures it ticketed; ``null`` when there were none)."""
+    accepted = rule is None
+    return {
         "logFormatVersion": 1,
         "jobId": submission_id,
         "status": str(rule.status if rule else NotaryStatus.ACCEPTED),
@@ -139,17 +159,7 @@ def developer_log(
         "archiveFilename": name,
         "uploadDate": iso_time(uploaded_at),
         "sha256": sha256,
-        "ticketContents": None,
+        "ticketContents": [dict(entry) for entry in ticket_contents]
+                          if accepted and ticket_contents else None,
         "issues": [dict(issue) for issue in rule.issues] if rule and rule.issues else None,
     }
-    if rule is None:
-        doc["ticketContents"] = [
-            {
-                "path": f"{name}/Contents/MacOS/App",
-                "digestAlgorithm": "SHA-256",
-                "cdhash": hashlib.sha1(submission_id.encode()).hexdigest(),
-                "arch": arch,
-            }
-            for arch in ("x86_64", "arm64")
-        ]
-    return doc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from signal import SIGTERM
 
 import pytest
@@ -11,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.emulator.notary import BackgroundEmulator
 from service.emulator.verdicts import INVALID_MARKER
 from tests.support.daemon import Daemon
+from tests.support.emulator import file_sha256, stored_sha256
 from tests.support.waiting import until
 
 MiB = 1024 * 1024
@@ -68,6 +70,8 @@ def test_three_archives_survive_three_sigkills_without_duplicate_submissions(
     for number, piece in enumerate(pieces[1:], 1):
         resumed = dict(re.findall(r'msg="resuming job" job=(\w+) .*was=(\w+)', piece))
         assert sorted(resumed) == sorted(ids) and "uploading" in resumed.values(), f"start {number}:\n{piece}"
+    for job in finished:  # what S3 holds is, byte for byte, the archive that was submitted
+        assert stored_sha256(notary, job["submission_id"]) == file_sha256(Path(job["path"]))
 
 
 def test_metrics_agree_with_the_bytes_uploaded(real_daemon: Daemon) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from service.emulator.notary import BackgroundEmulator
 from tests.support.daemon import Daemon
+from tests.support.emulator import file_sha256, stored_sha256
 from tests.support.waiting import until
 from uploader.lifecycle import JobOutcome
 
@@ -83,6 +84,7 @@ def test_a_slowloris_flood_delays_answers_but_never_fails_a_job(
     print(f"\nflood: {stats}; /healthz answered {sum(answers)}/{len(answers)}")
     ended_job = d.job(job_id)
     assert ended_job["state"] == "accepted", ended_job
+    assert stored_sha256(notary, str(ended_job["submission_id"])) == file_sha256(archive)
     assert notary.call(lambda e: e.submissions_created) == 1
     assert any(answers), "no /healthz probe was answered during the flood"
     assert stats["peak_open"] + stats["connect_errors"] > 0

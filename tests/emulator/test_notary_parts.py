@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.emulator.auth import AUDIENCE, Refused, RequestBudget, TeamKey, TeamKeys, TokenRules
+from service.emulator.codesign import SignedCode
 from service.emulator.faults import FaultPolicy, Faults, Injected
 from service.emulator.presign import LogLinks
 from service.emulator.verdicts import (
@@ -258,12 +259,23 @@ def test_rules_match_by_name_marker_or_both_and_the_first_wins() -> None:
 
 
 def test_an_accepted_log_carries_ticket_contents_and_no_issues() -> None:
+    signed = [SignedCode("App.zip/App.app/Contents/MacOS/App", arch, 2, bytes([n]) * 20)
+              for n, arch in enumerate(("x86_64", "arm64"))]
     doc = developer_log(
-        None, submission_id="id-1", name="App.zip", sha256="ab" * 32, uploaded_at=NOW
+        None, submission_id="id-1", name="App.zip", sha256="ab" * 32, uploaded_at=NOW,
+        ticket_contents=[code.log_entry() for code in signed],
     )
     assert doc["status"] == "Accepted" and doc["statusCode"] == 0
     assert doc["issues"] is None and doc["uploadDate"] == "2023-11-14T22:13:20.000Z"
-    assert [entry["arch"] for entry in doc["ticketContents"]] == ["x86_64", "arm64"]
+    assert doc["ticketContents"] == [
+        {"path": "App.zip/App.app/Contents/MacOS/App", "digestAlgorithm": "SHA-256",
+         "cdhash": "00" * 20, "arch": "x86_64"},
+        {"path": "App.zip/App.app/Contents/MacOS/App", "digestAlgorithm": "SHA-256",
+         "cdhash": "01" * 20, "arch": "arm64"},
+    ]
+    unsigned = developer_log(None, submission_id="id-9", name="A.zip", sha256="0" * 64,
+                             uploaded_at=NOW)
+    assert unsigned["status"] == "Accepted" and unsigned["ticketContents"] is None
 
 
 def test_a_rejected_or_invalid_log_carries_the_rules_issues() -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from service.emulator.notary import NotaryEmulator
 from service.emulator.sample_app import make_sample_app
+from tests.support.cdhash import record_name_of_app
 from uploader.database import Database
 from uploader.notary.pipeline import NotarizeOutcome, Notarizer, NotarizeRequest, NotaryConfig
 from uploader.staple.check import CheckOutcome, check_staple
-from uploader.staple.identity import app_ticket_key
 
 BIG = 4 * 1024**3 + 100 * 1024**2  # 4.1 GiB: over the 4 GiB ZIP64 limit
 
@@ -56,11 +56,13 @@ async def test_bundle_with_big_sparse_file_and_symlink_comes_back_stapled(
 
     assert outcome.status == "Accepted"
     assert outcome.staple is not None and not outcome.staple.failed, outcome.staple
-    key = app_ticket_key(app)
-    answers = [answer for name, answer in emulator.tickets.answers if name == key.record_name]
+    expected = record_name_of_app(app)  # decoded by hand, apart from client and emulator
+    answers = [answer for name, answer in emulator.tickets.answers if name == expected]
     assert answers[0] == "NOT_FOUND" and answers[-1] == "ticket"
     ticket = (app / "Contents" / "CodeResources").read_bytes()
-    assert ticket == emulator.tickets.ticket_for(key)
+    assert ticket == emulator.tickets.ticket_for(expected)
+    listed = emulator.submissions[outcome.submission_id or ""].log or {}
+    assert [entry["cdhash"] for entry in listed["ticketContents"]] == [expected[-40:]]
     assert check_staple(app).outcome is CheckOutcome.VALID
 
     # The zip in S3 unpacks to the same tree: names, modes, symlinks, contents.

@@ -259,11 +259,29 @@ async def test_marker_in_upload_gives_invalid_with_a_grouped_report(
     assert "App.app/Contents/MacOS/App [x86_64]" in text
 
 
+async def test_an_upload_that_does_not_match_its_declared_sha256_is_invalid(
+    emulator: NotaryEmulator, client: NotaryClient
+) -> None:
+    declared = os.urandom(2 * MiB)
+    landed = bytearray(declared)
+    landed[MiB] ^= 0x01  # one bit flipped on the way
+    submission = await client.submit("Flipped.zip", hashlib.sha256(declared).hexdigest())
+    async with s3_for(emulator, submission) as s3:
+        await s3.put_object(Bucket=submission.bucket, Key=submission.object, Body=bytes(landed))
+    assert await _wait_terminal(client, submission.id) == "Invalid"
+    report = parse_log(await client.download_log(await client.log_url(submission.id)))
+    assert report.status_code == 4000 and report.tickets == ()
+    assert report.sha256 == hashlib.sha256(landed).hexdigest()
+    [issue] = report.issues
+    assert "does not match its declared hash" in issue.message
+    assert hashlib.sha256(declared).hexdigest() in issue.message
+
+
 async def test_stuck_submission_stays_in_progress_until_released(
     emulator: NotaryEmulator, client: NotaryClient
 ) -> None:
     emulator.faults.stuck_next = 1
-    submission = await client.submit("Slow.zip", "0" * 64)
+    submission = await client.submit("Slow.zip", hashlib.sha256(b"x").hexdigest())
     async with s3_for(emulator, submission) as s3:
         await s3.put_object(Bucket=submission.bucket, Key=submission.object, Body=b"x")
     async def verdict_held() -> bool:  # processed, its verdict kept back
@@ -284,7 +302,7 @@ async def test_virtual_host_addressing_like_transfer_acceleration(
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials as BotoCredentials
 
-    submission = await client.submit("V.zip", "0" * 64)
+    submission = await client.submit("V.zip", hashlib.sha256(b"hello").hexdigest())
     creds = submission.credentials
     host = f"{submission.bucket}.s3-accelerate.localhost:{emulator.s3_port}"
     key_path = "/" + submission.object.replace(":", "%3A")
@@ -310,7 +328,7 @@ async def test_put_object_only_mode_denies_listing_abort_and_reads(
     emulator: NotaryEmulator, client: NotaryClient
 ) -> None:
     emulator.s3.denied_operations = PUT_OBJECT_ONLY
-    submission = await client.submit("A.zip", "0" * 64)
+    submission = await client.submit("A.zip", hashlib.sha256(b"x" * 1024).hexdigest())
     bucket, key = submission.bucket, submission.object
     async with s3_for(emulator, submission) as s3:
         upload_id = (await s3.create_multipart_upload(Bucket=bucket, Key=key))["UploadId"]

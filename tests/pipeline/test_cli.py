@@ -17,7 +17,7 @@ from service.emulator.config import EmulatorConfig
 from service.emulator.notary import BackgroundEmulator
 from service.emulator.s3front import PUT_OBJECT_ONLY
 from service.emulator.verdicts import INVALID_MARKER
-from tests.support.emulator import cli_environment, notarize_command
+from tests.support.emulator import cli_environment, file_sha256, notarize_command, stored_sha256
 from tests.support.files import PART, make_archive
 from tests.support.waiting import until
 
@@ -71,6 +71,8 @@ def finishes_accepted_with_one_submission(
     assert final.returncode == 0, final.stderr
     assert "Accepted" in final.stdout
     assert notary.call(lambda e: e.submissions_created) == 1
+    [submission_id] = notary.call(lambda e: list(e.submissions))
+    assert stored_sha256(notary, submission_id) == file_sha256(archive)
 
 
 def test_sigkilled_at_every_stage_ends_accepted_with_one_submission(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -48,3 +50,25 @@ def cli_environment(emulator: NotaryEmulator, key: TeamKey, home: Path) -> dict[
 
 def notarize_command(archive: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "service", "notarize", str(archive), *extra]
+
+
+def stored_sha256(notary: BackgroundEmulator, submission_id: str) -> str:
+    """SHA-256 of the object the submission's upload left in the bucket, streamed back from S3."""
+
+    async def digest_of(emulator: NotaryEmulator) -> str:
+        digest = hashlib.sha256()
+        submission = emulator.submissions[submission_id]
+        async for chunk in emulator.s3.read_object(emulator.config.bucket, submission.object):
+            await asyncio.to_thread(digest.update, chunk)
+        return digest.hexdigest()
+
+    return notary.run(digest_of, timeout_seconds=120)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a local file, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()

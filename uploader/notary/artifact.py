@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from uploader.lifecycle import NotaryStatus
 log = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES = (".zip", ".pkg", ".dmg")
+MAX_LOG_BYTES = 8 << 20  # the notary client's cap on a developer log
 
 
 @dataclass(frozen=True)
@@ -93,15 +95,22 @@ class StapleNote:
 
 
 async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float,
-                       session: aiohttp.ClientSession | None = None) -> StapleNote:
-    """Staple the accepted artifact; never raises for a stapling problem (the verdict stands)."""
+                       session: aiohttp.ClientSession | None = None,
+                       log_path: Path | None = None) -> StapleNote:
+    """Staple the accepted artifact; never raises for a stapling problem (the verdict stands).
+
+    ``log_path``: the submission's stored developer log; its ``ticketContents`` tell a ticket
+    that is still propagating from one that will never exist.
+    """
     from uploader.staple import StapleInputError, staple
 
     if source.suffix.lower() == ".zip":
         return StapleNote(f"{source.name}: a zip cannot be stapled; staple the .app it was made "
                           "from (notaryd staple Game.app) and zip it again")
     try:
-        done = await staple(source, ticket_url, session=session, max_wait_seconds=max_wait_seconds)
+        ticketed = await asyncio.to_thread(ticketed_records, log_path)
+        done = await staple(source, ticket_url, session=session,
+                            max_wait_seconds=max_wait_seconds, ticketed=ticketed)
     except StapleInputError as error:
         return StapleNote(str(error), failed=True)
     except NotarydError as error:
@@ -110,4 +119,33 @@ async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float,
         return StapleNote(f"{source.name}: accepted but not stapled: {error.strerror or error} "
                           f"({error.filename or source}); fix it and run notaryd staple {source}",
                           failed=True)
+    except Exception as error:  # a bug must not cost the user the Accepted verdict
+        log.debug("stapling %s failed", source, exc_info=True)
+        return StapleNote(f"{source.name}: accepted but not stapled: internal error "
+                          f"({type(error).__name__}); run notaryd staple {source} later",
+                          failed=True)
     return StapleNote(done.message)
+
+
+def ticketed_records(log_path: Path | None) -> tuple[str, ...]:
+    """Ticket record names (``2/<digest type>/<cdhash>``) of what a stored developer log lists
+    in ``ticketContents`` (blocking); () when unknown."""
+    from uploader.notary.logreport import parse_log
+    from uploader.preflight.walk import open_regular_file
+
+    if log_path is None:
+        return ()
+    try:
+        handle = open_regular_file(log_path, follow_symlinks=False)
+        if handle is None:
+            return ()
+        with handle:
+            document = json.loads(handle.read(MAX_LOG_BYTES))
+    except (OSError, ValueError, RecursionError):
+        return ()
+    if not isinstance(document, dict):
+        return ()
+    types = {"SHA-1": 1, "SHA-256": 2}
+    return tuple(f"2/{types[t.digest_algorithm.upper()]}/{t.cdhash.lower()[:40]}"
+                 for t in parse_log(document).tickets
+                 if t.cdhash and t.digest_algorithm.upper() in types)

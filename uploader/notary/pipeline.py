@@ -210,7 +210,8 @@ class Notarizer:
         outcome = await self._notarize(client, request, prepared, target)
         if outcome.accepted and request.staple:
             note = await artifact.staple_after(path, self._config.ticket_url,
-                                               self._config.staple_max_wait_seconds, self._session)
+                                               self._config.staple_max_wait_seconds, self._session,
+                                               log_path=outcome.log_path)
             outcome = dataclasses.replace(outcome, staple=note)
         if not request.keep_archive:
             await asyncio.to_thread(prepared.discard)

@@ -83,6 +83,15 @@ class Slice:
 
 def slice_ranges(source: ByteSource) -> list[tuple[int, int]]:
     """(offset, size) of each slice: one for a thin file, one per fat_arch, in file order."""
+    return sorted(slices_in_header_order(source))
+
+
+def slices_in_header_order(source: ByteSource) -> list[tuple[int, int]]:
+    """(offset, size) of each slice in the order of the fat header's ``fat_arch`` entries.
+
+    The first entry names the slice whose signature identifies the file for a ticket (Apple's
+    and rcodesign's staplers take it), which need not be the slice at the lowest offset.
+    """
     head = source.read_at(0, 8)
     magic = int.from_bytes(head[:4], "big")
     if magic not in (FAT_MAGIC, FAT_MAGIC_64):
@@ -101,7 +110,7 @@ def slice_ranges(source: ByteSource) -> list[tuple[int, int]]:
         if offset + size > source.size or offset < 8 + count * entry:
             raise MachOFormatError(f"fat slice {i} lies outside the file")
         ranges.append((offset, size))
-    return sorted(ranges)
+    return ranges
 
 
 def read_slice(source: ByteSource, offset: int, size: int) -> Slice:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +51,25 @@ async def staple(
     max_wait_seconds: float = 1800.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     on_retry: Callable[[str, float], None] | None = None,
+    ticketed: Collection[str] = (),
 ) -> StapledArtifact:
+    """Look the artifact's ticket up and write it in.
+
+    ``ticketed``: the record names (``2/<digest type>/<cdhash>``) of what the submission's
+    developer log lists in ``ticketContents``. When it lists signatures of this digest type but
+    not this artifact's, no ticket will ever exist for it (it was changed or signed again after
+    submission): that is said at once instead of waiting for propagation.
+    """
     kind = await asyncio.to_thread(kind_of, path)
     key = await asyncio.to_thread(ticket_key_for, path)
+    prefix = f"2/{key.digest_type}/"
+    listed = sorted({name.lower() for name in ticketed if name.startswith(prefix)})
+    if listed and key.record_name not in listed:
+        raise TicketLookupError(
+            f"{path.name}: the notary log lists no ticket for its signature (cdhash "
+            f"{key.cdhash.hex()}); it lists {', '.join(n.rsplit('/', 1)[1] for n in listed)}. "
+            f"The {kind} was changed or signed again after it was submitted, so no ticket will "
+            "come: notarise it again")
     ticket = await lookup_ticket(ticket_url, key, session=session,
                                  max_wait_seconds=max_wait_seconds, sleep=sleep,
                                  on_retry=on_retry)

@@ -19,7 +19,7 @@ from typing import IO
 from xml.etree import ElementTree
 
 from uploader.errors import ConfigError
-from uploader.preflight.macho import MachOFormatError, read_slice, slice_ranges
+from uploader.preflight.macho import MachOFormatError, read_slice, slices_in_header_order
 from uploader.preflight.source import RegionSource
 
 DIGEST_SHA1 = 1
@@ -97,7 +97,7 @@ def app_ticket_key(bundle: Path) -> TicketKey:
         size = os.fstat(f.fileno()).st_size
         source = RegionSource(f, 0, size)
         try:
-            offset, length = slice_ranges(source)[0]
+            offset, length = slices_in_header_order(source)[0]  # the first fat_arch entry
             first = read_slice(source, offset, length)
         except MachOFormatError as error:
             raise StapleInputError(f"{executable}: not a Mach-O executable ({error})") from None

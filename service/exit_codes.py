@@ -1,0 +1,20 @@
+"""notaryd's exit codes, in one place (the README's "Exit codes" table says the same).
+
+| code | `notarize`, `submit --wait`, `wait` | `preflight` | `staple` |
+|---|---|---|---|
+| 0 | Accepted (or submitted with `--no-wait`) | clean | stapled / `--check`: stapled |
+| 1 | any other failure, one line saying what to do | PATH could not be checked | not stapled |
+| 2 | Invalid or Rejected, or preflight errors | errors found | — |
+| 3 | Accepted, but the ticket could not be stapled (the verdict stands; run `notaryd staple`) | — | — |
+| 130 | interrupted (Ctrl-C); re-run to resume | | |
+"""
+
+from __future__ import annotations
+
+ACCEPTED = 0
+FAILURE = 1
+REJECTED = 2
+ACCEPTED_NOT_STAPLED = 3
+INTERRUPTED = 130
+CLEAN = 0  # preflight: nothing the notary service rejects
+ERRORS_FOUND = 2  # preflight: what the notary service would reject
