@@ -30,8 +30,9 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from uploader.errors import NotarydError
-from uploader.notary.client import read_capped, redact_url
+from uploader.notary.client import read_capped
 from uploader.notary.errors import ResponseTooLarge
+from uploader.redaction import redact_url
 from uploader.staple.identity import TicketKey
 from uploader.staple.tickets import MAX_TICKET_BYTES, TICKET_MAGIC
 
