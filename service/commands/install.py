@@ -36,13 +36,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         parser.add_argument(
             "--dry-run", action="store_true", help="print the file and commands; change nothing"
         )
+        parser.add_argument(
+            "--user",
+            dest="run_as",
+            metavar="NAME",
+            help="with --system: the account the daemon runs as (default: whoever ran sudo)",
+        )
         if action == "install":
-            parser.add_argument(
-                "--user",
-                dest="run_as",
-                metavar="NAME",
-                help="with --system: the account the daemon runs as (default: whoever ran sudo)",
-            )
             parser.add_argument(
                 "--executable",
                 type=Path,
@@ -71,7 +71,8 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
     request = resolve_request(
         host,
         system=system,
-        run_as=getattr(args, "run_as", None),
+        run_as=args.run_as,
+        needs_account=args.service_action == "install",
         program=(str(executable),) if executable is not None else default_program(host.which),
         state_dir=state_dir,
         config_file=_config_file(args, settings, system=system),

@@ -99,11 +99,18 @@ def resolve_request(
     state_dir: Path | None,
     config_file: Path | None,
     shutdown_grace: float,
+    needs_account: bool = True,
 ) -> ServiceRequest:
-    """Picks the account: yourself for a per-user service, the sudo caller for a system one."""
+    """Picks the account: yourself for a per-user service, the sudo caller for a system one.
+
+    ``needs_account=False`` (status, uninstall): a system service is found by its file and
+    label alone, so root may ask without naming the account it runs as.
+    """
     if system:
         name = run_as or host.sudo_user
-        if name is None or name == "root":
+        if not needs_account and (name is None or name == "root"):
+            name = host.account.name
+        elif name is None or name == "root":
             raise ServiceSetupError(
                 "--system needs the account the daemon runs as (it must read the builds): "
                 "run `sudo notaryd service install --system` from that account, or add --user NAME"
