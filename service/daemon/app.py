@@ -140,7 +140,8 @@ async def _serve(
             token_hint=token_hint,
             allowed_roots=settings.allowed_roots,
             version=notaryd_version(),
-            host_names=_host_names(settings.listen_host),
+            host_names=_host_names(settings.listen_host) | frozenset(settings.allowed_hosts),
+            probes_answer_any_host=not _is_loopback(settings.listen_host),
         )
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         guard = ConnectionGuard(connection_cap(descriptors))
