@@ -34,6 +34,7 @@ from service.settings import Settings
 from uploader.database import Database
 from uploader.errors import ConfigError
 from uploader.notary.store import SubmissionStore
+from uploader.proxies import proxy_for_request
 
 from .jobs import Job
 from .logfmt import kv
@@ -115,7 +116,8 @@ class JobNotifier:
         while True:
             attempt += 1
             try:
-                async with self._session.post(self._url, data=body, headers=headers) as response:
+                async with self._session.post(self._url, data=body, headers=headers,
+                                              proxy=await proxy_for_request(self._url)) as response:
                     await response.content.read(4096)
                     status = response.status
             except (aiohttp.ClientError, TimeoutError, OSError) as error:

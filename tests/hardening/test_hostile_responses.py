@@ -375,6 +375,25 @@ async def test_guarded_resolver_lets_the_api_host_and_the_emulator_through() -> 
         await resolver.close()
 
 
+async def test_behind_a_proxy_the_proxy_may_be_local_and_names_are_its_to_resolve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A studio's local proxy (cntlm on localhost:3128) carries the https traffic; the URL
+    checks still refuse internal names, but leave resolving public ones to the proxy."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HTTPS_PROXY", "http://localhost:3128")
+    resolver = GuardedResolver("https://notary.example/v2")
+    assert await resolver.resolve("localhost", 3128)
+    await resolver.close()
+    policy = UrlPolicy("https://appstoreconnect.apple.com/notary/v2", fake_resolver({}))
+    await policy.check("https://notary-artifacts-prod.s3.amazonaws.com/x", "logs")
+    for url in ("https://127.0.0.1/x", "https://app.localhost/x", "http://public.example/x"):
+        with pytest.raises(UnsafeUrl):
+            await policy.check(url, "logs")
+
+
 def submit_answer(**overrides: object) -> Handler:
     attributes: dict[str, object] = {
         "awsAccessKeyId": "ASIAABCDEFGHIJKLMNOP", "awsSecretAccessKey": "c2VjcmV0",

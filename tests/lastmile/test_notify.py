@@ -14,6 +14,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -21,6 +22,7 @@ from service.emulator.notary import BackgroundEmulator
 from service.emulator.sample_app import make_sample_app
 from tests.support.daemon import Daemon
 from tests.support.emulator import notary_env
+from tests.support.forward_proxy import ForwardProxyThread
 from uploader.staple.check import check_staple
 
 pytestmark = pytest.mark.process
@@ -109,3 +111,24 @@ def test_each_job_end_is_notified_once_with_a_valid_signature(
         timings = doc["timings"]
         assert timings["finished_at"] >= timings["started_at"] >= timings["created_at"] - 1
         assert timings["duration_seconds"] >= 0
+
+
+def test_the_daemon_notifies_and_notarises_through_the_proxy(
+    tmp_path: Path, notary: BackgroundEmulator, receiver: Receiver
+) -> None:
+    receiver.fail_first = 0
+    env = notary_env(notary, tmp_path / "keys")
+    with ForwardProxyThread() as proxy:
+        env.update(NOTARYD_NOTIFY_URL=receiver.url, NOTARYD_NOTIFY_SECRET=SECRET,
+                   HTTP_PROXY=proxy.url, NO_PROXY="")
+        d = Daemon(tmp_path, fake=False, env=env)
+        d.start()
+        job = d.submit(d.archive("Other.zip"), skip_preflight=True)
+        assert d.wait_for(job["id"], "accepted", "failed", timeout=90)["state"] == "accepted"
+        with receiver.arrived:
+            assert receiver.arrived.wait_for(lambda: len(receiver.posts) == 1, timeout=60)
+        d.stop()
+        passages = proxy.passages()
+    hook, api = urlsplit(receiver.url), urlsplit(notary.emulator.api_url)
+    assert [p.method for p in passages if p.target == hook.netloc] == ["POST"]
+    assert any(p.target == api.netloc and p.path.startswith(api.path) for p in passages)

@@ -17,6 +17,7 @@ def notary_settings(emulator: NotaryEmulator, key: TeamKey) -> dict[str, str]:
         "NOTARYD_API_URL": emulator.api_url,
         "NOTARYD_S3_ENDPOINT_URL": emulator.s3_endpoint_url,
         "NOTARYD_S3_ACCELERATE": "0",
+        "NOTARYD_TICKET_URL": emulator.ticket_url,
         "NOTARYD_KEY_ID": key.key_id,
         "NOTARYD_ISSUER_ID": key.issuer_id,
         "NOTARYD_PRIVATE_KEY": str(key.path),

@@ -60,6 +60,7 @@ from uploader.notary.errors import (
     UnsafeUrl,
 )
 from uploader.notary.url_policy import GuardedResolver, Resolver, UrlPolicy, resolve
+from uploader.proxies import proxy_for_request
 from uploader.retry import Retrier, RetryPolicy
 
 T = TypeVar("T")
@@ -169,7 +170,8 @@ def notary_session(
     """A session for everything a notarisation fetches (API, log URLs, ticket lookups).
 
     Its connector re-checks every address when it connects (``GuardedResolver``), so a URL that
-    passed ``UrlPolicy`` cannot rebind to this machine. Timeouts and body caps are per request.
+    passed ``UrlPolicy`` cannot rebind to this machine. Timeouts, body caps and the proxy
+    (``uploader.proxies``) are per request.
     Share one across clients of the same ``api_url``; whoever creates it closes it.
     """
     return aiohttp.ClientSession(
@@ -358,7 +360,7 @@ class NotaryClient:
             try:
                 async with self._http().request(
                     method, url, data=data, headers=headers, allow_redirects=False,
-                    timeout=self._timeouts.client_timeout(),
+                    timeout=self._timeouts.client_timeout(), proxy=await proxy_for_request(url),
                 ) as response:
                     status = response.status
                     location = response.headers.get("Location")

@@ -9,6 +9,9 @@ services on this machine or its cloud metadata address (loopback, link-local). T
 * the check resolves the host name; ``GuardedResolver`` repeats it when the connection is made,
   so a name that resolved to a public address for the check cannot switch to 127.0.0.1 for the
   connection (DNS rebinding). Only the configured API host may resolve to anything.
+* **through a proxy** (``uploader.proxies``): the proxy connects, so the URL's host is not
+  resolved here (behind a proxy it often cannot be); the name checks above still apply, and the
+  proxy's own host may be anything the operator configured, loopback included.
 * **emulator allowance**: when the configured API URL is itself plain ``http://`` on a loopback
   address (the local emulator, tests), ``http://`` URLs on loopback addresses are allowed too.
   Nothing else is relaxed, so a real (https) configuration never gets the allowance.
@@ -26,6 +29,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from uploader.notary.errors import UnsafeUrl
+from uploader.proxies import proxy_for_request, proxy_hosts
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -71,6 +75,8 @@ class UrlPolicy:
             raise refuse("it uses http:// instead of https://")
         if _is_internal_name(host):
             raise refuse("it points at this machine or a link-local address")
+        if await proxy_for_request(url):
+            return  # the proxy resolves and connects; our resolver's answer would not be used
         try:
             addresses = await self._resolve(host, port or 443)
         except (OSError, UnicodeError) as error:
@@ -109,7 +115,8 @@ def _is_internal_address(text: str) -> bool:
 
 class GuardedResolver(AbstractResolver):
     """aiohttp resolver that never connects to a loopback or link-local address for any host
-    other than the configured API host (and loopback names under the emulator allowance)."""
+    other than the configured API host, the proxies in effect (a local proxy such as cntlm is
+    the operator's choice) and loopback names under the emulator allowance."""
 
     def __init__(self, api_url: str) -> None:
         self._api_host = (urlsplit(api_url).hostname or "").lower()
@@ -121,6 +128,8 @@ class GuardedResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         if host.lower() == self._api_host or (self._allow_loopback and _is_loopback_name(host)):
+            return results
+        if host.lower() in await asyncio.to_thread(proxy_hosts):
             return results
         safe = [r for r in results if not _is_internal_address(str(r["host"]))]
         if not safe:

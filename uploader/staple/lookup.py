@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from uploader.errors import NotarydError
+from uploader.proxies import proxy_for_request
 from uploader.staple.identity import TicketKey
 from uploader.staple.tickets import MAX_TICKET_BYTES, TICKET_MAGIC
 
@@ -82,7 +83,8 @@ async def lookup_ticket(
 async def _ask(http: aiohttp.ClientSession, url: str, key: TicketKey) -> bytes:
     body = {"records": [{"recordName": key.record_name}]}
     try:
-        async with http.post(url, json=body, timeout=ASK_TIMEOUT) as response:
+        async with http.post(url, json=body, timeout=ASK_TIMEOUT,
+                             proxy=await proxy_for_request(url)) as response:
             raw = await response.content.read(MAX_ANSWER_BYTES + 1)
             status = response.status
             retry_header = response.headers.get("Retry-After", "")
