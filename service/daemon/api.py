@@ -298,7 +298,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
+    metrics_ = request.app[METRICS]
+    body = metrics_.render() + await asyncio.to_thread(metrics_.render_process)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -30,6 +30,7 @@ from service.settings import Settings
 from uploader.bundle_zip import archive_dir
 from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
+from uploader.lifecycle import JobOutcome
 from uploader.notary.client import notary_session
 from uploader.throttle import Throttle
 
@@ -118,7 +119,8 @@ async def _serve(
         broker = Broker()
         registry = JobRegistry(await JobStore.open(db))
         metrics = DaemonMetrics(
-            jobs=registry.jobs, forgotten=registry.forgotten, stuck_after_seconds=settings.stuck_after
+            jobs=registry.jobs, stuck_after_seconds=settings.stuck_after,
+            last_success_at=await registry.store.last_finished_at(JobOutcome.ACCEPTED),
         )
         executor = JobExecutor(
             runner_factory,

@@ -118,7 +118,7 @@ def test_prometheus_sees_bytes_and_job_states_move(real_daemon: Daemon, promethe
 
     def scraped_the_end() -> float | None:  # the range's last step holds a scrape after the job
         end = time.time()
-        accepted = prometheus.series('notaryd_jobs{state="accepted"}', start, end)
+        accepted = prometheus.series('notaryd_jobs_finished_total{outcome="accepted"}', start, end)
         return end if accepted and accepted[-1] == 1 else None
 
     end = until(scraped_the_end, within=30, what="a scrape of the accepted job in the range")
@@ -128,7 +128,7 @@ def test_prometheus_sees_bytes_and_job_states_move(real_daemon: Daemon, promethe
     assert sent[-1] == size
     assert len({v for v in sent if 0 < v < size}) >= 2, f"expected bytes to move over several scrapes: {sent}"
     uploading = prometheus.series('notaryd_jobs{state="uploading"}', start, end)
-    accepted = prometheus.series('notaryd_jobs{state="accepted"}', start, end)
+    accepted = prometheus.series('notaryd_jobs_finished_total{outcome="accepted"}', start, end)
     assert max(uploading) == 1 and uploading[-1] == 0
     assert accepted[0] == 0 and accepted[-1] == 1
     rate = prometheus.scalar(f"max_over_time(notaryd_upload_rate_bytes_per_second[{int(end - start) + 2}s])")
