@@ -77,12 +77,21 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
         state_dir=state_dir,
         config_file=_config_file(args, settings, system=system),
         shutdown_grace=settings.shutdown_grace,
+        allowed_roots=_configured_roots(settings),
     )
     plan = plan_service(args.service_action, request, host.platform)
     if args.dry_run:
         print(plan.render(), end="")
         return 0
     return apply(plan, euid=host.euid, which=host.which)
+
+
+def _configured_roots(settings: Settings) -> tuple[Path, ...] | None:
+    """NOTARYD_ALLOWED_ROOTS when set; None for the default, which is the service account's
+    (under sudo this process's default would be root's home)."""
+    from service.settings import default_allowed_roots
+
+    return None if settings.allowed_roots == default_allowed_roots() else settings.allowed_roots
 
 
 def _config_file(args: argparse.Namespace, settings: Settings, *, system: bool) -> Path | None:

@@ -69,6 +69,15 @@ class ServiceRequest:
     state_dir: Path | None  # None: the manager's default (see launchd.py / systemd.py)
     config_file: Path | None  # exported as NOTARYD_CONFIG when given
     shutdown_grace: float  # the daemon's drain on SIGTERM (Settings.shutdown_grace)
+    # NOTARYD_ALLOWED_ROOTS as configured; None: the daemon's default for the account
+    allowed_roots: tuple[Path, ...] | None = None
+
+    @property
+    def daemon_roots(self) -> tuple[Path, ...]:
+        """Where the daemon reads builds and staples them (Settings.allowed_roots' default)."""
+        if self.allowed_roots is not None:
+            return self.allowed_roots
+        return (self.account.home, Path("/Volumes"))
 
     @property
     def stop_timeout_seconds(self) -> int:
@@ -100,6 +109,7 @@ def resolve_request(
     config_file: Path | None,
     shutdown_grace: float,
     needs_account: bool = True,
+    allowed_roots: tuple[Path, ...] | None = None,
 ) -> ServiceRequest:
     """Picks the account: yourself for a per-user service, the sudo caller for a system one.
 
@@ -140,4 +150,6 @@ def resolve_request(
         state_dir=state_dir.absolute() if state_dir is not None else None,
         config_file=config_file.absolute() if config_file is not None else None,
         shutdown_grace=shutdown_grace,
+        allowed_roots=(tuple(root.absolute() for root in allowed_roots)
+                       if allowed_roots is not None else None),
     )

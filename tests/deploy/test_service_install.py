@@ -388,3 +388,27 @@ def test_cli_status_and_uninstall_accept_system_and_user(
         args = parser.parse_args(["service", action, "--system", "--dry-run", *extra])
         assert args.handler(args, settings) == 0
         assert "notaryd.service" in capsys.readouterr().out
+
+
+def test_system_unit_opens_the_configured_allowed_roots_for_stapling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.commands import install
+    from service.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="notaryd")
+    install.register(parser.add_subparsers(dest="command", required=True))
+    account = next(entry.pw_name for entry in pwd.getpwall() if entry.pw_uid != 0)
+    args = parser.parse_args(["service", "install", "--dry-run", "--system", "--user", account,
+                              "--executable", sys.executable])
+    settings = load_settings(environ={"NOTARYD_STATE_DIR": str(tmp_path / "state"),
+                                      "NOTARYD_ALLOWED_ROOTS": "/srv/builds:/data/ci"})
+    assert args.handler(args, settings) == 0
+    unit = capsys.readouterr().out
+    assert "ReadWritePaths=-/srv/builds -/data/ci\n" in unit
+    assert "Environment=NOTARYD_ALLOWED_ROOTS=/srv/builds:/data/ci\n" in unit
+
+    default = load_settings(environ={"NOTARYD_STATE_DIR": str(tmp_path / "state")})
+    assert args.handler(args, default) == 0
+    home = pwd.getpwnam(account).pw_dir
+    assert f"ReadWritePaths=-{home} -/Volumes\n" in capsys.readouterr().out
