@@ -8,7 +8,8 @@ client can address a server on loopback by a name. With ``credentials`` it answe
 the request carries them as ``Proxy-Authorization: Basic``.
 
 ``ForwardProxy`` runs on the caller's loop; ``ForwardProxyThread`` on a loop of its own (for
-tests that drive child processes).
+tests that drive child processes). ``TlsFront`` puts TLS in front of a plain-HTTP server (the
+emulator's S3), so that https traffic, and the proxy's CONNECT tunnels, can be tested on loopback.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -37,16 +40,55 @@ class Passage:
     path: str  # "" for a tunnel
 
 
-class ForwardProxy:
-    def __init__(self, *, hosts: Mapping[str, str] | None = None,
-                 credentials: tuple[str, str] | None = None) -> None:
-        self._hosts = dict(hosts or {})
-        self._credentials = credentials
+class _LoopbackServer:
+    """A TCP server on 127.0.0.1 that owns its connections' tasks and ends them on ``stop``."""
+
+    def __init__(self) -> None:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def _listen(self, context: ssl.SSLContext | None = None) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=context)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await asyncio.wait_for(self._server.wait_closed(), 10)
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._handle(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
+                ValueError):
+            pass  # the client or the server went away: nothing to record
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class ForwardProxy(_LoopbackServer):
+    def __init__(self, *, hosts: Mapping[str, str] | None = None,
+                 credentials: tuple[str, str] | None = None) -> None:
+        super().__init__()
+        self._hosts = dict(hosts or {})
+        self._credentials = credentials
         self.passages: list[Passage] = []
         self.refused = 0  # requests without the right Proxy-Authorization
-        self.port = 0
 
     @property
     def url(self) -> str:
@@ -63,18 +105,7 @@ class ForwardProxy:
                    and p.path.startswith(path_prefix))
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await asyncio.wait_for(self._server.wait_closed(), 10)
-            self._server = None
+        await self._listen()
 
     async def __aenter__(self) -> ForwardProxy:
         await self.start()
@@ -86,23 +117,7 @@ class ForwardProxy:
 
     # -- one client connection ------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            await self._one_request(reader, writer)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-                ValueError):
-            pass  # the client or the server went away: nothing to record
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    async def _one_request(self, reader: asyncio.StreamReader,
-                           writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_SECONDS)
         if len(head) > _HEAD_CAP:
             return
@@ -188,12 +203,39 @@ async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
             sink.write_eof()
 
 
+class TlsFront(_LoopbackServer):
+    """TLS on a loopback port, relayed as plain bytes to ``upstream_port``; counts connections."""
+
+    def __init__(self, upstream_port: int, cert_chain: Path, key: Path) -> None:
+        super().__init__()
+        self._upstream_port = upstream_port
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._context.load_cert_chain(cert_chain, key)
+        self.accepted = 0
+
+    async def start(self) -> None:
+        await self._listen(self._context)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        upstream_reader, upstream_writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", self._upstream_port), 10)
+        sending = asyncio.create_task(_pipe(reader, upstream_writer))
+        try:
+            await _pipe(upstream_reader, writer)  # the server's end ends the connection
+        finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+            upstream_writer.close()
+
+
 class ForwardProxyThread:
     """``ForwardProxy`` on a loop of its own; read its record with ``passages()``."""
 
     def __init__(self, **kwargs: object) -> None:
         self._proxy = ForwardProxy(**kwargs)  # type: ignore[arg-type]
         self._thread = LoopThread("forward-proxy")
+        self._fronts: list[TlsFront] = []
 
     @property
     def url(self) -> str:
@@ -204,6 +246,17 @@ class ForwardProxyThread:
 
     def refused(self) -> int:
         return self._thread.call(lambda: self._proxy.refused)
+
+    def add_tls_front(self, upstream_port: int, cert_chain: Path, key: Path) -> TlsFront:
+        """A ``TlsFront`` on this proxy's loop, stopped with it; read ``accepted`` via
+        ``tls_connections``."""
+        front = TlsFront(upstream_port, cert_chain, key)
+        self._thread.run(front.start(), 30)
+        self._fronts.append(front)
+        return front
+
+    def tls_connections(self, front: TlsFront) -> int:
+        return self._thread.call(lambda: front.accepted)
 
     def __enter__(self) -> ForwardProxyThread:
         self._thread.start()
@@ -217,6 +270,8 @@ class ForwardProxyThread:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         try:
+            for front in self._fronts:
+                self._thread.run(front.stop(), 30)
             self._thread.run(self._proxy.stop(), 30)
         finally:
             self._thread.stop()
