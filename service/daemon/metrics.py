@@ -16,7 +16,8 @@ code, job state, outcome).
 Metrics (names are a contract, listed in the README's "Control API and metrics"):
 
 * ``notaryd_upload_bytes_total``             every byte handed to the network, resent ones too
-* ``notaryd_upload_resent_bytes_total``      the subset that re-sent a part attempted before
+* ``notaryd_upload_resent_bytes_total``      the subset an earlier attempt had sent already (in
+  this process or before a restart: only the bytes that had left, not whole parts)
 * ``notaryd_part_retries_total{reason}``
 * ``notaryd_upload_rate_bytes_per_second``   moving average of the above over ``rate_window`` s
 * ``notaryd_jobs{state}``                    unfinished jobs, by state (every unfinished state
@@ -108,7 +109,8 @@ class DaemonMetrics:
             registry=r,
         )
         self.resent_bytes = Counter(
-            "notaryd_upload_resent_bytes", "Bytes of parts sent again after a failed attempt.",
+            "notaryd_upload_resent_bytes",
+            "Bytes sent again that an earlier attempt (or run) had sent already.",
             registry=r,
         )
         self.part_retries = Counter(
