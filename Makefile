@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 system-deps:
 	bash scripts/install-system-deps.sh
 
+# 1 GiB of incompressible assets: the upload is real (DEMO_ARGS="--size 8G", "--lossy", ...)
+DEMO_ARGS ?= --size 1G
 demo: $(STAMP)
 	$(BIN)/notaryd demo $(DEMO_ARGS)
 

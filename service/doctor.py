@@ -5,7 +5,8 @@ mode 0600, readable; plus the key id matching ``AuthKey_<KEYID>.p8``), the key i
 formats, reachability and TLS of the notary API (an unauthenticated GET: any HTTP answer means
 the network and TLS work), the clock against that answer's ``Date`` header (a clock off by more
 than a minute makes every JWT fail with 401), the S3 endpoints uploads will use (custom, or the
-accelerated and the regional AWS ones), the ticket lookup, the proxy settings in effect, and an
+accelerated and the regional AWS ones), the ticket lookup, each through the proxy its traffic
+takes (``uploader.proxies``; shown with its credentials hidden), the proxy settings in effect, and an
 authenticated read (the submissions list) that tells a bad key from
 a missing agreement from a network failure.
 
@@ -24,12 +25,13 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from urllib.parse import urlsplit
+from typing import Any
 
 import aiohttp
 
 from service.settings import Settings
 from uploader.constants import DEFAULT_REGION
+from uploader.proxies import proxy_for
 from uploader.redaction import redact_url, redact_urls_in
 
 ACCELERATED_S3 = "https://notary-submissions-prod.s3-accelerate.amazonaws.com"
@@ -38,8 +40,7 @@ MAX_SKEW_SECONDS = 60.0
 TIMEOUT = aiohttp.ClientTimeout(total=15, connect=10)
 _KEY_ID = re.compile(r"^[A-Z0-9]{10}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                   "all_proxy", "NO_PROXY", "no_proxy")
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
 
 PASS, FAIL, INFO = "pass", "fail", "info"
 
@@ -64,30 +65,29 @@ class _Reach:
     status: int | None
     date: str | None
     problem: str  # "" when an HTTP answer came back
+    route: str = "direct"  # or "via proxy URL", its credentials hidden
 
 
 async def run_checks(settings: Settings, *, clock: Callable[[], float] = time.time,
                      environ: dict[str, str] | None = None) -> list[Check]:
-    environ = dict(os.environ) if environ is None else environ
+    """``environ`` replaces the proxy settings in effect (the process environment)."""
     checks = list(await asyncio.to_thread(_key_checks, settings))
+    # Every endpoint takes the proxy its traffic takes (uploader.proxies), and says which.
     async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
-        api = await _reach(http, "GET", f"{settings.api_url}/submissions")
+        api = await _reach(http, "GET", f"{settings.api_url}/submissions", environ)
         checks.append(_api_check(settings.api_url, api))
         checks.append(_clock_check(api, clock))
-    # S3 uploads go through botocore, which honours the proxy variables; the notary API client
-    # and the ticket lookup connect directly. Each check takes the path its traffic takes.
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
         for label, url in s3_endpoints(settings):
-            reach = await _reach(http, "GET", url, proxy=proxy_for(url, environ))
+            reach = await _reach(http, "GET", url, environ)
             checks.append(_endpoint_check(f"S3 {label}", url, reach,
                                           "set NOTARYD_S3_ACCELERATE=0 if your network blocks "
                                           "the accelerated endpoint" if label == "accelerated"
                                           else "allow HTTPS to this host (firewall or proxy)"))
-        lookup = await _reach(http, "POST", settings.ticket_url,
+        lookup = await _reach(http, "POST", settings.ticket_url, environ,
                               json={"records": [{"recordName": "2/2/" + "0" * 40}]})
         checks.append(_endpoint_check("ticket lookup", settings.ticket_url, lookup,
                                       "allow HTTPS to the ticket lookup (NOTARYD_TICKET_URL)"))
-    checks.append(proxy_check(environ))
+    checks.append(proxy_check(dict(os.environ) if environ is None else environ))
     if all(c.ok for c in checks[:3]):
         checks.append(await _authenticated_read(settings, clock))
     else:
@@ -146,15 +146,18 @@ def s3_endpoints(settings: Settings) -> list[tuple[str, str]]:
 
 
 async def _reach(http: aiohttp.ClientSession, method: str, url: str,
-                 **kwargs: object) -> _Reach:
+                 environ: dict[str, str] | None, **kwargs: Any) -> _Reach:
+    proxy = await asyncio.to_thread(proxy_for, url, environ)
+    route = f"via proxy {redact_url(proxy)}" if proxy else "direct"
     try:
-        async with http.request(method, url, allow_redirects=False, **kwargs) as response:  # type: ignore[arg-type]
+        async with http.request(method, url, allow_redirects=False, proxy=proxy,
+                                **kwargs) as response:
             await response.content.read(64 * 1024)
-            return _Reach(response.status, response.headers.get("Date"), "")
+            return _Reach(response.status, response.headers.get("Date"), "", route)
     except (aiohttp.ClientSSLError, ssl.SSLError) as error:
-        return _Reach(None, None, f"TLS failed: {_short(error)}")
+        return _Reach(None, None, f"TLS failed: {_short(error)}", route)
     except (aiohttp.ClientError, TimeoutError, OSError) as error:
-        return _Reach(None, None, f"no connection: {_short(error)}")
+        return _Reach(None, None, f"no connection: {_short(error)}", route)
 
 
 def _short(error: BaseException) -> str:
@@ -165,20 +168,21 @@ def _short(error: BaseException) -> str:
 def _api_check(url: str, reach: _Reach) -> Check:
     url = redact_url(url)
     if reach.problem.startswith("TLS"):
-        return Check("notary API", FAIL, f"{url}: {reach.problem}",
+        return Check("notary API", FAIL, f"{url}: {reach.problem} ({reach.route})",
                      "a TLS-inspecting proxy or missing CA certificates: install the proxy's CA "
                      "(SSL_CERT_FILE) or update the system certificates")
     if reach.problem:
-        return Check("notary API", FAIL, f"{url}: {reach.problem}",
+        return Check("notary API", FAIL, f"{url}: {reach.problem} ({reach.route})",
                      "check the network, DNS and firewall, and NOTARYD_API_URL")
-    return Check("notary API", PASS, f"{url}: reachable (HTTP {reach.status} without a token)")
+    return Check("notary API", PASS,
+                 f"{url}: reachable (HTTP {reach.status} without a token), {reach.route}")
 
 
 def _endpoint_check(name: str, url: str, reach: _Reach, fix: str) -> Check:
     url = redact_url(url)
     if reach.problem:
-        return Check(name, FAIL, f"{url}: {reach.problem}", fix)
-    return Check(name, PASS, f"{url}: reachable (HTTP {reach.status})")
+        return Check(name, FAIL, f"{url}: {reach.problem} ({reach.route})", fix)
+    return Check(name, PASS, f"{url}: reachable (HTTP {reach.status}), {reach.route}")
 
 
 def _clock_check(reach: _Reach, clock: Callable[[], float]) -> Check:
@@ -196,17 +200,6 @@ def _clock_check(reach: _Reach, clock: Callable[[], float]) -> Check:
     return Check("clock", PASS, f"within {abs(skew):.0f} s of the notary server")
 
 
-def proxy_for(url: str, environ: dict[str, str]) -> str | None:
-    """The proxy botocore would use for ``url`` under these variables (NO_PROXY honoured)."""
-    scheme = urlsplit(url).scheme
-    proxy = (environ.get(f"{scheme}_proxy") or environ.get(f"{scheme.upper()}_PROXY")
-             or environ.get("all_proxy") or environ.get("ALL_PROXY"))
-    no_proxy = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
-    host = urlsplit(url).hostname or ""
-    for entry in (e.strip().lstrip(".").lower() for e in no_proxy.split(",")):
-        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
-            return None
-    return proxy or None
 
 
 def proxy_check(environ: dict[str, str]) -> Check:
@@ -214,8 +207,8 @@ def proxy_check(environ: dict[str, str]) -> Check:
              if environ.get(name)]
     if not found:
         return Check("proxy", INFO, "no proxy variables set: connections go direct")
-    return Check("proxy", INFO, "in effect for S3 uploads: " + ", ".join(found)
-                 + " (the notary API and ticket lookup connect directly)")
+    return Check("proxy", INFO, "in effect for every endpoint (notary API, S3, ticket lookup, "
+                 "log downloads, notifications): " + ", ".join(found))
 
 
 async def _authenticated_read(settings: Settings, clock: Callable[[], float]) -> Check:

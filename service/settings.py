@@ -86,6 +86,7 @@ class Settings:
     listen: str = DEFAULT_LISTEN
     api_token: str | None = None
     allowed_roots: tuple[Path, ...] = field(default_factory=default_allowed_roots)
+    allowed_hosts: tuple[str, ...] = ()  # Host names the daemon answers to besides its own
     max_jobs: int = 2
     max_parts_in_flight: int = 16
     bandwidth_limit: int | None = None
@@ -309,6 +310,15 @@ def _paths(raw: Any) -> tuple[Path, ...]:
     return tuple(_path(item) for item in items if item != "")
 
 
+def _host_names(raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list) else _text(raw, "a list of host names").split(",")
+    names = tuple(_text(item, "a host name").strip().lower().rstrip(".") for item in items)
+    for name in names:
+        if any(c.isspace() or c in "/:@[]" for c in name):
+            raise ValueError(f"must be host names separated by commas, got {_shown(name)}")
+    return tuple(name for name in names if name)
+
+
 def _listen(raw: Any) -> str:
     text = _text(raw, "HOST:PORT").strip()
     host, sep, port = text.rpartition(":")
@@ -381,6 +391,7 @@ def load_settings(
         listen=src.get("listen", _listen, d.listen),
         api_token=src.get("api_token", _str, d.api_token),
         allowed_roots=src.get("allowed_roots", _paths, d.allowed_roots),
+        allowed_hosts=src.get("allowed_hosts", _host_names, d.allowed_hosts),
         max_jobs=src.get("max_jobs", whole_number(1, 64), d.max_jobs),
         max_parts_in_flight=src.get(
             "max_parts_in_flight", whole_number(1, 1024), d.max_parts_in_flight),

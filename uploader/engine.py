@@ -110,6 +110,9 @@ COMPLETE_TIMEOUT_SECONDS = 900.0
 COMPLETE_READ_TIMEOUT_SECONDS = 300.0
 # How often the watchdog looks at a part's progress (and reports bytes sent).
 WATCH_TICK_SECONDS = 0.5
+# How far a part attempt gets is recorded in steps of this many bytes (a handful of small writes
+# per 16 MiB part): after a kill, at most this much per part in flight counts as sent once.
+RECORD_STEP_BYTES = 4 * 1024 * 1024
 # The longest an abort (cleanup after a failure, or the user's cancel) may take.
 ABORT_DEADLINE_SECONDS = 120.0
 # What a store answers to CreateMultipartUpload with a checksum algorithm it does not support.
@@ -422,7 +425,7 @@ class MultipartUploader:
             await self._admit(session, admitted)
             try:
                 async with slots.buffer() as buffer, self._global_slot():
-                    number = await self._store.start_attempt(record.id, part.number)
+                    number, recorded = await self._store.start_attempt(record.id, part.number)
                     part = await self._read(fd, record, part, buffer)
                     progress = PartProgress()
                     request = client.upload_part(
@@ -432,10 +435,14 @@ class MultipartUploader:
                         **record.algorithm.arguments(part.checksum),
                     )
                     try:
-                        response = await self._watch(request, progress, record, part.number,
-                                                     resent=number > 1, counters=counters)
+                        response = await self._watch(
+                            request, progress, record, part.number, part.length,
+                            sent_before=max(recorded, counters.sent_before.get(part.number, 0)),
+                            counters=counters)
                     except Exception as exc:  # judged below, outside the slot
                         verdict = classify(exc)
+                        await self._store.record_sent(
+                            record.id, part.number, counters.sent_before.get(part.number, 0))
                     else:
                         await self._store.mark_part_done(record.id, part.number,
                                                          str(response["ETag"]))
@@ -494,38 +501,50 @@ class MultipartUploader:
         progress: PartProgress,
         record: UploadRecord,
         part_number: int,
+        part_length: int,
         *,
-        resent: bool,
+        sent_before: int,
         counters: _Counters,
     ) -> T:
-        """Await ``request`` while bytes keep moving; cancel it after a stall."""
-        task = asyncio.ensure_future(request)
-        reported = reported_again = 0
+        """Await ``request`` while bytes keep moving; cancel it after a stall.
 
-        def report() -> None:
-            nonlocal reported, reported_again
+        A byte counts as re-sent when an earlier attempt had sent it already (the part's first
+        ``sent_before`` bytes), or when aiohttp sends it twice within this request (a dead
+        keep-alive connection); the rest are sent for the first time. How far this attempt got
+        is recorded every ``RECORD_STEP_BYTES`` (a quarter of smaller parts), so that after a
+        restart only the bytes that really left count as re-sent, not whole parts.
+        """
+        step = min(RECORD_STEP_BYTES, max(1, part_length // 4))
+        task = asyncio.ensure_future(request)
+        first_total = resent_total = 0
+        recorded = sent_before
+
+        def report() -> int:
+            """Emit what moved since the last report; returns how far into the part it got."""
+            nonlocal first_total, resent_total
             sent, again, _ = progress.snapshot()
-            if sent > reported:
-                # Bytes of a part sent before (an earlier attempt, or aiohttp's own re-send on a
-                # dead keep-alive connection) count as re-sent.
-                fresh_again = again - reported_again
-                first_time = 0 if resent else sent - reported - fresh_again
-                if first_time:
-                    counters.add(first_time, False)
-                    self._emit(BytesSent(record.target, first_time, False))
-                if sent - reported - first_time:
-                    counters.add(sent - reported - first_time, True)
-                    self._emit(BytesSent(record.target, sent - reported - first_time, True))
-                reported, reported_again = sent, again
+            reached = sent - again  # each offset of the part once
+            first = reached - min(reached, sent_before)
+            resent = sent - first
+            for nbytes, is_resent in ((first - first_total, False), (resent - resent_total, True)):
+                if nbytes > 0:
+                    counters.add(nbytes, is_resent)
+                    self._emit(BytesSent(record.target, nbytes, is_resent))
+            first_total, resent_total = first, resent
+            return reached
 
         stall = self._config.stall_timeout_seconds
         tick = min(WATCH_TICK_SECONDS, stall / 4)
+        reached = 0
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=tick)
-                report()
+                reached = report()
                 if done:
                     return task.result()
+                if reached - recorded >= step:
+                    await self._store.record_sent(record.id, part_number, reached)
+                    recorded = reached
                 _, _, last = progress.snapshot()
                 if time.monotonic() - last > stall:
                     raise StallError(part_number, stall)
@@ -535,7 +554,9 @@ class MultipartUploader:
                 await asyncio.wait({task})
             if not task.cancelled():
                 task.exception()  # retrieved: the failure is reported through the caller
-            report()
+            reached = report()
+            counters.sent_before[part_number] = max(
+                counters.sent_before.get(part_number, 0), reached)
 
     async def _complete(
         self, client: S3Api, record: UploadRecord, credentials: Credentials, *, sent_before: bool
@@ -762,6 +783,7 @@ class _Counters:
     def __init__(self) -> None:
         self.sent = 0
         self.resent = 0
+        self.sent_before: dict[int, int] = {}  # part -> most of it any attempt has sent
 
     def add(self, nbytes: int, resent: bool) -> None:
         self.sent += nbytes

@@ -6,7 +6,8 @@ events, which the CLI's display, the daemon's jobs and the pipeline read) subscr
 block; they must also not raise (an exception in a hook is logged and dropped by the emitter).
 
 Bytes are reported twice over on purpose: ``BytesSent`` counts every byte handed to the network
-(``resent=True`` when the part had been attempted before), ``PartAcknowledged`` counts the bytes
+(``resent=True`` for bytes an earlier attempt, in this process or before a restart, had already
+sent: the engine records how far each attempt got), ``PartAcknowledged`` counts the bytes
 S3 has confirmed and the state store has committed. Progress therefore never moves backwards.
 """
 

@@ -97,4 +97,9 @@ SCHEMA = Schema("uploader", (
     ALTER TABLE uploads DROP COLUMN session_token;
     ALTER TABLE uploads DROP COLUMN credentials_expire_at;
     """,
+    # 4: how many bytes of each part earlier attempts handed to the network (their maximum;
+    # recorded as they go), so a part re-sent after a restart counts only those as re-sent.
+    """
+    ALTER TABLE parts ADD COLUMN sent_bytes INTEGER NOT NULL DEFAULT 0;
+    """,
 ), released={1: 1, 2: 2, 3: 2})

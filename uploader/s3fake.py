@@ -11,7 +11,9 @@ the assembled object) and lets a test script failures per operation:
 * ``deny(*operations)``: 403 AccessDenied, like credentials scoped to s3:PutObject;
 * ``outage``: while true, every UploadPart reads part of its body and then fails with a reset;
 * ``flaky_parts(p, seed)``: each UploadPart is reset mid-body with probability ``p``;
-* ``reject_algorithms``: CreateMultipartUpload answers 400 InvalidRequest for these checksums.
+* ``reject_algorithms``: CreateMultipartUpload answers 400 InvalidRequest for these checksums;
+* ``hold_parts(after_bytes)``: every UploadPart stops reading its body there until
+  ``release_parts()`` (parts caught half-way on the wire, for a kill).
 
 ``UploadPart`` consumes its body through the engine's ``PartStream`` (so progress, byte counts
 and re-sent accounting are exercised) and yields to the event loop between slices, so parts
@@ -84,6 +86,8 @@ class InMemoryS3:
         self._ids = itertools.count(1)
         self._faults: dict[str, list[BaseException | None]] = {}
         self._denied: set[str] = set()
+        self._hold: asyncio.Event | None = None
+        self._hold_after = 0
 
     # -- scripting ------------------------------------------------------------------------
 
@@ -99,6 +103,15 @@ class InMemoryS3:
 
     def deny(self, *operations: str) -> None:
         self._denied.update(operations)
+
+    def hold_parts(self, after_bytes: int) -> None:
+        """Every part upload stops taking its body after ``after_bytes`` until ``release_parts``."""
+        self._hold, self._hold_after = asyncio.Event(), after_bytes
+
+    def release_parts(self) -> None:
+        if self._hold is not None:
+            self._hold.set()
+        self._hold = None
 
     @contextlib.asynccontextmanager
     async def open(self, _config: EngineConfig, _credentials: Credentials,
@@ -149,6 +162,8 @@ class InMemoryS3:
             self.body_bytes_received += len(piece)
             if reset and len(received) >= len(kw["Body"]) // 2:
                 raise ConnectionResetError("connection reset by peer")
+            if self._hold is not None and len(received) >= self._hold_after:
+                await self._hold.wait()
             await asyncio.sleep(0)  # let other parts interleave, as sockets would
         data = bytes(received)
         if upload.algorithm is not None:

@@ -189,17 +189,26 @@ class UploadStore:
                 (state.value, error, time.time(), completed, upload_id),
             )
 
-    async def start_attempt(self, upload_id: int, number: int) -> int:
-        """Count an attempt before sending; returns the attempt number (1 = first ever)."""
+    async def start_attempt(self, upload_id: int, number: int) -> tuple[int, int]:
+        """Count an attempt before sending; returns the attempt number (1 = first ever) and
+        how many of the part's bytes earlier attempts sent, as far as recorded."""
         async with self._db.transaction() as tx:
             await tx.execute(
                 "UPDATE parts SET attempts = attempts + 1 WHERE upload_id = ? AND number = ?",
                 (upload_id, number),
             )
             row = await tx.fetchone(
-                "SELECT attempts FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number)
+                "SELECT attempts, sent_bytes FROM parts WHERE upload_id = ? AND number = ?",
+                (upload_id, number),
             )
-        return int(row["attempts"]) if row else 1
+        return (int(row["attempts"]), int(row["sent_bytes"])) if row else (1, 0)
+
+    async def record_sent(self, upload_id: int, number: int, nbytes: int) -> None:
+        """At least ``nbytes`` of the part have been handed to the network by some attempt."""
+        await self._db.execute(
+            "UPDATE parts SET sent_bytes = MAX(sent_bytes, ?) WHERE upload_id = ? AND number = ?",
+            (nbytes, upload_id, number),
+        )
 
     async def mark_part_done(self, upload_id: int, number: int, etag: str) -> None:
         await self._db.execute(

@@ -37,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                               description=__doc__)
     p.add_argument("--size", type=parse_size, default=parse_size("2G"),
                    help="size of the sample bundle's assets (default 2G)")
-    p.add_argument("--content", choices=("sparse", "random"), default="sparse",
-                   help="sparse: instant and costs no disk; random: like a real build")
+    p.add_argument("--content", choices=("random", "sparse"), default="random",
+                   help="random (default): incompressible, like a real build, so every byte is "
+                   "uploaded; sparse: instant and costs no disk, but zips to almost nothing")
     p.add_argument("--lossy", action="store_true",
                    help="put a faulty network (resets, 5xx, a stall) between notaryd and S3")
     p.add_argument("--put-object-only", action="store_true",

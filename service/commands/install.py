@@ -36,13 +36,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         parser.add_argument(
             "--dry-run", action="store_true", help="print the file and commands; change nothing"
         )
+        parser.add_argument(
+            "--user",
+            dest="run_as",
+            metavar="NAME",
+            help="with --system: the account the daemon runs as (default: whoever ran sudo)",
+        )
         if action == "install":
-            parser.add_argument(
-                "--user",
-                dest="run_as",
-                metavar="NAME",
-                help="with --system: the account the daemon runs as (default: whoever ran sudo)",
-            )
             parser.add_argument(
                 "--executable",
                 type=Path,
@@ -71,17 +71,27 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
     request = resolve_request(
         host,
         system=system,
-        run_as=getattr(args, "run_as", None),
+        run_as=args.run_as,
+        needs_account=args.service_action == "install",
         program=(str(executable),) if executable is not None else default_program(host.which),
         state_dir=state_dir,
         config_file=_config_file(args, settings, system=system),
         shutdown_grace=settings.shutdown_grace,
+        allowed_roots=_configured_roots(settings),
     )
     plan = plan_service(args.service_action, request, host.platform)
     if args.dry_run:
         print(plan.render(), end="")
         return 0
     return apply(plan, euid=host.euid, which=host.which)
+
+
+def _configured_roots(settings: Settings) -> tuple[Path, ...] | None:
+    """NOTARYD_ALLOWED_ROOTS when set; None for the default, which is the service account's
+    (under sudo this process's default would be root's home)."""
+    from service.settings import default_allowed_roots
+
+    return None if settings.allowed_roots == default_allowed_roots() else settings.allowed_roots
 
 
 def _config_file(args: argparse.Namespace, settings: Settings, *, system: bool) -> Path | None:

@@ -14,10 +14,11 @@ Routes (a contract: the README's "Control API and metrics" and ``openapi.py``)::
     GET    /metrics            no token; Prometheus text format
 
 Every ``/v1`` request needs ``Authorization: Bearer <token>`` (checked before routing, so even
-unknown ``/v1`` paths answer 401 without it). Every request, ``/healthz`` and ``/metrics``
-included, must name the daemon in its ``Host`` header (an IP literal, ``localhost`` or the
-NOTARYD_LISTEN host): a web page that rebinds its own DNS name to 127.0.0.1 sends its own name
-and is refused (421). Errors are ``{"error": ..., "hint": ...}``: every malformed request gets a
+unknown ``/v1`` paths answer 401 without it). Every request must name the daemon in its
+``Host`` header (an IP literal, ``localhost``, the NOTARYD_LISTEN host, or a name in
+NOTARYD_ALLOWED_HOSTS): a web page that rebinds its own DNS name to 127.0.0.1 sends its own
+name and is refused (421). When the daemon listens beyond loopback, ``/healthz`` and
+``/metrics`` (no secrets) answer any Host, so Prometheus can scrape it by its DNS name. Errors are ``{"error": ..., "hint": ...}``: every malformed request gets a
 JSON 4xx, and an unexpected failure a JSON 500 with no traceback (that goes to the log).
 Archive paths are resolved (symlinks included) before the allowed-roots check, then opened once
 without following links (``uploader.source_file``) and checked on the opened descriptor.
@@ -73,8 +74,14 @@ class ApiConfig:
     heartbeat_seconds: float = 15.0
     # host names (lower case) accepted in the Host header besides IP literals and "localhost"
     host_names: frozenset[str] = frozenset()
+    # listening beyond loopback: /metrics and /healthz (no secrets) answer to any name, so a
+    # Prometheus can scrape the machine by its DNS name
+    probes_answer_any_host: bool = False
     body_timeout_seconds: float = BODY_TIMEOUT_SECONDS
 
+
+#: Paths without secrets that answer any Host when the daemon listens beyond loopback.
+PROBE_PATHS = frozenset({"/metrics", "/healthz"})
 
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 METRICS = web.AppKey("metrics", DaemonMetrics)
@@ -129,12 +136,15 @@ async def _host_check(request: web.Request, handler: Handler) -> web.StreamRespo
     """Refuse a Host the daemon does not go by: DNS rebinding (a web page whose name now
     resolves to 127.0.0.1) must not read /metrics or reach /v1."""
     host = request.headers.get("Host", "")
-    if not host_allowed(host, request.app[CONFIG].host_names):
+    config = request.app[CONFIG]
+    probe = request.path in PROBE_PATHS and config.probes_answer_any_host
+    if not probe and not host_allowed(host, config.host_names):
         shown = host if len(host) <= 100 else host[:100] + "…"
         return _error_response(
             421,
             f"this daemon does not answer to the Host {shown!r}",
-            "connect to 127.0.0.1, localhost or the NOTARYD_LISTEN address",
+            "connect to 127.0.0.1, localhost or the NOTARYD_LISTEN address, or add the name "
+            "to NOTARYD_ALLOWED_HOSTS",
         )
     return await handler(request)
 
@@ -302,7 +312,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
+    metrics_ = request.app[METRICS]
+    body = metrics_.render() + await asyncio.to_thread(metrics_.render_process)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

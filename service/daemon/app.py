@@ -30,6 +30,7 @@ from service.settings import Settings
 from uploader.bundle_zip import archive_dir
 from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
+from uploader.lifecycle import JobOutcome
 from uploader.notary.client import notary_session
 from uploader.throttle import Throttle
 
@@ -119,7 +120,8 @@ async def _serve(
         broker = Broker(max_subscribers=settings.max_event_streams)
         registry = JobRegistry(await JobStore.open(db))
         metrics = DaemonMetrics(
-            jobs=registry.jobs, forgotten=registry.forgotten, stuck_after_seconds=settings.stuck_after
+            jobs=registry.jobs, stuck_after_seconds=settings.stuck_after,
+            last_success_at=await registry.store.last_finished_at(JobOutcome.ACCEPTED),
         )
         executor = JobExecutor(
             runner_factory,
@@ -141,7 +143,8 @@ async def _serve(
             token_hint=token_hint,
             allowed_roots=settings.allowed_roots,
             version=notaryd_version(),
-            host_names=_host_names(settings.listen_host),
+            host_names=_host_names(settings.listen_host) | frozenset(settings.allowed_hosts),
+            probes_answer_any_host=not _is_loopback(settings.listen_host),
         )
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         guard = ConnectionGuard(connection_cap(descriptors))

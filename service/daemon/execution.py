@@ -205,8 +205,10 @@ class JobExecutor:
     def end(self, job: Job, state: JobOutcome) -> None:
         """Move to a terminal state, in memory: metrics, subscribers and the log see it now."""
         job.move_to(state)
-        if job.started_at is not None and job.finished_at is not None:
-            self._metrics.job_finished(state, job.finished_at - job.started_at)
+        started, finished = job.started_at, job.finished_at
+        self._metrics.job_finished(
+            state, finished - started if started is not None and finished is not None else None,
+            finished)
         self.flusher.forget(job)
         self.flusher.publish(job)
         if self._on_job_end is not None:

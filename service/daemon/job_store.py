@@ -72,6 +72,12 @@ class JobStore:
         )
         return [_job(r) for r in rows]
 
+    async def last_finished_at(self, outcome: JobOutcome) -> float | None:
+        """When a job last ended with ``outcome`` (Unix seconds), or None if none ever did."""
+        row = await self._db.fetchone(
+            "SELECT MAX(finished_at) AS at FROM jobs WHERE state = ?", (str(outcome),))
+        return float(row["at"]) if row is not None and row["at"] is not None else None
+
     async def recent(self, limit: int = 200) -> list[Job]:
         """The newest ``limit`` jobs, newest first."""
         rows = await self._db.fetchall(

@@ -16,11 +16,17 @@ code, job state, outcome).
 Metrics (names are a contract, listed in the README's "Control API and metrics"):
 
 * ``notaryd_upload_bytes_total``             every byte handed to the network, resent ones too
-* ``notaryd_upload_resent_bytes_total``      the subset that re-sent a part attempted before
+* ``notaryd_upload_resent_bytes_total``      the subset an earlier attempt had sent already (in
+  this process or before a restart: only the bytes that had left, not whole parts)
 * ``notaryd_part_retries_total{reason}``
 * ``notaryd_upload_rate_bytes_per_second``   moving average of the above over ``rate_window`` s
-* ``notaryd_jobs{state}``                    jobs this daemon has seen since start, by state (every
-  state listed; finished jobs let go from memory still counted)
+* ``notaryd_jobs{state}``                    unfinished jobs, by state (every unfinished state
+  listed): what is queued and running now, the same before and after a restart
+* ``notaryd_jobs_finished_total{outcome}``   jobs that ended in this process, by outcome (every
+  outcome listed from 0, so ``increase()`` sees the first one); a restart resets it, as
+  Prometheus expects of a counter
+* ``notaryd_last_success_timestamp_seconds`` when a job last ended accepted (Unix seconds; read
+  from the job store at start-up, absent until one ever has)
 * ``notaryd_notary_requests_total{endpoint,code}``
 * ``notaryd_job_duration_seconds{outcome}``  histogram, first start -> terminal state
 * ``notaryd_oldest_in_progress_submission_seconds``  age of the oldest submission Apple has
@@ -30,6 +36,9 @@ Metrics (names are a contract, listed in the README's "Control API and metrics")
 * ``notaryd_stuck_submissions``              in-progress submissions older than ``stuck_after``
 * ``notaryd_active_job_size_bytes`` / ``notaryd_active_job_done_bytes``  sum over unfinished jobs
 * ``notaryd_build_info{version,python}``     constant 1
+* ``process_*``                              prometheus-client's process collector (CPU, memory,
+  open descriptors, start time: a restart shows as a new ``process_start_time_seconds``), on
+  a registry of its own because it reads /proc: ``render_process`` runs off the loop
 
 All methods run on the event-loop thread; scrapes call the collector from the same thread
 (aiohttp handler), so no locking is needed.
@@ -39,11 +48,18 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -52,6 +68,8 @@ from uploader.events import BytesSent, Event, NotaryRequestDone, PartRetried
 from uploader.lifecycle import JOB_STATES, JobOutcome, JobState
 from uploader.progress import Progress
 from uploader.rate import Clock, RateMeter
+
+UNFINISHED_STATES: tuple[JobState, ...] = tuple(s for s in JOB_STATES if s not in set(JobOutcome))
 
 # Notarisation of 6-25 GB builds takes minutes to hours: 1 min .. 12 h.
 JOB_DURATION_BUCKETS = (60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 10800, 21600, 43200)
@@ -72,7 +90,7 @@ class DaemonMetrics:
         registry: CollectorRegistry | None = None,
         *,
         jobs: Callable[[], Iterable[JobView]] = tuple,
-        forgotten: Callable[[], Mapping[JobState, int]] = dict,
+        last_success_at: float | None = None,
         stuck_after_seconds: float = STUCK_AFTER_SECONDS,
         rate_window_seconds: float = 20.0,
         wall_clock: Clock = time.time,
@@ -80,7 +98,7 @@ class DaemonMetrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.jobs = jobs
-        self.forgotten = forgotten  # finished jobs no longer held in memory, by state
+        self.last_success_at = last_success_at
         self.stuck_after_seconds = stuck_after_seconds
         self._now = wall_clock
         self._rate = RateMeter(rate_window_seconds, monotonic)
@@ -91,7 +109,8 @@ class DaemonMetrics:
             registry=r,
         )
         self.resent_bytes = Counter(
-            "notaryd_upload_resent_bytes", "Bytes of parts sent again after a failed attempt.",
+            "notaryd_upload_resent_bytes",
+            "Bytes sent again that an earlier attempt (or run) had sent already.",
             registry=r,
         )
         self.part_retries = Counter(
@@ -110,6 +129,15 @@ class DaemonMetrics:
             buckets=JOB_DURATION_BUCKETS,
             registry=r,
         )
+        self.jobs_finished = Counter(
+            "notaryd_jobs_finished", "Jobs that ended since the daemon started, by outcome.",
+            ["outcome"], registry=r,
+        )
+        for outcome in JobOutcome:
+            self.jobs_finished.labels(outcome=str(outcome))
+        # /proc reads: rendered apart, off the loop (``render_process``)
+        self.process_registry = CollectorRegistry()
+        ProcessCollector(registry=self.process_registry)
         Info("notaryd_build", "notaryd version.", registry=r).info(
             {"version": notaryd_version(), "python": platform.python_version()}
         )
@@ -132,11 +160,23 @@ class DaemonMetrics:
             case _:
                 pass
 
-    def job_finished(self, outcome: JobOutcome, duration_seconds: float) -> None:
-        self.job_duration.labels(outcome=str(outcome)).observe(max(0.0, duration_seconds))
+    def job_finished(self, outcome: JobOutcome, duration_seconds: float | None,
+                     finished_at: float | None = None) -> None:
+        """A job ended (at ``finished_at``, Unix seconds, default now); ``duration_seconds`` is
+        None for one that never started (cancelled while queued)."""
+        self.jobs_finished.labels(outcome=str(outcome)).inc()
+        if duration_seconds is not None:
+            self.job_duration.labels(outcome=str(outcome)).observe(max(0.0, duration_seconds))
+        if outcome is JobOutcome.ACCEPTED:
+            self.last_success_at = finished_at if finished_at is not None else self._now()
 
     def render(self) -> bytes:
+        """The daemon's metrics; on the loop thread (the live gauges read the jobs)."""
         return generate_latest(self.registry)
+
+    def render_process(self) -> bytes:
+        """``process_*`` (reads /proc): call it off the loop."""
+        return generate_latest(self.process_registry)
 
     # -- values computed at scrape time -------------------------------------------------------
 
@@ -178,16 +218,14 @@ class _LiveCollector(Collector):
             f"Upload rate, moving average over {m._rate.window_seconds:g} s.",
             value=m.upload_rate(),
         )
-        counts: dict[JobState, int] = dict.fromkeys(JOB_STATES, 0)
-        for state, count in m.forgotten().items():
-            counts[state] += count
+        counts: dict[JobState, int] = dict.fromkeys(UNFINISHED_STATES, 0)
         size = done = 0
         for job in m.jobs():
-            counts[job.state] += 1
             if not job.terminal:
+                counts[job.state] += 1
                 size += job.progress.bytes_total
                 done += job.progress.bytes_done
-        jobs = GaugeMetricFamily("notaryd_jobs", "Jobs this daemon knows, by state.", labels=["state"])
+        jobs = GaugeMetricFamily("notaryd_jobs", "Unfinished jobs, by state.", labels=["state"])
         for state, count in counts.items():
             jobs.add_metric([str(state)], count)
         yield jobs
@@ -217,6 +255,13 @@ class _LiveCollector(Collector):
         if seconds is not None:
             expiry.add_metric([], seconds)
         yield expiry
+        last_success = GaugeMetricFamily(
+            "notaryd_last_success_timestamp_seconds",
+            "When a job last ended accepted (Unix seconds).",
+        )
+        if m.last_success_at is not None:
+            last_success.add_metric([], m.last_success_at)
+        yield last_success
 
 
 def notaryd_version() -> str:

@@ -44,6 +44,7 @@ from uploader.database import Database
 from uploader.errors import ConfigError
 from uploader.notary.client import read_capped
 from uploader.notary.store import SubmissionStore
+from uploader.proxies import proxy_for_request
 from uploader.retry import Retrier, RetryPolicy
 
 from . import migrations
@@ -233,7 +234,8 @@ class JobNotifier:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         try:
             async with self._session.post(self._url, data=body, headers=headers,
-                                          allow_redirects=False) as response:
+                                          allow_redirects=False,
+                                          proxy=await proxy_for_request(self._url)) as response:
                 await read_capped(response, ANSWER_BYTES, "notify", None, truncate=True)
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as error:

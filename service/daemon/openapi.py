@@ -92,8 +92,10 @@ def openapi_document(version: str) -> dict[str, Any]:
             "title": "notaryd control API",
             "version": version,
             "description": "Queue archives for notarisation and follow their progress. Every "
-            "request must carry a Host the daemon goes by (an IP literal, localhost or the "
-            "NOTARYD_LISTEN host), else 421; a request head must arrive within 10 s.",
+            "request must carry a Host the daemon goes by (an IP literal, localhost, the "
+            "NOTARYD_LISTEN host or a name in NOTARYD_ALLOWED_HOSTS), else 421; /metrics and "
+            "/healthz answer any Host when the daemon listens beyond loopback. A request head "
+            "must arrive within 10 s.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -3,16 +3,13 @@
 Created first at start-up and handed to whoever needs to read the jobs (the scheduler, the
 metrics' scrape-time gauges): the live ``Job`` objects, whose ``progress`` is current, win over
 their stored copies. Memory stays bounded however many jobs a long-lived daemon sees: beyond
-``max_finished`` finished jobs the oldest are let go (the store still has them) and only counted,
-so ``notaryd_jobs{state}`` keeps counting every job since start.
+``max_finished`` finished jobs the oldest are let go (the store still has them). Unfinished jobs
+are never let go, so ``notaryd_jobs{state}`` (unfinished jobs only) stays exact.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
-
-from uploader.lifecycle import JobState
 
 from .job_store import JobStore
 from .jobs import Job, JobNotFound
@@ -23,18 +20,12 @@ class JobRegistry:
         self.store = store
         self.max_finished = max_finished
         self._live: dict[str, Job] = {}  # in the order they were added
-        self._forgotten: Counter[JobState] = Counter()
 
     def add(self, job: Job) -> None:
         self._live[job.id] = job
         finished = [j for j in self._live.values() if j.terminal]
         for old in finished[: max(0, len(finished) - self.max_finished)]:
             del self._live[old.id]
-            self._forgotten[old.state] += 1
-
-    def forgotten(self) -> Counter[JobState]:
-        """Finished jobs let go from memory, by state."""
-        return self._forgotten
 
     def remove(self, job: Job) -> None:
         self._live.pop(job.id, None)

@@ -1,9 +1,9 @@
 """``python -m service.emulator``: a notary-service emulator with a SeaweedFS bucket, on loopback.
 
-Makes a throw-away team key, prints the ``NOTARYD_*`` settings that point notaryd at it, and
-serves until SIGINT/SIGTERM. Example::
+Makes a throw-away team key, prints the ``NOTARYD_*`` settings that point notaryd at it (API,
+S3 endpoint, ticket lookup, key), and serves until SIGINT/SIGTERM. Example::
 
-    python -m service.emulator --key-dir /tmp/notary-keys --processing-delay 5
+    python -m service.emulator --key-dir /tmp/notary-keys --processing-delay 5 > notary.env
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ async def _serve(args: argparse.Namespace) -> int:
             key = await asyncio.to_thread(emulator.make_team_key, args.key_dir.resolve())
             for name, value in emulator.environment(key).items():
                 print(f"export {name}={shlex.quote(value)}")
+            sys.stdout.flush()  # whoever reads a redirected stdout gets the settings now
             print("# serving; Ctrl-C to stop", file=sys.stderr, flush=True)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -188,6 +188,7 @@ class NotaryEmulator:
             "NOTARYD_API_URL": self.api_url,
             "NOTARYD_S3_ENDPOINT_URL": self.s3_endpoint_url,
             "NOTARYD_S3_ACCELERATE": "0",
+            "NOTARYD_TICKET_URL": self.ticket_url,
             "NOTARYD_KEY_ID": key.key_id,
             "NOTARYD_ISSUER_ID": key.issuer_id,
             "NOTARYD_PRIVATE_KEY": str(key.path),

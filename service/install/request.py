@@ -69,6 +69,15 @@ class ServiceRequest:
     state_dir: Path | None  # None: the manager's default (see launchd.py / systemd.py)
     config_file: Path | None  # exported as NOTARYD_CONFIG when given
     shutdown_grace: float  # the daemon's drain on SIGTERM (Settings.shutdown_grace)
+    # NOTARYD_ALLOWED_ROOTS as configured; None: the daemon's default for the account
+    allowed_roots: tuple[Path, ...] | None = None
+
+    @property
+    def daemon_roots(self) -> tuple[Path, ...]:
+        """Where the daemon reads builds and staples them (Settings.allowed_roots' default)."""
+        if self.allowed_roots is not None:
+            return self.allowed_roots
+        return (self.account.home, Path("/Volumes"))
 
     @property
     def stop_timeout_seconds(self) -> int:
@@ -99,11 +108,19 @@ def resolve_request(
     state_dir: Path | None,
     config_file: Path | None,
     shutdown_grace: float,
+    needs_account: bool = True,
+    allowed_roots: tuple[Path, ...] | None = None,
 ) -> ServiceRequest:
-    """Picks the account: yourself for a per-user service, the sudo caller for a system one."""
+    """Picks the account: yourself for a per-user service, the sudo caller for a system one.
+
+    ``needs_account=False`` (status, uninstall): a system service is found by its file and
+    label alone, so root may ask without naming the account it runs as.
+    """
     if system:
         name = run_as or host.sudo_user
-        if name is None or name == "root":
+        if not needs_account and (name is None or name == "root"):
+            name = host.account.name
+        elif name is None or name == "root":
             raise ServiceSetupError(
                 "--system needs the account the daemon runs as (it must read the builds): "
                 "run `sudo notaryd service install --system` from that account, or add --user NAME"
@@ -133,4 +150,6 @@ def resolve_request(
         state_dir=state_dir.absolute() if state_dir is not None else None,
         config_file=config_file.absolute() if config_file is not None else None,
         shutdown_grace=shutdown_grace,
+        allowed_roots=(tuple(root.absolute() for root in allowed_roots)
+                       if allowed_roots is not None else None),
     )

@@ -51,7 +51,8 @@ _SECCOMP_HARDENING = (
 
 _NAMESPACE_HARDENING = (
     "ProtectSystem=strict",
-    # Builds live in home directories: reading them is the point, writing is not.
+    # Builds live in home directories: read-only, except the allowed roots (ReadWritePaths=
+    # below), where stapling writes the ticket into the build.
     "ProtectHome=read-only",
     "PrivateTmp=yes",
     "PrivateDevices=yes",
@@ -109,6 +110,8 @@ def render(request: ServiceRequest) -> str:
     environment = [f"NOTARYD_STATE_DIR={state}", "PYTHONUNBUFFERED=1"]
     if request.config_file is not None:
         environment.append(f"NOTARYD_CONFIG={request.config_file}")
+    if request.allowed_roots is not None:  # the sandbox below opens exactly these
+        environment.append("NOTARYD_ALLOWED_ROOTS=" + ":".join(map(str, request.allowed_roots)))
     scope = "system" if request.system else "user"
     lines = [
         f"# notaryd {scope} unit, written by `notaryd service install"
@@ -148,6 +151,10 @@ def render(request: ServiceRequest) -> str:
         lines += list(_NAMESPACE_HARDENING)
         if not _uses_state_directory(request):
             lines.append(f"ReadWritePaths={_quote(str(state))}")
+        # Stapling writes the ticket into the build, wherever the daemon may read builds from;
+        # "-": a root that does not exist (/Volumes on Linux) is skipped, not a failed start.
+        lines.append("ReadWritePaths=" + " ".join(
+            _quote("-" + str(root)) for root in request.daemon_roots))
     lines += [
         "",
         "[Install]",

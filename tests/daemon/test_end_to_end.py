@@ -84,7 +84,8 @@ def test_metrics_agree_with_the_bytes_uploaded(real_daemon: Daemon) -> None:
     _, text = d.request("GET", "/metrics", token=None)
     assert metric(text, "notaryd_upload_bytes_total") == sum(sizes)
     assert metric(text, "notaryd_upload_resent_bytes_total") == 0
-    assert metric(text, 'notaryd_jobs{state="accepted"}') == 2
+    assert metric(text, 'notaryd_jobs_finished_total{outcome="accepted"}') == 2
+    assert 'notaryd_jobs{state="accepted"}' not in text  # notaryd_jobs: unfinished jobs only
     requests = {
         (s.labels["endpoint"], s.labels["code"]): s.value
         for family in text_string_to_metric_families(text)
@@ -154,3 +155,24 @@ def test_sigterm_mid_upload_exits_zero_in_the_grace_period_and_resumes(
     # the parts in flight at SIGTERM were finished and kept: the restart sent only the rest
     _, text = d.request("GET", "/metrics", token=None)
     assert 0 < metric(text, "notaryd_upload_bytes_total") <= size - 5 * MiB
+
+
+def test_after_a_restart_the_metrics_keep_telling_the_truth(real_daemon: Daemon) -> None:
+    """notaryd_jobs holds what is unfinished now, the last success survives the restart (from
+    the job store), and process_start_time_seconds shows the restart."""
+    d = real_daemon
+    d.start()
+    job = d.submit(d.archive("Done.zip", 3 * MiB), skip_preflight=True)
+    finished = d.wait_for(job["id"], "accepted", "failed", timeout=60)
+    assert finished["state"] == "accepted"
+    _, before = d.request("GET", "/metrics", token=None)
+    d.stop()
+    d.start()
+    _, after = d.request("GET", "/metrics", token=None)
+    families = {f.name: f for f in text_string_to_metric_families(after)}
+    assert all(s.value == 0 for s in families["notaryd_jobs"].samples)
+    assert metric(after, 'notaryd_jobs_finished_total{outcome="accepted"}') == 0
+    last = metric(after, "notaryd_last_success_timestamp_seconds")
+    assert last == metric(before, "notaryd_last_success_timestamp_seconds")
+    assert abs(last - finished["finished_at"]) < 1  # the job's own end, as the API reports it
+    assert metric(after, "process_start_time_seconds") > metric(before, "process_start_time_seconds")

@@ -45,6 +45,28 @@ def test_a_foreign_host_is_refused_everywhere_dns_rebinding(daemon: Daemon) -> N
     assert status == 421
 
 
+@pytest.mark.process
+def test_beyond_loopback_probes_answer_any_host_and_v1_only_the_allowed_names(
+    tmp_path: Path,
+) -> None:
+    d = Daemon(tmp_path, env={"NOTARYD_LISTEN": "0.0.0.0:0",
+                              "NOTARYD_ALLOWED_HOSTS": "Notaryd.Build.Example., other.example"})
+    d.start()
+    scraped_by_name = "build-mac-1.example.internal:7780"  # what prometheus.yml sends
+    for path in ("/metrics", "/healthz"):
+        with socket.create_connection(("127.0.0.1", d.port), timeout=30) as s:
+            s.sendall(http("GET", path, scraped_by_name))
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), (path, answer[:300])
+    status, reply = raw(d, http("GET", "/v1/jobs", scraped_by_name, d.token))
+    assert status == 421 and "NOTARYD_ALLOWED_HOSTS" in reply["hint"]
+    for named in ("notaryd.build.example:7780", "OTHER.example"):
+        status, reply = raw(d, http("GET", "/v1/jobs", named, d.token))
+        assert status == 200, (named, reply)
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [

@@ -86,7 +86,7 @@ def test_upload_rate_is_a_moving_average_that_decays() -> None:
     assert value(m, "notaryd_upload_rate_bytes_per_second") == 0
 
 
-def test_jobs_gauge_lists_every_state_and_sums_active_bytes() -> None:
+def test_jobs_gauge_lists_every_unfinished_state_and_sums_active_bytes() -> None:
     jobs = [
         FakeJob.with_bytes(NotaryStage.UPLOADING, 100, 40),
         FakeJob.with_bytes(NotaryStage.UPLOADING, 50, 10),
@@ -94,8 +94,9 @@ def test_jobs_gauge_lists_every_state_and_sums_active_bytes() -> None:
     ]
     m, _, _ = make(jobs)
     assert value(m, "notaryd_jobs", state="uploading") == 2
-    assert value(m, "notaryd_jobs", state="accepted") == 1
     assert value(m, "notaryd_jobs", state="queued") == 0
+    for outcome in JobOutcome:  # finished jobs are counted by notaryd_jobs_finished_total
+        assert value(m, "notaryd_jobs", state=str(outcome)) is None
     assert value(m, "notaryd_active_job_size_bytes") == 150
     assert value(m, "notaryd_active_job_done_bytes") == 50
 
@@ -191,3 +192,34 @@ def test_rate_meter_starts_without_a_spike() -> None:
     assert meter.rate() == 5_000_000
     clock.now = 10
     assert meter.rate() == 500_000
+
+
+def test_finished_jobs_are_a_counter_by_outcome_that_starts_at_zero() -> None:
+    m, _, _ = make()
+    for outcome in JobOutcome:  # present from the start: increase() sees the first end
+        assert value(m, "notaryd_jobs_finished_total", outcome=str(outcome)) == 0
+    m.job_finished(JobOutcome.FAILED, 70)
+    m.job_finished(JobOutcome.FAILED, 80)
+    m.job_finished(JobOutcome.CANCELLED, None)  # cancelled while queued: never started
+    assert value(m, "notaryd_jobs_finished_total", outcome="failed") == 2
+    assert value(m, "notaryd_jobs_finished_total", outcome="cancelled") == 1
+    assert value(m, "notaryd_job_duration_seconds_count", outcome="cancelled") is None
+
+
+def test_last_success_is_when_a_job_last_ended_accepted() -> None:
+    m, wall, _ = make()
+    assert value(m, "notaryd_last_success_timestamp_seconds") is None
+    m.job_finished(JobOutcome.ACCEPTED, 10)
+    assert value(m, "notaryd_last_success_timestamp_seconds") == 1_000_000.0
+    wall.advance(600)
+    m.job_finished(JobOutcome.FAILED, 10)
+    assert value(m, "notaryd_last_success_timestamp_seconds") == 1_000_000.0
+    restarted = DaemonMetrics(CollectorRegistry(), last_success_at=999_000.0)
+    assert restarted.registry.get_sample_value("notaryd_last_success_timestamp_seconds") == 999_000.0
+
+
+def test_process_metrics_are_exported_apart() -> None:
+    m, _, _ = make()
+    families = {f.name for f in text_string_to_metric_families(m.render_process().decode())}
+    assert {"process_start_time_seconds", "process_resident_memory_bytes",
+            "process_open_fds"} <= families

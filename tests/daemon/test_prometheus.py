@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.daemon import Daemon
+from tests.support.forward_proxy import ForwardProxyThread
 from tests.support.waiting import until
 
 MiB = 1024 * 1024
@@ -23,13 +24,15 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
 class Prometheus:
-    def __init__(self, root: Path, target_port: int) -> None:
+    def __init__(self, root: Path, target_port: int, *, target_host: str = "127.0.0.1",
+                 proxy_url: str | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         config = root / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             "scrape_configs:\n  - job_name: notaryd\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n"
-            f"    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            + (f"    proxy_url: {proxy_url}\n" if proxy_url else "")
+            + f"    static_configs:\n      - targets: ['{target_host}:{target_port}']\n"
         )
         self.log_path = root / "prometheus.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -91,8 +94,8 @@ def prometheus_for(tmp_path: Path) -> Iterator[Any]:
         pytest.fail("prometheus is not installed: run `make system-deps` (Debian package prometheus)")
     started: list[Prometheus] = []
 
-    def start(port: int) -> Prometheus:
-        started.append(Prometheus(tmp_path / "prometheus", port))
+    def start(port: int, **options: Any) -> Prometheus:
+        started.append(Prometheus(tmp_path / "prometheus", port, **options))
         return started[-1]
 
     yield start
@@ -122,7 +125,7 @@ def test_prometheus_sees_bytes_and_job_states_move(real_daemon: Daemon, promethe
 
     def scraped_the_end() -> float | None:  # the range's last step holds a scrape after the job
         end = time.time()
-        accepted = prometheus.series('notaryd_jobs{state="accepted"}', start, end)
+        accepted = prometheus.series('notaryd_jobs_finished_total{outcome="accepted"}', start, end)
         return end if accepted and accepted[-1] == 1 else None
 
     end = until(scraped_the_end, within=30, what="a scrape of the accepted job in the range")
@@ -131,10 +134,27 @@ def test_prometheus_sees_bytes_and_job_states_move(real_daemon: Daemon, promethe
     assert sent == sorted(sent), "a counter must never go down"
     assert sent[0] == 0 and sent[-1] == size
     uploading = prometheus.series('notaryd_jobs{state="uploading"}', start, end)
-    accepted = prometheus.series('notaryd_jobs{state="accepted"}', start, end)
+    accepted = prometheus.series('notaryd_jobs_finished_total{outcome="accepted"}', start, end)
     assert max(uploading) == 1 and uploading[-1] == 0
     assert accepted[0] == 0 and accepted[-1] == 1
     # the rate gauge moved with the bytes (how fast is for benchmarks/, not for this test)
     window = f"{int(end - start) + 2}s"
     assert (prometheus.scalar(f"max_over_time(notaryd_upload_rate_bytes_per_second[{window}])") or 0) > 0
     assert prometheus.scalar('sum(notaryd_job_duration_seconds_count{outcome="accepted"})') == 1
+
+
+@pytest.mark.process
+def test_prometheus_scrapes_a_daemon_by_its_dns_name(tmp_path: Path, prometheus_for: Any) -> None:
+    """prometheus.yml's targets are DNS names; a daemon listening beyond loopback answers them
+    on /metrics (a name mapped to 127.0.0.1 by the proxy Prometheus resolves through)."""
+    name = "build-mac-1.example.internal"
+    d = Daemon(tmp_path / "daemon", env={"NOTARYD_LISTEN": "0.0.0.0:0"})
+    d.start()
+    with ForwardProxyThread(hosts={name: "127.0.0.1"}) as dns:
+        prometheus = prometheus_for(d.port, target_host=name, proxy_url=dns.url)
+        until(lambda: prometheus.scalar('up{job="notaryd"}') is not None, within=20,
+              what="a first scrape")
+        assert prometheus.scalar('up{job="notaryd"}') == 1, d.log()[-2000:]
+        assert prometheus.scalar('notaryd_build_info{job="notaryd"}') == 1
+        scrapes = [p for p in dns.passages() if p.target == f"{name}:{d.port}"]
+        assert scrapes and all(p.path == "/metrics" for p in scrapes)

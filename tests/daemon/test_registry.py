@@ -1,5 +1,6 @@
-"""The daemon's job registry holds a bounded number of finished jobs, and forgets none of them:
-the store still answers for them and the metrics still count them."""
+"""The daemon's job registry holds a bounded number of finished jobs, and loses none of them:
+the store still answers for them; the unfinished ones, the only ones notaryd_jobs counts, are
+always held."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ async def added(registry: JobRegistry, number: int, end: JobOutcome | None) -> J
     return job
 
 
-async def test_old_finished_jobs_leave_memory_but_stay_counted_and_readable(job_store: JobStore) -> None:
+async def test_old_finished_jobs_leave_memory_but_stay_readable(job_store: JobStore) -> None:
     registry = JobRegistry(job_store, max_finished=3)
     running = await added(registry, 0, None)
     for number in range(1, 6):  # five finished jobs: the first two go beyond the limit
@@ -35,13 +36,22 @@ async def test_old_finished_jobs_leave_memory_but_stay_counted_and_readable(job_
 
     held = {job.id for job in registry.jobs()}
     assert held == {running.id, newest.id, *(f"{n:012d}" for n in (3, 4, 5))}
-    assert registry.forgotten() == {JobOutcome.FAILED: 1, JobOutcome.ACCEPTED: 1}
     forgotten = await registry.get(f"{1:012d}")  # from the store now
     assert forgotten.state is JobOutcome.FAILED
     assert len(await registry.recent()) == 7
 
-    metrics = DaemonMetrics(CollectorRegistry(), jobs=registry.jobs, forgotten=registry.forgotten)
+    metrics = DaemonMetrics(CollectorRegistry(), jobs=registry.jobs)
     count = metrics.registry.get_sample_value
-    assert count("notaryd_jobs", {"state": "failed"}) == 3
-    assert count("notaryd_jobs", {"state": "accepted"}) == 2
     assert count("notaryd_jobs", {"state": "queued"}) == 2
+    assert count("notaryd_jobs", {"state": "failed"}) is None
+
+
+async def test_the_store_knows_when_a_job_last_ended_accepted(job_store: JobStore) -> None:
+    registry = JobRegistry(job_store, max_finished=1)
+    assert await job_store.last_finished_at(JobOutcome.ACCEPTED) is None
+    ended = [await added(registry, n, JobOutcome.ACCEPTED if n < 3 else JobOutcome.FAILED)
+             for n in range(1, 5)]
+    accepted = [job.finished_at for job in ended if job.state is JobOutcome.ACCEPTED]
+    assert None not in accepted
+    assert await job_store.last_finished_at(JobOutcome.ACCEPTED) == max(accepted)  # type: ignore[type-var]
+    assert await job_store.last_finished_at(JobOutcome.CANCELLED) is None

@@ -22,6 +22,8 @@ CONTRACT_METRICS = frozenset(
         "notaryd_job_duration_seconds_count",
         "notaryd_oldest_in_progress_submission_seconds",
         "notaryd_credential_expiry_seconds",
+        "notaryd_jobs_finished_total",
+        "notaryd_last_success_timestamp_seconds",
     }
 )
 DAEMON_ADDITIONS = frozenset(

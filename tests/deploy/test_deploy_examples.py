@@ -6,6 +6,7 @@ renderer. `systemd-analyze verify` checks the units in test_systemd_unit.py."""
 from __future__ import annotations
 
 import plistlib
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -68,10 +69,11 @@ def test_system_unit_runs_confined_as_its_user_writing_only_its_state() -> None:
     assert {key: service[key] for key in (*RUNS, *HARDENING, *SYSTEM_ONLY_HARDENING)} == {
         **RUNS, **HARDENING, **SYSTEM_ONLY_HARDENING}
     assert service["User"] == ["builder"]
-    # ProtectSystem=strict leaves one writable place, the state directory systemd makes 0700
-    # (/var/lib/ + StateDirectory); no ReadWritePaths opens another
+    # ProtectSystem=strict leaves the state directory systemd makes 0700 (/var/lib/ +
+    # StateDirectory) writable, and the allowed roots (stapling writes the builds in place):
+    # the service account's home and /Volumes by default, "-" so a missing one is no error
     assert service["StateDirectory"] == ["notaryd"] and service["StateDirectoryMode"] == ["0700"]
-    assert "ReadWritePaths" not in service
+    assert service["ReadWritePaths"] == ["-/home/builder -/Volumes"]
     assert "NOTARYD_STATE_DIR=/var/lib/notaryd" in service["Environment"]
     assert service["WorkingDirectory"] == ["/var/lib/notaryd"]
     assert sections["Unit"]["After"] == sections["Unit"]["Wants"] == ["network-online.target"]
@@ -115,3 +117,17 @@ def test_launchd_examples_keep_the_daemon_alive_with_its_limits(name: str, user:
         "StandardErrorPath": LOG,
         **({"UserName": user} if user else {}),
     }
+
+
+def test_documents_the_deploy_files_point_at_are_in_the_repository() -> None:
+    """Alert rules and the dashboard name where their metric names are defined: a file that
+    ships with them, with the section they name."""
+    repository = DEPLOY.parent
+    for shipped in sorted(p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix != ".md"):
+        text = shipped.read_text()
+        for named in re.findall(r"[\w./-]+\.md\b", text):
+            assert (repository / named).is_file() or (shipped.parent / named).is_file(), (
+                f"{shipped.relative_to(repository)} names {named}, which is not in the repository")
+        for section in re.findall(r'README\.md, \\?"([^"\\]+)\\?"', text):
+            headings = re.findall(r"^#+ (.+)$", (repository / "README.md").read_text(), re.MULTILINE)
+            assert section in headings, f"{shipped.name}: README.md has no section {section!r}"

@@ -357,3 +357,58 @@ def test_cli_dry_run_prints_the_unit_and_commands_and_changes_nothing(
     assert f"ExecStart={sys.executable} serve" in printed
     assert "systemctl" in printed and "enable --now notaryd.service" in printed
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("action", ["status", "uninstall"])
+@pytest.mark.parametrize("user", [[], ["--user", "builder"]])
+def test_root_may_ask_about_or_remove_the_system_service_with_or_without_user(
+    tmp_path: Path, action: str, user: list[str]
+) -> None:
+    host = mac(tmp_path, euid=0)  # root in a root shell: no SUDO_USER
+    request = resolve_request(
+        host, system=True, run_as=user[1] if user else None, program=(NOTARYD,), state_dir=None,
+        config_file=None, shutdown_grace=15.0, needs_account=False,
+    )
+    plan = plan_service(action, request, host.platform)
+    assert "system/com.notaryd.daemon" in plan.render()
+
+
+@pytest.mark.parametrize("action", ["status", "uninstall"])
+def test_cli_status_and_uninstall_accept_system_and_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], action: str
+) -> None:
+    from service.commands import install
+    from service.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="notaryd")
+    install.register(parser.add_subparsers(dest="command", required=True))
+    account = next(entry.pw_name for entry in pwd.getpwall() if entry.pw_uid != 0)
+    settings = load_settings(environ={"NOTARYD_STATE_DIR": str(tmp_path / "state")})
+    for extra in ([], ["--user", account]):
+        args = parser.parse_args(["service", action, "--system", "--dry-run", *extra])
+        assert args.handler(args, settings) == 0
+        assert "notaryd.service" in capsys.readouterr().out
+
+
+def test_system_unit_opens_the_configured_allowed_roots_for_stapling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.commands import install
+    from service.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="notaryd")
+    install.register(parser.add_subparsers(dest="command", required=True))
+    account = next(entry.pw_name for entry in pwd.getpwall() if entry.pw_uid != 0)
+    args = parser.parse_args(["service", "install", "--dry-run", "--system", "--user", account,
+                              "--executable", sys.executable])
+    settings = load_settings(environ={"NOTARYD_STATE_DIR": str(tmp_path / "state"),
+                                      "NOTARYD_ALLOWED_ROOTS": "/srv/builds:/data/ci"})
+    assert args.handler(args, settings) == 0
+    unit = capsys.readouterr().out
+    assert "ReadWritePaths=-/srv/builds -/data/ci\n" in unit
+    assert "Environment=NOTARYD_ALLOWED_ROOTS=/srv/builds:/data/ci\n" in unit
+
+    default = load_settings(environ={"NOTARYD_STATE_DIR": str(tmp_path / "state")})
+    assert args.handler(args, default) == 0
+    home = pwd.getpwnam(account).pw_dir
+    assert f"ReadWritePaths=-{home} -/Volumes\n" in capsys.readouterr().out

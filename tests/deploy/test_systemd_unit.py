@@ -18,8 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from service.emulator.notary import BackgroundEmulator
+from service.emulator.sample_app import make_sample_app
 from service.install import systemd
 from service.install.examples import LINUX_ACCOUNT, example_request
+from tests.support.emulator import cli_environment, notarize_command
+from uploader.staple.check import CheckOutcome, check_staple
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 HERE = Path(__file__).resolve().parent
@@ -121,3 +125,42 @@ def test_units_wait_for_the_daemons_readiness() -> None:
     """Type=notify: `systemctl start` returns once notaryd says READY=1 (it listens by then)."""
     for unit in (rendered(system=True), rendered(system=False), committed("systemd/notaryd.service")):
         assert "\nType=notify\n" in unit
+
+
+def sandboxed(unit_text: str, home_root: Path, argv: list[str]) -> list[str]:
+    """``argv`` in a mount namespace where ``home_root`` (standing for /home) is what the unit's
+    ProtectHome=read-only and ReadWritePaths= make of it: read-only, but for the paths listed."""
+    assert "ProtectHome=read-only" in unit_text
+    writable = [word.lstrip("-") for line in unit_text.splitlines()
+                if line.startswith("ReadWritePaths=")
+                for word in line.removeprefix("ReadWritePaths=").split()]
+    inside = [Path(p) for p in writable if Path(p).is_relative_to(home_root) and Path(p).exists()]
+    script = [f"mount --bind {home_root} {home_root}",
+              f"mount -o remount,bind,ro {home_root}"]
+    for path in inside:
+        script += [f"mount --bind {path} {path}", f"mount -o remount,bind,rw {path}"]
+    script.append('exec "$@"')
+    return ["unshare", "--mount", "sh", "-ec", " && ".join(script), "sandbox", *argv]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="mount namespaces need root and unshare")
+def test_the_system_unit_lets_the_daemon_staple_builds_in_the_allowed_roots(
+    notary: BackgroundEmulator, tmp_path: Path
+) -> None:
+    home_root = tmp_path / "home"  # the unit's /home
+    account = dataclasses.replace(LINUX_ACCOUNT, home=home_root / "builder")
+    request = dataclasses.replace(example_request(account, system=True), program=(this_notaryd(),))
+    unit = systemd.render(request)
+    app = make_sample_app(account.home / "builds", "Game")
+    key = notary.call(lambda e: e.make_team_key(tmp_path / "keys"))
+    env = cli_environment(notary.emulator, key, tmp_path / "client")  # state outside /home
+    result = subprocess.run(sandboxed(unit, home_root, notarize_command(app, "--skip-preflight")),
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert check_staple(app).outcome is CheckOutcome.VALID
+
+    # the sandbox is real: outside the ReadWritePaths, home stays read-only
+    probe = subprocess.run(sandboxed(unit, home_root, ["touch", str(home_root / "elsewhere")]),
+                           capture_output=True, text=True, timeout=30)
+    assert probe.returncode != 0 and "Read-only file system" in probe.stderr

@@ -29,6 +29,7 @@ from uploader.notary.errors import (
     UnsafeUrl,
 )
 from uploader.notary.url_policy import AddressGuard, UrlPolicy
+from uploader.proxies import proxy_hosts
 from uploader.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
@@ -375,6 +376,28 @@ def test_address_guard_lets_the_api_host_and_the_emulator_through() -> None:
     assert AddressGuard("http://127.0.0.1:9000/notary/v2").allowed("localhost", 8080, loopback)
     with pytest.raises(OSError, match="loopback"):
         AddressGuard("https://notary.example/v2").allowed("localhost", 443, loopback)
+
+
+async def test_behind_a_proxy_the_proxy_may_be_local_and_names_are_its_to_resolve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A studio's local proxy (cntlm on localhost:3128) carries the https traffic; the URL
+    checks still refuse internal names, but leave resolving public ones to the proxy."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HTTPS_PROXY", "http://localhost:3128")
+    local_proxy: list[ResolveResult] = [{"hostname": "localhost", "host": "127.0.0.1", "port": 3128,
+                                         "family": socket.AF_INET, "proto": 0, "flags": 0}]
+    guard = AddressGuard("https://notary.example/v2")
+    assert guard.allowed("localhost", 3128, local_proxy, proxy_hosts()) == local_proxy
+    with pytest.raises(OSError, match="loopback"):
+        guard.allowed("localhost", 3128, local_proxy)  # not a proxy: refused as before
+    policy = UrlPolicy("https://appstoreconnect.apple.com/notary/v2", fake_resolver({}))
+    await policy.check("https://notary-artifacts-prod.s3.amazonaws.com/x", "logs")
+    for url in ("https://127.0.0.1/x", "https://app.localhost/x", "http://public.example/x"):
+        with pytest.raises(UnsafeUrl):
+            await policy.check(url, "logs")
 
 
 def submit_answer(**overrides: object) -> Handler:

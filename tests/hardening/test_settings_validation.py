@@ -50,6 +50,7 @@ def settings_from(
         ("NOTARYD_LISTEN", "::1:7780", "HOST:PORT"),
         ("NOTARYD_API_URL", "file:///etc/passwd", "http:// or https://"),
         ("NOTARYD_STATE_DIR", "/tmp/a\x00b", "NUL"),
+        ("NOTARYD_ALLOWED_HOSTS", "mac-1.example:7780", "host names separated by commas"),
     ],
 )
 def test_bad_environment_values_are_one_line_naming_the_variable(
@@ -141,3 +142,10 @@ def test_cli_prints_one_line_for_bad_config(tmp_path: Path) -> None:
         assert result.returncode == 1
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_allowed_hosts_from_the_environment_or_a_toml_list(tmp_path: Path) -> None:
+    assert settings_from(tmp_path, {"NOTARYD_ALLOWED_HOSTS": "Mac-1.Example., mac-2,"}
+                         ).allowed_hosts == ("mac-1.example", "mac-2")
+    assert settings_from(tmp_path, {}, 'allowed_hosts = ["notaryd.corp"]').allowed_hosts == (
+        "notaryd.corp",)

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -17,6 +18,7 @@ from service.doctor import Check, proxy_check, run_checks
 from service.emulator.auth import TeamKey
 from service.emulator.notary import NotaryEmulator
 from service.settings import Settings
+from tests.support.forward_proxy import ForwardProxy
 from tests.support.ports import closed_port
 
 
@@ -180,19 +182,57 @@ async def test_cli_exit_codes_and_json(settings: Settings, emulator: NotaryEmula
     assert [c["name"] for c in doc["checks"] if c["result"] == "fail"] == ["authenticated read"]
 
 
-def test_s3_checks_take_the_proxy_botocore_would() -> None:
-    from service.doctor import proxy_for
+@pytest.mark.parametrize("variables", [
+    {"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": "localhost,.internal"},
+    {"HTTPS_PROXY": "http://upper:1", "https_proxy": "http://lower:2", "no_proxy": "amazonaws.com"},
+    {"HTTP_PROXY": "http://alice:s3cret@proxy.corp:8080", "NO_PROXY": ""},
+    {"ALL_PROXY": "http://all.corp:1"},
+    {"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": "*"},
+])
+def test_every_endpoint_takes_the_proxy_botocore_takes(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]
+) -> None:
+    """uploader.proxies decides for the notary API, ticket and log traffic what botocore
+    decides for S3, under the same variables (from the environment or given)."""
+    from botocore.utils import get_environ_proxies
 
-    env = {"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": "localhost,.internal"}
-    assert proxy_for("https://s3.us-west-2.amazonaws.com", env) == "http://proxy.corp:3128"
-    assert proxy_for("https://bucket.s3.internal", env) is None
-    assert proxy_for("http://localhost:9000", env) is None
-    assert proxy_for("https://s3.us-west-2.amazonaws.com", {}) is None
+    from uploader.proxies import proxy_for
+
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    for url in ("https://s3.us-west-2.amazonaws.com/b/k", "https://bucket.s3.internal",
+                "http://localhost:9000", "http://127.0.0.1:8080/notary/v2",
+                "https://api.apple-cloudkit.com/database/1/x"):
+        botocore = get_environ_proxies(url).get(url.split(":", 1)[0])
+        assert proxy_for(url) == botocore, url
+        assert proxy_for(url, variables) == botocore, url
 
 
-async def test_s3_check_through_an_unreachable_proxy_fails(settings: Settings) -> None:
+async def test_each_endpoint_is_checked_through_the_proxy_and_names_it(
+    settings: Settings,
+) -> None:
+    async with ForwardProxy(credentials=("alice", "s3cret-pw")) as proxy:
+        checks = by_name(await run_checks(settings, environ={"HTTP_PROXY": proxy.url,
+                                                             "NO_PROXY": ""}))
+    shown = f"via proxy http://***@127.0.0.1:{proxy.port}"
+    for name in ("notary API", "S3 endpoint", "ticket lookup"):
+        assert checks[name].result == "pass" and checks[name].detail.endswith(shown), checks[name]
+    assert "s3cret-pw" not in repr(checks) and "alice" not in repr(checks)
+    assert proxy.refused == 0
+    api, s3, ticket = (urlsplit(u) for u in (settings.api_url, settings.s3_endpoint_url or "",
+                                             settings.ticket_url))
+    assert proxy.requests_to(api.netloc, api.path + "/submissions") >= 1
+    assert proxy.requests_to(s3.netloc) >= 1
+    assert proxy.requests_to(ticket.netloc, ticket.path) >= 1
+
+
+async def test_checks_through_an_unreachable_proxy_fail_naming_it(settings: Settings) -> None:
     with closed_port() as port:
         checks = by_name(await run_checks(settings, environ={"HTTP_PROXY": f"http://127.0.0.1:{port}"}))
-    assert checks["S3 endpoint"].result == "fail"
-    assert checks["notary API"].result == "pass"  # the notary API client connects directly
-    assert "in effect for S3 uploads" in checks["proxy"].detail
+    for name in ("notary API", "S3 endpoint", "ticket lookup"):
+        assert checks[name].result == "fail", checks[name]
+        assert f"via proxy http://127.0.0.1:{port}" in checks[name].detail
+    assert "in effect for every endpoint" in checks["proxy"].detail

@@ -12,6 +12,7 @@ import hmac
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,6 +20,7 @@ from service.emulator.notary import BackgroundEmulator
 from service.emulator.sample_app import make_sample_app
 from tests.support.daemon import Daemon
 from tests.support.emulator import notary_env
+from tests.support.forward_proxy import ForwardProxyThread
 from tests.support.http_servers import Answer, ScriptedServer, scripted_server
 from uploader.staple.check import check_staple
 
@@ -78,3 +80,24 @@ def test_each_job_end_is_notified_once_with_a_valid_signature(
             "duration_seconds": pytest.approx(job["finished_at"] - job["started_at"]),
         }
         assert job["finished_at"] > job["started_at"] >= job["created_at"]
+
+
+def test_the_daemon_notifies_and_notarises_through_the_proxy(
+    tmp_path: Path, notary: BackgroundEmulator
+) -> None:
+    env = notary_env(notary, tmp_path / "keys")
+    with ForwardProxyThread() as proxy, scripted_server(lambda _: Answer(204)) as receiver:
+        hook_url = receiver.url("/hook")
+        env.update(NOTARYD_NOTIFY_URL=hook_url, NOTARYD_NOTIFY_SECRET=SECRET,
+                   HTTP_PROXY=proxy.url, NO_PROXY="")
+        d = Daemon(tmp_path, fake=False, env=env)
+        d.start()
+        job = d.submit(d.archive("Other.zip"), skip_preflight=True)
+        assert d.wait_for(job["id"], "accepted", "failed", timeout=90)["state"] == "accepted"
+        receiver.wait_for(lambda _: receiver.answers.count(204) == 1, within=60,
+                          what="the job's notification delivered")
+        d.stop()
+        passages = proxy.passages()
+    hook, api = urlsplit(hook_url), urlsplit(notary.emulator.api_url)
+    assert [p.method for p in passages if p.target == hook.netloc] == ["POST"]
+    assert any(p.target == api.netloc and p.path.startswith(api.path) for p in passages)

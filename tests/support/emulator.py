@@ -16,12 +16,7 @@ from tests.support.files import PART
 def notary_settings(emulator: NotaryEmulator, key: TeamKey) -> dict[str, str]:
     """NOTARYD_* settings that point notaryd at the emulator with ``key``."""
     return {
-        "NOTARYD_API_URL": emulator.api_url,
-        "NOTARYD_S3_ENDPOINT_URL": emulator.s3_endpoint_url,
-        "NOTARYD_S3_ACCELERATE": "0",
-        "NOTARYD_KEY_ID": key.key_id,
-        "NOTARYD_ISSUER_ID": key.issuer_id,
-        "NOTARYD_PRIVATE_KEY": str(key.path),
+        **emulator.environment(key),
         "NOTARYD_PART_SIZE": str(PART),
         "NOTARYD_POLL_INITIAL": "0.2",
         "NOTARYD_POLL_MAX": "0.5",

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.clocks import ManualClock
 from tests.support.files import make_file
+from tests.support.waiting import until_async
 from uploader.config import EngineConfig, UploadLimits
 from uploader.credentials import Credentials
 from uploader.database import Database
@@ -280,3 +281,42 @@ async def test_a_run_killed_after_its_complete_took_effect_is_finished_not_resta
     assert result.confirmed and fake.calls["UploadPart"] == parts_sent  # nothing sent again
     assert fake.calls["CreateMultipartUpload"] == 1
     assert fake.objects[KEY] == source.read_bytes()
+
+
+async def test_after_a_restart_only_the_bytes_that_had_left_count_as_resent(
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path
+) -> None:
+    """Parts caught half-way by a kill are sent again whole; only the half that had gone out
+    counts as re-sent (not the whole part, nor every part of the job)."""
+    part = 1024 * 1024  # four 256 KiB slices: a part can be caught part-way
+    config = EngineConfig(part_size=part, concurrency=4, stall_timeout_seconds=30,
+                          limits=UploadLimits(min_part_size=1))
+
+    def uploader(*hooks: object) -> MultipartUploader:
+        return MultipartUploader(db, config, hooks=hooks,  # type: ignore[arg-type]
+                                 sleep=clock.sleep, monotonic=clock, s3=fake.open,
+                                 uniform=random.Random(3).uniform)
+
+    source = make_file(tmp_path / "a.zip", 8 * part)
+    fake.hold_parts(after_bytes=part // 2)
+    killed = asyncio.create_task(uploader().upload(source, "bucket", KEY, CREDS))
+
+    async def four_parts_half_way() -> list[int] | None:
+        rows = await db.fetchall("SELECT sent_bytes FROM parts WHERE sent_bytes > 0")
+        return [int(r["sent_bytes"]) for r in rows] if len(rows) == 4 else None
+
+    try:
+        half_sent = await until_async(four_parts_half_way, within=30,
+                                      what="four parts on the wire, their progress recorded")
+    finally:
+        killed.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await killed
+    fake.release_parts()
+    assert all(part // 2 <= sent < part for sent in half_sent), half_sent
+
+    recorder = Recorder()
+    await uploader(recorder).upload(source, "bucket", KEY, CREDS)
+    assert fake.objects[KEY] == source.read_bytes()
+    assert recorder.sent == 8 * part  # every part went out whole in the second run
+    assert recorder.resent == sum(half_sent)  # of which this much had gone out before

@@ -60,6 +60,7 @@ from uploader.notary.errors import (
     UnsafeUrl,
 )
 from uploader.notary.url_policy import GuardedConnector, Resolver, UrlPolicy, resolve
+from uploader.proxies import proxy_for_request
 from uploader.redaction import redact_url, redact_urls_in
 from uploader.retry import Retrier, RetryPolicy
 
@@ -156,7 +157,8 @@ def notary_session(
     literals, on every redirect hop), so a URL that passed ``UrlPolicy`` cannot rebind to this
     machine, and a redirect aiohttp follows by itself cannot reach it either. The hosts of
     ``api_url`` and of ``configured_urls`` (the ticket lookup's) are the operator's choice and
-    may be anywhere. Timeouts and body caps are per request.
+    may be anywhere. Timeouts, body caps and the proxy (``uploader.proxies``) are per
+    request.
     Share one across clients of the same ``api_url``; whoever creates it closes it.
     """
     return aiohttp.ClientSession(
@@ -345,7 +347,7 @@ class NotaryClient:
             try:
                 async with self._http().request(
                     method, url, data=data, headers=headers, allow_redirects=False,
-                    timeout=self._timeouts.client_timeout(),
+                    timeout=self._timeouts.client_timeout(), proxy=await proxy_for_request(url),
                 ) as response:
                     status = response.status
                     location = response.headers.get("Location")

@@ -13,6 +13,9 @@ services on this machine or its cloud metadata address (loopback, link-local). T
   (``127.0.0.1``, ``[::1]``, ``[::ffff:127.0.0.1]``: aiohttp never asks a resolver about a
   literal, so a resolver alone would miss them). Only a configured host and port (the API's,
   the ticket lookup's) may be anything.
+* **through a proxy** (``uploader.proxies``): the proxy connects, so the URL's host is not
+  resolved here (behind a proxy it often cannot be); the name checks above still apply, and the
+  proxy's own host may be anything the operator configured, loopback included.
 * **emulator allowance**: when the configured API URL is itself plain ``http://`` on a loopback
   address (the local emulator, tests), ``http://`` URLs on loopback addresses are allowed too.
   Nothing else is relaxed, so a real (https) configuration never gets the allowance.
@@ -33,6 +36,7 @@ from aiohttp.abc import ResolveResult
 from aiohttp.tracing import Trace
 
 from uploader.notary.errors import UnsafeUrl
+from uploader.proxies import proxy_for_request, proxy_hosts
 from uploader.redaction import redact_url
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -77,6 +81,8 @@ class UrlPolicy:
             raise refuse("it uses http:// instead of https://")
         if _is_internal_name(host):
             raise refuse("it points at this machine or a link-local address")
+        if await proxy_for_request(url):
+            return  # the proxy resolves and connects; our resolver's answer would not be used
         try:
             addresses = await self._resolve(host, port or 443)
         except (OSError, UnicodeError) as error:
@@ -127,13 +133,16 @@ class AddressGuard:
         self._configured = {_origin(url) for url in (api_url, *configured_urls)}
         self._allow_loopback = is_loopback_http(api_url)
 
-    def allowed(self, host: str, port: int,
-                results: list[ResolveResult]) -> list[ResolveResult]:
+    def allowed(self, host: str, port: int, results: list[ResolveResult],
+                proxies: frozenset[str] = frozenset()) -> list[ResolveResult]:
         """``results`` of resolving ``host`` that may be connected to on ``port``; raises when
         none. Only a configured host *and port* may be anything: another service on the same
-        machine is not trusted for sharing its host name."""
+        machine is not trusted for sharing its host name. So may the ``proxies`` in effect
+        (``uploader.proxies.proxy_hosts``): a local proxy such as cntlm is the operator's choice."""
         bare = host.lower().strip("[]")
         if (bare, port) in self._configured or (self._allow_loopback and _is_loopback_name(bare)):
+            return results
+        if bare in proxies:
             return results
         safe = [r for r in results if not _is_internal_address(str(r["host"]))]
         if not safe:
@@ -165,4 +174,5 @@ class GuardedConnector(aiohttp.TCPConnector):
 
     async def _resolve_host(self, host: str, port: int,
                             traces: Sequence[Trace] | None = None) -> list[ResolveResult]:
-        return self._guard.allowed(host, port, await super()._resolve_host(host, port, traces))
+        results = await super()._resolve_host(host, port, traces)
+        return self._guard.allowed(host, port, results, await asyncio.to_thread(proxy_hosts))

@@ -26,12 +26,11 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
-from yarl import URL
 
 from uploader.errors import NotarydError
 from uploader.notary.client import read_capped
 from uploader.notary.errors import ResponseTooLarge
+from uploader.proxies import proxy_for, proxy_for_request
 from uploader.redaction import redact_url
 from uploader.staple.identity import TicketKey
 from uploader.staple.tickets import MAX_TICKET_BYTES, TICKET_MAGIC
@@ -111,12 +110,8 @@ async def lookup_ticket(
 
 def _unreachable(url: str, cause: str) -> str:
     text = f"cannot reach the ticket service at {redact_url(url)} ({cause})"
-    try:
-        proxy, _auth = get_env_proxy_for_url(URL(url))
-    except LookupError:
-        proxy = None
-    if proxy is not None:
-        text += f"; the environment configures the proxy {proxy.with_user(None)} for it"
+    if proxy := proxy_for(url):
+        text += f"; the environment configures the proxy {redact_url(proxy)} for it"
     return (text + "; this is a network problem, not ticket propagation: check the network, "
             "the proxy settings and NOTARYD_TICKET_URL, then run notaryd staple again")
 
@@ -126,8 +121,8 @@ async def _ask(http: aiohttp.ClientSession, url: str, key: TicketKey) -> bytes:
     target = url
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            async with http.post(target, json=body, timeout=ASK_TIMEOUT,
-                                 allow_redirects=False) as response:
+            async with http.post(target, json=body, timeout=ASK_TIMEOUT, allow_redirects=False,
+                                 proxy=await proxy_for_request(target)) as response:
                 location = response.headers.get("Location")
                 if response.status in _REDIRECTS and location:
                     target = _redirect_target(url, target, location)
