@@ -217,7 +217,7 @@ async def test_each_endpoint_is_checked_through_the_proxy_and_names_it(
     async with ForwardProxy(credentials=("alice", "s3cret-pw")) as proxy:
         checks = by_name(await run_checks(settings, environ={"HTTP_PROXY": proxy.url,
                                                              "NO_PROXY": ""}))
-    shown = f"via proxy http://***@127.0.0.1:{proxy.port}"
+    shown = f"via proxy http://REDACTED@127.0.0.1:{proxy.port}"
     for name in ("notary API", "S3 endpoint", "ticket lookup"):
         assert checks[name].result == "pass" and checks[name].detail.endswith(shown), checks[name]
     assert "s3cret-pw" not in repr(checks) and "alice" not in repr(checks)

@@ -130,7 +130,7 @@ async def test_an_unreachable_ticket_service_is_not_called_propagation(
         with pytest.raises(TicketLookupError) as failed:
             await lookup_ticket(url, KEY, sleep=clock.sleep, clock=clock)
     message = str(failed.value)
-    assert f"the environment configures the proxy http://127.0.0.1:{port} for it" in message
+    assert f"the environment configures the proxy http://REDACTED@127.0.0.1:{port} for it" in message
     assert "secret" not in message
 
 
