@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +30,13 @@ class StapledArtifact:
     path: Path
     key: TicketKey
     ticket_bytes: int
+    target: Path | None = None  # the file stapled when ``path`` is a symlink to it
 
     @property
     def message(self) -> str:
+        into = f" (into {self.target}, which it links to)" if self.target is not None else ""
         return (f"{self.path.name}: stapled the ticket for {self.key.record_name} "
-                f"({self.ticket_bytes} bytes)")
+                f"({self.ticket_bytes} bytes){into}")
 
 
 def can_staple(path: Path) -> bool:
@@ -57,5 +61,11 @@ async def staple(
     ticket = await lookup_ticket(ticket_url, key, session=session,
                                  max_wait_seconds=max_wait_seconds, sleep=sleep,
                                  on_retry=on_retry)
-    await asyncio.to_thread(_WRITERS[kind], path, ticket)
-    return StapledArtifact(path, key, len(ticket))
+    stop = threading.Event()  # cancelled: a multi-GB copy stops at its next read
+    try:
+        await asyncio.to_thread(_WRITERS[kind], path, ticket, stop)
+    finally:
+        stop.set()
+    linked = kind != "app" and await asyncio.to_thread(path.is_symlink)
+    return StapledArtifact(path, key, len(ticket),
+                           Path(await asyncio.to_thread(os.path.realpath, path)) if linked else None)
