@@ -19,6 +19,7 @@ from pathlib import Path
 
 from uploader import redaction
 from uploader.errors import NotarydError
+from uploader.source_file import refuse_non_utf8
 
 COMMAND_MODULES = (
     "service.commands.upload",
@@ -58,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.settings import load_settings
 
     try:
+        if isinstance(path := getattr(args, "path", None), (Path, str)):
+            refuse_non_utf8(path)  # a name SQLite, JSON and the notary service cannot carry
         settings = load_settings(config_path=args.config)
         code: int = args.handler(args, settings)
         return code

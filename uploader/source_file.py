@@ -178,7 +178,10 @@ def refuse_hard_link(path: Path | str, st: os.stat_result) -> None:
 
 def display_name(path: Path | str) -> str:
     """``path`` as text that prints anywhere: bytes that are not UTF-8 shown as \\xNN."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name can hold (from JSON, say)
+        return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def refuse_non_utf8(path: Path | str) -> None:
@@ -186,7 +189,7 @@ def refuse_non_utf8(path: Path | str) -> None:
     JSON and SQLite all speak it): anything else is refused here, in one clear line."""
     try:
         os.fsencode(path).decode("utf-8")
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, UnicodeEncodeError):
         raise SourceRejected(display_name(path), "the name is not valid UTF-8; rename it "
                              "(notaryd and the notary service handle only UTF-8 names)") from None
 
