@@ -56,11 +56,13 @@ _allowed_roots: contextvars.ContextVar[tuple[Path, ...] | None] = contextvars.Co
 class SourceRejected(NotarydError):
     """The archive is not something notaryd may read: the message says what and how to fix it."""
 
-    def __init__(self, path: Path | str, why: str, *, outside_roots: bool = False) -> None:
+    def __init__(self, path: Path | str, why: str, *, outside_roots: bool = False,
+                 os_error: OSError | None = None) -> None:
         super().__init__(f"{path}: {why}")
         self.path = path
         self.why = why
         self.outside_roots = outside_roots
+        self.os_error = os_error  # the open's own error, when that is what refused it
 
 
 @contextlib.contextmanager
@@ -122,7 +124,7 @@ def open_regular(
     try:
         fd = os.open(name, flags, dir_fd=dir_fd)
     except OSError as exc:
-        raise SourceRejected(name, _open_error(exc)) from None
+        raise SourceRejected(name, _open_error(exc), os_error=exc) from None
     try:
         opened = os.fstat(fd)
         if not stat.S_ISREG(opened.st_mode):

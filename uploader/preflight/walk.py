@@ -55,6 +55,7 @@ from uploader.preflight.source import (
     random_access,
 )
 from uploader.preflight.zipdir import central_directory_entries
+from uploader.source_file import SourceRejected, open_regular
 
 # Errors that mean "this nested container is damaged or unreadable", reported, not raised.
 CONTAINER_ERRORS = (
@@ -357,18 +358,16 @@ def scan_directory(scan: Scan, root: Path) -> None:
 
 
 def open_regular_file(path: Path, *, follow_symlinks: bool) -> IO[bytes] | None:
-    """``path`` open for reading when it is a regular file, else None. Never blocks: a FIFO
-    swapped in after a listing would otherwise hang the open."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
-    fd = os.open(path, flags)
+    """``path`` open for reading when it is a regular file, else None (``source_file``'s
+    ``open_regular``: never blocks, so a FIFO swapped in after a listing cannot hang the open).
+    Raises OSError when it cannot be opened at all, as ``open`` does."""
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            return None
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+        fd, _ = open_regular(path, follow_symlinks=follow_symlinks)
+    except SourceRejected as refused:
+        if refused.os_error is not None:
+            raise refused.os_error from None
+        return None  # opened, and not a regular file
+    return os.fdopen(fd, "rb")
 
 
 def _looks_like_dmg(path: str, source: ByteSource) -> bool:

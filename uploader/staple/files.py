@@ -29,17 +29,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from uploader import source_file as safe
 from uploader.errors import ConfigError
-from uploader.source_file import (
-    SourceRejected,
-    allowed_roots,
-    check_within,
-    display_name,
-    identity_change,
-    open_folder,
-    open_regular,
-    real_path,
-)
+from uploader.source_file import SourceRejected, display_name
 
 TEMP_PREFIX = ".notaryd-staple."
 TEMP_SUFFIX = ".tmp"
@@ -75,17 +67,17 @@ def _named(f: IO[bytes], path: Path) -> IO[bytes]:
 
 def _open_top(path: Path, *, folder: bool) -> int:
     """The artifact itself: a link followed in the CLI, refused in the daemon (roots checked)."""
-    roots = allowed_roots()
+    roots = safe.allowed_roots()
     try:
         if folder:
-            fd = open_folder(path, follow_symlinks=roots is None)
+            fd = safe.open_folder(path, follow_symlinks=roots is None)
         else:
-            fd, _ = open_regular(path, follow_symlinks=roots is None)
+            fd, _ = safe.open_regular(path, follow_symlinks=roots is None)
     except SourceRejected as error:
         raise _refused(display_name(path), error, "give a .app bundle, a .dmg or a flat .pkg") from None
     try:
         if roots is not None:
-            check_within(path, real_path(fd), roots, "the artifact")
+            safe.check_within(path, safe.real_path(fd), roots, "the artifact")
     except SourceRejected as error:
         os.close(fd)
         raise StapleInputError(str(error)) from None
@@ -106,7 +98,7 @@ def bundle_folder(bundle: Path, *parts: str) -> Iterator[int]:
     try:
         for depth, name in enumerate(parts, start=1):
             try:
-                sub = open_folder(name, dir_fd=fd)
+                sub = safe.open_folder(name, dir_fd=fd)
             except SourceRejected as error:
                 shown = display_name(bundle / "/".join(parts[:depth]))
                 raise _refused(shown, error, "a bundle's folders must be real folders inside it") from None
@@ -122,7 +114,7 @@ def opened_in_bundle(bundle: Path, *parts: str) -> Iterator[IO[bytes]]:
     """The regular file ``bundle/parts…`` open for reading; never a link, never blocking."""
     with bundle_folder(bundle, *parts[:-1]) as folder:
         try:
-            fd, _ = open_regular(parts[-1], dir_fd=folder)
+            fd, _ = safe.open_regular(parts[-1], dir_fd=folder)
         except SourceRejected as error:
             raise _refused(display_name(bundle.joinpath(*parts)), error,
                            "it must be a regular file inside the bundle") from None
@@ -132,12 +124,12 @@ def opened_in_bundle(bundle: Path, *parts: str) -> Iterator[IO[bytes]]:
 
 def replace_artifact(f: IO[bytes], path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Replace the .pkg/.dmg open as ``f`` (the file a link points to, when ``path`` is one)."""
-    real = real_path(f.fileno())
-    folder = open_folder(real.parent, follow_symlinks=True)
+    real = safe.real_path(f.fileno())
+    folder = safe.open_folder(real.parent, follow_symlinks=True)
     try:
-        roots = allowed_roots()
+        roots = safe.allowed_roots()
         if roots is not None:
-            check_within(real.parent, real_path(folder), roots, "its folder")
+            safe.check_within(real.parent, safe.real_path(folder), roots, "its folder")
         replace(folder, real.name, real, write, original=f)
     except SourceRejected as error:
         raise StapleInputError(str(error)) from None
@@ -187,7 +179,7 @@ def replace(
         _copy_metadata(fd, original, before or owner_of_new, shown)
         os.fsync(fd)
         if original is not None and before is not None:
-            what = identity_change(before, os.fstat(original.fileno()))
+            what = safe.identity_change(before, os.fstat(original.fileno()))
             if what:
                 raise StapleInputError(f"{display_name(shown)}: changed while it was being stapled "
                                        f"({what}); run notaryd staple again")
@@ -242,7 +234,7 @@ def remove_stale_temporaries(folder: int, *, now: float | None = None) -> list[s
         names = [e.name for e in listing if e.name.startswith(TEMP_PREFIX) and e.name.endswith(TEMP_SUFFIX)]
     for name in names:
         try:
-            fd, st = open_regular(name, dir_fd=folder)
+            fd, st = safe.open_regular(name, dir_fd=folder)
         except SourceRejected:
             continue  # not one of ours (a link, a FIFO): leave it
         try:
