@@ -8,6 +8,7 @@ the open that reads it: deterministic, no timing.
 from __future__ import annotations
 
 import os
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from service.emulator.sample_app import make_sample_app
+from uploader.bundle_walk import PackagingStopped
 from uploader.bundle_zip import BundleChangedError, package_bundle, package_for_submission
 from uploader.config import MiB
 from uploader.errors import NotarydError
@@ -195,3 +197,14 @@ def test_a_member_name_that_is_not_utf8_is_refused_in_one_line(app: Path, tmp_pa
     assert message.endswith("caf\\xe9.txt: the name is not valid UTF-8; rename it (notaryd and "
                             "the notary service handle only UTF-8 names)"), message
     assert not (tmp_path / "zips").exists() or os.listdir(tmp_path / "zips") == []
+
+
+def test_a_stopped_packaging_ends_before_reading_and_leaves_no_zip(app: Path, tmp_path: Path) -> None:
+    stop = threading.Event()
+    stop.set()  # the job was cancelled: its packaging thread must not read on to the end
+    read: list[str] = []
+    with pytest.raises(PackagingStopped):
+        package_bundle(app, tmp_path / "zips" / "Game.zip", part_size=5 * MiB, stop=stop,
+                       before_open=read.append)
+    assert os.listdir(tmp_path / "zips") == []
+    assert len([name for name in read if not name.endswith("/")]) == 1  # stopped in the first file
