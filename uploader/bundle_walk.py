@@ -24,6 +24,7 @@ use to swap a member between the walk and the read, deterministically. Blocking 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -49,6 +50,7 @@ from uploader.source_file import (
 MAX_FOLDER_DEPTH = 256  # one open descriptor per level while walking
 
 BeforeOpen = Callable[[str], None]
+Report = Callable[[str, str], None]
 
 
 class BundleChangedError(ConfigError):
@@ -56,6 +58,8 @@ class BundleChangedError(ConfigError):
         where = f" ({display_name(member)}: {what})" if member else ""
         super().__init__(f"{display_name(bundle)}: changed while notaryd was zipping it{where}; "
                          "nothing was submitted. Run again once the build is final.")
+        self.member = member
+        self.what = what or "a member was added or removed"
 
 
 class PackagingStopped(Exception):
@@ -80,10 +84,14 @@ class Member:
 class BundleTree:
     """One bundle folder, opened once; walked and read relative to that descriptor."""
 
-    def __init__(self, bundle: Path, *, before_open: BeforeOpen | None = None) -> None:
+    def __init__(self, bundle: Path, *, before_open: BeforeOpen | None = None,
+                 top_name: str | None = None) -> None:
         roots = allowed_roots()
         refuse_non_utf8(bundle)
         self.bundle = bundle
+        self._top_name = top_name or bundle.name  # the first part of every relative name
+        self._report: Report | None = None
+        self._max_depth = MAX_FOLDER_DEPTH
         self._before_open = before_open
         self._confined = roots is not None
         # The CLI's own user may name their bundle through a link; the daemon resolved it at POST.
@@ -110,10 +118,18 @@ class BundleTree:
 
     # -- walking ---------------------------------------------------------------------------
 
-    def walk(self) -> list[Member]:
+    def walk(self, *, report: Report | None = None, max_depth: int = MAX_FOLDER_DEPTH) -> list[Member]:
         """Every member, the bundle folder first; in a folder its files and links (sorted),
-        then its folders (sorted), each followed by what it holds."""
-        members = [Member(self.bundle.name + "/", (), self._top)]
+        then its folders (sorted), each followed by what it holds.
+
+        Anything the walk cannot take (an unreadable folder, a special file, a hard link in the
+        daemon, a name that is not UTF-8, folders nested deeper than ``max_depth``, a folder
+        swapped meanwhile) fails it, naming the member; with ``report(relative name, why)``
+        (preflight, which checks what it can) such members are reported and left out instead,
+        special files silently and names taken as they are.
+        """
+        self._report, self._max_depth = report, max_depth
+        members = [Member(self._top_name + "/", (), self._top)]
         self._folders = {(): self._top}
         self._walk(self._fd, (), members)
         return members
@@ -123,32 +139,58 @@ class BundleTree:
             with os.scandir(fd) as listing:
                 names = sorted((entry.name, entry.stat(follow_symlinks=False)) for entry in listing)
         except OSError as error:
-            raise ConfigError(f"{self._shown(parts)}: cannot read the folder ({error.strerror}); "
-                              "fix its permissions and try again") from None
+            why = f"cannot read the folder ({error.strerror})"
+            if self._report is not None:
+                self._report(self._relative(parts), why)
+                return
+            raise ConfigError(f"{self._shown(parts)}: {why}; fix its permissions and try again") from None
         folders = []
         for name, st in names:
             child = (*parts, name)
-            refuse_non_utf8(self._shown(child))
+            if self._report is None:
+                refuse_non_utf8(self._shown(child))
             if stat.S_ISDIR(st.st_mode):
                 folders.append((child, st))
             elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                if self._confined:
-                    refuse_hard_link(self._shown(child), st)
+                if self._confined and not self._admitted(child, refuse_hard_link, st):
+                    continue
                 out.append(Member(self._relative(child), child, st))
-            else:
+            elif self._report is None:
                 raise ConfigError(f"{self._shown(child)}: a bundle may hold only files, folders "
                                   "and symlinks; remove this special file (socket, fifo or device)")
         for child, st in folders:
-            if len(child) > MAX_FOLDER_DEPTH:
-                raise ConfigError(f"{self._shown(child)}: folders nested more than "
-                                  f"{MAX_FOLDER_DEPTH} deep; flatten the bundle")
+            if len(child) > self._max_depth:
+                why = f"folders nested more than {self._max_depth} deep"
+                if self._report is None:
+                    raise ConfigError(f"{self._shown(child)}: {why}; flatten the bundle")
+                self._report(self._relative(child), f"{why}; nothing below was checked")
+                continue
             out.append(Member(self._relative(child) + "/", child, st))
             self._folders[child] = st
-            sub = self._open_folder(fd, child)
+            try:
+                sub = self._open_folder(fd, child)
+            except (BundleChangedError, OSError) as error:
+                if self._report is None:
+                    raise
+                why = error.what if isinstance(error, BundleChangedError) else str(error.strerror)
+                self._report(self._relative(child), why)
+                continue
             try:
                 self._walk(sub, child, out)
             finally:
                 os.close(sub)
+
+    def _admitted(self, child: tuple[str, ...], check: Callable[[str, os.stat_result], None],
+                 st: os.stat_result) -> bool:
+        """True when ``check`` passes; a refusal raises, or with ``report`` is reported (False)."""
+        try:
+            check(self._shown(child), st)
+        except SourceRejected as error:
+            if self._report is None:
+                raise
+            self._report(self._relative(child), error.why)
+            return False
+        return True
 
     def _open_folder(self, parent_fd: int, parts: tuple[str, ...]) -> int:
         relative = self._relative(parts) + "/"
@@ -157,7 +199,7 @@ class BundleTree:
         try:
             fd = open_folder(parts[-1], dir_fd=parent_fd)
         except SourceRejected as error:
-            raise BundleChangedError(self.bundle, relative, error.why) from None
+            raise self._refusal(parts, relative, error) from None
         walked = self._folders.get(parts)
         opened = os.fstat(fd)
         if walked is not None and (walked.st_dev, walked.st_ino) != (opened.st_dev, opened.st_ino):
@@ -177,7 +219,7 @@ class BundleTree:
         try:
             fd, opened = open_regular(member.parts[-1], dir_fd=parent)
         except SourceRejected as error:
-            raise BundleChangedError(self.bundle, member.relative, error.why) from None
+            raise self._refusal(member.parts, member.relative, error) from None
         try:
             self._same(member, opened)
             yield fd
@@ -216,6 +258,14 @@ class BundleTree:
                 if on_read is not None:
                     on_read(n)
 
+    def _refusal(self, parts: tuple[str, ...], relative: str, error: SourceRejected) -> Exception:
+        """Why a member the walk listed cannot be opened now: unreadable (an OSError naming it,
+        told as such) or, for anything else, changed since it was listed."""
+        cause = error.os_error
+        if cause is not None and cause.errno in (errno.EACCES, errno.EPERM):
+            return OSError(cause.errno, cause.strerror, self._shown(parts))
+        return BundleChangedError(self.bundle, relative, error.why)
+
     def _same(self, member: Member, now: os.stat_result) -> None:
         what = identity_change(member.st, now)
         if what:
@@ -244,7 +294,7 @@ class BundleTree:
             self._parent = None
 
     def _relative(self, parts: tuple[str, ...]) -> str:
-        return "/".join((self.bundle.name, *parts))
+        return "/".join((self._top_name, *parts))
 
     def _shown(self, parts: tuple[str, ...]) -> str:
-        return str(self.bundle.parent / self._relative(parts))
+        return str(self.bundle.joinpath(*parts))

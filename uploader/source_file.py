@@ -149,9 +149,9 @@ def open_folder(name: Path | str, *, dir_fd: int | None = None, follow_symlinks:
             with contextlib.suppress(OSError):
                 if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
                     raise SourceRejected(name, "is a symbolic link; notaryd does not follow it "
-                                         "(give the real folder)") from None
-            raise SourceRejected(name, "is not a folder") from None
-        raise SourceRejected(name, _open_error(exc)) from None
+                                         "(give the real folder)", os_error=exc) from None
+            raise SourceRejected(name, "is not a folder", os_error=exc) from None
+        raise SourceRejected(name, _open_error(exc), os_error=exc) from None
 
 
 def identity_change(before: os.stat_result, after: os.stat_result) -> str | None:

@@ -208,3 +208,4 @@ def test_a_stopped_packaging_ends_before_reading_and_leaves_no_zip(app: Path, tm
                        before_open=read.append)
     assert os.listdir(tmp_path / "zips") == []
     assert len([name for name in read if not name.endswith("/")]) == 1  # stopped in the first file
+
