@@ -8,6 +8,7 @@ the open that reads it: deterministic, no timing.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import zipfile
 from collections.abc import Callable
@@ -99,6 +100,19 @@ def test_a_member_swapped_for_a_link_to_dev_zero_is_not_read(app: Path, tmp_path
         text.symlink_to("/dev/zero")
 
     assert_refused(app, tmp_path, on(MEMBER, swap), MEMBER, "symbolic link")
+
+
+def test_a_member_swapped_for_a_device_node_is_not_read(app: Path, tmp_path: Path) -> None:
+    text = app / "Contents" / "Resources" / "text.txt"
+
+    def swap() -> None:
+        text.unlink()
+        try:
+            os.mknod(text, stat.S_IFCHR | 0o644, os.makedev(1, 5))  # what /dev/zero is
+        except PermissionError:
+            pytest.skip("making a device node needs root")
+
+    assert_refused(app, tmp_path, on(MEMBER, swap), MEMBER, "not a regular file (a character device)")
 
 
 def test_a_member_rewritten_and_put_back_with_its_mtime_is_caught(app: Path, tmp_path: Path) -> None:
