@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
+from uploader.blocking import off_loop
 from uploader.bundle_zip import is_bundle, package_for_submission, remove_archive
 from uploader.config import EngineConfig
 from uploader.database import Database
@@ -56,19 +56,18 @@ async def prepare(path: Path, state_dir: Path, engine: EngineConfig,
             def report(done: int, total: int) -> None:  # called on the packaging thread
                 loop.call_soon_threadsafe(callback, done, total)
 
-        stop = threading.Event()  # cancelled: the packaging thread stops at its next read
-        try:
-            packaged = await asyncio.to_thread(
-                package_for_submission, path, state_dir, part_size=engine.part_size,
-                limits=engine.limits, on_progress=report, stop=stop)
+        try:  # cancelled: the packaging thread stops at its next read (uploader.blocking)
+            packaged = await off_loop(
+                lambda stop: package_for_submission(path, state_dir, part_size=engine.part_size,
+                                                    limits=engine.limits, on_progress=report,
+                                                    stop=stop),
+                what=f"packaging {path}")
         except OSError as error:
             where = error.filename or state_dir
             raise ConfigError(
                 f"{path}: packaging the bundle failed at {where}: {error.strerror or error}; "
                 f"check its permissions and the free space in {state_dir} (NOTARYD_STATE_DIR)"
             ) from None
-        finally:
-            stop.set()
         return PreparedInput(path, packaged.archive, packaged.digest, True)
     if not await asyncio.to_thread(path.is_file):
         raise ConfigError(f"{path}: no such file; give a .app bundle or a .zip, .pkg or .dmg")

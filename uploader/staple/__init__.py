@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
+from uploader.blocking import off_loop
 from uploader.staple.identity import StapleInputError, TicketKey, kind_of, ticket_key_for
 from uploader.staple.lookup import DEFAULT_TICKET_URL, TicketLookupError, lookup_ticket
 from uploader.staple.tickets import write_app_ticket, write_dmg_ticket, write_pkg_ticket
@@ -23,6 +23,8 @@ __all__ = ["DEFAULT_TICKET_URL", "StapleInputError", "StapledArtifact", "TicketL
            "can_staple", "staple"]
 
 _WRITERS = {"app": write_app_ticket, "pkg": write_pkg_ticket, "dmg": write_dmg_ticket}
+READ_SECONDS = 300.0  # reading an artifact's signature: a few MiB at most
+WRITE_SECONDS = 3600.0  # copying a multi-GB .dmg beside itself, on a slow disk
 
 
 @dataclass(frozen=True)
@@ -56,16 +58,20 @@ async def staple(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     on_retry: Callable[[str, float], None] | None = None,
 ) -> StapledArtifact:
-    kind = await asyncio.to_thread(kind_of, path)
-    key = await asyncio.to_thread(ticket_key_for, path)
+    # Every file step on a thread of its own, bounded, stopped with the caller (uploader.blocking)
+    kind = await off_loop(lambda _: kind_of(path), what=f"looking at {path}",
+                          timeout_seconds=READ_SECONDS)
+    key = await off_loop(lambda _: ticket_key_for(path), what=f"reading the signature of {path}",
+                         timeout_seconds=READ_SECONDS)
     ticket = await lookup_ticket(ticket_url, key, session=session,
                                  max_wait_seconds=max_wait_seconds, sleep=sleep,
                                  on_retry=on_retry)
-    stop = threading.Event()  # cancelled: a multi-GB copy stops at its next read
-    try:
-        await asyncio.to_thread(_WRITERS[kind], path, ticket, stop)
-    finally:
-        stop.set()
-    linked = kind != "app" and await asyncio.to_thread(path.is_symlink)
-    return StapledArtifact(path, key, len(ticket),
-                           Path(await asyncio.to_thread(os.path.realpath, path)) if linked else None)
+    await off_loop(lambda stop: _WRITERS[kind](path, ticket, stop), what=f"stapling {path}",
+                   timeout_seconds=WRITE_SECONDS)
+    target = await off_loop(lambda _: _link_target(path, kind), what=f"looking at {path}",
+                            timeout_seconds=READ_SECONDS)
+    return StapledArtifact(path, key, len(ticket), target)
+
+
+def _link_target(path: Path, kind: str) -> Path | None:
+    return Path(os.path.realpath(path)) if kind != "app" and path.is_symlink() else None
