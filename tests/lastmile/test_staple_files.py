@@ -131,6 +131,9 @@ def test_the_next_run_removes_temporary_files_that_killed_runs_left(tmp_path: Pa
     killed.write_bytes(b"\x00" * 100_000)  # what a run killed mid-copy leaves
     old = time.time() - STALE_AFTER_SECONDS - 5
     os.utime(killed, (old, old))
+    older_release = tmp_path / ".Game.pkg.k2j4h5g6.staple"  # notaryd 0.x named them so
+    older_release.write_bytes(b"\x00" * 1000)
+    os.utime(older_release, (old, old))
     live = tmp_path / ".notaryd-staple.Other.pkg.ba9876543210.tmp"
     live.write_bytes(b"\x00" * 10)
     os.utime(live, (old, old))

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import secrets
 import stat
 import threading
@@ -160,7 +161,7 @@ def replace(
     extended attributes go to the new one, and it must not have changed meanwhile. A new file
     (no original) gets mode 0644 and the owner of ``owner_of_new`` (its folder, say).
     """
-    remove_stale_temporaries(folder)
+    remove_stale_temporaries(folder, name)
     before = os.fstat(original.fileno()) if original is not None else None
     if before is not None:
         if before.st_nlink > 1:
@@ -226,12 +227,19 @@ def _copy_metadata(fd: int, original: IO[bytes] | None, model: os.stat_result | 
                     raise
 
 
-def remove_stale_temporaries(folder: int, *, now: float | None = None) -> list[str]:
-    """Remove the temporary files that killed runs left in ``folder``: the names removed."""
+def remove_stale_temporaries(folder: int, for_name: str = "", *, now: float | None = None) -> list[str]:
+    """Remove the temporary files that killed runs left in ``folder``: the names removed.
+
+    Also those of notaryd 0.x (``.<for_name>.<8 random characters>.staple``, not locked: only
+    their age tells them from a live one).
+    """
     now = time.time() if now is None else now
     removed = []
+    legacy = re.compile(rf"\.{re.escape(for_name)}\.[a-z0-9_]{{8}}\.staple") if for_name else None
     with os.scandir(folder) as listing:
-        names = [e.name for e in listing if e.name.startswith(TEMP_PREFIX) and e.name.endswith(TEMP_SUFFIX)]
+        names = [e.name for e in listing
+                 if (e.name.startswith(TEMP_PREFIX) and e.name.endswith(TEMP_SUFFIX))
+                 or (legacy is not None and legacy.fullmatch(e.name))]
     for name in names:
         try:
             fd, st = safe.open_regular(name, dir_fd=folder)
