@@ -21,6 +21,7 @@ from pathlib import Path
 from service import exit_codes
 from uploader import redaction
 from uploader.errors import NotarydError
+from uploader.source_file import refuse_non_utf8
 from uploader.terminal import printable
 
 COMMAND_MODULES = (
@@ -62,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.settings import load_settings
 
     try:
+        if isinstance(path := getattr(args, "path", None), (Path, str)):
+            refuse_non_utf8(path)  # a name SQLite, JSON and the notary service cannot carry
         settings = load_settings(config_path=args.config)
         code: int = args.handler(args, settings)
         return code

@@ -13,25 +13,32 @@ rewriting headers. Part boundaries need the part size before the size is known: 
 for an upper bound of the archive's size and checked against the real size at the end (when
 they differ, which only happens near S3's 10,000-part limit, the archive is hashed again).
 
+The bundle is walked and read through ``uploader.bundle_walk`` (relative to folder descriptors,
+never following a link, each member checked before and after it is read). No zip holds an entry
+below a symlink entry. On any failure (a changed member, a full disk) the zip is removed.
+
 Re-runs: the zip goes to ``<state dir>/archives/`` with a fingerprint of the bundle's tree (path,
-type, size, mtime, mode, link text of every entry); an unchanged bundle reuses its finished zip,
-so a resumed notarisation resumes the same upload. Blocking: run on a worker thread.
+type, size, mtime, ctime, mode, link text of every entry); an unchanged bundle reuses its
+finished zip, so a resumed notarisation resumes the same upload. Blocking: run on a worker
+thread; ``stop`` ends the reading between two reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
+import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from uploader.bundle_walk import BeforeOpen, BundleChangedError, BundleTree, Member
 from uploader.config import UploadLimits
-from uploader.errors import ConfigError
 from uploader.hashing import (
     DEFAULT_ALGORITHM,
     ChecksumAlgorithm,
@@ -51,56 +58,21 @@ SAMPLE_BYTES = 1024 * 1024
 STORE_ABOVE_RATIO = 0.95
 
 
-class BundleChangedError(ConfigError):
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"{path}: changed while notaryd was zipping it; nothing was submitted. "
-                         "Run again once the build is final.")
+__all__ = ["BundleChangedError", "PackagedBundle", "archive_dir", "archive_path_for", "is_bundle",
+           "package_bundle", "package_for_submission", "remove_archive"]
 
 
 def is_bundle(path: Path) -> bool:
     return path.suffix.lower() in BUNDLE_SUFFIXES and path.is_dir()
 
 
-@dataclass(frozen=True)
-class Entry:
-    relative: str  # as stored: "Game.app/Contents/MacOS/Game"
-    path: Path
-    st: os.stat_result
-
-
-def walk_bundle(bundle: Path) -> Iterator[Entry]:
-    """Every entry under (and including) the bundle folder, sorted, symlinks not followed."""
-    top = bundle.name
-    pending = [(bundle, top)]
-    while pending:
-        folder, relative = pending.pop()
-        st = os.lstat(folder)
-        yield Entry(relative + "/", folder, st)
-        try:
-            names = sorted(os.listdir(folder), reverse=True)
-        except OSError as error:
-            raise ConfigError(f"{folder}: cannot read the folder ({error.strerror}); fix its "
-                              "permissions and try again") from None
-        for name in names:
-            child = folder / name
-            child_st = os.lstat(child)
-            child_relative = f"{relative}/{name}"
-            if stat.S_ISDIR(child_st.st_mode):
-                pending.append((child, child_relative))
-            elif stat.S_ISREG(child_st.st_mode) or stat.S_ISLNK(child_st.st_mode):
-                yield Entry(child_relative, child, child_st)
-            else:
-                raise ConfigError(f"{child}: a bundle may hold only files, folders and symlinks; "
-                                  "remove this special file (socket, fifo or device)")
-
-
-def fingerprint(entries: list[Entry]) -> str:
-    """Changes whenever anything a zip of these entries holds could have changed."""
+def fingerprint(tree: BundleTree, members: list[Member]) -> str:
+    """Changes whenever anything a zip of these members holds could have changed."""
     digest = hashlib.sha256()
-    for e in entries:
-        link = os.readlink(e.path) if stat.S_ISLNK(e.st.st_mode) else ""
-        digest.update(f"{e.relative}\0{e.st.st_mode}\0{e.st.st_size}\0{e.st.st_mtime_ns}\0"
-                      f"{e.st.st_ino}\0{link}\n".encode("utf-8", "surrogateescape"))
+    for m in members:
+        link = tree.read_link(m) if m.is_link else ""
+        digest.update(f"{m.relative}\0{m.st.st_mode}\0{m.st.st_size}\0{m.st.st_mtime_ns}\0"
+                      f"{m.st.st_ctime_ns}\0{m.st.st_ino}\0{link}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
@@ -171,22 +143,31 @@ class _ReadReporter:
             self._next = self.done + PROGRESS_EVERY
 
 
-def _write_entries(archive: zipfile.ZipFile, entries: list[Entry], progress: _ReadReporter) -> None:
-    for e in entries:
-        mode = e.st.st_mode
-        info = zipfile.ZipInfo(e.relative, _zip_time(e.st.st_mtime))  # lstat's: links not followed
+def _write_entries(archive: zipfile.ZipFile, tree: BundleTree, members: list[Member],
+                   progress: _ReadReporter, stop: threading.Event | None) -> None:
+    links: set[str] = set()
+    buffer = bytearray(READ_SIZE)
+    for m in members:
+        if any("/".join(m.parts[:depth]) in links for depth in range(1, len(m.parts))):
+            raise BundleChangedError(tree.bundle, m.relative, "it lies below a symlink")
+        mode = m.st.st_mode
+        info = zipfile.ZipInfo(m.relative, _zip_time(m.st.st_mtime))  # lstat's: links not followed
         info.create_system = 3  # Unix: external_attr's high 16 bits are the st_mode
         info.external_attr = (mode & 0xFFFF) << 16
-        if stat.S_ISDIR(mode):
+        if m.is_folder:
             info.external_attr |= 0x10  # MS-DOS directory bit, as ditto and zip(1) set it
             archive.writestr(info, b"")
-        elif stat.S_ISLNK(mode):
+        elif m.is_link:
+            links.add("/".join(m.parts))
             info.compress_type = zipfile.ZIP_STORED
-            archive.writestr(info, os.fsencode(os.readlink(e.path)))
+            archive.writestr(info, os.fsencode(tree.read_link(m)))
         else:
-            info.compress_type = _compression_for(e.path, e.st.st_size)
-            info.file_size = e.st.st_size
-            _copy_file(archive, info, e, progress)
+            info.file_size = m.st.st_size
+            with tree.opened_file(m) as fd:
+                info.compress_type = _compression_for(fd, m.st.st_size)
+                # zipfile picks ZIP64 from info.file_size (entries near or over 4 GiB)
+                with archive.open(info, "w") as target:
+                    tree.copy(fd, m, target.write, buffer, stop=stop, on_read=progress.add)
 
 
 def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
@@ -199,7 +180,7 @@ def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
     return (t[0], t[1], t[2], t[3], t[4], t[5])
 
 
-def _compression_for(path: Path, size: int) -> int:
+def _compression_for(fd: int, size: int) -> int:
     """Deflate, unless a sample says the data is already compressed.
 
     Deflate runs at ~20 MiB/s on incompressible data (game assets, media, nested archives) and
@@ -207,24 +188,9 @@ def _compression_for(path: Path, size: int) -> int:
     """
     if size < SAMPLE_BYTES:
         return zipfile.ZIP_DEFLATED
-    with open(path, "rb") as f:
-        sample = f.read(SAMPLE_BYTES)
+    sample = os.pread(fd, SAMPLE_BYTES, 0)
     packed = len(zlib.compress(sample, 1))
     return zipfile.ZIP_STORED if packed > len(sample) * STORE_ABOVE_RATIO else zipfile.ZIP_DEFLATED
-
-
-def _copy_file(archive: zipfile.ZipFile, info: zipfile.ZipInfo, e: Entry,
-               progress: _ReadReporter) -> None:
-    copied = 0
-    # zipfile picks ZIP64 from info.file_size (entries near or over 4 GiB)
-    with open(e.path, "rb") as source, archive.open(info, "w") as target:
-        while chunk := source.read(READ_SIZE):
-            target.write(chunk)
-            copied += len(chunk)
-            progress.add(len(chunk))
-    after = os.lstat(e.path)
-    if copied != e.st.st_size or after.st_mtime_ns != e.st.st_mtime_ns:
-        raise BundleChangedError(e.path)
 
 
 def package_bundle(
@@ -235,33 +201,57 @@ def package_bundle(
     limits: UploadLimits | None = None,
     algorithm: ChecksumAlgorithm = DEFAULT_ALGORITHM,
     on_progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+    before_open: BeforeOpen | None = None,
 ) -> FileDigest:
     """Zip ``bundle`` to ``archive_path`` (atomically) and return the zip's digest. Blocking.
 
     ``on_progress(done, total)`` counts the bundle's file bytes read (the zip may be smaller).
     """
-    entries = list(walk_bundle(bundle))
-    upper_bound = sum(e.st.st_size + e.st.st_size // 500 + len(e.relative) * 2
-                      + _PER_ENTRY_OVERHEAD for e in entries) + 1024
+    with BundleTree(bundle, before_open=before_open) as tree:
+        return _package(tree, tree.walk(), archive_path, part_size=part_size, limits=limits,
+                        algorithm=algorithm, on_progress=on_progress, stop=stop)
+
+
+def _package(
+    tree: BundleTree,
+    members: list[Member],
+    archive_path: Path,
+    *,
+    part_size: int,
+    limits: UploadLimits | None,
+    algorithm: ChecksumAlgorithm,
+    on_progress: Callable[[int, int], None] | None,
+    stop: threading.Event | None,
+) -> FileDigest:
+    upper_bound = sum(m.st.st_size + m.st.st_size // 500 + len(m.relative) * 2
+                      + _PER_ENTRY_OVERHEAD for m in members) + 1024
     planned = plan_upload(upper_bound, part_size, limits)
     archive_path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)  # private: 0700
     partial = archive_path.with_name(archive_path.name + ".partial")
     writer = _HashingWriter(partial, planned.part_size, algorithm)
-    source_bytes = sum(e.st.st_size for e in entries if stat.S_ISREG(e.st.st_mode))
+    source_bytes = sum(m.st.st_size for m in members if stat.S_ISREG(m.st.st_mode))
     try:
         with zipfile.ZipFile(writer, "w", allowZip64=True) as archive:
-            _write_entries(archive, entries, _ReadReporter(source_bytes, on_progress))
+            _write_entries(archive, tree, members, _ReadReporter(source_bytes, on_progress), stop)
         writer.sync()
-    except BaseException:
         writer.close()
+        os.replace(partial, archive_path)
+    except BaseException:
+        # close() flushes what is buffered: on a full disk it fails too, and the partial zip
+        # must go all the same (it is what fills the disk)
+        with contextlib.suppress(OSError):
+            writer.close()
         partial.unlink(missing_ok=True)
         raise
-    writer.close()
-    os.replace(partial, archive_path)
-    plan = plan_upload(writer.written, part_size, limits)
-    if plan.part_size != planned.part_size:
-        return hash_file_sync(archive_path, plan, algorithm)
-    return _digest(archive_path, plan, algorithm, writer)
+    try:
+        plan = plan_upload(writer.written, part_size, limits)
+        if plan.part_size != planned.part_size:
+            return hash_file_sync(archive_path, plan, algorithm)
+        return _digest(archive_path, plan, algorithm, writer)
+    except BaseException:
+        archive_path.unlink(missing_ok=True)
+        raise
 
 
 def _digest(path: Path, plan: UploadPlan, algorithm: ChecksumAlgorithm,
@@ -300,20 +290,27 @@ def package_for_submission(
     limits: UploadLimits | None = None,
     algorithm: ChecksumAlgorithm = DEFAULT_ALGORITHM,
     on_progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+    before_open: BeforeOpen | None = None,
 ) -> PackagedBundle:
     """Zip the bundle into the state dir, or reuse the zip of the same, unchanged tree."""
     archive = archive_path_for(bundle, state_dir)
     stamp = archive.with_name(archive.name + ".tree")
-    tree = fingerprint(list(walk_bundle(bundle)))
-    if archive.is_file() and stamp.is_file() and stamp.read_text(encoding="ascii") == tree:
-        return PackagedBundle(bundle, archive, None)
-    stamp.unlink(missing_ok=True)
-    digest = package_bundle(bundle, archive, part_size=part_size, limits=limits,
-                            algorithm=algorithm, on_progress=on_progress)
-    if fingerprint(list(walk_bundle(bundle))) != tree:
-        archive.unlink(missing_ok=True)
-        raise BundleChangedError(bundle)
-    stamp.write_text(tree, encoding="ascii")
+    with BundleTree(bundle, before_open=before_open) as tree:
+        members = tree.walk()
+        tree_print = fingerprint(tree, members)
+        if archive.is_file() and stamp.is_file() and stamp.read_text(encoding="ascii") == tree_print:
+            return PackagedBundle(bundle, archive, None)
+        stamp.unlink(missing_ok=True)
+        digest = _package(tree, members, archive, part_size=part_size, limits=limits,
+                          algorithm=algorithm, on_progress=on_progress, stop=stop)
+        try:
+            if fingerprint(tree, tree.walk()) != tree_print:  # a member added or removed
+                raise BundleChangedError(bundle)
+            stamp.write_text(tree_print, encoding="ascii")
+        except BaseException:
+            remove_archive(archive)
+            raise
     return PackagedBundle(bundle, archive, digest)
 
 

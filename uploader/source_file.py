@@ -17,6 +17,14 @@ archive is opened once, and every check is made on the *opened* descriptor:
 The allowed roots are a property of the caller (the daemon), not of the library, so they travel
 in a context variable: ``confine_to(roots)`` around a run makes every ``open_source`` inside it,
 including those on worker threads (``asyncio.to_thread`` copies the context), check the roots.
+The same primitives serve every other file notaryd reads or writes on a user's behalf (the
+members of a bundle it zips or checks, the files stapling reads and replaces): ``open_regular``
+(never blocks, never follows a last-component link unless asked, regular files only),
+``open_folder`` (the same for a folder, to open what is inside *relative to it*),
+``identity_change`` (device, inode, size, mtime, ctime: a rewrite with the mtime set back still
+changes the ctime, which no user can set), ``refuse_hard_link`` (inside the allowed roots a file
+with a second name may be reachable from outside them) and ``refuse_non_utf8``.
+
 Blocking calls throughout: run them off the event loop.
 """
 
@@ -48,11 +56,13 @@ _allowed_roots: contextvars.ContextVar[tuple[Path, ...] | None] = contextvars.Co
 class SourceRejected(NotarydError):
     """The archive is not something notaryd may read: the message says what and how to fix it."""
 
-    def __init__(self, path: Path | str, why: str, *, outside_roots: bool = False) -> None:
+    def __init__(self, path: Path | str, why: str, *, outside_roots: bool = False,
+                 os_error: OSError | None = None) -> None:
         super().__init__(f"{path}: {why}")
         self.path = path
         self.why = why
         self.outside_roots = outside_roots
+        self.os_error = os_error  # the open's own error, when that is what refused it
 
 
 @contextlib.contextmanager
@@ -76,17 +86,12 @@ def open_source(path: Path | str, expected: FileIdentity | None = None) -> int:
     if len(str(path)) > MAX_PATH_CHARS:
         raise SourceRejected(f"{str(path)[:80]}…", f"the path is longer than {MAX_PATH_CHARS} characters")
     roots = _allowed_roots.get()
+    fd, opened = open_regular(path, follow_symlinks=roots is None,
+                              advice="give a .zip, .pkg or .dmg")
     try:
-        fd = os.open(path, _OPEN_FLAGS | (os.O_NOFOLLOW if roots is not None else 0))
-    except OSError as exc:
-        raise SourceRejected(path, _open_error(exc)) from None
-    try:
-        opened = os.fstat(fd)
-        if not stat.S_ISREG(opened.st_mode):
-            raise SourceRejected(path, f"not a regular file ({_kind(opened.st_mode)}); give a .zip, .pkg or .dmg")
-        os.set_blocking(fd, True)
         if roots is not None:
-            _check_within(path, real_path(fd), roots, "the opened file")
+            check_within(path, real_path(fd), roots, "the opened file")
+            refuse_hard_link(path, opened)
         if expected is not None:
             what = _difference(expected, opened)
             if what:
@@ -95,6 +100,100 @@ def open_source(path: Path | str, expected: FileIdentity | None = None) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+def allowed_roots() -> tuple[Path, ...] | None:
+    """The roots set by ``confine_to`` around this call (resolved), or None when unconfined."""
+    return _allowed_roots.get()
+
+
+def open_regular(
+    name: Path | str,
+    *,
+    dir_fd: int | None = None,
+    follow_symlinks: bool = False,
+    advice: str = "",
+) -> tuple[int, os.stat_result]:
+    """Open ``name`` (relative to ``dir_fd`` if given) for reading: (descriptor, its fstat).
+
+    Never blocks (a FIFO opens at once and is then refused) and, unless ``follow_symlinks``,
+    refuses a symlink as the last component. Raises ``SourceRejected`` for anything but a
+    regular file; ``advice`` is appended to the "not a regular file" line. The caller closes.
+    """
+    flags = _OPEN_FLAGS | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        raise SourceRejected(name, _open_error(exc), os_error=exc) from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            why = f"not a regular file ({_kind(opened.st_mode)})"
+            raise SourceRejected(name, f"{why}; {advice}" if advice else why)
+        os.set_blocking(fd, True)  # meaningless for regular files; plain reads from here on
+        return fd, opened
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_folder(name: Path | str, *, dir_fd: int | None = None, follow_symlinks: bool = False) -> int:
+    """Open the folder ``name`` (relative to ``dir_fd`` if given); a symlink is refused unless
+    ``follow_symlinks``. Raises ``SourceRejected``; the caller closes the descriptor."""
+    flags = (os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+             | (0 if follow_symlinks else os.O_NOFOLLOW))
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):  # Linux says ENOTDIR for a link to a folder
+            with contextlib.suppress(OSError):
+                if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    raise SourceRejected(name, "is a symbolic link; notaryd does not follow it "
+                                         "(give the real folder)", os_error=exc) from None
+            raise SourceRejected(name, "is not a folder", os_error=exc) from None
+        raise SourceRejected(name, _open_error(exc), os_error=exc) from None
+
+
+def identity_change(before: os.stat_result, after: os.stat_result) -> str | None:
+    """What differs between two stats of (supposedly) the same file, or None.
+
+    The ctime is part of it: every write, rename or chmod sets it, and no user can set it back,
+    so a file rewritten with its size and mtime restored is still told apart.
+    """
+    if (before.st_dev, before.st_ino) != (after.st_dev, after.st_ino):
+        return "it was replaced by another file"
+    if before.st_size != after.st_size:
+        return f"its size changed ({before.st_size} -> {after.st_size} bytes)"
+    if before.st_mtime_ns != after.st_mtime_ns or before.st_ctime_ns != after.st_ctime_ns:
+        return "it was modified"
+    return None
+
+
+def refuse_hard_link(path: Path | str, st: os.stat_result) -> None:
+    """Inside the allowed roots, a regular file must have one name: a second one (a hard link)
+    may be outside the roots, and reading it would read a file the roots keep out."""
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        raise SourceRejected(
+            path, f"has {st.st_nlink} hard links; the daemon reads only files with one name "
+                  "(another could be outside the allowed roots): give a copy (cp, not ln)")
+
+
+def display_name(path: Path | str) -> str:
+    """``path`` as text that prints anywhere: bytes that are not UTF-8 shown as \\xNN."""
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name can hold (from JSON, say)
+        return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def refuse_non_utf8(path: Path | str) -> None:
+    """notaryd handles only names that are valid UTF-8 (the zip format, the notary service,
+    JSON and SQLite all speak it): anything else is refused here, in one clear line."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        raise SourceRejected(display_name(path), "the name is not valid UTF-8; rename it "
+                             "(notaryd and the notary service handle only UTF-8 names)") from None
 
 
 @contextlib.contextmanager
@@ -171,19 +270,15 @@ def check_bundle_folder(path: Path | str, roots: Sequence[Path]) -> None:
     The folder is opened (``O_NOFOLLOW | O_DIRECTORY``) and its real path read from the
     descriptor, like ``open_source`` does for a file; the zipping itself never follows links.
     """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise SourceRejected(path, _open_error(exc)) from None
+    fd = open_folder(path)
     try:
         real = real_path(fd)
     finally:
         os.close(fd)
-    _check_within(path, real, tuple(Path(os.path.realpath(root)) for root in roots), "the bundle")
+    check_within(path, real, tuple(Path(os.path.realpath(root)) for root in roots), "the bundle")
 
 
-def _check_within(path: Path | str, real: Path, roots: Sequence[Path], what: str) -> None:
+def check_within(path: Path | str, real: Path, roots: Sequence[Path], what: str) -> None:
     """``real`` (where the opened file really is) must be under one of ``roots`` (resolved)."""
     if not any(real.is_relative_to(root) for root in roots):
         raise SourceRejected(

@@ -42,7 +42,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from uploader.bundle_zip import is_bundle
 from uploader.errors import SourceChangedError
 from uploader.hashing import FileIdentity
-from uploader.source_file import MAX_PATH_CHARS, SourceRejected, check_source
+from uploader.source_file import MAX_PATH_CHARS, SourceRejected, check_source, refuse_non_utf8
 
 from .broker import Broker, StreamsFull
 from .connections import ConnectionGuard
@@ -393,6 +393,10 @@ def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, F
     Returns (resolved path, identity of the file as opened and checked). Blocking: call it off
     the loop.
     """
+    try:
+        refuse_non_utf8(raw)
+    except SourceRejected as exc:
+        raise ApiError(400, str(exc)) from None
     given = Path(raw).expanduser()
     if not given.is_absolute():
         raise ApiError(400, f"path must be absolute, got {raw!r}", "the daemon does not know your working directory")

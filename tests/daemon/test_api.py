@@ -182,3 +182,19 @@ def test_openapi_lists_exactly_the_registered_routes() -> None:
 
 def test_state_dir_and_database_are_private(daemon: Daemon) -> None:
     assert stat.S_IMODE(os.stat(daemon.state_dir / "notaryd.sqlite3").st_mode) == 0o600
+
+
+def test_names_that_are_not_utf8_and_hard_links_are_refused_in_one_line(daemon: Daemon, tmp_path: Path) -> None:
+    latin1 = daemon.archive(os.fsdecode(b"caf\xe9.zip"))  # a Latin-1 name: not UTF-8
+    status, reply = daemon.request("POST", "/v1/jobs", {"path": str(latin1)})
+    assert status == 400, reply
+    assert reply["error"] == (f"{daemon.archives}/caf\\xe9.zip: the name is not valid UTF-8; rename it "
+                              "(notaryd and the notary service handle only UTF-8 names)")
+    status, reply = daemon.request("POST", "/v1/jobs", {"path": f"{daemon.archives}/\ud800.zip"})
+    assert status == 400 and "not valid UTF-8" in reply["error"], reply
+    outside = tmp_path / "outside.zip"
+    outside.write_bytes(os.urandom(1000))
+    os.link(outside, daemon.archives / "linked.zip")
+    status, reply = daemon.request("POST", "/v1/jobs", {"path": str(daemon.archives / "linked.zip")})
+    assert status == 400 and "has 2 hard links" in reply["error"], reply
+    assert daemon.request("GET", "/v1/jobs")[1]["jobs"] == []

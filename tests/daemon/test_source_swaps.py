@@ -1,5 +1,6 @@
 """A local user swaps the archive after POST: the job fails with one clear line, nothing outside
-the allowed roots is read or uploaded, nothing hangs, and SIGTERM is not held up by hashing."""
+the allowed roots is read or uploaded, nothing hangs (a bundle's Info.plist linked to a FIFO
+neither), and SIGTERM is not held up by hashing."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from service.emulator.notary import BackgroundEmulator
+from service.emulator.sample_app import make_sample_app
 from tests.support.daemon import Daemon
-from tests.support.waiting import until
+from tests.support.waiting import release_fifo, until
 
 pytestmark = pytest.mark.process
 
@@ -98,3 +100,31 @@ def test_sigterm_while_hashing_exits_within_the_grace_period(real_daemon: Daemon
     # the grace (2 s) plus the listener's 2 s; the hashing pass alone would take minutes
     assert d.wait(timeout=15) == 0, d.log()
     assert "job interrupted" in d.log()
+
+
+def test_bundles_whose_info_plist_links_to_a_fifo_hang_neither_jobs_nor_the_daemon(
+    real_daemon: Daemon, notary: BackgroundEmulator, tmp_path: Path
+) -> None:
+    d = real_daemon
+    d.env["NOTARYD_TICKET_URL"] = notary.emulator.ticket_url
+    d.start()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # nobody writes to it: a blocking open of it never returns
+    jobs = []
+    for n in range(8):  # more than the worker threads a 2-CPU machine's default pool has
+        app = make_sample_app(d.archives / f"build{n}", f"Game{n}")
+        info = app / "Contents" / "Info.plist"
+        info.unlink()
+        info.symlink_to(fifo)
+        jobs.append(d.submit(app, skip_preflight=True))
+    try:
+        ended = [d.wait_for(job["id"], "accepted", "failed", "cancelled", timeout=90) for job in jobs]
+    finally:
+        for _ in jobs:  # on a daemon that hangs, let its stuck threads go
+            release_fifo(fifo)
+    assert [job["state"] for job in ended] == ["accepted"] * len(jobs), ended  # not stapled, said so
+    status, after = d.request("POST", "/v1/jobs", {"path": str(d.archive("After.zip")),
+                                                   "skip_preflight": True}, timeout=20)
+    assert status == 201, after
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=30) == 0, d.log()[-3000:]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import stat
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from service.emulator.sample_app import make_sample_app
-from uploader.bundle_zip import package_bundle, package_for_submission
+from tests.support.files import small_tmpfs
+from uploader.bundle_zip import archive_dir, package_bundle, package_for_submission
 from uploader.config import MiB, UploadLimits
 from uploader.errors import ConfigError
 from uploader.hashing import hash_file_sync
@@ -107,3 +111,16 @@ async def test_packaging_failure_is_one_clear_line(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(ConfigError, match=r"packaging the bundle failed .*NOTARYD_STATE_DIR"):
         await prepare(app, blocker / "state", EngineConfig())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs: Linux")
+def test_a_full_disk_leaves_no_partial_zip(tmp_path: Path) -> None:
+    app = make_sample_app(tmp_path, "Game")
+    (app / "Contents" / "Resources" / "random.bin").write_bytes(os.urandom(3 * MiB))
+    state = tmp_path / "state"
+    with small_tmpfs(archive_dir(state), 1 * MiB) as archives:
+        with pytest.raises(OSError) as raised:
+            package_for_submission(app, state, part_size=5 * MiB)
+        assert raised.value.errno == errno.ENOSPC
+        assert os.listdir(archives) == []  # the partial zip is what filled the disk: gone
+        assert shutil.disk_usage(archives).used < MiB // 2

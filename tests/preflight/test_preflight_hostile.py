@@ -53,6 +53,7 @@ from uploader.preflight import PreflightInputError, PreflightReport, run_preflig
 from uploader.preflight import messages as msg
 from uploader.preflight.limits import DEFAULT_LIMITS
 from uploader.preflight.walk import open_regular_file
+from uploader.source_file import confine_to
 
 NOT_READ = msg.CONTAINER_NOT_INSPECTED
 GET_TASK_ALLOW = "com.apple.security.get-task-allow"
@@ -491,6 +492,25 @@ def test_fifo_is_never_opened_for_reading(
     assert check(app).files_scanned == 0
     with pytest.raises(PreflightInputError, match=r"no such file or folder|not a regular file"):
         check(app / "pipe")
+
+
+def test_in_the_daemon_a_hard_linked_member_is_reported_not_read(
+    tmp_path: Path, check: Callable[..., PreflightReport]
+) -> None:
+    """Another name of the same file may be outside the allowed roots: preflight, like the
+    packaging after it, does not read it."""
+    outside = tmp_path / "outside.dylib"
+    outside.write_bytes(unsigned_lib())
+    app = tmp_path / "root" / "Game.app"
+    app.mkdir(parents=True)
+    os.link(outside, app / "lib.dylib")
+    (app / "tool").write_bytes(unsigned_lib())
+    with confine_to([tmp_path / "root"]):
+        report = check(app)
+    assert list(unread(report)) == ["Game.app/lib.dylib"]
+    assert "has 2 hard links" in unread(report)["Game.app/lib.dylib"]
+    assert "Game.app/tool" in {i.path for i in report.errors}  # the rest is checked
+    assert "Game.app/lib.dylib" in {i.path for i in check(app).errors}  # the CLI reads it
 
 
 def test_central_directory_size_is_bounded(

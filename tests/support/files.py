@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+import pytest
 
 from uploader.config import MiB
 
@@ -44,3 +49,23 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
         for name, data in members.items():
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size_bytes: int) -> Iterator[Path]:
+    """A tmpfs of ``size_bytes`` mounted on ``where`` (made if missing): a disk that fills up.
+
+    Needs CAP_SYS_ADMIN (root, as in CI's container); the test is skipped without it. Mounted
+    with the mount(2) call itself (no child process), unmounted even when the test fails.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)  # this process's own libc: nothing is run
+    where.mkdir(parents=True, exist_ok=True)
+    options = f"size={size_bytes},mode=0700".encode()
+    if libc.mount(b"tmpfs", os.fsencode(where), b"tmpfs", 0, options) != 0:
+        error = ctypes.get_errno()
+        pytest.skip(f"cannot mount a tmpfs here ({os.strerror(error)}): needs root")
+    try:
+        yield where
+    finally:
+        if libc.umount2(os.fsencode(where), 2) != 0:  # MNT_DETACH: even if a file is still open
+            raise OSError(ctypes.get_errno(), f"umount {where}")

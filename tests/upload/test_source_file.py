@@ -43,6 +43,19 @@ def test_a_symlink_is_refused_not_followed(world: tuple[Path, Path]) -> None:
     os.close(fd)
 
 
+def test_a_hard_link_to_a_file_outside_the_roots_is_refused(world: tuple[Path, Path]) -> None:
+    root, secret = world
+    linked = root / "Linked.zip"
+    os.link(secret, linked)  # one inode, two names: one inside the roots, one outside
+    with pytest.raises(SourceRejected) as refused:
+        check_source(linked, [root])
+    assert str(refused.value) == (f"{linked}: has 2 hard links; the daemon reads only files with one "
+                                  "name (another could be outside the allowed roots): give a copy "
+                                  "(cp, not ln)")
+    assert not refused.value.outside_roots
+    os.close(open_source(linked))  # the CLI reads its own user's hard links
+
+
 def test_a_fifo_is_refused_at_once_instead_of_hanging(world: tuple[Path, Path]) -> None:
     root, _ = world
     fifo = root / "Pipe.zip"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
+from uploader.blocking import off_loop
 from uploader.bundle_zip import is_bundle, package_for_submission, remove_archive
 from uploader.config import EngineConfig
 from uploader.database import Database
@@ -57,10 +58,12 @@ async def prepare(path: Path, state_dir: Path, engine: EngineConfig,
             def report(done: int, total: int) -> None:  # called on the packaging thread
                 loop.call_soon_threadsafe(callback, done, total)
 
-        try:
-            packaged = await asyncio.to_thread(
-                package_for_submission, path, state_dir, part_size=engine.part_size,
-                limits=engine.limits, on_progress=report)
+        try:  # cancelled: the packaging thread stops at its next read (uploader.blocking)
+            packaged = await off_loop(
+                lambda stop: package_for_submission(path, state_dir, part_size=engine.part_size,
+                                                    limits=engine.limits, on_progress=report,
+                                                    stop=stop),
+                what=f"packaging {path}")
         except OSError as error:
             where = error.filename or state_dir
             raise ConfigError(

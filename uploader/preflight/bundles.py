@@ -15,12 +15,10 @@ folder) exactly those; in a streamed .pkg payload, files under a bundle-named fo
 from __future__ import annotations
 
 import hashlib
-import os
 import plistlib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from uploader.preflight import messages as msg
 from uploader.preflight.codedirectory import new_hasher
@@ -420,15 +418,3 @@ def _file_digest(record: _Record, hash_type: int) -> bytes | None:
 
 def _issue(path: str, detail: str) -> PreflightIssue:
     return PreflightIssue(Severity.ERROR, path, msg.INVALID_SIGNATURE, None, detail)
-
-
-def seal_files_in_folder(root: Path, root_name: str, limits: Limits) -> Iterator[str]:
-    """Display paths of every CodeResources seal under a folder (no symlinks followed, no
-    deeper than the walk itself goes)."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        if len(Path(dirpath).relative_to(root).parts) >= limits.max_folder_depth:
-            dirnames.clear()
-        if Path(dirpath).name == "_CodeSignature" and "CodeResources" in filenames:
-            relative = Path(dirpath, "CodeResources").relative_to(root).as_posix()
-            yield f"{root_name}/{relative}"
-        dirnames.sort()

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import IO, Protocol
 from xml.etree.ElementTree import ParseError
 
+from uploader.bundle_walk import BundleChangedError, BundleTree, Member
 from uploader.preflight import messages as msg
-from uploader.preflight.bundles import SealTracker, seal_files_in_folder
+from uploader.preflight.bundles import SealTracker
 from uploader.preflight.developer_id import TrustAnchors
 from uploader.preflight.dmg import inspect_dmg
 from uploader.preflight.filenames import normalisation_problem
@@ -55,6 +56,7 @@ from uploader.preflight.source import (
     random_access,
 )
 from uploader.preflight.zipdir import central_directory_entries
+from uploader.source_file import SourceRejected, open_regular
 
 # Errors that mean "this nested container is damaged or unreadable", reported, not raised.
 CONTAINER_ERRORS = (
@@ -314,61 +316,52 @@ def _stored_data_offset(fileobj: IO[bytes], info: zipfile.ZipInfo) -> int:
 
 
 def scan_directory(scan: Scan, root: Path) -> None:
+    """Check every regular file in the folder ``root``, read through ``BundleTree``: relative to
+    folder descriptors, no link followed, each file the one the walk listed (so a folder or a
+    file swapped meanwhile is never read through); what cannot be read is reported."""
     root_name = root.resolve().name  # "." or "Game.app/" still show as "Game.app"
+    try:
+        tree = BundleTree(root, top_name=root_name)
+    except SourceRejected as refused:
+        from uploader.preflight.runner import PreflightInputError  # runner imports this module
 
-    def display(full: Path) -> str:
-        return f"{root_name}/{full.relative_to(root).as_posix()}"
-
-    def unreadable_folder(exc: OSError) -> None:
-        scan.not_inspected(display(Path(exc.filename)) if exc.filename else root_name, exc)
-
-    scan.seals.expect(root_name, seal_files_in_folder(root, root_name, scan.limits))
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_folder):
-        dirnames.sort()
-        if len(Path(dirpath).relative_to(root).parts) >= scan.limits.max_folder_depth:
-            too_deep = (
-                f"folders nested more than {scan.limits.max_folder_depth} deep; "
-                "nothing below was checked"
-            )
-            for name in dirnames:
-                scan.not_inspected(display(Path(dirpath, name)), too_deep)
-            dirnames.clear()
-        for name in (*dirnames, *filenames):
-            if (link := Path(dirpath, name)).is_symlink():
-                with contextlib.suppress(OSError):  # gone since listed: nothing to seal
-                    scan.seals.visit_link(display(link), os.readlink(link))
-        for filename in sorted(filenames):
-            full = Path(dirpath, filename)
-            if full.is_symlink() or not full.is_file():
-                continue
-            rel = full.relative_to(root).as_posix()
-            path = f"{root_name}/{rel}"
-            if not scan.admit(path, rel):
-                continue
-            with scan.reading(path):
-                handle = open_regular_file(full, follow_symlinks=False)
-                if handle is None:
-                    continue  # replaced by something else since it was listed
-                with handle:
-                    size = os.fstat(handle.fileno()).st_size
-                    scan.budget.allow_disk_bytes(size)
-                    scan.inspect(path, RegionSource(handle, 0, size))
+        raise PreflightInputError(str(refused)) from None
+    with tree:
+        members = tree.walk(report=scan.not_inspected, max_depth=scan.limits.max_folder_depth)
+        scan.seals.expect(root_name, [m.relative for m in members if not m.is_folder
+                                      and m.parts[-2:] == ("_CodeSignature", "CodeResources")])
+        for member in members:
+            if member.is_link:
+                with contextlib.suppress(BundleChangedError):  # gone since listed: nothing to seal
+                    scan.seals.visit_link(member.relative, tree.read_link(member))
+            elif not member.is_folder:
+                _scan_member(scan, tree, member)
     scan.extend(scan.seals.finish(root_name))
 
 
+def _scan_member(scan: Scan, tree: BundleTree, member: Member) -> None:
+    if not scan.admit(member.relative, "/".join(member.parts)):
+        return
+    with scan.reading(member.relative):
+        try:
+            with tree.opened_file(member) as fd, open(fd, "rb", closefd=False) as handle:
+                scan.budget.allow_disk_bytes(member.st.st_size)
+                scan.inspect(member.relative, RegionSource(handle, 0, member.st.st_size))
+        except BundleChangedError as changed:
+            scan.not_inspected(member.relative, f"changed while it was checked ({changed.what})")
+
+
 def open_regular_file(path: Path, *, follow_symlinks: bool) -> IO[bytes] | None:
-    """``path`` open for reading when it is a regular file, else None. Never blocks: a FIFO
-    swapped in after a listing would otherwise hang the open."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
-    fd = os.open(path, flags)
+    """``path`` open for reading when it is a regular file, else None (``source_file``'s
+    ``open_regular``: never blocks, so a FIFO swapped in after a listing cannot hang the open).
+    Raises OSError when it cannot be opened at all, as ``open`` does."""
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            return None
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+        fd, _ = open_regular(path, follow_symlinks=follow_symlinks)
+    except SourceRejected as refused:
+        if refused.os_error is not None:
+            raise refused.os_error from None
+        return None  # opened, and not a regular file
+    return os.fdopen(fd, "rb")
 
 
 def _looks_like_dmg(path: str, source: ByteSource) -> bool:

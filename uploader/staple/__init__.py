@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
+from uploader.blocking import off_loop
 from uploader.staple.identity import StapleInputError, TicketKey, kind_of, ticket_key_for
 from uploader.staple.lookup import DEFAULT_TICKET_URL, TicketLookupError, lookup_ticket
 from uploader.staple.tickets import write_app_ticket, write_dmg_ticket, write_pkg_ticket
@@ -21,6 +23,8 @@ __all__ = ["DEFAULT_TICKET_URL", "StapleInputError", "StapledArtifact", "TicketL
            "can_staple", "staple"]
 
 _WRITERS = {"app": write_app_ticket, "pkg": write_pkg_ticket, "dmg": write_dmg_ticket}
+READ_SECONDS = 300.0  # reading an artifact's signature: a few MiB at most
+WRITE_SECONDS = 3600.0  # copying a multi-GB .dmg beside itself, on a slow disk
 
 
 @dataclass(frozen=True)
@@ -28,11 +32,13 @@ class StapledArtifact:
     path: Path
     key: TicketKey
     ticket_bytes: int
+    target: Path | None = None  # the file stapled when ``path`` is a symlink to it
 
     @property
     def message(self) -> str:
+        into = f" (into {self.target}, which it links to)" if self.target is not None else ""
         return (f"{self.path.name}: stapled the ticket for {self.key.record_name} "
-                f"({self.ticket_bytes} bytes)")
+                f"({self.ticket_bytes} bytes){into}")
 
 
 def can_staple(path: Path) -> bool:
@@ -60,8 +66,11 @@ async def staple(
     not this artifact's, no ticket will ever exist for it (it was changed or signed again after
     submission): that is said at once instead of waiting for propagation.
     """
-    kind = await asyncio.to_thread(kind_of, path)
-    key = await asyncio.to_thread(ticket_key_for, path)
+    # Every file step on a thread of its own, bounded, stopped with the caller (uploader.blocking)
+    kind = await off_loop(lambda _: kind_of(path), what=f"looking at {path}",
+                          timeout_seconds=READ_SECONDS)
+    key = await off_loop(lambda _: ticket_key_for(path), what=f"reading the signature of {path}",
+                         timeout_seconds=READ_SECONDS)
     prefix = f"2/{key.digest_type}/"
     listed = sorted({name.lower() for name in ticketed if name.startswith(prefix)})
     if listed and key.record_name not in listed:
@@ -73,5 +82,12 @@ async def staple(
     ticket = await lookup_ticket(ticket_url, key, session=session,
                                  max_wait_seconds=max_wait_seconds, sleep=sleep,
                                  on_retry=on_retry)
-    await asyncio.to_thread(_WRITERS[kind], path, ticket)
-    return StapledArtifact(path, key, len(ticket))
+    await off_loop(lambda stop: _WRITERS[kind](path, ticket, stop), what=f"stapling {path}",
+                   timeout_seconds=WRITE_SECONDS)
+    target = await off_loop(lambda _: _link_target(path, kind), what=f"looking at {path}",
+                            timeout_seconds=READ_SECONDS)
+    return StapledArtifact(path, key, len(ticket), target)
+
+
+def _link_target(path: Path, kind: str) -> Path | None:
+    return Path(os.path.realpath(path)) if kind != "app" and path.is_symlink() else None

@@ -8,6 +8,7 @@ the digest of the whole CodeDirectory blob, truncated to 20 bytes. Blocking; eve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import plistlib
@@ -18,9 +19,12 @@ from pathlib import Path
 from typing import IO
 from xml.etree import ElementTree
 
-from uploader.errors import ConfigError
 from uploader.preflight.macho import MachOFormatError, read_slice, slices_in_header_order
 from uploader.preflight.source import RegionSource
+from uploader.staple.files import StapleInputError, opened_artifact, opened_in_bundle
+
+__all__ = ["StapleInputError", "TicketKey", "app_ticket_key", "dmg_ticket_key", "kind_of",
+           "main_executable", "pkg_ticket_key", "read_exact", "read_koly", "ticket_key_for"]
 
 DIGEST_SHA1 = 1
 DIGEST_SHA256 = 2
@@ -33,10 +37,6 @@ MAX_SIGNATURE_BYTES = 64 << 20
 XAR_HEADER = struct.Struct(">4sHHQQI")
 KOLY_SIZE = 512
 KOLY_SIGNATURE_FIELD = 0x128
-
-
-class StapleInputError(ConfigError):
-    """The artifact cannot be stapled (or checked) as it is; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -73,27 +73,34 @@ def ticket_key_for(path: Path) -> TicketKey:
     return dmg_ticket_key(path)
 
 
-def main_executable(bundle: Path) -> Path:
+def main_executable(bundle: Path) -> str:
+    """The main executable's name, from ``Contents/Info.plist`` (a regular file in the bundle)."""
     info = bundle / "Contents" / "Info.plist"
     try:
-        if os.path.getsize(info) > MAX_PLIST_BYTES:
-            raise StapleInputError(f"{info}: larger than {MAX_PLIST_BYTES} bytes; not an Info.plist")
-        with open(info, "rb") as f:
-            name = plistlib.load(f).get("CFBundleExecutable")
-    except (OSError, plistlib.InvalidFileException, ValueError) as error:
+        with opened_in_bundle(bundle, "Contents", "Info.plist") as f:
+            if os.fstat(f.fileno()).st_size > MAX_PLIST_BYTES:
+                raise StapleInputError(f"{info}: larger than {MAX_PLIST_BYTES} bytes; not an Info.plist")
+            name = plistlib.loads(f.read(MAX_PLIST_BYTES)).get("CFBundleExecutable")
+    except StapleInputError as error:
+        raise StapleInputError(f"{info}: cannot read CFBundleExecutable ({error.why}); is "
+                               f"{bundle.name} a complete, signed app bundle?") from None
+    except (OSError, plistlib.InvalidFileException, ValueError, AttributeError) as error:
         raise StapleInputError(f"{info}: cannot read CFBundleExecutable ({error}); is "
                                f"{bundle.name} a complete, signed app bundle?") from None
     if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
         raise StapleInputError(f"{info}: CFBundleExecutable is missing or not a plain file name")
-    executable = bundle / "Contents" / "MacOS" / name
-    if not executable.is_file() or executable.is_symlink():
-        raise StapleInputError(f"{executable}: the main executable named by Info.plist is missing")
-    return executable
+    return name
 
 
 def app_ticket_key(bundle: Path) -> TicketKey:
-    executable = main_executable(bundle)
-    with open(executable, "rb") as f:
+    name = main_executable(bundle)
+    executable = bundle / "Contents" / "MacOS" / name
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(opened_in_bundle(bundle, "Contents", "MacOS", name))
+        except StapleInputError as error:
+            raise StapleInputError(f"{executable}: the main executable named by Info.plist is "
+                                   f"missing or not a regular file ({error.why})") from None
         size = os.fstat(f.fileno()).st_size
         source = RegionSource(f, 0, size)
         try:
@@ -135,7 +142,7 @@ def cdhash_of_signature(signature: bytes, where: Path) -> TicketKey:
 
 
 def pkg_ticket_key(path: Path) -> TicketKey:
-    with open(path, "rb") as f:
+    with opened_artifact(path) as f:
         header = f.read(XAR_HEADER.size)
         if len(header) < XAR_HEADER.size:
             raise StapleInputError(f"{path}: not a flat package (xar header truncated)")
@@ -181,7 +188,7 @@ def read_koly(f: IO[bytes], path: Path) -> tuple[int, int, int]:
 
 
 def dmg_ticket_key(path: Path) -> TicketKey:
-    with open(path, "rb") as f:
+    with opened_artifact(path) as f:
         size, sig_offset, sig_length = read_koly(f, path)
         if sig_length == 0:
             raise StapleInputError(f"{path}: the disk image is not signed; sign it (codesign) "

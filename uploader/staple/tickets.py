@@ -9,19 +9,30 @@
   koly trailer's code-signature size is updated. The signature must end where the trailer begins.
 
 Packages and images are rewritten into a temporary file beside them and renamed over the
-original, so a crash never leaves a half-written artifact. Blocking; run on a worker thread.
+original, so a crash never leaves a half-written artifact; every file is opened and replaced
+through ``uploader.staple.files`` (no link inside a bundle, no blocking open, owner, mode and
+extended attributes kept, stale temporary files of killed runs removed). Blocking; run on a
+worker thread; ``stop`` ends a long copy between reads.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import struct
-import tempfile
-from collections.abc import Callable
+import threading
 from pathlib import Path
 from typing import IO
 
+from uploader.source_file import SourceRejected, open_regular
+from uploader.staple.files import (
+    bundle_folder,
+    copy_range,
+    exists_in,
+    opened_artifact,
+    opened_in_bundle,
+    replace,
+    replace_artifact,
+)
 from uploader.staple.identity import (
     KOLY_SIGNATURE_FIELD,
     KOLY_SIZE,
@@ -43,23 +54,34 @@ def app_ticket_path(bundle: Path) -> Path:
     return bundle / "Contents" / "CodeResources"
 
 
-def write_app_ticket(bundle: Path, ticket: bytes) -> None:
-    if (bundle / "Contents").is_symlink():  # the ticket must land inside this bundle
-        raise StapleInputError(f"{bundle}/Contents is a symlink; a bundle's Contents must be a "
-                               "real folder to be stapled")
+def write_app_ticket(bundle: Path, ticket: bytes, stop: threading.Event | None = None) -> None:
     target = app_ticket_path(bundle)
-    if target.is_symlink() or (target.exists() and not target.is_file()):
-        raise StapleInputError(f"{target}: exists and is not a regular file; remove it first")
-    _atomic(target, lambda out: out.write(ticket))
+
+    def write(out: IO[bytes]) -> None:
+        out.write(ticket)
+
+    with bundle_folder(bundle, "Contents") as contents:  # the ticket lands inside this bundle
+        if not exists_in(contents, target.name):
+            replace(contents, target.name, target, write, owner_of_new=os.fstat(contents))
+            return
+        try:
+            fd, _ = open_regular(target.name, dir_fd=contents)
+        except SourceRejected as error:
+            raise StapleInputError(f"{target}: exists and is not a regular file ({error.why}); "
+                                   "remove it first") from None
+        with os.fdopen(fd, "rb") as original:
+            replace(contents, target.name, target, write, original=original)
 
 
 def read_app_ticket(bundle: Path) -> bytes | None:
-    target = app_ticket_path(bundle)
-    if not target.is_file() or target.is_symlink():
+    """The stapled ticket, None when there is no regular file ``Contents/CodeResources``."""
+    try:
+        with opened_in_bundle(bundle, "Contents", "CodeResources") as f:
+            if os.fstat(f.fileno()).st_size > MAX_TICKET_BYTES:
+                return b""  # implausible: reported as not a ticket
+            return f.read(MAX_TICKET_BYTES)
+    except StapleInputError:
         return None
-    if target.stat().st_size > MAX_TICKET_BYTES:
-        return b""  # implausible: reported as not a ticket
-    return target.read_bytes()
 
 
 def _pkg_split(f: IO[bytes], size: int) -> tuple[int, bytes | None]:
@@ -80,21 +102,21 @@ def _pkg_split(f: IO[bytes], size: int) -> tuple[int, bytes | None]:
 
 
 def read_pkg_ticket(path: Path) -> bytes | None:
-    with open(path, "rb") as f:
+    with opened_artifact(path) as f:
         return _pkg_split(f, os.fstat(f.fileno()).st_size)[1]
 
 
-def write_pkg_ticket(path: Path, ticket: bytes) -> None:
-    with open(path, "rb") as f:
+def write_pkg_ticket(path: Path, ticket: bytes, stop: threading.Event | None = None) -> None:
+    with opened_artifact(path) as f:
         original, _ = _pkg_split(f, os.fstat(f.fileno()).st_size)
 
         def write(out: IO[bytes]) -> None:
-            _copy_range(f, out, original)
+            copy_range(f, out, original, path, stop)
             out.write(PKG_TRAILER.pack(b"t8lr", 1, _TRAILER_TERMINATOR, 0, 0))
             out.write(ticket)
             out.write(PKG_TRAILER.pack(b"t8lr", 1, _TRAILER_TICKET, len(ticket), 0))
 
-        _atomic(path, write)
+        replace_artifact(f, path, write)
 
 
 def _superblob_slots(signature: bytes, path: Path) -> dict[int, bytes]:
@@ -133,14 +155,14 @@ def _dmg_signature(f: IO[bytes], path: Path) -> tuple[int, int, int, bytes]:
 
 
 def read_dmg_ticket(path: Path) -> bytes | None:
-    with open(path, "rb") as f:
+    with opened_artifact(path) as f:
         *_, signature = _dmg_signature(f, path)
     wrapper = _superblob_slots(signature, path).get(SLOT_TICKET)
     return wrapper[8:] if wrapper is not None else None
 
 
-def write_dmg_ticket(path: Path, ticket: bytes) -> None:
-    with open(path, "rb") as f:
+def write_dmg_ticket(path: Path, ticket: bytes, stop: threading.Event | None = None) -> None:
+    with opened_artifact(path) as f:
         size, offset, _length, signature = _dmg_signature(f, path)
         slots = _superblob_slots(signature, path)
         slots[SLOT_TICKET] = struct.pack(">II", _BLOB_WRAPPER, 8 + len(ticket)) + ticket
@@ -149,37 +171,8 @@ def write_dmg_ticket(path: Path, ticket: bytes) -> None:
         struct.pack_into(">QQ", koly, KOLY_SIGNATURE_FIELD, offset, len(rebuilt))
 
         def write(out: IO[bytes]) -> None:
-            _copy_range(f, out, offset)
+            copy_range(f, out, offset, path, stop)
             out.write(rebuilt)
             out.write(koly)
 
-        _atomic(path, write)
-
-
-def _copy_range(source: IO[bytes], target: IO[bytes], length: int) -> None:
-    source.seek(0)
-    left = length
-    while left:
-        chunk = source.read(min(left, 8 << 20))
-        if not chunk:
-            raise StapleInputError(f"{getattr(source, 'name', 'file')}: changed while stapling")
-        target.write(chunk)
-        left -= len(chunk)
-
-
-def _atomic(target: Path, write: Callable[[IO[bytes]], object]) -> None:
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".staple",
-                                     dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        if target.exists():
-            shutil.copymode(target, temporary)
-        else:
-            os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        replace_artifact(f, path, write)
