@@ -13,8 +13,8 @@ rewriting headers. Part boundaries need the part size before the size is known: 
 for an upper bound of the archive's size and checked against the real size at the end (when
 they differ, which only happens near S3's 10,000-part limit, the archive is hashed again).
 
-Re-runs: the zip goes to ``<state dir>/archives/`` with a fingerprint of the bundle's tree (path,
-type, size, mtime, mode, link text of every entry); an unchanged bundle reuses its finished zip,
+Re-runs: the zip goes to ``<work dir>/archives/`` with a fingerprint of the bundle's tree (path,
+type, size, mtime, ctime, mode, link text of every entry); an unchanged bundle reuses its finished zip,
 so a resumed notarisation resumes the same upload. Blocking: run on a worker thread.
 """
 
@@ -99,7 +99,8 @@ def fingerprint(entries: list[Entry]) -> str:
     for e in entries:
         link = os.readlink(e.path) if stat.S_ISLNK(e.st.st_mode) else ""
         digest.update(f"{e.relative}\0{e.st.st_mode}\0{e.st.st_size}\0{e.st.st_mtime_ns}\0"
-                      f"{e.st.st_ino}\0{link}\n".encode("utf-8", "surrogateescape"))
+                      f"{e.st.st_ino}\0{e.st.st_ctime_ns}\0{link}\n"  # ctime: see FileIdentity
+                      .encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

@@ -216,7 +216,8 @@ class MultipartUploader:
         if record is None:
             plan = plan_upload(identity.size, self._config.part_size, self._config.limits)
             if digest is not None and (digest.part_size != plan.part_size
-                                       or digest.identity != identity):
+                                       or digest.identity.path != identity.path
+                                       or digest.identity.difference(identity)):
                 digest = None  # made for another plan or another version of the file
             algorithm = self._config.checksum
             if digest is not None and digest.algorithm is not algorithm:

@@ -97,4 +97,11 @@ SCHEMA = Schema("uploader", (
     ALTER TABLE uploads DROP COLUMN session_token;
     ALTER TABLE uploads DROP COLUMN credentials_expire_at;
     """,
+    # 4: a stored hash is trusted only for the same ctime (hashing.FileIdentity); an Accepted
+    # submission is found again by the code signature it was made for (never notarise twice).
+    """
+    ALTER TABLE uploads ADD COLUMN ctime_ns INTEGER;
+    ALTER TABLE submissions ADD COLUMN code_identity TEXT;
+    CREATE INDEX submissions_by_code_identity ON submissions (code_identity);
+    """,
 ), released={1: 1, 2: 2, 3: 2})

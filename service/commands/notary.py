@@ -107,7 +107,8 @@ def print_outcome(outcome: NotarizeOutcome, as_json: bool, waited: bool) -> None
         print(outcome.report)
     where = f"; log saved to {outcome.log_path}" if outcome.log_path else ""
     verb = "submitted (not waiting)" if not waited else outcome.status
-    print(f"{outcome.path.name}: {verb}, submission {outcome.submission_id}{where}")
+    submission = f", submission {outcome.submission_id}" if outcome.submission_id else ""
+    print(f"{outcome.path.name}: {verb}{submission}{where}")
     if outcome.staple:
         print(outcome.staple.text, file=sys.stderr if outcome.staple.failed else sys.stdout)
 
