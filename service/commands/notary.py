@@ -63,7 +63,7 @@ def add_last_mile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="submit even if this archive already has an Accepted submission")
     parser.add_argument("--keep-archive", action="store_true",
-                        help="keep the zip made from a .app bundle (in the state dir)")
+                        help="keep the zip made from a .app bundle (in NOTARYD_WORK_DIR)")
 
 
 def exit_code_for(status: str, waited: bool = True) -> int:

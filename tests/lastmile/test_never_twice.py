@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from service.emulator.notary import NotaryEmulator
+from service.emulator.notary import BackgroundEmulator, NotaryEmulator
 from service.emulator.sample_app import make_sample_app
+from tests.support.emulator import cli_environment, notarize_command
 from tests.support.files import PART, make_archive, write_random
 from tests.support.notary import notarize, stapling_config
 from uploader.database import Database
@@ -288,3 +290,27 @@ async def test_a_stale_accepted_row_takes_the_service_s_word(
 
     assert again.status == "Invalid" and again.submission_id != first.submission_id
     assert emulator.submissions_created == 2
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+@pytest.mark.process
+def test_notarize_run_again_on_the_stapled_app_exits_0_at_once(
+    notary: BackgroundEmulator, tmp_path: Path
+) -> None:
+    key = notary.call(lambda e: e.make_team_key(tmp_path / "keys"))
+    notary.call(lambda e: setattr(e.tickets, "propagation_seconds", 0))
+    env = {**cli_environment(notary.emulator, key, tmp_path),
+           "NOTARYD_TICKET_URL": notary.emulator.ticket_url}
+    app = make_sample_app(tmp_path / "build", "Game")
+    command = notarize_command(app, "--skip-preflight")
+
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    before = notary.call(traffic)
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    assert again.returncode == 0, again.stderr
+    assert "already notarised and stapled" in again.stdout, again.stdout
+    assert notary.call(traffic) == before
