@@ -29,8 +29,8 @@ from uploader.config import MiB
 from uploader.credentials import Credentials
 from uploader.database import Database
 from uploader.errors import ConfigError
-from uploader.events import Event, HashProgress
-from uploader.lifecycle import QUEUED
+from uploader.events import Event, HashProgress, UploadStateChanged
+from uploader.lifecycle import QUEUED, UploadState
 from uploader.notary.client import NewSubmission
 from uploader.notary.errors import AgreementMissing
 from uploader.notary.pipeline import NotarizeRequest, NotaryConfig
@@ -248,3 +248,29 @@ def test_prune_refuses_a_duration_it_cannot_read(
         prune(monkeypatch, capsys, tmp_path / "state", tmp_path / "w", "--older-than", "soon")
     assert exited.value.code == 2
     assert "not a duration: 'soon'" in capsys.readouterr().err
+
+
+async def test_a_zip_removed_under_an_interrupted_run_is_made_again_and_uploaded_afresh(
+    emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
+) -> None:
+    """Interrupted mid-upload, its zip deleted by hand: the re-run zips the same bytes again
+    and starts that upload over on the same submission (not "changed since the upload began")."""
+    app = make_sample_app(tmp_path / "build", "Again")
+    make_file(app / "Contents" / "Resources" / "data.bin", 12 * MiB)  # stored: 3 parts
+    request = NotarizeRequest(app, skip_preflight=True, staple=False)
+
+    def interrupt(event: Event, /) -> None:
+        if isinstance(event, UploadStateChanged) and event.state is UploadState.UPLOADING:
+            run.cancel()
+
+    run = asyncio.ensure_future(notarize(db, notary_config, request, [interrupt]))
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    zipped = archive_path_for(app, notary_config.state_dir)
+    assert zipped.exists()  # an interrupted run keeps its zip, to resume
+    zipped.unlink()
+
+    again = await notarize(db, notary_config, request)
+
+    assert again.accepted and emulator.submissions_created == 1
+    assert zips_in(notary_config.state_dir) == []
