@@ -251,12 +251,13 @@ async def test_an_unchanged_archive_is_not_hashed_twice(
 
 async def forge_accepted_row(db: Database, submission_id: str, *, sha256: str,
                              code: str | None = None) -> None:
-    """What a local user with write access to the state database could leave there."""
+    """What a local user with write access to the state database could leave there (dated in
+    the future, so that it is always the newest)."""
     await db.execute(
         "INSERT INTO submissions (id, name, sha256, path, bucket, object, access_key_id,"
         " secret_access_key, session_token, credentials_issued_at, credentials_expire_at, state,"
         " notary_status, created_at, updated_at) VALUES (?, 'Game', ?, '/x',"
-        " 'b', 'o', 'a', 's', 't', 0, 0, 'done', 'Accepted', 1, 2)", (submission_id, sha256))
+        " 'b', 'o', 'a', 's', 't', 0, 0, 'done', 'Accepted', 1, 9e9)", (submission_id, sha256))
     if code is not None:
         await db.execute("UPDATE submissions SET code_identity = ? WHERE id = ?",
                          (code, submission_id))
@@ -272,6 +273,10 @@ async def test_a_forged_accepted_row_for_the_sha256_is_confirmed_with_the_servic
     outcome = await notarize(db, notary_config, NotarizeRequest(archive))
 
     assert outcome.accepted and outcome.submission_id != forged
+    assert emulator.submissions_created == 1
+    # Disproved once, the row is never taken for a verdict again: the real one answers now.
+    again = await notarize(db, notary_config, NotarizeRequest(archive))
+    assert again.submission_id == outcome.submission_id and "not submitted again" in again.report
     assert emulator.submissions_created == 1
 
 

@@ -273,17 +273,16 @@ class Notarizer:
         if earlier is None:
             return None
         try:
-            answer = await with_retries(lambda: client.status(earlier.id), API_RETRY, self._sleep)
+            answer: str | None = (await with_retries(
+                lambda: client.status(earlier.id), API_RETRY, self._sleep)).status
         except NotFound:
-            log.warning("the state database says submission %s was accepted, but the notary "
-                        "service does not know it; notarising again", earlier.id)
-            return None
-        if answer.status != NotaryStatus.ACCEPTED:
-            log.warning("the state database says submission %s was accepted, but the notary "
-                        "service says %s; notarising again", earlier.id, answer.status)
-            await self._submissions.set_notary_status(earlier.id, answer.status)
-            return None
-        return earlier
+            answer = None
+        if answer == NotaryStatus.ACCEPTED:
+            return earlier
+        log.warning("the state database says submission %s was accepted, but the notary service "
+                    "says %s; not trusting it", earlier.id, answer or "it does not know it")
+        await self._submissions.set_notary_status(earlier.id, answer)  # asked once, not again
+        return None
 
     async def _prepare(self, path: Path, target: str) -> artifact.PreparedInput:
         self._emit(NotaryStageChanged(target, NotaryStage.HASHING))

@@ -228,7 +228,9 @@ class SubmissionStore:
     async def mark_uploaded(self, submission_id: str) -> None:
         await self._move(submission_id, SubmissionState.UPLOADED)
 
-    async def set_notary_status(self, submission_id: str, notary_status: str) -> None:
+    async def set_notary_status(self, submission_id: str, notary_status: str | None) -> None:
+        """Apple's status of the submission; None: the service does not know it (a stale or
+        forged row, never to be taken for a verdict again)."""
         await self._update(submission_id, "notary_status = ?", (notary_status,))
 
     async def mark_done(
