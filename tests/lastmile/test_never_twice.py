@@ -301,15 +301,15 @@ async def test_a_stale_accepted_row_takes_the_service_s_word(
 
 
 @pytest.mark.process
-def test_notarize_run_again_on_the_stapled_app_exits_0_at_once(
-    notary: BackgroundEmulator, tmp_path: Path
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+def test_notarize_run_again_on_a_stapled_build_exits_0_at_once(
+    kind: str, notary: BackgroundEmulator, tmp_path: Path
 ) -> None:
     key = notary.call(lambda e: e.make_team_key(tmp_path / "keys"))
     notary.call(lambda e: setattr(e.tickets, "propagation_seconds", 0))
     env = {**cli_environment(notary.emulator, key, tmp_path),
            "NOTARYD_TICKET_URL": notary.emulator.ticket_url}
-    app = make_sample_app(tmp_path / "build", "Game")
-    command = notarize_command(app, "--skip-preflight")
+    command = notarize_command(make_build(kind, tmp_path), "--skip-preflight")
 
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
