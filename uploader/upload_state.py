@@ -142,6 +142,15 @@ class UploadStore:
             )
         return await self.get(upload_id)
 
+    async def adopt_file(self, upload_id: int, identity: FileIdentity) -> UploadRecord:
+        """Continue the upload from another file proven to hold the same bytes (same SHA-256)."""
+        await self._db.execute(
+            "UPDATE uploads SET size = ?, mtime_ns = ?, inode = ?, ctime_ns = ?, updated_at = ?"
+            " WHERE id = ?",
+            (identity.size, identity.mtime_ns, identity.inode, identity.ctime_ns, time.time(),
+             upload_id))
+        return await self.get(upload_id)
+
     async def set_part_checksum(self, upload_id: int, number: int, checksum: str) -> None:
         await self._db.execute(
             "UPDATE parts SET checksum = ? WHERE upload_id = ? AND number = ? AND checksum = ''",

@@ -250,11 +250,11 @@ def test_prune_refuses_a_duration_it_cannot_read(
     assert "not a duration: 'soon'" in capsys.readouterr().err
 
 
-async def test_a_zip_removed_under_an_interrupted_run_is_made_again_and_uploaded_afresh(
+async def test_a_zip_removed_under_an_interrupted_run_is_made_again_and_its_upload_resumed(
     emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     """Interrupted mid-upload, its zip deleted by hand: the re-run zips the same bytes again
-    and starts that upload over on the same submission (not "changed since the upload began")."""
+    and resumes the same upload of the same submission (not "changed since the upload began")."""
     app = make_sample_app(tmp_path / "build", "Again")
     make_file(app / "Contents" / "Resources" / "data.bin", 12 * MiB)  # stored: 3 parts
     request = NotarizeRequest(app, skip_preflight=True, staple=False)
@@ -266,6 +266,7 @@ async def test_a_zip_removed_under_an_interrupted_run_is_made_again_and_uploaded
     run = asyncio.ensure_future(notarize(db, notary_config, request, [interrupt]))
     with pytest.raises(asyncio.CancelledError):
         await run
+    assert emulator.s3.requests[("CreateMultipartUpload", 200)] == 1  # the upload had begun
     zipped = archive_path_for(app, notary_config.state_dir)
     assert zipped.exists()  # an interrupted run keeps its zip, to resume
     zipped.unlink()
@@ -273,4 +274,6 @@ async def test_a_zip_removed_under_an_interrupted_run_is_made_again_and_uploaded
     again = await notarize(db, notary_config, request)
 
     assert again.accepted and emulator.submissions_created == 1
+    assert not [op for op, _ in emulator.s3.requests if op == "AbortMultipartUpload"]
+    assert emulator.s3.requests[("CreateMultipartUpload", 200)] == 1  # resumed, not restarted
     assert zips_in(notary_config.state_dir) == []

@@ -309,10 +309,8 @@ class Notarizer:
         submission = await self._submission_for(client, digest, name, archive, request.webhook)
         if (submission.state is not SubmissionState.UPLOADED
                 and submission.notary_status in (None, NotaryStatus.IN_PROGRESS)):
-            # A zip made again (the last run's was removed) has the same bytes but is another
-            # file: its upload starts over rather than resuming into the old file's parts.
             submission = await self._upload(client, digest, submission, name, archive,
-                                            request.webhook, restart=prepared.digest is not None)
+                                            request.webhook)
         if not request.wait:
             return NotarizeOutcome(path, submission.id, submission.notary_status or NotaryStatus.IN_PROGRESS,
                                    None, "")
@@ -423,8 +421,6 @@ class Notarizer:
         name: str,
         path: Path,
         webhook: str | None,
-        *,
-        restart: bool = False,
     ) -> SubmissionRecord:
         target = str(path)
         while True:
@@ -433,7 +429,7 @@ class Notarizer:
             self._emit(CredentialsIssued(target, submission.credentials_expire_at))
             await self._submissions.mark_uploading(submission.id)
             try:
-                await self._upload_before_expiry(digest, submission, restart)
+                await self._upload_before_expiry(digest, submission)
             except (CredentialsExpiredError, _CredentialsWillExpire) as why:
                 reason = ("the upload credentials expired mid-upload"
                           if isinstance(why, CredentialsExpiredError) else
@@ -447,8 +443,7 @@ class Notarizer:
             assert record is not None
             return record
 
-    async def _upload_before_expiry(self, digest: FileDigest, submission: SubmissionRecord,
-                                    restart: bool) -> None:
+    async def _upload_before_expiry(self, digest: FileDigest, submission: SubmissionRecord) -> None:
         """Upload, giving up early when the measured rate says the credentials run out first."""
         progress = Progress(bytes_total=digest.identity.size,
                             rate_window_seconds=PROJECTION_WINDOW_SECONDS)
@@ -459,7 +454,7 @@ class Notarizer:
         )
         upload = asyncio.ensure_future(engine.upload(
             digest.identity.path, submission.bucket, submission.object, submission.credentials,
-            digest=digest, restart=restart))
+            digest=digest))
         try:
             while True:
                 done, _ = await asyncio.wait({upload}, timeout=EXPIRY_CHECK_SECONDS)
