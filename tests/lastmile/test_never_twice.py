@@ -91,6 +91,8 @@ async def test_a_rerun_on_a_stapled_build_submits_and_uploads_nothing(
 
     assert again.accepted
     assert "already notarised and stapled" in again.report, again.report
+    assert again.staple is not None and not again.staple.failed
+    assert ticket_key_for(build).record_name in again.staple.text
     assert again.submission_id == first.submission_id  # found in the state database
     # No second submission, no S3 request at all, no status request: checked offline.
     assert traffic(emulator) == before

@@ -254,8 +254,9 @@ class Notarizer:
         return NotarizeOutcome(
             path, submission_id, NotaryStatus.ACCEPTED,
             Path(earlier.log_path) if earlier is not None and earlier.log_path else None,
-            f"{path.name}: already notarised and stapled (the stapled ticket is for its current "
-            f"signature, {code}); nothing was submitted or uploaded (--force notarises it again)")
+            f"{path.name}: already notarised and stapled; nothing was submitted or uploaded "
+            "(--force notarises it again)",
+            StapleNote(f"{path.name}: the stapled ticket is for its current signature, {code}"))
 
     def _earlier_outcome(self, path: Path, target: str, earlier: SubmissionRecord,
                          why: str) -> NotarizeOutcome:
