@@ -78,6 +78,7 @@ class Settings:
     checksum: ChecksumAlgorithm = EngineConfig.checksum
     # local state
     state_dir: Path = field(default_factory=default_state_dir)
+    work_dir: Path | None = None  # zips made from bundles; None: in the state dir
     # notarisation wait
     stuck_after: float = STUCK_AFTER_SECONDS
     poll_initial: float = 10.0
@@ -109,6 +110,11 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.state_dir / "notaryd.sqlite3"
+
+    @property
+    def work_dir_in_effect(self) -> Path:
+        """Where zips made from bundles go: NOTARYD_WORK_DIR, else the state dir."""
+        return self.work_dir or self.state_dir
 
     def engine_config(
         self, *, endpoint_url: str | None = None, accelerate: bool | None = None
@@ -148,6 +154,7 @@ class Settings:
             issuer_id=self.issuer_id,
             engine=self.engine_config(),
             state_dir=self.state_dir,
+            work_dir=self.work_dir,
             poll_initial_seconds=self.poll_initial,
             poll_max_seconds=self.poll_max,
             stuck_after_seconds=self.stuck_after,
@@ -272,6 +279,21 @@ def seconds_option(maximum: float, *, zero: bool = False) -> Callable[[str], flo
 
 HOUR = 3600.0
 DAY = 24 * HOUR
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": HOUR, "d": DAY}
+
+
+def duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``30m``, ``12h`` or ``7d`` (positive, finite)."""
+    raw = text.strip().lower()
+    unit = _DURATION_UNITS.get(raw[-1:])
+    number = raw[:-1] if unit is not None else raw
+    try:
+        value = float(number) * (unit or 1.0)
+    except ValueError:
+        raise ValueError(f"not a duration: {_shown(text)} (examples: 90s, 30m, 12h, 7d)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"a duration must be positive, got {_shown(text)}")
+    return value
 _positive_int = whole_number(1, 2**31 - 1)
 _positive_float = seconds(30 * DAY)
 _part_size = whole_number(5 * MiB, 5 * GiB, "bytes")  # S3's multipart limits
@@ -385,6 +407,7 @@ def load_settings(
         stall_timeout=src.get("stall_timeout", seconds(HOUR), d.stall_timeout),
         checksum=src.get("checksum", _checksum, d.checksum),
         state_dir=src.get("state_dir", _path, d.state_dir),
+        work_dir=src.get("work_dir", _path, d.work_dir),
         stuck_after=src.get("stuck_after", seconds(30 * DAY), d.stuck_after),
         poll_initial=src.get("poll_initial", seconds(HOUR), d.poll_initial),
         poll_max=src.get("poll_max", seconds(HOUR), d.poll_max),

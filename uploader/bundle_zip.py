@@ -17,7 +17,7 @@ The bundle is walked and read through ``uploader.bundle_walk`` (relative to fold
 never following a link, each member checked before and after it is read). No zip holds an entry
 below a symlink entry. On any failure (a changed member, a full disk) the zip is removed.
 
-Re-runs: the zip goes to ``<state dir>/archives/`` with a fingerprint of the bundle's tree (path,
+Re-runs: the zip goes to ``<work dir>/archives/`` with a fingerprint of the bundle's tree (path,
 type, size, mtime, ctime, mode, link text of every entry); an unchanged bundle reuses its
 finished zip, so a resumed notarisation resumes the same upload. Blocking: run on a worker
 thread; ``stop`` ends the reading between two reads.

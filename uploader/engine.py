@@ -202,6 +202,11 @@ class MultipartUploader:
         resumed = False
         if record is not None:
             changed = record.identity.difference(identity)
+            if changed and record.state in ACTIVE_STATES and _same_bytes(record, digest, identity):
+                # Another file with the very bytes this upload was planned for (a zip made
+                # again after the last run's was removed): its parts already sent still hold.
+                record = await self._store.adopt_file(record.id, identity)
+                changed = None
             if record.state is UploadState.COMPLETED and not changed:
                 return self._result(record, etag="", resumed=True, sent=0, resent=0)
             if record.state in ACTIVE_STATES and changed and not restart:
@@ -219,7 +224,8 @@ class MultipartUploader:
         if record is None:
             plan = plan_upload(identity.size, self._config.part_size, self._config.limits)
             if digest is not None and (digest.part_size != plan.part_size
-                                       or digest.identity != identity):
+                                       or digest.identity.path != identity.path
+                                       or digest.identity.difference(identity)):
                 digest = None  # made for another plan or another version of the file
             algorithm = self._config.checksum
             if digest is not None and digest.algorithm is not algorithm:
@@ -718,6 +724,14 @@ def _open_real_s3(
     config: EngineConfig, credentials: Credentials, read_timeout_seconds: float | None
 ) -> contextlib.AbstractAsyncContextManager[S3Api]:
     return open_s3_client(config, credentials, read_timeout_seconds=read_timeout_seconds)
+
+
+def _same_bytes(record: UploadRecord, digest: FileDigest | None, identity: FileIdentity) -> bool:
+    """Whether ``digest`` (a hash of the file as it is now) proves it holds ``record``'s bytes."""
+    return (digest is not None and record.sha256 is not None and digest.sha256 == record.sha256
+            and digest.identity.path == identity.path
+            and digest.identity.difference(identity) is None
+            and identity.size == record.identity.size)
 
 
 async def _open_source(identity: FileIdentity) -> int:

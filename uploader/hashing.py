@@ -47,12 +47,20 @@ PROGRESS_EVERY = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class FileIdentity:
-    """What must stay the same for an upload to be resumed (cheap: one stat)."""
+    """Which file, as one stat sees it (cheap).
+
+    ``difference`` (size, mtime, inode) says whether an upload may be resumed; metadata-only
+    changes (chmod, xattrs) do not stop one, and the part checksums catch changed bytes anyway.
+    A stored *hash* is trusted only for an identical identity, ``ctime_ns`` included: every
+    write sets the ctime to now and no user can set it back (``touch``/``cp -p`` restore only
+    the mtime), so an in-place rewrite with the mtime restored is hashed again.
+    """
 
     path: Path
     size: int
     mtime_ns: int
     inode: int
+    ctime_ns: int  # 0: unknown (a row written before the ctime was recorded)
 
     @classmethod
     def of(cls, path: Path) -> FileIdentity:
@@ -60,10 +68,11 @@ class FileIdentity:
 
     @classmethod
     def of_stat(cls, path: Path, st: os.stat_result) -> FileIdentity:
-        return cls(Path(os.path.abspath(path)), st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls(Path(os.path.abspath(path)), st.st_size, st.st_mtime_ns, st.st_ino,
+                   st.st_ctime_ns)
 
     def difference(self, other: FileIdentity) -> str | None:
-        """A human description of what changed, or None when nothing did."""
+        """A human description of what changed (size, mtime, inode), or None when none did."""
         changes = []
         if self.size != other.size:
             changes.append(f"size {self.size} -> {other.size} bytes")

@@ -102,4 +102,11 @@ SCHEMA = Schema("uploader", (
     """
     ALTER TABLE parts ADD COLUMN sent_bytes INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: a stored hash is trusted only for the same ctime (hashing.FileIdentity); an Accepted
+    # submission is found again by the code signature it was made for (never notarise twice).
+    """
+    ALTER TABLE uploads ADD COLUMN ctime_ns INTEGER;
+    ALTER TABLE submissions ADD COLUMN code_identity TEXT;
+    CREATE INDEX submissions_by_code_identity ON submissions (code_identity);
+    """,
 ), released={1: 1, 2: 2, 3: 2})

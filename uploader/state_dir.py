@@ -157,10 +157,10 @@ def disk_full_message(path: Path, needed: int) -> str:
         mount = directory.resolve()
         while not os.path.ismount(mount) and mount != mount.parent:
             mount = mount.parent
-        where = f"the disk mounted at {mount} (holding {directory}; {_mib(free)} free)"
+        where = f"the disk mounted at {mount} (holding {directory}; {in_mib(free)} free)"
     return (
         f"{where} is full: {path.name} cannot be written. Free at least "
-        f"{_mib(max(needed, 1024 * 1024))} there, "
+        f"{in_mib(max(needed, 1024 * 1024))} there, "
         "or set NOTARYD_STATE_DIR to a disk with room, then re-run"
     )
 
@@ -172,7 +172,7 @@ def free_bytes(directory: Path) -> int | None:
         return None
 
 
-def _mib(count: int) -> str:
+def in_mib(count: int) -> str:
     if count < 1024 * 1024:
         return f"{count / 1024:,.0f} KiB"
     return f"{count / (1024 * 1024):,.0f} MiB"

@@ -72,7 +72,8 @@ class PartRecord:
 def _upload(row: sqlite3.Row) -> UploadRecord:
     return UploadRecord(
         id=row["id"],
-        identity=FileIdentity(Path(row["path"]), row["size"], row["mtime_ns"], row["inode"]),
+        identity=FileIdentity(Path(row["path"]), row["size"], row["mtime_ns"], row["inode"],
+                              int(row["ctime_ns"] or 0)),
         sha256=row["sha256"],
         bucket=row["bucket"],
         key=row["key"],
@@ -122,12 +123,13 @@ class UploadStore:
         checksums = digest.part_checksums if digest else ("",) * plan.part_count
         async with self._db.transaction() as tx:
             upload_id = await tx.execute(
-                "INSERT INTO uploads (path, size, mtime_ns, inode, sha256, bucket, key, endpoint,"
-                " part_size, checksum_algorithm, full_checksum, state, created_at, updated_at,"
-                " checksum_requested)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO uploads (path, size, mtime_ns, inode, ctime_ns, sha256, bucket, key,"
+                " endpoint, part_size, checksum_algorithm, full_checksum, state, created_at,"
+                " updated_at, checksum_requested)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     str(identity.path), identity.size, identity.mtime_ns, identity.inode,
+                    identity.ctime_ns,
                     digest.sha256 if digest else None, bucket, key, endpoint, part_size,
                     algorithm.value, digest.full_checksum if digest else None,
                     UploadState.PLANNED.value, now, now, algorithm.value,
@@ -138,6 +140,15 @@ class UploadStore:
                 ((upload_id, p.number, p.offset, p.length, checksums[p.number - 1])
                  for p in plan.parts()),
             )
+        return await self.get(upload_id)
+
+    async def adopt_file(self, upload_id: int, identity: FileIdentity) -> UploadRecord:
+        """Continue the upload from another file proven to hold the same bytes (same SHA-256)."""
+        await self._db.execute(
+            "UPDATE uploads SET size = ?, mtime_ns = ?, inode = ?, ctime_ns = ?, updated_at = ?"
+            " WHERE id = ?",
+            (identity.size, identity.mtime_ns, identity.inode, identity.ctime_ns, time.time(),
+             upload_id))
         return await self.get(upload_id)
 
     async def set_part_checksum(self, upload_id: int, number: int, checksum: str) -> None:
@@ -245,15 +256,17 @@ class UploadStore:
             )
 
     async def find_digest(self, identity: FileIdentity, part_size: int) -> FileDigest | None:
-        """The hashing pass of an earlier upload of this very file (same size, mtime, inode).
+        """The hashing pass of an earlier upload of this very file (same size, mtime, inode
+        and ctime: see ``FileIdentity``).
 
         Lets a resumed notarisation skip re-reading 20 GB: the SHA-256 and part checksums are
         stored before the first byte is sent.
         """
         row = await self._db.fetchone(
             "SELECT * FROM uploads WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ?"
-            " AND part_size = ? AND sha256 IS NOT NULL ORDER BY id DESC LIMIT 1",
-            (str(identity.path), identity.size, identity.mtime_ns, identity.inode, part_size),
+            " AND ctime_ns = ? AND part_size = ? AND sha256 IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (str(identity.path), identity.size, identity.mtime_ns, identity.inode,
+             identity.ctime_ns, part_size),
         )
         if row is None:
             return None

@@ -60,7 +60,7 @@ def add_last_mile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="submit even if this archive already has an Accepted submission")
     parser.add_argument("--keep-archive", action="store_true",
-                        help="keep the zip made from a .app bundle (in the state dir)")
+                        help="keep the zip made from a .app bundle (in NOTARYD_WORK_DIR)")
 
 
 def exit_code_for(status: str, waited: bool = True) -> int:
@@ -104,7 +104,8 @@ def print_outcome(outcome: NotarizeOutcome, as_json: bool, waited: bool) -> None
         print(outcome.report)
     where = f"; log saved to {outcome.log_path}" if outcome.log_path else ""
     verb = "submitted (not waiting)" if not waited else outcome.status
-    print(f"{outcome.path.name}: {verb}, submission {outcome.submission_id}{where}")
+    submission = f", submission {outcome.submission_id}" if outcome.submission_id else ""
+    print(f"{outcome.path.name}: {verb}{submission}{where}")
     if outcome.staple:
         print(outcome.staple.text, file=sys.stderr if outcome.staple.failed else sys.stdout)
 

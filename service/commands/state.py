@@ -1,4 +1,10 @@
-"""`notaryd state set-aside`: move a damaged state database aside, on request only.
+"""`notaryd state set-aside` and `notaryd state prune`: looking after the state and work dirs.
+
+`prune` removes the zips made from bundles (and their temporary files) that nothing needs any
+more: not a run in progress, not a daemon job still queued or running, not a submission that
+still has to upload one (``uploader.work_dir``); it says how much it freed.
+
+`set-aside` moves a damaged state database aside, on request only.
 
 notaryd never moves or deletes a damaged database by itself: it holds the ids of submissions in
 progress, which someone may want to recover by hand. This command renames the database and its
@@ -9,12 +15,14 @@ directory, after checking that the database really is damaged and no daemon is u
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.serve_lock import holding_serve_lock
+from uploader.bundle_zip import archive_dir
 from uploader.errors import NotarydError
 
 if TYPE_CHECKING:
@@ -40,6 +48,52 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         ),
     )
     set_aside.set_defaults(handler=run_set_aside)
+    prune = actions.add_parser(
+        "prune",
+        help="remove zips and temporary files no unfinished job needs; says how much it freed",
+        description=(
+            "Remove the zips made from .app bundles (in NOTARYD_WORK_DIR, else the state "
+            "directory) that no running notarisation, no unfinished daemon job and no "
+            "submission still uploading needs, with their temporary files."
+        ),
+    )
+    prune.add_argument("--older-than", metavar="D", type=_duration,
+                       help="only what was last written more than D ago (90s, 30m, 12h, 7d)")
+    prune.set_defaults(handler=run_prune)
+
+
+def _duration(text: str) -> float:
+    from service.settings import duration
+
+    try:
+        return duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def run_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from service.daemon.job_store import JobStore
+    from service.runtime import run
+    from uploader.bundle_zip import archive_path_for
+    from uploader.database import Database
+    from uploader.work_dir import needed_by_submissions, prune
+
+    work_dirs = list(dict.fromkeys([settings.work_dir_in_effect, settings.state_dir]))
+
+    async def main() -> str:
+        db = await Database.open(settings.database_path)
+        try:
+            keep = await needed_by_submissions(db)
+            jobs = await (await JobStore.open(db)).unfinished()
+            keep |= {archive_path_for(job.path, d) for job in jobs for d in work_dirs}
+            report = await asyncio.to_thread(prune, work_dirs, keep,
+                                             older_than_seconds=args.older_than)
+        finally:
+            await db.close()
+        return report.summary(archive_dir(d) for d in work_dirs)
+
+    print(run(main()))
+    return 0
 
 
 def run_set_aside(args: argparse.Namespace, settings: Settings) -> int:

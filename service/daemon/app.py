@@ -127,7 +127,7 @@ async def _serve(
             runner_factory,
             Flusher(registry.store, broker),
             metrics=metrics,
-            confinement=Confinement(settings.allowed_roots, [archive_dir(settings.state_dir)]),
+            confinement=Confinement(settings.allowed_roots, [archive_dir(settings.work_dir_in_effect)]),
             on_job_end=notifier.job_ended,
         )
         scheduler = Scheduler(

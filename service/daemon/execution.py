@@ -10,7 +10,8 @@
    the exception as one readable line) and record the end: in memory first (subscribers, metrics,
    the job-end notification see it at once), then in SQLite, shielded from cancellation.
 
-A cancellation is either the user's (``cancel``: abort the multipart upload, end ``cancelled``)
+A cancellation is either the user's (``cancel``: abort the multipart upload, remove the zip made
+from a bundle, end ``cancelled``)
 or the daemon's shutdown (leave the job in its running state, saved, for the next start to
 resume).
 """
@@ -48,8 +49,9 @@ class JobRunner(Protocol):
 
     async def run(self, request: NotarizeRequest) -> NotarizeOutcome: ...
 
-    async def cancel(self, path: Path) -> None:
-        """Abort the multipart upload of ``path``, if any; a no-op when there is none."""
+    async def cancel(self, path: Path, *, keep_archive: bool = False) -> None:
+        """Abort the multipart upload of ``path``, if any (a no-op when there is none), and
+        remove the zip made from it unless ``keep_archive``."""
         ...
 
 
@@ -187,7 +189,7 @@ class JobExecutor:
     async def _abort_upload(self, job: Job, runner: JobRunner) -> None:
         try:
             async with asyncio.timeout(ABORT_TIMEOUT_SECONDS):
-                await runner.cancel(job.path)
+                await runner.cancel(job.path, keep_archive=job.options.keep_archive)
         except Exception as exc:  # the job is cancelled either way; say so, keep going
             log.warning("aborting the upload failed %s", kv(job=job.id, error=exc))
             job.error = f"cancelled; aborting its multipart upload failed: {exc}"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from uploader.bundle_zip import archive_path_for
+from uploader.bundle_zip import archive_path_for, remove_archive
 from uploader.engine import MultipartUploader
 from uploader.events import Hook
 from uploader.notary.pipeline import NotarizeOutcome, Notarizer, NotarizeRequest, NotaryConfig
@@ -46,17 +46,19 @@ class PipelineRunner:
         finally:
             await asyncio.shield(self._notarizer.close())
 
-    async def cancel(self, path: Path) -> None:
+    async def cancel(self, path: Path, *, keep_archive: bool = False) -> None:
         """Abort the multipart upload of every unfinished submission of ``path``.
 
         The submission is then recorded as abandoned, so submitting the archive again starts a
-        fresh submission instead of resuming into an aborted upload.
+        fresh submission instead of resuming into an aborted upload. The zip made from a bundle
+        goes too, unless the job asked to keep it.
         """
         try:
             submissions = SubmissionStore(self._db)
             engine = MultipartUploader(self._db, self._config.engine)
             # a bundle's submission is recorded under the zip made from it
-            uploaded = {str(path), str(archive_path_for(path, self._config.state_dir))}
+            zipped = archive_path_for(path, self._config.work_dir_in_effect)
+            uploaded = {str(path), str(zipped)}
             for record in await submissions.list_submissions(include_finished=False):
                 if record.path not in uploaded:
                     continue
@@ -67,6 +69,8 @@ class PipelineRunner:
                     "cancelled submission %s",
                     kv(submission=record.id, path=path, upload_aborted=aborted),
                 )
+            if not keep_archive:
+                await asyncio.to_thread(remove_archive, zipped)
         finally:
             await asyncio.shield(self._notarizer.close())
 

@@ -195,7 +195,7 @@ class FakeRunner:
                     self._record.in_flight -= 1
                     self._record.touch()
 
-    async def cancel(self, path: Path) -> None:
+    async def cancel(self, path: Path, *, keep_archive: bool = False) -> None:
         self._record.aborted.append(path)
         self._record.touch()
 

@@ -116,7 +116,7 @@ class ScriptedRunner:
     async def run(self, request: NotarizeRequest) -> NotarizeOutcome:
         return await self._run(self._emit)
 
-    async def cancel(self, path: Path) -> None:
+    async def cancel(self, path: Path, *, keep_archive: bool = False) -> None:
         self._aborted.append(path)
 
 

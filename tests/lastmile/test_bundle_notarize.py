@@ -17,24 +17,12 @@ from pathlib import Path
 from service.emulator.notary import NotaryEmulator
 from service.emulator.sample_app import make_sample_app
 from tests.support.cdhash import record_name_of_app
+from tests.support.notary import notarize, stapling_config
 from uploader.database import Database
-from uploader.notary.pipeline import NotarizeOutcome, Notarizer, NotarizeRequest, NotaryConfig
+from uploader.notary.pipeline import NotarizeRequest, NotaryConfig
 from uploader.staple.check import CheckOutcome, check_staple
 
 BIG = 4 * 1024**3 + 100 * 1024**2  # 4.1 GiB: over the 4 GiB ZIP64 limit
-
-
-def config_for(notary_config: NotaryConfig, emulator: NotaryEmulator) -> NotaryConfig:
-    return dataclasses.replace(notary_config, ticket_url=emulator.ticket_url,
-                               staple_max_wait_seconds=60)
-
-
-async def run(db: Database, config: NotaryConfig, request: NotarizeRequest) -> NotarizeOutcome:
-    notarizer = Notarizer(db, config)
-    try:
-        return await notarizer.run(request)
-    finally:
-        await notarizer.close()
 
 
 async def download(emulator: NotaryEmulator, submission_id: str, to: Path) -> Path:
@@ -50,9 +38,9 @@ async def test_bundle_with_big_sparse_file_and_symlink_comes_back_stapled(
 ) -> None:
     app = make_sample_app(tmp_path / "build", "Game", big_file_bytes=BIG)
     emulator.tickets.propagation_seconds = 1.5  # the first lookups answer NOT_FOUND
-    config = config_for(notary_config, emulator)
+    config = stapling_config(notary_config, emulator)
 
-    outcome = await run(db, config, NotarizeRequest(app, skip_preflight=True, keep_archive=True))
+    outcome = await notarize(db, config, NotarizeRequest(app, skip_preflight=True, keep_archive=True))
 
     assert outcome.status == "Accepted"
     assert outcome.staple is not None and not outcome.staple.failed, outcome.staple
@@ -104,20 +92,20 @@ async def test_rerun_of_accepted_bundle_makes_no_new_submission_unless_forced(
 ) -> None:
     app = make_sample_app(tmp_path / "build", "Small")
     emulator.tickets.propagation_seconds = 0
-    config = config_for(notary_config, emulator)
+    config = stapling_config(notary_config, emulator)
 
-    first = await run(db, config, NotarizeRequest(app, skip_preflight=True, staple=False))
+    first = await notarize(db, config, NotarizeRequest(app, skip_preflight=True, staple=False))
     assert first.accepted and emulator.submissions_created == 1
     archives = config.state_dir / "archives"
     assert not any(archives.iterdir())  # the zip is removed once the job ends
 
-    again = await run(db, config, NotarizeRequest(app, skip_preflight=True))
+    again = await notarize(db, config, NotarizeRequest(app, skip_preflight=True))
     assert again.accepted and again.submission_id == first.submission_id
     assert "not submitted again" in again.report
     assert emulator.submissions_created == 1
     assert again.staple is not None and not again.staple.failed  # the stored verdict is stapled
 
-    forced = await run(db, config, NotarizeRequest(app, skip_preflight=True, force=True,
+    forced = await notarize(db, config, NotarizeRequest(app, skip_preflight=True, force=True,
                                                    staple=False))
     assert forced.accepted and forced.submission_id != first.submission_id
     assert emulator.submissions_created == 2
@@ -133,7 +121,7 @@ async def test_zip_input_is_accepted_but_says_zips_cannot_be_stapled(
             for name in files:
                 full = Path(root) / name
                 z.write(full, str(full.relative_to(app.parent)))
-    outcome = await run(db, config_for(notary_config, emulator),
+    outcome = await notarize(db, stapling_config(notary_config, emulator),
                         NotarizeRequest(archive, skip_preflight=True))
     assert outcome.accepted
     assert outcome.staple is not None and "cannot be stapled" in outcome.staple.text
@@ -144,8 +132,8 @@ async def test_accepted_but_ticket_not_yet_published_says_to_staple_later(
 ) -> None:
     app = make_sample_app(tmp_path / "build", "Late")
     emulator.tickets.propagation_seconds = 3600
-    config = dataclasses.replace(config_for(notary_config, emulator), staple_max_wait_seconds=0)
-    outcome = await run(db, config, NotarizeRequest(app, skip_preflight=True))
+    config = dataclasses.replace(stapling_config(notary_config, emulator), staple_max_wait_seconds=0)
+    outcome = await notarize(db, config, NotarizeRequest(app, skip_preflight=True))
     assert outcome.accepted
     assert outcome.staple is not None and outcome.staple.failed
     assert "accepted but not stapled" in outcome.staple.text
@@ -157,11 +145,11 @@ async def test_a_second_run_continues_the_same_submission(
     emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     app = make_sample_app(tmp_path / "build", "Again")
-    config = config_for(notary_config, emulator)
-    first = await run(db, config, NotarizeRequest(app, skip_preflight=True, wait=False))
+    config = stapling_config(notary_config, emulator)
+    first = await notarize(db, config, NotarizeRequest(app, skip_preflight=True, wait=False))
     assert first.status == "In Progress"
     assert not any((config.state_dir / "archives").iterdir())  # the zip went with the job
     # The same tree zips to the same bytes, so the re-run finds its submission by SHA-256.
-    second = await run(db, config, NotarizeRequest(app, skip_preflight=True, staple=False))
+    second = await notarize(db, config, NotarizeRequest(app, skip_preflight=True, staple=False))
     assert second.accepted and second.submission_id == first.submission_id
     assert emulator.submissions_created == 1

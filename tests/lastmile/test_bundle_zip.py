@@ -109,7 +109,7 @@ async def test_packaging_failure_is_one_clear_line(tmp_path: Path) -> None:
     app = make_sample_app(tmp_path, "Game")
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    with pytest.raises(ConfigError, match=r"packaging the bundle failed .*NOTARYD_STATE_DIR"):
+    with pytest.raises(ConfigError, match=r"packaging the bundle failed .*NOTARYD_WORK_DIR"):
         await prepare(app, blocker / "state", EngineConfig())
 
 

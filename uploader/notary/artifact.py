@@ -1,9 +1,12 @@
 """The ends of a notarisation: what goes in (a bundle is zipped), what comes out (stapled).
 
-* ``prepare``: a ``.app`` folder is packaged like ``ditto -c -k --keepParent`` into the state
-  dir (``uploader.bundle_zip``, hashing as it writes); ``.zip``/``.pkg``/``.dmg`` go as they are.
-* ``accepted_before``: never wait twice: the newest local submission of the same SHA-256 that the
-  notary service Accepted, so a re-run reports its verdict instead of submitting again.
+* ``prepare``: a ``.app`` folder is packaged like ``ditto -c -k --keepParent`` into the work dir
+  (``uploader.bundle_zip``, hashing as it writes; ``uploader.work_dir``: room, locks, pruning);
+  ``.zip``/``.pkg``/``.dmg`` go as they are.
+* never notarise twice: ``code_identity`` names the code signature a ticket is filed under (the
+  main executable's cdhash, the dmg's, the pkg's TOC hash), read without reading the build;
+  ``stapled_for_current_signature`` is the offline ``staple --check``. The pipeline looks both
+  up before packaging or hashing anything.
 * ``staple_after``: after Accepted, staple the bundle/.dmg/.pkg the user gave; a zip input gets a
   line saying zips cannot be stapled.
 """
@@ -11,21 +14,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
 from uploader.blocking import off_loop
-from uploader.bundle_zip import is_bundle, package_for_submission, remove_archive
+from uploader.bundle_zip import archive_path_for, is_bundle, package_for_submission, remove_archive
 from uploader.config import EngineConfig
-from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
 from uploader.hashing import FileDigest
-from uploader.lifecycle import NotaryStatus
+from uploader.work_dir import ZipLock, check_room
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ class PreparedInput:
             remove_archive(self.archive)
 
 
-async def prepare(path: Path, state_dir: Path, engine: EngineConfig,
+async def prepare(path: Path, work_dir: Path, engine: EngineConfig,
                   on_progress: Callable[[int, int], None] | None = None) -> PreparedInput:
     """``on_progress(bundle bytes read, bundle bytes)`` runs on the event loop."""
     if await asyncio.to_thread(is_bundle, path):
@@ -59,36 +62,70 @@ async def prepare(path: Path, state_dir: Path, engine: EngineConfig,
                 loop.call_soon_threadsafe(callback, done, total)
 
         try:  # cancelled: the packaging thread stops at its next read (uploader.blocking)
+            await asyncio.to_thread(check_room, path, work_dir)
             packaged = await off_loop(
-                lambda stop: package_for_submission(path, state_dir, part_size=engine.part_size,
+                lambda stop: package_for_submission(path, work_dir, part_size=engine.part_size,
                                                     limits=engine.limits, on_progress=report,
                                                     stop=stop),
                 what=f"packaging {path}")
         except OSError as error:
-            where = error.filename or state_dir
-            raise ConfigError(
-                f"{path}: packaging the bundle failed at {where}: {error.strerror or error}; "
-                f"check its permissions and the free space in {state_dir} (NOTARYD_STATE_DIR)"
-            ) from None
+            raise _packaging_failed(path, work_dir, error) from None
         return PreparedInput(path, packaged.archive, packaged.digest, True)
     if not await asyncio.to_thread(path.is_file):
         raise ConfigError(f"{path}: no such file; give a .app bundle or a .zip, .pkg or .dmg")
     return PreparedInput(path, path, None, False)
 
 
-@dataclass(frozen=True)
-class EarlierVerdict:
-    submission_id: str
-    log_path: Path | None
+@contextlib.asynccontextmanager
+async def zip_in_use(path: Path, work_dir: Path) -> AsyncIterator[None]:
+    """Hold the zip of bundle ``path`` against ``notaryd state prune`` for the whole run."""
+    if not await asyncio.to_thread(is_bundle, path):
+        yield
+        return
+    lock = ZipLock(archive_path_for(path, work_dir))
+    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
+    try:
+        await asyncio.shield(acquiring)
+    except asyncio.CancelledError:  # the thread may still get it: let go of it then
+        acquiring.add_done_callback(lambda _: lock.release())
+        raise
+    except OSError as error:
+        raise _packaging_failed(path, work_dir, error) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
-async def accepted_before(db: Database, sha256: str) -> EarlierVerdict | None:
-    row = await db.fetchone(
-        "SELECT id, log_path FROM submissions WHERE sha256 = ? AND notary_status = ?"
-        " ORDER BY updated_at DESC LIMIT 1", (sha256, NotaryStatus.ACCEPTED))
-    if row is None:
+def code_identity(path: Path) -> str | None:
+    """The ticket record name of ``path``'s code signature; None for a zip or unsigned input.
+
+    Reads headers and the signature only (never the whole build). Blocking.
+    """
+    from uploader.staple.identity import StapleInputError, ticket_key_for
+
+    try:
+        return ticket_key_for(path).record_name
+    except (StapleInputError, OSError):
         return None
-    return EarlierVerdict(str(row["id"]), Path(row["log_path"]) if row["log_path"] else None)
+
+
+def stapled_for_current_signature(path: Path) -> bool:
+    """The offline ``notaryd staple --check``: a ticket for the current signature is stapled."""
+    from uploader.staple.check import check_staple
+    from uploader.staple.identity import StapleInputError
+
+    try:
+        return check_staple(path).ok
+    except (StapleInputError, OSError):
+        return False
+
+
+def _packaging_failed(path: Path, work_dir: Path, error: OSError) -> ConfigError:
+    return ConfigError(
+        f"{path}: packaging the bundle failed at {error.filename or work_dir}: "
+        f"{error.strerror or error}; check its permissions and the free space in {work_dir} "
+        "(NOTARYD_WORK_DIR, by default the state dir)")
 
 
 @dataclass(frozen=True)

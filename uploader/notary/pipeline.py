@@ -4,8 +4,14 @@ Theory of operation
 -------------------
 Every step is resumable, because every fact is in SQLite before the next step relies on it:
 
+* **Never twice.** Before anything reads the build, its code signature (``artifact.code_identity``:
+  a few KB of headers) is looked up: a ticket for it already stapled ends the run at once; an
+  Accepted submission for it in the state database, confirmed with the service, goes straight
+  to stapling. After hashing, an Accepted submission of the same SHA-256 (confirmed the same
+  way) does too. ``--force`` skips these lookups.
 * **Hash** once. The SHA-256 and part checksums are stored with the upload, so a re-run of the
-  same, unchanged file (same size, mtime, inode) skips the 20 GB read.
+  same, unchanged file (same size, mtime, inode *and ctime*, which every write changes and no
+  user can set back) skips the 20 GB read.
 * **Submit** at most once per archive. Before ``POST /submissions`` an *intent* row is written;
   the answer (id, bucket, object, temporary credentials) is committed right after. A re-run
   finds the active submission by SHA-256 and path and continues it. If the process died in the
@@ -105,6 +111,11 @@ class NotaryConfig:
     stuck_after_seconds: float = STUCK_AFTER_SECONDS
     ticket_url: str = DEFAULT_TICKET_URL
     staple_max_wait_seconds: float = 1800.0
+    work_dir: Path | None = None  # zips made from bundles (NOTARYD_WORK_DIR); None: state_dir
+
+    @property
+    def work_dir_in_effect(self) -> Path:
+        return self.work_dir or self.state_dir
 
 
 @dataclass(frozen=True)
@@ -204,18 +215,76 @@ class Notarizer:
         path = Path(await asyncio.to_thread(os.path.abspath, request.path))
         target = str(path)
         client = await self.client()  # fail fast on a bad key, before reading 20 GB
+        # Never notarise the same build twice: asked before anything reads the build.
+        code = await asyncio.to_thread(artifact.code_identity, path)
+        if code is not None and not request.force:
+            if await asyncio.to_thread(artifact.stapled_for_current_signature, path):
+                return await self._already_stapled(path, target, code)
+            earlier = await self._confirmed_accepted(
+                client, await self._submissions.newest_accepted(code_identity=code))
+            if earlier is not None:
+                return await self._staple(request, self._earlier_outcome(
+                    path, target, earlier, f"the same code signature, {code}"))
         if not request.skip_preflight:
             await self._preflight(path, target)
-        prepared = await self._prepare(path, target)
-        outcome = await self._notarize(client, request, prepared, target)
-        if outcome.accepted and request.staple:
-            note = await artifact.staple_after(path, self._config.ticket_url,
-                                               self._config.staple_max_wait_seconds, self._session,
-                                               log_path=outcome.log_path)
-            outcome = dataclasses.replace(outcome, staple=note)
-        if not request.keep_archive:
-            await asyncio.to_thread(prepared.discard)
-        return outcome
+        async with artifact.zip_in_use(path, self._config.work_dir_in_effect):
+            prepared = await self._prepare(path, target)
+            try:
+                outcome = await self._notarize(client, request, prepared, target, code)
+            except Exception:
+                # A failed run leaves no zip behind; an interrupted one keeps it to resume.
+                if not request.keep_archive:
+                    await asyncio.to_thread(prepared.discard)
+                raise
+            if not request.keep_archive:
+                await asyncio.to_thread(prepared.discard)
+        return await self._staple(request, outcome)
+
+    async def _staple(self, request: NotarizeRequest, outcome: NotarizeOutcome) -> NotarizeOutcome:
+        if not (outcome.accepted and request.staple):
+            return outcome
+        note = await artifact.staple_after(outcome.path, self._config.ticket_url,
+                                           self._config.staple_max_wait_seconds, self._session,
+                                           log_path=outcome.log_path)
+        return dataclasses.replace(outcome, staple=note)
+
+    async def _already_stapled(self, path: Path, target: str, code: str) -> NotarizeOutcome:
+        earlier = await self._submissions.newest_accepted(code_identity=code)
+        submission_id = earlier.id if earlier is not None else None
+        self._emit(NotaryStageChanged(target, NotaryStage.DONE, submission_id, NotaryStatus.ACCEPTED))
+        return NotarizeOutcome(
+            path, submission_id, NotaryStatus.ACCEPTED,
+            Path(earlier.log_path) if earlier is not None and earlier.log_path else None,
+            f"{path.name}: already notarised and stapled; nothing was submitted or uploaded "
+            "(--force notarises it again)",
+            StapleNote(f"{path.name}: the stapled ticket is for its current signature, {code}"))
+
+    def _earlier_outcome(self, path: Path, target: str, earlier: SubmissionRecord,
+                         why: str) -> NotarizeOutcome:
+        self._emit(NotaryStageChanged(target, NotaryStage.DONE, earlier.id, NotaryStatus.ACCEPTED))
+        return NotarizeOutcome(
+            path, earlier.id, NotaryStatus.ACCEPTED,
+            Path(earlier.log_path) if earlier.log_path else None,
+            f"already accepted as submission {earlier.id} ({why}); not submitted again "
+            "(--force submits it anyway)")
+
+    async def _confirmed_accepted(self, client: NotaryClient,
+                                  earlier: SubmissionRecord | None) -> SubmissionRecord | None:
+        """``earlier`` if the notary service, asked once, says it is Accepted; the state
+        database alone is not trusted (a row can be stale, or forged by a local user)."""
+        if earlier is None:
+            return None
+        try:
+            answer: str | None = (await with_retries(
+                lambda: client.status(earlier.id), API_RETRY, self._sleep)).status
+        except NotFound:
+            answer = None
+        if answer == NotaryStatus.ACCEPTED:
+            return earlier
+        log.warning("the state database says submission %s was accepted, but the notary service "
+                    "says %s; not trusting it", earlier.id, answer or "it does not know it")
+        await self._submissions.set_notary_status(earlier.id, answer)  # asked once, not again
+        return None
 
     async def _prepare(self, path: Path, target: str) -> artifact.PreparedInput:
         self._emit(NotaryStageChanged(target, NotaryStage.HASHING))
@@ -223,19 +292,21 @@ class Notarizer:
         def progress(done: int, total: int) -> None:  # packaging a bundle hashes as it zips
             self._emit(HashProgress(target, done, total))
 
-        return await artifact.prepare(path, self._config.state_dir, self._config.engine, progress)
+        return await artifact.prepare(path, self._config.work_dir_in_effect, self._config.engine,
+                                      progress)
 
     async def _notarize(self, client: NotaryClient, request: NotarizeRequest,
-                        prepared: artifact.PreparedInput, target: str) -> NotarizeOutcome:
+                        prepared: artifact.PreparedInput, target: str,
+                        code: str | None) -> NotarizeOutcome:
         path, archive = prepared.source, prepared.archive
         digest = prepared.digest or await self._digest(archive, target)
-        if not request.force and (earlier := await artifact.accepted_before(
-                self._db, digest.sha256)) is not None:
-            self._emit(NotaryStageChanged(target, NotaryStage.DONE, earlier.submission_id, NotaryStatus.ACCEPTED))
-            return NotarizeOutcome(
-                path, earlier.submission_id, NotaryStatus.ACCEPTED, earlier.log_path,
-                f"already accepted as submission {earlier.submission_id}; not submitted again "
-                "(--force submits it anyway)")
+        if code is not None and code != await asyncio.to_thread(artifact.code_identity, path):
+            code = None  # signed again while it was read: vouch for neither signature
+        if not request.force and (earlier := await self._confirmed_accepted(
+                client, await self._submissions.newest_accepted(sha256=digest.sha256))) is not None:
+            if code is not None:
+                await self._submissions.set_code_identity(earlier.id, code)
+            return self._earlier_outcome(path, target, earlier, "the same SHA-256")
         name = request.name or (f"{path.stem}.zip" if prepared.packaged else archive.name)
         submission = await self._submission_for(client, digest, name, archive, request.webhook)
         if (submission.state is not SubmissionState.UPLOADED
@@ -246,7 +317,10 @@ class Notarizer:
             return NotarizeOutcome(path, submission.id, submission.notary_status or NotaryStatus.IN_PROGRESS,
                                    None, "")
         status = await self.wait(submission.id, target, submitted_at=submission.created_at)
-        return await self._finish(client, submission.id, status.status, target, path)
+        outcome = await self._finish(client, submission.id, status.status, target, path)
+        if outcome.accepted and code is not None:
+            await self._submissions.set_code_identity(submission.id, code)
+        return outcome
 
     async def _preflight(self, path: Path, target: str) -> None:
         from uploader.preflight import run_preflight

@@ -34,7 +34,7 @@ from pathlib import Path
 from uploader.constants import CREDENTIAL_LIFETIME_SECONDS
 from uploader.credentials import Credentials
 from uploader.database import Database
-from uploader.lifecycle import SUBMISSION_LIFECYCLE, SubmissionState
+from uploader.lifecycle import SUBMISSION_LIFECYCLE, NotaryStatus, SubmissionState
 from uploader.notary.client import NewSubmission
 
 ACTIVE_STATES = tuple(s for s in SubmissionState if s not in SUBMISSION_LIFECYCLE.terminal)
@@ -67,6 +67,7 @@ class SubmissionRecord:
     webhook: str | None
     created_at: float
     updated_at: float
+    code_identity: str | None  # the ticket record name of the code signature it was made for
 
     @property
     def credentials_expire_at(self) -> float:
@@ -188,6 +189,25 @@ class SubmissionStore:
         )
         return _record(row) if row else None
 
+    async def newest_accepted(
+        self, *, sha256: str | None = None, code_identity: str | None = None
+    ) -> SubmissionRecord | None:
+        """The newest submission recorded as Accepted for these bytes or this code signature.
+
+        Only a lead: a row can be stale or forged, so the caller confirms it with the service.
+        """
+        column, value = ("sha256", sha256) if sha256 is not None else ("code_identity", code_identity)
+        if value is None:
+            return None
+        row = await self._db.fetchone(
+            f"SELECT * FROM submissions WHERE {column} = ? AND notary_status = ?"
+            " ORDER BY updated_at DESC, rowid DESC LIMIT 1", (value, NotaryStatus.ACCEPTED))
+        return _record(row) if row else None
+
+    async def set_code_identity(self, submission_id: str, code_identity: str) -> None:
+        """Record which code signature the Accepted bytes carry (``artifact.code_identity``)."""
+        await self._update(submission_id, "code_identity = ?", (code_identity,))
+
     async def list_submissions(self, *, include_finished: bool = True) -> list[SubmissionRecord]:
         sql = "SELECT * FROM submissions"
         params: tuple[str, ...] = ()
@@ -208,7 +228,9 @@ class SubmissionStore:
     async def mark_uploaded(self, submission_id: str) -> None:
         await self._move(submission_id, SubmissionState.UPLOADED)
 
-    async def set_notary_status(self, submission_id: str, notary_status: str) -> None:
+    async def set_notary_status(self, submission_id: str, notary_status: str | None) -> None:
+        """Apple's status of the submission; None: the service does not know it (a stale or
+        forged row, never to be taken for a verdict again)."""
         await self._update(submission_id, "notary_status = ?", (notary_status,))
 
     async def mark_done(
@@ -290,4 +312,5 @@ def _record(row: sqlite3.Row) -> SubmissionRecord:
         webhook=row["webhook"],
         created_at=float(row["created_at"]),
         updated_at=float(row["updated_at"]),
+        code_identity=row["code_identity"],
     )
