@@ -388,7 +388,12 @@ def load_settings(
     explicit = config_path or (Path(environ["NOTARYD_CONFIG"]) if environ.get("NOTARYD_CONFIG") else None)
     path = explicit or default_config_path()
     file_values: dict[str, Any] = {}
-    if path.exists():
+    try:
+        present = path.exists()
+    except OSError as exc:  # a folder on the way that this user may not enter
+        raise ConfigError(f"{path}: cannot look for the config file ({exc.strerror or exc}); let "
+                          "this user reach its folder, or set NOTARYD_CONFIG") from None
+    if present:
         file_values = _read_config(path)
     elif explicit is not None:
         raise ConfigError(f"{path}: config file not found (given by --config or NOTARYD_CONFIG)")
@@ -425,7 +430,7 @@ def load_settings(
         ticket_url=src.get("ticket_url", _url, d.ticket_url),
         notify_url=src.get("notify_url", _url, d.notify_url),
         notify_secret=src.get("notify_secret", _str, d.notify_secret),
-        config_file=path if path.exists() else None,
+        config_file=path if present else None,
     )
     src.check_no_unknown_keys()
     register_secret(settings.api_token)

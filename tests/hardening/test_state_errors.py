@@ -18,7 +18,7 @@ import pytest
 from service.daemon import migrations as daemon_migrations
 from service.daemon.job_store import JobStore
 from service.serve_lock import holding_serve_lock
-from tests.support.privileges import NOBODY, run_unprivileged
+from tests.support.privileges import NOBODY, python_unprivileged, run_unprivileged
 from uploader.database import CorruptDatabaseError, Database, DiskFullError, StateError
 from uploader.migrations import SCHEMA
 from uploader.schema import LAYOUT
@@ -237,6 +237,23 @@ def test_state_dir_of_another_user_is_refused(shared_tmp: Path) -> None:
     assert line == (f"notaryd: state directory {state} belongs to user id 0, not to you ({NOBODY.pw_uid}); "
                     "set NOTARYD_STATE_DIR to a directory of your own")
     assert list(state.iterdir()) == [] and stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+def test_a_config_folder_this_user_cannot_enter_is_one_line(shared_tmp: Path) -> None:
+    """The default config file sits in a folder `nobody` may not enter: one line naming it."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can make a folder that another user may not enter (CI runs as root)")
+    private = shared_tmp / "private"
+    private.mkdir(mode=0o700)
+    state = shared_tmp / "state"
+    state.mkdir(mode=0o777)
+    state.chmod(0o777)
+    code = "from service.cli import main; raise SystemExit(main(['history']))"
+    result = python_unprivileged(code, env={**notaryd_env(state), "HOME": str(shared_tmp),
+                                            "XDG_CONFIG_HOME": str(private), "NOTARYD_CONFIG": ""})
+    line = assert_one_line(result)
+    assert line.startswith(f"notaryd: {private}/notaryd/config.toml: cannot look for the config file (")
+    assert "set NOTARYD_CONFIG" in line
 
 
 def namespaces_available() -> bool:

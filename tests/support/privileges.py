@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+from tests.support.environment import HOME_DERIVED, RUN_HOME
+
 NOBODY = pwd.getpwnam("nobody")
 
 
@@ -34,8 +36,12 @@ def run_unprivileged(argv: Sequence[str], *, env: Mapping[str, str] | None = Non
         if setpriv is None:
             pytest.fail("setpriv is missing: install util-linux (scripts/install-system-deps.sh)")
         command = [setpriv, f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups", *command]
-    result = subprocess.run(command, env=dict(env) if env is not None else None, capture_output=True, text=True,
-                            timeout=60)
+    # The run's own home-derived folders (tests/support/environment.py) are root's and 0700: the
+    # child finds its own from the HOME it is given.
+    run_root = os.environ.get(RUN_HOME, "\0")
+    child_env = {name: value for name, value in (os.environ if env is None else env).items()
+                 if name == "HOME" or name not in HOME_DERIVED or not value.startswith(run_root)}
+    result = subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=60)
     if result.returncode in (126, 127) and "failed to execute" in result.stderr:
         pytest.fail(f"user id {unprivileged_uid()} cannot run {argv[0]}: {result.stderr.strip()}")
     return result
