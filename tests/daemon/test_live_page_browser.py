@@ -90,8 +90,9 @@ def test_the_page_follows_real_jobs_to_their_verdicts(
                 if not running_shot and card["state"] == "uploading" and 0.3 < card["value"] / card["max"] < 0.7:
                     screenshot(driver, tmp_path, "live-page-running.png")
                     running_shot = True
-            return all(now.get(job, {}).get("verdict") for job in (accepted, invalid)) and bool(
-                now[invalid]["issues"])
+            # the verdict shows while the log is still being fetched: wait for the job's end
+            return (now.get(accepted, {}).get("state") == "accepted"
+                    and bool(now.get(invalid, {}).get("verdict")) and bool(now[invalid]["issues"]))
 
         until(finished, within=180, what="both verdicts and the Invalid job's issues on the page",
               detail=lambda: daemon.log()[-3000:])
