@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.commands import credentials
 from uploader import redaction
 from uploader.errors import NotarydError
 
@@ -31,6 +32,8 @@ COMMAND_MODULES = (
     "service.commands.doctor",
     "service.commands.state",
     "service.commands.page",
+    "service.commands.credentials",
+    "service.commands.completion",
 )
 
 
@@ -44,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    credentials.add_to_authenticating(subparsers)  # --profile, --key, --key-id, --issuer
     return parser
 
 
@@ -59,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.settings import load_settings
 
     try:
-        settings = load_settings(config_path=args.config)
+        settings = load_settings(config_path=args.config, flags=credentials.credential_flags(args))
         code: int = args.handler(args, settings)
         return code
     except NotarydError as exc:

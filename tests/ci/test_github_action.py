@@ -8,8 +8,8 @@ install step hands to the later steps through ``GITHUB_PATH``.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
-import stat
 import sys
 from pathlib import Path
 
@@ -171,28 +171,32 @@ def test_a_key_that_is_no_key_fails_in_one_line_without_showing_it(runner: Runne
     assert not list(runner.temp.glob("notaryd-key.*"))
 
 
-def test_the_key_file_is_private_while_notaryd_runs(runner: Runner, tmp_path: Path) -> None:
-    """A notaryd stand-in records the key file's mode and content as notaryd would see them."""
+def test_the_key_reaches_notaryd_only_through_its_environment(runner: Runner, tmp_path: Path) -> None:
+    """A notaryd stand-in records what NOTARYD_PRIVATE_KEY holds as notaryd would see it: the
+    secret itself (no path, no file), and INPUT_KEY gone from its environment."""
     seen = tmp_path / "seen"
     spy = tmp_path / "spy-bin"
     spy.mkdir()
     (spy / "notaryd").write_text(
         "#!/bin/sh\n"
-        f"stat -c %a \"$NOTARYD_PRIVATE_KEY\" > '{seen}'\n"
-        f"cmp -s \"$NOTARYD_PRIVATE_KEY\" '{runner.key.path}' && echo same >> '{seen}'\n"
+        f"if [ -e \"$NOTARYD_PRIVATE_KEY\" ]; then echo file; else echo text; fi > '{seen}'\n"
+        f"printf '%s' \"$NOTARYD_PRIVATE_KEY\" | sha256sum | cut -c1-64 >> '{seen}'\n"
+        f"echo \"input-key:${{INPUT_KEY:-unset}}\" >> '{seen}'\n"
         "echo '{\"status\": \"Accepted\", \"submission_id\": \"s\", \"log_path\": null}'\n"
     )
     (spy / "notaryd").chmod(0o755)
     (runner.pipx_bin / "notaryd").unlink()
     (runner.pipx_bin / "notaryd").symlink_to(spy / "notaryd")
     archive = make_archive(runner.workspace / "Game.zip", PART)
+    secret = base64.b64encode(runner.pem.encode()).decode()
 
-    run = runner.run(runner.inputs(archive, base64.b64encode(runner.pem.encode()).decode()))
+    run = runner.run(runner.inputs(archive, secret))
 
     assert run.code == 0, run.log
-    assert seen.read_text().split() == ["600", "same"]
-    assert stat.S_ISDIR(runner.temp.stat().st_mode)
-    assert not list(runner.temp.glob("notaryd-key.*"))
+    assert seen.read_text().split() == ["text", hashlib.sha256(secret.encode()).hexdigest(),
+                                        "input-key:unset"]
+    written = [p.name for p in runner.temp.iterdir() if not p.name.startswith(("step_", "_runner"))]
+    assert written == [], "the key was written nowhere in RUNNER_TEMP"
 
 
 def _python3(env: dict[str, str]) -> str:
