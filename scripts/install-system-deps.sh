@@ -8,6 +8,12 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # the live page is tested in a real browser (selenium drives Debian's chromium through chromedriver)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# credentials profiles are tested against a real Secret Service (GNOME Keyring on a private bus)
+command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
+command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)
+command -v gnome-keyring-daemon >/dev/null 2>&1 || need+=(gnome-keyring)
+# the README's `pipx install` line is tried by the suite
+command -v pipx >/dev/null 2>&1 || need+=(pipx)
 # tests/deploy/mdwe_probe.py loads libseccomp (systemd depends on it; listed for minimal images)
 ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null || need+=(libseccomp2)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

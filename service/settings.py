@@ -413,9 +413,12 @@ def _credentials(src: _Source, file: Path, flags: CredentialFlags | None,
 
         stored = (keychain or os_keychain.load)(os_keychain.check_profile_name(profile_name))
     flags = flags or CredentialFlags()
+    # environment, then file: asked for always, so that a misspelt key in the file is caught
+    env_or_file_key_id = src.get("key_id", _str, None)
+    env_or_file_issuer = src.get("issuer_id", _str, None)
     raw_key = src.get("private_key", _str, None)
-    env_key = src.environ.get("NOTARYD_PRIVATE_KEY")
-    key_origin = "NOTARYD_PRIVATE_KEY" if env_key else f"{file}, key 'private_key'"
+    key_origin = ("NOTARYD_PRIVATE_KEY" if src.environ.get("NOTARYD_PRIVATE_KEY")
+                  else f"{file}, key 'private_key'")
     private_key: KeySource | None = None
     if flags.key:
         private_key = _flag_key_path(flags.key)
@@ -424,9 +427,8 @@ def _credentials(src: _Source, file: Path, flags: CredentialFlags | None,
     elif raw_key is not None:
         private_key = key_source(raw_key, key_origin)
     return _Credentials(
-        key_id=flags.key_id or (stored.key_id if stored else None) or src.get("key_id", _str, None),
-        issuer_id=flags.issuer or (stored.issuer_id if stored else None)
-        or src.get("issuer_id", _str, None),
+        key_id=flags.key_id or (stored.key_id if stored else None) or env_or_file_key_id,
+        issuer_id=flags.issuer or (stored.issuer_id if stored else None) or env_or_file_issuer,
         private_key=private_key,
         profile=profile_name if stored is not None else None,
     )

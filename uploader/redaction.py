@@ -37,7 +37,7 @@ _SECRET_NAMES = (
     r"x-amz-security-token|x-amz-signature|x-amz-credential|signature|awssecretaccesskey"
     r"|awssessiontoken|aws_secret_access_key|aws_session_token|secret_access_key|session_token"
     r"|secretaccesskey|sessiontoken|api_token|notify_secret|password|authorization"
-    r"|credential"
+    r"|credential|private_key"
 )
 _NAME_WORDS = tuple(_SECRET_NAMES.split("|"))
 # name, then a separator as it appears in URLs, headers, dict reprs and JSON, then the value
