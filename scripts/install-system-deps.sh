@@ -12,6 +12,10 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
 command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)
 command -v gnome-keyring-daemon >/dev/null 2>&1 || need+=(gnome-keyring)
+# `notaryd completion` is tried in each shell it supports; `make man`'s page is rendered by man
+command -v fish >/dev/null 2>&1 || need+=(fish)
+command -v zsh >/dev/null 2>&1 || need+=(zsh)
+command -v man >/dev/null 2>&1 || need+=(man-db)
 # the README's `pipx install` line is tried by the suite
 command -v pipx >/dev/null 2>&1 || need+=(pipx)
 # tests/deploy/mdwe_probe.py loads libseccomp (systemd depends on it; listed for minimal images)
