@@ -450,9 +450,14 @@ def key_source(raw: str, origin: str) -> KeySource:
 
 def inline_key(pem: str, origin: str, raw: str | None = None) -> InlineKey:
     """A key held in memory, every line of it (as given and decoded) registered for redaction."""
+    register_key_text(pem, raw)
+    return InlineKey(pem.encode("ascii", "replace"), origin)
+
+
+def register_key_text(pem: str, raw: str | None = None) -> None:
+    """Redact every line of a private key, as given (``raw``) and as PEM, from every log."""
     for line in secret_lines(raw or pem, pem):
         register_secret(line)
-    return InlineKey(pem.encode("ascii", "replace"), origin)
 
 
 def _flag_key_path(raw: str) -> Path:

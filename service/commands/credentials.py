@@ -110,6 +110,7 @@ def store_profile(args: argparse.Namespace, settings: Settings) -> int:
 
     from service import keychain
     from service.doctor import key_checks
+    from service.settings import register_key_text
     from uploader.notary.auth import read_key_file
 
     keychain.check_profile_name(args.profile)
@@ -123,6 +124,7 @@ def store_profile(args: argparse.Namespace, settings: Settings) -> int:
     if failed:
         return 1
     pem = read_key_file(args.key.expanduser()).decode("ascii", "replace")
+    register_key_text(pem)  # before the keychain library sees it, whatever it logs
     keychain.store(args.profile, keychain.StoredCredentials(args.key_id, args.issuer, pem),
                    _config_dir())
     print(f"stored profile {args.profile!r} (key id {args.key_id}) in the keychain; use it with "
