@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-unit test-integration test-process lint bench bench-quick system-deps clean
+.PHONY: demo test test-unit test-integration test-process lint bench bench-quick system-deps clean man
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ test-process: $(STAMP) system-deps
 lint: $(STAMP)
 	$(BIN)/ruff check uploader service tests benchmarks
 	$(BIN)/mypy
+
+# The man page, generated from the parser: build/man/man1/notaryd.1 (`man -l` it, or put
+# build/man on MANPATH).
+man: $(STAMP)
+	$(BIN)/python scripts/make_man.py
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 

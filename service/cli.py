@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service import exit_codes
+from service.commands import credentials
 from uploader import redaction
 from uploader.errors import NotarydError
 from uploader.source_file import refuse_non_utf8
@@ -35,6 +36,8 @@ COMMAND_MODULES = (
     "service.commands.doctor",
     "service.commands.state",
     "service.commands.page",
+    "service.commands.credentials",
+    "service.commands.completion",
 )
 
 
@@ -48,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    credentials.add_to_authenticating(subparsers)  # --profile, --key, --key-id, --issuer
     return parser
 
 
@@ -65,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if isinstance(path := getattr(args, "path", None), (Path, str)):
             refuse_non_utf8(path)  # a name SQLite, JSON and the notary service cannot carry
-        settings = load_settings(config_path=args.config)
+        settings = load_settings(config_path=args.config, flags=credentials.credential_flags(args))
         code: int = args.handler(args, settings)
         return code
     except NotarydError as exc:

@@ -25,6 +25,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -71,7 +72,7 @@ class _Reach:
 async def run_checks(settings: Settings, *, clock: Callable[[], float] = time.time,
                      environ: dict[str, str] | None = None) -> list[Check]:
     """``environ`` replaces the proxy settings in effect (the process environment)."""
-    checks = list(await asyncio.to_thread(_key_checks, settings))
+    checks = list(await asyncio.to_thread(key_checks, settings))
     # Every endpoint takes the proxy its traffic takes (uploader.proxies), and says which.
     async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
         api = await _reach(http, "GET", f"{settings.api_url}/submissions", environ)
@@ -96,7 +97,7 @@ async def run_checks(settings: Settings, *, clock: Callable[[], float] = time.ti
     return checks
 
 
-def _key_checks(settings: Settings) -> list[Check]:
+def key_checks(settings: Settings) -> list[Check]:
     from uploader.notary.auth import load_api_key
     from uploader.notary.errors import KeyFileError
 
@@ -119,9 +120,10 @@ def _key_checks(settings: Settings) -> list[Check]:
                                     "set NOTARYD_KEY_ID to the key id in the file's name, or "
                                     "point NOTARYD_PRIVATE_KEY at AuthKey_<NOTARYD_KEY_ID>.p8"))
             else:
+                where = ("private to this user" if isinstance(settings.private_key, Path)
+                         else "held in memory, never written to disk")
                 checks.append(Check("key file", PASS,
-                                    f"{settings.private_key.name}: PKCS#8 P-256, private to "
-                                    "this user"))
+                                    f"{settings.private_key.name}: PKCS#8 P-256, {where}"))
     if _KEY_ID.match(key_id):
         checks.append(Check("key id", PASS, key_id))
     else:

@@ -1,7 +1,13 @@
 """The one place that reads the environment and the TOML config file.
 
 Every setting can come from ``NOTARYD_<NAME>`` in the environment or ``<name>`` (lower case) in
-the TOML file; the environment wins. The file is ``--config PATH``, else ``$NOTARYD_CONFIG``, else
+the TOML file; the environment wins. The API key (key id, issuer id, private key) has two more
+sources, above both: ``CredentialFlags`` (``--key``, ``--key-id``, ``--issuer``) first, then a
+keychain profile (``--profile``, else ``NOTARYD_PROFILE``, else ``profile`` in the file). Each of
+the three values is taken from the first source that has it.
+
+``NOTARYD_PRIVATE_KEY`` (and ``private_key``) is a path, or the PEM itself, or its base64 (how CI
+secrets arrive); key text stays in memory (``InlineKey``) and is registered for redaction. The file is ``--config PATH``, else ``$NOTARYD_CONFIG``, else
 ``<user config dir>/notaryd/config.toml`` (``~/Library/Application Support/notaryd/config.toml``
 on macOS, ``~/.config/notaryd/config.toml`` on Linux) when it exists.
 
@@ -17,6 +23,7 @@ import argparse
 import difflib
 import math
 import os
+import re
 import socket
 import sys
 import tomllib
@@ -29,10 +36,12 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from service.daemon.broker import MAX_EVENT_STREAMS
+from service.keychain import StoredCredentials
 from uploader.checksum import ChecksumAlgorithm
 from uploader.config import EngineConfig, GiB, MiB
 from uploader.constants import DEFAULT_API_URL, STUCK_AFTER_SECONDS
 from uploader.errors import ConfigError
+from uploader.keytext import InlineKey, KeySource, NotAKey, pem_from_text, secret_lines
 from uploader.private_file import NotRegularFile, read_small_file, readable_by_others
 from uploader.redaction import redact_url, register_secret
 from uploader.staple.lookup import DEFAULT_TICKET_URL
@@ -40,6 +49,7 @@ from uploader.staple.lookup import DEFAULT_TICKET_URL
 DEFAULT_LISTEN = "127.0.0.1:7780"
 APP_NAME = "notaryd"
 _MAX_CONFIG_BYTES = 256 * 1024
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 
 if TYPE_CHECKING:
     from uploader.notary.pipeline import NotaryConfig
@@ -63,11 +73,22 @@ def default_allowed_roots() -> tuple[Path, ...]:
 
 
 @dataclass(frozen=True)
+class CredentialFlags:
+    """``--profile``, ``--key``, ``--key-id``, ``--issuer`` as given on the command line."""
+
+    profile: str | None = None
+    key: str | None = None
+    key_id: str | None = None
+    issuer: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     # Notary API credentials (App Store Connect team API key)
     key_id: str | None = None
     issuer_id: str | None = None
-    private_key: Path | None = None
+    private_key: KeySource | None = None
+    profile: str | None = None  # the keychain profile the key came from
     api_url: str = DEFAULT_API_URL
     # S3 upload
     s3_endpoint_url: str | None = None
@@ -382,8 +403,12 @@ def _str(raw: Any) -> str:
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, config_path: Path | None = None
+    environ: Mapping[str, str] | None = None, config_path: Path | None = None,
+    flags: CredentialFlags | None = None,
+    keychain: Callable[[str], StoredCredentials] | None = None,
 ) -> Settings:
+    """The settings in effect. ``flags`` is given by commands that authenticate: only they
+    consult the keychain profile (``keychain`` looks one up; default: the OS keychain)."""
     environ = os.environ if environ is None else environ
     explicit = config_path or (Path(environ["NOTARYD_CONFIG"]) if environ.get("NOTARYD_CONFIG") else None)
     path = explicit or default_config_path()
@@ -400,10 +425,12 @@ def load_settings(
 
     src = _Source(environ, file_values, path)
     d = Settings()
+    credentials = _credentials(src, path, flags, keychain)
     settings = Settings(
-        key_id=src.get("key_id", _str, d.key_id),
-        issuer_id=src.get("issuer_id", _str, d.issuer_id),
-        private_key=src.get("private_key", _path, d.private_key),
+        key_id=credentials.key_id,
+        issuer_id=credentials.issuer_id,
+        private_key=credentials.private_key,
+        profile=credentials.profile,
         api_url=src.get("api_url", _url, d.api_url),
         s3_endpoint_url=src.get("s3_endpoint_url", _url, d.s3_endpoint_url),
         s3_accelerate=src.get("s3_accelerate", _bool, d.s3_accelerate),
@@ -436,6 +463,80 @@ def load_settings(
     register_secret(settings.api_token)
     register_secret(settings.notify_secret)
     return settings
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    key_id: str | None
+    issuer_id: str | None
+    private_key: KeySource | None
+    profile: str | None
+
+
+def _credentials(src: _Source, file: Path, flags: CredentialFlags | None,
+                 keychain: Callable[[str], StoredCredentials] | None) -> _Credentials:
+    """Key id, issuer id and key: flags, then the profile, then environment, then file."""
+    profile_name = (flags.profile if flags else None) or src.get("profile", _str, None)
+    stored: StoredCredentials | None = None
+    if flags is not None and profile_name and not all((flags.key, flags.key_id, flags.issuer)):
+        from service import keychain as os_keychain
+
+        stored = (keychain or os_keychain.load)(os_keychain.check_profile_name(profile_name))
+    flags = flags or CredentialFlags()
+    # environment, then file: asked for always, so that a misspelt key in the file is caught
+    env_or_file_key_id = src.get("key_id", _str, None)
+    env_or_file_issuer = src.get("issuer_id", _str, None)
+    raw_key = src.get("private_key", _str, None)
+    key_origin = ("NOTARYD_PRIVATE_KEY" if src.environ.get("NOTARYD_PRIVATE_KEY")
+                  else f"{file}, key 'private_key'")
+    private_key: KeySource | None = None
+    if flags.key:
+        private_key = _flag_key_path(flags.key)
+    elif stored is not None:
+        private_key = inline_key(stored.pem, f"keychain profile {profile_name!r}")
+    elif raw_key is not None:
+        private_key = key_source(raw_key, key_origin)
+    return _Credentials(
+        key_id=flags.key_id or (stored.key_id if stored else None) or env_or_file_key_id,
+        issuer_id=flags.issuer or (stored.issuer_id if stored else None) or env_or_file_issuer,
+        private_key=private_key,
+        profile=profile_name if stored is not None else None,
+    )
+
+
+def key_source(raw: str, origin: str) -> KeySource:
+    """``NOTARYD_PRIVATE_KEY``'s value: key text (kept in memory) or a path. The value is never
+    quoted in a message: it may be the secret itself."""
+    try:
+        return inline_key(pem_from_text(raw), origin, raw)
+    except NotAKey as not_a_key:
+        compact = "".join(raw.split())
+        if "\n" in raw.strip() or (len(compact) >= 64 and _BASE64.match(compact)):
+            raise ConfigError(
+                f"{origin} {not_a_key}; give the path of AuthKey_<KEYID>.p8, the PEM itself "
+                "or `base64 < AuthKey_<KEYID>.p8`") from None
+    return _path(raw)
+
+
+def inline_key(pem: str, origin: str, raw: str | None = None) -> InlineKey:
+    """A key held in memory, every line of it (as given and decoded) registered for redaction."""
+    register_key_text(pem, raw)
+    return InlineKey(pem.encode("ascii", "replace"), origin)
+
+
+def register_key_text(pem: str, raw: str | None = None) -> None:
+    """Redact every line of a private key, as given (``raw``) and as PEM, from every log."""
+    for line in secret_lines(raw or pem, pem):
+        register_secret(line)
+
+
+def _flag_key_path(raw: str) -> Path:
+    try:
+        pem_from_text(raw)
+    except NotAKey:
+        return _path(raw)
+    raise ConfigError("--key takes the path of AuthKey_<KEYID>.p8; pass the key itself through "
+                      "NOTARYD_PRIVATE_KEY, never on the command line (other users can see it)")
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -33,6 +33,8 @@ from tests.support.daemon import Daemon
 from tests.support.emulator import notary_env
 from tests.support.environment import isolate, release, skip_hides_a_gap
 from tests.support.files import PART
+from tests.support.keychain import SecretService
+from tests.support.keychain import available as keychain_available
 from tests.support.serving import serving
 from tests.support.tiers import TIERS, tier_of, violation, watched
 from uploader.config import EngineConfig
@@ -282,6 +284,16 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         yield d
     finally:
         d.stop()
+
+
+@pytest.fixture
+def secret_service(tmp_path: Path) -> Iterator[SecretService]:
+    """GNOME Keyring's Secret Service on a private session bus: the real keychain keyring uses
+    on a Linux desktop (tests/support/keychain.py)."""
+    if not keychain_available():
+        pytest.skip("dbus-daemon or gnome-keyring-daemon missing: run scripts/install-system-deps.sh")
+    with SecretService(tmp_path / "keychain") as service:
+        yield service
 
 
 @pytest.fixture

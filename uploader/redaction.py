@@ -43,7 +43,7 @@ _SECRET_NAMES = (
     r"x-amz-security-token|x-amz-signature|x-amz-credential|signature|awssecretaccesskey"
     r"|awssessiontoken|aws_secret_access_key|aws_session_token|secret_access_key|session_token"
     r"|secretaccesskey|sessiontoken|api_token|notify_secret|password|authorization"
-    r"|credential"
+    r"|credential|private_key"
 )
 _NAME_WORDS = tuple(_SECRET_NAMES.split("|"))
 # scheme://user-info@ : the user-info may be a password, or a token standing as the user name

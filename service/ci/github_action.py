@@ -1,13 +1,15 @@
 """The GitHub Action's helper (``action.yml``): the key from a secret, the run, outputs, summary.
 
 Run by the action's bash step with the runner's ``python3``, as a plain script: standard
-library only, nothing imported from notaryd (it is not importable there, only installed).
+library only; of notaryd it loads only uploader/keytext.py (standard library only too) by path
+from the action's checkout, where notaryd is not importable, only installed.
 
-``key FILE``   writes the ``INPUT_KEY`` secret (the PEM or its base64, as CI secrets
-               hold it) into FILE (made 0600 by ``mktemp``; the bash step removes it on exit)
+``key``        checks the ``INPUT_KEY`` secret (the PEM or its base64, as CI secrets hold it)
                and registers every line of it with ``::add-mask::`` so no log shows it, even
                decoded from base64.
-``notarize``   runs ``notaryd notarize PATH --json`` with the inputs' options, bounded by the
+``notarize``   runs ``notaryd notarize PATH --json`` with the key in its environment
+               (``NOTARYD_PRIVATE_KEY`` holds the secret itself: no file is ever written) and
+               the inputs' options, bounded by the
                ``timeout`` input, passes its stderr through, then writes the step's outputs
                (``submission-id``, ``status``, ``log-path``) to ``$GITHUB_OUTPUT`` and the
                verdict with the grouped issues to ``$GITHUB_STEP_SUMMARY``; exits like
@@ -19,8 +21,7 @@ library only, nothing imported from notaryd (it is not importable there, only in
 
 from __future__ import annotations
 
-import base64
-import binascii
+import importlib.util
 import json
 import os
 import re
@@ -31,6 +32,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any
 
 KEY_VARIABLE = "INPUT_KEY"
@@ -51,32 +53,38 @@ class ActionError(Exception):
 # -- the key --------------------------------------------------------------------------------
 
 
+def _keytext() -> ModuleType:
+    """notaryd's own key-text parser, loaded by path from this checkout."""
+    name = "notaryd_keytext"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parents[2] / "uploader" / "keytext.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def decode_key(value: str) -> str:
     """The PEM in ``value``: the PEM itself (also with literal ``\\n``s) or its base64."""
-    text = value.strip()
-    if "-----BEGIN" not in text:
-        try:
-            text = base64.b64decode("".join(text.split()), validate=True).decode("ascii").strip()
-        except (binascii.Error, ValueError):
-            raise ActionError(
-                "the 'key' input is neither a PEM (-----BEGIN PRIVATE KEY-----) nor its base64; "
-                "store the whole AuthKey_<KEYID>.p8 file, or `base64 < AuthKey_<KEYID>.p8`, as the secret"
-            ) from None
-        if "-----BEGIN" not in text:
-            raise ActionError("the 'key' input decodes from base64, but not to a PEM private key; "
-                              "store `base64 < AuthKey_<KEYID>.p8` as the secret")
-    if "\\n" in text and "\n" not in text:
-        text = text.replace("\\n", "\n")
-    return text + "\n"
+    keytext = _keytext()
+    try:
+        pem: str = keytext.pem_from_text(value)
+    except keytext.NotAKey as not_a_key:
+        raise ActionError(
+            f"the 'key' input {not_a_key}; store the whole AuthKey_<KEYID>.p8 file, or "
+            "`base64 < AuthKey_<KEYID>.p8`, as the secret") from None
+    return pem
 
 
 def mask_lines(raw: str, pem: str) -> list[str]:
     """Every line of the secret as given and as decoded, for ``::add-mask::``."""
-    lines = {line.strip() for line in (*raw.splitlines(), *pem.splitlines())}
-    return sorted(line for line in lines if line and not line.startswith("-----"))
+    lines: list[str] = _keytext().secret_lines(raw, pem)
+    return lines
 
 
-def write_key(destination: Path) -> None:
+def mask_key() -> None:
     raw = os.environ.get(KEY_VARIABLE, "")
     if not raw.strip():
         raise ActionError("the 'key' input is empty; pass the team API key, e.g. "
@@ -84,16 +92,9 @@ def write_key(destination: Path) -> None:
     masked = mask_lines(raw, raw)  # masked before anything can fail and print
     for line in masked:
         print(f"::add-mask::{line}", flush=True)
-    pem = decode_key(raw)
-    for line in mask_lines(raw, pem):
+    for line in mask_lines(raw, decode_key(raw)):
         if line not in masked:
             print(f"::add-mask::{line}", flush=True)
-    fd = os.open(destination, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, pem.encode("ascii"))
-    finally:
-        os.close(fd)
 
 
 # -- the inputs -----------------------------------------------------------------------------
@@ -154,7 +155,7 @@ class Run:
 
 def run_notaryd(command: list[str], timeout: float | None) -> Run:
     env = dict(os.environ)
-    env.pop(KEY_VARIABLE, None)
+    env["NOTARYD_PRIVATE_KEY"] = env.pop(KEY_VARIABLE, "")  # notaryd reads PEM or base64 itself
     if timeout is not None:
         env["NOTARYD_TIMEOUT"] = f"{timeout:g}"
     try:
@@ -311,12 +312,12 @@ def notarize() -> int:
 
 def main(argv: list[str]) -> int:
     try:
-        if len(argv) == 2 and argv[0] == "key":
-            write_key(Path(argv[1]))
+        if argv == ["key"]:
+            mask_key()
             return 0
         if argv == ["notarize"]:
             return notarize()
-        raise ActionError("usage: github_action.py key FILE | notarize")
+        raise ActionError("usage: github_action.py key | notarize")
     except ActionError as error:
         print(f"::error::{error}", flush=True)
         return EXIT_FAILURE

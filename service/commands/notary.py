@@ -44,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=status)
 
+    info = subparsers.add_parser("info", help="notarytool's name for status",
+                                 description="The notary service's status of a submission "
+                                             "(the same as `notaryd status`).")
+    info.add_argument("submission_id")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(handler=status)
+
     lg = subparsers.add_parser("log", help="fetch, store and explain a submission's log")
     lg.add_argument("submission_id")
     lg.add_argument("--json", action="store_true", help="print the log document itself")

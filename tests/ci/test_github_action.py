@@ -8,94 +8,23 @@ install step hands to the later steps through ``GITHUB_PATH``.
 from __future__ import annotations
 
 import base64
-import os
-import stat
-import sys
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from service.emulator.auth import TeamKey
 from service.emulator.config import EmulatorConfig
 from service.emulator.faults import Faults
 from service.emulator.notary import BackgroundEmulator
 from service.emulator.verdicts import INVALID_MARKER
-from tests.support.actions import ActionRun, CompositeAction, parse_output_file
-from tests.support.daemon import notaryd
-from tests.support.emulator import notary_settings
+from tests.support.actions import REPOSITORY, Runner, parse_output_file
 from tests.support.files import PART, make_archive
 
 pytestmark = pytest.mark.process
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-KEY_SETTINGS = ("NOTARYD_PRIVATE_KEY", "NOTARYD_KEY_ID", "NOTARYD_ISSUER_ID")
-
-
 @pytest.fixture
 def emulator_config() -> EmulatorConfig:
     return EmulatorConfig(processing_delay_seconds=0.2)
-
-
-class Runner:
-    """One job's world: a workspace, RUNNER_TEMP, a HOME, the pipx shim, the emulator's env."""
-
-    def __init__(self, root: Path, notary: BackgroundEmulator) -> None:
-        self.root = root
-        self.key: TeamKey = notary.call(lambda e: e.make_team_key(root / "keys"))
-        assert self.key.path is not None
-        self.pem = self.key.path.read_text()
-        self.workspace, self.temp, self.home, shim = (
-            root / name for name in ("workspace", "runner-temp", "home", "shim"))
-        self.pipx_bin = root / "pipx-bin"
-        for folder in (self.workspace, self.temp, self.home, shim, self.pipx_bin):
-            folder.mkdir()
-        (self.pipx_bin / "notaryd").symlink_to(notaryd())
-        self.pipx_calls = root / "pipx-calls"
-        pipx = shim / "pipx"
-        pipx.write_text(
-            "#!/bin/sh\n"
-            f"printf '%s\\n' \"$*\" >> '{self.pipx_calls}'\n"
-            f"case \"$1\" in install) exit 0;; environment) echo '{self.pipx_bin}'; exit 0;; esac\n"
-            "exit 64\n"
-        )
-        pipx.chmod(0o755)
-        venv_bin = str(Path(sys.executable).parent)
-        system_path = [p for p in os.environ["PATH"].split(os.pathsep) if p and p != venv_bin]
-        settings = {k: v for k, v in notary_settings(notary.emulator, self.key).items()
-                    if k not in KEY_SETTINGS}
-        self.env = {
-            **{k: v for k, v in os.environ.items()
-               if not k.startswith(("NOTARYD_", "AWS_", "GITHUB_", "INPUT_", "RUNNER_"))},
-            **settings,
-            "PATH": os.pathsep.join([str(shim), *system_path]),
-            "HOME": str(self.home),
-            "NOTARYD_STATE_DIR": str(self.home / "state"),
-        }
-
-    def inputs(self, archive: Path, key: str, **more: str) -> dict[str, str]:
-        return {"path": str(archive), "key": key, "key-id": self.key.key_id,
-                "issuer": self.key.issuer_id, **more}
-
-    def run(self, inputs: dict[str, str]) -> ActionRun:
-        return CompositeAction(REPOSITORY).run(inputs, env=self.env, runner_temp=self.temp,
-                                               workspace=self.workspace)
-
-    def assert_key_never_shown(self, run: ActionRun, key_input: str) -> None:
-        """No line of the key, as PEM or as the base64 secret, in the log or in any file the
-        run left (the emulator's own key file excepted); every line was masked first."""
-        body = [line for line in self.pem.splitlines() if line and not line.startswith("-----")]
-        forms = [*body, "".join(body), key_input.strip()]
-        assert set(body) <= set(run.masks), "every line of the key is registered with ::add-mask::"
-        assert key_input.strip() in run.masks or "-----BEGIN" in key_input
-        texts = {"log": run.log, "runner files": run.written()}
-        for path in self.root.rglob("*"):
-            if path.is_file() and not path.is_symlink() and path.parent != self.root / "keys":
-                texts[str(path)] = path.read_bytes().decode(errors="replace")
-        for where, text in texts.items():
-            for form in forms:
-                assert form not in text, f"the key appears in {where}"
-            assert "PRIVATE KEY-----" not in text, f"a PEM appears in {where}"
-        assert not list(self.temp.glob("notaryd-key.*")), "the key file was removed"
 
 
 @pytest.fixture
@@ -171,28 +100,32 @@ def test_a_key_that_is_no_key_fails_in_one_line_without_showing_it(runner: Runne
     assert not list(runner.temp.glob("notaryd-key.*"))
 
 
-def test_the_key_file_is_private_while_notaryd_runs(runner: Runner, tmp_path: Path) -> None:
-    """A notaryd stand-in records the key file's mode and content as notaryd would see them."""
+def test_the_key_reaches_notaryd_only_through_its_environment(runner: Runner, tmp_path: Path) -> None:
+    """A notaryd stand-in records what NOTARYD_PRIVATE_KEY holds as notaryd would see it: the
+    secret itself (no path, no file), and INPUT_KEY gone from its environment."""
     seen = tmp_path / "seen"
     spy = tmp_path / "spy-bin"
     spy.mkdir()
     (spy / "notaryd").write_text(
         "#!/bin/sh\n"
-        f"stat -c %a \"$NOTARYD_PRIVATE_KEY\" > '{seen}'\n"
-        f"cmp -s \"$NOTARYD_PRIVATE_KEY\" '{runner.key.path}' && echo same >> '{seen}'\n"
+        f"if [ -e \"$NOTARYD_PRIVATE_KEY\" ]; then echo file; else echo text; fi > '{seen}'\n"
+        f"printf '%s' \"$NOTARYD_PRIVATE_KEY\" | sha256sum | cut -c1-64 >> '{seen}'\n"
+        f"echo \"input-key:${{INPUT_KEY:-unset}}\" >> '{seen}'\n"
         "echo '{\"status\": \"Accepted\", \"submission_id\": \"s\", \"log_path\": null}'\n"
     )
     (spy / "notaryd").chmod(0o755)
     (runner.pipx_bin / "notaryd").unlink()
     (runner.pipx_bin / "notaryd").symlink_to(spy / "notaryd")
     archive = make_archive(runner.workspace / "Game.zip", PART)
+    secret = base64.b64encode(runner.pem.encode()).decode()
 
-    run = runner.run(runner.inputs(archive, base64.b64encode(runner.pem.encode()).decode()))
+    run = runner.run(runner.inputs(archive, secret))
 
     assert run.code == 0, run.log
-    assert seen.read_text().split() == ["600", "same"]
-    assert stat.S_ISDIR(runner.temp.stat().st_mode)
-    assert not list(runner.temp.glob("notaryd-key.*"))
+    assert seen.read_text().split() == ["text", hashlib.sha256(secret.encode()).hexdigest(),
+                                        "input-key:unset"]
+    written = [p.name for p in runner.temp.iterdir() if not p.name.startswith(("step_", "_runner"))]
+    assert written == [], "the key was written nowhere in RUNNER_TEMP"
 
 
 def _python3(env: dict[str, str]) -> str:

@@ -15,11 +15,17 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from service.emulator.auth import TeamKey
+from service.emulator.notary import BackgroundEmulator
+from tests.support.daemon import notaryd
+from tests.support.emulator import notary_settings
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 
@@ -168,3 +174,69 @@ def substitute(text: str, context: dict[str, Any]) -> str:
         raise AssertionError(f"the harness does not evaluate ${{{{ {expression} }}}}")
 
     return EXPRESSION.sub(value, text)
+
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+KEY_SETTINGS = ("NOTARYD_PRIVATE_KEY", "NOTARYD_KEY_ID", "NOTARYD_ISSUER_ID")
+
+
+class Runner:
+    """A GitHub runner's job world: a workspace, RUNNER_TEMP, a HOME, the pipx shim, the emulator's env."""
+
+    def __init__(self, root: Path, notary: BackgroundEmulator) -> None:
+        self.root = root
+        self.key: TeamKey = notary.call(lambda e: e.make_team_key(root / "keys"))
+        assert self.key.path is not None
+        self.pem = self.key.path.read_text()
+        self.workspace, self.temp, self.home, shim = (
+            root / name for name in ("workspace", "runner-temp", "home", "shim"))
+        self.pipx_bin = root / "pipx-bin"
+        for folder in (self.workspace, self.temp, self.home, shim, self.pipx_bin):
+            folder.mkdir()
+        (self.pipx_bin / "notaryd").symlink_to(notaryd())
+        self.pipx_calls = root / "pipx-calls"
+        pipx = shim / "pipx"
+        pipx.write_text(
+            "#!/bin/sh\n"
+            f"printf '%s\\n' \"$*\" >> '{self.pipx_calls}'\n"
+            f"case \"$1\" in install) exit 0;; environment) echo '{self.pipx_bin}'; exit 0;; esac\n"
+            "exit 64\n"
+        )
+        pipx.chmod(0o755)
+        venv_bin = str(Path(sys.executable).parent)
+        system_path = [p for p in os.environ["PATH"].split(os.pathsep) if p and p != venv_bin]
+        settings = {k: v for k, v in notary_settings(notary.emulator, self.key).items()
+                    if k not in KEY_SETTINGS}
+        self.env = {
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith(("NOTARYD_", "AWS_", "GITHUB_", "INPUT_", "RUNNER_"))},
+            **settings,
+            "PATH": os.pathsep.join([str(shim), *system_path]),
+            "HOME": str(self.home),
+            "NOTARYD_STATE_DIR": str(self.home / "state"),
+        }
+
+    def inputs(self, archive: Path, key: str, **more: str) -> dict[str, str]:
+        return {"path": str(archive), "key": key, "key-id": self.key.key_id,
+                "issuer": self.key.issuer_id, **more}
+
+    def run(self, inputs: dict[str, str]) -> ActionRun:
+        return CompositeAction(REPOSITORY).run(inputs, env=self.env, runner_temp=self.temp,
+                                               workspace=self.workspace)
+
+    def assert_key_never_shown(self, run: ActionRun, key_input: str) -> None:
+        """No line of the key, as PEM or as the base64 secret, in the log or in any file the
+        run left (the emulator's own key file excepted); every line was masked first."""
+        body = [line for line in self.pem.splitlines() if line and not line.startswith("-----")]
+        forms = [*body, "".join(body), key_input.strip()]
+        assert set(body) <= set(run.masks), "every line of the key is registered with ::add-mask::"
+        assert key_input.strip() in run.masks or "-----BEGIN" in key_input
+        texts = {"log": run.log, "runner files": run.written()}
+        for path in self.root.rglob("*"):
+            if path.is_file() and not path.is_symlink() and path.parent != self.root / "keys":
+                texts[str(path)] = path.read_bytes().decode(errors="replace")
+        for where, text in texts.items():
+            for form in forms:
+                assert form not in text, f"the key appears in {where}"
+            assert "PRIVATE KEY-----" not in text, f"a PEM appears in {where}"
+        assert not list(self.temp.glob("notaryd-key.*")), "the key file was removed"

@@ -24,7 +24,7 @@ from typing import Any
 TIERS = ("unit", "integration", "process")  # fastest first
 
 INTEGRATION_FIXTURES = frozenset({"seaweed", "emulator", "notary"})
-PROCESS_FIXTURES = frozenset({"daemon", "real_daemon"})
+PROCESS_FIXTURES = frozenset({"daemon", "real_daemon", "secret_service"})
 
 
 def tier_of(declared: Iterable[str], fixtures: Iterable[str]) -> str:

@@ -7,8 +7,10 @@ and mints a new one once fewer than 3 minutes are left, so every request carries
 neither expired (with more than the request timeout to spare) nor longer-lived than allowed, however
 long a wait lasts. Times are Unix seconds from an injected clock.
 
-``load_api_key`` reads a file: call it before the event loop starts or via ``asyncio.to_thread``.
-Neither the key nor a token is ever logged or put in a message; ``repr`` hides both.
+``load_api_key`` reads a file (or takes an ``InlineKey``, a key held in memory: the environment's
+PEM or a keychain profile's, never written to disk): call it before the event loop starts or via
+``asyncio.to_thread``. Neither the key nor a token is ever logged or put in a message; ``repr``
+hides both.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from uploader.keytext import InlineKey, KeySource
 from uploader.notary.errors import KeyFileError
 from uploader.private_file import NotRegularFile, read_small_file, readable_by_others
 
@@ -62,9 +65,9 @@ class ApiKey:
         return ""
 
 
-def load_api_key(path: Path | str, *, key_id: str, issuer_id: str) -> ApiKey:
-    """Read and check ``AuthKey_<KEYID>.p8``; every failure names the file and the fix."""
-    path = Path(path).expanduser()
+def load_api_key(source: KeySource | str, *, key_id: str, issuer_id: str) -> ApiKey:
+    """Read and check ``AuthKey_<KEYID>.p8`` (or an in-memory key); every failure names the
+    file or the key's origin, and the fix."""
     key_id = key_id.strip()
     issuer_id = issuer_id.strip()
     if not key_id:
@@ -74,11 +77,15 @@ def load_api_key(path: Path | str, *, key_id: str, issuer_id: str) -> ApiKey:
             "no issuer id given: set NOTARYD_ISSUER_ID (the UUID shown above the team keys in "
             "App Store Connect → Users and Access → Integrations)"
         )
-    data = _read_private_file(path)
+    if isinstance(source, InlineKey):
+        return ApiKey(key_id=key_id, issuer_id=issuer_id,
+                      private_key=parse_p8(source.pem, source.origin))
+    path = Path(source).expanduser()
+    data = read_key_file(path)
     return ApiKey(key_id=key_id, issuer_id=issuer_id, private_key=parse_p8(data, path), path=path)
 
 
-def _read_private_file(path: Path) -> bytes:
+def read_key_file(path: Path) -> bytes:
     try:
         data, info = read_small_file(path, 64 * 1024)
     except FileNotFoundError:

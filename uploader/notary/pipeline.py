@@ -59,6 +59,7 @@ from uploader.events import (
     UploadStateChanged,
 )
 from uploader.hashing import FileDigest, FileIdentity, hash_file
+from uploader.keytext import KeySource
 from uploader.lifecycle import NotaryStage, NotaryStatus, SubmissionState, UploadState
 from uploader.notary import artifact
 from uploader.notary.artifact import StapleNote
@@ -101,7 +102,7 @@ LOG_URL_ATTEMPTS = 3
 @dataclass(frozen=True)
 class NotaryConfig:
     api_url: str
-    key_path: Path
+    key_path: KeySource  # a .p8 file, or a key held in memory (environment, keychain)
     key_id: str
     issuer_id: str
     engine: EngineConfig
