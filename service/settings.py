@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import socket
 import sys
 import tomllib
@@ -76,6 +77,7 @@ class Settings:
     stuck_after: float = STUCK_AFTER_SECONDS
     poll_initial: float = 10.0
     poll_max: float = 180.0
+    timeout: float | None = None  # bounds a whole `notarize` (NOTARYD_TIMEOUT / --timeout)
     # daemon
     listen: str = DEFAULT_LISTEN
     api_token: str | None = None
@@ -240,6 +242,27 @@ def seconds(maximum: float, minimum: float = 0.0) -> Callable[[Any], float]:
     return parse
 
 
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+                       r"(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def duration(maximum: float) -> Callable[[Any], float]:
+    """Parser of a duration: seconds (``5400``) or with units (``90m``, ``1h30m``, ``2d``)."""
+    as_seconds = seconds(maximum)
+
+    def parse(raw: Any) -> float:
+        if not isinstance(raw, str):
+            return as_seconds(raw)
+        text = raw.strip().lower().replace(" ", "")
+        match = _DURATION.fullmatch(text)
+        if not text or match is None or not any(match.groups()):
+            raise ValueError(f"must be a duration such as 90m, 2h or 5400 (seconds), got {_shown(raw)}")
+        days, hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+        return as_seconds(((days * 24 + hours) * 60 + minutes) * 60 + secs)
+
+    return parse
+
+
 HOUR = 3600.0
 DAY = 24 * HOUR
 _positive_int = whole_number(1, 2**31 - 1)
@@ -349,6 +372,7 @@ def load_settings(
         stuck_after=src.get("stuck_after", seconds(30 * DAY), d.stuck_after),
         poll_initial=src.get("poll_initial", seconds(HOUR), d.poll_initial),
         poll_max=src.get("poll_max", seconds(HOUR), d.poll_max),
+        timeout=src.get("timeout", duration(30 * DAY), d.timeout),
         listen=src.get("listen", _listen, d.listen),
         api_token=src.get("api_token", _str, d.api_token),
         allowed_roots=src.get("allowed_roots", _paths, d.allowed_roots),

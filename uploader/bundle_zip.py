@@ -40,8 +40,8 @@ from uploader.hashing import (
     hash_file_sync,
 )
 from uploader.planning import UploadPlan, plan_upload
+from uploader.state_dir import DIR_MODE, FILE_MODE
 
-BUNDLE_SUFFIXES = (".app",)
 READ_SIZE = 4 * 1024 * 1024
 # Worst-case zip growth: deflate adds < 0.1 % plus a few bytes per block; headers are per entry.
 _PER_ENTRY_OVERHEAD = 256
@@ -54,10 +54,6 @@ class BundleChangedError(ConfigError):
     def __init__(self, path: Path) -> None:
         super().__init__(f"{path}: changed while notaryd was zipping it; nothing was submitted. "
                          "Run again once the build is final.")
-
-
-def is_bundle(path: Path) -> bool:
-    return path.suffix.lower() in BUNDLE_SUFFIXES and path.is_dir()
 
 
 @dataclass(frozen=True)
@@ -107,7 +103,12 @@ class _HashingWriter:
     """A forward-only file that hashes what is written: SHA-256 and one checksum per part."""
 
     def __init__(self, path: Path, part_size: int, algorithm: ChecksumAlgorithm) -> None:
-        self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        # 0600 from the start, like everything in the state dir (uploader.state_dir): a looser
+        # zip would be "tightened", with a warning, on every later run.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # a .partial left by an older version may be looser
+        self._file = os.fdopen(fd, "wb")
         self._part_size = part_size
         self._algorithm = algorithm
         self.sha = hashlib.sha256()
@@ -243,7 +244,7 @@ def package_bundle(
     upper_bound = sum(e.st.st_size + e.st.st_size // 500 + len(e.relative) * 2
                       + _PER_ENTRY_OVERHEAD for e in entries) + 1024
     planned = plan_upload(upper_bound, part_size, limits)
-    archive_path.parent.mkdir(parents=True, exist_ok=True)
+    archive_path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     partial = archive_path.with_name(archive_path.name + ".partial")
     writer = _HashingWriter(partial, planned.part_size, algorithm)
     source_bytes = sum(e.st.st_size for e in entries if stat.S_ISREG(e.st.st_mode))

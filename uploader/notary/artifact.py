@@ -18,17 +18,15 @@ from pathlib import Path
 
 import aiohttp
 
-from uploader.bundle_zip import is_bundle, package_for_submission, remove_archive
+from uploader.bundle_zip import package_for_submission, remove_archive
 from uploader.config import EngineConfig
 from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
 from uploader.hashing import FileDigest
+from uploader.inputs import InputKind, kind_by_name
 from uploader.lifecycle import NotaryStatus
 
 log = logging.getLogger(__name__)
-
-ARCHIVE_SUFFIXES = (".zip", ".pkg", ".dmg")
-
 
 @dataclass(frozen=True)
 class PreparedInput:
@@ -43,10 +41,11 @@ class PreparedInput:
             remove_archive(self.archive)
 
 
-async def prepare(path: Path, state_dir: Path, engine: EngineConfig,
+async def prepare(path: Path, kind: InputKind, state_dir: Path, engine: EngineConfig,
                   on_progress: Callable[[int, int], None] | None = None) -> PreparedInput:
-    """``on_progress(bundle bytes read, bundle bytes)`` runs on the event loop."""
-    if await asyncio.to_thread(is_bundle, path):
+    """``kind`` from ``uploader.inputs.input_kind``; ``on_progress(bundle bytes read, bundle
+    bytes)`` runs on the event loop."""
+    if kind is InputKind.BUNDLE:
         loop = asyncio.get_running_loop()
         report = None
         if on_progress is not None:
@@ -66,8 +65,6 @@ async def prepare(path: Path, state_dir: Path, engine: EngineConfig,
                 f"check its permissions and the free space in {state_dir} (NOTARYD_STATE_DIR)"
             ) from None
         return PreparedInput(path, packaged.archive, packaged.digest, True)
-    if not await asyncio.to_thread(path.is_file):
-        raise ConfigError(f"{path}: no such file; give a .app bundle or a .zip, .pkg or .dmg")
     return PreparedInput(path, path, None, False)
 
 
@@ -90,24 +87,26 @@ async def accepted_before(db: Database, sha256: str) -> EarlierVerdict | None:
 class StapleNote:
     text: str
     failed: bool = False
+    outcome: str = "stapled"  # "stapled", "failed" or "not_stapleable" (a zip)
 
 
 async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float,
                        session: aiohttp.ClientSession | None = None) -> StapleNote:
     """Staple the accepted artifact; never raises for a stapling problem (the verdict stands)."""
     from uploader.staple import StapleInputError, staple
+    from uploader.staple.identity import zip_cannot_be_stapled
 
-    if source.suffix.lower() == ".zip":
-        return StapleNote(f"{source.name}: a zip cannot be stapled; staple the .app it was made "
-                          "from (notaryd staple Game.app) and zip it again")
+    if kind_by_name(source) is InputKind.ZIP:
+        return StapleNote(zip_cannot_be_stapled(source), outcome="not_stapleable")
     try:
         done = await staple(source, ticket_url, session=session, max_wait_seconds=max_wait_seconds)
     except StapleInputError as error:
-        return StapleNote(str(error), failed=True)
+        return StapleNote(str(error), failed=True, outcome="failed")
     except NotarydError as error:
-        return StapleNote(f"{source.name}: accepted but not stapled: {error}", failed=True)
+        return StapleNote(f"{source.name}: accepted but not stapled: {error}", failed=True,
+                          outcome="failed")
     except OSError as error:  # read-only volume, full disk, permissions
         return StapleNote(f"{source.name}: accepted but not stapled: {error.strerror or error} "
                           f"({error.filename or source}); fix it and run notaryd staple {source}",
-                          failed=True)
+                          failed=True, outcome="failed")
     return StapleNote(done.message)

@@ -50,9 +50,13 @@ from uploader.events import (
     HashProgress,
     Hook,
     NotaryStageChanged,
+    Notice,
+    Retrying,
     UploadStateChanged,
 )
 from uploader.hashing import FileDigest, FileIdentity, hash_file
+from uploader.input_lock import input_lock
+from uploader.inputs import InputKind, input_kind
 from uploader.lifecycle import NotaryStage, NotaryStatus, SubmissionState, UploadState
 from uploader.notary import artifact
 from uploader.notary.artifact import StapleNote
@@ -64,7 +68,13 @@ from uploader.notary.client import (
     notary_retry_delay,
     with_retries,
 )
-from uploader.notary.errors import LogUrlExpired, NotaryError, NotFound, RateLimited
+from uploader.notary.errors import (
+    LogUrlExpired,
+    NotaryError,
+    NotFound,
+    RateLimited,
+    UnknownSubmission,
+)
 from uploader.notary.logreport import parse_log, render_report
 from uploader.notary.store import SubmissionRecord, SubmissionStore
 from uploader.planning import plan_upload
@@ -90,6 +100,7 @@ API_RETRY = RetryPolicy(initial_delay_seconds=2.0, max_delay_seconds=120.0)
 LOG_NOT_FOUND_GRACE_SECONDS = 300.0
 # A pre-signed log URL can expire between asking for it and fetching it: ask again this often.
 LOG_URL_ATTEMPTS = 3
+NOTARY_SERVICE = "the notary service"  # what a Retrying event waits for
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,8 @@ class NotarizeOutcome:
 
 class PreflightFailed(NotarydError):
     """The archive has signing problems the notary service would reject; nothing was uploaded."""
+
+    exit_code = 2  # as an Invalid verdict
 
     def __init__(self, path: Path, report: str) -> None:
         super().__init__(
@@ -203,10 +216,21 @@ class Notarizer:
     async def run(self, request: NotarizeRequest) -> NotarizeOutcome:
         path = Path(await asyncio.to_thread(os.path.abspath, request.path))
         target = str(path)
+        kind = await asyncio.to_thread(input_kind, path)  # refused before a byte is read
         client = await self.client()  # fail fast on a bad key, before reading 20 GB
+
+        def busy(holder: int | None) -> None:
+            who = f"another notaryd (pid {holder})" if holder else "another notaryd"
+            self._emit(Notice(target, f"{who} is notarising this build; waiting for it"))
+
+        async with input_lock(self._config.state_dir, path, on_busy=busy):
+            return await self._run_locked(client, request, path, kind, target)
+
+    async def _run_locked(self, client: NotaryClient, request: NotarizeRequest, path: Path,
+                          kind: InputKind, target: str) -> NotarizeOutcome:
         if not request.skip_preflight:
             await self._preflight(path, target)
-        prepared = await self._prepare(path, target)
+        prepared = await self._prepare(path, kind, target)
         outcome = await self._notarize(client, request, prepared, target)
         if outcome.accepted and request.staple:
             note = await artifact.staple_after(path, self._config.ticket_url,
@@ -216,13 +240,16 @@ class Notarizer:
             await asyncio.to_thread(prepared.discard)
         return outcome
 
-    async def _prepare(self, path: Path, target: str) -> artifact.PreparedInput:
-        self._emit(NotaryStageChanged(target, NotaryStage.HASHING))
+    async def _prepare(self, path: Path, kind: InputKind, target: str) -> artifact.PreparedInput:
+        packaging = kind is InputKind.BUNDLE
+        self._emit(NotaryStageChanged(target, NotaryStage.HASHING,
+                                      detail="packaging the bundle" if packaging else ""))
 
         def progress(done: int, total: int) -> None:  # packaging a bundle hashes as it zips
-            self._emit(HashProgress(target, done, total))
+            self._emit(HashProgress(target, done, total, packaging=packaging))
 
-        return await artifact.prepare(path, self._config.state_dir, self._config.engine, progress)
+        return await artifact.prepare(path, kind, self._config.state_dir, self._config.engine,
+                                      progress)
 
     async def _notarize(self, client: NotaryClient, request: NotarizeRequest,
                         prepared: artifact.PreparedInput, target: str) -> NotarizeOutcome:
@@ -326,7 +353,9 @@ class Notarizer:
                 # The POST may have landed although its answer did not: account for it
                 # (it cannot be used without its credentials) before trying again.
                 await self._account_for_orphans(client, digest.sha256)
-            return notary_retry_delay(self._retrier, error, retry_number)
+            delay = notary_retry_delay(self._retrier, error, retry_number)
+            self._emit(Retrying(target, NOTARY_SERVICE, str(error), "next submit attempt", delay))
+            return delay
 
         created = await self._retrier.run(submit, decide)
         record = await self._submissions.save_submission(
@@ -403,7 +432,7 @@ class Notarizer:
         self, submission_id: str, target: str = "", *, submitted_at: float | None = None
     ) -> SubmissionStatus:
         """Poll until the status is anything but IN_PROGRESS; survives any transient error."""
-        client = await self.client()
+        await self.client()  # a bad key fails here, before the wait starts
         self._emit(NotaryStageChanged(target, NotaryStage.WAITING, submission_id, NotaryStatus.IN_PROGRESS,
                                       submitted_at=submitted_at))
         delay = self._config.poll_initial_seconds
@@ -418,11 +447,12 @@ class Notarizer:
             if not isinstance(error, NotaryError):
                 raise error
             wait = notary_retry_delay(polling, error, retry_number + 1)
-            log.info("status of %s: %s; asking again in %.0f s", submission_id, error, wait)
+            log.debug("status of %s: %s; asking again in %.0f s", submission_id, error, wait)
+            self._emit(Retrying(target, NOTARY_SERVICE, str(error), "next status check", wait))
             return wait
 
         while True:
-            status = await polling.run(lambda: client.status(submission_id), decide)
+            status = await polling.run(lambda: self.status(submission_id), decide)
             if await self._submissions.get(submission_id) is not None:
                 await self._submissions.set_notary_status(submission_id, status.status)
             if status.is_terminal:
@@ -442,13 +472,30 @@ class Notarizer:
         self, client: NotaryClient, submission_id: str, status: str, target: str, path: Path
     ) -> NotarizeOutcome:
         self._emit(NotaryStageChanged(target, NotaryStage.FETCHING_LOG, submission_id, status))
-        log_path, report = await self.fetch_log(submission_id)
+        log_path, report = await self.fetch_log(submission_id, target)
         if await self._submissions.get(submission_id) is not None:
             await self._submissions.mark_done(submission_id, status, str(log_path))
         self._emit(NotaryStageChanged(target, NotaryStage.DONE, submission_id, status))
         return NotarizeOutcome(path, submission_id, status, log_path, report)
 
-    async def fetch_log(self, submission_id: str) -> tuple[Path, str]:
+    async def status(self, submission_id: str) -> SubmissionStatus:
+        """The service's status of a submission; ``UnknownSubmission`` for an id it does not know."""
+        client = await self.client()
+        try:
+            return await client.status(submission_id)
+        except NotFound:
+            raise UnknownSubmission(submission_id, endpoint="status") from None
+
+    async def _log_not_there(self, submission_id: str) -> None:
+        """A 404 for the log of a submission this state dir did not make: say why at once."""
+        if await self._submissions.get(submission_id) is not None:
+            return  # ours, just decided: the log may take a moment to appear
+        status = await self.status(submission_id)
+        if not status.is_terminal:
+            raise NotarydError(f"submission {submission_id} is still {status.status}; its log "
+                               f"comes with the verdict: notaryd wait {submission_id}")
+
+    async def fetch_log(self, submission_id: str, target: str = "") -> tuple[Path, str]:
         """Download the log, store it under ``<state dir>/logs/``, return it and its report."""
         client = await self.client()
 
@@ -459,18 +506,22 @@ class Notarizer:
         started = self._clock()
         expired_urls = 0
 
-        def decide(error: Exception, retry_number: int) -> float:
+        async def decide(error: Exception, retry_number: int) -> float:
             nonlocal expired_urls
             if isinstance(error, LogUrlExpired) and expired_urls < LOG_URL_ATTEMPTS:
                 expired_urls += 1
                 return 0.0  # ask for a fresh URL at once
+            if isinstance(error, NotFound) and retry_number == 0:
+                await self._log_not_there(submission_id)
             if isinstance(error, NotFound) and self._clock() - started < LOG_NOT_FOUND_GRACE_SECONDS:
                 # Right after a verdict the log may not be there yet.
                 log.info("log of %s: not there yet (404); asking again", submission_id)
                 return self._retrier.delay(retry_number)
             if not isinstance(error, NotaryError):
                 raise error
-            return notary_retry_delay(self._retrier, error, retry_number)
+            delay = notary_retry_delay(self._retrier, error, retry_number)
+            self._emit(Retrying(target, NOTARY_SERVICE, str(error), "next log download", delay))
+            return delay
 
         document = await self._retrier.run(download, decide)
         log_dir = self._config.state_dir / "logs"
