@@ -101,13 +101,13 @@ class TransferBar:
 
     def __enter__(self) -> Self:
         if self._tty:
+            self._route_logging()  # before rich redirects sys.stderr
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
                 console=Console(file=self._stream),
             )
             self._progress.start()
             self._task = self._progress.add_task(self._first_label, total=None, stats="")
-            self._route_logging()
         return self
 
     def __exit__(self, *exc: object) -> None:

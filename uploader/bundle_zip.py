@@ -40,7 +40,7 @@ from uploader.hashing import (
     hash_file_sync,
 )
 from uploader.planning import UploadPlan, plan_upload
-from uploader.state_dir import DIR_MODE, FILE_MODE
+from uploader.state_dir import DIR_MODE, FILE_MODE, write_private
 
 READ_SIZE = 4 * 1024 * 1024
 # Worst-case zip growth: deflate adds < 0.1 % plus a few bytes per block; headers are per entry.
@@ -313,7 +313,7 @@ def package_for_submission(
     if fingerprint(list(walk_bundle(bundle))) != tree:
         archive.unlink(missing_ok=True)
         raise BundleChangedError(bundle)
-    stamp.write_text(tree, encoding="ascii")
+    write_private(stamp, tree.encode("ascii"))
     return PackagedBundle(bundle, archive, digest)
 
 

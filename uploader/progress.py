@@ -80,7 +80,7 @@ class Progress:
             case PartRetried():
                 self.retries += 1
             case HashProgress(bytes_hashed=hashed, bytes_total=total):
-                if hashed > self.bytes_hashed:
+                if hashed >= self.bytes_hashed:  # the first (0) starts the meter's clock
                     self._hash_meter.add(hashed - self.bytes_hashed)
                 self.bytes_hashed = hashed
                 self.bytes_total = total or self.bytes_total
