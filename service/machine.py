@@ -62,9 +62,15 @@ def dumps(document: Any) -> str:
 
 
 def error_document(error: BaseException, message: str) -> dict[str, Any]:
-    """``{"error": {"code", "message", "fix"}}``: the fix is what follows the first '; '."""
-    what, _, fix = message.partition("; ")
+    """``{"error": {"code", "message", "fix"}}``: the fix is what follows the first '; ' (our
+    messages' convention), else the first sentence's end."""
+    what, separator, fix = message.partition("; ")
+    if not separator and (end := _SENTENCE_END.search(message)) is not None:
+        what, fix = message[:end.start()], message[end.end():]
     return {"error": {"code": error_code(error), "message": what, "fix": fix or None}}
+
+
+_SENTENCE_END = re.compile(r"\.\s+(?=[A-Z])")
 
 
 def error_code(error: BaseException) -> str:

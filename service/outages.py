@@ -12,6 +12,7 @@ after ``S3_FAILURES_FOR_OUTAGE`` part failures in a row with no part acknowledge
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,6 +125,11 @@ class OutageReporter:
                   f"{outage.next_attempt} in {wait:.0f} s")
 
 
+_CANNOT_CONNECT = re.compile(r"(?:\w+Error: )?Cannot connect to host (\S+) ssl:\S+ \[([^\]]*)\]")
+
+
 def _short(error: str) -> str:
+    """One line, at most ``MAX_ERROR_CHARS``; aiohttp's connect failure said plainly."""
     line = " ".join(error.split())
+    line = _CANNOT_CONNECT.sub(lambda m: f"cannot connect to {m.group(1)}: {m.group(2)}", line)
     return line if len(line) <= MAX_ERROR_CHARS else line[:MAX_ERROR_CHARS - 1] + "…"

@@ -190,6 +190,7 @@ class NetworkError(TransientNotaryError):
             "check the network connection",
             endpoint=endpoint,
         )
+        self.cause = cause
 
 
 class BadResponse(NotaryError):

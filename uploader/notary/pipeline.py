@@ -70,6 +70,7 @@ from uploader.notary.client import (
 )
 from uploader.notary.errors import (
     LogUrlExpired,
+    NetworkError,
     NotaryError,
     NotFound,
     RateLimited,
@@ -307,15 +308,20 @@ class Notarizer:
                 return active
             await self._submissions.mark_abandoned(
                 active.id, "the upload credentials expired before the upload finished")
-        await self._account_for_orphans(client, digest.sha256)
+        await self._account_for_orphans(client, digest.sha256, str(path))
         return await self._create(client, digest, name, path, webhook)
 
-    async def _account_for_orphans(self, client: NotaryClient, sha256: str) -> None:
+    async def _account_for_orphans(self, client: NotaryClient, sha256: str, target: str) -> None:
         """Find submissions whose POST answer died with an earlier process (see module doc)."""
         intents = await self._submissions.dangling_intents(sha256)
         if not intents:
             return
-        history = await with_retries(client.history, API_RETRY, self._sleep)
+
+        def retrying(error: NotaryError, delay: float) -> None:
+            self._emit(Retrying(target, NOTARY_SERVICE, _why(error),
+                                "next look for a lost submission", delay))
+
+        history = await with_retries(client.history, API_RETRY, self._sleep, on_retry=retrying)
         for intent in intents:
             for item in history:
                 created = item.created_at
@@ -352,9 +358,9 @@ class Notarizer:
             else:
                 # The POST may have landed although its answer did not: account for it
                 # (it cannot be used without its credentials) before trying again.
-                await self._account_for_orphans(client, digest.sha256)
+                await self._account_for_orphans(client, digest.sha256, target)
             delay = notary_retry_delay(self._retrier, error, retry_number)
-            self._emit(Retrying(target, NOTARY_SERVICE, str(error), "next submit attempt", delay))
+            self._emit(Retrying(target, NOTARY_SERVICE, _why(error), "next submit attempt", delay))
             return delay
 
         created = await self._retrier.run(submit, decide)
@@ -448,7 +454,7 @@ class Notarizer:
                 raise error
             wait = notary_retry_delay(polling, error, retry_number + 1)
             log.debug("status of %s: %s; asking again in %.0f s", submission_id, error, wait)
-            self._emit(Retrying(target, NOTARY_SERVICE, str(error), "next status check", wait))
+            self._emit(Retrying(target, NOTARY_SERVICE, _why(error), "next status check", wait))
             return wait
 
         while True:
@@ -520,7 +526,7 @@ class Notarizer:
             if not isinstance(error, NotaryError):
                 raise error
             delay = notary_retry_delay(self._retrier, error, retry_number)
-            self._emit(Retrying(target, NOTARY_SERVICE, str(error), "next log download", delay))
+            self._emit(Retrying(target, NOTARY_SERVICE, _why(error), "next log download", delay))
             return delay
 
         document = await self._retrier.run(download, decide)
@@ -529,6 +535,11 @@ class Notarizer:
         text = json.dumps(document, indent=2, sort_keys=True)
         await asyncio.to_thread(_write_text, log_path, text)
         return log_path, render_report(parse_log(document))
+
+
+def _why(error: NotaryError) -> str:
+    """What went wrong, without the advice (the retry line says what happens next)."""
+    return error.cause if isinstance(error, NetworkError) else str(error)
 
 
 def _write_text(path: Path, text: str) -> None:
