@@ -466,8 +466,8 @@ class MultipartUploader:
             verdict = exc.verdict
             self._emit(PartRetried(record.target, part.number, verdict.reason, exc.attempt,
                                    error=verdict.message, delay_seconds=retry.delay))
-            log.info("%s part %d attempt %d failed (%s: %s); retrying", record.target,
-                     part.number, exc.attempt, verdict.code, verdict.message)
+            log.debug("%s part %d attempt %d failed (%s: %s); retrying", record.target,
+                      part.number, exc.attempt, verdict.code, verdict.message)
             return retry.delay
 
         await self._retrier.run(attempt, decide)
@@ -631,7 +631,7 @@ class MultipartUploader:
             if self._retrier.gives_up_after(retry_number + 1):
                 raise TransientUploadError(f"could not {what}: {verdict.code}: {verdict.message}",
                                            reason=verdict.reason) from None
-            log.info("could not %s (%s); retrying", what, verdict.code)
+            log.debug("could not %s (%s); retrying", what, verdict.code)
             delay = self._retrier.delay(retry_number,
                                         throttled=verdict.reason is RetryReason.THROTTLED)
             self._emit(Retrying(target, "S3", verdict.message, "next attempt", delay))

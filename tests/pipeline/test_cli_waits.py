@@ -148,6 +148,22 @@ def test_no_network_at_submit_says_what_it_waits_for_until_the_timeout(
     assert lines[-1].startswith("notaryd: gave up after the --timeout of 8s: it was submitting")
 
 
+def test_s3_unreachable_is_reported_not_silent(
+    notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
+) -> None:
+    env = cli_environment(notary.emulator, key, tmp_path)
+    archive = make_archive(tmp_path / "Game.zip", PART)
+    with closed_port() as port:
+        env["NOTARYD_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+        result = run(env, *notarize_command(archive, "--timeout", "8s", "--skip-preflight")[3:])
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert any(re.fullmatch(rf"notaryd: S3 not answering \(.*127.0.0.1:{port}.*\); next attempt "
+                            r"in \d+ s", line) for line in lines), "\n".join(lines)
+    assert lines[-1].startswith("notaryd: gave up after the --timeout of 8s: the upload was at "
+                                "0 B of 5.0 MiB (submission ")
+
+
 def test_a_second_run_on_the_same_build_waits_for_the_first_and_reports_its_verdict(
     notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
 ) -> None:
