@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from service.emulator.auth import TeamKey
 from service.emulator.config import EmulatorConfig
 from service.emulator.notary import BackgroundEmulator
-from tests.support.emulator import cli_environment, notarize_command
+from tests.support.emulator import cli_environment_with_new_key, notarize_command
 from tests.support.files import PART, make_archive
 from tests.support.ports import closed_port
 from tests.support.waiting import until
@@ -28,11 +27,6 @@ UNKNOWN_ID = "00000000-0000-0000-0000-000000000000"
 @pytest.fixture
 def emulator_config() -> EmulatorConfig:
     return EmulatorConfig(processing_delay_seconds=4.0)  # a verdict that takes a while
-
-
-@pytest.fixture
-def key(notary: BackgroundEmulator, tmp_path: Path) -> TeamKey:
-    return notary.call(lambda e: e.make_team_key(tmp_path / "keys"))
 
 
 def run(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -85,9 +79,9 @@ def test_any_error_with_json_is_an_error_document_on_stdout(tmp_path: Path) -> N
 
 
 def test_ids_the_service_does_not_know_end_at_once_in_one_line(
-    notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
+    notary: BackgroundEmulator, tmp_path: Path
 ) -> None:
-    env = cli_environment(notary.emulator, key, tmp_path)
+    env = cli_environment_with_new_key(notary, tmp_path)
     for command in ("status", "log", "wait"):
         result = run(env, command, UNKNOWN_ID, timeout=60)  # `log` used to ask for 5 minutes
         assert result.returncode == 1, (command, result.stderr)
@@ -97,9 +91,9 @@ def test_ids_the_service_does_not_know_end_at_once_in_one_line(
 
 
 def test_json_output_is_snake_case_with_rfc3339_times_and_a_staple_object(
-    notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
+    notary: BackgroundEmulator, tmp_path: Path
 ) -> None:
-    env = cli_environment(notary.emulator, key, tmp_path)
+    env = cli_environment_with_new_key(notary, tmp_path)
     done = run(env, *notarize_command(make_archive(tmp_path / "Game.zip", PART), "--json")[3:])
     assert done.returncode == 0, done.stderr
     outcome = json.loads(done.stdout)
@@ -115,9 +109,9 @@ def test_json_output_is_snake_case_with_rfc3339_times_and_a_staple_object(
 
 
 def test_timeout_bounds_the_run_says_what_was_left_and_a_rerun_resumes(
-    notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
+    notary: BackgroundEmulator, tmp_path: Path
 ) -> None:
-    env = cli_environment(notary.emulator, key, tmp_path)
+    env = cli_environment_with_new_key(notary, tmp_path)
     archive = make_archive(tmp_path / "Game.zip", PART)
     # shorter than the emulator's 4 s verdict alone: the run ends before Apple decides
     stopped = run({**env, "NOTARYD_TIMEOUT": "3s"}, *notarize_command(archive)[3:])
@@ -130,16 +124,24 @@ def test_timeout_bounds_the_run_says_what_was_left_and_a_rerun_resumes(
     assert notary.call(lambda e: e.submissions_created) == 1
 
 
-def test_no_network_at_submit_says_what_it_waits_for_until_the_timeout(
-    notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
-) -> None:
-    env = cli_environment(notary.emulator, key, tmp_path)
-    archive = make_archive(tmp_path / "Game.zip", PART)
+def run_with_a_dead_endpoint(notary: BackgroundEmulator, home: Path, setting: str,
+                             url: str) -> tuple[int, list[str]]:
+    """`notarize --timeout 8s` with ``setting`` pointing at a port nobody answers on: the port
+    and the stderr lines."""
+    env = cli_environment_with_new_key(notary, home)
+    archive = make_archive(home / "Game.zip", PART)
     with closed_port() as port:
-        env["NOTARYD_API_URL"] = f"http://127.0.0.1:{port}/notary/v2"
+        env[setting] = url.format(port=port)
         result = run(env, *notarize_command(archive, "--timeout", "8s", "--skip-preflight")[3:])
     assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
+    return port, result.stderr.strip().splitlines()
+
+
+def test_no_network_at_submit_says_what_it_waits_for_until_the_timeout(
+    notary: BackgroundEmulator, tmp_path: Path
+) -> None:
+    port, lines = run_with_a_dead_endpoint(notary, tmp_path, "NOTARYD_API_URL",
+                                           "http://127.0.0.1:{port}/notary/v2")
     waiting = [line for line in lines if line.startswith("notaryd: the notary service not answering")]
     assert waiting, "\n".join(lines)
     assert re.fullmatch(
@@ -148,16 +150,9 @@ def test_no_network_at_submit_says_what_it_waits_for_until_the_timeout(
     assert lines[-1].startswith("notaryd: gave up after the --timeout of 8s: it was submitting")
 
 
-def test_s3_unreachable_is_reported_not_silent(
-    notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
-) -> None:
-    env = cli_environment(notary.emulator, key, tmp_path)
-    archive = make_archive(tmp_path / "Game.zip", PART)
-    with closed_port() as port:
-        env["NOTARYD_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
-        result = run(env, *notarize_command(archive, "--timeout", "8s", "--skip-preflight")[3:])
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
+def test_s3_unreachable_is_reported_not_silent(notary: BackgroundEmulator, tmp_path: Path) -> None:
+    port, lines = run_with_a_dead_endpoint(notary, tmp_path, "NOTARYD_S3_ENDPOINT_URL",
+                                           "http://127.0.0.1:{port}")
     assert any(re.fullmatch(rf"notaryd: S3 not answering \(.*127.0.0.1:{port}.*\); next attempt "
                             r"in \d+ s", line) for line in lines), "\n".join(lines)
     assert lines[-1].startswith("notaryd: gave up after the --timeout of 8s: the upload was at "
@@ -165,9 +160,9 @@ def test_s3_unreachable_is_reported_not_silent(
 
 
 def test_a_second_run_on_the_same_build_waits_for_the_first_and_reports_its_verdict(
-    notary: BackgroundEmulator, key: TeamKey, tmp_path: Path
+    notary: BackgroundEmulator, tmp_path: Path
 ) -> None:
-    env = cli_environment(notary.emulator, key, tmp_path)
+    env = cli_environment_with_new_key(notary, tmp_path)
     archive = make_archive(tmp_path / "Game.zip", PART)
     first = subprocess.Popen(notarize_command(archive, "--json"), env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
