@@ -378,7 +378,7 @@ def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, F
     try:
         kind = input_kind(resolved)
     except UnsupportedInput as exc:
-        raise ApiError(400, str(exc), "the path must exist on the daemon's machine") from None
+        raise ApiError(400, str(exc)) from None  # it says what to give instead
     if kind is InputKind.BUNDLE:
         return resolved, None  # a bundle: the pipeline zips it (uploader.bundle_zip)
     try:
