@@ -195,7 +195,10 @@ class ProgressDisplay(TransferBar):
     def _stage_changed(self, event: NotaryStageChanged, stage: NotaryStage) -> None:
         status = f" ({event.notary_status})" if event.notary_status else ""
         sub = f" submission {event.submission_id}" if event.submission_id else ""
-        self.message(f"notaryd: {stage.value}{sub}{status} {event.detail}".rstrip())
+        if stage is NotaryStage.HASHING and event.detail:  # "packaging the bundle"
+            self.message(f"notaryd: {event.detail}")
+        else:
+            self.message(f"notaryd: {stage.value}{sub}{status} {event.detail}".rstrip())
         if stage is NotaryStage.WAITING:
             if self._waiting_since is None:
                 self._waiting_since = self._clock()

@@ -124,11 +124,14 @@ def test_packaging_and_hashing_show_their_rate() -> None:
         clock = ManualClock(0.0)
         display, out = plain_display(clock)
         with display:
+            display(NotaryStageChanged(T, NotaryStage.HASHING,
+                                       detail="packaging the bundle" if packaging else ""))
             for second in range(11):  # 8 MiB a second
                 display(HashProgress(T, second * 8 * MiB, 512 * MiB, packaging=packaging))
                 clock.advance(1)
-        assert out.getvalue().splitlines()[-1] == (
-            f"notaryd: {label} 80.0 MiB of 512.0 MiB (16 %), 8.0 MiB/s, 0 retries")
+        lines = out.getvalue().splitlines()
+        assert lines[0] == ("notaryd: packaging the bundle" if packaging else "notaryd: hashing")
+        assert lines[-1] == f"notaryd: {label} 80.0 MiB of 512.0 MiB (16 %), 8.0 MiB/s, 0 retries"
 
 
 def test_the_wait_for_apple_shows_elapsed_time_and_the_last_check() -> None:
