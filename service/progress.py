@@ -136,6 +136,12 @@ class TransferBar:
         else:
             print(text, file=self._stream, flush=True)
 
+    def bar_stats(self) -> str:
+        """What the bar shows right of it (terminal only; '' elsewhere)."""
+        if self._progress is None or self._task is None:
+            return ""
+        return str(self._progress.tasks[0].fields.get("stats", ""))
+
     def show(self, label: str, done: int, total: int | None, stats: str) -> None:
         """Redraw the bar (terminal only)."""
         if self._progress is not None and self._task is not None:
@@ -213,6 +219,8 @@ class ProgressDisplay(TransferBar):
         self.outages.tick()
         if self._waiting_since is not None:
             self._waiting()
+        elif self._progress is not None and self._phase == "uploading":
+            self._show(self._phase, self.progress.bytes_done)  # the rate falls when bytes stop
 
     def _waiting(self) -> None:
         assert self._waiting_since is not None

@@ -147,3 +147,22 @@ def test_the_wait_for_apple_shows_elapsed_time_and_the_last_check() -> None:
     lines = out.getvalue().splitlines()
     assert lines == ["notaryd: waiting submission sub-1 (In Progress)",
                      "notaryd: waiting for Apple's verdict for 1m00s; last check 40s ago"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_bar_shows_the_rate_falling_when_bytes_stop() -> None:
+    clock = ManualClock(0.0)
+    with ProgressDisplay(_Terminal(), clock=clock) as display:
+        display(UploadStateChanged(T, UploadState.UPLOADING, 100 * MiB, 0))
+        for _ in range(10):
+            display(BytesSent(T, 4 * MiB, resent=False))
+            clock.advance(1)
+        # drawn with the 10th burst: 40 MiB in the 9 s since the first byte
+        assert display.bar_stats() == "0 B of 100.0 MiB, 4.4 MiB/s, ETA -"
+        clock.advance(30)  # nothing moves: no event comes, only ticks
+        display.tick()
+        assert display.bar_stats() == "0 B of 100.0 MiB, 0.0 MiB/s, ETA -"
