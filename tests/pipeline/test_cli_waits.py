@@ -69,6 +69,18 @@ def test_formats_the_service_does_not_take_are_refused_before_anything_is_read(
     assert "NOTARYD_KEY_ID" in upper.stderr  # it got as far as the missing key
 
 
+def test_an_archive_without_code_is_refused_before_upload(
+    notary: BackgroundEmulator, tmp_path: Path
+) -> None:
+    env = cli_environment_with_new_key(notary, tmp_path)
+    data_only = make_archive(tmp_path / "Assets.zip", PART)
+    result = run(env, "notarize", str(data_only))  # preflight runs: no --skip-preflight
+    assert result.returncode == 2, result.stderr
+    assert "No Mach-O code was found, so there is nothing for the notary service to notarize." \
+        in result.stdout
+    assert notary.call(lambda e: e.submissions_created) == 0
+
+
 def test_any_error_with_json_is_an_error_document_on_stdout(tmp_path: Path) -> None:
     result = run(bare_environment(tmp_path), "status", UNKNOWN_ID, "--json", timeout=60)
     assert result.returncode == 1
@@ -132,7 +144,7 @@ def run_with_a_dead_endpoint(notary: BackgroundEmulator, home: Path, setting: st
     archive = make_archive(home / "Game.zip", PART)
     with closed_port() as port:
         env[setting] = url.format(port=port)
-        result = run(env, *notarize_command(archive, "--timeout", "8s", "--skip-preflight")[3:])
+        result = run(env, *notarize_command(archive, "--timeout", "8s")[3:])
     assert result.returncode == 1
     return port, result.stderr.strip().splitlines()
 
