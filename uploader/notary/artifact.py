@@ -91,8 +91,7 @@ class StapleNote:
 
 
 async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float,
-                       session: aiohttp.ClientSession | None = None,
-                       on_retry: Callable[[str, float], None] | None = None) -> StapleNote:
+                       session: aiohttp.ClientSession | None = None) -> StapleNote:
     """Staple the accepted artifact; never raises for a stapling problem (the verdict stands)."""
     from uploader.staple import StapleInputError, staple
     from uploader.staple.identity import zip_cannot_be_stapled
@@ -100,8 +99,7 @@ async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float,
     if kind_by_name(source) is InputKind.ZIP:
         return StapleNote(zip_cannot_be_stapled(source), outcome="not_stapleable")
     try:
-        done = await staple(source, ticket_url, session=session, max_wait_seconds=max_wait_seconds,
-                            on_retry=on_retry)
+        done = await staple(source, ticket_url, session=session, max_wait_seconds=max_wait_seconds)
     except StapleInputError as error:
         return StapleNote(str(error), failed=True, outcome="failed")
     except NotarydError as error:

@@ -233,14 +233,9 @@ class Notarizer:
             await self._preflight(path, target)
         prepared = await self._prepare(path, kind, target)
         outcome = await self._notarize(client, request, prepared, target)
-        if outcome.accepted and request.staple:
-            def waiting(why: str, delay: float) -> None:  # the ticket is still propagating
-                self._emit(Notice(target, f"ticket not available yet ({why}); asking again in "
-                                          f"{delay:.0f} s"))
-
+        if outcome.accepted and request.staple:  # the lookup logs each wait for the ticket
             note = await artifact.staple_after(path, self._config.ticket_url,
-                                               self._config.staple_max_wait_seconds, self._session,
-                                               on_retry=waiting)
+                                               self._config.staple_max_wait_seconds, self._session)
             outcome = dataclasses.replace(outcome, staple=note)
         if not request.keep_archive:
             await asyncio.to_thread(prepared.discard)
