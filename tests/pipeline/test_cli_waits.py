@@ -13,6 +13,7 @@ import pytest
 
 from service.emulator.config import EmulatorConfig
 from service.emulator.notary import BackgroundEmulator
+from service.emulator.verdicts import INVALID_MARKER
 from tests.support.emulator import cli_environment_with_new_key, notarize_command
 from tests.support.files import PART, make_archive
 from tests.support.ports import closed_port
@@ -171,11 +172,13 @@ def test_s3_unreachable_is_reported_not_silent(notary: BackgroundEmulator, tmp_p
                                 "0 B of 5.0 MiB (submission ")
 
 
+@pytest.mark.parametrize(("marker", "verdict", "exit_code"),
+                         [(b"", "Accepted", 0), (INVALID_MARKER, "Invalid", 2)])
 def test_a_second_run_on_the_same_build_waits_for_the_first_and_reports_its_verdict(
-    notary: BackgroundEmulator, tmp_path: Path
+    notary: BackgroundEmulator, tmp_path: Path, marker: bytes, verdict: str, exit_code: int
 ) -> None:
     env = cli_environment_with_new_key(notary, tmp_path)
-    archive = make_archive(tmp_path / "Game.zip", PART)
+    archive = make_archive(tmp_path / "Game.zip", PART, marker=marker)
     first = subprocess.Popen(notarize_command(archive, "--json"), env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -188,12 +191,12 @@ def test_a_second_run_on_the_same_build_waits_for_the_first_and_reports_its_verd
         if first.poll() is None:
             first.kill()
             first.wait()
-    assert first.returncode == 0, first_err
-    assert second.returncode == 0, second.stderr
+    assert first.returncode == exit_code, first_err
+    assert second.returncode == exit_code, second.stderr
     assert (f"notaryd: another notaryd (pid {first.pid}) is notarising this build; waiting for it"
             in second.stderr.splitlines())
     one, two = json.loads(first_out), json.loads(second.stdout)
-    assert (one["status"], two["status"]) == ("Accepted", "Accepted")
+    assert (one["status"], two["status"]) == (verdict, verdict)
     assert one["submission_id"] == two["submission_id"]
     assert notary.call(lambda e: e.submissions_created) == 1
 

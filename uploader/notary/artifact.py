@@ -83,6 +83,16 @@ async def accepted_before(db: Database, sha256: str) -> EarlierVerdict | None:
     return EarlierVerdict(str(row["id"]), Path(row["log_path"]) if row["log_path"] else None)
 
 
+async def decided_since(db: Database, sha256: str, since: float) -> EarlierVerdict | None:
+    """The verdict another run reached on the same archive while this one waited for it."""
+    row = await db.fetchone(
+        "SELECT id, log_path FROM submissions WHERE sha256 = ? AND state = 'done'"
+        " AND updated_at >= ? ORDER BY updated_at DESC LIMIT 1", (sha256, since))
+    if row is None:
+        return None
+    return EarlierVerdict(str(row["id"]), Path(row["log_path"]) if row["log_path"] else None)
+
+
 @dataclass(frozen=True)
 class StapleNote:
     text: str

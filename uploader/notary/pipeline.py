@@ -220,19 +220,24 @@ class Notarizer:
         kind = await asyncio.to_thread(input_kind, path)  # refused before a byte is read
         client = await self.client()  # fail fast on a bad key, before reading 20 GB
 
+        waited_since: float | None = None
+
         def busy(holder: int | None) -> None:
+            nonlocal waited_since
+            waited_since = self._clock()
             who = f"another notaryd (pid {holder})" if holder else "another notaryd"
             self._emit(Notice(target, f"{who} is notarising this build; waiting for it"))
 
         async with input_lock(self._config.state_dir, path, on_busy=busy):
-            return await self._run_locked(client, request, path, kind, target)
+            return await self._run_locked(client, request, path, kind, target, waited_since)
 
     async def _run_locked(self, client: NotaryClient, request: NotarizeRequest, path: Path,
-                          kind: InputKind, target: str) -> NotarizeOutcome:
+                          kind: InputKind, target: str,
+                          waited_since: float | None) -> NotarizeOutcome:
         if not request.skip_preflight:
             await self._preflight(path, target)
         prepared = await self._prepare(path, kind, target)
-        outcome = await self._notarize(client, request, prepared, target)
+        outcome = await self._notarize(client, request, prepared, target, waited_since)
         if outcome.accepted and request.staple:  # the lookup logs each wait for the ticket
             note = await artifact.staple_after(path, self._config.ticket_url,
                                                self._config.staple_max_wait_seconds, self._session)
@@ -253,9 +258,13 @@ class Notarizer:
                                       progress)
 
     async def _notarize(self, client: NotaryClient, request: NotarizeRequest,
-                        prepared: artifact.PreparedInput, target: str) -> NotarizeOutcome:
+                        prepared: artifact.PreparedInput, target: str,
+                        waited_since: float | None = None) -> NotarizeOutcome:
         path, archive = prepared.source, prepared.archive
         digest = prepared.digest or await self._digest(archive, target)
+        if waited_since is not None and (decided := await artifact.decided_since(
+                self._db, digest.sha256, waited_since)) is not None:
+            return await self._verdict_of_the_run_waited_for(client, decided, target, path)
         if not request.force and (earlier := await artifact.accepted_before(
                 self._db, digest.sha256)) is not None:
             self._emit(NotaryStageChanged(target, NotaryStage.DONE, earlier.submission_id, NotaryStatus.ACCEPTED))
@@ -274,6 +283,25 @@ class Notarizer:
                                    None, "")
         status = await self.wait(submission.id, target, submitted_at=submission.created_at)
         return await self._finish(client, submission.id, status.status, target, path)
+
+    async def _verdict_of_the_run_waited_for(
+        self, client: NotaryClient, decided: artifact.EarlierVerdict, target: str, path: Path
+    ) -> NotarizeOutcome:
+        """The run this one waited for reached a verdict: report it, submit nothing."""
+        record = await self._submissions.get(decided.submission_id)
+        if record is not None and record.notary_status and decided.log_path is not None:
+            try:
+                text = await asyncio.to_thread(decided.log_path.read_text, encoding="utf-8")
+                report = render_report(parse_log(json.loads(text)))
+            except (OSError, ValueError):
+                pass  # gone or damaged since: fetched again below
+            else:
+                self._emit(NotaryStageChanged(target, NotaryStage.DONE, record.id,
+                                              record.notary_status))
+                return NotarizeOutcome(path, record.id, record.notary_status, decided.log_path,
+                                       report)
+        status = await self.status(decided.submission_id)
+        return await self._finish(client, decided.submission_id, status.status, target, path)
 
     async def _preflight(self, path: Path, target: str) -> None:
         from uploader.preflight import run_preflight
