@@ -15,7 +15,7 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from service import exit_codes
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="notaryd",
         description="Resumable notarisation of large macOS builds through Apple's Notary REST API.",
     )
+    parser.add_argument("--version", action="version", version=f"notaryd {_version()}")
     parser.add_argument("--config", type=Path, help="TOML config file (default: see README)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -55,35 +56,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("notaryd")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # A line per HTTP request is for servers' operators, never for a person at a terminal (the
+    # emulator and fault proxy of `notaryd demo` serve in-process).
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     redaction.install()  # on every handler: third-party loggers print credentials at DEBUG
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
     from service.settings import load_settings
 
     try:
         if isinstance(path := getattr(args, "path", None), (Path, str)):
             refuse_non_utf8(path)  # a name SQLite, JSON and the notary service cannot carry
-        settings = load_settings(config_path=args.config, flags=credentials.credential_flags(args))
-        code: int = args.handler(args, settings)
-        return code
+        try:
+            settings = load_settings(config_path=args.config,
+                                     flags=credentials.credential_flags(args))
+            code: int = args.handler(args, settings)
+            return code
+        except BaseExceptionGroup as group:  # a TaskGroup's: what failed is inside
+            raise user_facing(group) from None
     except NotarydError as exc:
-        print(f"notaryd: {printable(redaction.redact(str(exc)))}", file=sys.stderr)
-        return exit_codes.FAILURE
+        return _fail(args, exc, printable(redaction.redact(str(exc))), exc.exit_code)
     except KeyboardInterrupt:
         print("notaryd: interrupted; re-run the same command to resume", file=sys.stderr)
         return exit_codes.INTERRUPTED
     except Exception as exc:  # a bug or an unforeseen OS error: one line; the traceback with -v
         logging.getLogger("notaryd").debug("unexpected error", exc_info=True)
-        print(f"notaryd: unexpected error ({type(exc).__name__}: "
-              f"{printable(redaction.redact(str(exc)))}); "
-              "re-run with -v for the details", file=sys.stderr)
-        return exit_codes.FAILURE
+        text = printable(redaction.redact(f"unexpected error ({type(exc).__name__}: {exc}); "
+                                          "re-run with -v for the details"))
+        return _fail(args, exc, text, exit_codes.FAILURE)
+
+
+def user_facing(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a person should read from an exception group: ours first, else the first leaf."""
+    leaves = list(_leaves(group))
+    for leaf in leaves:
+        if isinstance(leaf, (NotarydError, KeyboardInterrupt)):
+            return leaf
+    return next((leaf for leaf in leaves if isinstance(leaf, Exception)), leaves[0])
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, text: str, code: int) -> int:
+    """One line on stderr; with --json the error document on stdout too."""
+    if getattr(args, "json", False):
+        from service import machine
+
+        print(machine.dumps(machine.error_document(exc, text)))
+    print(f"notaryd: {text}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

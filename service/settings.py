@@ -104,6 +104,7 @@ class Settings:
     stuck_after: float = STUCK_AFTER_SECONDS
     poll_initial: float = 10.0
     poll_max: float = 180.0
+    timeout: float | None = None  # bounds a whole `notarize` (NOTARYD_TIMEOUT / --timeout)
     # daemon
     listen: str = DEFAULT_LISTEN
     api_token: str | None = None
@@ -298,23 +299,32 @@ def seconds_option(maximum: float, *, zero: bool = False) -> Callable[[str], flo
     return option
 
 
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+                       r"(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def duration(maximum: float) -> Callable[[Any], float]:
+    """Parser of a duration: seconds (``5400``) or with units (``90m``, ``1h30m``, ``2d``)."""
+    as_seconds = seconds(maximum)
+
+    def parse(raw: Any) -> float:
+        if not isinstance(raw, str):
+            return as_seconds(raw)
+        text = raw.strip().lower().replace(" ", "")
+        match = _DURATION.fullmatch(text)
+        if not text or match is None or not any(match.groups()):
+            raise ValueError(f"must be a duration such as 90m, 2h or 5400 (seconds), got {_shown(raw)}")
+        days, hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+        return as_seconds(((days * 24 + hours) * 60 + minutes) * 60 + secs)
+
+    return parse
+
+
 HOUR = 3600.0
 DAY = 24 * HOUR
-_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": HOUR, "d": DAY}
 
 
-def duration(text: str) -> float:
-    """Seconds from ``90``, ``90s``, ``30m``, ``12h`` or ``7d`` (positive, finite)."""
-    raw = text.strip().lower()
-    unit = _DURATION_UNITS.get(raw[-1:])
-    number = raw[:-1] if unit is not None else raw
-    try:
-        value = float(number) * (unit or 1.0)
-    except ValueError:
-        raise ValueError(f"not a duration: {_shown(text)} (examples: 90s, 30m, 12h, 7d)") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"a duration must be positive, got {_shown(text)}")
-    return value
+
 _positive_int = whole_number(1, 2**31 - 1)
 _positive_float = seconds(30 * DAY)
 _part_size = whole_number(5 * MiB, 5 * GiB, "bytes")  # S3's multipart limits
@@ -443,6 +453,7 @@ def load_settings(
         stuck_after=src.get("stuck_after", seconds(30 * DAY), d.stuck_after),
         poll_initial=src.get("poll_initial", seconds(HOUR), d.poll_initial),
         poll_max=src.get("poll_max", seconds(HOUR), d.poll_max),
+        timeout=src.get("timeout", duration(30 * DAY), d.timeout),
         listen=src.get("listen", _listen, d.listen),
         api_token=src.get("api_token", _str, d.api_token),
         allowed_roots=src.get("allowed_roots", _paths, d.allowed_roots),

@@ -47,9 +47,8 @@ from uploader.hashing import (
     hash_file_sync,
 )
 from uploader.planning import UploadPlan, plan_upload
-from uploader.state_dir import DIR_MODE
+from uploader.state_dir import DIR_MODE, FILE_MODE, write_private
 
-BUNDLE_SUFFIXES = (".app",)
 READ_SIZE = 4 * 1024 * 1024
 # Worst-case zip growth: deflate adds < 0.1 % plus a few bytes per block; headers are per entry.
 _PER_ENTRY_OVERHEAD = 256
@@ -58,12 +57,8 @@ SAMPLE_BYTES = 1024 * 1024
 STORE_ABOVE_RATIO = 0.95
 
 
-__all__ = ["BundleChangedError", "PackagedBundle", "archive_dir", "archive_path_for", "is_bundle",
+__all__ = ["BundleChangedError", "PackagedBundle", "archive_dir", "archive_path_for",
            "package_bundle", "package_for_submission", "remove_archive"]
-
-
-def is_bundle(path: Path) -> bool:
-    return path.suffix.lower() in BUNDLE_SUFFIXES and path.is_dir()
 
 
 def fingerprint(tree: BundleTree, members: list[Member]) -> str:
@@ -80,7 +75,12 @@ class _HashingWriter:
     """A forward-only file that hashes what is written: SHA-256 and one checksum per part."""
 
     def __init__(self, path: Path, part_size: int, algorithm: ChecksumAlgorithm) -> None:
-        self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        # 0600 from the start, like everything in the state dir (uploader.state_dir): a looser
+        # zip would be "tightened", with a warning, on every later run.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # a .partial left by an older version may be looser
+        self._file = os.fdopen(fd, "wb")
         self._part_size = part_size
         self._algorithm = algorithm
         self.sha = hashlib.sha256()
@@ -307,7 +307,7 @@ def package_for_submission(
         try:
             if fingerprint(tree, tree.walk()) != tree_print:  # a member added or removed
                 raise BundleChangedError(bundle)
-            stamp.write_text(tree_print, encoding="ascii")
+            write_private(stamp, tree_print.encode("ascii"))
         except BaseException:
             remove_archive(archive)
             raise

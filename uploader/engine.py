@@ -70,8 +70,10 @@ from uploader.events import (
     BytesSent,
     Emitter,
     Hook,
+    Notice,
     PartAcknowledged,
     PartRetried,
+    Retrying,
     RetryReason,
     UploadStateChanged,
 )
@@ -321,7 +323,7 @@ class MultipartUploader:
             options["ChecksumType"] = "FULL_OBJECT"
         return await self._call(
             lambda: client.create_multipart_upload(Bucket=record.bucket, Key=record.key, **options),
-            what=f"create the multipart upload for {record.target}",
+            what=f"create the multipart upload for {record.target}", target=record.target,
         )
 
     async def _reconcile(self, client: S3Api, record: UploadRecord) -> None:
@@ -377,6 +379,9 @@ class MultipartUploader:
         parts = await self._store.parts(record.id)
         pending = [p for p in parts if not p.done]
         done_bytes = sum(p.length for p in parts if p.done)
+        if done_bytes and pending:
+            self._emit(Notice(record.target, f"resuming: {len(parts) - len(pending)} of "
+                                             f"{len(parts)} parts already uploaded"))
         self._emit(UploadStateChanged(record.target, UploadState.UPLOADING,
                                       record.identity.size, done_bytes))
         if not pending:
@@ -472,9 +477,10 @@ class MultipartUploader:
             finally:
                 await _wake(admitted)
             verdict = exc.verdict
-            self._emit(PartRetried(record.target, part.number, verdict.reason, exc.attempt))
-            log.info("%s part %d attempt %d failed (%s: %s); retrying", record.target,
-                     part.number, exc.attempt, verdict.code, verdict.message)
+            self._emit(PartRetried(record.target, part.number, verdict.reason, exc.attempt,
+                                   error=verdict.message, delay_seconds=retry.delay))
+            log.debug("%s part %d attempt %d failed (%s: %s); retrying", record.target,
+                      part.number, exc.attempt, verdict.code, verdict.message)
             return retry.delay
 
         await self._retrier.run(attempt, decide)
@@ -601,7 +607,8 @@ class MultipartUploader:
             async with self._open_s3(self._config, credentials,
                                      COMPLETE_READ_TIMEOUT_SECONDS) as patient:
                 response = await self._call(lambda: complete(patient), what=f"complete {record.target}",
-                                            deadline_seconds=COMPLETE_TIMEOUT_SECONDS)
+                                            deadline_seconds=COMPLETE_TIMEOUT_SECONDS,
+                                            target=record.target)
         except UploadGoneError:
             if not (sent_before or attempts > 1):
                 raise  # nothing of ours completed it: the upload really is gone
@@ -631,7 +638,8 @@ class MultipartUploader:
     # ------------------------------------------------------------------ helpers
 
     async def _call(
-        self, make: Callable[[], Awaitable[T]], *, what: str, deadline_seconds: float | None = None
+        self, make: Callable[[], Awaitable[T]], *, what: str, deadline_seconds: float | None = None,
+        target: str = "",
     ) -> T:
         """Run a non-part S3 call, retrying transient failures with the engine's policy."""
         # Silence is caught sooner, by the client's read timeout (= the stall timeout); this
@@ -650,9 +658,11 @@ class MultipartUploader:
             if self._retrier.gives_up_after(retry_number + 1):
                 raise TransientUploadError(f"could not {what}: {verdict.code}: {verdict.message}",
                                            reason=verdict.reason) from None
-            log.info("could not %s (%s); retrying", what, verdict.code)
-            return self._retrier.delay(retry_number,
-                                       throttled=verdict.reason is RetryReason.THROTTLED)
+            log.debug("could not %s (%s); retrying", what, verdict.code)
+            delay = self._retrier.delay(retry_number,
+                                        throttled=verdict.reason is RetryReason.THROTTLED)
+            self._emit(Retrying(target, "S3", verdict.message, "next attempt", delay))
+            return delay
 
         return await self._retrier.run(attempt, decide)
 

@@ -57,6 +57,8 @@ class PartRetried:
     part_number: int
     reason: RetryReason
     attempt: int
+    error: str = ""  # what the last attempt ran into, one line
+    delay_seconds: float = 0.0  # until the next attempt of this part
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class HashProgress:
     target: str
     bytes_hashed: int
     bytes_total: int
+    packaging: bool = False  # a bundle being zipped (hashed as it is written)
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,25 @@ class CredentialsIssued:
     expires_at: float  # Unix time
 
 
+@dataclass(frozen=True)
+class Retrying:
+    """A call to a service failed and will be tried again (parts report ``PartRetried``)."""
+
+    target: str
+    service: str  # what has to answer again: "S3", "the notary service", ...
+    error: str  # what the last attempt ran into, one line
+    next_attempt: str  # "next submit attempt"
+    delay_seconds: float
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A line a person following the run should read (resuming, waiting for another run)."""
+
+    target: str
+    text: str
+
+
 Event = (
     BytesSent
     | PartAcknowledged
@@ -109,6 +131,8 @@ Event = (
     | NotaryStageChanged
     | NotaryRequestDone
     | CredentialsIssued
+    | Retrying
+    | Notice
 )
 
 

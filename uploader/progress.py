@@ -57,8 +57,11 @@ class Progress:
     clock: Clock = field(default=time.monotonic, repr=False)
     _meter: RateMeter = field(init=False, repr=False)
 
+    _hash_meter: RateMeter = field(init=False, repr=False)
+
     def __post_init__(self) -> None:
         self._meter = RateMeter(self.rate_window_seconds, self.clock)
+        self._hash_meter = RateMeter(self.rate_window_seconds, self.clock)
 
     def __call__(self, event: Event, /) -> None:
         self.apply(event)
@@ -77,6 +80,8 @@ class Progress:
             case PartRetried():
                 self.retries += 1
             case HashProgress(bytes_hashed=hashed, bytes_total=total):
+                if hashed >= self.bytes_hashed:  # the first (0) starts the meter's clock
+                    self._hash_meter.add(hashed - self.bytes_hashed)
                 self.bytes_hashed = hashed
                 self.bytes_total = total or self.bytes_total
             case UploadStateChanged(state=state, bytes_total=total, bytes_done=done):
@@ -104,6 +109,10 @@ class Progress:
     def rate(self) -> float:
         """Bytes per second handed to the network over the last ``rate_window_seconds``."""
         return self._meter.rate()
+
+    def hash_rate(self) -> float:
+        """Bytes per second hashed (or packaged) over the last ``rate_window_seconds``."""
+        return self._hash_meter.rate()
 
     def seconds_to_finish(self, min_history_seconds: float = 10.0) -> float | None:
         """Projected seconds until every byte is acknowledged; None with too little history."""

@@ -35,8 +35,11 @@ _MIN_SECRET_LENGTH = 8  # shorter values would redact ordinary words
 _MAX_KNOWN_SECRETS = 512  # oldest forgotten first; a process holds a handful at a time
 
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# A key has a base64 body after its header; a message that only names the header (the key
+# file's "not a PEM file (no '-----BEGIN PRIVATE KEY-----' line)") is no secret.
 _PEM = re.compile(
-    r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.DOTALL
+    r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----(?=\s*[A-Za-z0-9+/=]{4})"
+    r".*?(?:-----END \1PRIVATE KEY-----|\Z)", re.DOTALL
 )
 _BEARER = re.compile(r"(?<![A-Za-z0-9])(Bearer\s+)(?!\[REDACTED)[^'\"\s,;]+", re.IGNORECASE)
 _SECRET_NAMES = (

@@ -34,12 +34,23 @@ class _StreamEnded(Exception):
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    from service.commands.notary import AUTH_HELP
+
     serve = subparsers.add_parser(
-        "serve", help="run the daemon in the foreground (control API, job queue, metrics)"
-    )
+        "serve", help="run the daemon in the foreground (control API, job queue, metrics)",
+        description="Run the daemon in the foreground: the control API and live page at "
+                    "NOTARYD_LISTEN, the job queue, and /metrics. launchd or systemd run it "
+                    "this way (`notaryd service install`).",
+        epilog=AUTH_HELP)
     serve.set_defaults(handler=_serve)
 
-    submit = subparsers.add_parser("submit", help="hand an archive to the running daemon")
+    submit = subparsers.add_parser(
+        "submit", help="hand an archive to the running daemon",
+        description="Queue a .app bundle or a .zip, .pkg or .dmg with the running daemon; "
+                    "--wait follows it to Apple's verdict (exit codes as `notaryd notarize`).",
+        epilog="The daemon notarises with its own settings: " + AUTH_HELP[0].lower()
+               + AUTH_HELP[1:] + " Set them where the daemon runs (its environment or config "
+               "file); the client needs only NOTARYD_LISTEN and the API token.")
     submit.add_argument("path", help="the .app bundle, .zip, .pkg or .dmg to notarise")
     submit.add_argument("--wait", action="store_true", help="follow the job until Apple decides")
     submit.add_argument("--name", help="submission name (default: the file name)")
@@ -48,19 +59,27 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add_last_mile_options(submit)
     submit.set_defaults(handler=_submit)
 
-    jobs = subparsers.add_parser("jobs", help="list the daemon's jobs")
+    jobs = subparsers.add_parser("jobs", help="list the daemon's jobs",
+                                 description="List the daemon's recent jobs with their progress.")
     jobs.add_argument("--json", action="store_true", help="print JSON")
     jobs.set_defaults(handler=_jobs)
 
-    job = subparsers.add_parser("job", help="show one job")
+    job = subparsers.add_parser("job", help="show one job",
+                                description="Show one of the daemon's jobs, field by field.")
     job.add_argument("job_id", metavar="ID")
     job.add_argument("--json", action="store_true", help="print JSON")
     job.set_defaults(handler=_job)
 
-    watch = subparsers.add_parser("watch", help="live view of every job (Ctrl-C to leave)")
+    watch = subparsers.add_parser(
+        "watch", help="live view of every job, or follow one (Ctrl-C to leave)",
+        description="Without ID: a live view of every job until Ctrl-C. With ID: follow that "
+                    "job to its verdict, with the exit codes of `notaryd submit --wait`.")
+    watch.add_argument("job_id", metavar="ID", nargs="?")
     watch.set_defaults(handler=_watch)
 
-    cancel = subparsers.add_parser("cancel", help="cancel a job and abort its upload")
+    cancel = subparsers.add_parser("cancel", help="cancel a job and abort its upload",
+                                   description="Cancel a queued or running job of the daemon "
+                                               "and abort its multipart upload.")
     cancel.add_argument("job_id", metavar="ID")
     cancel.set_defaults(handler=_cancel)
 
@@ -87,6 +106,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     from service.runtime import run
 
     path = Path(args.path).expanduser().absolute()  # the daemon resolves symlinks itself
+    queued: list[str] = []
 
     async def main() -> int:
         async with _client(settings) as client:
@@ -95,13 +115,22 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
                 options={"staple": not args.no_staple, "force": args.force,
                          "keep_archive": args.keep_archive},
             )
+            queued.append(job.id)
             if not args.wait:
                 print(printable(job.id))
                 print(printable(f"notaryd: queued job {job.id} for {job.path}"), file=sys.stderr)
                 return 0
             return await _follow(client, job)
 
-    return run(main())
+    try:
+        return run(main())
+    except KeyboardInterrupt:
+        if not queued:
+            raise
+        # The job is the daemon's: leaving the view does not stop it.
+        print(f"notaryd: still running as job {queued[0]}; follow it with "
+              f"`notaryd watch {queued[0]}`", file=sys.stderr)
+        return 130
 
 
 async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
@@ -152,8 +181,9 @@ async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
                 report = None
             if report and state is not JobOutcome.ACCEPTED:
                 view.message(printable(str(report), multiline=True))
-    verdict = job.notary_status or state
-    line = f"notaryd: job {job.id} {state}: {verdict}"
+    line = f"notaryd: job {job.id} {state}"
+    if job.notary_status and job.notary_status.lower() != str(state):
+        line += f" ({job.notary_status})"
     if job.error:
         line += f": {job.error}"
     if job.submission_id:
@@ -164,10 +194,9 @@ async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
 
 
 def _jobs(args: argparse.Namespace, settings: Settings) -> int:
-    import json
-
     from rich.console import Console
 
+    from service import machine
     from service.daemon.display import jobs_table
     from service.runtime import run
 
@@ -177,7 +206,7 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
 
     jobs = run(main())
     if args.json:
-        print(json.dumps([job.to_json() for job in jobs], indent=2))
+        print(machine.dumps([machine.with_times(job.to_json()) for job in jobs]))
     elif not jobs:
         print("no jobs; queue one with `notaryd submit PATH`")
     else:
@@ -190,8 +219,7 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _job(args: argparse.Namespace, settings: Settings) -> int:
-    import json
-
+    from service import machine
     from service.daemon.display import describe
     from service.runtime import run
 
@@ -200,13 +228,16 @@ def _job(args: argparse.Namespace, settings: Settings) -> int:
             return await client.job(args.job_id)
 
     job = run(main())
-    print(json.dumps(job.to_json(), indent=2) if args.json else describe(job))
+    print(machine.dumps(machine.with_times(job.to_json())) if args.json else describe(job))
     return 0
 
 
 def _watch(args: argparse.Namespace, settings: Settings) -> int:
     from service.daemon.display import JobsWatcher
     from service.runtime import run
+
+    if args.job_id is not None:
+        return _watch_one(args.job_id, settings)
 
     async def main() -> int:
         async with _client(settings) as client:
@@ -221,6 +252,22 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
         return run(main())
     except KeyboardInterrupt:
         return 0
+
+
+def _watch_one(job_id: str, settings: Settings) -> int:
+    import sys
+
+    from service.runtime import run
+
+    async def main() -> int:
+        async with _client(settings) as client:
+            return await _follow(client, await client.job(job_id))
+
+    try:
+        return run(main())
+    except KeyboardInterrupt:
+        print(f"notaryd: job {job_id} keeps running in the daemon", file=sys.stderr)
+        return 130
 
 
 def _cancel(args: argparse.Namespace, settings: Settings) -> int:

@@ -28,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=staple)
 
-    w = subparsers.add_parser("wait", help="follow a submission to its verdict")
+    from service.commands.notary import AUTH_HELP
+
+    w = subparsers.add_parser("wait", help="follow a submission to its verdict",
+                              description="Poll the notary service until a submission has its "
+                                          "verdict (exit codes as `notaryd notarize`).",
+                              epilog=AUTH_HELP)
     w.add_argument("submission_id")
     w.add_argument("--timeout", type=seconds_option(30 * DAY), metavar="S",
                    help="give up (exit 1) after S seconds; default: wait as long as it takes")
@@ -67,8 +72,9 @@ def _staple(args: argparse.Namespace, settings: Settings) -> int:
     done = runtime.run(stapling.staple(args.path, settings.ticket_url,
                                        max_wait_seconds=args.max_wait, on_retry=waiting))
     if args.json:
-        print(json.dumps({"path": str(args.path), "record": done.key.record_name,
-                          "ticket_bytes": done.ticket_bytes}, indent=2))
+        print(json.dumps({"path": str(args.path), "outcome": "stapled",
+                          "record": done.key.record_name, "ticket_bytes": done.ticket_bytes},
+                         indent=2))
     else:
         print(done.message)
     return 0
@@ -91,8 +97,9 @@ def wait(args: argparse.Namespace, settings: Settings) -> int:
 
     status = _with_notarizer(settings, follow)
     if args.json:
-        print(json.dumps({"id": status.id, "name": status.name, "status": status.status,
-                          "createdDate": status.created_date}, indent=2))
+        from service import machine
+
+        print(machine.dumps(machine.submission(status)))
     else:
         print(f"{status.id}  {status.status:<12} {status.created_date}  {status.name}")
     return exit_code_for(status.status)

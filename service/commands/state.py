@@ -63,10 +63,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _duration(text: str) -> float:
-    from service.settings import duration
+    from service.settings import DAY, duration
 
     try:
-        return duration(text)
+        return duration(10 * 365 * DAY)(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 

@@ -39,9 +39,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from uploader.bundle_zip import is_bundle
 from uploader.errors import SourceChangedError
 from uploader.hashing import FileIdentity
+from uploader.inputs import InputKind, UnsupportedInput, input_kind
 from uploader.source_file import MAX_PATH_CHARS, SourceRejected, check_source, refuse_non_utf8
 
 from .broker import Broker, StreamsFull
@@ -113,7 +113,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ApiError as exc:
         return _error_response(exc.status, exc.error, exc.hint)
     except JobNotFound as exc:
-        return _error_response(404, str(exc), "`notaryd jobs` lists the jobs")
+        return _error_response(404, str(exc))  # its message already says where to look
     except (DuplicateJob, JobFinished) as exc:
         return _error_response(409, str(exc))
     except SchedulerClosed as exc:
@@ -234,6 +234,10 @@ async def job_log(request: web.Request) -> web.Response:
             f"wait with `notaryd job {job.id}` or `notaryd watch`, then ask again",
         )
     path = await scheduler.log_path(job)
+    if job.submission_id is None and job.report:  # preflight's findings: nothing was submitted
+        return web.json_response({"job_id": job.id, "submission_id": None, "notary_status": None,
+                                  "log_path": None, "log": None, "summary": None,
+                                  "report": job.report})
     if path is None or job.submission_id is None:
         raise ApiError(
             404,
@@ -404,16 +408,12 @@ def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, F
     roots = [Path(os.path.realpath(root)) for root in allowed_roots]
     if not any(resolved.is_relative_to(root) for root in roots):
         raise _outside_roots(f"{given} is outside the allowed roots", allowed_roots)
-    if not resolved.exists():
-        raise ApiError(400, f"{given}: no such file", "check the path; it must exist on the daemon's machine")
-    if is_bundle(resolved):
+    try:
+        kind = input_kind(resolved)
+    except UnsupportedInput as exc:
+        raise ApiError(400, str(exc)) from None  # it says what to give instead
+    if kind is InputKind.BUNDLE:
         return resolved, None  # a bundle: the pipeline zips it (uploader.bundle_zip)
-    if resolved.is_dir():
-        raise ApiError(
-            400,
-            f"{given} is a directory; give a .app bundle, or a .zip, .pkg or .dmg",
-            f"zip it first: ditto -c -k --keepParent {given} {given}.zip",
-        )
     try:
         identity = check_source(resolved, allowed_roots)
     except SourceRejected as exc:

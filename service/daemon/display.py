@@ -19,7 +19,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from service.progress import TransferBar, human_bytes
+from service.outages import human_duration
+from service.progress import TransferBar, human_bytes, human_rate
 from uploader.lifecycle import QUEUED, JobOutcome, NotaryStage
 from uploader.terminal import printable
 
@@ -40,16 +41,11 @@ def progress_text(job: JobSnapshot) -> str:
 
 def rate_text(job: JobSnapshot) -> str:
     rate = job.rate_bytes_per_second
-    return f"{human_bytes(rate)}/s" if rate else "-"
+    return human_rate(rate) if rate else "-"
 
 
 def eta_text(job: JobSnapshot) -> str:
-    eta = job.eta_seconds
-    if eta is None:
-        return "-"
-    minutes, seconds = divmod(int(eta), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+    return "-" if job.eta_seconds is None else human_duration(job.eta_seconds)
 
 
 def jobs_table(jobs: Iterable[JobSnapshot]) -> Table:
@@ -111,8 +107,9 @@ class JobFollower(TransferBar):
             self.message(printable(f"notaryd: job {job.id} {state}{sub}"))
         total = job.bytes_total or None
         done = job.bytes_hashed if job.state is NotaryStage.HASHING else job.bytes_done
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, description=state, completed=done, total=total)
+        if self._progress is not None:
+            stats = f"{progress_text(job)}, {rate_text(job)}, ETA {eta_text(job)}"
+            self.show(state, done, total, stats)
             return
         now = time.monotonic()
         if job.state in _BYTE_STAGES and now - self._last_line >= self._interval:

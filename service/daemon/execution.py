@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from uploader.bundle_zip import is_bundle
 from uploader.errors import NotarydError, SourceChangedError
 from uploader.events import Event, Hook, NotaryStageChanged
+from uploader.inputs import is_bundle
 from uploader.lifecycle import JobOutcome, JobState, NotaryStage
-from uploader.notary.pipeline import NotarizeOutcome, NotarizeRequest
+from uploader.notary.pipeline import NotarizeOutcome, NotarizeRequest, PreflightFailed
 from uploader.source_file import SourceRejected, check_bundle_folder, check_source, confine_to
 
 from .flusher import Flusher
@@ -120,6 +120,9 @@ def outcome_for(job: Job, outcome: NotarizeOutcome) -> JobOutcome:
 def failure_for(job: Job, exc: Exception) -> JobOutcome:
     """Record why the run raised: a NotarydError's own line, anything else as an internal error."""
     known = _first_notaryd_error(exc)  # also inside an exception group of the pipeline's tasks
+    if isinstance(known, PreflightFailed):  # what Apple would call Invalid, found before upload
+        job.error, job.report = str(known), known.report
+        return JobOutcome.INVALID
     if known is not None:
         job.error = str(known)
     else:

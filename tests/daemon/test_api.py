@@ -82,7 +82,7 @@ def test_paths_are_checked_before_anything_is_queued(daemon: Daemon, tmp_path: P
     status, reply = daemon.request("POST", "/v1/jobs", {"path": str(missing)})
     assert status == 400 and str(missing) in reply["error"]
     cases = [
-        ({"path": str(daemon.archives / "folder")}, "directory"),
+        ({"path": str(daemon.archives / "folder")}, "is a folder, not a .app bundle"),
         ({"path": str(daemon.archives / "empty.zip")}, "empty"),
         ({"path": "relative.zip"}, "absolute"),
         ({}, "'path' is required"),

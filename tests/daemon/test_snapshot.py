@@ -197,4 +197,7 @@ async def test_the_cli_shows_a_foreign_answer_in_one_line(hostile_daemon: str, t
         lines = err.decode().strip().splitlines()
         assert "cannot read" in lines[-1] and "Traceback" not in err.decode(), lines
         assert len(lines) == (2 if "--wait" in args else 1), lines  # --wait: the queued line first
-        assert out == b""
+        if "--json" in args:  # the error document, on stdout
+            assert "cannot read" in json.loads(out)["error"]["message"]
+        else:
+            assert out == b""

@@ -32,7 +32,7 @@ def cli_env(emulator: NotaryEmulator, team_key: TeamKey, tmp_path: Path,
 async def submit_only(db: Database, config: NotaryConfig, archive: Path) -> str:
     notarizer = Notarizer(db, config)
     try:
-        outcome = await notarizer.run(NotarizeRequest(archive, wait=False))
+        outcome = await notarizer.run(NotarizeRequest(archive, wait=False, skip_preflight=True))
     finally:
         await notarizer.close()
     assert outcome.submission_id is not None

@@ -247,7 +247,7 @@ def test_prune_refuses_a_duration_it_cannot_read(
     with pytest.raises(SystemExit) as exited:
         prune(monkeypatch, capsys, tmp_path / "state", tmp_path / "w", "--older-than", "soon")
     assert exited.value.code == 2
-    assert "not a duration: 'soon'" in capsys.readouterr().err
+    assert "must be a duration such as 90m, 2h or 5400 (seconds), got 'soon'" in capsys.readouterr().err
 
 
 async def test_a_zip_removed_under_an_interrupted_run_is_made_again_and_its_upload_resumed(

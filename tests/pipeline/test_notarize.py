@@ -39,7 +39,7 @@ async def test_accepted_with_log_saved_and_exactly_one_submission(
     emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     archive = make_archive(tmp_path / "Game.zip", 3 * PART)
-    outcome = await notarize(db, notary_config, NotarizeRequest(archive))
+    outcome = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
     assert outcome.status == "Accepted" and outcome.accepted
     assert emulator.submissions_created == 1
     landed = emulator.submissions[outcome.submission_id or ""]
@@ -49,7 +49,7 @@ async def test_accepted_with_log_saved_and_exactly_one_submission(
     assert outcome.log_path is not None and outcome.log_path.is_file()
     assert json.loads(outcome.log_path.read_text())["status"] == "Accepted"
     # A re-run of a finished notarisation does not submit again.
-    again = await notarize(db, notary_config, NotarizeRequest(archive))
+    again = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
     assert again.status == "Accepted"
 
 
@@ -57,7 +57,7 @@ async def test_invalid_verdict_comes_with_a_readable_report(
     emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     archive = make_archive(tmp_path / "Broken.zip", PART, marker=INVALID_MARKER)
-    outcome = await notarize(db, notary_config, NotarizeRequest(archive))
+    outcome = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
     assert outcome.status == "Invalid"
     assert "hardened runtime" in outcome.report and "App.app/Contents/MacOS/App" in outcome.report
     assert outcome.log_path is not None
@@ -79,7 +79,7 @@ async def test_credentials_expiring_mid_upload_end_accepted_on_a_new_submission(
         if isinstance(event, CredentialsIssued):
             emulator.config = replace(emulator.config, credential_lifetime_seconds=12 * 3600)
 
-    outcome = await notarize(db, notary_config, NotarizeRequest(archive),
+    outcome = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True),
                              hooks=[later_submissions_last_12_hours],
                              throttle=Throttle(10 * 1024 * 1024))
     assert outcome.status == "Accepted"
@@ -103,7 +103,7 @@ async def test_polls_survive_429_5xx_and_resets(
         slept.append(seconds)
         await asyncio.sleep(min(seconds, 0.05))
 
-    outcome = await notarize(db, notary_config, NotarizeRequest(archive), sleep=fast_sleep)
+    outcome = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True), sleep=fast_sleep)
     assert outcome.status == "Accepted"
     codes = {code for (endpoint, code) in emulator.requests if endpoint == "status"}
     assert {"429", "503"} <= codes
@@ -124,7 +124,7 @@ async def test_stuck_submission_keeps_being_polled_with_short_lived_tokens(
         if isinstance(event, NotaryStageChanged) and event.detail.startswith("stuck"):
             stuck_seen.set()
 
-    run = asyncio.create_task(notarize(db, config, NotarizeRequest(archive), hooks=[watch]))
+    run = asyncio.create_task(notarize(db, config, NotarizeRequest(archive, skip_preflight=True), hooks=[watch]))
     await asyncio.wait_for(stuck_seen.wait(), 30)
     assert not run.done()
     (submission_id,) = emulator.submissions
@@ -142,7 +142,7 @@ async def test_wrong_key_id_names_key_and_issuer(
     archive = make_archive(tmp_path / "Game.zip", PART)
     config = replace(notary_config, key_id="WRONGKEY99")
     with pytest.raises(Unauthenticated) as caught:
-        await notarize(db, config, NotarizeRequest(archive))
+        await notarize(db, config, NotarizeRequest(archive, skip_preflight=True))
     assert "WRONGKEY99" in str(caught.value) and notary_config.issuer_id in str(caught.value)
     assert emulator.submissions_created == 0
 
@@ -152,7 +152,8 @@ async def test_missing_agreement_says_so(
 ) -> None:
     emulator.faults.agreement_missing = True
     with pytest.raises(AgreementMissing, match=r"(?i)agreement"):
-        await notarize(db, notary_config, NotarizeRequest(make_archive(tmp_path / "a.zip", PART)))
+        await notarize(db, notary_config, NotarizeRequest(
+            make_archive(tmp_path / "a.zip", PART), skip_preflight=True))
 
 
 async def test_preflight_errors_stop_before_any_upload(
@@ -184,7 +185,7 @@ async def test_a_submission_whose_answer_was_lost_is_found_not_duplicated_silent
     orphan = await client.submit("Game.zip", sha)  # its answer "dies" with the process
     await notarizer.close()
 
-    outcome = await notarize(db, notary_config, NotarizeRequest(archive))
+    outcome = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
     assert outcome.status == "Accepted"
     assert outcome.submission_id != orphan.id
     assert emulator.submissions_created == 2  # the orphan plus exactly one new one
@@ -204,6 +205,6 @@ async def test_a_log_that_answers_404_right_after_the_verdict_is_asked_again(
     async def no_wait(_seconds: float) -> None:
         await asyncio.sleep(0)
 
-    outcome = await notarize(db, notary_config, NotarizeRequest(archive), sleep=no_wait)
+    outcome = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True), sleep=no_wait)
     assert outcome.status == "Accepted" and outcome.log_path is not None
     assert emulator.requests[("logs", "404")] == 3

@@ -277,12 +277,22 @@ def test_encrypted_member_is_an_error(
     assert unread(report) == {"Game.zip/Game.app/Contents/MacOS/Game": "the member is encrypted"}
 
 
-def test_empty_member_name_is_inspected(
+def test_a_member_name_that_cannot_be_extracted_is_an_error_naming_it(
     tmp_path: Path, check: Callable[..., PreflightReport]
 ) -> None:
     report = check(write(tmp_path / "Odd.zip", zip_with_empty_member_name(unsigned_lib())))
-    assert {i.path for i in report.errors} == {"Odd.zip/"}
-    assert msg.NOT_SIGNED in {i.message for i in report.errors}
+    assert [(i.path, i.message, i.detail) for i in report.errors] == [
+        ("Odd.zip/", msg.UNEXTRACTABLE_NAME, "member name '': the name is empty"),
+        ("Odd.zip", msg.NO_CODE_FOUND, None),  # the one library was in the unnamed member
+    ]
+    escaping = check(write(tmp_path / "Escape.zip", zip_bytes(
+        {"Game.app/../../.profile": b"x", "/etc/passwd": b"y", "Game.app/ok.txt": b"z"},
+        compression=0)))
+    assert [(i.path, i.detail) for i in escaping.errors if i.message == msg.UNEXTRACTABLE_NAME] == [
+        ("Escape.zip/Game.app/../../.profile",
+         "member name 'Game.app/../../.profile': a '..' in the name reaches outside the archive"),
+        ("Escape.zip//etc/passwd", "member name '/etc/passwd': the name is an absolute path"),
+    ]
 
 
 def test_too_many_zip_entries(tmp_path: Path, check: Callable[..., PreflightReport]) -> None:

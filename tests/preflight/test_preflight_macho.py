@@ -249,4 +249,4 @@ def test_dsym_and_java_class_files_are_not_code(tmp_path: Path, preflight: Run) 
     java = preflight(write(tmp_path, b"\xca\xfe\xba\xbe\x00\x00\x00\x34" + b"\x00" * 64, "A.class"))
     assert java.macho_files == 0
     assert [i.message for i in java.issues] == [msg.NO_CODE_FOUND]
-    assert java.issues[0].severity is Severity.WARNING
+    assert java.issues[0].severity is Severity.ERROR

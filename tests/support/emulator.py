@@ -43,8 +43,16 @@ def cli_environment(emulator: NotaryEmulator, key: TeamKey, home: Path) -> dict[
     return env
 
 
+def cli_environment_with_new_key(notary: BackgroundEmulator, home: Path) -> dict[str, str]:
+    """:func:`cli_environment` with a new team key written under ``home``."""
+    key = notary.call(lambda e: e.make_team_key(home / "keys"))
+    return cli_environment(notary.emulator, key, home)
+
+
 def notarize_command(archive: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "service", "notarize", str(archive), *extra]
+    """`notaryd notarize ARCHIVE --skip-preflight ...`: test archives hold data, no code, which
+    preflight refuses (nothing to ticket); the emulator takes them."""
+    return [sys.executable, "-m", "service", "notarize", str(archive), "--skip-preflight", *extra]
 
 
 def stored_sha256(notary: BackgroundEmulator, submission_id: str) -> str:

@@ -19,7 +19,7 @@ from uploader.credentials import Credentials
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import PermanentUploadError
-from uploader.events import Event, PartAcknowledged
+from uploader.events import Event, Notice, PartAcknowledged
 from uploader.hashing import ChecksumAlgorithm
 from uploader.s3fake import InMemoryS3, s3_error
 from uploader.upload_session import PROBE_MAX_SECONDS
@@ -94,6 +94,24 @@ async def test_resume_with_listing_and_abort_denied_resends_only_unacknowledged_
     skipped = [r for r in caplog.records if "resuming from our own acknowledgements" in r.message]
     assert len(skipped) == 1 and skipped[0].levelno == logging.INFO
     assert fake.calls["ListParts"] == 1 and fake.calls["AbortMultipartUpload"] == 0
+
+
+async def test_a_resume_says_how_many_parts_are_already_uploaded(
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path
+) -> None:
+    source = make_file(tmp_path / "a.zip", 12 * PART + 11)  # 13 parts
+    acks = Acks(8)
+    first = asyncio.create_task(engine(db, fake, clock, acks, concurrency=1).upload(
+        source, "bucket", KEY, CREDS))
+    await acks.reached.wait()
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    seen = Recorder()
+    await engine(db, fake, clock, seen).upload(source, "bucket", KEY, CREDS)
+    notices = [e.text for e in seen.events if isinstance(e, Notice)]
+    assert notices == [f"resuming: {acks.count} of 13 parts already uploaded"]
+    assert acks.count >= 8
 
 
 async def test_resume_adopts_parts_listed_over_several_pages(

@@ -163,7 +163,7 @@ def test_the_cli_display_renders_the_one_fold() -> None:
         display(UploadStateChanged(T, UploadState.COMPLETED, 4096, 4096))
         display(NotaryStageChanged(T, NotaryStage.WAITING, "sub-1", "In Progress"))
     lines = out.getvalue().splitlines()
-    assert lines[0] == "notaryd: uploading 0 B of 4.0 KiB (0 %), 0 B/s, 0 retries"
+    assert lines[0] == "notaryd: uploading 0 B of 4.0 KiB (0 %), 0.0 MiB/s, ETA -, 0 retries"
     assert lines[1].startswith("notaryd: uploading 2.0 KiB of 4.0 KiB (50 %), ")
     assert lines[1].endswith(", 1 retries")
     assert lines[2].startswith("notaryd: uploaded 4.0 KiB of 4.0 KiB (100 %)")

@@ -24,15 +24,16 @@ from pathlib import Path
 import aiohttp
 
 from uploader.blocking import off_loop
-from uploader.bundle_zip import archive_path_for, is_bundle, package_for_submission, remove_archive
+from uploader.bundle_zip import archive_path_for, package_for_submission, remove_archive
 from uploader.config import EngineConfig
+from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
 from uploader.hashing import FileDigest
+from uploader.inputs import InputKind, is_bundle, kind_by_name
 from uploader.work_dir import ZipLock, check_room
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_SUFFIXES = (".zip", ".pkg", ".dmg")
 MAX_LOG_BYTES = 8 << 20  # the notary client's cap on a developer log
 
 
@@ -49,10 +50,11 @@ class PreparedInput:
             remove_archive(self.archive)
 
 
-async def prepare(path: Path, work_dir: Path, engine: EngineConfig,
+async def prepare(path: Path, kind: InputKind, work_dir: Path, engine: EngineConfig,
                   on_progress: Callable[[int, int], None] | None = None) -> PreparedInput:
-    """``on_progress(bundle bytes read, bundle bytes)`` runs on the event loop."""
-    if await asyncio.to_thread(is_bundle, path):
+    """``kind`` from ``uploader.inputs.input_kind``; ``on_progress(bundle bytes read, bundle
+    bytes)`` runs on the event loop."""
+    if kind is InputKind.BUNDLE:
         loop = asyncio.get_running_loop()
         report = None
         if on_progress is not None:
@@ -71,8 +73,6 @@ async def prepare(path: Path, work_dir: Path, engine: EngineConfig,
         except OSError as error:
             raise _packaging_failed(path, work_dir, error) from None
         return PreparedInput(path, packaged.archive, packaged.digest, True)
-    if not await asyncio.to_thread(path.is_file):
-        raise ConfigError(f"{path}: no such file; give a .app bundle or a .zip, .pkg or .dmg")
     return PreparedInput(path, path, None, False)
 
 
@@ -129,9 +129,26 @@ def _packaging_failed(path: Path, work_dir: Path, error: OSError) -> ConfigError
 
 
 @dataclass(frozen=True)
+class EarlierVerdict:
+    submission_id: str
+    log_path: Path | None
+
+
+async def decided_since(db: Database, sha256: str, since: float) -> EarlierVerdict | None:
+    """The verdict another run reached on the same archive while this one waited for it."""
+    row = await db.fetchone(
+        "SELECT id, log_path FROM submissions WHERE sha256 = ? AND state = 'done'"
+        " AND updated_at >= ? ORDER BY updated_at DESC LIMIT 1", (sha256, since))
+    if row is None:
+        return None
+    return EarlierVerdict(str(row["id"]), Path(row["log_path"]) if row["log_path"] else None)
+
+
+@dataclass(frozen=True)
 class StapleNote:
     text: str
     failed: bool = False
+    outcome: str = "stapled"  # "stapled", "failed" or "not_stapleable" (a zip)
 
 
 async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float,
@@ -143,27 +160,28 @@ async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float,
     that is still propagating from one that will never exist.
     """
     from uploader.staple import StapleInputError, staple
+    from uploader.staple.identity import zip_cannot_be_stapled
 
-    if source.suffix.lower() == ".zip":
-        return StapleNote(f"{source.name}: a zip cannot be stapled; staple the .app it was made "
-                          "from (notaryd staple Game.app) and zip it again")
+    if kind_by_name(source) is InputKind.ZIP:
+        return StapleNote(zip_cannot_be_stapled(source), outcome="not_stapleable")
     try:
         ticketed = await asyncio.to_thread(ticketed_records, log_path)
         done = await staple(source, ticket_url, session=session,
                             max_wait_seconds=max_wait_seconds, ticketed=ticketed)
     except StapleInputError as error:
-        return StapleNote(str(error), failed=True)
+        return StapleNote(str(error), failed=True, outcome="failed")
     except NotarydError as error:
-        return StapleNote(f"{source.name}: accepted but not stapled: {error}", failed=True)
+        return StapleNote(f"{source.name}: accepted but not stapled: {error}", failed=True,
+                          outcome="failed")
     except OSError as error:  # read-only volume, full disk, permissions
         return StapleNote(f"{source.name}: accepted but not stapled: {error.strerror or error} "
                           f"({error.filename or source}); fix it and run notaryd staple {source}",
-                          failed=True)
+                          failed=True, outcome="failed")
     except Exception as error:  # a bug must not cost the user the Accepted verdict
         log.debug("stapling %s failed", source, exc_info=True)
         return StapleNote(f"{source.name}: accepted but not stapled: internal error "
                           f"({type(error).__name__}); run notaryd staple {source} later",
-                          failed=True)
+                          failed=True, outcome="failed")
     return StapleNote(done.message)
 
 

@@ -11,6 +11,7 @@ Hierarchy (grouped by what the caller can do about it)::
         ├── MissingProvider         403 FORBIDDEN.MISSING_PROVIDER
         ├── Forbidden               any other 403
         ├── NotFound                404 (unknown id, or logs asked for before a verdict)
+        │   └── UnknownSubmission   the id is not one the service knows
         ├── RequestRejected         other 4xx (bad request body, unknown path)
         ├── LogUrlExpired           the pre-signed log URL was refused: ask for a new one
         ├── BadResponse             a complete answer that is not the JSON we expect (proxy page,
@@ -128,6 +129,16 @@ class NotFound(NotaryError):
         self.detail = detail
 
 
+class UnknownSubmission(NotFound):
+    """The notary service does not know this submission id (a typo, or another team's id)."""
+
+    def __init__(self, submission_id: str, *, endpoint: str = "") -> None:
+        shown = submission_id if len(submission_id) <= 60 else submission_id[:60] + "…"
+        super().__init__(endpoint=endpoint, detail=shown)
+        self.args = (f"the notary service does not know submission {shown!r}; check the id "
+                     "(`notaryd history` lists your team's submissions)",)
+
+
 class RequestRejected(NotaryError):
     def __init__(self, *, endpoint: str = "", status: int, detail: str = "") -> None:
         super().__init__(
@@ -179,6 +190,7 @@ class NetworkError(TransientNotaryError):
             "check the network connection",
             endpoint=endpoint,
         )
+        self.cause = cause
 
 
 class BadResponse(NotaryError):

@@ -56,9 +56,13 @@ from uploader.events import (
     HashProgress,
     Hook,
     NotaryStageChanged,
+    Notice,
+    Retrying,
     UploadStateChanged,
 )
 from uploader.hashing import FileDigest, FileIdentity, hash_file
+from uploader.input_lock import input_lock
+from uploader.inputs import InputKind, input_kind
 from uploader.keytext import KeySource
 from uploader.lifecycle import NotaryStage, NotaryStatus, SubmissionState, UploadState
 from uploader.notary import artifact
@@ -71,7 +75,14 @@ from uploader.notary.client import (
     notary_retry_delay,
     with_retries,
 )
-from uploader.notary.errors import LogUrlExpired, NotaryError, NotFound, RateLimited
+from uploader.notary.errors import (
+    LogUrlExpired,
+    NetworkError,
+    NotaryError,
+    NotFound,
+    RateLimited,
+    UnknownSubmission,
+)
 from uploader.notary.logreport import parse_log, render_report
 from uploader.notary.store import SubmissionRecord, SubmissionStore
 from uploader.planning import plan_upload
@@ -97,6 +108,7 @@ API_RETRY = RetryPolicy(initial_delay_seconds=2.0, max_delay_seconds=120.0)
 LOG_NOT_FOUND_GRACE_SECONDS = 300.0
 # A pre-signed log URL can expire between asking for it and fetching it: ask again this often.
 LOG_URL_ATTEMPTS = 3
+NOTARY_SERVICE = "the notary service"  # what a Retrying event waits for
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,8 @@ class NotarizeOutcome:
 
 class PreflightFailed(NotarydError):
     """The archive has signing problems the notary service would reject; nothing was uploaded."""
+
+    exit_code = 2  # as an Invalid verdict
 
     def __init__(self, path: Path, report: str) -> None:
         super().__init__(
@@ -215,7 +229,23 @@ class Notarizer:
     async def run(self, request: NotarizeRequest) -> NotarizeOutcome:
         path = Path(await asyncio.to_thread(os.path.abspath, request.path))
         target = str(path)
+        kind = await asyncio.to_thread(input_kind, path)  # refused before a byte is read
         client = await self.client()  # fail fast on a bad key, before reading 20 GB
+
+        waited_since: float | None = None
+
+        def busy(holder: int | None) -> None:
+            nonlocal waited_since
+            waited_since = self._clock()
+            who = f"another notaryd (pid {holder})" if holder else "another notaryd"
+            self._emit(Notice(target, f"{who} is notarising this build; waiting for it"))
+
+        async with input_lock(self._config.state_dir, path, on_busy=busy):
+            return await self._run_locked(client, request, path, kind, target, waited_since)
+
+    async def _run_locked(self, client: NotaryClient, request: NotarizeRequest, path: Path,
+                          kind: InputKind, target: str,
+                          waited_since: float | None) -> NotarizeOutcome:
         # Never notarise the same build twice: asked before anything reads the build.
         code = await asyncio.to_thread(artifact.code_identity, path)
         if code is not None and not request.force:
@@ -229,9 +259,10 @@ class Notarizer:
         if not request.skip_preflight:
             await self._preflight(path, target)
         async with artifact.zip_in_use(path, self._config.work_dir_in_effect):
-            prepared = await self._prepare(path, target)
+            prepared = await self._prepare(path, kind, target)
             try:
-                outcome = await self._notarize(client, request, prepared, target, code)
+                outcome = await self._notarize(client, request, prepared, target, code,
+                                              waited_since)
             except Exception:
                 # A failed run leaves no zip behind; an interrupted one keeps it to resume.
                 if not request.keep_archive:
@@ -287,20 +318,27 @@ class Notarizer:
         await self._submissions.set_notary_status(earlier.id, answer)  # asked once, not again
         return None
 
-    async def _prepare(self, path: Path, target: str) -> artifact.PreparedInput:
-        self._emit(NotaryStageChanged(target, NotaryStage.HASHING))
+    async def _prepare(self, path: Path, kind: InputKind, target: str) -> artifact.PreparedInput:
+        packaging = kind is InputKind.BUNDLE
+        self._emit(NotaryStageChanged(target, NotaryStage.HASHING,
+                                      detail="packaging the bundle" if packaging else ""))
 
         def progress(done: int, total: int) -> None:  # packaging a bundle hashes as it zips
-            self._emit(HashProgress(target, done, total))
+            self._emit(HashProgress(target, done, total, packaging=packaging))
 
-        return await artifact.prepare(path, self._config.work_dir_in_effect, self._config.engine,
+        return await artifact.prepare(path, kind, self._config.work_dir_in_effect,
+                                      self._config.engine,
                                       progress)
 
     async def _notarize(self, client: NotaryClient, request: NotarizeRequest,
                         prepared: artifact.PreparedInput, target: str,
-                        code: str | None) -> NotarizeOutcome:
+                        code: str | None,
+                        waited_since: float | None = None) -> NotarizeOutcome:
         path, archive = prepared.source, prepared.archive
         digest = prepared.digest or await self._digest(archive, target)
+        if waited_since is not None and (decided := await artifact.decided_since(
+                self._db, digest.sha256, waited_since)) is not None:
+            return await self._verdict_of_the_run_waited_for(client, decided, target, path)
         if code is not None and code != await asyncio.to_thread(artifact.code_identity, path):
             code = None  # signed again while it was read: vouch for neither signature
         if not request.force and (earlier := await self._confirmed_accepted(
@@ -322,6 +360,25 @@ class Notarizer:
         if outcome.accepted and code is not None:
             await self._submissions.set_code_identity(submission.id, code)
         return outcome
+
+    async def _verdict_of_the_run_waited_for(
+        self, client: NotaryClient, decided: artifact.EarlierVerdict, target: str, path: Path
+    ) -> NotarizeOutcome:
+        """The run this one waited for reached a verdict: report it, submit nothing."""
+        record = await self._submissions.get(decided.submission_id)
+        if record is not None and record.notary_status and decided.log_path is not None:
+            try:
+                text = await asyncio.to_thread(decided.log_path.read_text, encoding="utf-8")
+                report = render_report(parse_log(json.loads(text)))
+            except (OSError, ValueError):
+                pass  # gone or damaged since: fetched again below
+            else:
+                self._emit(NotaryStageChanged(target, NotaryStage.DONE, record.id,
+                                              record.notary_status))
+                return NotarizeOutcome(path, record.id, record.notary_status, decided.log_path,
+                                       report)
+        status = await self.status(decided.submission_id)
+        return await self._finish(client, decided.submission_id, status.status, target, path)
 
     async def _preflight(self, path: Path, target: str) -> None:
         from uploader.preflight import run_preflight
@@ -356,15 +413,20 @@ class Notarizer:
                 return active
             await self._submissions.mark_abandoned(
                 active.id, "the upload credentials expired before the upload finished")
-        await self._account_for_orphans(client, digest.sha256)
+        await self._account_for_orphans(client, digest.sha256, str(path))
         return await self._create(client, digest, name, path, webhook)
 
-    async def _account_for_orphans(self, client: NotaryClient, sha256: str) -> None:
+    async def _account_for_orphans(self, client: NotaryClient, sha256: str, target: str) -> None:
         """Find submissions whose POST answer died with an earlier process (see module doc)."""
         intents = await self._submissions.dangling_intents(sha256)
         if not intents:
             return
-        history = await with_retries(client.history, API_RETRY, self._sleep)
+
+        def retrying(error: NotaryError, delay: float) -> None:
+            self._emit(Retrying(target, NOTARY_SERVICE, _why(error),
+                                "next look for a lost submission", delay))
+
+        history = await with_retries(client.history, API_RETRY, self._sleep, on_retry=retrying)
         for intent in intents:
             for item in history:
                 created = item.created_at
@@ -401,8 +463,10 @@ class Notarizer:
             else:
                 # The POST may have landed although its answer did not: account for it
                 # (it cannot be used without its credentials) before trying again.
-                await self._account_for_orphans(client, digest.sha256)
-            return notary_retry_delay(self._retrier, error, retry_number)
+                await self._account_for_orphans(client, digest.sha256, target)
+            delay = notary_retry_delay(self._retrier, error, retry_number)
+            self._emit(Retrying(target, NOTARY_SERVICE, _why(error), "next submit attempt", delay))
+            return delay
 
         created = await self._retrier.run(submit, decide)
         record = await self._submissions.save_submission(
@@ -479,7 +543,7 @@ class Notarizer:
         self, submission_id: str, target: str = "", *, submitted_at: float | None = None
     ) -> SubmissionStatus:
         """Poll until the status is anything but IN_PROGRESS; survives any transient error."""
-        client = await self.client()
+        await self.client()  # a bad key fails here, before the wait starts
         self._emit(NotaryStageChanged(target, NotaryStage.WAITING, submission_id, NotaryStatus.IN_PROGRESS,
                                       submitted_at=submitted_at))
         delay = self._config.poll_initial_seconds
@@ -494,11 +558,12 @@ class Notarizer:
             if not isinstance(error, NotaryError):
                 raise error
             wait = notary_retry_delay(polling, error, retry_number + 1)
-            log.info("status of %s: %s; asking again in %.0f s", submission_id, error, wait)
+            log.debug("status of %s: %s; asking again in %.0f s", submission_id, error, wait)
+            self._emit(Retrying(target, NOTARY_SERVICE, _why(error), "next status check", wait))
             return wait
 
         while True:
-            status = await polling.run(lambda: client.status(submission_id), decide)
+            status = await polling.run(lambda: self.status(submission_id), decide)
             if await self._submissions.get(submission_id) is not None:
                 await self._submissions.set_notary_status(submission_id, status.status)
             if status.is_terminal:
@@ -518,13 +583,30 @@ class Notarizer:
         self, client: NotaryClient, submission_id: str, status: str, target: str, path: Path
     ) -> NotarizeOutcome:
         self._emit(NotaryStageChanged(target, NotaryStage.FETCHING_LOG, submission_id, status))
-        log_path, report = await self.fetch_log(submission_id)
+        log_path, report = await self.fetch_log(submission_id, target)
         if await self._submissions.get(submission_id) is not None:
             await self._submissions.mark_done(submission_id, status, str(log_path))
         self._emit(NotaryStageChanged(target, NotaryStage.DONE, submission_id, status))
         return NotarizeOutcome(path, submission_id, status, log_path, report)
 
-    async def fetch_log(self, submission_id: str) -> tuple[Path, str]:
+    async def status(self, submission_id: str) -> SubmissionStatus:
+        """The service's status of a submission; ``UnknownSubmission`` for an id it does not know."""
+        client = await self.client()
+        try:
+            return await client.status(submission_id)
+        except NotFound:
+            raise UnknownSubmission(submission_id, endpoint="status") from None
+
+    async def _log_not_there(self, submission_id: str) -> None:
+        """A 404 for the log of a submission this state dir did not make: say why at once."""
+        if await self._submissions.get(submission_id) is not None:
+            return  # ours, just decided: the log may take a moment to appear
+        status = await self.status(submission_id)
+        if not status.is_terminal:
+            raise NotarydError(f"submission {submission_id} is still {status.status}; its log "
+                               f"comes with the verdict: notaryd wait {submission_id}")
+
+    async def fetch_log(self, submission_id: str, target: str = "") -> tuple[Path, str]:
         """Download the log, store it under ``<state dir>/logs/``, return it and its report."""
         client = await self.client()
 
@@ -535,18 +617,22 @@ class Notarizer:
         started = self._clock()
         expired_urls = 0
 
-        def decide(error: Exception, retry_number: int) -> float:
+        async def decide(error: Exception, retry_number: int) -> float:
             nonlocal expired_urls
             if isinstance(error, LogUrlExpired) and expired_urls < LOG_URL_ATTEMPTS:
                 expired_urls += 1
                 return 0.0  # ask for a fresh URL at once
+            if isinstance(error, NotFound) and retry_number == 0:
+                await self._log_not_there(submission_id)
             if isinstance(error, NotFound) and self._clock() - started < LOG_NOT_FOUND_GRACE_SECONDS:
                 # Right after a verdict the log may not be there yet.
                 log.info("log of %s: not there yet (404); asking again", submission_id)
                 return self._retrier.delay(retry_number)
             if not isinstance(error, NotaryError):
                 raise error
-            return notary_retry_delay(self._retrier, error, retry_number)
+            delay = notary_retry_delay(self._retrier, error, retry_number)
+            self._emit(Retrying(target, NOTARY_SERVICE, _why(error), "next log download", delay))
+            return delay
 
         document = await self._retrier.run(download, decide)
         log_dir = self._config.state_dir / "logs"
@@ -554,6 +640,11 @@ class Notarizer:
         text = json.dumps(document, indent=2, sort_keys=True)
         await asyncio.to_thread(_write_text, log_path, text)
         return log_path, render_report(parse_log(document))
+
+
+def _why(error: NotaryError) -> str:
+    """What went wrong, without the advice (the retry line says what happens next)."""
+    return error.cause if isinstance(error, NetworkError) else str(error)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -23,3 +23,16 @@ def normalisation_problem(name: str, *, declared_utf8: bool = True) -> str | Non
         return None
     form = "NFC" if name == nfc else "NFD" if name == nfd else "mixed"
     return f"name is {form}; its NFC and NFD forms differ"
+
+
+def extraction_problem(name: str) -> str | None:
+    """Why an archive member called ``name`` cannot be unpacked where it belongs, or None."""
+    if not name.strip("/"):
+        return "the name is empty"
+    if "\0" in name:
+        return "the name holds a NUL byte"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "the name is an absolute path"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "a '..' in the name reaches outside the archive"
+    return None

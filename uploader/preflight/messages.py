@@ -44,6 +44,10 @@ CONTAINER_NOT_INSPECTED = (
     "This archive member could not be read completely, so it was not fully checked."
 )
 NO_CODE_FOUND = "No Mach-O code was found, so there is nothing for the notary service to notarize."
+UNEXTRACTABLE_NAME = (
+    "This archive member's name cannot be extracted (it is empty, absolute or reaches outside "
+    "the archive), so the notary service cannot unpack the archive."
+)
 SCAN_STOPPED = "Preflight stopped at a safety limit, so the rest of the archive was not checked."
 ISSUES_OMITTED = "More issues were found than the report lists."
 PAGES_NOT_COMPARED = (
@@ -68,6 +72,7 @@ DOC_URLS: dict[str, str | None] = {
     DMG_NOT_INSPECTED: None,
     CONTAINER_NOT_INSPECTED: None,
     NO_CODE_FOUND: None,
+    UNEXTRACTABLE_NAME: None,
     SCAN_STOPPED: None,
     ISSUES_OMITTED: None,
     PAGES_NOT_COMPARED: None,
@@ -93,6 +98,8 @@ FIXES: dict[str, str] = {
     CONTAINER_NOT_INSPECTED: "check that the archive opens with a standard unzip tool, or run "
     "preflight on this member separately",
     NO_CODE_FOUND: "check that PATH is the build you meant to notarize",
+    UNEXTRACTABLE_NAME: "rebuild the archive from the bundle: ditto -c -k --keepParent "
+    "YourApp.app YourApp.zip",
     SCAN_STOPPED: "check that PATH is the build you meant (not a decompression bomb); inspect its "
     "nested archives separately",
     ISSUES_OMITTED: "fix the listed issues and run preflight again",

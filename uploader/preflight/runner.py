@@ -79,7 +79,7 @@ def run_preflight(
         i.message in (msg.DMG_NOT_INSPECTED, msg.CONTAINER_NOT_INSPECTED, msg.SCAN_STOPPED)
         for i in scan.issues
     ):
-        scan.add(Severity.WARNING, path.name, msg.NO_CODE_FOUND)
+        scan.add(Severity.ERROR, path.name, msg.NO_CODE_FOUND)  # nothing to ticket
     return PreflightReport(
         archive_filename=path.name,
         issues=tuple(scan.issues),

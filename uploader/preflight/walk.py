@@ -35,7 +35,7 @@ from uploader.preflight import messages as msg
 from uploader.preflight.bundles import SealTracker
 from uploader.preflight.developer_id import TrustAnchors
 from uploader.preflight.dmg import inspect_dmg
-from uploader.preflight.filenames import normalisation_problem
+from uploader.preflight.filenames import extraction_problem, normalisation_problem
 from uploader.preflight.inspect_macho import inspect_macho
 from uploader.preflight.limits import (
     DEFAULT_LIMITS,
@@ -276,6 +276,11 @@ def _visit_zip_member(
     scan: Scan, archive: zipfile.ZipFile, fileobj: IO[bytes], info: zipfile.ZipInfo, root: str
 ) -> None:
     name = info.filename
+    if problem := extraction_problem(name):
+        scan.count_member()
+        scan.add(Severity.ERROR, f"{root}/{name}", msg.UNEXTRACTABLE_NAME,
+                 f"member name {name!r}: {problem}")
+        return
     # Not info.is_dir(): it fails on an empty name.
     if name.endswith("/") or name.startswith(_APPLEDOUBLE_DIR):
         return

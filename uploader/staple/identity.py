@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 from xml.etree import ElementTree
 
+from uploader.inputs import InputKind, kind_by_name
 from uploader.preflight.macho import MachOFormatError, read_slice, slices_in_header_order
 from uploader.preflight.source import RegionSource
 from uploader.staple.files import StapleInputError, opened_artifact, opened_in_bundle
@@ -51,17 +52,21 @@ class TicketKey:
 
 def kind_of(path: Path) -> str:
     """"app", "pkg" or "dmg"; anything else cannot be stapled."""
-    suffix = path.suffix.lower()
-    if suffix == ".app" and path.is_dir():
-        return "app"
-    if suffix in (".pkg", ".dmg") and path.is_file():
-        return suffix[1:]
-    if suffix == ".zip":
-        raise StapleInputError(f"{path}: a zip cannot be stapled; staple the .app it was made "
-                               "from (notaryd staple Game.app), then zip it again")
+    kind = kind_by_name(path)
+    if kind is InputKind.BUNDLE and path.is_dir():
+        return kind.value
+    if kind in (InputKind.PKG, InputKind.DMG) and path.is_file():
+        return kind.value
+    if kind is InputKind.ZIP:
+        raise StapleInputError(zip_cannot_be_stapled(path))
     if not path.exists():
         raise StapleInputError(f"{path}: no such file or folder")
     raise StapleInputError(f"{path}: only a .app bundle, a .dmg or a flat .pkg can be stapled")
+
+
+def zip_cannot_be_stapled(path: Path) -> str:
+    return (f"{path.name}: a zip cannot be stapled; staple the .app it was made from "
+            f"(notaryd staple {path.stem}.app), then zip it again")
 
 
 def ticket_key_for(path: Path) -> TicketKey:
