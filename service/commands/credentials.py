@@ -90,11 +90,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add_apple_id_option(store)
     store.set_defaults(handler=store_profile)
 
-    listing = actions.add_parser("list", help="the stored profiles' names")
+    listing = actions.add_parser("list", help="the stored profiles' names",
+                                 description="The names of the profiles stored with "
+                                             "`credentials store` (never their keys).")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=list_profiles)
 
-    delete = actions.add_parser("delete", help="remove PROFILE from the keychain")
+    delete = actions.add_parser("delete", help="remove PROFILE from the keychain",
+                                description="Remove PROFILE's key, key id and issuer from the OS "
+                                            "keychain.")
     delete.add_argument("profile", metavar="PROFILE")
     delete.set_defaults(handler=delete_profile)
 

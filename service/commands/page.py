@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     page = subparsers.add_parser(
-        "open", help="print (and on a desktop open) a one-time login URL for the daemon's page"
+        "open", help="print (and on a desktop open) a one-time login URL for the daemon's page",
+        description="Ask the running daemon for a one-time login URL of its live page at / "
+                    "(jobs, progress, verdicts); print it, and open it in the browser on a desktop. "
+                    "The link works once, for two minutes.",
     )
     page.add_argument("--no-browser", action="store_true", help="only print the URL")
     page.set_defaults(handler=_open)
