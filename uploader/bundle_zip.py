@@ -43,10 +43,10 @@ from uploader.hashing import (
     DEFAULT_ALGORITHM,
     ChecksumAlgorithm,
     FileDigest,
-    FileIdentity,
     hash_file_sync,
 )
 from uploader.planning import UploadPlan, plan_upload
+from uploader.source_file import FileIdentity
 from uploader.state_dir import DIR_MODE, FILE_MODE, write_private
 
 READ_SIZE = 4 * 1024 * 1024

@@ -81,7 +81,6 @@ from uploader.hashing import (
     FALLBACK,
     ChecksumAlgorithm,
     FileDigest,
-    FileIdentity,
     part_checksum_sync,
 )
 from uploader.lifecycle import UploadState
@@ -90,7 +89,7 @@ from uploader.planning import plan_upload
 from uploader.retry import Retrier
 from uploader.s3api import S3Api, S3Opener
 from uploader.s3client import Classified, ErrorKind, classify, open_s3_client
-from uploader.source_file import open_source
+from uploader.source_file import FileIdentity, open_source
 from uploader.throttle import Throttle
 from uploader.upload_session import (
     LocalPart,

@@ -36,51 +36,13 @@ from pathlib import Path
 from uploader.checksum import DEFAULT_ALGORITHM, FALLBACK, ChecksumAlgorithm, PartHasher
 from uploader.errors import SourceChangedError
 from uploader.planning import Part, UploadPlan
-from uploader.source_file import opened_source
+from uploader.source_file import FileIdentity, opened_source
 
-__all__ = ["DEFAULT_ALGORITHM", "FALLBACK", "ChecksumAlgorithm", "FileDigest", "FileIdentity",
-           "PartHasher", "hash_file", "hash_file_sync", "part_checksum_sync"]
+__all__ = ["DEFAULT_ALGORITHM", "FALLBACK", "ChecksumAlgorithm", "FileDigest", "PartHasher",
+           "hash_file", "hash_file_sync", "part_checksum_sync"]
 
 READ_SIZE = 8 * 1024 * 1024
 PROGRESS_EVERY = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class FileIdentity:
-    """Which file, as one stat sees it (cheap).
-
-    ``difference`` (size, mtime, inode) says whether an upload may be resumed; metadata-only
-    changes (chmod, xattrs) do not stop one, and the part checksums catch changed bytes anyway.
-    A stored *hash* is trusted only for an identical identity, ``ctime_ns`` included: every
-    write sets the ctime to now and no user can set it back (``touch``/``cp -p`` restore only
-    the mtime), so an in-place rewrite with the mtime restored is hashed again.
-    """
-
-    path: Path
-    size: int
-    mtime_ns: int
-    inode: int
-    ctime_ns: int  # 0: unknown (a row written before the ctime was recorded)
-
-    @classmethod
-    def of(cls, path: Path) -> FileIdentity:
-        return cls.of_stat(path, os.stat(path))
-
-    @classmethod
-    def of_stat(cls, path: Path, st: os.stat_result) -> FileIdentity:
-        return cls(Path(os.path.abspath(path)), st.st_size, st.st_mtime_ns, st.st_ino,
-                   st.st_ctime_ns)
-
-    def difference(self, other: FileIdentity) -> str | None:
-        """A human description of what changed (size, mtime, inode), or None when none did."""
-        changes = []
-        if self.size != other.size:
-            changes.append(f"size {self.size} -> {other.size} bytes")
-        if self.mtime_ns != other.mtime_ns:
-            changes.append("modification time changed")
-        if self.inode != other.inode:
-            changes.append("the file was replaced (inode changed)")
-        return ", ".join(changes) or None
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ SCHEMA = Schema("uploader", (
     """
     ALTER TABLE parts ADD COLUMN sent_bytes INTEGER NOT NULL DEFAULT 0;
     """,
-    # 5: a stored hash is trusted only for the same ctime (hashing.FileIdentity); an Accepted
+    # 5: a stored hash is trusted only for the same ctime (source_file.FileIdentity); an Accepted
     # submission is found again by the code signature it was made for (never notarise twice).
     """
     ALTER TABLE uploads ADD COLUMN ctime_ns INTEGER;

@@ -37,13 +37,10 @@ import os
 import stat
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from uploader.errors import NotarydError, SourceChangedError
-
-if TYPE_CHECKING:
-    from uploader.hashing import FileIdentity
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; macOS is 1024, and the kernel says so itself
@@ -51,6 +48,44 @@ MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; macOS is 1024, and the kernel says s
 _allowed_roots: contextvars.ContextVar[tuple[Path, ...] | None] = contextvars.ContextVar(
     "notaryd_allowed_roots", default=None
 )
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file, as one stat sees it (cheap).
+
+    ``difference`` (size, mtime, inode) says whether an upload may be resumed; metadata-only
+    changes (chmod, xattrs) do not stop one, and the part checksums catch changed bytes anyway.
+    A stored *hash* is trusted only for an identical identity, ``ctime_ns`` included: every
+    write sets the ctime to now and no user can set it back (``touch``/``cp -p`` restore only
+    the mtime), so an in-place rewrite with the mtime restored is hashed again.
+    """
+
+    path: Path
+    size: int
+    mtime_ns: int
+    inode: int
+    ctime_ns: int  # 0: unknown (a row written before the ctime was recorded)
+
+    @classmethod
+    def of(cls, path: Path) -> FileIdentity:
+        return cls.of_stat(path, os.stat(path))
+
+    @classmethod
+    def of_stat(cls, path: Path, st: os.stat_result) -> FileIdentity:
+        return cls(Path(os.path.abspath(path)), st.st_size, st.st_mtime_ns, st.st_ino,
+                   st.st_ctime_ns)
+
+    def difference(self, other: FileIdentity) -> str | None:
+        """A human description of what changed (size, mtime, inode), or None when none did."""
+        changes = []
+        if self.size != other.size:
+            changes.append(f"size {self.size} -> {other.size} bytes")
+        if self.mtime_ns != other.mtime_ns:
+            changes.append("modification time changed")
+        if self.inode != other.inode:
+            changes.append("the file was replaced (inode changed)")
+        return ", ".join(changes) or None
 
 
 class SourceRejected(NotarydError):
@@ -258,8 +293,6 @@ def check_source(
     path: Path | str, roots: Sequence[Path], expected: FileIdentity | None = None
 ) -> FileIdentity:
     """Open ``path`` confined to ``roots``, check it (and ``expected``), close it: its identity."""
-    from uploader.hashing import FileIdentity  # hashing reads through this module
-
     with confine_to(roots), opened_source(path, expected) as fd:
         return FileIdentity.of_stat(Path(path), os.fstat(fd))
 

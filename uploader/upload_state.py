@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uploader.database import Database, Transaction
-from uploader.hashing import ChecksumAlgorithm, FileDigest, FileIdentity
+from uploader.hashing import ChecksumAlgorithm, FileDigest
 from uploader.lifecycle import UPLOAD_LIFECYCLE, UploadState
 from uploader.planning import Part, UploadPlan
+from uploader.source_file import FileIdentity
 
 ACTIVE_STATES = (UploadState.PLANNED, UploadState.UPLOADING, UploadState.COMPLETING)
 

@@ -40,9 +40,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from uploader.errors import SourceChangedError
-from uploader.hashing import FileIdentity
 from uploader.inputs import InputKind, UnsupportedInput, input_kind
-from uploader.source_file import MAX_PATH_CHARS, SourceRejected, check_source, refuse_non_utf8
+from uploader.source_file import (
+    MAX_PATH_CHARS,
+    FileIdentity,
+    SourceRejected,
+    check_source,
+    refuse_non_utf8,
+)
 
 from .broker import Broker, StreamsFull
 from .connections import ConnectionGuard

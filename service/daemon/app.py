@@ -20,9 +20,7 @@ import resource
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 
 from service.serve_lock import holding_serve_lock
@@ -37,12 +35,13 @@ from uploader.throttle import Throttle
 from .api import ApiConfig, make_app
 from .broker import Broker
 from .connections import ConnectionGuard, GuardedTCPSite, connection_cap
-from .execution import Confinement, JobExecutor, RunnerFactory
+from .execution import Confinement, JobExecutor, RunnerFactory, Shared
 from .flusher import Flusher
 from .job_store import JobStore
 from .logfmt import kv, use_logfmt
 from .metrics import DaemonMetrics, notaryd_version
 from .notify import JobNotifier
+from .pipeline_runner import pipeline_runner_factory
 from .readiness import notify_ready, notify_stopping
 from .registry import JobRegistry
 from .scheduler import Scheduler
@@ -55,22 +54,10 @@ log = logging.getLogger(__name__)
 HTTP_SHUTDOWN_SECONDS = 2.0
 
 
-@dataclass(frozen=True)
-class Shared:
-    """What every job's runner shares: the database, the daemon-wide limits, one HTTP session."""
-
-    db: Database
-    part_slots: PartSlots
-    throttle: Throttle | None
-    session: aiohttp.ClientSession
-
-
 RunnerFactoryBuilder = Callable[[Settings, Shared], RunnerFactory]
 
 
 def default_runner_factory(settings: Settings, shared: Shared) -> RunnerFactory:
-    from .pipeline_runner import pipeline_runner_factory
-
     # fails at start-up, with the fix, if the key is missing
     return pipeline_runner_factory(settings.notary_config(), shared)
 

@@ -27,17 +27,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import aiohttp
+
+from uploader.database import Database
 from uploader.errors import NotarydError, SourceChangedError
 from uploader.events import Event, Hook, NotaryStageChanged
 from uploader.inputs import is_bundle
 from uploader.lifecycle import JobOutcome, JobState, NotaryStage
 from uploader.notary.pipeline import NotarizeOutcome, NotarizeRequest, PreflightFailed
 from uploader.source_file import SourceRejected, check_bundle_folder, check_source, confine_to
+from uploader.throttle import Throttle
 
 from .flusher import Flusher
 from .jobs import Job
 from .logfmt import kv
 from .metrics import DaemonMetrics
+from .slots import PartSlots
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,16 @@ class JobRunner(Protocol):
 
 
 RunnerFactory = Callable[[Sequence[Hook]], JobRunner]
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every job's runner shares: the database, the daemon-wide limits, one HTTP session."""
+
+    db: Database
+    part_slots: PartSlots
+    throttle: Throttle | None
+    session: aiohttp.ClientSession
 
 
 @dataclass(frozen=True)

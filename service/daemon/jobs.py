@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uploader.errors import NotarydError
-from uploader.hashing import FileIdentity
 from uploader.lifecycle import JobOutcome, JobState, NotaryStage, check_job_move
 from uploader.progress import Progress
+from uploader.source_file import FileIdentity
 
 from .job_options import JobOptions
 from .snapshot import JobSnapshot
@@ -112,7 +112,32 @@ class Job:
 
     def snapshot(self) -> JobSnapshot:
         """The job as the control API shows it, at this moment."""
-        return JobSnapshot.from_job(self)
+        progress = self.progress
+        rate = progress.rate() if self.state is NotaryStage.UPLOADING else 0.0
+        remaining = max(0, progress.bytes_total - progress.bytes_done)
+        eta = remaining / rate if rate > 0 else None
+        return JobSnapshot(
+            id=self.id,
+            path=str(self.path),
+            name=self.name,
+            webhook=self.webhook,
+            skip_preflight=self.skip_preflight,
+            state=self.state,
+            bytes_total=progress.bytes_total,
+            bytes_done=progress.bytes_done,
+            bytes_hashed=progress.bytes_hashed,
+            retries=progress.retries,
+            rate_bytes_per_second=round(rate, 1),
+            eta_seconds=round(eta, 1) if eta is not None else None,
+            submission_id=self.submission_id,
+            notary_status=self.notary_status,
+            error=self.error,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            options=self.options,
+        )
 
     def __repr__(self) -> str:
         return (

@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from uploader.bundle_zip import archive_path_for, remove_archive
 from uploader.engine import MultipartUploader
@@ -20,11 +19,8 @@ from uploader.events import Hook
 from uploader.notary.pipeline import NotarizeOutcome, Notarizer, NotarizeRequest, NotaryConfig
 from uploader.notary.store import SubmissionStore
 
-from .execution import JobRunner, RunnerFactory
+from .execution import JobRunner, RunnerFactory, Shared
 from .logfmt import kv
-
-if TYPE_CHECKING:
-    from .app import Shared
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from types import TracebackType
 
 from uploader.errors import NotarydError
-from uploader.hashing import FileIdentity
 from uploader.lifecycle import QUEUED
 from uploader.progress import Progress
+from uploader.source_file import FileIdentity
 
 from .execution import JobExecutor
 from .job_options import JobOptions

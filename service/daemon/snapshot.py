@@ -1,8 +1,8 @@
 """A job as the control API shows it: one typed snapshot for the daemon and its clients.
 
 ``JobSnapshot`` is the one definition of the API's job object. The daemon makes it from a live
-``Job`` (``from_job``) and sends ``to_json()``; the broker fans it out; the CLI client reads it
-back with ``from_json``, and the display, the commands and the job-end notifications read its
+``Job`` (``Job.snapshot()``: this module knows no ``Job``) and sends ``to_json()``; the broker
+fans it out; the CLI client reads it back with ``from_json``, and the display, the commands and the job-end notifications read its
 attributes. The OpenAPI ``Job`` schema is derived from its fields (``openapi_schema``), so the
 document and the wire format cannot drift apart.
 
@@ -19,22 +19,18 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from functools import cache
 from types import NoneType, UnionType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from uploader.errors import NotarydError
 from uploader.lifecycle import (
     JOB_STATES,
     JobOutcome,
     JobState,
-    NotaryStage,
     NotaryStatus,
     parse_job_state,
 )
 
 from .job_options import JobOptions, openapi_properties
-
-if TYPE_CHECKING:
-    from .jobs import Job
 
 
 class BadSnapshot(NotarydError):
@@ -89,35 +85,6 @@ class JobSnapshot:
     finished_at: float | None
     retries: int = 0
     options: JobOptions = field(default_factory=JobOptions)  # flat in JSON: staple, force, ...
-
-    @classmethod
-    def from_job(cls, job: Job) -> JobSnapshot:
-        progress = job.progress
-        rate = progress.rate() if job.state is NotaryStage.UPLOADING else 0.0
-        remaining = max(0, progress.bytes_total - progress.bytes_done)
-        eta = remaining / rate if rate > 0 else None
-        return cls(
-            id=job.id,
-            path=str(job.path),
-            name=job.name,
-            webhook=job.webhook,
-            skip_preflight=job.skip_preflight,
-            state=job.state,
-            bytes_total=progress.bytes_total,
-            bytes_done=progress.bytes_done,
-            bytes_hashed=progress.bytes_hashed,
-            retries=progress.retries,
-            rate_bytes_per_second=round(rate, 1),
-            eta_seconds=round(eta, 1) if eta is not None else None,
-            submission_id=job.submission_id,
-            notary_status=job.notary_status,
-            error=job.error,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            options=job.options,
-        )
 
     @property
     def terminal(self) -> bool:

@@ -23,9 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.daemon.app import Shared
 from service.daemon.broker import Broker
-from service.daemon.execution import JobExecutor, JobRunner, RunnerFactory
+from service.daemon.execution import JobExecutor, JobRunner, RunnerFactory, Shared
 from service.daemon.flusher import Flusher
 from service.daemon.job_store import JobStore
 from service.daemon.jobs import Job

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from service.daemon.app import Shared
+from service.daemon.execution import Shared
 from service.daemon.pipeline_runner import PipelineRunner
 from service.daemon.slots import PartSlots
 from service.emulator.notary import NotaryEmulator

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from hardening.test_hostile_responses import fake_resolver, loopback_alias
 
-from service.daemon.app import Shared
+from service.daemon.execution import Shared
 from service.daemon.pipeline_runner import pipeline_runner_factory
 from service.daemon.slots import PartSlots
 from service.emulator.auth import TeamKey

@@ -22,7 +22,7 @@ from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import PermanentUploadError
 from uploader.events import Event, PartAcknowledged
-from uploader.hashing import ChecksumAlgorithm, FileIdentity
+from uploader.hashing import ChecksumAlgorithm
 from uploader.lifecycle import (
     SUBMISSION_LIFECYCLE,
     UPLOAD_LIFECYCLE,
@@ -34,6 +34,7 @@ from uploader.lifecycle import (
 from uploader.notary.client import NewSubmission
 from uploader.notary.store import SubmissionStore
 from uploader.s3fake import InMemoryS3, s3_error
+from uploader.source_file import FileIdentity
 from uploader.upload_state import UploadStore
 
 PART = 64 * 1024

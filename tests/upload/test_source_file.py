@@ -11,9 +11,16 @@ import pytest
 
 from uploader.config import UploadLimits
 from uploader.errors import SourceChangedError
-from uploader.hashing import FileIdentity, HashingStopped, hash_file, hash_file_sync
+from uploader.hashing import HashingStopped, hash_file, hash_file_sync
 from uploader.planning import plan_upload
-from uploader.source_file import SourceRejected, check_source, confine_to, open_source, real_path
+from uploader.source_file import (
+    FileIdentity,
+    SourceRejected,
+    check_source,
+    confine_to,
+    open_source,
+    real_path,
+)
 
 TINY = UploadLimits(min_part_size=1)
 

@@ -60,7 +60,7 @@ from uploader.events import (
     Retrying,
     UploadStateChanged,
 )
-from uploader.hashing import FileDigest, FileIdentity, hash_file
+from uploader.hashing import FileDigest, hash_file
 from uploader.input_lock import input_lock
 from uploader.inputs import InputKind, input_kind
 from uploader.keytext import KeySource
@@ -88,6 +88,7 @@ from uploader.notary.store import SubmissionRecord, SubmissionStore
 from uploader.planning import plan_upload
 from uploader.progress import Progress
 from uploader.retry import Retrier, RetryPolicy
+from uploader.source_file import FileIdentity
 from uploader.staple.lookup import DEFAULT_TICKET_URL
 from uploader.state_dir import write_private
 from uploader.throttle import Throttle
