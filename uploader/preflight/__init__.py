@@ -36,7 +36,8 @@ from __future__ import annotations
 
 from uploader.preflight.messages import Severity
 from uploader.preflight.report import PreflightIssue, PreflightReport
-from uploader.preflight.runner import PreflightInputError, run_preflight
+from uploader.preflight.runner import run_preflight
+from uploader.preflight.walk import PreflightInputError
 
 __all__ = [
     "PreflightInputError",

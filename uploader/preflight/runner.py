@@ -10,18 +10,26 @@ from pathlib import Path
 
 from cryptography import x509
 
-from uploader.errors import ConfigError
 from uploader.preflight import messages as msg
 from uploader.preflight.apple_roots import apple_roots
 from uploader.preflight.limits import DEFAULT_LIMITS, LimitError, Limits, ScanAborted
+from uploader.preflight.macho import Kind
 from uploader.preflight.messages import Severity
+from uploader.preflight.pkg import scan_pkg
 from uploader.preflight.report import PreflightIssue, PreflightReport
 from uploader.preflight.source import RegionSource
-from uploader.preflight.walk import CONTAINER_ERRORS, Scan, open_regular_file, scan_directory
+from uploader.preflight.walk import (
+    CONTAINER_ERRORS,
+    ContainerScanner,
+    PreflightInputError,
+    Scan,
+    open_regular_file,
+    scan_directory,
+    scan_zip,
+)
 
-
-class PreflightInputError(ConfigError):
-    """PATH cannot be preflighted at all (missing, unreadable, or a damaged top-level archive)."""
+# The archives preflight opens, by the kind their first bytes say; ``Scan`` descends through it.
+CONTAINER_SCANNERS: dict[Kind, ContainerScanner] = {Kind.ZIP: scan_zip, Kind.XAR: scan_pkg}
 
 
 def run_preflight(
@@ -40,7 +48,8 @@ def run_preflight(
     """
     path = Path(path)
     started = time.perf_counter()
-    scan = Scan(apple_roots() if trust_anchors is None else tuple(trust_anchors), limits)
+    anchors = apple_roots() if trust_anchors is None else tuple(trust_anchors)
+    scan = Scan(anchors, limits, containers=CONTAINER_SCANNERS)
     try:
         if path.is_dir():
             scan_directory(scan, path)
@@ -102,12 +111,8 @@ def _scan_file(scan: Scan, path: Path) -> None:
             source = RegionSource(handle, 0, size)
             head = source.read_at(0, 8)
             if head[:4] == b"PK\x03\x04" or (head[:4] == b"PK\x05\x06"):
-                from uploader.preflight.walk import scan_zip
-
                 scan_zip(scan, handle, path.name)
             elif head[:4] == b"xar!":
-                from uploader.preflight.pkg import scan_pkg
-
                 scan_pkg(scan, handle, path.name)
             else:
                 scan.visit(path.name, source)

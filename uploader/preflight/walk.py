@@ -24,13 +24,14 @@ import struct
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Protocol
 from xml.etree.ElementTree import ParseError
 
 from uploader.bundle_walk import BundleChangedError, BundleTree, Member
+from uploader.errors import ConfigError
 from uploader.preflight import messages as msg
 from uploader.preflight.bundles import SealTracker
 from uploader.preflight.developer_id import TrustAnchors
@@ -74,6 +75,12 @@ CONTAINER_ERRORS = (
     LimitError,
 )
 
+
+
+class PreflightInputError(ConfigError):
+    """PATH cannot be preflighted at all (missing, unreadable, or a damaged top-level archive)."""
+
+
 _ZIP_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _APPLEDOUBLE_DIR = "__MACOSX/"
 _MAX_LINK_TARGET = 4096  # bytes; PATH_MAX is 1024 on macOS
@@ -82,8 +89,15 @@ _MAX_LINK_TARGET = 4096  # bytes; PATH_MAX is 1024 on macOS
 class Scan:
     """Accumulates issues and counts while containers are walked. One per run; not thread safe."""
 
-    def __init__(self, anchors: TrustAnchors, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        anchors: TrustAnchors,
+        limits: Limits = DEFAULT_LIMITS,
+        *,
+        containers: Mapping[Kind, ContainerScanner],
+    ) -> None:
         self.anchors = anchors
+        self.containers = containers  # how to open each kind of nested archive (runner's table)
         self.limits = limits
         self.budget = Budget(limits)
         self.issues: list[PreflightIssue] = []
@@ -170,12 +184,8 @@ class Scan:
         if kind is Kind.MACHO:
             self.macho_files += 1
             self._inspect_code(path, source)
-        elif kind is Kind.ZIP:
-            self._descend(path, source, scan_zip)
-        elif kind is Kind.XAR:
-            from uploader.preflight.pkg import scan_pkg  # pkg imports this module
-
-            self._descend(path, source, scan_pkg)
+        elif (scan_container := self.containers.get(kind)) is not None:
+            self._descend(path, source, scan_container)
         elif _looks_like_dmg(path, source):
             if self._too_large_to_copy(source):
                 self.add(Severity.WARNING, path, msg.DMG_NOT_INSPECTED, self._copy_limit(source))
@@ -219,7 +229,7 @@ class Scan:
             f"{self.limits.max_spool_bytes:,} bytes preflight may copy to read it twice"
         )
 
-    def _descend(self, path: str, source: ByteSource, scan_container: _ContainerScanner) -> None:
+    def _descend(self, path: str, source: ByteSource, scan_container: ContainerScanner) -> None:
         if self.depth >= self.limits.max_depth:
             raise LimitError(
                 f"archives nested more than {self.limits.max_depth} deep; nothing below was checked"
@@ -246,7 +256,7 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class _ContainerScanner(Protocol):
+class ContainerScanner(Protocol):
     def __call__(self, scan: Scan, fileobj: IO[bytes], display_root: str) -> None: ...
 
 
@@ -328,8 +338,6 @@ def scan_directory(scan: Scan, root: Path) -> None:
     try:
         tree = BundleTree(root, top_name=root_name)
     except SourceRejected as refused:
-        from uploader.preflight.runner import PreflightInputError  # runner imports this module
-
         raise PreflightInputError(str(refused)) from None
     with tree:
         members = tree.walk(report=scan.not_inspected, max_depth=scan.limits.max_folder_depth)
