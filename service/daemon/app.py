@@ -32,7 +32,8 @@ from uploader.lifecycle import JobOutcome
 from uploader.notary.client import notary_session
 from uploader.throttle import Throttle
 
-from .api import ApiConfig, make_app
+from .api import make_app
+from .api_context import ApiConfig
 from .broker import Broker
 from .connections import ConnectionGuard, GuardedTCPSite, connection_cap
 from .execution import Confinement, JobExecutor, RunnerFactory, Shared

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from uploader.lifecycle import JobOutcome
 
+from .api_context import CONFIG, SCHEDULER, ApiError, Handler, check_archive_path
 from .page_sessions import (
     LOGIN_LINK_SECONDS,
     PAGE_SESSIONS,
@@ -56,14 +57,15 @@ RESUMABLE = frozenset({JobOutcome.FAILED, JobOutcome.CANCELLED})
 _asset_cache: dict[str, bytes] = {}
 
 
-def register(app: web.Application) -> None:
+def register(app: web.Application, *, cancel_job: Handler) -> None:
+    """The page's routes; ``cancel_job`` is the API's DELETE handler, also served as a POST."""
     app[PAGE_SESSIONS] = PageSessions()
     app.router.add_get("/", index, allow_head=False)
     app.router.add_get("/static/{name}", static_asset, allow_head=False)
     app.router.add_get("/login", login, allow_head=False)
     app.router.add_get("/ui/session", session_info, allow_head=False)
     app.router.add_post("/v1/login-links", login_link)
-    app.router.add_post("/v1/jobs/{id}/cancel", cancel)
+    app.router.add_post("/v1/jobs/{id}/cancel", cancel_job)
     app.router.add_post("/v1/jobs/{id}/resume", resume)
 
 
@@ -104,8 +106,6 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def session_info(request: web.Request) -> web.Response:
-    from .api import CONFIG
-
     session = request_session(request)
     body: dict[str, Any] = {"version": request.app[CONFIG].version, "logged_in": False}
     if session is not None and cross_origin_problem(request) is None:
@@ -124,15 +124,7 @@ async def login_link(request: web.Request) -> web.Response:
     )
 
 
-async def cancel(request: web.Request) -> web.Response:
-    from .api import cancel_job
-
-    return await cancel_job(request)
-
-
 async def resume(request: web.Request) -> web.Response:
-    from .api import CONFIG, SCHEDULER, ApiError, check_archive_path
-
     scheduler = request.app[SCHEDULER]
     job = await scheduler.get(request.match_info["id"])
     if job.state not in RESUMABLE:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.process
 
 def registered_routes() -> list[tuple[str, str]]:
     """The routes exactly as the daemon registers them (the objects are never used)."""
-    from service.daemon.api import ApiConfig
+    from service.daemon.api_context import ApiConfig
 
     app = make_app(
         scheduler=None,  # type: ignore[arg-type]

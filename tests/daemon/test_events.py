@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from service.daemon.api import ApiConfig, make_app
+from service.daemon.api import make_app
+from service.daemon.api_context import ApiConfig
 from service.daemon.broker import Broker
 from service.daemon.job_store import JobStore
 from service.daemon.metrics import DaemonMetrics
