@@ -193,11 +193,11 @@ async def test_same_size_rewrite_with_mtime_restored_is_submitted_again(
     emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     archive = make_archive(tmp_path / "Game.zip", PART + 1234)
-    first = await notarize(db, notary_config, NotarizeRequest(archive))
+    first = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
     assert first.accepted
     rewrite_in_place_keeping_mtime(archive)
 
-    again = await notarize(db, notary_config, NotarizeRequest(archive))
+    again = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
 
     assert again.accepted and again.submission_id != first.submission_id
     assert emulator.submissions_created == 2
@@ -211,14 +211,14 @@ async def test_cp_p_of_a_same_size_build_over_the_archive_is_submitted_again(
     archive = make_archive(tmp_path / "Game.zip", PART)
     other = make_archive(tmp_path / "Other.zip", PART)
     assert other.stat().st_size == archive.stat().st_size
-    first = await notarize(db, notary_config, NotarizeRequest(archive))
+    first = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
     assert first.accepted
     st = archive.stat()
     os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))  # a reproducible build's fixed mtime
     shutil.copy2(other, archive)  # what `cp -p Other.zip Game.zip` does: same inode, mtime copied
     assert (archive.stat().st_ino, archive.stat().st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
 
-    again = await notarize(db, notary_config, NotarizeRequest(archive))
+    again = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
 
     assert again.accepted and emulator.submissions_created == 2
     landed = emulator.submissions[again.submission_id or ""]
@@ -229,10 +229,10 @@ async def test_force_after_a_rewrite_uploads_the_new_bytes(
     emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     archive = make_archive(tmp_path / "Game.zip", 2 * PART)
-    assert (await notarize(db, notary_config, NotarizeRequest(archive))).accepted
+    assert (await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))).accepted
     rewrite_in_place_keeping_mtime(archive)
 
-    forced = await notarize(db, notary_config, NotarizeRequest(archive, force=True))
+    forced = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True, force=True))
 
     assert forced.accepted and emulator.submissions_created == 2
     landed = emulator.submissions[forced.submission_id or ""]
@@ -244,9 +244,9 @@ async def test_an_unchanged_archive_is_not_hashed_twice(
 ) -> None:
     """The ctime in the cache key costs nothing when nothing was written."""
     archive = make_archive(tmp_path / "Game.zip", PART)
-    assert (await notarize(db, notary_config, NotarizeRequest(archive, wait=False))).status
+    assert (await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True, wait=False))).status
     events: list[Event] = []
-    assert (await notarize(db, notary_config, NotarizeRequest(archive), [events.append])).accepted
+    assert (await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True), [events.append])).accepted
     assert not any(isinstance(e, HashProgress) for e in events)
     assert emulator.submissions_created == 1
 
@@ -272,12 +272,12 @@ async def test_a_forged_accepted_row_for_the_sha256_is_confirmed_with_the_servic
     forged = str(uuid.uuid4())
     await forge_accepted_row(db, forged, sha256=hashlib.sha256(archive.read_bytes()).hexdigest())
 
-    outcome = await notarize(db, notary_config, NotarizeRequest(archive))
+    outcome = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
 
     assert outcome.accepted and outcome.submission_id != forged
     assert emulator.submissions_created == 1
     # Disproved once, the row is never taken for a verdict again: the real one answers now.
-    again = await notarize(db, notary_config, NotarizeRequest(archive))
+    again = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
     assert again.submission_id == outcome.submission_id and "not submitted again" in again.report
     assert emulator.submissions_created == 1
 
