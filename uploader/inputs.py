@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 from uploader.errors import ConfigError
+from uploader.source_file import file_kind
 
 
 class InputKind(enum.StrEnum):
@@ -60,7 +61,7 @@ def input_kind(path: Path) -> InputKind:
             return named
         raise UnsupportedInput(f"{path} is a folder, not a .app bundle; give {TAKEN}")
     if not stat.S_ISREG(info.st_mode):
-        raise UnsupportedInput(f"{path} is not a regular file; give {TAKEN}")
+        raise UnsupportedInput(f"{path} is {file_kind(info.st_mode)}, not a regular file; give {TAKEN}")
     if named is None or named is InputKind.BUNDLE:
         raise UnsupportedInput(
             f"{path.name}: the notary service does not take this format; it takes .zip, .pkg "

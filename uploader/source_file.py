@@ -163,7 +163,7 @@ def open_regular(
     try:
         opened = os.fstat(fd)
         if not stat.S_ISREG(opened.st_mode):
-            why = f"not a regular file ({_kind(opened.st_mode)})"
+            why = f"not a regular file ({file_kind(opened.st_mode)})"
             raise SourceRejected(name, f"{why}; {advice}" if advice else why)
         os.set_blocking(fd, True)  # meaningless for regular files; plain reads from here on
         return fd, opened
@@ -276,7 +276,8 @@ def _open_error(exc: OSError) -> str:
     return f"cannot open it: {exc.strerror or exc}"
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words ("a FIFO", "a socket" ...)."""
     for test, name in (
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISFIFO, "a FIFO"),
