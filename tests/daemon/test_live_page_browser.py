@@ -75,7 +75,7 @@ def test_the_page_follows_real_jobs_to_their_verdicts(
     tool = make_archive(daemon.archives / "Tool.zip", PART // 2, marker=INVALID_MARKER)
     with chromium(tmp_path / "profile") as driver:
         log_in(driver, daemon)
-        accepted = daemon.submit(game)["id"]
+        accepted = daemon.submit(game, skip_preflight=True)["id"]  # data, no code
         invalid = daemon.submit(tool, skip_preflight=True)["id"]
 
         seen: list[dict[str, Any]] = []
@@ -121,7 +121,8 @@ def test_without_login_no_job_and_a_cross_site_post_cannot_cancel(
 ) -> None:
     notary.call(lambda e: setattr(e, "faults", Faults(stuck_next=1)))  # waits until cancelled
     daemon = real_daemon.start()
-    job = daemon.submit(make_archive(daemon.archives / "Secret-Game.zip", PART))["id"]
+    job = daemon.submit(make_archive(daemon.archives / "Secret-Game.zip", PART),
+                         skip_preflight=True)["id"]
     daemon.wait_for(job, "waiting")
     page = f"http://127.0.0.1:{daemon.port}/"
     attack = f"""<!doctype html><form id="f" method="POST"
