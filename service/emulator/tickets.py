@@ -42,11 +42,14 @@ log = logging.getLogger(__name__)
 
 LOOKUP_PATH = "/database/1/com.apple.gk.ticket-delivery/production/public/records/lookup"
 TICKET_BYTES = 16_177
+# Studios ship 6-25 GB builds, and `notaryd demo` makes 1 GiB ones by default: the emulator
+# tickets archives that large (spooled to a temp file while it reads them, then removed).
+SCAN_LIMIT_BYTES = 32 << 30
 
 
 class TicketDesk:
     def __init__(self, clock: Callable[[], float], *, propagation_seconds: float = 1.0,
-                 scan_limit_bytes: int = 512 << 20, answer_pieces: int = 4,
+                 scan_limit_bytes: int = SCAN_LIMIT_BYTES, answer_pieces: int = 4,
                  piece_pause_seconds: float = 0.05) -> None:
         self._clock = clock
         self.propagation_seconds = propagation_seconds

@@ -72,3 +72,15 @@ def test_the_demo_uploads_its_assets_by_default(tmp_path: Path) -> None:
                       re.MULTILINE)
     assert found, result.stdout + result.stderr
     assert float(found.group(1)) >= size  # incompressible: the zip is no smaller than the assets
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("size", ["1G", "2G", "8G", "25G"])
+def test_the_emulator_tickets_builds_as_large_as_the_demo_and_studios_make(size: str) -> None:
+    """`make demo` makes 1 GiB, `notaryd demo` 2 GiB by default, the Makefile suggests 8 GiB,
+    and studios ship up to 25 GB: each must end stapled, not wait 30 minutes for a ticket the
+    emulator declined to issue (it once scanned only archives up to 512 MiB)."""
+    from service.commands.demo import parse_size
+    from service.emulator.tickets import TicketDesk
+
+    assert TicketDesk(clock=lambda: 0.0).scan_limit_bytes >= parse_size(size)
