@@ -3,7 +3,8 @@
 Two runs on the same build (a CI retry racing the first attempt, a second terminal) would
 otherwise drive the same submission at once. ``input_lock`` takes ``fcntl.flock`` on
 ``<state dir>/locks/<sha256 of the input's resolved path>.lock`` and writes its pid there; a
-second run finds it held, says who holds it (``on_busy``, once) and polls until it is free, then
+second run finds it held, says who holds it (``on_busy``, at once and again every minute) and
+polls until it is free, then
 goes on, finding whatever the first run left (its verdict, or its upload to resume). The kernel
 drops the lock when its holder exits, however it exits, so a crash never leaves it stuck.
 Polling rather than a blocking ``flock`` in a thread: the wait stays cancellable (``--timeout``,
@@ -24,6 +25,7 @@ from uploader.state_dir import DIR_MODE, FILE_MODE, unusable
 
 LOCK_DIR = "locks"
 POLL_SECONDS = 1.0
+REMIND_EVERY_POLLS = 60  # a waiting run says so again every minute, never only once
 
 
 def lock_path(state_dir: Path, resolved: Path) -> Path:
@@ -39,15 +41,16 @@ async def input_lock(
     on_busy: Callable[[int | None], None],
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> AsyncIterator[None]:
-    """Hold the lock of ``path`` (resolved) for the block; ``on_busy(pid or None)`` if waited."""
+    """Hold the lock of ``path`` (resolved) for the block; ``on_busy(pid or None)`` while it
+    waits, at once and every ``REMIND_EVERY_POLLS`` polls."""
     resolved = Path(await asyncio.to_thread(os.path.realpath, path))
     fd = await asyncio.to_thread(_open, lock_path(state_dir, resolved))
     try:
-        told = False
+        polls = 0
         while (holder := await asyncio.to_thread(_try_take, fd)) is not _TAKEN:
-            if not told:
-                told = True
+            if polls % REMIND_EVERY_POLLS == 0:
                 on_busy(holder if isinstance(holder, int) else None)
+            polls += 1
             await sleep(POLL_SECONDS)
         yield
     finally:

@@ -144,6 +144,38 @@ def test_a_second_run_on_the_same_build_waits_for_the_first(tmp_path: Path) -> N
     assert told == [os.getpid()]
 
 
+def test_a_waiting_run_says_so_again_every_minute(tmp_path: Path) -> None:
+    """A wait with no end in sight is never announced only once (fake clock: no real minute)."""
+    clock = ManualClock()
+    build = tmp_path / "Game.zip"
+    build.write_bytes(b"x")
+    told: list[float] = []
+
+    async def scenario() -> None:
+        holding, enough = asyncio.Event(), asyncio.Event()
+
+        def busy(pid: int | None) -> None:
+            told.append(clock())
+            if len(told) == 3:
+                enough.set()
+
+        async def first() -> None:
+            async with input_lock(tmp_path / "state", build, on_busy=told.append):
+                holding.set()
+                await enough.wait()
+
+        async def second() -> None:
+            await holding.wait()
+            async with input_lock(tmp_path / "state", build, on_busy=busy, sleep=clock.sleep):
+                pass
+
+        # bounds the test only: told once and never again would otherwise wait for ever
+        await asyncio.wait_for(asyncio.gather(first(), second()), timeout=60)
+
+    asyncio.run(scenario())
+    assert [round(at - told[0]) for at in told] == [0, 60, 120]
+
+
 def test_access_log_lines_never_reach_the_terminal() -> None:
     access = logging.getLogger("aiohttp.access")
     before = access.level

@@ -235,11 +235,14 @@ class Notarizer:
 
         waited_since: float | None = None
 
-        def busy(holder: int | None) -> None:
+        def busy(holder: int | None) -> None:  # at once, then every minute of the wait
             nonlocal waited_since
-            waited_since = self._clock()
+            now = self._clock()
+            if waited_since is None:
+                waited_since = now
             who = f"another notaryd (pid {holder})" if holder else "another notaryd"
-            self._emit(Notice(target, f"{who} is notarising this build; waiting for it"))
+            waited = f" ({now - waited_since:.0f} s so far)" if now > waited_since else ""
+            self._emit(Notice(target, f"{who} is notarising this build; waiting for it{waited}"))
 
         async with input_lock(self._config.state_dir, path, on_busy=busy):
             return await self._run_locked(client, request, path, kind, target, waited_since)
