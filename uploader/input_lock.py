@@ -21,11 +21,13 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+from uploader.retry import Pace, Retrier, no_retry
 from uploader.state_dir import DIR_MODE, FILE_MODE, unusable
 
 LOCK_DIR = "locks"
 POLL_SECONDS = 1.0
 REMIND_EVERY_POLLS = 60  # a waiting run says so again every minute, never only once
+STEADY = Pace(POLL_SECONDS, POLL_SECONDS, growth=1.0, spread=0.0)
 
 
 def lock_path(state_dir: Path, resolved: Path) -> Path:
@@ -47,11 +49,16 @@ async def input_lock(
     fd = await asyncio.to_thread(_open, lock_path(state_dir, resolved))
     try:
         polls = 0
-        while (holder := await asyncio.to_thread(_try_take, fd)) is not _TAKEN:
-            if polls % REMIND_EVERY_POLLS == 0:
+
+        async def take() -> object:
+            nonlocal polls
+            holder = await asyncio.to_thread(_try_take, fd)
+            if holder is not _TAKEN and polls % REMIND_EVERY_POLLS == 0:
                 on_busy(holder if isinstance(holder, int) else None)
             polls += 1
-            await sleep(POLL_SECONDS)
+            return holder
+
+        await Retrier(sleep=sleep).poll(take, lambda holder: holder is _TAKEN, STEADY, no_retry)
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -14,9 +14,13 @@ this project exists to remove. ``max_attempts`` exists for callers that want a b
 notary API client's one-shot calls).
 
 ``Retrier`` is the project's one retry loop: the engine (parts and single S3 calls), the notary
-pipeline, the notary API client and the CLI's job follower all run through it and differ only
-in their ``decide`` function, which looks at a failure and says how long to wait before the next
-attempt, or re-raises (possibly a clearer error) to stop.
+pipeline, the notary API client, the ticket lookup, the job-end notifier and the CLI's job
+follower all run through it and differ only in their ``decide`` function, which looks at a
+failure and says how long to wait before the next attempt, or re-raises (possibly a clearer
+error) to stop. ``Retrier.poll`` is the same loop for asking again while an answer is not final
+(a submission in progress, a lock someone else holds): the waits between answers follow a
+``Pace`` (a growing interval, jittered down so that many pollers drift apart), the waits after
+failures follow ``decide``. ``tests/test_retry_core.py`` fails on any other loop that waits.
 """
 
 from __future__ import annotations
@@ -77,6 +81,38 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class Pace:
+    """How often to ask again while an answer is not final: ``first_seconds``, times ``growth``
+    after each answer, up to ``max_seconds``; each wait shortened by up to ``spread`` (0.2: a
+    uniform 80 to 100 % of the interval)."""
+
+    first_seconds: float
+    max_seconds: float
+    growth: float = 1.5
+    spread: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.first_seconds <= self.max_seconds or self.growth < 1:
+            raise ValueError("need 0 <= first_seconds <= max_seconds and growth >= 1")
+        if not 0 <= self.spread <= 1:
+            raise ValueError("spread must be between 0 and 1")
+
+    def interval(self, answers: int) -> float:
+        """The interval after answer ``answers`` (0-based), before the spread."""
+        return RetryPolicy(self.first_seconds, self.first_seconds, self.max_seconds,
+                           self.growth).cap(answers)
+
+
+def no_retry(error: Exception, _retry_number: int) -> float:
+    """A ``decide`` for calls whose failures end the wait (a poll of something local)."""
+    raise error
+
+
+class _NotFinal(Exception):
+    """Inside ``Retrier.poll``: the answer was not final; ask again after the pace's wait."""
+
+
+@dataclass(frozen=True)
 class Retrier:
     """Runs an async call until it succeeds or ``decide`` gives up; time and randomness injected."""
 
@@ -94,6 +130,31 @@ class Retrier:
                 delay = await decided if inspect.isawaitable(decided) else decided
             await self.sleep(delay)
             retry_number += 1
+
+    async def poll(self, ask: Callable[[], Awaitable[T]], final: Callable[[T], bool],
+                   pace: Pace, decide: Decide) -> T:
+        """Ask until ``final(answer)``; returns that answer. Between answers the wait is
+        ``pace``'s; after a failure it is what ``decide(error, n)`` says, ``n`` counting the
+        failures since the last answer (so an answer resets the back-off)."""
+        answers = failures = 0
+
+        async def attempt() -> T:
+            answer = await ask()
+            if final(answer):
+                return answer
+            raise _NotFinal
+
+        async def judge(error: Exception, _retry_number: int) -> float:
+            nonlocal answers, failures
+            if isinstance(error, _NotFinal):
+                wait = pace.interval(answers) * self.uniform(1.0 - pace.spread, 1.0)
+                answers, failures = answers + 1, 0
+                return wait
+            decided = decide(error, failures)
+            failures += 1
+            return await decided if inspect.isawaitable(decided) else decided
+
+        return await self.run(attempt, judge)
 
     def delay(self, retry_number: int, *, throttled: bool = False,
               floor_seconds: float | None = None) -> float:

@@ -36,7 +36,6 @@ import dataclasses
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -87,7 +86,7 @@ from uploader.notary.logreport import parse_log, render_report
 from uploader.notary.store import SubmissionRecord, SubmissionStore
 from uploader.planning import plan_upload
 from uploader.progress import Progress
-from uploader.retry import Retrier, RetryPolicy
+from uploader.retry import Pace, Retrier, RetryPolicy
 from uploader.source_file import FileIdentity
 from uploader.staple.lookup import DEFAULT_TICKET_URL
 from uploader.state_dir import write_private
@@ -550,13 +549,13 @@ class Notarizer:
         await self.client()  # a bad key fails here, before the wait starts
         self._emit(NotaryStageChanged(target, NotaryStage.WAITING, submission_id, NotaryStatus.IN_PROGRESS,
                                       submitted_at=submitted_at))
-        delay = self._config.poll_initial_seconds
+        first = self._config.poll_initial_seconds
+        most = max(first, self._config.poll_max_seconds)
         stuck_reported = False
         # Errors back off from the poll interval up to its maximum (a 429's floor above it).
-        polling = Retrier(RetryPolicy(initial_delay_seconds=delay,
-                                      throttled_initial_delay_seconds=delay,
-                                      max_delay_seconds=max(delay, self._config.poll_max_seconds)),
-                          self._sleep)
+        polling = Retrier(RetryPolicy(initial_delay_seconds=first,
+                                      throttled_initial_delay_seconds=first,
+                                      max_delay_seconds=most), self._sleep)
 
         def decide(error: Exception, retry_number: int) -> float:
             if not isinstance(error, NotaryError):
@@ -566,22 +565,25 @@ class Notarizer:
             self._emit(Retrying(target, NOTARY_SERVICE, _why(error), "next status check", wait))
             return wait
 
-        while True:
-            status = await polling.run(lambda: self.status(submission_id), decide)
+        async def ask() -> SubmissionStatus:
+            nonlocal stuck_reported
+            status = await self.status(submission_id)
             if await self._submissions.get(submission_id) is not None:
                 await self._submissions.set_notary_status(submission_id, status.status)
-            if status.is_terminal:
-                return status
             started = submitted_at or status.created_at or self._clock()
-            if not stuck_reported and self._clock() - started > self._config.stuck_after_seconds:
+            if (not status.is_terminal and not stuck_reported
+                    and self._clock() - started > self._config.stuck_after_seconds):
                 stuck_reported = True
                 hours = (self._clock() - started) / 3600
                 self._emit(NotaryStageChanged(
                     target, NotaryStage.WAITING, submission_id, NotaryStatus.IN_PROGRESS, submitted_at=started,
                     detail=f"stuck: in progress for {hours:.1f} h; Apple sometimes holds a "
                            "submission for in-depth analysis; still polling"))
-            await self._sleep(delay * random.uniform(0.8, 1.0))
-            delay = min(delay * 1.5, self._config.poll_max_seconds)
+            return status
+
+        # Between answers: the poll interval, growing 1.5x to its maximum, 80-100 % of it.
+        return await polling.poll(ask, lambda status: status.is_terminal,
+                                  Pace(first, most, growth=1.5, spread=0.2), decide)
 
     async def _finish(
         self, client: NotaryClient, submission_id: str, status: str, target: str, path: Path

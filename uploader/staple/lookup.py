@@ -32,6 +32,7 @@ from uploader.notary.client import read_capped
 from uploader.notary.errors import ResponseTooLarge
 from uploader.proxies import proxy_for, proxy_for_request
 from uploader.redaction import redact_url
+from uploader.retry import Retrier, RetryPolicy
 from uploader.staple.identity import TicketKey
 from uploader.staple.tickets import MAX_TICKET_BYTES, TICKET_MAGIC
 
@@ -42,6 +43,10 @@ DEFAULT_TICKET_URL = ("https://api.apple-cloudkit.com/database/1/com.apple.gk.ti
 MAX_ANSWER_BYTES = 4 * MAX_TICKET_BYTES
 FIRST_DELAY_SECONDS = 5.0
 MAX_DELAY_SECONDS = 60.0
+# The back-off between asks (5, 10, 20, 40, 60, 60 ... s); no attempt cap: the deadline ends it.
+PATIENCE = RetryPolicy(initial_delay_seconds=FIRST_DELAY_SECONDS,
+                       throttled_initial_delay_seconds=FIRST_DELAY_SECONDS,
+                       max_delay_seconds=MAX_DELAY_SECONDS, multiplier=2.0)
 UNREACHABLE_SECONDS = 120.0
 ASK_TIMEOUT = aiohttp.ClientTimeout(total=60)
 MAX_REDIRECTS = 5
@@ -77,32 +82,35 @@ async def lookup_ticket(
     own = session is None
     http = session or aiohttp.ClientSession()
     deadline = clock() + max_wait_seconds
-    delay = FIRST_DELAY_SECONDS
     unreachable_since: float | None = None
+    retrier = Retrier(PATIENCE, sleep)
+
+    def decide(error: Exception, retry_number: int) -> float:
+        nonlocal unreachable_since
+        if not isinstance(error, _Retry):
+            raise error
+        now = clock()
+        if not error.unreachable:
+            unreachable_since = None
+        elif unreachable_since is None:
+            unreachable_since = now
+        # Not jittered: one client asking for one record is no herd to spread.
+        wait = error.after if error.after is not None else PATIENCE.cap(retry_number)
+        if unreachable_since is not None and (
+                now + wait > deadline or now + wait - unreachable_since > UNREACHABLE_SECONDS):
+            raise TicketLookupError(_unreachable(url, str(error))) from None
+        if now + wait > deadline:
+            raise TicketLookupError(
+                f"no ticket for {key.record_name} after {max_wait_seconds:.0f} s "
+                f"(last answer: {error}); the ticket may still be propagating: run "
+                "notaryd staple again later") from None
+        log.info("ticket %s: %s; asking again in %.0f s", key.record_name, error, wait)
+        if on_retry is not None:
+            on_retry(str(error), wait)
+        return wait
+
     try:
-        while True:
-            try:
-                return await _ask(http, url, key)
-            except _Retry as retry:
-                now = clock()
-                if not retry.unreachable:
-                    unreachable_since = None
-                elif unreachable_since is None:
-                    unreachable_since = now
-                wait = retry.after if retry.after is not None else delay
-                if unreachable_since is not None and (
-                        now + wait > deadline or now + wait - unreachable_since > UNREACHABLE_SECONDS):
-                    raise TicketLookupError(_unreachable(url, str(retry))) from None
-                if now + wait > deadline:
-                    raise TicketLookupError(
-                        f"no ticket for {key.record_name} after {max_wait_seconds:.0f} s "
-                        f"(last answer: {retry}); the ticket may still be propagating: run "
-                        "notaryd staple again later") from None
-                log.info("ticket %s: %s; asking again in %.0f s", key.record_name, retry, wait)
-                if on_retry is not None:
-                    on_retry(str(retry), wait)
-                await sleep(wait)
-                delay = min(delay * 2, MAX_DELAY_SECONDS)
+        return await retrier.run(lambda: _ask(http, url, key), decide)
     finally:
         if own:
             await http.close()
