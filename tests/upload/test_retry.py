@@ -61,7 +61,7 @@ def test_a_pace_grows_to_its_maximum() -> None:
                                                          "growth": 0.5},
                 {"first_seconds": 1, "max_seconds": 2, "spread": 1.5}):
         with pytest.raises(ValueError):
-            Pace(**bad)  # type: ignore[arg-type]
+            Pace(**bad)
 
 
 def test_poll_asks_until_final_at_the_pace_and_backs_off_failures_on_their_own() -> None:

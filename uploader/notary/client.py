@@ -1,77 +1,62 @@
-"""One-shot calls to the Notary REST API (``/notary/v2``), each mapped to typed results or errors.
+"""One-shot calls to the Notary REST API (``/notary/v2``): the transport.
 
-Wire facts this relies on (see the reference note on the notary API):
-
-* Success bodies are ``{"data": ..., "meta": {}}`` and are often served as
-  ``application/octet-stream``, so bodies are parsed as JSON whatever the Content-Type.
-* 401 is plain text (``Unauthenticated`` + ``Request ID: ...``); 403/404/429 carry JSON:API
-  ``{"errors": [{"status": "403", "code": ..., "title": ..., "detail": ...}]}`` with string status.
-* The log is fetched from a pre-signed URL **without** the Bearer token (S3 refuses two
-  authentication mechanisms at once); the URL's query carries credentials, so it only ever appears
-  in messages through ``redact_url``.
+What a request and its answer mean is ``uploader.notary.wire`` (no I/O: bodies and paths out,
+``Answer`` in, typed results or ``NotaryError`` out). This module moves the bytes: one aiohttp
+session (``notary_session``), Bearer tokens, timeouts, redirects, capped reads.
 
 Answers are read strictly (see ``ResponseLimits`` and ``uploader.notary.url_policy``): every body
 has a size cap (the log is streamed to a temporary file, never held as bytes), redirects are
 followed only to URLs the policy allows (and, for calls that carry the Bearer token, only within
-the API's own origin), and a complete answer that is not the expected JSON is a permanent
-``BadResponse``, never retried.
+the API's own origin). The log is fetched from a pre-signed URL **without** the Bearer token (S3
+refuses two authentication mechanisms at once); the URL's query carries credentials, so it only
+ever appears in messages through ``redact_url``.
 
-The calls do not retry: the pipeline owns retries (``with_retries`` below is the helper it uses).
+The calls do not retry: the pipeline owns retries (``with_retries`` below is the helper it uses,
+on ``uploader.retry.Retrier``, the one retry core).
 Every exchange emits ``NotaryRequestDone(endpoint, code)`` with the HTTP status or ``"error"``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import email.utils
-import json
 import random
-import re
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import IO, Any, TypeVar
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from uploader.constants import CREDENTIAL_LIFETIME_SECONDS, RATE_LIMIT_FLOOR_SECONDS
-from uploader.credentials import Credentials
+from uploader.constants import RATE_LIMIT_FLOOR_SECONDS
 from uploader.events import Emitter, Hook, NotaryRequestDone
-from uploader.lifecycle import NotaryStatus
+from uploader.notary import wire
 from uploader.notary.auth import TokenSource
 from uploader.notary.errors import (
-    AgreementMissing,
-    BadResponse,
-    Forbidden,
-    LogUrlExpired,
-    MissingProvider,
     NetworkError,
     NotaryError,
-    NotFound,
     RateLimited,
-    RequestRejected,
     ResponseTooLarge,
-    ServerError,
-    Unauthenticated,
     UnsafeUrl,
 )
 from uploader.notary.url_policy import GuardedConnector, Resolver, UrlPolicy, resolve
+from uploader.notary.wire import (  # re-exported: the results' home is the wire module
+    NewSubmission,
+    SubmissionStatus,
+    parse_retry_after,
+)
 from uploader.proxies import proxy_for_request
 from uploader.redaction import redact_url, redact_urls_in
 from uploader.retry import Retrier, RetryPolicy
 
-T = TypeVar("T")
+__all__ = [
+    "NewSubmission", "NotaryClient", "RequestTimeouts", "ResponseLimits", "SubmissionStatus",
+    "notary_retry_delay", "notary_session", "parse_retry_after", "read_capped", "redact_url",
+    "with_retries",
+]
 
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_REQUEST_ID = re.compile(r"Request ID:\s*([\w.-]{1,80})")
-# Shapes of fields that end up in file names, S3 requests and messages.
-_SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,79}$")
-_ACCESS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -104,48 +89,6 @@ class ResponseLimits:
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
-
-
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes  # empty when the body went to a sink
-
-
-@dataclass(frozen=True)
-class NewSubmission:
-    id: str
-    bucket: str
-    object: str
-    credentials: Credentials
-
-
-@dataclass(frozen=True)
-class SubmissionStatus:
-    id: str
-    name: str
-    status: str  # a NotaryStatus value; one Apple adds later is passed through
-    created_date: str  # ISO 8601 as the service sent it, e.g. 2022-06-08T01:38:09.498Z
-
-    @property
-    def is_terminal(self) -> bool:
-        """True for any status but IN_PROGRESS (unknown ones included, like notarytool)."""
-        return self.status != NotaryStatus.IN_PROGRESS
-
-    @property
-    def created_at(self) -> float | None:
-        """``created_date`` as Unix seconds, or None if it does not parse."""
-        return parse_iso8601(self.created_date)
-
-
-def parse_iso8601(text: str) -> float | None:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def notary_session(
@@ -202,12 +145,7 @@ class NotaryClient:
     async def __aenter__(self) -> NotaryClient:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -224,51 +162,26 @@ class NotaryClient:
 
     async def submit(self, name: str, sha256: str, webhook: str | None = None) -> NewSubmission:
         """``POST /submissions``. Not idempotent: each call creates a submission."""
-        if not name or "/" in name:
-            raise ValueError(f"submission name must be a file name, got {name!r}")
-        if not _SHA256.match(sha256):
-            raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
-        body: dict[str, Any] = {"submissionName": name, "sha256": sha256.lower()}
-        if webhook:
-            body["notifications"] = [{"channel": "webhook", "target": webhook}]
+        body = wire.submit_body(name, sha256, webhook)
         issued_at = self._clock()
-        doc = await self._call("submit", "POST", "/submissions", body)
-        data = _data_object(doc, "submit")
-        attrs = _attributes(data, "submit")
-        credentials = Credentials(
-            access_key_id=_text(attrs, "awsAccessKeyId", "submit", _ACCESS_KEY_ID),
-            secret_access_key=_text(attrs, "awsSecretAccessKey", "submit", max_length=256),
-            session_token=_text(attrs, "awsSessionToken", "submit", max_length=8192),
-            expires_at=issued_at + CREDENTIAL_LIFETIME_SECONDS,
-        )
-        return NewSubmission(
-            id=_text(data, "id", "submit", _SUBMISSION_ID),
-            bucket=_text(attrs, "bucket", "submit", _BUCKET),
-            object=_text(attrs, "object", "submit", max_length=1024),
-            credentials=credentials,
-        )
+        return wire.new_submission(await self._call("submit", "POST", "/submissions", body),
+                                   issued_at)
 
     async def status(self, submission_id: str) -> SubmissionStatus:
         """``GET /submissions/{id}``."""
-        doc = await self._call("status", "GET", f"/submissions/{_quote_id(submission_id)}")
-        return _submission_status(_data_object(doc, "status"), "status")
+        path = wire.submission_path(submission_id)
+        return wire.submission_status(await self._call("status", "GET", path))
 
     async def log_url(self, submission_id: str) -> str:
         """``GET /submissions/{id}/logs``: the pre-signed log URL (404 until a verdict exists)."""
-        doc = await self._call("logs", "GET", f"/submissions/{_quote_id(submission_id)}/logs")
-        url = _attributes(_data_object(doc, "logs"), "logs").get("developerLogUrl")
-        if not isinstance(url, str) or not url:
-            raise BadResponse(endpoint="logs", detail="no developerLogUrl in the answer")
+        path = wire.submission_path(submission_id, "/logs")
+        url = wire.log_url(await self._call("logs", "GET", path))
         await self._urls.check(url, "logs")
         return url
 
     async def history(self) -> list[SubmissionStatus]:
         """``GET /submissions``: the team's 100 most recent submissions, newest first."""
-        doc = await self._call("history", "GET", "/submissions")
-        items = doc.get("data")
-        if not isinstance(items, list):
-            raise BadResponse(endpoint="history", detail="'data' is not a list")
-        return [_submission_status(item, "history") for item in items]
+        return wire.history(await self._call("history", "GET", "/submissions"))
 
     async def download_log(self, url: str) -> dict[str, Any]:
         """Fetch the JSON log from a pre-signed URL, without the Authorization header.
@@ -284,47 +197,29 @@ class NotaryClient:
                 endpoint, "GET", url, headers={}, cap=self._limits.log_bytes,
                 same_origin=False, sink=spool,
             )
-            status = answer.status
-            if status != 200:
+            if answer.status != 200:
                 body = await asyncio.to_thread(_read_back, spool, self._limits.error_bytes)
-                if status in (400, 401, 403):
-                    raise LogUrlExpired(status=status, detail=_s3_error_code(body))
-                if status >= 500:
-                    raise ServerError(endpoint=endpoint, status=status)
-                raise RequestRejected(
-                    endpoint=endpoint, status=status, detail=_s3_error_code(body)
-                )
+                raise wire.log_download_error(wire.Answer(answer.status, answer.headers, body))
             doc = await asyncio.to_thread(_parse_json_file, spool)
         finally:
             await asyncio.to_thread(spool.close)
-        if not isinstance(doc, dict):
-            raise BadResponse(
-                endpoint=endpoint, status=status, detail="the log is not a JSON object"
-            )
-        return doc
+        return wire.log_document(doc, answer.status)
 
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _call(
-        self, endpoint: str, method: str, path: str, body: Mapping[str, Any] | None = None
+        self, endpoint: str, method: str, path: str, body: bytes | None = None
     ) -> dict[str, Any]:
         headers = {"Authorization": self._tokens.authorization(), "Accept": "application/json"}
-        data = None
         if body is not None:
             headers["Content-Type"] = "application/json"
-            data = json.dumps(body).encode()
         answer = await self._exchange(
-            endpoint, method, self.api_url + path, headers=headers, data=data,
+            endpoint, method, self.api_url + path, headers=headers, data=body,
             cap=self._limits.json_bytes, same_origin=True,
         )
-        if answer.status == 200:
-            doc = _parse_json(answer.body)
-            if not isinstance(doc, dict):
-                raise BadResponse(
-                    endpoint=endpoint, status=200, detail="the body is not a JSON object"
-                )
-            return doc
-        raise self._error_for(endpoint, answer.status, answer.body, answer.headers)
+        caller = wire.Caller(self._tokens.key_id, self._tokens.issuer_id,
+                             self._tokens.key.mismatch_hint())
+        return wire.document(endpoint, answer, caller, self._clock())
 
     async def _exchange(
         self,
@@ -337,7 +232,7 @@ class NotaryClient:
         same_origin: bool,
         data: bytes | None = None,
         sink: IO[bytes] | None = None,
-    ) -> _Answer:
+    ) -> wire.Answer:
         """One request, following only allowed redirects; the body read under ``cap``.
 
         ``same_origin``: redirects must stay on the API's scheme, host and port (the request
@@ -363,7 +258,7 @@ class NotaryClient:
                         body = await read_capped(
                             response, self._limits.error_bytes, endpoint, sink, truncate=True
                         )
-                    answer = _Answer(status, response.headers, body)
+                    answer = wire.Answer(status, response.headers, body)
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 self._emit(NotaryRequestDone(endpoint, "error"))
                 what = endpoint if same_origin else redact_url(url)
@@ -384,37 +279,6 @@ class NotaryClient:
                                 reason="a redirect away from the API's own host")
         await self._urls.check(target, endpoint)
         return target
-
-    def _error_for(
-        self, endpoint: str, status: int, raw: bytes, headers: Mapping[str, str]
-    ) -> NotaryError:
-        code, detail = _first_error(raw)
-        if status == 401:
-            match = _REQUEST_ID.search(raw.decode("utf-8", "replace"))
-            return Unauthenticated(
-                key_id=self._tokens.key_id,
-                issuer_id=self._tokens.issuer_id,
-                endpoint=endpoint,
-                request_id=match.group(1) if match else None,
-                hint=self._tokens.key.mismatch_hint(),
-            )
-        if status == 403:
-            if code == "FORBIDDEN.MISSING_PROVIDER":
-                return MissingProvider(endpoint=endpoint, detail=detail)
-            if "AGREEMENT" in code.upper() or "agreement" in detail.lower():
-                return AgreementMissing(endpoint=endpoint, detail=detail)
-            return Forbidden(endpoint=endpoint, code=code, detail=detail)
-        if status == 404:
-            return NotFound(endpoint=endpoint, detail=detail)
-        if status == 429:
-            return RateLimited(
-                endpoint=endpoint,
-                retry_after_seconds=parse_retry_after(headers.get("Retry-After"), self._clock()),
-                detail=detail,
-            )
-        if status >= 500:
-            return ServerError(endpoint=endpoint, status=status, detail=detail)
-        return RequestRejected(endpoint=endpoint, status=status, detail=detail or code)
 
 
 async def with_retries(
@@ -460,38 +324,9 @@ def notary_retry_delay(retrier: Retrier, error: NotaryError, retry_number: int,
     return retrier.delay(retry_number, floor_seconds=floor)
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - now)
-    return None
-
-
-def _quote_id(submission_id: str) -> str:
-    if not submission_id or "/" in submission_id:
-        raise ValueError(f"not a submission id: {submission_id!r}")
-    return quote(submission_id, safe="-")
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
-        return None
-
-
 def _parse_json_file(handle: IO[bytes]) -> Any:
     handle.seek(0)
-    try:
-        return json.load(handle)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    return wire.parse_json(handle.read())
 
 
 def _read_back(handle: IO[bytes], limit: int) -> bytes:
@@ -533,79 +368,6 @@ async def read_capped(
     if pending:
         await asyncio.to_thread(sink.write, bytes(pending))
     return b""
-
-
-def _data_object(doc: Mapping[str, Any], endpoint: str) -> Mapping[str, Any]:
-    data = doc.get("data")
-    if not isinstance(data, dict):
-        raise BadResponse(endpoint=endpoint, detail="'data' is not an object")
-    return data
-
-
-def _attributes(data: Mapping[str, Any], endpoint: str) -> Mapping[str, Any]:
-    attrs = data.get("attributes")
-    if not isinstance(attrs, dict):
-        raise BadResponse(endpoint=endpoint, detail="'data.attributes' is not an object")
-    return attrs
-
-
-def _submission_status(data: Any, endpoint: str) -> SubmissionStatus:
-    if not isinstance(data, dict):
-        raise BadResponse(endpoint=endpoint, detail="submission entry is not an object")
-    attrs = _attributes(data, endpoint)
-    return SubmissionStatus(
-        id=_text(data, "id", endpoint, _SUBMISSION_ID),
-        name=_text(attrs, "name", endpoint, required=False),
-        status=_text(attrs, "status", endpoint, max_length=64),
-        created_date=_text(attrs, "createdDate", endpoint, required=False, max_length=64),
-    )
-
-
-def _text(
-    obj: Mapping[str, Any],
-    key: str,
-    endpoint: str,
-    pattern: re.Pattern[str] | None = None,
-    *,
-    max_length: int = 1024,
-    required: bool = True,
-) -> str:
-    """A string field of an answer, checked: it ends up in file names, SQL rows and messages."""
-    value = obj.get(key)
-    if value is None and not required:
-        return ""
-    if (not isinstance(value, str) or (required and not value) or len(value) > max_length
-            or not value.isprintable() or (pattern is not None and not pattern.match(value))):
-        raise BadResponse(endpoint=endpoint, detail=f"field '{key}' is missing or malformed")
-    return value
-
-
-def _one_line(text: str, limit: int) -> str:
-    """Server-supplied text made safe to print: printable, one line, bounded."""
-    cleaned = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 2]).split())
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
-
-
-def _first_error(raw: bytes) -> tuple[str, str]:
-    """(code, detail) of the first JSON:API error in ``raw``, or ("", "") if there is none."""
-    doc = _parse_json(raw)
-    if not isinstance(doc, dict):
-        return "", ""
-    errors = doc.get("errors")
-    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
-        return "", ""
-    first = errors[0]
-    code = _one_line(str(first.get("code") or ""), 80)
-    title = _one_line(str(first.get("title") or ""), 200)
-    detail = _one_line(str(first.get("detail") or ""), 400)
-    if title and detail and title != detail and not detail.startswith(title):
-        detail = f"{title}. {detail}"
-    return code, (detail or title)
-
-
-def _s3_error_code(body: bytes) -> str:
-    match = re.search(rb"<Code>([^<]{1,64})</Code>", body)
-    return _one_line(match.group(1).decode("ascii", "replace"), 64) if match else ""
 
 
 def _describe(error: BaseException, what: str) -> str:

@@ -35,7 +35,7 @@ from uploader.constants import CREDENTIAL_LIFETIME_SECONDS
 from uploader.credentials import Credentials
 from uploader.database import Database
 from uploader.lifecycle import SUBMISSION_LIFECYCLE, NotaryStatus, SubmissionState
-from uploader.notary.client import NewSubmission
+from uploader.notary.wire import NewSubmission
 
 ACTIVE_STATES = tuple(s for s in SubmissionState if s not in SUBMISSION_LIFECYCLE.terminal)
 
