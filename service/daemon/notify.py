@@ -82,11 +82,14 @@ class PendingNotification:
     attempts: int  # made so far, by this run and earlier ones
 
 
+@dataclass(frozen=True)
 class NotificationStore:
-    """The ``notifications`` table: what is still to be delivered. Safe from many tasks."""
+    """The ``notifications`` table: what is still to be delivered. Safe from many tasks.
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    Make one with ``await NotificationStore.open(db)``: that brings the daemon's tables up to date.
+    """
+
+    _db: Database
 
     @classmethod
     async def open(cls, db: Database) -> NotificationStore:

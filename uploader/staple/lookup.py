@@ -1,7 +1,8 @@
 """The ticket lookup (Apple's CloudKit ``records/lookup``; no authentication), with patience.
 
 ``NOT_FOUND`` right after acceptance means the ticket has not propagated yet (users report up
-to ~30 minutes): ask again with back-off (5 s doubling to 60 s) until ``max_wait_seconds``.
+to ~30 minutes): ask again with back-off (``PATIENCE``: 5 s doubling to 60 s, on the project's
+``Retrier``) until ``max_wait_seconds``.
 CloudKit's temporary per-record errors (``TEMPORARY_CODES``) are retried the same way,
 ``THROTTLED`` after its ``retryAfter``; 5xx and 429 too. Every other per-record error (bad
 request, access denied...) cannot change by asking again and ends the lookup at once.
