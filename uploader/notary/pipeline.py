@@ -84,7 +84,7 @@ from uploader.notary.errors import (
     UnknownSubmission,
 )
 from uploader.notary.logreport import parse_log, render_report
-from uploader.notary.store import SubmissionRecord, SubmissionStore
+from uploader.notary.store import EarlierVerdict, SubmissionRecord, SubmissionStore
 from uploader.planning import plan_upload
 from uploader.progress import Progress
 from uploader.retry import Retrier, RetryPolicy
@@ -340,8 +340,8 @@ class Notarizer:
                         waited_since: float | None = None) -> NotarizeOutcome:
         path, archive = prepared.source, prepared.archive
         digest = prepared.digest or await self._digest(archive, target)
-        if waited_since is not None and (decided := await artifact.decided_since(
-                self._db, digest.sha256, waited_since)) is not None:
+        if waited_since is not None and (decided := await self._submissions.decided_since(
+                digest.sha256, waited_since)) is not None:
             return await self._verdict_of_the_run_waited_for(client, decided, target, path)
         if code is not None and code != await asyncio.to_thread(artifact.code_identity, path):
             code = None  # signed again while it was read: vouch for neither signature
@@ -366,7 +366,7 @@ class Notarizer:
         return outcome
 
     async def _verdict_of_the_run_waited_for(
-        self, client: NotaryClient, decided: artifact.EarlierVerdict, target: str, path: Path
+        self, client: NotaryClient, decided: EarlierVerdict, target: str, path: Path
     ) -> NotarizeOutcome:
         """The run this one waited for reached a verdict: report it, submit nothing."""
         record = await self._submissions.get(decided.submission_id)
