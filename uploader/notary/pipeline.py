@@ -39,14 +39,11 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from uploader.config import EngineConfig
-from uploader.constants import STUCK_AFTER_SECONDS
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import CredentialsExpiredError, NotarydError
@@ -63,7 +60,6 @@ from uploader.events import (
 from uploader.hashing import FileDigest, hash_file
 from uploader.input_lock import input_lock
 from uploader.inputs import InputKind, input_kind
-from uploader.keytext import KeySource
 from uploader.lifecycle import NotaryStage, NotaryStatus, SubmissionState, UploadState
 from uploader.notary import artifact
 from uploader.notary.artifact import StapleNote
@@ -77,22 +73,31 @@ from uploader.notary.client import (
 )
 from uploader.notary.errors import (
     LogUrlExpired,
-    NetworkError,
     NotaryError,
     NotFound,
     RateLimited,
     UnknownSubmission,
 )
 from uploader.notary.logreport import parse_log, render_report
+from uploader.notary.model import (
+    API_RETRY,
+    NOTARY_SERVICE,
+    NotarizeOutcome,
+    NotarizeRequest,
+    NotaryConfig,
+    PreflightFailed,
+)
+from uploader.notary.model import why as _why
 from uploader.notary.store import EarlierVerdict, SubmissionRecord, SubmissionStore
 from uploader.planning import plan_upload
 from uploader.progress import Progress
 from uploader.retry import Retrier, RetryPolicy
 from uploader.source_file import FileIdentity
-from uploader.staple.lookup import DEFAULT_TICKET_URL
 from uploader.state_dir import write_private
 from uploader.throttle import Throttle
 from uploader.upload_state import UploadStore
+
+__all__ = ["NotarizeOutcome", "NotarizeRequest", "Notarizer", "NotaryConfig", "PreflightFailed"]
 
 log = logging.getLogger(__name__)
 
@@ -103,72 +108,10 @@ EXPIRY_CHECK_SECONDS = 30.0
 # The projection's rate: measured over this window, trusted after this much history.
 PROJECTION_WINDOW_SECONDS = 120.0
 PROJECTION_MIN_HISTORY_SECONDS = 10.0
-# Calls whose failure should not end a notarisation: retry transient errors for this long.
-API_RETRY = RetryPolicy(initial_delay_seconds=2.0, max_delay_seconds=120.0)
 # The log of a fresh verdict can answer 404 for a while: keep asking this long.
 LOG_NOT_FOUND_GRACE_SECONDS = 300.0
 # A pre-signed log URL can expire between asking for it and fetching it: ask again this often.
 LOG_URL_ATTEMPTS = 3
-NOTARY_SERVICE = "the notary service"  # what a Retrying event waits for
-
-
-@dataclass(frozen=True)
-class NotaryConfig:
-    api_url: str
-    key_path: KeySource  # a .p8 file, or a key held in memory (environment, keychain)
-    key_id: str
-    issuer_id: str
-    engine: EngineConfig
-    state_dir: Path
-    poll_initial_seconds: float = 10.0
-    poll_max_seconds: float = 180.0
-    stuck_after_seconds: float = STUCK_AFTER_SECONDS
-    ticket_url: str = DEFAULT_TICKET_URL
-    staple_max_wait_seconds: float = 1800.0
-    work_dir: Path | None = None  # zips made from bundles (NOTARYD_WORK_DIR); None: state_dir
-
-    @property
-    def work_dir_in_effect(self) -> Path:
-        return self.work_dir or self.state_dir
-
-
-@dataclass(frozen=True)
-class NotarizeRequest:
-    path: Path
-    name: str | None = None
-    webhook: str | None = None
-    skip_preflight: bool = False
-    wait: bool = True
-    staple: bool = True  # after Accepted, for a .app, .dmg or .pkg input
-    force: bool = False  # submit even if this archive was Accepted before
-    keep_archive: bool = False  # keep the zip made from a bundle
-
-
-@dataclass(frozen=True)
-class NotarizeOutcome:
-    path: Path
-    submission_id: str | None
-    status: str  # a final NotaryStatus, IN_PROGRESS (with wait=False), or one Apple added
-    log_path: Path | None
-    report: str
-    staple: StapleNote | None = None
-
-    @property
-    def accepted(self) -> bool:
-        return self.status == NotaryStatus.ACCEPTED
-
-
-class PreflightFailed(NotarydError):
-    """The archive has signing problems the notary service would reject; nothing was uploaded."""
-
-    exit_code = 2  # as an Invalid verdict
-
-    def __init__(self, path: Path, report: str) -> None:
-        super().__init__(
-            f"{path}: preflight found problems the notary service rejects; fix them and rebuild, "
-            "or pass --skip-preflight to submit anyway"
-        )
-        self.report = report
 
 
 class _CredentialsWillExpire(Exception):
@@ -644,11 +587,6 @@ class Notarizer:
         text = json.dumps(document, indent=2, sort_keys=True)
         await asyncio.to_thread(_write_text, log_path, text)
         return log_path, render_report(parse_log(document))
-
-
-def _why(error: NotaryError) -> str:
-    """What went wrong, without the advice (the retry line says what happens next)."""
-    return error.cause if isinstance(error, NetworkError) else str(error)
 
 
 def _write_text(path: Path, text: str) -> None:
