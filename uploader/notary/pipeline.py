@@ -36,17 +36,15 @@ import dataclasses
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 from uploader.database import Database
 from uploader.engine import MultipartUploader
-from uploader.errors import CredentialsExpiredError, NotarydError
+from uploader.errors import CredentialsExpiredError
 from uploader.events import (
     CredentialsIssued,
     Emitter,
@@ -72,11 +70,9 @@ from uploader.notary.client import (
     with_retries,
 )
 from uploader.notary.errors import (
-    LogUrlExpired,
     NotaryError,
     NotFound,
     RateLimited,
-    UnknownSubmission,
 )
 from uploader.notary.logreport import parse_log, render_report
 from uploader.notary.model import (
@@ -89,11 +85,11 @@ from uploader.notary.model import (
 )
 from uploader.notary.model import why as _why
 from uploader.notary.store import EarlierVerdict, SubmissionRecord, SubmissionStore
+from uploader.notary.verdict import Verdicts
 from uploader.planning import plan_upload
 from uploader.progress import Progress
-from uploader.retry import Retrier, RetryPolicy
+from uploader.retry import Retrier
 from uploader.source_file import FileIdentity
-from uploader.state_dir import write_private
 from uploader.throttle import Throttle
 from uploader.upload_state import UploadStore
 
@@ -108,10 +104,6 @@ EXPIRY_CHECK_SECONDS = 30.0
 # The projection's rate: measured over this window, trusted after this much history.
 PROJECTION_WINDOW_SECONDS = 120.0
 PROJECTION_MIN_HISTORY_SECONDS = 10.0
-# The log of a fresh verdict can answer 404 for a while: keep asking this long.
-LOG_NOT_FOUND_GRACE_SECONDS = 300.0
-# A pre-signed log URL can expire between asking for it and fetching it: ask again this often.
-LOG_URL_ATTEMPTS = 3
 
 
 class _CredentialsWillExpire(Exception):
@@ -146,6 +138,8 @@ class Notarizer:
         self._submissions = SubmissionStore(db, clock=clock)
         self._uploads = UploadStore(db)
         self._client: NotaryClient | None = None
+        self._verdicts = Verdicts(self.client, config, self._submissions, self._emit,
+                                  self._retrier, sleep=sleep, clock=clock)
 
     def __repr__(self) -> str:
         return f"<Notarizer {self._config.api_url} key_id={self._config.key_id!r}>"
@@ -303,7 +297,7 @@ class Notarizer:
             return NotarizeOutcome(path, submission.id, submission.notary_status or NotaryStatus.IN_PROGRESS,
                                    None, "")
         status = await self.wait(submission.id, target, submitted_at=submission.created_at)
-        outcome = await self._finish(client, submission.id, status.status, target, path)
+        outcome = await self._verdicts.finish(client, submission.id, status.status, target, path)
         if outcome.accepted and code is not None:
             await self._submissions.set_code_identity(submission.id, code)
         return outcome
@@ -325,7 +319,7 @@ class Notarizer:
                 return NotarizeOutcome(path, record.id, record.notary_status, decided.log_path,
                                        report)
         status = await self.status(decided.submission_id)
-        return await self._finish(client, decided.submission_id, status.status, target, path)
+        return await self._verdicts.finish(client, decided.submission_id, status.status, target, path)
 
     async def _preflight(self, path: Path, target: str) -> None:
         from uploader.preflight import run_preflight
@@ -484,110 +478,18 @@ class Notarizer:
                 upload.cancel()
                 await asyncio.wait({upload})
 
-    # ------------------------------------------------------------------ wait and log
+    # ------------------------------------------------------------------ verdict and log
 
     async def wait(
         self, submission_id: str, target: str = "", *, submitted_at: float | None = None
     ) -> SubmissionStatus:
         """Poll until the status is anything but IN_PROGRESS; survives any transient error."""
-        await self.client()  # a bad key fails here, before the wait starts
-        self._emit(NotaryStageChanged(target, NotaryStage.WAITING, submission_id, NotaryStatus.IN_PROGRESS,
-                                      submitted_at=submitted_at))
-        delay = self._config.poll_initial_seconds
-        stuck_reported = False
-        # Errors back off from the poll interval up to its maximum (a 429's floor above it).
-        polling = Retrier(RetryPolicy(initial_delay_seconds=delay,
-                                      throttled_initial_delay_seconds=delay,
-                                      max_delay_seconds=max(delay, self._config.poll_max_seconds)),
-                          self._sleep)
-
-        def decide(error: Exception, retry_number: int) -> float:
-            if not isinstance(error, NotaryError):
-                raise error
-            wait = notary_retry_delay(polling, error, retry_number + 1)
-            log.debug("status of %s: %s; asking again in %.0f s", submission_id, error, wait)
-            self._emit(Retrying(target, NOTARY_SERVICE, _why(error), "next status check", wait))
-            return wait
-
-        while True:
-            status = await polling.run(lambda: self.status(submission_id), decide)
-            if await self._submissions.get(submission_id) is not None:
-                await self._submissions.set_notary_status(submission_id, status.status)
-            if status.is_terminal:
-                return status
-            started = submitted_at or status.created_at or self._clock()
-            if not stuck_reported and self._clock() - started > self._config.stuck_after_seconds:
-                stuck_reported = True
-                hours = (self._clock() - started) / 3600
-                self._emit(NotaryStageChanged(
-                    target, NotaryStage.WAITING, submission_id, NotaryStatus.IN_PROGRESS, submitted_at=started,
-                    detail=f"stuck: in progress for {hours:.1f} h; Apple sometimes holds a "
-                           "submission for in-depth analysis; still polling"))
-            await self._sleep(delay * random.uniform(0.8, 1.0))
-            delay = min(delay * 1.5, self._config.poll_max_seconds)
-
-    async def _finish(
-        self, client: NotaryClient, submission_id: str, status: str, target: str, path: Path
-    ) -> NotarizeOutcome:
-        self._emit(NotaryStageChanged(target, NotaryStage.FETCHING_LOG, submission_id, status))
-        log_path, report = await self.fetch_log(submission_id, target)
-        if await self._submissions.get(submission_id) is not None:
-            await self._submissions.mark_done(submission_id, status, str(log_path))
-        self._emit(NotaryStageChanged(target, NotaryStage.DONE, submission_id, status))
-        return NotarizeOutcome(path, submission_id, status, log_path, report)
+        return await self._verdicts.wait(submission_id, target, submitted_at=submitted_at)
 
     async def status(self, submission_id: str) -> SubmissionStatus:
         """The service's status of a submission; ``UnknownSubmission`` for an id it does not know."""
-        client = await self.client()
-        try:
-            return await client.status(submission_id)
-        except NotFound:
-            raise UnknownSubmission(submission_id, endpoint="status") from None
-
-    async def _log_not_there(self, submission_id: str) -> None:
-        """A 404 for the log of a submission this state dir did not make: say why at once."""
-        if await self._submissions.get(submission_id) is not None:
-            return  # ours, just decided: the log may take a moment to appear
-        status = await self.status(submission_id)
-        if not status.is_terminal:
-            raise NotarydError(f"submission {submission_id} is still {status.status}; its log "
-                               f"comes with the verdict: notaryd wait {submission_id}")
+        return await self._verdicts.status(submission_id)
 
     async def fetch_log(self, submission_id: str, target: str = "") -> tuple[Path, str]:
         """Download the log, store it under ``<state dir>/logs/``, return it and its report."""
-        client = await self.client()
-
-        async def download() -> dict[str, Any]:
-            url = await client.log_url(submission_id)
-            return await client.download_log(url)
-
-        started = self._clock()
-        expired_urls = 0
-
-        async def decide(error: Exception, retry_number: int) -> float:
-            nonlocal expired_urls
-            if isinstance(error, LogUrlExpired) and expired_urls < LOG_URL_ATTEMPTS:
-                expired_urls += 1
-                return 0.0  # ask for a fresh URL at once
-            if isinstance(error, NotFound) and retry_number == 0:
-                await self._log_not_there(submission_id)
-            if isinstance(error, NotFound) and self._clock() - started < LOG_NOT_FOUND_GRACE_SECONDS:
-                # Right after a verdict the log may not be there yet.
-                log.info("log of %s: not there yet (404); asking again", submission_id)
-                return self._retrier.delay(retry_number)
-            if not isinstance(error, NotaryError):
-                raise error
-            delay = notary_retry_delay(self._retrier, error, retry_number)
-            self._emit(Retrying(target, NOTARY_SERVICE, _why(error), "next log download", delay))
-            return delay
-
-        document = await self._retrier.run(download, decide)
-        log_dir = self._config.state_dir / "logs"
-        log_path = log_dir / f"{submission_id.lower()}.json"
-        text = json.dumps(document, indent=2, sort_keys=True)
-        await asyncio.to_thread(_write_text, log_path, text)
-        return log_path, render_report(parse_log(document))
-
-
-def _write_text(path: Path, text: str) -> None:
-    write_private(path, text.encode("utf-8"))  # 0600 in a 0700 logs/: see uploader.state_dir
+        return await self._verdicts.fetch_log(submission_id, target)
