@@ -1,5 +1,6 @@
 """What a notarisation is given and what it gives back: ``NotaryConfig``, ``NotarizeRequest``,
-``NotarizeOutcome`` and ``PreflightFailed``, and the retry wording the pipeline's stages share.
+``NotarizeOutcome`` and ``PreflightFailed``; what the pipeline's stages share with it
+(``RunParts``, the ``Stage`` base) and the retry wording they use.
 
 ``uploader.notary.pipeline`` re-exports the four; they live here so that the stages it runs
 (``submit_once``, ``never_twice``, ``verdict``) can use them without importing the runner.
@@ -7,17 +8,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from uploader.config import EngineConfig
 from uploader.constants import STUCK_AFTER_SECONDS
 from uploader.errors import NotarydError
+from uploader.events import Emitter
 from uploader.keytext import KeySource
 from uploader.lifecycle import NotaryStatus
 from uploader.notary.artifact import StapleNote
+from uploader.notary.client import NotaryClient
 from uploader.notary.errors import NetworkError, NotaryError
-from uploader.retry import RetryPolicy
+from uploader.notary.store import SubmissionStore
+from uploader.retry import Retrier, RetryPolicy
 from uploader.staple.lookup import DEFAULT_TICKET_URL
 
 # Calls whose failure should not end a notarisation: retry transient errors for this long.
@@ -87,3 +92,32 @@ class PreflightFailed(NotarydError):
 def why(error: NotaryError) -> str:
     """What went wrong, without the advice (the retry line says what happens next)."""
     return error.cause if isinstance(error, NetworkError) else str(error)
+
+
+@dataclass(frozen=True)
+class RunParts:
+    """What the stages of a ``Notarizer``'s runs share with it."""
+
+    client: Callable[[], Awaitable[NotaryClient]]  # the Notarizer's, made on first use
+    config: NotaryConfig
+    submissions: SubmissionStore
+    emit: Emitter
+    retrier: Retrier  # on API_RETRY
+    sleep: Callable[[float], Awaitable[None]]
+    clock: Callable[[], float]
+
+
+class Stage:
+    """A stage of a run, holding its ``RunParts`` under the names the ``Notarizer`` uses."""
+
+    def __init__(self, parts: RunParts) -> None:
+        self._client_of = parts.client
+        self._config = parts.config
+        self._submissions = parts.submissions
+        self._emit = parts.emit
+        self._retrier = parts.retrier
+        self._sleep = parts.sleep
+        self._clock = parts.clock
+
+    async def client(self) -> NotaryClient:
+        return await self._client_of()

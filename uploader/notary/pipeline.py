@@ -1,39 +1,31 @@
-"""A notarisation from archive to verdict: preflight, hash, submit, upload, wait, log.
+"""A notarisation from input to stapled verdict: ``Notarizer``, a short runner of stages.
 
-Theory of operation
--------------------
-Every step is resumable, because every fact is in SQLite before the next step relies on it:
+``Notarizer.run`` takes the input's lock (one run per build; ``uploader.input_lock``), then:
 
-* **Never twice.** Before anything reads the build, its code signature (``artifact.code_identity``:
-  a few KB of headers) is looked up: a ticket for it already stapled ends the run at once; an
-  Accepted submission for it in the state database, confirmed with the service, goes straight
-  to stapling. After hashing, an Accepted submission of the same SHA-256 (confirmed the same
-  way) does too. ``--force`` skips these lookups.
-* **Hash** once. The SHA-256 and part checksums are stored with the upload, so a re-run of the
-  same, unchanged file (same size, mtime, inode *and ctime*, which every write changes and no
-  user can set back) skips the 20 GB read.
-* **Submit** at most once per archive. Before ``POST /submissions`` an *intent* row is written;
-  the answer (id, bucket, object, temporary credentials) is committed right after. A re-run
-  finds the active submission by SHA-256 and path and continues it. If the process died in the
-  few milliseconds between the POST and the commit, the submission's credentials are lost with
-  it: nothing can ever be uploaded to it. The re-run then looks the orphan up in the service's
-  history (same name, created after the intent), records it as abandoned so it is accounted
-  for, and creates one new submission. No other path creates a second submission.
-* **Upload** with the multipart engine. The 12-hour credentials cannot be renewed: if S3 says
-  ExpiredToken, or the measured rate says the rest cannot be sent before they expire, the
-  submission is recorded as abandoned and a new one is created for the same archive.
-* **Wait**: poll with back-off (10 s growing to a few minutes, 429 backs off hard), network
-  errors and 5xx are tolerated for ever; a submission in progress longer than ``stuck_after``
-  is reported stuck and still polled. Tokens are re-minted per request, never over 20 minutes.
-* **Log**: fetched from the pre-signed URL without the Bearer token, stored beside the state,
-  and turned into a readable report.
+1. **Never twice** (``never_twice``): before anything reads the build, its code signature is
+   looked up; a build already stapled, or Accepted before, ends the run here.
+2. **Preflight** (``uploader.preflight``): offline signing checks; problems end the run as
+   ``PreflightFailed`` before a byte is uploaded (``--skip-preflight`` skips them).
+3. **Package** (``artifact.prepare``): a ``.app`` is zipped into the work dir, hashing as it
+   writes; a ``.zip``/``.pkg``/``.dmg`` goes as it is and is **hashed** once. The SHA-256 and
+   part checksums are stored with the upload, so a re-run of the same, unchanged file (same
+   size, mtime, inode *and ctime*, which every write changes and no user can set back) skips
+   the 20 GB read. The same SHA-256 Accepted before (``never_twice``) ends the run here.
+4. **Submit** at most once per archive (``submit_once``: intents, and the orphans of runs that
+   died between the POST and recording its answer).
+5. **Upload** with the multipart engine. The 12-hour credentials cannot be renewed: if S3 says
+   ExpiredToken, or the measured rate says the rest cannot be sent before they expire, the
+   submission is recorded as abandoned and a new one is created for the same archive.
+6. **Verdict** (``verdict``): wait for Apple's status, then fetch, store and render the log.
+7. **Staple** (``artifact.staple_after``) after Accepted, a ``.app``, ``.dmg`` or ``.pkg`` input.
+
+Every step is resumable, because every fact is in SQLite before the next step relies on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -52,7 +44,6 @@ from uploader.events import (
     Hook,
     NotaryStageChanged,
     Notice,
-    Retrying,
     UploadStateChanged,
 )
 from uploader.hashing import FileDigest, hash_file
@@ -60,31 +51,22 @@ from uploader.input_lock import input_lock
 from uploader.inputs import InputKind, input_kind
 from uploader.lifecycle import NotaryStage, NotaryStatus, SubmissionState, UploadState
 from uploader.notary import artifact
-from uploader.notary.artifact import StapleNote
 from uploader.notary.auth import TokenSource, load_api_key
 from uploader.notary.client import (
-    NewSubmission,
     NotaryClient,
     SubmissionStatus,
-    notary_retry_delay,
-    with_retries,
 )
-from uploader.notary.errors import (
-    NotaryError,
-    NotFound,
-    RateLimited,
-)
-from uploader.notary.logreport import parse_log, render_report
 from uploader.notary.model import (
     API_RETRY,
-    NOTARY_SERVICE,
     NotarizeOutcome,
     NotarizeRequest,
     NotaryConfig,
     PreflightFailed,
+    RunParts,
 )
-from uploader.notary.model import why as _why
-from uploader.notary.store import EarlierVerdict, SubmissionRecord, SubmissionStore
+from uploader.notary.never_twice import NeverTwice
+from uploader.notary.store import SubmissionRecord, SubmissionStore
+from uploader.notary.submit_once import Submitter
 from uploader.notary.verdict import Verdicts
 from uploader.planning import plan_upload
 from uploader.progress import Progress
@@ -113,33 +95,22 @@ class _CredentialsWillExpire(Exception):
 class Notarizer:
     """Runs notarisations. Safe to use for several archives at once on one event loop."""
 
-    def __init__(
-        self,
-        db: Database,
-        config: NotaryConfig,
-        *,
-        hooks: Iterable[Hook] = (),
-        part_slots: asyncio.Semaphore | None = None,
-        throttle: Throttle | None = None,
-        session: aiohttp.ClientSession | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._db = db
-        self._config = config
-        self._hooks = list(hooks)
-        self._emit = Emitter(self._hooks)
-        self._part_slots = part_slots
-        self._throttle = throttle
-        self._session = session
-        self._sleep = sleep
-        self._clock = clock
-        self._retrier = Retrier(API_RETRY, sleep)
-        self._submissions = SubmissionStore(db, clock=clock)
-        self._uploads = UploadStore(db)
+    def __init__(self, db: Database, config: NotaryConfig, *, hooks: Iterable[Hook] = (),
+                 part_slots: asyncio.Semaphore | None = None, throttle: Throttle | None = None,
+                 session: aiohttp.ClientSession | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._db, self._config, self._hooks = db, config, list(hooks)
+        self._part_slots, self._throttle, self._session = part_slots, throttle, session
+        self._sleep, self._clock = sleep, clock
         self._client: NotaryClient | None = None
-        self._verdicts = Verdicts(self.client, config, self._submissions, self._emit,
-                                  self._retrier, sleep=sleep, clock=clock)
+        self._uploads = UploadStore(db)
+        parts = RunParts(self.client, config, SubmissionStore(db, clock=clock),
+                         Emitter(self._hooks), Retrier(API_RETRY, sleep), sleep, clock)
+        self._submissions, self._emit = parts.submissions, parts.emit
+        self._never_twice = NeverTwice(parts)
+        self._submitter = Submitter(parts)
+        self._verdicts = Verdicts(parts)
 
     def __repr__(self) -> str:
         return f"<Notarizer {self._config.api_url} key_id={self._config.key_id!r}>"
@@ -189,14 +160,9 @@ class Notarizer:
                           waited_since: float | None) -> NotarizeOutcome:
         # Never notarise the same build twice: asked before anything reads the build.
         code = await asyncio.to_thread(artifact.code_identity, path)
-        if code is not None and not request.force:
-            if await asyncio.to_thread(artifact.stapled_for_current_signature, path):
-                return await self._already_stapled(path, target, code)
-            earlier = await self._confirmed_accepted(
-                client, await self._submissions.newest_accepted(code_identity=code))
-            if earlier is not None:
-                return await self._staple(request, self._earlier_outcome(
-                    path, target, earlier, f"the same code signature, {code}"))
+        if not request.force and (earlier := await self._never_twice.by_signature(
+                client, path, target, code)) is not None:
+            return await self._staple(request, earlier)
         if not request.skip_preflight:
             await self._preflight(path, target)
         async with artifact.zip_in_use(path, self._config.work_dir_in_effect):
@@ -214,50 +180,12 @@ class Notarizer:
         return await self._staple(request, outcome)
 
     async def _staple(self, request: NotarizeRequest, outcome: NotarizeOutcome) -> NotarizeOutcome:
-        if not (outcome.accepted and request.staple):
-            return outcome
+        if outcome.staple is not None or not (outcome.accepted and request.staple):
+            return outcome  # already stapled, not accepted, or not asked to
         note = await artifact.staple_after(outcome.path, self._config.ticket_url,
                                            self._config.staple_max_wait_seconds, self._session,
                                            log_path=outcome.log_path)
         return dataclasses.replace(outcome, staple=note)
-
-    async def _already_stapled(self, path: Path, target: str, code: str) -> NotarizeOutcome:
-        earlier = await self._submissions.newest_accepted(code_identity=code)
-        submission_id = earlier.id if earlier is not None else None
-        self._emit(NotaryStageChanged(target, NotaryStage.DONE, submission_id, NotaryStatus.ACCEPTED))
-        return NotarizeOutcome(
-            path, submission_id, NotaryStatus.ACCEPTED,
-            Path(earlier.log_path) if earlier is not None and earlier.log_path else None,
-            f"{path.name}: already notarised and stapled; nothing was submitted or uploaded "
-            "(--force notarises it again)",
-            StapleNote(f"{path.name}: the stapled ticket is for its current signature, {code}"))
-
-    def _earlier_outcome(self, path: Path, target: str, earlier: SubmissionRecord,
-                         why: str) -> NotarizeOutcome:
-        self._emit(NotaryStageChanged(target, NotaryStage.DONE, earlier.id, NotaryStatus.ACCEPTED))
-        return NotarizeOutcome(
-            path, earlier.id, NotaryStatus.ACCEPTED,
-            Path(earlier.log_path) if earlier.log_path else None,
-            f"already accepted as submission {earlier.id} ({why}); not submitted again "
-            "(--force submits it anyway)")
-
-    async def _confirmed_accepted(self, client: NotaryClient,
-                                  earlier: SubmissionRecord | None) -> SubmissionRecord | None:
-        """``earlier`` if the notary service, asked once, says it is Accepted; the state
-        database alone is not trusted (a row can be stale, or forged by a local user)."""
-        if earlier is None:
-            return None
-        try:
-            answer: str | None = (await with_retries(
-                lambda: client.status(earlier.id), API_RETRY, self._sleep)).status
-        except NotFound:
-            answer = None
-        if answer == NotaryStatus.ACCEPTED:
-            return earlier
-        log.warning("the state database says submission %s was accepted, but the notary service "
-                    "says %s; not trusting it", earlier.id, answer or "it does not know it")
-        await self._submissions.set_notary_status(earlier.id, answer)  # asked once, not again
-        return None
 
     async def _prepare(self, path: Path, kind: InputKind, target: str) -> artifact.PreparedInput:
         packaging = kind is InputKind.BUNDLE
@@ -279,16 +207,14 @@ class Notarizer:
         digest = prepared.digest or await self._digest(archive, target)
         if waited_since is not None and (decided := await self._submissions.decided_since(
                 digest.sha256, waited_since)) is not None:
-            return await self._verdict_of_the_run_waited_for(client, decided, target, path)
+            return await self._verdicts.of_the_run_waited_for(client, decided, target, path)
         if code is not None and code != await asyncio.to_thread(artifact.code_identity, path):
             code = None  # signed again while it was read: vouch for neither signature
-        if not request.force and (earlier := await self._confirmed_accepted(
-                client, await self._submissions.newest_accepted(sha256=digest.sha256))) is not None:
-            if code is not None:
-                await self._submissions.set_code_identity(earlier.id, code)
-            return self._earlier_outcome(path, target, earlier, "the same SHA-256")
+        if not request.force and (earlier := await self._never_twice.by_sha256(
+                client, digest.sha256, path, target, code)) is not None:
+            return earlier
         name = request.name or (f"{path.stem}.zip" if prepared.packaged else archive.name)
-        submission = await self._submission_for(client, digest, name, archive, request.webhook)
+        submission = await self._submitter.submission_for(client, digest, name, archive, request.webhook)
         if (submission.state is not SubmissionState.UPLOADED
                 and submission.notary_status in (None, NotaryStatus.IN_PROGRESS)):
             submission = await self._upload(client, digest, submission, name, archive,
@@ -301,25 +227,6 @@ class Notarizer:
         if outcome.accepted and code is not None:
             await self._submissions.set_code_identity(submission.id, code)
         return outcome
-
-    async def _verdict_of_the_run_waited_for(
-        self, client: NotaryClient, decided: EarlierVerdict, target: str, path: Path
-    ) -> NotarizeOutcome:
-        """The run this one waited for reached a verdict: report it, submit nothing."""
-        record = await self._submissions.get(decided.submission_id)
-        if record is not None and record.notary_status and decided.log_path is not None:
-            try:
-                text = await asyncio.to_thread(decided.log_path.read_text, encoding="utf-8")
-                report = render_report(parse_log(json.loads(text)))
-            except (OSError, ValueError):
-                pass  # gone or damaged since: fetched again below
-            else:
-                self._emit(NotaryStageChanged(target, NotaryStage.DONE, record.id,
-                                              record.notary_status))
-                return NotarizeOutcome(path, record.id, record.notary_status, decided.log_path,
-                                       report)
-        status = await self.status(decided.submission_id)
-        return await self._verdicts.finish(client, decided.submission_id, status.status, target, path)
 
     async def _preflight(self, path: Path, target: str) -> None:
         from uploader.preflight import run_preflight
@@ -342,82 +249,6 @@ class Notarizer:
             self._emit(HashProgress(target, done, identity.size))
 
         return await hash_file(path, plan, self._config.engine.checksum, on_progress=progress)
-
-    # ------------------------------------------------------------------ submissions
-
-    async def _submission_for(
-        self, client: NotaryClient, digest: FileDigest, name: str, path: Path, webhook: str | None
-    ) -> SubmissionRecord:
-        active = await self._submissions.find_active(digest.sha256, str(path))
-        if active is not None:
-            if active.state is SubmissionState.UPLOADED or self._clock() < active.credentials_expire_at:
-                return active
-            await self._submissions.mark_abandoned(
-                active.id, "the upload credentials expired before the upload finished")
-        await self._account_for_orphans(client, digest.sha256, str(path))
-        return await self._create(client, digest, name, path, webhook)
-
-    async def _account_for_orphans(self, client: NotaryClient, sha256: str, target: str) -> None:
-        """Find submissions whose POST answer died with an earlier process (see module doc)."""
-        intents = await self._submissions.dangling_intents(sha256)
-        if not intents:
-            return
-
-        def retrying(error: NotaryError, delay: float) -> None:
-            self._emit(Retrying(target, NOTARY_SERVICE, _why(error),
-                                "next look for a lost submission", delay))
-
-        history = await with_retries(client.history, API_RETRY, self._sleep, on_retry=retrying)
-        for intent in intents:
-            for item in history:
-                created = item.created_at
-                if (item.name == intent.name and created is not None
-                        and created >= intent.started_at - 120
-                        and await self._submissions.get(item.id) is None):
-                    log.warning("submission %s was created by a run that died before recording "
-                                "it; its upload credentials are lost, so it is left unused",
-                                item.id)
-                    await self._submissions.attach_intent(intent.id, item.id)
-                    break
-            else:
-                await self._submissions.discard_intent(intent.id)
-
-    async def _create(
-        self, client: NotaryClient, digest: FileDigest, name: str, path: Path, webhook: str | None
-    ) -> SubmissionRecord:
-        target = str(path)
-        self._emit(NotaryStageChanged(target, NotaryStage.SUBMITTING))
-        intent = 0
-        issued_at = 0.0
-
-        async def submit() -> NewSubmission:
-            nonlocal intent, issued_at
-            intent = await self._submissions.record_intent(name, digest.sha256, target)
-            issued_at = self._clock()
-            return await client.submit(name, digest.sha256, webhook)
-
-        async def decide(error: Exception, retry_number: int) -> float:
-            if not isinstance(error, NotaryError):
-                raise error
-            if not error.transient or isinstance(error, RateLimited):
-                await self._submissions.discard_intent(intent)  # surely created nothing
-            else:
-                # The POST may have landed although its answer did not: account for it
-                # (it cannot be used without its credentials) before trying again.
-                await self._account_for_orphans(client, digest.sha256, target)
-            delay = notary_retry_delay(self._retrier, error, retry_number)
-            self._emit(Retrying(target, NOTARY_SERVICE, _why(error), "next submit attempt", delay))
-            return delay
-
-        created = await self._retrier.run(submit, decide)
-        record = await self._submissions.save_submission(
-            created, name=name, sha256=digest.sha256, path=target, issued_at=issued_at,
-            webhook=webhook, intent_id=intent,
-        )
-        self._emit(NotaryStageChanged(target, NotaryStage.SUBMITTING, record.id, NotaryStatus.IN_PROGRESS,
-                                      submitted_at=record.created_at))
-        self._emit(CredentialsIssued(target, record.credentials_expire_at))
-        return record
 
     # ------------------------------------------------------------------ upload
 
@@ -444,7 +275,7 @@ class Notarizer:
                           "the upload could not finish before its credentials expire")
                 log.warning("submission %s: %s; creating a new submission", submission.id, reason)
                 await self._submissions.mark_abandoned(submission.id, reason)
-                submission = await self._create(client, digest, name, path, webhook)
+                submission = await self._submitter.create(client, digest, name, path, webhook)
                 continue
             await self._submissions.mark_uploaded(submission.id)
             record = await self._submissions.get(submission.id)

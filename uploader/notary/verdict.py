@@ -16,20 +16,18 @@ import asyncio
 import json
 import logging
 import random
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from uploader.errors import NotarydError
-from uploader.events import Emitter, NotaryStageChanged, Retrying
+from uploader.events import NotaryStageChanged, Retrying
 from uploader.lifecycle import NotaryStage, NotaryStatus
 from uploader.notary.client import NotaryClient, SubmissionStatus, notary_retry_delay
 from uploader.notary.errors import LogUrlExpired, NotaryError, NotFound, UnknownSubmission
 from uploader.notary.logreport import parse_log, render_report
-from uploader.notary.model import NOTARY_SERVICE, NotarizeOutcome, NotaryConfig
+from uploader.notary.model import NOTARY_SERVICE, NotarizeOutcome, Stage
 from uploader.notary.model import why as _why
-from uploader.notary.store import SubmissionStore
+from uploader.notary.store import EarlierVerdict
 from uploader.retry import Retrier, RetryPolicy
 from uploader.state_dir import write_private
 
@@ -41,30 +39,8 @@ LOG_NOT_FOUND_GRACE_SECONDS = 300.0
 LOG_URL_ATTEMPTS = 3
 
 
-class Verdicts:
-    """Waits for verdicts and fetches logs for one ``Notarizer`` (its client, store and hooks)."""
-
-    def __init__(
-        self,
-        client: Callable[[], Awaitable[NotaryClient]],
-        config: NotaryConfig,
-        submissions: SubmissionStore,
-        emit: Emitter,
-        retrier: Retrier,
-        *,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._client = client
-        self._config = config
-        self._submissions = submissions
-        self._emit = emit
-        self._retrier = retrier
-        self._sleep = sleep
-        self._clock = clock
-
-    async def client(self) -> NotaryClient:
-        return await self._client()
+class Verdicts(Stage):
+    """The verdict stage of a ``Notarizer``'s runs: wait, then fetch and store the log."""
 
     async def wait(
         self, submission_id: str, target: str = "", *, submitted_at: float | None = None
@@ -115,6 +91,25 @@ class Verdicts:
             await self._submissions.mark_done(submission_id, status, str(log_path))
         self._emit(NotaryStageChanged(target, NotaryStage.DONE, submission_id, status))
         return NotarizeOutcome(path, submission_id, status, log_path, report)
+
+    async def of_the_run_waited_for(
+        self, client: NotaryClient, decided: EarlierVerdict, target: str, path: Path
+    ) -> NotarizeOutcome:
+        """The run this one waited for reached a verdict: report it, submit nothing."""
+        record = await self._submissions.get(decided.submission_id)
+        if record is not None and record.notary_status and decided.log_path is not None:
+            try:
+                text = await asyncio.to_thread(decided.log_path.read_text, encoding="utf-8")
+                report = render_report(parse_log(json.loads(text)))
+            except (OSError, ValueError):
+                pass  # gone or damaged since: fetched again below
+            else:
+                self._emit(NotaryStageChanged(target, NotaryStage.DONE, record.id,
+                                              record.notary_status))
+                return NotarizeOutcome(path, record.id, record.notary_status, decided.log_path,
+                                       report)
+        status = await self.status(decided.submission_id)
+        return await self.finish(client, decided.submission_id, status.status, target, path)
 
     async def status(self, submission_id: str) -> SubmissionStatus:
         """The service's status of a submission; ``UnknownSubmission`` for an id it does not know."""
