@@ -20,6 +20,8 @@
 7. **Staple** (``artifact.staple_after``) after Accepted, a ``.app``, ``.dmg`` or ``.pkg`` input.
 
 Every step is resumable, because every fact is in SQLite before the next step relies on it.
+``Notarizer.cancel`` ends what runs left of an input: it aborts the multipart uploads of its
+unfinished submissions and records them abandoned (the daemon's cancel calls it).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import aiohttp
 
+from uploader.bundle_zip import archive_path_for, remove_archive
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import CredentialsExpiredError
@@ -324,3 +327,30 @@ class Notarizer:
     async def fetch_log(self, submission_id: str, target: str = "") -> tuple[Path, str]:
         """Download the log, store it under ``<state dir>/logs/``, return it and its report."""
         return await self._verdicts.fetch_log(submission_id, target)
+
+    # ------------------------------------------------------------------ cancel
+
+    async def cancel(self, path: Path, *, reason: str,
+                     keep_archive: bool = False) -> list[tuple[SubmissionRecord, bool]]:
+        """Abort the multipart upload of every unfinished submission of ``path``.
+
+        Each submission is then recorded as abandoned for ``reason``, so submitting the archive
+        again starts a fresh submission instead of resuming into an aborted upload. The zip made
+        from a bundle goes too, unless ``keep_archive``. Returns each submission with whether its
+        upload was aborted.
+        """
+        engine = MultipartUploader(self._db, self._config.engine)
+        # a bundle's submission is recorded under the zip made from it
+        zipped = archive_path_for(path, self._config.work_dir_in_effect)
+        uploaded = {str(path), str(zipped)}
+        cancelled = []
+        for record in await self._submissions.list_submissions(include_finished=False):
+            if record.path not in uploaded:
+                continue
+            aborted = await engine.abort(Path(record.path), record.bucket, record.object,
+                                         record.credentials)
+            await self._submissions.mark_abandoned(record.id, reason)
+            cancelled.append((record, aborted))
+        if not keep_archive:
+            await asyncio.to_thread(remove_archive, zipped)
+        return cancelled
