@@ -206,6 +206,8 @@ class Notarizer:
                         prepared: artifact.PreparedInput, target: str,
                         code: str | None,
                         waited_since: float | None = None) -> NotarizeOutcome:
+        """Hash (unless packaging did), then submit, upload and wait for the verdict; the run
+        waited for, or the same SHA-256 Accepted before, ends it early."""
         path, archive = prepared.source, prepared.archive
         digest = prepared.digest or await self._digest(archive, target)
         if waited_since is not None and (decided := await self._submissions.decided_since(
