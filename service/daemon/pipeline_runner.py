@@ -13,11 +13,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from uploader.bundle_zip import archive_path_for, remove_archive
-from uploader.engine import MultipartUploader
 from uploader.events import Hook
 from uploader.notary.pipeline import NotarizeOutcome, Notarizer, NotarizeRequest, NotaryConfig
-from uploader.notary.store import SubmissionStore
 
 from .execution import JobRunner, RunnerFactory, Shared
 from .logfmt import kv
@@ -29,8 +26,6 @@ CANCELLED_REASON = "cancelled through the daemon (notaryd cancel / DELETE /v1/jo
 
 class PipelineRunner:
     def __init__(self, config: NotaryConfig, hooks: Sequence[Hook], shared: Shared) -> None:
-        self._db = shared.db
-        self._config = config
         self._notarizer = Notarizer(
             shared.db, config, hooks=hooks, part_slots=shared.part_slots,
             throttle=shared.throttle, session=shared.session,
@@ -43,30 +38,16 @@ class PipelineRunner:
             await asyncio.shield(self._notarizer.close())
 
     async def cancel(self, path: Path, *, keep_archive: bool = False) -> None:
-        """Abort the multipart upload of every unfinished submission of ``path``.
-
-        The submission is then recorded as abandoned, so submitting the archive again starts a
-        fresh submission instead of resuming into an aborted upload. The zip made from a bundle
-        goes too, unless the job asked to keep it.
-        """
+        """``Notarizer.cancel``: abort the uploads of ``path``'s unfinished submissions, record
+        them abandoned, remove the zip made from a bundle unless the job asked to keep it."""
         try:
-            submissions = SubmissionStore(self._db)
-            engine = MultipartUploader(self._db, self._config.engine)
-            # a bundle's submission is recorded under the zip made from it
-            zipped = archive_path_for(path, self._config.work_dir_in_effect)
-            uploaded = {str(path), str(zipped)}
-            for record in await submissions.list_submissions(include_finished=False):
-                if record.path not in uploaded:
-                    continue
-                aborted = await engine.abort(Path(record.path), record.bucket, record.object,
-                                             record.credentials)
-                await submissions.mark_abandoned(record.id, CANCELLED_REASON)
+            cancelled = await self._notarizer.cancel(path, reason=CANCELLED_REASON,
+                                                     keep_archive=keep_archive)
+            for record, aborted in cancelled:
                 log.info(
                     "cancelled submission %s",
                     kv(submission=record.id, path=path, upload_aborted=aborted),
                 )
-            if not keep_archive:
-                await asyncio.to_thread(remove_archive, zipped)
         finally:
             await asyncio.shield(self._notarizer.close())
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 from signal import SIGTERM
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.daemon.pipeline_runner import CANCELLED_REASON
 from service.emulator.notary import BackgroundEmulator
 from service.emulator.verdicts import INVALID_MARKER
 from tests.support.daemon import Daemon
@@ -113,19 +115,32 @@ def test_invalid_through_the_cli_and_its_log(real_daemon: Daemon) -> None:
     assert log["summary"]["status"] == "Invalid"
 
 
-def test_cancel_aborts_the_multipart_upload(real_daemon: Daemon, notary: BackgroundEmulator) -> None:
+@pytest.mark.parametrize("how", ["DELETE /v1/jobs/{id}", "notaryd cancel"])
+def test_cancel_aborts_the_multipart_upload(real_daemon: Daemon, notary: BackgroundEmulator,
+                                            how: str) -> None:
+    """The API and the CLI reach the same ``Notarizer.cancel`` and end the same way."""
     d = real_daemon
     d.env["NOTARYD_BANDWIDTH_LIMIT"] = str(4 * MiB)
     d.start()
     job = d.submit(d.archive("Cancel.zip", 40 * MiB), skip_preflight=True)
 
     until(lambda: uploaded_bytes(d) > 0, within=60, what="parts on the wire", detail=d.log)
-    status, cancelled = d.request("DELETE", f"/v1/jobs/{job['id']}")
-    assert status == 200 and cancelled["state"] == "cancelled", cancelled
+    if how == "notaryd cancel":
+        result = d.cli("cancel", job["id"])
+        assert result.returncode == 0 and f"job {job['id']} cancelled" in result.stderr, result.stderr
+        cancelled = d.job(job["id"])
+    else:
+        status, cancelled = d.request("DELETE", f"/v1/jobs/{job['id']}")
+        assert status == 200
+    assert cancelled["state"] == "cancelled", cancelled
     aborts = notary.call(lambda e: {k: v for k, v in e.s3.requests.items() if k[0] == "AbortMultipartUpload"})
     assert aborts and all(200 <= code < 300 for _, code in aborts), aborts
+    assert "cancelled submission" in d.log() and "upload_aborted=True" in d.log(), d.log()
     # submitting it again starts over cleanly with a new submission and finishes
     d.stop()
+    with sqlite3.connect(f"file:{d.state_dir / 'notaryd.sqlite3'}?mode=ro", uri=True) as conn:
+        ended = conn.execute("SELECT state, abandoned_reason FROM submissions").fetchall()
+    assert ended == [("abandoned", CANCELLED_REASON)], ended
     d.env.pop("NOTARYD_BANDWIDTH_LIMIT")
     d.start()
     again = d.submit(d.archive("Cancel.zip", 6 * MiB), skip_preflight=True)

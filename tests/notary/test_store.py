@@ -145,3 +145,28 @@ async def test_duplicate_submission_id_is_refused(tmp_path: Path) -> None:
         assert [i.id for i in await store.dangling_intents()] == [intent]
     finally:
         await db.close()
+
+
+async def test_decided_since_names_only_a_verdict_reached_after_the_wait_began(db: Database) -> None:
+    clock = ManualClock(1_700_000_000.0)
+    store = SubmissionStore(db, clock=clock)
+    sha = "ef" * 32
+    await store.save_submission(_new("early"), name="A.zip", sha256=sha, path="/A.zip",
+                                issued_at=clock.now)
+    await store.mark_uploading("early")
+    await store.mark_uploaded("early")
+    await store.mark_done("early", "Invalid")  # decided before the wait began, no log
+    clock.now += 10
+    waited_since = clock.now
+    assert await store.decided_since(sha, waited_since) is None
+    await store.save_submission(_new("late"), name="A.zip", sha256=sha, path="/A.zip",
+                                issued_at=clock.now)
+    assert await store.decided_since(sha, waited_since) is None  # not decided yet
+    clock.now += 10
+    await store.mark_uploading("late")
+    await store.mark_uploaded("late")
+    await store.mark_done("late", "Accepted", "/state/logs/late.json")
+    decided = await store.decided_since(sha, waited_since)
+    assert decided is not None
+    assert (decided.submission_id, decided.log_path) == ("late", Path("/state/logs/late.json"))
+    assert await store.decided_since("00" * 32, waited_since) is None

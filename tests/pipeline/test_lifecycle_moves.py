@@ -4,8 +4,6 @@ moves the upload and submission tables hold."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -17,10 +15,9 @@ from service.daemon.execution import Shared
 from service.daemon.pipeline_runner import PipelineRunner
 from service.daemon.slots import PartSlots
 from service.emulator.notary import NotaryEmulator
-from service.emulator.sample_app import make_sample_app
 from tests.support.files import PART, make_archive
+from tests.support.notary import interrupted_mid_upload, several_part_bundle
 from uploader.database import Database
-from uploader.events import Event, PartAcknowledged
 from uploader.lifecycle import (
     SUBMISSION_LIFECYCLE,
     UPLOAD_LIFECYCLE,
@@ -74,33 +71,14 @@ async def test_an_accepted_run_walks_both_tables(
             (_U.COMPLETING, _U.COMPLETED)} <= moves
 
 
-def bundle(directory: Path) -> Path:
-    """A .app whose zip is several parts long (random bytes do not deflate)."""
-    app = make_sample_app(directory, "Game")
-    (app / "Contents" / "Resources" / "data.bin").write_bytes(os.urandom(3 * PART))
-    return app
-
-
 @pytest.mark.parametrize("kind", ["zip", "bundle"])
 async def test_a_daemon_cancel_abandons_the_submission_and_aborts_its_upload(
     emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path,
     moves: set[tuple[Enum, Enum]], kind: str,
 ) -> None:
     source = (make_archive(tmp_path / "Game.zip", 4 * PART) if kind == "zip"
-              else await asyncio.to_thread(bundle, tmp_path))
-    acknowledged = asyncio.Event()
-
-    def first_part(event: Event) -> None:
-        if isinstance(event, PartAcknowledged):
-            acknowledged.set()
-
-    notarizer = Notarizer(db, notary_config, hooks=[first_part], part_slots=PartSlots(1))
-    job = asyncio.create_task(notarizer.run(NotarizeRequest(source, skip_preflight=True)))
-    await acknowledged.wait()
-    job.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await job
-    await notarizer.close()
+              else await asyncio.to_thread(several_part_bundle, tmp_path))
+    await interrupted_mid_upload(db, notary_config, source)
     async with aiohttp.ClientSession() as session:
         shared = Shared(db=db, part_slots=PartSlots(1), throttle=None, session=session)
         await PipelineRunner(notary_config, [], shared).cancel(source)

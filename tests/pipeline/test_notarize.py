@@ -13,6 +13,7 @@ from service.emulator.verdicts import INVALID_MARKER
 from tests.support.files import PART, make_archive, zip_bytes
 from uploader.database import Database
 from uploader.events import Event, NotaryStageChanged
+from uploader.lifecycle import NotaryStage
 from uploader.notary.client import NotaryClient
 from uploader.notary.errors import AgreementMissing, Unauthenticated
 from uploader.notary.pipeline import (
@@ -162,9 +163,12 @@ async def test_preflight_errors_stop_before_any_upload(
     library = (FIXTURES / "markupsafe-3.0.2-_speedups-universal2.so").read_bytes()
     archive = tmp_path / "Unsigned.zip"
     archive.write_bytes(zip_bytes({"Game.app/Contents/Frameworks/_speedups.so": library}))
+    seen: list[Event] = []
     with pytest.raises(PreflightFailed) as caught:
-        await notarize(db, notary_config, NotarizeRequest(archive))
+        await notarize(db, notary_config, NotarizeRequest(archive), hooks=[seen.append])
     assert "_speedups.so" in caught.value.report
+    # preflight is the first stage announced, and the last
+    assert [e.stage for e in seen if isinstance(e, NotaryStageChanged)] == [NotaryStage.PREFLIGHT]
     assert emulator.submissions_created == 0
     skipped = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
     assert skipped.submission_id is not None

@@ -26,7 +26,6 @@ import aiohttp
 from uploader.blocking import off_loop
 from uploader.bundle_zip import archive_path_for, package_for_submission, remove_archive
 from uploader.config import EngineConfig
-from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
 from uploader.hashing import FileDigest
 from uploader.inputs import InputKind, is_bundle, kind_by_name
@@ -126,22 +125,6 @@ def _packaging_failed(path: Path, work_dir: Path, error: OSError) -> ConfigError
         f"{path}: packaging the bundle failed at {error.filename or work_dir}: "
         f"{error.strerror or error}; check its permissions and the free space in {work_dir} "
         "(NOTARYD_WORK_DIR, by default the state dir)")
-
-
-@dataclass(frozen=True)
-class EarlierVerdict:
-    submission_id: str
-    log_path: Path | None
-
-
-async def decided_since(db: Database, sha256: str, since: float) -> EarlierVerdict | None:
-    """The verdict another run reached on the same archive while this one waited for it."""
-    row = await db.fetchone(
-        "SELECT id, log_path FROM submissions WHERE sha256 = ? AND state = 'done'"
-        " AND updated_at >= ? ORDER BY updated_at DESC LIMIT 1", (sha256, since))
-    if row is None:
-        return None
-    return EarlierVerdict(str(row["id"]), Path(row["log_path"]) if row["log_path"] else None)
 
 
 @dataclass(frozen=True)

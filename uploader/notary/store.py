@@ -75,6 +75,14 @@ class SubmissionRecord:
         return self.credentials.expires_at
 
 
+@dataclass(frozen=True)
+class EarlierVerdict:
+    """A verdict reached on an archive by another run (``SubmissionStore.decided_since``)."""
+
+    submission_id: str
+    log_path: Path | None
+
+
 class SubmissionStore:
     def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
         self._db = db
@@ -203,6 +211,16 @@ class SubmissionStore:
             f"SELECT * FROM submissions WHERE {column} = ? AND notary_status = ?"
             " ORDER BY updated_at DESC, rowid DESC LIMIT 1", (value, NotaryStatus.ACCEPTED))
         return _record(row) if row else None
+
+    async def decided_since(self, sha256: str, since: float) -> EarlierVerdict | None:
+        """The verdict another run reached on the same archive while this one waited for it."""
+        row = await self._db.fetchone(
+            "SELECT id, log_path FROM submissions WHERE sha256 = ? AND state = ?"
+            " AND updated_at >= ? ORDER BY updated_at DESC LIMIT 1",
+            (sha256, SubmissionState.DONE.value, since))
+        if row is None:
+            return None
+        return EarlierVerdict(str(row["id"]), Path(row["log_path"]) if row["log_path"] else None)
 
     async def set_code_identity(self, submission_id: str, code_identity: str) -> None:
         """Record which code signature the Accepted bytes carry (``artifact.code_identity``)."""
