@@ -88,10 +88,12 @@ from uploader.part_body import PartProgress, PartStream, read_part
 from uploader.planning import plan_upload
 from uploader.retry import Retrier
 from uploader.s3api import S3Api, S3Opener
-from uploader.s3client import Classified, ErrorKind, classify, open_s3_client
+from uploader.s3client import classify, open_s3_client
 from uploader.source_file import FileIdentity, open_source
 from uploader.throttle import Throttle
 from uploader.upload_session import (
+    Classified,
+    ErrorKind,
     LocalPart,
     UploadSession,
     aborts_upload,
