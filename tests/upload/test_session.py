@@ -17,9 +17,10 @@ from uploader.errors import (
 )
 from uploader.events import RetryReason
 from uploader.retry import RetryPolicy
-from uploader.upload_session import Classified, ErrorKind
 from uploader.upload_session import (
     PROBE_MAX_SECONDS,
+    Classified,
+    ErrorKind,
     LinkGovernor,
     LocalPart,
     UploadSession,
