@@ -1,6 +1,6 @@
 """The upload's decisions, without I/O: which part may go next, retry or give up, what a
-ListParts answer means, abort or keep. The engine (``engine.py``) is the thin async driver that
-does the I/O and feeds the outcomes in; everything here runs on plain values and an injected
+ListParts answer means, abort or keep. The engine (``engine.py``, ``part_phase.py``) is the thin
+async driver that does the I/O and feeds the outcomes in; everything here runs on plain values and an injected
 clock, so it is tested in microseconds.
 
 What a failure means is one table, ``FAILURES`` (error kind -> action, error, aborts,
@@ -113,9 +113,8 @@ FAILURES: dict[ErrorKind, Failure] = {
                                   precedence=5),
 }
 # Each error class's row (the first listed for a class two kinds share).
-_BY_ERROR: dict[type[BaseException], Failure] = {}
-for _row in FAILURES.values():
-    _BY_ERROR.setdefault(_row.error, _row)
+_BY_ERROR: dict[type[BaseException], Failure] = {
+    row.error: row for row in reversed(FAILURES.values())}
 
 
 class LinkGovernor:
