@@ -1,4 +1,5 @@
-"""docs/ARCHITECTURE.md draws the lifecycle tables of ``uploader/lifecycle.py``: they must agree."""
+"""docs/ARCHITECTURE.md draws the lifecycle tables of ``uploader/lifecycle.py`` and the engine's
+failure table (``uploader/upload_session.py``): they must agree."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from uploader.lifecycle import (
     UPLOAD_LIFECYCLE,
     Lifecycle,
 )
+from uploader.upload_session import FAILURES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
 
@@ -44,3 +46,14 @@ def drawn_table(heading: str) -> dict[str, set[str]]:
 def test_the_drawn_table_is_the_codes_table(heading: str, lifecycle: Lifecycle[enum.Enum]) -> None:
     in_code = {str(state.value): {str(new.value) for new in moves} for state, moves in lifecycle.moves.items()}
     assert drawn_table(heading) == in_code
+
+
+def test_the_drawn_failure_table_is_the_engines() -> None:
+    section = DOC.read_text(encoding="utf-8").split("**Failure table**", 1)[1].split("\n\n*", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| (.+?) \| `(\w+)` \| (yes|no) \| (\d+) \|$", section,
+                      re.MULTILINE)
+    drawn = {kind: (action, error, aborts == "yes", int(precedence))
+             for kind, action, error, aborts, precedence in rows}
+    in_code = {str(kind): (str(row.action), row.error.__name__, row.aborts, row.precedence)
+               for kind, row in FAILURES.items()}
+    assert drawn == in_code

@@ -29,10 +29,10 @@ CORE = "uploader/retry.py"
 
 # "path:Qualified.name" of a loop's function -> why that loop is not a retry.
 NOT_RETRIES = {
-    "uploader/engine.py:MultipartUploader._admit":
+    "uploader/part_phase.py:PartPhase._admit":
         "admission pacing: the sans-IO session says when the next part may start; nothing "
         "failed and nothing is asked again (a failed part is retried through Retrier)",
-    "uploader/engine.py:MultipartUploader._watch":
+    "uploader/part_phase.py:PartPhase._watch":
         "the stall watchdog: looks at the parts' progress every few seconds",
     "uploader/notary/pipeline.py:Notarizer._upload_before_expiry":
         "a watchdog: compares the upload's projected finish with the credentials' expiry",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from uploader.hashing import ChecksumAlgorithm
 from uploader.planning import Part
@@ -33,19 +33,21 @@ SLICE_BYTES = 256 * 1024
 
 
 class PartProgress:
-    """Bytes handed to the network and when; read by the engine's stall watchdog."""
+    """Bytes handed to the network and when (by ``clock``, the engine's monotonic clock); read
+    by the engine's stall watchdog."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.bytes_read = 0
         self.bytes_reread = 0  # sent a second time within one request (aiohttp's silent re-send)
-        self.last_activity = time.monotonic()
+        self._clock = clock
+        self.last_activity = clock()
         self._lock = threading.Lock()
 
     def advance(self, nbytes: int, reread: int = 0) -> None:
         with self._lock:
             self.bytes_read += nbytes
             self.bytes_reread += reread
-            self.last_activity = time.monotonic()
+            self.last_activity = self._clock()
 
     def snapshot(self) -> tuple[int, int, float]:
         """(bytes sent, of which sent a second time, monotonic time of the last hand-over)."""

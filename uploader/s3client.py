@@ -18,13 +18,11 @@ Client settings, and why:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aioboto3
@@ -37,6 +35,7 @@ from uploader.config import EngineConfig
 from uploader.credentials import Credentials
 from uploader.errors import StallError
 from uploader.events import RetryReason
+from uploader.upload_session import CERTIFICATE_UNTRUSTED, Classified, ErrorKind
 
 # At most this many bytes may wait unsent in the kernel per connection. Without a bound, the
 # kernel's auto-tuned send buffer (up to 4 MiB on Linux and macOS) swallows most of a part at
@@ -115,75 +114,86 @@ async def open_s3_client(
         yield client
 
 
-class ErrorKind:
-    TRANSIENT = "transient"
-    BAD_DIGEST = "bad_digest"
-    EXPIRED = "expired"
-    GONE = "gone"
-    PERMANENT = "permanent"
+# classify's answers: (kind, retry reason).
+_EXPIRED = (ErrorKind.EXPIRED, RetryReason.OTHER)
+_GONE = (ErrorKind.GONE, RetryReason.OTHER)
+_DIGEST = (ErrorKind.BAD_DIGEST, RetryReason.BAD_DIGEST)
+_PERMANENT = (ErrorKind.PERMANENT, RetryReason.OTHER)
+_THROTTLED = (ErrorKind.TRANSIENT, RetryReason.THROTTLED)
+_SERVER = (ErrorKind.TRANSIENT, RetryReason.SERVER_ERROR)
+_TIMEOUT = (ErrorKind.TRANSIENT, RetryReason.TIMEOUT)
+_CONNECTION = (ErrorKind.TRANSIENT, RetryReason.CONNECTION_RESET)
 
-
-@dataclass(frozen=True)
-class Classified:
-    kind: str
-    reason: RetryReason
-    code: str
-    message: str
-
-
-_EXPIRED = {"ExpiredToken", "TokenRefreshRequired", "ExpiredTokenException"}
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
-              "TooManyRequests", "TooManyRequestsException", "RequestThrottled"}
-_SERVER = {"InternalError", "ServiceUnavailable", "InternalServerError", "BadGateway",
-           "GatewayTimeout"}
-_DIGEST = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch",
-           "XAmzContentSHA256Mismatch"}
+# An S3 error answer is judged by the first of these lookups that knows it: its code, when the
+# code alone decides; its HTTP status (so a 503 ServiceUnavailable is throttling, and a 501 is a
+# store without the operation whatever the code); a code that asks for a retry; then any 5xx is
+# a server error and the rest is permanent.
+_BY_CODE: dict[str, tuple[ErrorKind, RetryReason]] = {
+    **dict.fromkeys(("ExpiredToken", "TokenRefreshRequired", "ExpiredTokenException"), _EXPIRED),
+    "NoSuchUpload": _GONE,
+    **dict.fromkeys(("BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch",
+                     "XAmzContentSHA256Mismatch"), _DIGEST),
+    "RequestTimeout": (ErrorKind.TRANSIENT, RetryReason.REQUEST_TIMEOUT),
+    "NotImplemented": _PERMANENT,
+}
+_BY_STATUS: dict[int, tuple[ErrorKind, RetryReason]] = {501: _PERMANENT, 429: _THROTTLED,
+                                                        503: _THROTTLED}
+_RETRY_CODES: dict[str, tuple[ErrorKind, RetryReason]] = {
+    **dict.fromkeys(("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+                     "TooManyRequests", "TooManyRequestsException", "RequestThrottled"),
+                    _THROTTLED),
+    **dict.fromkeys(("InternalError", "ServiceUnavailable", "InternalServerError", "BadGateway",
+                     "GatewayTimeout"), _SERVER),
+}
+# A permanent answer with one of these codes (a bodiless answer, such as HEAD's, has its status
+# for a code) refuses the operation itself: for an optional call (ListParts,
+# AbortMultipartUpload, HeadObject) that means "do without it".
+_DENIED_CODES = {"AccessDenied", "NotImplemented", "MethodNotAllowed", "AllAccessDisabled",
+                 "403", "405", "501"}
+# Exceptions that are no S3 answer (httpcore's map_exceptions): the first match wins, so
+# timeouts (OSErrors too) come before connection errors.
+_BY_TYPE: dict[tuple[type[BaseException], ...], tuple[ErrorKind, RetryReason]] = {
+    (boto_exc.ReadTimeoutError, boto_exc.ConnectTimeoutError, TimeoutError,
+     aiohttp.ServerTimeoutError): _TIMEOUT,
+    (boto_exc.EndpointConnectionError, boto_exc.ConnectionClosedError, boto_exc.HTTPClientError,
+     boto_exc.ResponseStreamingError, boto_exc.IncompleteReadError, aiohttp.ClientError,
+     ConnectionError, OSError): _CONNECTION,
+}
 
 
 def classify(exc: BaseException) -> Classified:
-    """Map any exception from an S3 call to what the engine should do about it.
+    """Map any exception from an S3 call to what the engine should do about it (its
+    ``ErrorKind``, whose row of ``upload_session.FAILURES`` says what happens).
 
     Transient: connection resets/aborts, timeouts, stalls, 5xx, 503 SlowDown/throttling,
     400 RequestTimeout. Expired: ExpiredToken. Gone: NoSuchUpload. Bad digest: S3 saw other
     bytes than we checksummed (the engine re-reads the part to tell a changed file from
-    corruption in transit). Everything else S3 answered with is permanent.
+    corruption in transit). Denied: the operation itself is refused. Everything else S3
+    answered with is permanent.
     """
+    if isinstance(exc, boto_exc.ClientError):
+        return _answer(exc)
     if isinstance(exc, StallError):
         return Classified(ErrorKind.TRANSIENT, RetryReason.STALL, "Stall", str(exc))
-    if isinstance(exc, boto_exc.ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        message = str(error.get("Message", "")) or code
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in _EXPIRED:
-            return Classified(ErrorKind.EXPIRED, RetryReason.OTHER, code, message)
-        if code == "NoSuchUpload":
-            return Classified(ErrorKind.GONE, RetryReason.OTHER, code, message)
-        if code in _DIGEST:
-            return Classified(ErrorKind.BAD_DIGEST, RetryReason.BAD_DIGEST, code, message)
-        if code == "RequestTimeout":
-            return Classified(ErrorKind.TRANSIENT, RetryReason.REQUEST_TIMEOUT, code, message)
-        if code == "NotImplemented" or status == 501:  # a store without this operation
-            return Classified(ErrorKind.PERMANENT, RetryReason.OTHER, code or str(status), message)
-        if code in _THROTTLED or status in (429, 503):
-            return Classified(ErrorKind.TRANSIENT, RetryReason.THROTTLED, code or str(status), message)
-        if code in _SERVER or status >= 500:
-            return Classified(ErrorKind.TRANSIENT, RetryReason.SERVER_ERROR, code or str(status), message)
-        return Classified(ErrorKind.PERMANENT, RetryReason.OTHER, code or str(status), message)
     if _certificate_rejected(exc):  # retrying cannot help; the trust store must change
         return Classified(ErrorKind.PERMANENT, RetryReason.OTHER, CERTIFICATE_UNTRUSTED, str(exc))
-    if isinstance(exc, (boto_exc.ReadTimeoutError, boto_exc.ConnectTimeoutError, TimeoutError,
-                        asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return Classified(ErrorKind.TRANSIENT, RetryReason.TIMEOUT, type(exc).__name__, str(exc))
-    if isinstance(exc, (boto_exc.EndpointConnectionError, boto_exc.ConnectionClosedError,
-                        boto_exc.HTTPClientError, boto_exc.ResponseStreamingError,
-                        boto_exc.IncompleteReadError, aiohttp.ClientError, ConnectionError,
-                        OSError)):
-        return Classified(ErrorKind.TRANSIENT, RetryReason.CONNECTION_RESET, type(exc).__name__, str(exc))
+    for types, (kind, reason) in _BY_TYPE.items():
+        if isinstance(exc, types):
+            return Classified(kind, reason, type(exc).__name__, str(exc))
     return Classified(ErrorKind.PERMANENT, RetryReason.OTHER, type(exc).__name__, str(exc))
 
 
-CERTIFICATE_UNTRUSTED = "CertificateUntrusted"
+def _answer(exc: boto_exc.ClientError) -> Classified:
+    """An error answer from S3 (see ``_BY_CODE``)."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    kind, reason = (_BY_CODE.get(code) or _BY_STATUS.get(status) or _RETRY_CODES.get(code)
+                    or (_SERVER if status >= 500 else _PERMANENT))
+    name = code or str(status)
+    if kind is ErrorKind.PERMANENT and name in _DENIED_CODES:
+        kind = ErrorKind.DENIED
+    return Classified(kind, reason, name, str(error.get("Message", "")) or code)
 
 
 def _certificate_rejected(exc: BaseException) -> bool:
@@ -200,13 +210,3 @@ def _certificate_rejected(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-# What an S3 store answers when credentials do not cover an operation or it lacks it.
-_DENIED_CODES = {"AccessDenied", "NotImplemented", "MethodNotAllowed", "AllAccessDisabled"}
-
-
-def is_denied(verdict: Classified) -> bool:
-    """True if S3 refused the operation itself (not allowed, not implemented): for an optional
-    call (ListParts, AbortMultipartUpload, HeadObject) that means "do without it"."""
-    return verdict.kind == ErrorKind.PERMANENT and verdict.code in _DENIED_CODES | {"403", "405", "501"}

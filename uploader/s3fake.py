@@ -62,6 +62,13 @@ def _checksum(algorithm: str, data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+def _answer(lost: bool, response: dict[str, Any]) -> dict[str, Any]:
+    """The call took effect; its answer reaches the client unless it was scripted to be lost."""
+    if lost:
+        raise ConnectionResetError("answer lost")
+    return response
+
+
 @dataclass
 class _Upload:
     key: str
@@ -140,6 +147,11 @@ class InMemoryS3:
             raise s3_error("NoSuchUpload", operation, "The specified upload does not exist.")
         return upload
 
+    def _enter_upload(self, operation: str, kw: dict[str, Any]) -> tuple[bool, _Upload]:
+        """``_enter`` for a call on an existing multipart upload: (answer lost?, the upload)."""
+        lost = self._enter(operation)
+        return lost, self._upload(kw["UploadId"], operation)
+
     async def create_multipart_upload(self, **kw: Any) -> dict[str, Any]:
         lost = self._enter("CreateMultipartUpload")
         algorithm = kw.get("ChecksumAlgorithm")
@@ -148,13 +160,10 @@ class InMemoryS3:
                            f"Checksum algorithm {algorithm} is not supported")
         upload_id = f"upload-{next(self._ids)}"
         self._uploads[upload_id] = _Upload(kw["Key"], algorithm)
-        if lost:
-            raise ConnectionResetError("answer lost")
-        return {"UploadId": upload_id}
+        return _answer(lost, {"UploadId": upload_id})
 
     async def upload_part(self, **kw: Any) -> dict[str, Any]:
-        lost = self._enter("UploadPart")
-        upload = self._upload(kw["UploadId"], "UploadPart")
+        lost, upload = self._enter_upload("UploadPart", kw)
         reset = self.outage or self._rng.random() < self._reset_probability
         received = bytearray()
         async for piece in kw["Body"]:
@@ -172,13 +181,10 @@ class InMemoryS3:
                 raise s3_error("BadDigest", "UploadPart")
         etag = f'"{hashlib.md5(data).hexdigest()}"'
         upload.parts[int(kw["PartNumber"])] = (data, etag)
-        if lost:
-            raise ConnectionResetError("answer lost")
-        return {"ETag": etag}
+        return _answer(lost, {"ETag": etag})
 
     async def complete_multipart_upload(self, **kw: Any) -> dict[str, Any]:
-        lost = self._enter("CompleteMultipartUpload")
-        upload = self._upload(kw["UploadId"], "CompleteMultipartUpload")
+        lost, upload = self._enter_upload("CompleteMultipartUpload", kw)
         listing = kw["MultipartUpload"]["Parts"]
         chunks = []
         for item in listing:
@@ -188,13 +194,10 @@ class InMemoryS3:
             chunks.append(held[0])
         self.objects[upload.key] = b"".join(chunks)
         del self._uploads[kw["UploadId"]]
-        if lost:
-            raise ConnectionResetError("answer lost")
-        return {"ETag": f'"{hashlib.md5(self.objects[upload.key]).hexdigest()}-{len(listing)}"'}
+        return _answer(lost, {"ETag": f'"{hashlib.md5(self.objects[upload.key]).hexdigest()}-{len(listing)}"'})
 
     async def list_parts(self, **kw: Any) -> dict[str, Any]:
-        self._enter("ListParts")
-        upload = self._upload(kw["UploadId"], "ListParts")
+        _, upload = self._enter_upload("ListParts", kw)
         marker = int(kw.get("PartNumberMarker") or 0)
         numbers = sorted(n for n in upload.parts if n > marker)
         page = numbers[: self.list_page_size]
@@ -207,8 +210,7 @@ class InMemoryS3:
         return {"Parts": parts, "IsTruncated": truncated, "NextPartNumberMarker": next_marker}
 
     async def abort_multipart_upload(self, **kw: Any) -> dict[str, Any]:
-        self._enter("AbortMultipartUpload")
-        self._upload(kw["UploadId"], "AbortMultipartUpload")
+        self._enter_upload("AbortMultipartUpload", kw)
         del self._uploads[kw["UploadId"]]
         return {}
 

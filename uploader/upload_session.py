@@ -1,23 +1,17 @@
 """The upload's decisions, without I/O: which part may go next, retry or give up, what a
-ListParts answer means, abort or keep. The engine (``engine.py``) is the thin async driver that
-does the I/O and feeds the outcomes in; everything here runs on plain values and an injected
+ListParts answer means, abort or keep. The engine (``engine.py``, ``part_phase.py``) is the thin
+async driver that does the I/O and feeds the outcomes in; everything here runs on plain values and an injected
 clock, so it is tested in microseconds.
 
-Transition table for a failed part attempt (``UploadSession.failed``)::
-
-    verdict of classify()   what happens                                    upload afterwards
-    ---------------------   ---------------------------------------------   -----------------
-    TRANSIENT               retry the part after back-off; the link          kept
-                            governor may trip (see below); gives up only
-                            past RetryPolicy.max_attempts
-    BAD_DIGEST              the driver re-reads the part: changed on disk    kept / aborted
-                            -> SourceChangedError, else retry as TRANSIENT
-    EXPIRED                 stop: CredentialsExpiredError                    kept (new creds resume)
-    GONE                    stop: UploadGoneError                            restarted from part 1
-    PERMANENT               stop: PermanentUploadError                       aborted
-
-Errors that end an upload (``abort_on``): a changed source or a permanent refusal aborts the
-multipart upload; expiry, cancellation and transient give-ups keep it for a resume.
+What a failure means is one table, ``FAILURES`` (error kind -> action, error, aborts,
+precedence), drawn in docs/ARCHITECTURE.md ("Failure table") and checked against it by a test.
+``s3client.classify`` gives an S3 failure its kind; a file that changed on disk is ``CHANGED``.
+The action says what the part phase does with a failed attempt (``UploadSession.failed``):
+``retry`` after back-off (the link governor may trip, below; gives up only past
+RetryPolicy.max_attempts), ``re-read`` the part first (changed on disk: SourceChangedError, else
+retried), ``stop`` with the error, or ``restart`` the multipart upload from part 1. ``aborts``
+says whether the error ends the multipart upload for good (abort it) or keeps it for a resume;
+when concurrent parts fail differently, the lowest ``precedence`` decides what happens next.
 
 Link governor: a circuit breaker with half-open probes, chosen over AIMD because the failure it
 answers is an outage, not congestion. On a good link failures are independent (a reset here, a
@@ -35,6 +29,7 @@ an outage they happen within the first round of retries, before much is wasted.
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -52,7 +47,6 @@ from uploader.errors import (
 )
 from uploader.events import RetryReason
 from uploader.retry import RetryPolicy
-from uploader.s3client import CERTIFICATE_UNTRUSTED, Classified, ErrorKind, is_denied
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +56,65 @@ PROBE_INITIAL_SECONDS = 0.5
 PROBE_MAX_SECONDS = 8.0
 # Fewer failures in a row than this never count as an outage, however few slots there are.
 MIN_TRIP = 6
+
+
+class ErrorKind(enum.StrEnum):
+    """What a failure is, as far as the upload is concerned (the rows of ``FAILURES``)."""
+
+    TRANSIENT = "transient"
+    BAD_DIGEST = "bad_digest"
+    EXPIRED = "expired"
+    GONE = "gone"
+    DENIED = "denied"
+    PERMANENT = "permanent"
+    CHANGED = "changed"
+
+
+@dataclass(frozen=True)
+class Classified:
+    """An S3 failure as ``s3client.classify`` judged it."""
+
+    kind: str
+    reason: RetryReason
+    code: str
+    message: str
+
+
+class Action(enum.StrEnum):
+    RETRY = "retry"
+    REREAD = "re-read"
+    STOP = "stop"
+    RESTART = "restart"
+
+
+@dataclass(frozen=True)
+class Failure:
+    action: Action
+    error: type[UploadError]
+    aborts: bool  # True: abort the multipart upload; False: keep it for a resume
+    precedence: int  # among concurrent failures, the lowest decides
+    text: str = "{where}: {code}: {message}{advice}"  # the error's message (stop, restart)
+
+
+# The failure table (see the module docstring). TRANSIENT and BAD_DIGEST raise their error only
+# when the retries are used up; CHANGED comes from reading the file, never from classify().
+FAILURES: dict[ErrorKind, Failure] = {
+    ErrorKind.CHANGED: Failure(Action.STOP, SourceChangedError, aborts=True, precedence=1),
+    ErrorKind.PERMANENT: Failure(Action.STOP, PermanentUploadError, aborts=True, precedence=2),
+    ErrorKind.DENIED: Failure(Action.STOP, OperationDeniedError, aborts=True, precedence=2),
+    ErrorKind.EXPIRED: Failure(
+        Action.STOP, CredentialsExpiredError, aborts=False, precedence=3,
+        text="{where}: S3 says the upload credentials expired ({code}); "
+             "new credentials are needed to continue"),
+    ErrorKind.GONE: Failure(Action.RESTART, UploadGoneError, aborts=False, precedence=4,
+                            text="{where}: {code}: {message}"),
+    ErrorKind.TRANSIENT: Failure(Action.RETRY, TransientUploadError, aborts=False, precedence=5),
+    ErrorKind.BAD_DIGEST: Failure(Action.REREAD, TransientUploadError, aborts=False,
+                                  precedence=5),
+}
+# Each error class's row (the first listed for a class two kinds share).
+_BY_ERROR: dict[type[BaseException], Failure] = {
+    row.error: row for row in reversed(FAILURES.values())}
 
 
 class LinkGovernor:
@@ -167,19 +220,22 @@ class UploadSession:
 
 
 def stop_error(verdict: Classified, where: str) -> UploadError | None:
-    """The table's rows that end an S3 operation: the error to raise, or None to retry it."""
-    if verdict.kind == ErrorKind.EXPIRED:
-        return CredentialsExpiredError(
-            f"{where}: S3 says the upload credentials expired ({verdict.code}); "
-            "new credentials are needed to continue")
-    if verdict.kind == ErrorKind.GONE:
-        return UploadGoneError(f"{where}: {verdict.code}: {verdict.message}")
-    if is_denied(verdict):
-        return OperationDeniedError(
-            f"{where}: {verdict.code}: {verdict.message}{advice(verdict.code)}", code=verdict.code)
-    if verdict.kind == ErrorKind.PERMANENT:
-        return PermanentUploadError(
-            f"{where}: {verdict.code}: {verdict.message}{advice(verdict.code)}", code=verdict.code)
+    """The error that ends an S3 operation with this verdict, or None to retry it."""
+    row = FAILURES[ErrorKind(verdict.kind)]
+    if row.action not in (Action.STOP, Action.RESTART):
+        return None
+    text = row.text.format(where=where, code=verdict.code, message=verdict.message,
+                           advice=advice(verdict.code))
+    if issubclass(row.error, PermanentUploadError):
+        return row.error(text, code=verdict.code)
+    return row.error(text)
+
+
+def failure_of(error: BaseException) -> Failure | None:
+    """The table's row for an error the engine raised (its most specific class listed)."""
+    for cls in type(error).__mro__:
+        if cls in _BY_ERROR:
+            return _BY_ERROR[cls]
     return None
 
 
@@ -224,32 +280,37 @@ def reconcile(local: Iterable[LocalPart], remote: dict[int, dict[str, Any]],
 
 def aborts_upload(error: BaseException) -> bool:
     """Whether an error ends the multipart upload for good (abort it) or keeps it for a resume."""
-    return isinstance(error, (SourceChangedError, PermanentUploadError))
-
-
-_PRECEDENCE = (SourceChangedError, PermanentUploadError, CredentialsExpiredError, UploadGoneError,
-               TransientUploadError)
+    row = failure_of(error)
+    return row is not None and row.aborts
 
 
 def most_significant(errors: Iterable[BaseException]) -> BaseException:
-    """From the failures of concurrent parts, the one that decides what happens next."""
-    leaves = list(errors)
-    for kind in _PRECEDENCE:
-        for exc in leaves:
-            if isinstance(exc, kind):
-                return exc
-    return leaves[0]
+    """From the failures of concurrent parts, the one that decides what happens next (the
+    lowest precedence; the first of equals; an error the table does not know comes last)."""
+
+    def precedence(error: BaseException) -> float:
+        row = failure_of(error)
+        return row.precedence if row is not None else float("inf")
+
+    return min(errors, key=precedence)
+
+
+CERTIFICATE_UNTRUSTED = "CertificateUntrusted"  # classify's code for a TLS trust failure
+_CREDENTIALS_ADVICE = (" (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN and "
+                       "the bucket policy)")
+# The fix to suggest for an S3 error code.
+ADVICE = {
+    "AccessDenied": _CREDENTIALS_ADVICE,
+    "InvalidAccessKeyId": _CREDENTIALS_ADVICE,
+    "SignatureDoesNotMatch": _CREDENTIALS_ADVICE,
+    "RequestTimeTooSkewed": " (this machine's clock is off; enable NTP)",
+    "NoSuchBucket": " (check --bucket)",
+    CERTIFICATE_UNTRUSTED: (" (the S3 endpoint's TLS certificate is not trusted: for a private CA "
+                            "set AWS_CA_BUNDLE to its PEM file; otherwise check for a "
+                            "TLS-intercepting proxy)"),
+}
 
 
 def advice(code: str) -> str:
     """The fix to suggest for an S3 error code, as a parenthesised tail ('' if none)."""
-    if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-        return " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN and the bucket policy)"
-    if code == "RequestTimeTooSkewed":
-        return " (this machine's clock is off; enable NTP)"
-    if code == "NoSuchBucket":
-        return " (check --bucket)"
-    if code == CERTIFICATE_UNTRUSTED:
-        return (" (the S3 endpoint's TLS certificate is not trusted: for a private CA set "
-                "AWS_CA_BUNDLE to its PEM file; otherwise check for a TLS-intercepting proxy)")
-    return ""
+    return ADVICE.get(code, "")

@@ -4,7 +4,8 @@ Invariant: a part is ``done`` only after S3 acknowledged it (returned its ETag) 
 acknowledgement was committed here. After a crash, every part not ``done`` is either re-sent or
 recognised through ListParts; a ``done`` part is never sent again.
 
-An upload's state moves only as ``UPLOAD_LIFECYCLE`` allows (checked against the row, in the
+Every write to an upload's row returns the row as written (``RETURNING``), so the engine never
+reads back what it just wrote. An upload's state moves only as ``UPLOAD_LIFECYCLE`` allows (checked against the row, in the
 same transaction as the move). Credentials are not stored here: the caller hands them to the
 engine on every run (a notarisation's live with its submission, ``notary.store``).
 """
@@ -102,10 +103,7 @@ class UploadStore:
         return _upload(row) if row else None
 
     async def get(self, upload_id: int) -> UploadRecord:
-        row = await self._db.fetchone("SELECT * FROM uploads WHERE id = ?", (upload_id,))
-        if row is None:
-            raise KeyError(upload_id)
-        return _upload(row)
+        return _found(await self._db.fetchone(_SELECT, (upload_id,)), upload_id)
 
     async def create(
         self,
@@ -123,11 +121,11 @@ class UploadStore:
         plan = UploadPlan(identity.size, part_size)
         checksums = digest.part_checksums if digest else ("",) * plan.part_count
         async with self._db.transaction() as tx:
-            upload_id = await tx.execute(
+            row = await tx.fetchone(
                 "INSERT INTO uploads (path, size, mtime_ns, inode, ctime_ns, sha256, bucket, key,"
                 " endpoint, part_size, checksum_algorithm, full_checksum, state, created_at,"
                 " updated_at, checksum_requested)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                 (
                     str(identity.path), identity.size, identity.mtime_ns, identity.inode,
                     identity.ctime_ns,
@@ -136,21 +134,21 @@ class UploadStore:
                     UploadState.PLANNED.value, now, now, algorithm.value,
                 ),
             )
+            assert row is not None  # an INSERT returns its row
+            record = _upload(row)
             await tx.executemany(
                 "INSERT INTO parts (upload_id, number, offset, length, checksum) VALUES (?, ?, ?, ?, ?)",
-                ((upload_id, p.number, p.offset, p.length, checksums[p.number - 1])
+                ((record.id, p.number, p.offset, p.length, checksums[p.number - 1])
                  for p in plan.parts()),
             )
-        return await self.get(upload_id)
+        return record
 
     async def adopt_file(self, upload_id: int, identity: FileIdentity) -> UploadRecord:
         """Continue the upload from another file proven to hold the same bytes (same SHA-256)."""
-        await self._db.execute(
-            "UPDATE uploads SET size = ?, mtime_ns = ?, inode = ?, ctime_ns = ?, updated_at = ?"
-            " WHERE id = ?",
-            (identity.size, identity.mtime_ns, identity.inode, identity.ctime_ns, time.time(),
-             upload_id))
-        return await self.get(upload_id)
+        async with self._db.transaction() as tx:
+            return await _update(tx, upload_id, "size = ?, mtime_ns = ?, inode = ?, ctime_ns = ?",
+                                 (identity.size, identity.mtime_ns, identity.inode,
+                                  identity.ctime_ns))
 
     async def set_part_checksum(self, upload_id: int, number: int, checksum: str) -> None:
         await self._db.execute(
@@ -158,21 +156,23 @@ class UploadStore:
             (checksum, upload_id, number),
         )
 
-    async def change_algorithm(self, upload_id: int, algorithm: ChecksumAlgorithm) -> None:
+    async def change_algorithm(self, upload_id: int, algorithm: ChecksumAlgorithm) -> UploadRecord:
         """Switch a not yet created upload to another checksum; part checksums are recomputed
-        on each part's first read."""
+        on each part's first read. Returns the upload as it now is."""
         async with self._db.transaction() as tx:
-            await tx.execute(
+            row = await tx.fetchone(
                 "UPDATE uploads SET checksum_algorithm = ?, full_checksum = NULL, updated_at = ?"
-                " WHERE id = ? AND s3_upload_id IS NULL",
+                " WHERE id = ? AND s3_upload_id IS NULL RETURNING *",
                 (algorithm.value, time.time(), upload_id),
             )
+            if row is None:  # already created: nothing changes
+                return _found(await tx.fetchone(_SELECT, (upload_id,)), upload_id)
             await tx.execute("UPDATE parts SET checksum = '' WHERE upload_id = ?", (upload_id,))
+        return _upload(row)
 
-    async def set_full_checksum(self, upload_id: int, checksum: str) -> None:
-        await self._db.execute(
-            "UPDATE uploads SET full_checksum = ? WHERE id = ?", (checksum, upload_id)
-        )
+    async def set_full_checksum(self, upload_id: int, checksum: str) -> UploadRecord:
+        async with self._db.transaction() as tx:
+            return await _update(tx, upload_id, "full_checksum = ?", (checksum,), touch=False)
 
     async def parts(self, upload_id: int) -> list[PartRecord]:
         rows = await self._db.fetchall(
@@ -184,22 +184,20 @@ class UploadStore:
             for r in rows
         ]
 
-    async def set_s3_upload_id(self, upload_id: int, s3_upload_id: str | None) -> None:
-        await self._db.execute(
-            "UPDATE uploads SET s3_upload_id = ?, updated_at = ? WHERE id = ?",
-            (s3_upload_id, time.time(), upload_id),
-        )
+    async def set_s3_upload_id(self, upload_id: int, s3_upload_id: str | None) -> UploadRecord:
+        async with self._db.transaction() as tx:
+            return await _update(tx, upload_id, "s3_upload_id = ?", (s3_upload_id,))
 
-    async def set_state(self, upload_id: int, state: UploadState, error: str | None = None) -> None:
+    async def set_state(
+        self, upload_id: int, state: UploadState, error: str | None = None
+    ) -> UploadRecord:
         """Move the upload to ``state``; ``IllegalTransition`` if its lifecycle forbids that."""
         completed = time.time() if state is UploadState.COMPLETED else None
         async with self._db.transaction() as tx:
             await _check_move(tx, upload_id, state)
-            await tx.execute(
-                "UPDATE uploads SET state = ?, error = ?, updated_at = ?,"
-                " completed_at = COALESCE(?, completed_at) WHERE id = ?",
-                (state.value, error, time.time(), completed, upload_id),
-            )
+            return await _update(tx, upload_id,
+                                 "state = ?, error = ?, completed_at = COALESCE(?, completed_at)",
+                                 (state.value, error, completed))
 
     async def start_attempt(self, upload_id: int, number: int) -> tuple[int, int]:
         """Count an attempt before sending; returns the attempt number (1 = first ever) and
@@ -223,6 +221,8 @@ class UploadStore:
         )
 
     async def mark_part_done(self, upload_id: int, number: int, etag: str) -> None:
+        """S3 acknowledged the part: from now on it is never sent again (the one write that
+        makes a part done; ``mark_parts_done`` adopts parts a ListParts found)."""
         await self._db.execute(
             "UPDATE parts SET state = ?, etag = ? WHERE upload_id = ? AND number = ?",
             (PartState.DONE.value, etag, upload_id, number),
@@ -236,7 +236,7 @@ class UploadStore:
                  for number, etag in etags.items()),
             )
 
-    async def forget_parts(self, upload_id: int) -> None:
+    async def forget_parts(self, upload_id: int) -> UploadRecord:
         """The multipart upload is gone (NoSuchUpload): every part must be sent again."""
         async with self._db.transaction() as tx:
             await _check_move(tx, upload_id, UploadState.PLANNED)
@@ -244,10 +244,8 @@ class UploadStore:
                 "UPDATE parts SET state = ?, etag = NULL WHERE upload_id = ?",
                 (PartState.PENDING.value, upload_id),
             )
-            await tx.execute(
-                "UPDATE uploads SET s3_upload_id = NULL, state = ?, updated_at = ? WHERE id = ?",
-                (UploadState.PLANNED.value, time.time(), upload_id),
-            )
+            return await _update(tx, upload_id, "s3_upload_id = NULL, state = ?",
+                                 (UploadState.PLANNED.value,))
 
     async def mark_parts_pending(self, upload_id: int, numbers: list[int]) -> None:
         async with self._db.transaction() as tx:
@@ -275,6 +273,27 @@ class UploadStore:
         return FileDigest(identity, str(row["sha256"]), part_size,
                           ChecksumAlgorithm(row["checksum_algorithm"]),
                           tuple(p.checksum for p in parts), str(row["full_checksum"] or ""))
+
+
+async def _update(tx: Transaction, upload_id: int, assignments: str, params: tuple[object, ...],
+                  *, touch: bool = True) -> UploadRecord:
+    """``UPDATE uploads SET <assignments>`` (and ``updated_at`` unless ``touch`` is False) for
+    one upload; returns the row as written."""
+    stamp = ", updated_at = ?" if touch else ""
+    row = await tx.fetchone(
+        f"UPDATE uploads SET {assignments}{stamp} WHERE id = ? RETURNING *",
+        (*params, *((time.time(),) if touch else ()), upload_id),
+    )
+    return _found(row, upload_id)
+
+
+_SELECT = "SELECT * FROM uploads WHERE id = ?"
+
+
+def _found(row: sqlite3.Row | None, upload_id: int) -> UploadRecord:
+    if row is None:
+        raise KeyError(upload_id)
+    return _upload(row)
 
 
 async def _check_move(tx: Transaction, upload_id: int, state: UploadState) -> None:

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,7 @@ from uploader.credentials import Credentials
 from uploader.database import Database
 from uploader.engine import MultipartUploader
 from uploader.errors import PermanentUploadError
-from uploader.events import Event, Notice, PartAcknowledged
+from uploader.events import Event, Notice, PartAcknowledged, PartRetried
 from uploader.hashing import ChecksumAlgorithm
 from uploader.s3fake import InMemoryS3, s3_error
 from uploader.upload_session import PROBE_MAX_SECONDS
@@ -338,3 +340,103 @@ async def test_after_a_restart_only_the_bytes_that_had_left_count_as_resent(
     assert fake.objects[KEY] == source.read_bytes()
     assert recorder.sent == 8 * part  # every part went out whole in the second run
     assert recorder.resent == sum(half_sent)  # of which this much had gone out before
+
+
+def stall_engine(db: Database, fake: InMemoryS3, clock: ManualClock, part: int,
+                 *hooks: object) -> MultipartUploader:
+    """One part at a time, and a stall timeout of 0.4 s by ``clock``: the watchdog's tick (a
+    tenth of a second of real time) only decides how soon it looks."""
+    config = EngineConfig(part_size=part, concurrency=1, stall_timeout_seconds=0.4,
+                          limits=UploadLimits(min_part_size=1))
+    return MultipartUploader(db, config, hooks=hooks,  # type: ignore[arg-type]
+                             sleep=clock.sleep, monotonic=clock, s3=fake.open,
+                             uniform=random.Random(3).uniform)
+
+
+async def test_a_part_stalled_half_way_is_abandoned_by_the_watchdog_and_sent_again(
+    db: Database, fake: InMemoryS3, clock: ManualClock, tmp_path: Path
+) -> None:
+    part = 1024 * 1024  # four 256 KiB slices: the part stops after two
+    source = make_file(tmp_path / "a.zip", 2 * part)
+    fake.hold_parts(after_bytes=part // 2)
+
+    def heal_after_first_retry(event: Event) -> None:
+        if isinstance(event, PartRetried):
+            fake.release_parts()
+
+    recorder = Recorder()
+    upload = asyncio.create_task(stall_engine(db, fake, clock, part, recorder,
+                                              heal_after_first_retry)
+                                 .upload(source, "bucket", KEY, CREDS))
+
+    async def held() -> bool:
+        return fake.body_bytes_received >= part // 2
+
+    await until_async(held, within=30, what="the first part stopped half-way")
+    assert recorder.retries == []  # no time has passed by the engine's clock: no stall yet
+    clock.advance(1.0)  # by the engine's clock, nothing moves for longer than the stall timeout
+    result = await asyncio.wait_for(upload, 30)
+    assert recorder.retries == ["stall"]
+    assert fake.objects[KEY] == source.read_bytes()
+    assert result.bytes_resent == part // 2  # the half that had left before the stall
+    assert fake.calls["UploadPart"] == 3
+
+
+class _ReadClock(ManualClock):
+    """A ``ManualClock`` that counts how often the engine reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+async def test_while_bytes_keep_moving_time_passing_is_no_stall(
+    db: Database, fake: InMemoryS3, tmp_path: Path
+) -> None:
+    """Each slice of a part goes out just inside the stall timeout: slow, but moving."""
+    clock = _ReadClock()
+    part = 1024 * 1024
+    source = make_file(tmp_path / "a.zip", 2 * part)
+    real_upload_part = fake.upload_part
+
+    async def upload_part(**kw: Any) -> dict[str, Any]:
+        body = kw["Body"]
+
+        async def slow() -> AsyncIterator[memoryview]:
+            async for piece in body:
+                clock.advance(0.3)  # under the 0.4 s stall timeout per slice
+                reads = clock.reads
+
+                async def watchdog_looked(reads: int = reads) -> bool:
+                    return clock.reads > reads  # only the watchdog reads it meanwhile
+
+                await until_async(watchdog_looked, within=30, what="the watchdog looked")
+                yield piece
+
+        return await real_upload_part(**{**kw, "Body": _Sized(slow(), len(body))})
+
+    fake.upload_part = upload_part  # type: ignore[method-assign]
+    recorder = Recorder()
+    result = await stall_engine(db, fake, clock, part, recorder).upload(
+        source, "bucket", KEY, CREDS)
+    assert recorder.retries == []
+    assert fake.objects[KEY] == source.read_bytes()
+    assert clock.now >= 8 * 0.3 and result.bytes_resent == 0
+
+
+class _Sized:
+    """An async-iterable body that still has the length ``InMemoryS3`` reads."""
+
+    def __init__(self, pieces: AsyncIterator[memoryview], length: int) -> None:
+        self._pieces = pieces
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __aiter__(self) -> AsyncIterator[memoryview]:
+        return self._pieces

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from uploader.errors import (
     CredentialsExpiredError,
+    OperationDeniedError,
     PermanentUploadError,
+    SourceChangedError,
+    StallError,
     TransientUploadError,
     UploadGoneError,
 )
 from uploader.events import RetryReason
 from uploader.retry import RetryPolicy
-from uploader.s3client import Classified, ErrorKind
 from uploader.upload_session import (
     PROBE_MAX_SECONDS,
+    Classified,
+    ErrorKind,
     LinkGovernor,
     LocalPart,
     UploadSession,
+    aborts_upload,
+    most_significant,
     reconcile,
 )
 
@@ -37,6 +45,7 @@ def session(concurrency: int = 4, **policy: object) -> UploadSession:
     (ErrorKind.EXPIRED, CredentialsExpiredError),
     (ErrorKind.GONE, UploadGoneError),
     (ErrorKind.PERMANENT, PermanentUploadError),
+    (ErrorKind.DENIED, OperationDeniedError),
 ])
 def test_failures_that_end_the_part_phase(kind: str, error: type[Exception]) -> None:
     s = session()
@@ -114,3 +123,24 @@ def test_reconcile_adopts_only_matching_parts_and_finds_lost_ones() -> None:
               4: {"Size": 9, "ETag": "e4"}}
     found = reconcile(local, remote, "ChecksumX")
     assert found.adopt == {2: "e2"} and found.lost == [1]
+
+
+CHANGED = SourceChangedError(Path("a.zip"), "part 2 changed on disk")
+DENIED = OperationDeniedError("denied", code="AccessDenied")
+EXPIRED = CredentialsExpiredError("expired")
+GONE = UploadGoneError("gone")
+STALL = StallError(1, 5)
+
+
+def test_a_changed_file_or_a_refusal_aborts_the_upload_the_rest_keeps_it() -> None:
+    assert [aborts_upload(e) for e in (CHANGED, DENIED, PermanentUploadError("no"))] == [True] * 3
+    assert [aborts_upload(e) for e in (EXPIRED, GONE, STALL, OSError())] == [False] * 4
+
+
+def test_of_concurrent_failures_the_table_precedence_decides() -> None:
+    assert most_significant([STALL, GONE, EXPIRED, DENIED, CHANGED]) is CHANGED
+    assert most_significant([STALL, GONE, EXPIRED, DENIED]) is DENIED
+    assert most_significant([OSError(), STALL, GONE, EXPIRED]) is EXPIRED
+    assert most_significant([OSError(), STALL, GONE]) is GONE
+    first = OSError()
+    assert most_significant([first, KeyError()]) is first  # none listed: the first
