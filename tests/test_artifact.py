@@ -75,6 +75,8 @@ def test_a_folder_that_is_not_a_bundle_and_a_missing_path(inputs: Path) -> None:
     with pytest.raises(UnsupportedInput, match=r"Gone.zip: no such file or folder; give ") as gone:
         Artifact.open(inputs / "Gone.zip")
     assert gone.value.missing
+    with pytest.raises(UnsupportedInput, match="the path contains a NUL byte"):
+        Artifact.open(f"{inputs}/Game\0.zip")
 
 
 @pytest.mark.parametrize("roots", [None, "confined"])

@@ -136,8 +136,7 @@ class Artifact:
         info = _stat(path, follow=roots is None)
         link = stat.S_ISLNK(info.st_mode)  # seen only when confined: the open names it
         if stat.S_ISDIR(info.st_mode) and (kind is None or not kind.folder):
-            folders = _listed([k.noun for k in KINDS if k.folder], "or")
-            raise UnsupportedInput(f"{path} is a folder, not {folders}; give {TAKEN}")
+            raise UnsupportedInput(f"{path} is a folder, not {_BUNDLES}; give {TAKEN}")
         if not (link or stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
             raise UnsupportedInput(f"{path}: not a regular file ({file_kind(info.st_mode)}); "
                                    f"give {TAKEN}")
@@ -193,6 +192,8 @@ def _stat(path: Path, *, follow: bool) -> os.stat_result:
     except FileNotFoundError:
         raise UnsupportedInput(f"{path}: no such file or folder; give {TAKEN}",
                                missing=True) from None
+    except ValueError:  # a NUL byte: no file has that name
+        raise UnsupportedInput(f"{str(path)!r}: the path contains a NUL byte") from None
     except OSError as error:
         raise UnsupportedInput(f"{path}: cannot read it ({error.strerror or error}); check the "
                                "path and its permissions") from None
