@@ -1,5 +1,6 @@
-"""docs/ARCHITECTURE.md draws the lifecycle tables of ``uploader/lifecycle.py`` and the engine's
-failure table (``uploader/upload_session.py``): they must agree."""
+"""docs/ARCHITECTURE.md draws the lifecycle tables of ``uploader/lifecycle.py``, the engine's
+failure table (``uploader/upload_session.py``) and the kinds table of ``uploader/artifact.py``:
+they must agree."""
 
 from __future__ import annotations
 
@@ -57,3 +58,28 @@ def test_the_drawn_failure_table_is_the_engines() -> None:
     in_code = {str(kind): (str(row.action), row.error.__name__, row.aborts, row.precedence)
                for kind, row in FAILURES.items()}
     assert drawn == in_code
+
+
+def drawn_kinds() -> list[list[str]]:
+    """The rows of the table under "## Artifacts: one table of kinds", cells without backticks."""
+    section = DOC.read_text(encoding="utf-8").split("## Artifacts: one table of kinds", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (`.+?) \|$", section, re.MULTILINE)
+    return [[cell.strip().replace("`", "") for cell in row.split(" | ")] for row in rows]
+
+
+def test_the_drawn_kinds_are_the_codes_kinds() -> None:
+    from uploader.artifact import KINDS
+
+    def name(function: object | None, missing: str) -> str:
+        return getattr(function, "__name__", missing)
+
+    in_code = [
+        [kind.name, kind.suffix, "folder" if kind.folder else "file",
+         "zipped" if kind.zipped else "as it is", name(kind.preflight, ""),
+         name(kind.ticket_key, "none"),
+         f"{name(kind.read_ticket, '')}, {name(kind.write_ticket, '')}" if kind.stapled
+         else "cannot be stapled"]
+        for kind in KINDS
+    ]
+    assert drawn_kinds() == in_code

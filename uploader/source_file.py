@@ -291,25 +291,31 @@ def file_kind(mode: int) -> str:
 
 
 def check_source(
-    path: Path | str, roots: Sequence[Path], expected: FileIdentity | None = None
+    path: Path | str, roots: Sequence[Path] | None, expected: FileIdentity | None = None
 ) -> FileIdentity:
-    """Open ``path`` confined to ``roots``, check it (and ``expected``), close it: its identity."""
-    with confine_to(roots), opened_source(path, expected) as fd:
+    """Open ``path`` (confined to ``roots`` unless None: then to the roots in effect, if any),
+    check it (and ``expected``), close it: its identity."""
+    confined = confine_to(roots) if roots is not None else contextlib.nullcontext()
+    with confined, opened_source(path, expected) as fd:
         return FileIdentity.of_stat(Path(path), os.fstat(fd))
 
 
-def check_bundle_folder(path: Path | str, roots: Sequence[Path]) -> None:
-    """A bundle to be zipped is a real folder (not a symlink to one) under ``roots``.
+def check_bundle_folder(path: Path | str, roots: Sequence[Path] | None) -> FileIdentity:
+    """A bundle to be zipped is a real folder (not a symlink to one) under ``roots``: its identity.
 
     The folder is opened (``O_NOFOLLOW | O_DIRECTORY``) and its real path read from the
     descriptor, like ``open_source`` does for a file; the zipping itself never follows links.
+    Unconfined (``roots`` None and no ``confine_to`` around), the user's own link is followed.
     """
-    fd = open_folder(path)
+    roots = allowed_roots() if roots is None else roots
+    fd = open_folder(path, follow_symlinks=roots is None)
     try:
-        real = real_path(fd)
+        if roots is not None:
+            resolved = tuple(Path(os.path.realpath(root)) for root in roots)
+            check_within(path, real_path(fd), resolved, "the bundle")
+        return FileIdentity.of_stat(Path(path), os.fstat(fd))
     finally:
         os.close(fd)
-    check_within(path, real, tuple(Path(os.path.realpath(root)) for root in roots), "the bundle")
 
 
 def check_within(path: Path | str, real: Path, roots: Sequence[Path], what: str) -> None:

@@ -172,11 +172,12 @@ def print_outcome(outcome: NotarizeOutcome, as_json: bool, waited: bool) -> None
 
 def notarize(args: argparse.Namespace, settings: Settings) -> int:
     from service.progress import ProgressDisplay
-    from uploader.inputs import input_kind
+    from uploader.artifact import Artifact
     from uploader.notary.pipeline import NotarizeRequest, PreflightFailed
 
-    input_kind(args.path)  # one line now for a missing path or a format the service refuses
-    request = NotarizeRequest(args.path, name=args.name, webhook=args.webhook,
+    # One line now for a missing path or a format the service refuses; the run uses this one.
+    opened = Artifact.open(args.path)
+    request = NotarizeRequest(args.path, artifact=opened, name=args.name, webhook=args.webhook,
                               skip_preflight=args.skip_preflight, wait=not args.no_wait,
                               staple=not args.no_staple, force=args.force,
                               keep_archive=args.keep_archive)

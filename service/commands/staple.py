@@ -54,10 +54,12 @@ def staple(args: argparse.Namespace, settings: Settings) -> int:
 def _staple(args: argparse.Namespace, settings: Settings) -> int:
     from service import runtime
     from uploader import staple as stapling
+    from uploader.artifact import for_stapling
     from uploader.staple.check import check_staple
 
+    opened = for_stapling(args.path)  # what it is, or one line saying what can be stapled
     if args.check:
-        result = check_staple(args.path)
+        result = check_staple(opened)
         if args.json:
             print(json.dumps({"path": str(args.path), "outcome": result.outcome.value,
                               "record": result.key.record_name, "ok": result.ok}, indent=2))
@@ -69,7 +71,7 @@ def _staple(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{args.path.name}: ticket not available yet ({why}); asking again in "
               f"{delay:.0f} s", flush=True)
 
-    done = runtime.run(stapling.staple(args.path, settings.ticket_url,
+    done = runtime.run(stapling.staple(opened, settings.ticket_url,
                                        max_wait_seconds=args.max_wait, on_retry=waiting))
     if args.json:
         print(json.dumps({"path": str(args.path), "outcome": "stapled",

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from uploader.artifact import Artifact, UnsupportedInput
 from uploader.errors import SourceChangedError
-from uploader.inputs import InputKind, UnsupportedInput, input_kind
-from uploader.source_file import FileIdentity, SourceRejected, check_source, refuse_non_utf8
+from uploader.source_file import FileIdentity, SourceRejected, refuse_non_utf8
 
 from .broker import Broker
 from .logfmt import Occasional
@@ -74,22 +74,20 @@ def check_archive_path(raw: str, allowed_roots: Sequence[Path]) -> tuple[Path, F
     if not any(resolved.is_relative_to(root) for root in roots):
         raise _outside_roots(f"{given} is outside the allowed roots", allowed_roots)
     try:
-        kind = input_kind(resolved)
+        opened = Artifact.open(resolved, allowed_roots)
     except UnsupportedInput as exc:
         raise ApiError(400, str(exc)) from None  # it says what to give instead
-    if kind is InputKind.BUNDLE:
-        return resolved, None  # a bundle: the pipeline zips it (uploader.bundle_zip)
-    try:
-        identity = check_source(resolved, allowed_roots)
     except SourceRejected as exc:
         if exc.outside_roots:
             raise _outside_roots(str(exc), allowed_roots) from None
         raise ApiError(400, str(exc)) from None
     except SourceChangedError as exc:  # cannot happen without an expected identity; be plain
         raise ApiError(409, str(exc)) from None
-    if identity.size == 0:
+    if opened.kind.folder:
+        return resolved, None  # a bundle: the pipeline zips it (uploader.bundle_zip)
+    if opened.identity.size == 0:
         raise ApiError(400, f"{given} is empty")
-    return resolved, identity
+    return resolved, opened.identity
 
 
 def _outside_roots(error: str, allowed_roots: Sequence[Path]) -> ApiError:

@@ -29,13 +29,13 @@ from typing import Protocol
 
 import aiohttp
 
+from uploader.artifact import Artifact
 from uploader.database import Database
 from uploader.errors import NotarydError, SourceChangedError
 from uploader.events import Event, Hook, NotaryStageChanged
-from uploader.inputs import is_bundle
 from uploader.lifecycle import JobOutcome, JobState, NotaryStage
 from uploader.notary.pipeline import NotarizeOutcome, NotarizeRequest, PreflightFailed
-from uploader.source_file import SourceRejected, check_bundle_folder, check_source, confine_to
+from uploader.source_file import SourceRejected, confine_to
 from uploader.throttle import Throttle
 
 from .flusher import Flusher
@@ -83,15 +83,14 @@ class Confinement:
     roots: Sequence[Path] | None = None
     own_dirs: Sequence[Path] = ()
 
-    async def recheck(self, job: Job) -> None:
-        """The archive is still a regular file in the allowed roots, and the one submitted."""
+    async def recheck(self, job: Job) -> Artifact | None:
+        """The archive is still a regular file (a bundle a real folder) in the allowed roots,
+        and the one submitted: the job's input, opened (None when unconfined)."""
         if self.roots is None:
-            return
-        if await asyncio.to_thread(is_bundle, job.path):  # zipped by the pipeline, never followed
-            await asyncio.to_thread(check_bundle_folder, job.path, self.roots)
-            return
+            return None
         try:
-            await asyncio.to_thread(check_source, job.path, self.roots, job.source)
+            return await asyncio.to_thread(Artifact.open, job.path, self.roots,
+                                           expected=job.source)
         except SourceChangedError as exc:
             raise SourceRejected(
                 job.path, f"changed since it was submitted ({exc.what}); submit it again once it is final"
@@ -104,10 +103,11 @@ class Confinement:
         return confine_to([*self.roots, *self.own_dirs])
 
 
-def request_for(job: Job) -> NotarizeRequest:
+def request_for(job: Job, artifact: Artifact | None = None) -> NotarizeRequest:
     """What the pipeline is asked to do for ``job`` (a daemon job always waits for the verdict)."""
     return NotarizeRequest(
         job.path,
+        artifact=artifact,
         name=job.name,
         webhook=job.webhook,
         skip_preflight=job.skip_preflight,
@@ -182,11 +182,11 @@ class JobExecutor:
         try:
             self._set_state(job, NotaryStage.HASHING if job.skip_preflight else NotaryStage.PREFLIGHT)
             log.info("job started %s", kv(job=job.id, path=job.path))
-            await self._confinement.recheck(job)
+            artifact = await self._confinement.recheck(job)
             runner = self._factory([self._metrics, self._progress_hook(job)])
             try:
                 with self._confinement.confined():
-                    outcome = await runner.run(request_for(job))
+                    outcome = await runner.run(request_for(job, artifact))
             except asyncio.CancelledError:
                 if not cancelled_by_user():
                     # Shutdown: leave the job resumable where it is.

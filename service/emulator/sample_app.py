@@ -14,6 +14,14 @@ import plistlib
 import struct
 from pathlib import Path
 
+from uploader.formats.superblob import (
+    CODE_DIRECTORY,
+    SLOT_CODE_DIRECTORY,
+    SLOT_SIGNATURE,
+    build,
+    wrapper,
+)
+
 _CS_RUNTIME = 0x10000
 
 
@@ -24,19 +32,15 @@ def code_directory(identifier: str, team_id: str = "NOTARYD01", hash_type: int =
     team = team_id.encode() + b"\x00"
     hash_offset = header_size + len(ident) + len(team)
     return struct.pack(
-        ">IIIIIIIIIBBBBIIIIQQQQ", 0xFADE0C02, hash_offset, 0x20400, _CS_RUNTIME, hash_offset,
+        ">IIIIIIIIIBBBBIIIIQQQQ", CODE_DIRECTORY, hash_offset, 0x20400, _CS_RUNTIME, hash_offset,
         header_size, 0, 0, 0, 32 if hash_type == 2 else 20, hash_type, 0, 12, 0, 0,
         header_size + len(ident), 0, 0, 0, 0, 0,
     ) + ident + team
 
 
 def signature(identifier: str) -> bytes:
-    directory = code_directory(identifier)
-    wrapper = struct.pack(">II", 0xFADE0B01, 8)
-    header = 12 + 8 * 2
-    index = struct.pack(">IIII", 0, header, 0x10000, header + len(directory))
-    total = header + len(directory) + len(wrapper)
-    return struct.pack(">III", 0xFADE0CC0, total, 2) + index + directory + wrapper
+    """A SuperBlob with the CodeDirectory and an empty CMS wrapper (what ad-hoc signing leaves)."""
+    return build({SLOT_CODE_DIRECTORY: code_directory(identifier), SLOT_SIGNATURE: wrapper(b"")})
 
 
 def signed_macho(identifier: str, code_bytes: int = 4096) -> bytes:

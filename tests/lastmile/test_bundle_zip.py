@@ -103,15 +103,15 @@ def test_unchanged_bundle_reuses_its_zip_and_a_change_repackages(tmp_path: Path)
 
 
 async def test_packaging_failure_is_one_clear_line(tmp_path: Path) -> None:
+    from uploader.artifact import Artifact
     from uploader.config import EngineConfig
-    from uploader.inputs import InputKind
     from uploader.notary.artifact import prepare
 
     app = make_sample_app(tmp_path, "Game")
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     with pytest.raises(ConfigError, match=r"packaging the bundle failed .*NOTARYD_WORK_DIR"):
-        await prepare(app, InputKind.BUNDLE, blocker / "state", EngineConfig())
+        await prepare(Artifact.open(app), blocker / "state", EngineConfig())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs: Linux")

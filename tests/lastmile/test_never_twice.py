@@ -24,12 +24,12 @@ from service.emulator.sample_app import make_sample_app
 from tests.support.emulator import cli_environment, notarize_command
 from tests.support.files import PART, make_archive, write_random
 from tests.support.notary import notarize, stapling_config
+from uploader.artifact import ticket_key_for
 from uploader.database import Database
 from uploader.events import Event, HashProgress, NotaryStageChanged, UploadStateChanged
 from uploader.lifecycle import NotaryStage
 from uploader.notary.pipeline import NotarizeRequest, NotaryConfig
 from uploader.staple.check import CheckOutcome, check_staple
-from uploader.staple.identity import ticket_key_for
 
 from .artifacts import make_dmg, make_pkg
 

@@ -22,9 +22,10 @@ from service.emulator.sample_app import make_sample_app
 from service.emulator.tickets import TicketDesk
 from tests.support.cdhash import raw_cdhash, record_name_of_app, record_name_of_dmg
 from tests.support.clocks import ManualClock
+from uploader.artifact import ticket_key_for
 from uploader.staple import staple
 from uploader.staple.check import CheckOutcome, check_staple
-from uploader.staple.identity import StapleInputError, TicketKey, ticket_key_for
+from uploader.staple.identity import StapleInputError, TicketKey
 from uploader.staple.lookup import TicketLookupError, lookup_ticket
 from uploader.staple.tickets import read_dmg_ticket, read_pkg_ticket, write_app_ticket
 

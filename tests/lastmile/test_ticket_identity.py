@@ -23,7 +23,7 @@ from tests.support.cdhash import (
     record_name_of_dmg,
     record_name_of_signature,
 )
-from uploader.staple.identity import ticket_key_for
+from uploader.artifact import ticket_key_for
 
 from .artifacts import make_dmg, make_pkg, make_universal_app
 

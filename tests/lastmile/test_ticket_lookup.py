@@ -25,6 +25,7 @@ from tests.support.clocks import ManualClock
 from tests.support.emulator import notary_settings
 from tests.support.ports import closed_port
 from tests.support.serving import serving
+from uploader.artifact import Artifact
 from uploader.notary.artifact import staple_after, ticketed_records
 from uploader.staple import staple
 from uploader.staple.identity import TicketKey
@@ -104,7 +105,7 @@ async def test_after_accepted_the_stored_log_tells_never_from_not_yet(
     log_path.write_text(json.dumps({"status": "Accepted", "ticketContents": [
         {"path": "Changed.zip/Changed.app/Contents/MacOS/Changed", "digestAlgorithm": "SHA-256",
          "cdhash": "cd" * 20, "arch": "arm64"}]}))
-    note = await staple_after(app, ticket_desk.url, 1800.0, log_path=log_path)  # type: ignore[attr-defined]
+    note = await staple_after(Artifact.open(app), ticket_desk.url, 1800.0, log_path=log_path)  # type: ignore[attr-defined]
     assert note.failed and "accepted but not stapled" in note.text and "cd" * 20 in note.text
     assert ticket_desk.answers == []  # said at once, without waiting 30 minutes
     assert ticketed_records(log_path) == ("2/2/" + "cd" * 20,)

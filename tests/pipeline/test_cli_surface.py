@@ -16,13 +16,12 @@ from service.cli import build_parser, configure_logging, main
 from service.progress import ProgressDisplay
 from tests.support.clocks import ManualClock
 from uploader import state_dir
+from uploader.artifact import Artifact, UnsupportedInput, for_stapling
 from uploader.errors import ConfigError
 from uploader.input_lock import input_lock
-from uploader.inputs import InputKind, UnsupportedInput, input_kind
 from uploader.notary.auth import load_api_key
 from uploader.redaction import RedactingFilter
 from uploader.staple import StapleInputError
-from uploader.staple.identity import kind_of
 
 AUTHENTICATING = ("notarize", "submit", "status", "log", "history", "wait")
 
@@ -61,22 +60,22 @@ def test_the_input_kind_is_decided_in_one_place(tmp_path: Path) -> None:
     (tmp_path / "Build").mkdir()
     for name in ("Game.zip", "Game.PKG", "Game.dmg", "Game.tar.gz", "Game.app.zip"):
         (tmp_path / name).write_bytes(b"x")
-    assert input_kind(tmp_path / "Game.APP") is InputKind.BUNDLE
-    assert input_kind(tmp_path / "Game.PKG") is InputKind.PKG
-    assert input_kind(tmp_path / "Game.app.zip") is InputKind.ZIP
+    assert Artifact.open(tmp_path / "Game.APP").kind.name == "app"
+    assert Artifact.open(tmp_path / "Game.PKG").kind.name == "pkg"
+    assert Artifact.open(tmp_path / "Game.app.zip").kind.name == "zip"
     with pytest.raises(UnsupportedInput, match=r"^Game.tar.gz: the notary service does not take "
                                                r"this format; it takes .zip, .pkg and .dmg"):
-        input_kind(tmp_path / "Game.tar.gz")
+        Artifact.open(tmp_path / "Game.tar.gz")
     with pytest.raises(UnsupportedInput, match=r"Build is a folder, not a .app bundle"):
-        input_kind(tmp_path / "Build")
+        Artifact.open(tmp_path / "Build")
     with pytest.raises(UnsupportedInput, match=r"Gone.zip: no such file or folder"):
-        input_kind(tmp_path / "Gone.zip")
+        Artifact.open(tmp_path / "Gone.zip")
 
 
 def test_a_zip_cannot_be_stapled_names_the_app_it_came_from(tmp_path: Path) -> None:
     (tmp_path / "Racer.zip").write_bytes(b"x")
     with pytest.raises(StapleInputError, match=r"\(notaryd staple Racer.app\)"):
-        kind_of(tmp_path / "Racer.zip")
+        for_stapling(tmp_path / "Racer.zip")
 
 
 def test_the_not_a_pem_file_message_survives_redaction(tmp_path: Path) -> None:

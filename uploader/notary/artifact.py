@@ -1,10 +1,14 @@
 """The ends of a notarisation: what goes in (a bundle is zipped), what comes out (stapled).
 
-* ``prepare``: a ``.app`` folder is packaged like ``ditto -c -k --keepParent`` into the work dir
-  (``uploader.bundle_zip``, hashing as it writes; ``uploader.work_dir``: room, locks, pruning);
-  ``.zip``/``.pkg``/``.dmg`` go as they are.
+The input is an ``uploader.artifact.Artifact``, opened once at the edge; what each step does
+with it is its kind's row (``KINDS``):
+
+* ``prepare``: a kind that is ``zipped`` (a ``.app`` folder) is packaged like ``ditto -c -k
+  --keepParent`` into the work dir (``uploader.bundle_zip``, hashing as it writes;
+  ``uploader.work_dir``: room, locks, pruning); ``.zip``/``.pkg``/``.dmg`` go as they are.
 * never notarise twice: ``code_identity`` names the code signature a ticket is filed under (the
-  main executable's cdhash, the dmg's, the pkg's TOC hash), read without reading the build;
+  kind's ``ticket_key``: the main executable's cdhash, the dmg's, the pkg's TOC hash), read
+  without reading the build;
   ``stapled_for_current_signature`` is the offline ``staple --check``. The pipeline looks both
   up before packaging or hashing anything.
 * ``staple_after``: after Accepted, staple the bundle/.dmg/.pkg the user gave; a zip input gets a
@@ -20,6 +24,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -28,8 +33,10 @@ from uploader.bundle_zip import archive_path_for, package_for_submission, remove
 from uploader.config import EngineConfig
 from uploader.errors import ConfigError, NotarydError
 from uploader.hashing import FileDigest
-from uploader.inputs import InputKind, is_bundle, kind_by_name
 from uploader.work_dir import ZipLock, check_room
+
+if TYPE_CHECKING:
+    from uploader.artifact import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +56,12 @@ class PreparedInput:
             remove_archive(self.archive)
 
 
-async def prepare(path: Path, kind: InputKind, work_dir: Path, engine: EngineConfig,
+async def prepare(artifact: Artifact, work_dir: Path, engine: EngineConfig,
                   on_progress: Callable[[int, int], None] | None = None) -> PreparedInput:
-    """``kind`` from ``uploader.inputs.input_kind``; ``on_progress(bundle bytes read, bundle
-    bytes)`` runs on the event loop."""
-    if kind is InputKind.BUNDLE:
+    """What is uploaded for ``artifact``; ``on_progress(bundle bytes read, bundle bytes)`` runs
+    on the event loop."""
+    path = artifact.path
+    if artifact.kind.zipped:
         loop = asyncio.get_running_loop()
         report = None
         if on_progress is not None:
@@ -76,11 +84,12 @@ async def prepare(path: Path, kind: InputKind, work_dir: Path, engine: EngineCon
 
 
 @contextlib.asynccontextmanager
-async def zip_in_use(path: Path, work_dir: Path) -> AsyncIterator[None]:
-    """Hold the zip of bundle ``path`` against ``notaryd state prune`` for the whole run."""
-    if not await asyncio.to_thread(is_bundle, path):
+async def zip_in_use(artifact: Artifact, work_dir: Path) -> AsyncIterator[None]:
+    """Hold the zip made of ``artifact`` against ``notaryd state prune`` for the whole run."""
+    if not artifact.kind.zipped:
         yield
         return
+    path = artifact.path
     lock = ZipLock(archive_path_for(path, work_dir))
     acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
     try:
@@ -96,26 +105,30 @@ async def zip_in_use(path: Path, work_dir: Path) -> AsyncIterator[None]:
         lock.release()
 
 
-def code_identity(path: Path) -> str | None:
-    """The ticket record name of ``path``'s code signature; None for a zip or unsigned input.
+def code_identity(artifact: Artifact) -> str | None:
+    """The ticket record name of ``artifact``'s code signature; None for a zip or unsigned input.
 
     Reads headers and the signature only (never the whole build). Blocking.
     """
-    from uploader.staple.identity import StapleInputError, ticket_key_for
+    from uploader.staple.files import StapleInputError
 
+    if artifact.kind.ticket_key is None:
+        return None
     try:
-        return ticket_key_for(path).record_name
+        return artifact.ticket_key().record_name
     except (StapleInputError, OSError):
         return None
 
 
-def stapled_for_current_signature(path: Path) -> bool:
+def stapled_for_current_signature(artifact: Artifact) -> bool:
     """The offline ``notaryd staple --check``: a ticket for the current signature is stapled."""
     from uploader.staple.check import check_staple
-    from uploader.staple.identity import StapleInputError
+    from uploader.staple.files import StapleInputError
 
+    if not artifact.kind.stapled:
+        return False
     try:
-        return check_staple(path).ok
+        return check_staple(artifact).ok
     except (StapleInputError, OSError):
         return False
 
@@ -134,7 +147,7 @@ class StapleNote:
     outcome: str = "stapled"  # "stapled", "failed" or "not_stapleable" (a zip)
 
 
-async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float,
+async def staple_after(artifact: Artifact, ticket_url: str, max_wait_seconds: float,
                        session: aiohttp.ClientSession | None = None,
                        log_path: Path | None = None) -> StapleNote:
     """Staple the accepted artifact; never raises for a stapling problem (the verdict stands).
@@ -143,13 +156,13 @@ async def staple_after(source: Path, ticket_url: str, max_wait_seconds: float,
     that is still propagating from one that will never exist.
     """
     from uploader.staple import StapleInputError, staple
-    from uploader.staple.identity import zip_cannot_be_stapled
 
-    if kind_by_name(source) is InputKind.ZIP:
-        return StapleNote(zip_cannot_be_stapled(source), outcome="not_stapleable")
+    source = artifact.path
+    if not artifact.kind.stapled:
+        return StapleNote(artifact.kind.why_not_stapled(source), outcome="not_stapleable")
     try:
         ticketed = await asyncio.to_thread(ticketed_records, log_path)
-        done = await staple(source, ticket_url, session=session,
+        done = await staple(artifact, ticket_url, session=session,
                             max_wait_seconds=max_wait_seconds, ticketed=ticketed)
     except StapleInputError as error:
         return StapleNote(str(error), failed=True, outcome="failed")

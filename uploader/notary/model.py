@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from uploader.artifact import Artifact
 from uploader.config import EngineConfig
 from uploader.constants import STUCK_AFTER_SECONDS
 from uploader.errors import NotarydError
@@ -60,6 +61,7 @@ class NotarizeRequest:
     staple: bool = True  # after Accepted, for a .app, .dmg or .pkg input
     force: bool = False  # submit even if this archive was Accepted before
     keep_archive: bool = False  # keep the zip made from a bundle
+    artifact: Artifact | None = None  # ``path`` as the edge opened it; None: opened by ``run``
 
 
 @dataclass(frozen=True)

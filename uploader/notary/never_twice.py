@@ -13,6 +13,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from uploader.artifact import Artifact
 from uploader.events import NotaryStageChanged
 from uploader.lifecycle import NotaryStage, NotaryStatus
 from uploader.notary import artifact
@@ -28,13 +29,14 @@ log = logging.getLogger(__name__)
 class NeverTwice(Stage):
     """The lookups that end a run early: this build, or these bytes, were notarised before."""
 
-    async def by_signature(self, client: NotaryClient, path: Path, target: str,
+    async def by_signature(self, client: NotaryClient, opened: Artifact, target: str,
                            code: str | None) -> NotarizeOutcome | None:
         """Before the build is read: stapled already (the outcome carries its ``staple``
         note), or Accepted before under its code signature ``code``; None: neither."""
         if code is None:
             return None
-        if await asyncio.to_thread(artifact.stapled_for_current_signature, path):
+        path = opened.path
+        if await asyncio.to_thread(artifact.stapled_for_current_signature, opened):
             return await self._already_stapled(path, target, code)
         earlier = await self._confirmed_accepted(
             client, await self._submissions.newest_accepted(code_identity=code))

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import aiohttp
 
+from uploader.artifact import Artifact
 from uploader.bundle_zip import archive_path_for, remove_archive
 from uploader.database import Database
 from uploader.engine import MultipartUploader
@@ -51,7 +52,6 @@ from uploader.events import (
 )
 from uploader.hashing import FileDigest, hash_file
 from uploader.input_lock import input_lock
-from uploader.inputs import InputKind, input_kind
 from uploader.lifecycle import NotaryStage, NotaryStatus, SubmissionState, UploadState
 from uploader.notary import artifact
 from uploader.notary.auth import TokenSource, load_api_key
@@ -141,7 +141,9 @@ class Notarizer:
     async def run(self, request: NotarizeRequest) -> NotarizeOutcome:
         path = Path(await asyncio.to_thread(os.path.abspath, request.path))
         target = str(path)
-        kind = await asyncio.to_thread(input_kind, path)  # refused before a byte is read
+        opened = request.artifact  # refused before a byte is read, by the edge or here
+        if opened is None:
+            opened = await asyncio.to_thread(Artifact.open, path)
         client = await self.client()  # fail fast on a bad key, before reading 20 GB
 
         waited_since: float | None = None
@@ -156,23 +158,22 @@ class Notarizer:
             self._emit(Notice(target, f"{who} is notarising this build; waiting for it{waited}"))
 
         async with input_lock(self._config.state_dir, path, on_busy=busy):
-            return await self._run_locked(client, request, path, kind, target, waited_since)
+            return await self._run_locked(client, request, opened, target, waited_since)
 
-    async def _run_locked(self, client: NotaryClient, request: NotarizeRequest, path: Path,
-                          kind: InputKind, target: str,
-                          waited_since: float | None) -> NotarizeOutcome:
+    async def _run_locked(self, client: NotaryClient, request: NotarizeRequest, opened: Artifact,
+                          target: str, waited_since: float | None) -> NotarizeOutcome:
         # Never notarise the same build twice: asked before anything reads the build.
-        code = await asyncio.to_thread(artifact.code_identity, path)
+        code = await asyncio.to_thread(artifact.code_identity, opened)
         if not request.force and (earlier := await self._never_twice.by_signature(
-                client, path, target, code)) is not None:
-            return await self._staple(request, earlier)
+                client, opened, target, code)) is not None:
+            return await self._staple(request, opened, earlier)
         if not request.skip_preflight:
-            await self._preflight(path, target)
-        async with artifact.zip_in_use(path, self._config.work_dir_in_effect):
-            prepared = await self._prepare(path, kind, target)
+            await self._preflight(opened, target)
+        async with artifact.zip_in_use(opened, self._config.work_dir_in_effect):
+            prepared = await self._prepare(opened, target)
             try:
                 outcome = await self._notarize(client, request, prepared, target, code,
-                                              waited_since)
+                                              waited_since, opened)
             except Exception:
                 # A failed run leaves no zip behind; an interrupted one keeps it to resume.
                 if not request.keep_archive:
@@ -180,32 +181,33 @@ class Notarizer:
                 raise
             if not request.keep_archive:
                 await asyncio.to_thread(prepared.discard)
-        return await self._staple(request, outcome)
+        return await self._staple(request, opened, outcome)
 
-    async def _staple(self, request: NotarizeRequest, outcome: NotarizeOutcome) -> NotarizeOutcome:
+    async def _staple(self, request: NotarizeRequest, opened: Artifact,
+                      outcome: NotarizeOutcome) -> NotarizeOutcome:
         if outcome.staple is not None or not (outcome.accepted and request.staple):
             return outcome  # already stapled, not accepted, or not asked to
-        note = await artifact.staple_after(outcome.path, self._config.ticket_url,
+        note = await artifact.staple_after(opened, self._config.ticket_url,
                                            self._config.staple_max_wait_seconds, self._session,
                                            log_path=outcome.log_path)
         return dataclasses.replace(outcome, staple=note)
 
-    async def _prepare(self, path: Path, kind: InputKind, target: str) -> artifact.PreparedInput:
-        packaging = kind is InputKind.BUNDLE
+    async def _prepare(self, opened: Artifact, target: str) -> artifact.PreparedInput:
+        packaging = opened.kind.zipped
         self._emit(NotaryStageChanged(target, NotaryStage.HASHING,
                                       detail="packaging the bundle" if packaging else ""))
 
         def progress(done: int, total: int) -> None:  # packaging a bundle hashes as it zips
             self._emit(HashProgress(target, done, total, packaging=packaging))
 
-        return await artifact.prepare(path, kind, self._config.work_dir_in_effect,
+        return await artifact.prepare(opened, self._config.work_dir_in_effect,
                                       self._config.engine,
                                       progress)
 
     async def _notarize(self, client: NotaryClient, request: NotarizeRequest,
                         prepared: artifact.PreparedInput, target: str,
-                        code: str | None,
-                        waited_since: float | None = None) -> NotarizeOutcome:
+                        code: str | None, waited_since: float | None,
+                        opened: Artifact) -> NotarizeOutcome:
         """Hash (unless packaging did), then submit, upload and wait for the verdict; the run
         waited for, or the same SHA-256 Accepted before, ends it early."""
         path, archive = prepared.source, prepared.archive
@@ -213,7 +215,7 @@ class Notarizer:
         if waited_since is not None and (decided := await self._submissions.decided_since(
                 digest.sha256, waited_since)) is not None:
             return await self._verdicts.of_the_run_waited_for(client, decided, target, path)
-        if code is not None and code != await asyncio.to_thread(artifact.code_identity, path):
+        if code is not None and code != await asyncio.to_thread(artifact.code_identity, opened):
             code = None  # signed again while it was read: vouch for neither signature
         if not request.force and (earlier := await self._never_twice.by_sha256(
                 client, digest.sha256, path, target, code)) is not None:
@@ -233,13 +235,13 @@ class Notarizer:
             await self._submissions.set_code_identity(submission.id, code)
         return outcome
 
-    async def _preflight(self, path: Path, target: str) -> None:
+    async def _preflight(self, opened: Artifact, target: str) -> None:
         from uploader.preflight import run_preflight
 
         self._emit(NotaryStageChanged(target, NotaryStage.PREFLIGHT))
-        report = await asyncio.to_thread(run_preflight, path)
+        report = await asyncio.to_thread(run_preflight, opened)
         if report.has_errors:
-            raise PreflightFailed(path, report.render_text())
+            raise PreflightFailed(opened.path, report.render_text())
 
     async def _digest(self, path: Path, target: str) -> FileDigest:
         identity = await asyncio.to_thread(FileIdentity.of, path)

@@ -1,7 +1,9 @@
 """Preflight: find, offline and in seconds, what Apple's notary service would reject.
 
-``run_preflight(path)`` walks a .zip (streaming; nested zip/jar/whl too), an .app folder, a flat
-.pkg (xar; gzip/pbzx/bzip2/xz cpio payloads) or a single Mach-O, finds Mach-O files by their
+``run_preflight(artifact)`` walks a .zip (streaming; nested zip/jar/whl too), an .app folder, a flat
+.pkg (xar; gzip/pbzx/bzip2/xz cpio payloads) or a .dmg with the walker its kind's row names
+(``uploader.artifact.KINDS``; a bare path, a single Mach-O say, is walked by what its bytes say),
+finds Mach-O files by their
 first bytes, and checks every architecture slice the way the notary service does: signed at
 all, Developer ID (not ad-hoc, linker-signed or another certificate), secure timestamp, hardened
 runtime (error on executables, warning on libraries), get-task-allow, SDK >= 10.9; plus file

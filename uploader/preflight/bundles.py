@@ -20,9 +20,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from uploader.formats.superblob import SignatureFormatError
 from uploader.preflight import messages as msg
 from uploader.preflight.codedirectory import new_hasher
-from uploader.preflight.codesign import SignatureFormatError
 from uploader.preflight.integrity import BundleSlot, CodeFacts, check_code_integrity
 from uploader.preflight.limits import Limits
 from uploader.preflight.messages import Severity

@@ -15,21 +15,19 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from uploader.preflight.codesign import (
-    BLOB_WRAPPER,
+from uploader.formats.superblob import (
     CODE_DIRECTORY,
-    EMBEDDED_SIGNATURE,
-    SLOT_ALTERNATE_CODE_DIRECTORIES,
-    SLOT_CODE_DIRECTORY,
+    SLOT_ENTITLEMENTS,
+    SLOT_ENTITLEMENTS_DER,
+    SLOT_REQUIREMENTS,
+    SLOT_SIGNATURE,
     SignatureFormatError,
+    is_code_directory_slot,
+    magic_of,
+    read_blobs,
+    wrapped,
 )
 
-SLOT_INFO_PLIST = 1
-SLOT_REQUIREMENTS = 2
-SLOT_RESOURCES = 3
-SLOT_ENTITLEMENTS = 5
-SLOT_ENTITLEMENTS_DER = 7
-SLOT_CMS = 0x10000
 # Special slots whose bytes live inside the signature itself (the others are bundle files).
 EMBEDDED_SPECIAL_SLOTS = {
     SLOT_REQUIREMENTS: "requirements",
@@ -40,7 +38,6 @@ EMBEDDED_SPECIAL_SLOTS = {
 _HASHES = {1: ("sha1", 20), 2: ("sha256", 32), 3: ("sha256", 20), 4: ("sha384", 48)}
 HASH_NAMES = {1: "SHA-1", 2: "SHA-256", 3: "SHA-256/20", 4: "SHA-384"}
 CDHASH_BYTES = 20
-_MAX_BLOBS = 64
 _MAX_CODE_SLOTS = 1 << 24  # 64 GiB of 4 KiB pages
 _MAX_SPECIAL_SLOTS = 64
 _SUPPORTS_CODE_LIMIT_64 = 0x20300
@@ -105,33 +102,16 @@ class SignatureBlobs:
 
     @property
     def cms(self) -> bytes | None:
-        wrapper = self.blobs.get(SLOT_CMS)
-        if wrapper is None or int.from_bytes(wrapper[:4], "big") != BLOB_WRAPPER:
-            return None
-        return wrapper[8:] or None
+        return wrapped(self.blobs.get(SLOT_SIGNATURE)) or None
 
 
 def read_signature_blobs(data: bytes) -> SignatureBlobs:
     """Every blob of an embedded signature SuperBlob; raises ``SignatureFormatError``."""
-    if len(data) < 12:
-        raise SignatureFormatError("code signature shorter than a SuperBlob header")
-    magic, length, count = struct.unpack_from(">III", data, 0)
-    if magic != EMBEDDED_SIGNATURE:
-        raise SignatureFormatError(f"code signature magic is {magic:#x}")
-    if length > len(data) or count > _MAX_BLOBS or 12 + 8 * count > length:
-        raise SignatureFormatError("SuperBlob length or count runs past the signature data")
     directories: list[CodeDirectory] = []
     blobs: dict[int, bytes] = {}
-    for index in range(count):
-        slot, offset = struct.unpack_from(">II", data, 12 + 8 * index)
-        if offset + 8 > length:
-            raise SignatureFormatError(f"blob for slot {slot:#x} starts past the SuperBlob")
-        blob_magic, blob_length = struct.unpack_from(">II", data, offset)
-        if blob_length < 8 or offset + blob_length > length:
-            raise SignatureFormatError(f"blob for slot {slot:#x} runs past the SuperBlob")
-        raw = data[offset : offset + blob_length]
-        if slot == SLOT_CODE_DIRECTORY or slot in SLOT_ALTERNATE_CODE_DIRECTORIES:
-            if blob_magic != CODE_DIRECTORY:
+    for slot, raw in read_blobs(data):
+        if is_code_directory_slot(slot):
+            if magic_of(raw) != CODE_DIRECTORY:
                 raise SignatureFormatError(f"slot {slot:#x} is not a CodeDirectory")
             directories.append(_code_directory(slot, raw))
         else:

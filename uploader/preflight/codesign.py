@@ -1,8 +1,8 @@
 """The embedded code signature (``LC_CODE_SIGNATURE`` data): SuperBlob, CodeDirectories, blobs.
 
-Layout from Apple's ``cs_blobs.h`` (apple-oss-distributions/xnu ``osfmk/kern/cs_blobs.h``): a
-SuperBlob ``magic 0xfade0cc0, length, count`` then ``count`` (slot type, offset) pairs; every
-blob starts ``magic, length``. All of it is big-endian, whatever the slice's byte order.
+The SuperBlob and its blobs are read by ``uploader.formats.superblob`` (magics and slots are
+defined there); this module reads *who* signed and *how*: CodeDirectory flags, team, CMS,
+entitlements.
 """
 
 from __future__ import annotations
@@ -10,17 +10,19 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-EMBEDDED_SIGNATURE = 0xFADE0CC0
-CODE_DIRECTORY = 0xFADE0C02
-ENTITLEMENTS_XML = 0xFADE7171
-ENTITLEMENTS_DER = 0xFADE7172
-BLOB_WRAPPER = 0xFADE0B01  # holds the CMS signature
-
-SLOT_CODE_DIRECTORY = 0
-SLOT_ENTITLEMENTS = 5
-SLOT_ENTITLEMENTS_DER = 7
-SLOT_ALTERNATE_CODE_DIRECTORIES = range(0x1000, 0x1005)
-SLOT_SIGNATURE = 0x10000
+from uploader.formats.superblob import (
+    BLOB_WRAPPER,
+    CODE_DIRECTORY,
+    ENTITLEMENTS_DER,
+    ENTITLEMENTS_XML,
+    SLOT_ENTITLEMENTS,
+    SLOT_ENTITLEMENTS_DER,
+    SLOT_SIGNATURE,
+    SignatureFormatError,
+    is_code_directory_slot,
+    magic_of,
+    read_blobs,
+)
 
 CS_ADHOC = 0x2
 CS_RUNTIME = 0x10000
@@ -29,10 +31,6 @@ CS_LINKER_SIGNED = 0x20000
 HASH_SHA1 = 1
 
 _SUPPORTS_TEAM_ID = 0x20200
-
-
-class SignatureFormatError(ValueError):
-    """The signature bytes do not parse; the notary service calls this an invalid signature."""
 
 
 @dataclass(frozen=True)
@@ -65,24 +63,14 @@ class EmbeddedSignature:
 
 
 def parse_embedded_signature(data: bytes) -> EmbeddedSignature:
-    if len(data) < 12:
-        raise SignatureFormatError("code signature shorter than a SuperBlob header")
-    magic, length, count = struct.unpack_from(">III", data, 0)
-    if magic != EMBEDDED_SIGNATURE:
-        raise SignatureFormatError(
-            f"code signature magic is {magic:#x}, not {EMBEDDED_SIGNATURE:#x}"
-        )
-    if length > len(data) or 12 + 8 * count > length:
-        raise SignatureFormatError("SuperBlob length or count runs past the signature data")
     directories: list[CodeDirectory] = []
     cms = xml = der = None
-    for index in range(count):
-        slot, offset = struct.unpack_from(">II", data, 12 + 8 * index)
-        blob_magic, payload = _blob(data, offset, length)
-        if slot == SLOT_CODE_DIRECTORY or slot in SLOT_ALTERNATE_CODE_DIRECTORIES:
+    for slot, blob in read_blobs(data):
+        blob_magic, payload = magic_of(blob), blob[8:]
+        if is_code_directory_slot(slot):
             if blob_magic != CODE_DIRECTORY:
                 raise SignatureFormatError(f"slot {slot:#x} is not a CodeDirectory")
-            directories.append(_code_directory(data, offset, payload))
+            directories.append(_code_directory(blob))
         elif slot == SLOT_SIGNATURE and blob_magic == BLOB_WRAPPER:
             cms = payload or None
         elif slot == SLOT_ENTITLEMENTS and blob_magic == ENTITLEMENTS_XML:
@@ -94,17 +82,7 @@ def parse_embedded_signature(data: bytes) -> EmbeddedSignature:
     return EmbeddedSignature(tuple(directories), cms, xml, der)
 
 
-def _blob(data: bytes, offset: int, limit: int) -> tuple[int, bytes]:
-    if offset + 8 > limit:
-        raise SignatureFormatError(f"blob at {offset} starts past the SuperBlob")
-    magic, length = struct.unpack_from(">II", data, offset)
-    if length < 8 or offset + length > limit:
-        raise SignatureFormatError(f"blob at {offset} runs past the SuperBlob")
-    return magic, data[offset + 8 : offset + length]
-
-
-def _code_directory(data: bytes, offset: int, payload: bytes) -> CodeDirectory:
-    blob = data[offset : offset + 8 + len(payload)]
+def _code_directory(blob: bytes) -> CodeDirectory:
     if len(blob) < 44:
         raise SignatureFormatError("CodeDirectory too short")
     version, flags, _hash_offset, ident_offset = struct.unpack_from(">IIII", blob, 8)

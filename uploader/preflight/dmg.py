@@ -1,8 +1,7 @@
 """UDIF disk images (.dmg): the image's own code signature, and a precise "not inspected".
 
-The last 512 bytes are the big-endian "koly" trailer (indygreg/apple-platform-rs
-``apple-dmg/src/koly.rs``): the XML plist's offset and length at 216/224 and the embedded code
-signature's offset and size at 296/304. The signature is a SuperBlob like a Mach-O's; its
+The last 512 bytes are the big-endian "koly" trailer, read by ``uploader.formats.udif``: where
+the XML plist and the embedded code signature lie. The signature is a SuperBlob like a Mach-O's; its
 CodeDirectory hashes the image bytes before it (rcodesign ``apple-codesign/src/dmg.rs``), so it
 is checked with the same page, CMS binding and Developer ID rules.
 
@@ -21,11 +20,12 @@ from collections import Counter
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
+from uploader.formats.superblob import SignatureFormatError
+from uploader.formats.udif import KOLY_SIZE, is_koly, read_koly
 from uploader.preflight import messages as msg
 from uploader.preflight.cms import CmsError, parse_signed_data
 from uploader.preflight.cms_binding import binding_problems
 from uploader.preflight.codedirectory import read_signature_blobs
-from uploader.preflight.codesign import SignatureFormatError
 from uploader.preflight.developer_id import TrustAnchors, judge
 from uploader.preflight.messages import Severity
 from uploader.preflight.pages import page_problems
@@ -33,7 +33,6 @@ from uploader.preflight.report import PreflightIssue
 from uploader.preflight.seal import PLIST_ERRORS
 from uploader.preflight.source import ByteSource
 
-KOLY_SIZE = 512
 _MAX_PLIST_BYTES = 16 << 20
 _MAX_SIGNATURE_BYTES = 64 << 20
 _MAX_PARTITIONS = 64
@@ -55,17 +54,16 @@ _NOT_DATA = {0x7FFFFFFE, 0xFFFFFFFF}  # comment and terminator entries
 
 def inspect_dmg(path: str, source: ByteSource, anchors: TrustAnchors) -> list[PreflightIssue]:
     """Findings for a disk image; always ends with the warning naming what was not read."""
-    if source.size < KOLY_SIZE or source.read_at(source.size - KOLY_SIZE, 4) != b"koly":
+    trailer = source.read_at(source.size - KOLY_SIZE, KOLY_SIZE) if source.size >= KOLY_SIZE else b""
+    if not is_koly(trailer):
         return [_not_inspected(path, "it has no UDIF trailer ('koly'), so it was not read")]
-    koly = source.read_at(source.size - KOLY_SIZE, KOLY_SIZE)
-    plist_offset, plist_length = struct.unpack_from(">QQ", koly, 216)
-    signature_offset, signature_size = struct.unpack_from(">QQ", koly, 296)
+    koly = read_koly(trailer)
     issues: list[PreflightIssue] = []
-    signed = signature_size > 0
-    if signed:
-        issues.extend(_signature_findings(path, source, signature_offset, signature_size, anchors))
-    partitions = _partitions(source, plist_offset, plist_length)
-    unsigned = "" if signed else "; the image itself is not signed, so it cannot be stapled"
+    if koly.signed:
+        issues.extend(_signature_findings(path, source, koly.signature_offset,
+                                          koly.signature_length, anchors))
+    partitions = _partitions(source, koly.plist_offset, koly.plist_length)
+    unsigned = "" if koly.signed else "; the image itself is not signed, so it cannot be stapled"
     issues.append(_not_inspected(path, f"{partitions}{unsigned}"))
     return issues
 

@@ -15,14 +15,10 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 
+from uploader.formats.superblob import SignatureFormatError
 from uploader.preflight import messages as msg
 from uploader.preflight.cms import CmsError, parse_signed_data
-from uploader.preflight.codesign import (
-    HASH_SHA1,
-    EmbeddedSignature,
-    SignatureFormatError,
-    parse_embedded_signature,
-)
+from uploader.preflight.codesign import HASH_SHA1, EmbeddedSignature, parse_embedded_signature
 from uploader.preflight.developer_id import TrustAnchors, judge
 from uploader.preflight.entitlements import (
     EntitlementsError,

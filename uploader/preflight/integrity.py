@@ -12,14 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from uploader.formats.superblob import SLOT_INFO_PLIST, SLOT_RESOURCES, SignatureFormatError
 from uploader.preflight import messages as msg
 from uploader.preflight.cms_binding import binding_problems
-from uploader.preflight.codedirectory import (
-    SLOT_INFO_PLIST,
-    SLOT_RESOURCES,
-    read_signature_blobs,
-)
-from uploader.preflight.codesign import SignatureFormatError, parse_embedded_signature
+from uploader.preflight.codedirectory import read_signature_blobs
+from uploader.preflight.codesign import parse_embedded_signature
 from uploader.preflight.macho import CODE_FILETYPES, MachOFormatError, read_slice, slice_ranges
 from uploader.preflight.messages import Severity
 from uploader.preflight.pages import page_problems, special_slot_problems

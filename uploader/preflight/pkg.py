@@ -1,9 +1,7 @@
 """Flat installer packages (.pkg): a xar archive whose components carry cpio payloads.
 
-xar (indygreg/apple-platform-rs ``apple-xar/src/format.rs``): big-endian header ``"xar!"``,
-header size u16, version u16, compressed TOC length u64, uncompressed TOC length u64, checksum
-algorithm u32; then the zlib-compressed XML table of contents; then the heap, where each file's
-``<data>`` gives its offset, archived length and encoding. A component's ``Payload`` (and
+xar (``uploader.formats.xar`` reads the header): the zlib-compressed XML table of contents,
+then the heap, where each file's ``<data>`` gives its offset, archived length and encoding. A component's ``Payload`` (and
 ``Scripts``) is a cpio archive compressed with gzip, pbzx, bzip2 or xz.
 
 Paths follow the notary log: ``Game.pkg/Game-Component.pkg Contents/Payload/Applications/…``.
@@ -20,11 +18,11 @@ import gzip
 import io
 import lzma
 import stat
-import struct
 import zlib
 from typing import IO, cast
 from xml.etree import ElementTree
 
+from uploader.formats.xar import HEADER, XarError, read_header
 from uploader.preflight import cpio
 from uploader.preflight.limits import LimitError, Metered
 from uploader.preflight.source import ForwardSource, Readable, RegionFile, RegionSource
@@ -32,23 +30,14 @@ from uploader.preflight.streams import PbzxReader, ZlibReader
 from uploader.preflight.walk import Scan
 from uploader.preflight.xar_signature import check_pkg_signature
 
-_HEADER = struct.Struct(">4sHHQQI")
 _PAYLOAD_NAMES = ("Payload", "Scripts")
 _TOC_READ = 64 << 10
 
 
-class XarError(ValueError):
-    """Not a xar archive we can read."""
-
-
 def scan_pkg(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
     fileobj.seek(0)
-    header = fileobj.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        raise XarError("xar header truncated")
-    magic, header_size, _version, toc_compressed, toc_size, _cksum = _HEADER.unpack(header)
-    if magic != b"xar!" or header_size < _HEADER.size:
-        raise XarError("not a xar archive")
+    header = read_header(fileobj.read(HEADER.size))
+    toc_size, toc_compressed = header.toc_size, header.toc_compressed
     if toc_size > scan.limits.max_toc_bytes:
         raise LimitError(
             f"xar table of contents declares {toc_size:,} bytes; preflight reads up to "
@@ -58,10 +47,10 @@ def scan_pkg(scan: Scan, fileobj: IO[bytes], display_root: str) -> None:
     # is not one preflight would inflate anyway. Read once, for the walk and the signature.
     if toc_compressed > scan.limits.max_toc_bytes + _TOC_READ:
         raise LimitError(f"xar table of contents occupies {toc_compressed:,} bytes compressed")
-    fileobj.seek(header_size)
+    fileobj.seek(header.header_size)
     compressed = fileobj.read(toc_compressed)
     toc = _read_toc(scan, io.BytesIO(compressed))
-    heap_start = header_size + toc_compressed
+    heap_start = header.heap_start
     scan.extend(
         check_pkg_signature(fileobj, display_root, scan.anchors, compressed, toc, heap_start)
     )

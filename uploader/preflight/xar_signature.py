@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import IO
 from xml.etree import ElementTree
 
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import NameOID
 
+from uploader.formats.xar import heap_range
 from uploader.preflight import ber
 from uploader.preflight import messages as msg
 from uploader.preflight.cms import CmsError, parse_signed_data
@@ -48,6 +50,18 @@ class _Unreadable(ValueError):
     """The signature parts of the TOC cannot be read; reported as an invalid signature."""
 
 
+Finding = tuple[str, str, Severity]  # (message, detail, severity)
+_UNREADABLE = (
+    _Unreadable,
+    OSError,
+    ValueError,
+    zlib.error,
+    struct.error,
+    ElementTree.ParseError,
+    UnsupportedAlgorithm,  # a certificate's key, parsed only when it is used
+)
+
+
 def check_pkg_signature(
     fileobj: IO[bytes],
     path: str,
@@ -60,73 +74,56 @@ def check_pkg_signature(
     ``top`` is the parsed ``<xar>`` root of ``toc_compressed``, read by ``pkg.py`` within the
     run's limits; ``heap`` is where the xar heap starts."""
     found: list[PreflightIssue] = []
-
-    def add(message: str, detail: str, severity: Severity = Severity.ERROR) -> None:
-        found.append(PreflightIssue(severity, path, message, None, detail))
-
     try:
-        toc = top.find("toc")
-        if toc is None:
-            raise _Unreadable("no <toc> in the table of contents")
-        signature, x_signature = toc.find("signature"), toc.find("x-signature")
-        if signature is None and x_signature is None:
-            add(
-                msg.NOT_SIGNED,
-                "the installer package has no signature: sign it with productsign --sign "
-                "'Developer ID Installer: …' --timestamp",
-                Severity.WARNING,
-            )
-            return found
-        checksum_node = toc.find("checksum")
-        if checksum_node is None:
-            raise _Unreadable("the signed table of contents has no <checksum>")
-        style = (checksum_node.get("style") or "sha1").lower()
-        algorithm = _CHECKSUMS.get(style)
-        if algorithm is None:
-            raise _Unreadable(f"the table of contents checksum uses {style!r}")
-        stored = _heap_bytes(fileobj, heap, checksum_node, 64)
-        if stored != hashlib.new(style, toc_compressed).digest():
-            add(
-                msg.INVALID_SIGNATURE,
-                f"the table of contents no longer matches its {style} checksum: the package "
-                "was changed after it was signed",
-            )
-            return found
-        certificates = _certificates(signature if signature is not None else x_signature)
-        if not certificates:
-            raise _Unreadable("the package signature carries no certificate")
-        leaf = certificates[0]
-        if signature is not None:
-            signed = _heap_bytes(fileobj, heap, signature, _MAX_SIGNATURE_BYTES)
-            if not _verifies(leaf, signed, stored, algorithm()):
-                add(
-                    msg.INVALID_SIGNATURE,
-                    f"the package signature does not verify over the {style} checksum of its "
-                    "table of contents with the certificate's key",
-                )
-        if problem := _installer_problem(leaf, certificates, anchors):
-            add(msg.NOT_DEVELOPER_ID, problem)
-        if not _has_timestamp(fileobj, heap, x_signature):
-            add(
-                msg.NO_SECURE_TIMESTAMP,
-                "the package's CMS signature (x-signature) has no RFC 3161 timestamp: "
-                "productsign --timestamp",
-            )
-    except (
-        _Unreadable,
-        OSError,
-        ValueError,
-        zlib.error,
-        struct.error,
-        ElementTree.ParseError,
-        UnsupportedAlgorithm,  # a certificate's key, parsed only when it is used
-    ) as exc:
-        add(msg.INVALID_SIGNATURE, f"the package signature cannot be read: {exc}")
+        for message, detail, severity in _findings(fileobj, anchors, toc_compressed, top, heap):
+            found.append(PreflightIssue(severity, path, message, None, detail))
+    except _UNREADABLE as exc:
+        found.append(PreflightIssue(Severity.ERROR, path, msg.INVALID_SIGNATURE, None,
+                                    f"the package signature cannot be read: {exc}"))
     return found
 
 
+def _findings(fileobj: IO[bytes], anchors: TrustAnchors, toc_compressed: bytes,
+              top: ElementTree.Element, heap: int) -> Iterator[Finding]:
+    toc = top.find("toc")
+    if toc is None:
+        raise _Unreadable("no <toc> in the table of contents")
+    signature, x_signature = toc.find("signature"), toc.find("x-signature")
+    if signature is None and x_signature is None:
+        yield (msg.NOT_SIGNED, "the installer package has no signature: sign it with productsign "
+               "--sign 'Developer ID Installer: …' --timestamp", Severity.WARNING)
+        return
+    checksum_node = toc.find("checksum")
+    if checksum_node is None:
+        raise _Unreadable("the signed table of contents has no <checksum>")
+    style = (checksum_node.get("style") or "sha1").lower()
+    algorithm = _CHECKSUMS.get(style)
+    if algorithm is None:
+        raise _Unreadable(f"the table of contents checksum uses {style!r}")
+    stored = _heap_bytes(fileobj, heap, checksum_node, 64)
+    if stored != hashlib.new(style, toc_compressed).digest():
+        yield (msg.INVALID_SIGNATURE, f"the table of contents no longer matches its {style} "
+               "checksum: the package was changed after it was signed", Severity.ERROR)
+        return
+    certificates = _certificates(signature if signature is not None else x_signature)
+    if not certificates:
+        raise _Unreadable("the package signature carries no certificate")
+    leaf = certificates[0]
+    if signature is not None:
+        signed = _heap_bytes(fileobj, heap, signature, _MAX_SIGNATURE_BYTES)
+        if not _verifies(leaf, signed, stored, algorithm()):
+            yield (msg.INVALID_SIGNATURE, f"the package signature does not verify over the "
+                   f"{style} checksum of its table of contents with the certificate's key",
+                   Severity.ERROR)
+    if problem := _installer_problem(leaf, certificates, anchors):
+        yield msg.NOT_DEVELOPER_ID, problem, Severity.ERROR
+    if not _has_timestamp(fileobj, heap, x_signature):
+        yield (msg.NO_SECURE_TIMESTAMP, "the package's CMS signature (x-signature) has no RFC "
+               "3161 timestamp: productsign --timestamp", Severity.ERROR)
+
+
 def _heap_bytes(fileobj: IO[bytes], heap: int, node: ElementTree.Element, limit: int) -> bytes:
-    offset, size = int(node.findtext("offset") or -1), int(node.findtext("size") or -1)
+    offset, size = heap_range(node)
     if offset < 0 or not 0 < size <= limit:
         raise _Unreadable(f"<{node.tag}> has no usable offset and size")
     fileobj.seek(heap + offset)

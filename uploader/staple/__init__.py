@@ -2,6 +2,7 @@
 
 ``identity`` (which signature names the artifact), ``lookup`` (the CloudKit ticket lookup),
 ``tickets`` (where the ticket lives in a .app, .pkg, .dmg), ``check`` (offline ``--check``).
+Which of them applies to an input is its kind's row in ``uploader.artifact.KINDS``.
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ import os
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from uploader.blocking import off_loop
-from uploader.staple.identity import StapleInputError, TicketKey, kind_of, ticket_key_for
+from uploader.staple.identity import StapleInputError, TicketKey
 from uploader.staple.lookup import DEFAULT_TICKET_URL, TicketLookupError, lookup_ticket
-from uploader.staple.tickets import write_app_ticket, write_dmg_ticket, write_pkg_ticket
+
+if TYPE_CHECKING:
+    from uploader.artifact import Artifact
 
 __all__ = ["DEFAULT_TICKET_URL", "StapleInputError", "StapledArtifact", "TicketLookupError",
-           "can_staple", "staple"]
+           "staple"]
 
-_WRITERS = {"app": write_app_ticket, "pkg": write_pkg_ticket, "dmg": write_dmg_ticket}
 READ_SECONDS = 300.0  # reading an artifact's signature: a few MiB at most
 WRITE_SECONDS = 3600.0  # copying a multi-GB .dmg beside itself, on a slow disk
 
@@ -41,16 +44,8 @@ class StapledArtifact:
                 f"({self.ticket_bytes} bytes){into}")
 
 
-def can_staple(path: Path) -> bool:
-    try:
-        kind_of(path)
-    except StapleInputError:
-        return False
-    return True
-
-
 async def staple(
-    path: Path,
+    target: Path | Artifact,
     ticket_url: str = DEFAULT_TICKET_URL,
     *,
     session: aiohttp.ClientSession | None = None,
@@ -59,35 +54,41 @@ async def staple(
     on_retry: Callable[[str, float], None] | None = None,
     ticketed: Collection[str] = (),
 ) -> StapledArtifact:
-    """Look the artifact's ticket up and write it in.
+    """Look the artifact's ticket up and write it in (``target``: opened by the caller, or a
+    path, opened here).
 
     ``ticketed``: the record names (``2/<digest type>/<cdhash>``) of what the submission's
     developer log lists in ``ticketContents``. When it lists signatures of this digest type but
     not this artifact's, no ticket will ever exist for it (it was changed or signed again after
     submission): that is said at once instead of waiting for propagation.
     """
+    from uploader.artifact import for_stapling
+
+    path = target if isinstance(target, Path) else target.path
     # Every file step on a thread of its own, bounded, stopped with the caller (uploader.blocking)
-    kind = await off_loop(lambda _: kind_of(path), what=f"looking at {path}",
-                          timeout_seconds=READ_SECONDS)
-    key = await off_loop(lambda _: ticket_key_for(path), what=f"reading the signature of {path}",
-                         timeout_seconds=READ_SECONDS)
+    artifact = await off_loop(lambda _: for_stapling(target), what=f"looking at {path}",
+                              timeout_seconds=READ_SECONDS)
+    key = await off_loop(lambda _: artifact.ticket_key(),
+                         what=f"reading the signature of {path}", timeout_seconds=READ_SECONDS)
     prefix = f"2/{key.digest_type}/"
     listed = sorted({name.lower() for name in ticketed if name.startswith(prefix)})
     if listed and key.record_name not in listed:
         raise TicketLookupError(
             f"{path.name}: the notary log lists no ticket for its signature (cdhash "
             f"{key.cdhash.hex()}); it lists {', '.join(n.rsplit('/', 1)[1] for n in listed)}. "
-            f"The {kind} was changed or signed again after it was submitted, so no ticket will "
+            f"The {artifact.kind.name} was changed or signed again after it was submitted, so no ticket will "
             "come: notarise it again")
     ticket = await lookup_ticket(ticket_url, key, session=session,
                                  max_wait_seconds=max_wait_seconds, sleep=sleep,
                                  on_retry=on_retry)
-    await off_loop(lambda stop: _WRITERS[kind](path, ticket, stop), what=f"stapling {path}",
+    await off_loop(lambda stop: artifact.write_ticket(ticket, stop), what=f"stapling {path}",
                    timeout_seconds=WRITE_SECONDS)
-    target = await off_loop(lambda _: _link_target(path, kind), what=f"looking at {path}",
+    linked = await off_loop(lambda _: _link_target(path, artifact), what=f"looking at {path}",
                             timeout_seconds=READ_SECONDS)
-    return StapledArtifact(path, key, len(ticket), target)
+    return StapledArtifact(path, key, len(ticket), linked)
 
 
-def _link_target(path: Path, kind: str) -> Path | None:
-    return Path(os.path.realpath(path)) if kind != "app" and path.is_symlink() else None
+def _link_target(path: Path, artifact: Artifact) -> Path | None:
+    if artifact.kind.folder or not path.is_symlink():
+        return None
+    return Path(os.path.realpath(path))

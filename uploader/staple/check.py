@@ -11,14 +11,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from uploader.staple.identity import TicketKey, kind_of, ticket_key_for
-from uploader.staple.tickets import (
-    TICKET_MAGIC,
-    read_app_ticket,
-    read_dmg_ticket,
-    read_pkg_ticket,
-)
+from uploader.staple.identity import TicketKey
+from uploader.staple.tickets import TICKET_MAGIC
+
+if TYPE_CHECKING:
+    from uploader.artifact import Artifact
 
 
 class CheckOutcome(enum.StrEnum):
@@ -53,19 +52,13 @@ class CheckResult:
         return f"{self.path}: {_ADVICE[self.outcome].format(path=self.path)}"
 
 
-def read_stapled(path: Path) -> bytes | None:
-    kind = kind_of(path)
-    if kind == "app":
-        return read_app_ticket(path)
-    if kind == "pkg":
-        return read_pkg_ticket(path)
-    return read_dmg_ticket(path)
-
-
-def check_staple(path: Path) -> CheckResult:
+def check_staple(target: Path | Artifact) -> CheckResult:
     """Blocking (reads the signature and the ticket); raises StapleInputError for bad input."""
-    key = ticket_key_for(path)
-    ticket = read_stapled(path)
+    from uploader.artifact import for_stapling
+
+    artifact = for_stapling(target)
+    key = artifact.ticket_key()
+    ticket = artifact.read_ticket()
     if ticket is None:
         outcome = CheckOutcome.NOT_STAPLED
     elif not ticket.startswith(TICKET_MAGIC):
@@ -74,4 +67,4 @@ def check_staple(path: Path) -> CheckResult:
         outcome = CheckOutcome.STALE
     else:
         outcome = CheckOutcome.VALID
-    return CheckResult(path, outcome, key)
+    return CheckResult(target if isinstance(target, Path) else artifact.path, outcome, key)

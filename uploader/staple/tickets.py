@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import IO
 
+from uploader.formats import superblob, udif
 from uploader.source_file import SourceRejected, open_regular
 from uploader.staple.files import (
     bundle_folder,
@@ -33,21 +34,12 @@ from uploader.staple.files import (
     replace,
     replace_artifact,
 )
-from uploader.staple.identity import (
-    KOLY_SIGNATURE_FIELD,
-    KOLY_SIZE,
-    StapleInputError,
-    read_exact,
-    read_koly,
-)
+from uploader.staple.identity import StapleInputError, read_exact, read_koly
 
 TICKET_MAGIC = b"s8ch"
 MAX_TICKET_BYTES = 1 << 20
 PKG_TRAILER = struct.Struct("<4sHHII")
 _TRAILER_TERMINATOR, _TRAILER_TICKET = 1, 2
-_SUPERBLOB = 0xFADE0CC0
-_BLOB_WRAPPER = 0xFADE0B01
-SLOT_TICKET = 0x10002
 
 
 def app_ticket_path(bundle: Path) -> Path:
@@ -120,55 +112,38 @@ def write_pkg_ticket(path: Path, ticket: bytes, stop: threading.Event | None = N
 
 
 def _superblob_slots(signature: bytes, path: Path) -> dict[int, bytes]:
-    magic, length, count = struct.unpack_from(">III", signature)
-    if magic != _SUPERBLOB or length > len(signature) or 12 + 8 * count > length:
-        raise StapleInputError(f"{path}: the disk image's signature is malformed; sign it again")
-    slots: dict[int, bytes] = {}
-    for index in range(count):
-        slot, offset = struct.unpack_from(">II", signature, 12 + 8 * index)
-        if offset + 8 > length:
-            raise StapleInputError(f"{path}: the disk image's signature is malformed")
-        (blob_length,) = struct.unpack_from(">I", signature, offset + 4)
-        if blob_length < 8 or offset + blob_length > length:
-            raise StapleInputError(f"{path}: the disk image's signature is malformed")
-        slots[slot] = signature[offset : offset + blob_length]
-    return slots
+    try:
+        return dict(superblob.read_blobs(signature))
+    except superblob.SignatureFormatError:
+        raise StapleInputError(f"{path}: the disk image's signature is malformed; sign it again") from None
 
 
-def _superblob(slots: dict[int, bytes]) -> bytes:
-    header = 12 + 8 * len(slots)
-    index, blobs = bytearray(), bytearray()
-    for slot in sorted(slots):
-        index += struct.pack(">II", slot, header + len(blobs))
-        blobs += slots[slot]
-    return struct.pack(">III", _SUPERBLOB, header + len(blobs), len(slots)) + index + blobs
-
-
-def _dmg_signature(f: IO[bytes], path: Path) -> tuple[int, int, int, bytes]:
-    size, offset, length = read_koly(f, path)
-    if length == 0:
+def _dmg_signature(f: IO[bytes], path: Path) -> tuple[int, int, bytes]:
+    """(file size, signature offset, the signature) of a disk image signed up to its trailer."""
+    size, koly = read_koly(f, path)
+    if not koly.signed:
         raise StapleInputError(f"{path}: the disk image is not signed; sign it and notarise it")
-    if offset + length != size - KOLY_SIZE:
+    if koly.signature_offset + koly.signature_length != size - udif.KOLY_SIZE:
         raise StapleInputError(f"{path}: the signature does not end at the koly trailer; "
                                "this image layout is not supported for stapling")
-    return size, offset, length, read_exact(f, offset, length)
+    return size, koly.signature_offset, read_exact(f, koly.signature_offset, koly.signature_length)
 
 
 def read_dmg_ticket(path: Path) -> bytes | None:
     with opened_artifact(path) as f:
         *_, signature = _dmg_signature(f, path)
-    wrapper = _superblob_slots(signature, path).get(SLOT_TICKET)
-    return wrapper[8:] if wrapper is not None else None
+    blob = _superblob_slots(signature, path).get(superblob.SLOT_TICKET)
+    return blob[8:] if blob is not None else None  # the blob wrapper's payload
 
 
 def write_dmg_ticket(path: Path, ticket: bytes, stop: threading.Event | None = None) -> None:
     with opened_artifact(path) as f:
-        size, offset, _length, signature = _dmg_signature(f, path)
+        size, offset, signature = _dmg_signature(f, path)
         slots = _superblob_slots(signature, path)
-        slots[SLOT_TICKET] = struct.pack(">II", _BLOB_WRAPPER, 8 + len(ticket)) + ticket
-        rebuilt = _superblob(slots)
-        koly = bytearray(read_exact(f, size - KOLY_SIZE, KOLY_SIZE))
-        struct.pack_into(">QQ", koly, KOLY_SIGNATURE_FIELD, offset, len(rebuilt))
+        slots[superblob.SLOT_TICKET] = superblob.wrapper(ticket)
+        rebuilt = superblob.build(slots)
+        trailer = read_exact(f, size - udif.KOLY_SIZE, udif.KOLY_SIZE)
+        koly = udif.with_signature(trailer, offset, len(rebuilt))
 
         def write(out: IO[bytes]) -> None:
             copy_range(f, out, offset, path, stop)
