@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 from aiohttp import web
-from hardening.test_hostile_responses import fake_resolver, loopback_alias
+from notary.test_hostile_responses import fake_resolver, loopback_alias
 
 from service.daemon.execution import Shared
 from service.daemon.pipeline_runner import pipeline_runner_factory

@@ -20,6 +20,7 @@ from service.cli import main
 from service.emulator.notary import NotaryEmulator
 from service.emulator.sample_app import make_sample_app
 from service.emulator.tickets import TicketDesk
+from tests.support.artifacts import make_dmg, make_pkg
 from tests.support.cdhash import raw_cdhash, record_name_of_app, record_name_of_dmg
 from tests.support.clocks import ManualClock
 from uploader.staple import staple
@@ -27,8 +28,6 @@ from uploader.staple.check import CheckOutcome, check_staple
 from uploader.staple.identity import StapleInputError, TicketKey, ticket_key_for
 from uploader.staple.lookup import TicketLookupError, lookup_ticket
 from uploader.staple.tickets import read_dmg_ticket, read_pkg_ticket, write_app_ticket
-
-from .artifacts import make_dmg, make_pkg
 
 
 def accept(desk: TicketDesk, record_name: str) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from service.emulator.notary import BackgroundEmulator, NotaryEmulator
 from service.emulator.sample_app import make_sample_app
+from tests.support.artifacts import make_dmg, make_pkg
 from tests.support.emulator import cli_environment, notarize_command
 from tests.support.files import PART, make_archive, write_random
 from tests.support.notary import notarize, stapling_config
@@ -30,8 +31,6 @@ from uploader.lifecycle import NotaryStage
 from uploader.notary.pipeline import NotarizeRequest, NotaryConfig
 from uploader.staple.check import CheckOutcome, check_staple
 from uploader.staple.identity import ticket_key_for
-
-from .artifacts import make_dmg, make_pkg
 
 GiB = 1024**3
 BUILDERS: dict[str, Callable[[Path], Path]] = {
