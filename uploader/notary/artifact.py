@@ -67,6 +67,7 @@ async def prepare(path: Path, kind: InputKind, work_dir: Path, engine: EngineCon
             await asyncio.to_thread(check_room, path, work_dir)
             packaged = await off_loop(
                 lambda stop: package_for_submission(path, work_dir, part_size=engine.part_size,
+                                                    algorithm=engine.checksum,
                                                     limits=engine.limits, on_progress=report,
                                                     stop=stop),
                 what=f"packaging {path}")
