@@ -55,9 +55,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from service.emulator.background import Startable
 from uploader.errors import NotarydError
 
 #: Port flags of ``weed mini`` 4.48 that open a TCP listener (checked with ``weed mini -h``
@@ -113,7 +113,7 @@ def _free_ports(count: int) -> list[int]:
         return ports
 
 
-class SeaweedServer:
+class SeaweedServer(Startable):
     """One ``weed mini`` process serving S3 on ``endpoint_url``.
 
     Usage::
@@ -224,16 +224,6 @@ class SeaweedServer:
             self._workdir = None
         self._ports = {}
 
-    def __enter__(self) -> SeaweedServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- S3 helpers --------------------------------------------------------------------
 
