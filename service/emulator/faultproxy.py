@@ -60,13 +60,12 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 from yarl import URL
 
-from service.emulator.background import LoopThread, Startable
+from service.emulator.background import AsyncStartable, LoopThread, Startable
 from service.emulator.faultplan import (
     CLIENT_GONE,
     EXPIRED_TOKEN,
@@ -130,7 +129,7 @@ def _body_length(request: web.BaseRequest) -> int | None:
     return None
 
 
-class FaultProxy:
+class FaultProxy(AsyncStartable):
     """The proxy server on the running event loop. ``async with`` starts and stops it.
 
     ``clock`` (monotonic seconds) times the expiry and outage windows and the bandwidth cap;
@@ -257,17 +256,6 @@ class FaultProxy:
             self._link_like_sockets = False
             self._bound_port = None
 
-    async def __aenter__(self) -> FaultProxy:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     # -- request handling --------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -368,14 +356,17 @@ class FaultProxyThread(Startable):
 
     @property
     def url(self) -> str:
+        """``http://HOST:PORT`` of the proxy, once started."""
         return self._proxy.url
 
     @property
     def stats(self) -> ProxyStats:
+        """What the proxy saw and did so far (safe from any thread)."""
         return self._proxy.stats
 
     @property
     def plan(self) -> FaultPlan:
+        """The plan in force."""
         return self._proxy.plan
 
     def set_plan(self, plan: FaultPlan) -> None:
@@ -387,12 +378,7 @@ class FaultProxyThread(Startable):
 
     def start(self) -> FaultProxyThread:
         """Start the proxy; returns once it accepts connections."""
-        self._thread.start()
-        try:
-            self._thread.run(self._proxy.start(), 60)
-        except BaseException:
-            self._thread.stop()
-            raise
+        self._thread.start_serving(self._proxy.start(), 60)
         return self
 
     def stop(self) -> None:

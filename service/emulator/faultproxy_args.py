@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from service.emulator.faultplan import DEFAULT_OPERATIONS, Fault, FaultPlan, Operation
 from uploader.errors import ConfigError
@@ -37,10 +38,14 @@ def argument_parser() -> argparse.ArgumentParser:
             metavar="P",
             help=f"probability of {fault.value} per selected request",
         )
+    # dest: the FaultPlan field each option sets (plan_from_args passes them on by name)
     parser.add_argument("--stall-seconds", type=float, default=600.0)
-    parser.add_argument("--latency", type=float, default=0.0, help="added seconds per request")
-    parser.add_argument("--bandwidth", type=float, default=None, help="request-body cap, bytes/s")
-    parser.add_argument("--expired-token-after", type=float, default=None, metavar="SECONDS")
+    parser.add_argument("--latency", dest="latency_seconds", type=float, default=0.0,
+                        help="added seconds per request")
+    parser.add_argument("--bandwidth", dest="bandwidth_bytes_per_second", type=float,
+                        default=None, help="request-body cap, bytes/s")
+    parser.add_argument("--expired-token-after", dest="expired_token_after_seconds", type=float,
+                        default=None, metavar="SECONDS")
     parser.add_argument(
         "--operations",
         default=",".join(sorted(DEFAULT_OPERATIONS)),
@@ -62,15 +67,6 @@ def plan_from_args(args: argparse.Namespace) -> FaultPlan:
         )
     except ValueError as error:
         raise ConfigError(f"--operations: {error}") from error
-    return FaultPlan(
-        **{fault.value: getattr(args, fault.value) for fault in Fault},
-        stall_seconds=args.stall_seconds,
-        latency_seconds=args.latency,
-        bandwidth_bytes_per_second=args.bandwidth,
-        expired_token_after_seconds=args.expired_token_after,
-        outage_after_bytes=args.outage_after_bytes,
-        outage_seconds=args.outage_seconds,
-        operations=operations,
-        clean_first=args.clean_first,
-        seed=args.seed,
-    )
+    given = vars(args)
+    fields = {f.name: given[f.name] for f in dataclasses.fields(FaultPlan) if f.name in given}
+    return FaultPlan(**{**fields, "operations": operations})
