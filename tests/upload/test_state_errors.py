@@ -71,6 +71,14 @@ def damage(path: Path) -> bytes:
     return bytes(damaged)
 
 
+async def damaged_database(tmp_path: Path) -> tuple[Path, Path, bytes]:
+    """A state directory whose database is damaged: (directory, database, its bytes)."""
+    state = tmp_path / "state"
+    path = state / "notaryd.sqlite3"
+    await make_database(path)
+    return state, path, damage(path)
+
+
 async def test_newer_schema_is_refused_with_both_versions(tmp_path: Path) -> None:
     path = tmp_path / "state" / "notaryd.sqlite3"
     await make_database(path)
@@ -117,10 +125,7 @@ async def test_a_package_at_a_newer_schema_is_refused_with_both_versions(
 async def test_corrupt_database_is_reported_and_moved_aside_only_on_request(
     tmp_path: Path,
 ) -> None:
-    state = tmp_path / "state"
-    path = state / "notaryd.sqlite3"
-    await make_database(path)
-    damaged = damage(path)
+    state, path, damaged = await damaged_database(tmp_path)
 
     with pytest.raises(CorruptDatabaseError):
         await Database.open(path)
@@ -141,10 +146,7 @@ async def test_corrupt_database_is_reported_and_moved_aside_only_on_request(
 async def test_set_aside_waits_for_no_daemon_and_moves_nothing_while_one_serves(
     tmp_path: Path,
 ) -> None:
-    state = tmp_path / "state"
-    path = state / "notaryd.sqlite3"
-    await make_database(path)
-    damaged = damage(path)
+    state, path, damaged = await damaged_database(tmp_path)
     with holding_serve_lock(state, busy="held by this test"):  # what `notaryd serve` holds
         refused = notaryd(state, "state", "set-aside")
     assert "stop it first" in assert_one_line(refused)
