@@ -140,21 +140,18 @@ class Pki:
     rogue_leaf: Identity = field(repr=False)
 
 
+def developer_id_chain(root: Identity, leaf_name: str) -> tuple[Identity, Identity]:
+    """A Developer ID CA under ``root``, and the Developer ID Application leaf it issued."""
+    ca = make_identity("Developer ID Certification Authority", issuer=root, ou="G2",
+                       extension_oids=(OID_DEV_ID_CA,), ca=True)
+    leaf = make_identity(leaf_name, issuer=ca, ou="TEAM123456",
+                         extension_oids=(OID_DEV_ID_APPLICATION,))
+    return ca, leaf
+
+
 def make_pki() -> Pki:
     root = make_identity("Test Root CA", ca=True)
-    ca = make_identity(
-        "Developer ID Certification Authority",
-        issuer=root,
-        ou="G2",
-        extension_oids=(OID_DEV_ID_CA,),
-        ca=True,
-    )
-    leaf = make_identity(
-        "Developer ID Application: Test Studio (TEAM123456)",
-        issuer=ca,
-        ou="TEAM123456",
-        extension_oids=(OID_DEV_ID_APPLICATION,),
-    )
+    ca, leaf = developer_id_chain(root, "Developer ID Application: Test Studio (TEAM123456)")
     dev = make_identity(
         "Apple Development: Jane Doe (TEAM123456)",
         issuer=ca,
@@ -167,20 +164,8 @@ def make_pki() -> Pki:
         extension_oids=(OID_DEV_ID_APPLICATION,),
     )
     # Same names as the real chain, but a CA nobody trusts: only the trust anchor tells them apart.
-    rogue_root = make_identity("Rogue Root", ca=True)
-    rogue_ca = make_identity(
-        "Developer ID Certification Authority",
-        issuer=rogue_root,
-        ou="G2",
-        extension_oids=(OID_DEV_ID_CA,),
-        ca=True,
-    )
-    rogue_leaf = make_identity(
-        "Developer ID Application: Rogue (TEAM123456)",
-        issuer=rogue_ca,
-        ou="TEAM123456",
-        extension_oids=(OID_DEV_ID_APPLICATION,),
-    )
+    rogue_ca, rogue_leaf = developer_id_chain(make_identity("Rogue Root", ca=True),
+                                              "Developer ID Application: Rogue (TEAM123456)")
     return Pki(root, ca, leaf, dev, self_signed, rogue_ca, rogue_leaf)
 
 

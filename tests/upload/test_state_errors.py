@@ -223,10 +223,10 @@ def test_state_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
         prepare(blocker / "state")
 
 
+@pytest.mark.skipif(os.geteuid() != 0,
+                    reason="only root can make a directory that belongs to another user (CI runs as root)")
 def test_state_dir_of_another_user_is_refused(shared_tmp: Path) -> None:
     """`nobody` pointed at root's state directory: one line, and the directory left as it was."""
-    if os.geteuid() != 0:
-        pytest.skip("only root can make a directory that belongs to another user (CI runs as root)")
     state = shared_tmp / "state"
     state.mkdir(mode=0o700)
     source = shared_tmp / "file.bin"
@@ -241,10 +241,10 @@ def test_state_dir_of_another_user_is_refused(shared_tmp: Path) -> None:
     assert list(state.iterdir()) == [] and stat.S_IMODE(state.stat().st_mode) == 0o700
 
 
+@pytest.mark.skipif(os.geteuid() != 0,
+                    reason="only root can make a folder that another user may not enter (CI runs as root)")
 def test_a_config_folder_this_user_cannot_enter_is_one_line(shared_tmp: Path) -> None:
     """The default config file sits in a folder `nobody` may not enter: one line naming it."""
-    if os.geteuid() != 0:
-        pytest.skip("only root can make a folder that another user may not enter (CI runs as root)")
     private = shared_tmp / "private"
     private.mkdir(mode=0o700)
     state = shared_tmp / "state"
