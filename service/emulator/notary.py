@@ -110,10 +110,8 @@ class NotaryEmulator(AsyncStartable):
         self.s3_port = 0
 
     def __repr__(self) -> str:
-        return (
-            f"<NotaryEmulator api_url={self.api_url if self.api_port else None!r} "
-            f"submissions={len(self._submissions)}>"
-        )
+        api_url = self.api_url if self.api_port else None
+        return f"<NotaryEmulator api_url={api_url!r} submissions={len(self._submissions)}>"
 
     # -- settings that tests change at run time -----------------------------------------------
 
