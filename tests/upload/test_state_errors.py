@@ -55,6 +55,12 @@ def assert_one_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+# what `nobody` may not reach (a directory of another user, a folder it cannot enter) only root
+# can make
+needs_root = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="only root can make what another user may not reach "
+                                "(CI runs as root)")
+
 async def make_database(path: Path) -> None:
     db = await Database.open(path)
     await db.require(daemon_migrations.SCHEMA)
@@ -223,15 +229,14 @@ def test_state_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
         prepare(blocker / "state")
 
 
-@pytest.mark.skipif(os.geteuid() != 0,
-                    reason="only root can make a directory that belongs to another user (CI runs as root)")
+@needs_root
 def test_state_dir_of_another_user_is_refused(shared_tmp: Path) -> None:
     """`nobody` pointed at root's state directory: one line, and the directory left as it was."""
-    state = shared_tmp / "state"
-    state.mkdir(mode=0o700)
     source = shared_tmp / "file.bin"
     source.write_bytes(b"x" * 1024)
     source.chmod(0o644)
+    state = shared_tmp / "state"
+    state.mkdir(mode=0o700)
     result = run_unprivileged(
         [sys.executable, "-m", "service", "upload", str(source), "--bucket", "b", "--key", "k",
          "--endpoint-url", "http://127.0.0.1:9"], env={**notaryd_env(state), "HOME": str(shared_tmp)})
@@ -241,8 +246,7 @@ def test_state_dir_of_another_user_is_refused(shared_tmp: Path) -> None:
     assert list(state.iterdir()) == [] and stat.S_IMODE(state.stat().st_mode) == 0o700
 
 
-@pytest.mark.skipif(os.geteuid() != 0,
-                    reason="only root can make a folder that another user may not enter (CI runs as root)")
+@needs_root
 def test_a_config_folder_this_user_cannot_enter_is_one_line(shared_tmp: Path) -> None:
     """The default config file sits in a folder `nobody` may not enter: one line naming it."""
     private = shared_tmp / "private"
