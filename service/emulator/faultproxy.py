@@ -354,15 +354,20 @@ class FaultProxyThread(Startable):
         self._proxy = FaultProxy(upstream_url, plan, **kwargs)
         self._thread = LoopThread("faultproxy")
 
+    def start(self) -> FaultProxyThread:
+        """Start the proxy; returns once it accepts connections."""
+        self._thread.start_serving(self._proxy.start(), 60)
+        return self
+
     @property
     def url(self) -> str:
         """``http://HOST:PORT`` of the proxy, once started."""
         return self._proxy.url
 
-    @property
-    def stats(self) -> ProxyStats:
-        """What the proxy saw and did so far (safe from any thread)."""
-        return self._proxy.stats
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):  # not started
+            self._thread.run(self._proxy.stop(), 30)
+        self._thread.stop()
 
     @property
     def plan(self) -> FaultPlan:
@@ -376,16 +381,10 @@ class FaultProxyThread(Startable):
     def expire_credentials(self) -> None:
         self.set_plan(dataclasses.replace(self._proxy.plan, expired_token=True))
 
-    def start(self) -> FaultProxyThread:
-        """Start the proxy; returns once it accepts connections."""
-        self._thread.start_serving(self._proxy.start(), 60)
-        return self
-
-    def stop(self) -> None:
-        with contextlib.suppress(RuntimeError):  # not started
-            self._thread.run(self._proxy.stop(), 30)
-        self._thread.stop()
-
+    @property
+    def stats(self) -> ProxyStats:
+        """What the proxy saw and did so far (safe from any thread)."""
+        return self._proxy.stats
 
 
 # -- command line (service/emulator/faultproxy_args.py) ---------------------------------

@@ -172,17 +172,12 @@ class NotaryEmulator(AsyncStartable):
     @property
     def api_url(self) -> str:
         """The notary API (NOTARYD_API_URL)."""
-        return f"{self.base_url}/notary/v2"
+        return self.base_url + "/notary/v2"
 
     @property
     def ticket_url(self) -> str:
         """The CloudKit-style ticket lookup (NOTARYD_TICKET_URL)."""
-        return f"{self.base_url}{LOOKUP_PATH}"
-
-    @property
-    def s3_endpoint_url(self) -> str:
-        """The S3 front that checks the issued credentials (NOTARYD_S3_ENDPOINT_URL)."""
-        return f"http://{self.host}:{self.s3_port}"
+        return self.base_url + LOOKUP_PATH
 
     def environment(self, key: TeamKey) -> dict[str, str]:
         """The ``NOTARYD_*`` settings that point notaryd at this emulator with ``key``."""
@@ -195,6 +190,11 @@ class NotaryEmulator(AsyncStartable):
             "NOTARYD_ISSUER_ID": key.issuer_id,
             "NOTARYD_PRIVATE_KEY": str(key.path),
         }
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        """The S3 front that checks the issued credentials (NOTARYD_S3_ENDPOINT_URL)."""
+        return f"http://{self.host}:{self.s3_port}"
 
     # -- lifetime -----------------------------------------------------------------------------
 
