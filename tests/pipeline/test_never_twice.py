@@ -275,12 +275,13 @@ async def test_a_stale_accepted_row_takes_the_service_s_word(
     """The row says Accepted, the service says the submission was Invalid: submit again."""
     from service.emulator.verdicts import INVALID_MARKER
 
-    archive = make_archive(tmp_path / "Game.zip", PART, marker=INVALID_MARKER)
-    first = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
+    request = NotarizeRequest(make_archive(tmp_path / "Game.zip", PART, marker=INVALID_MARKER),
+                              skip_preflight=True)
+    first = await notarize(db, notary_config, request)
     assert first.status == "Invalid"
     await db.execute("UPDATE submissions SET notary_status = 'Accepted'")
 
-    again = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
+    again = await notarize(db, notary_config, request)
 
     assert again.status == "Invalid" and again.submission_id != first.submission_id
     assert emulator.submissions_created == 2
