@@ -6,7 +6,8 @@
     python scripts/soak.py kills --size 2G     # SIGKILL 5 times at random moments, then finish
     python scripts/soak.py rss --size 6G       # peak RSS of one clean upload at default settings
 
-Each prints one JSON line of figures. Everything runs on loopback (SeaweedFS + fault proxy).
+Each prints one JSON line of figures. Everything runs on loopback: the S3 part of the emulated
+world (service/emulator/world.py: SeaweedFS, and the fault proxy for `hostile`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import boto3
 
 from service.commands.demo import parse_size
 from service.emulator.faultplan import FaultPlan
-from service.emulator.faultproxy import FaultProxyThread
 from service.emulator.sample import make_sample_archive
 from service.emulator.seaweed import SeaweedServer
+from service.emulator.world import EmulatedWorld, WorldConfig
 
 MiB = 1024 * 1024
 
@@ -56,10 +57,9 @@ def upload_command(path: Path, endpoint: str, bucket: str) -> list[str]:
             "--key", "soak/archive.zip", "--endpoint-url", endpoint]
 
 
-def env_for(server: SeaweedServer, state: Path, **extra: str) -> dict[str, str]:
+def env_for(world: EmulatedWorld, state: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTARYD_", "AWS_"))}
-    env.update(AWS_ACCESS_KEY_ID=server.access_key, AWS_SECRET_ACCESS_KEY=server.secret_key,
-               NOTARYD_STATE_DIR=str(state), **extra)
+    env.update(world.s3_environment(), NOTARYD_STATE_DIR=str(state))
     return env
 
 
@@ -69,6 +69,29 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[int, float, i
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     return os.waitstatus_to_exitcode(status), time.monotonic() - started, usage.ru_maxrss * 1024
+
+
+def kill_and_resume(world: EmulatedWorld, archive: Path, state: Path) -> dict[str, object]:
+    """SIGKILL `notaryd upload` 5 times at random moments, then let it finish."""
+    env = env_for(world, state)
+    rng = random.Random()
+    kills = []
+    for _ in range(5):
+        proc = subprocess.Popen(upload_command(archive, world.s3_url, "soak"),
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.0, 4.0))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills.append(round(time.monotonic(), 1))
+    code, _, _ = run_measured(upload_command(archive, world.s3_url, "soak"), env)
+    with sqlite3.connect(state / "notaryd.sqlite3") as conn:
+        resent = conn.execute("SELECT COALESCE(SUM((attempts-1)*length),0) FROM parts"
+                              " WHERE attempts > 1").fetchone()[0]
+        part = conn.execute("SELECT part_size FROM uploads").fetchone()[0]
+    return dict(exit=code, kills=len(kills), resent_upper_bound_mib=round(resent / MiB, 1),
+                allowed_mib=len(kills) * 9 * part / MiB)
 
 
 def main() -> None:
@@ -84,53 +107,35 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="notaryd-soak-"))
     archive = make_sample_archive(work / "archive.zip", args.size, content=args.content)
     expected = sha256_file(archive)
-    server = SeaweedServer(data_dir=work / "seaweedfs")
-    server.start()
-    server.create_bucket("soak")
+    hostile = FaultPlan(reset=0.2, internal_error=0.04, slow_down=0.03, request_timeout=0.03,
+                        stall=0.05, stall_seconds=600, seed=11,
+                        outage_after_bytes=int(args.size * args.outage_at),
+                        outage_seconds=args.outage_seconds)
+    world = EmulatedWorld(WorldConfig(emulator=None, data_dir=work / "seaweedfs",
+                                      faults=hostile if args.mode == "hostile" else None))
     result: dict[str, object] = {"mode": args.mode, "size": args.size}
     try:
-        if args.mode == "rss":
-            code, seconds, rss = run_measured(upload_command(archive, server.endpoint_url, "soak"),
-                                              env_for(server, work / "state"))
-            result.update(exit=code, seconds=round(seconds, 1), peak_rss_mib=round(rss / MiB, 1),
-                          mib_per_s=round(args.size / MiB / seconds, 1))
-        elif args.mode == "hostile":
-            plan = FaultPlan(reset=0.2, internal_error=0.04, slow_down=0.03, request_timeout=0.03,
-                             stall=0.05, stall_seconds=600, seed=11,
-                             outage_after_bytes=int(args.size * args.outage_at),
-                             outage_seconds=args.outage_seconds)
-            with FaultProxyThread(server.endpoint_url, plan) as proxy:
-                code, seconds, rss = run_measured(upload_command(archive, proxy.url, "soak"),
-                                                  env_for(server, work / "state"))
-                stats = proxy.stats
-            result.update(exit=code, seconds=round(seconds, 1), peak_rss_mib=round(rss / MiB, 1),
-                          wire_ratio=round(stats.request_body_bytes_received / args.size, 3),
-                          outage_seconds=args.outage_seconds,
-                          outcomes=dict(stats.outcomes))
-        else:
-            state = work / "state"
-            env = env_for(server, state)
-            rng = random.Random()
-            kills = []
-            for _ in range(5):
-                proc = subprocess.Popen(upload_command(archive, server.endpoint_url, "soak"),
-                                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                time.sleep(rng.uniform(1.0, 4.0))
-                if proc.poll() is not None:
-                    break
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills.append(round(time.monotonic(), 1))
-            code, seconds, _ = run_measured(upload_command(archive, server.endpoint_url, "soak"), env)
-            with sqlite3.connect(state / "notaryd.sqlite3") as conn:
-                resent = conn.execute("SELECT COALESCE(SUM((attempts-1)*length),0) FROM parts"
-                                      " WHERE attempts > 1").fetchone()[0]
-                part = conn.execute("SELECT part_size FROM uploads").fetchone()[0]
-            result.update(exit=code, kills=len(kills), resent_upper_bound_mib=round(resent / MiB, 1),
-                          allowed_mib=len(kills) * 9 * part / MiB)
-        result["right_bytes"] = stored_sha256(server, "soak", "soak/archive.zip") == expected
+        with world:
+            server = world.seaweed
+            server.create_bucket("soak")
+            if args.mode == "rss":
+                code, seconds, rss = run_measured(upload_command(archive, world.s3_url, "soak"),
+                                                  env_for(world, work / "state"))
+                result.update(exit=code, seconds=round(seconds, 1), peak_rss_mib=round(rss / MiB, 1),
+                              mib_per_s=round(args.size / MiB / seconds, 1))
+            elif args.mode == "hostile":
+                assert world.proxy is not None
+                code, seconds, rss = run_measured(upload_command(archive, world.s3_url, "soak"),
+                                                  env_for(world, work / "state"))
+                stats = world.proxy.stats
+                result.update(exit=code, seconds=round(seconds, 1), peak_rss_mib=round(rss / MiB, 1),
+                              wire_ratio=round(stats.request_body_bytes_received / args.size, 3),
+                              outage_seconds=args.outage_seconds,
+                              outcomes=dict(stats.outcomes))
+            else:
+                result.update(kill_and_resume(world, archive, work / "state"))
+            result["right_bytes"] = stored_sha256(server, "soak", "soak/archive.zip") == expected
     finally:
-        server.stop()
         subprocess.run(["rm", "-rf", str(work)], check=False)
     print(json.dumps(result))
 

@@ -5,7 +5,8 @@ tiers (see tests/support/tiers.py).
 by bucket (``bucket``). The notary emulator runs in the test's event loop (``emulator``) or on a
 thread of its own (``notary``) for tests that drive real ``notaryd`` processes against it.
 ``daemon`` is ``notaryd serve`` with the scripted fake pipeline; ``real_daemon`` runs the real
-pipeline against ``notary`` and is left for the test to start.
+pipeline against ``notary`` and is left for the test to start. SeaweedFS, the emulator and the
+fault proxy are the parts of ``service.emulator.world.EmulatedWorld``, as in `notaryd demo`.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import pytest
 from service.daemon.job_store import JobStore
 from service.emulator.auth import TeamKey
 from service.emulator.config import EmulatorConfig
+from service.emulator.faultplan import FaultPlan
 from service.emulator.faultproxy import FaultProxyThread
-from service.emulator.notary import BackgroundEmulator, NotaryEmulator, backend_for
+from service.emulator.notary import BackgroundEmulator, NotaryEmulator
 from service.emulator.seaweed import SeaweedServer
 from service.emulator.tickets import TicketDesk
+from service.emulator.world import EmulatedWorld, WorldConfig
 from tests.support.clocks import ManualClock, ShiftedClock
 from tests.support.daemon import Daemon
 from tests.support.emulator import notary_env
@@ -111,12 +114,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 
 @pytest.fixture(scope="session")
 def seaweed() -> Iterator[SeaweedServer]:
-    server = SeaweedServer(stop_timeout_seconds=1)  # its data is thrown away: no graceful stop (~10 s)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    # its data is thrown away: no graceful stop (~10 s)
+    with EmulatedWorld(WorldConfig(emulator=None, stop_timeout_seconds=1)) as s3_alone:
+        yield s3_alone.seaweed
 
 
 @pytest.fixture
@@ -130,8 +130,9 @@ def bucket(seaweed: SeaweedServer) -> str:
 @pytest.fixture
 def fault_proxy(seaweed: SeaweedServer) -> Iterator[FaultProxyThread]:
     """A fault-injecting proxy in front of ``seaweed`` on its own thread; starts with no faults."""
-    with FaultProxyThread(seaweed.endpoint_url) as proxy:
-        yield proxy
+    with EmulatedWorld(WorldConfig(emulator=None, faults=FaultPlan()), seaweed=seaweed) as world:
+        assert world.proxy is not None
+        yield world.proxy
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -186,10 +187,9 @@ def emulator_clock() -> ShiftedClock:
 async def emulator(
     seaweed: SeaweedServer, emulator_config: EmulatorConfig, emulator_clock: ShiftedClock
 ) -> AsyncIterator[NotaryEmulator]:
-    async with NotaryEmulator(
-        backend_for(seaweed), config=emulator_config, clock=emulator_clock
-    ) as running:
-        yield running
+    config = WorldConfig(emulator=emulator_config, clock=emulator_clock)
+    async with EmulatedWorld(config, seaweed=seaweed) as world:  # on the test's loop
+        yield world.emulator
 
 
 @pytest.fixture
@@ -210,14 +210,9 @@ async def ticket_desk(ticket_clock: ManualClock) -> AsyncIterator[TicketDesk]:
 @pytest.fixture
 def notary(seaweed: SeaweedServer, emulator_config: EmulatorConfig) -> Iterator[BackgroundEmulator]:
     """The emulator on a background thread, for tests whose own code does not run a loop."""
-    background = BackgroundEmulator(
-        lambda: NotaryEmulator(backend_for(seaweed), config=emulator_config)
-    )
-    background.start()
-    try:
-        yield background
-    finally:
-        background.stop()
+    with EmulatedWorld(WorldConfig(emulator=emulator_config), seaweed=seaweed) as world:
+        assert world.background is not None
+        yield world.background
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ sample shows it is already compressed: deflate would crawl through it for nothin
 entry over 4 GiB (and for the archive when its offsets need them). Game bundles carry single
 files over 4 GiB: without ZIP64 the package step fails ("Large file option has not been set").
 
-One streamed pass: the zip is written through ``_HashingWriter``, which computes the SHA-256 and
-the part checksums of exactly the bytes written, so the 20 GB archive is never read back before
-upload. The writer refuses ``seek``, so ``zipfile`` streams (data descriptors) instead of
-rewriting headers. Part boundaries need the part size before the size is known: the plan is made
+One streamed pass: the zip is written through ``_HashingWriter``, which feeds exactly the bytes
+written to the one hasher (``uploader.hashing.RunningDigest``: SHA-256 and the part checksums
+in the ``NOTARYD_CHECKSUM`` algorithm), so the 20 GB archive is never read back before upload.
+The writer refuses ``seek``, so ``zipfile`` streams (data descriptors) instead of rewriting headers. Part boundaries need the part size before the size is known: the plan is made
 for an upper bound of the archive's size and checked against the real size at the end (when
 they differ, which only happens near S3's 10,000-part limit, the archive is hashed again).
 
@@ -36,6 +36,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from uploader.bundle_walk import BeforeOpen, BundleChangedError, BundleTree, Member
 from uploader.config import UploadLimits
@@ -43,9 +44,10 @@ from uploader.hashing import (
     DEFAULT_ALGORITHM,
     ChecksumAlgorithm,
     FileDigest,
+    RunningDigest,
     hash_file_sync,
 )
-from uploader.planning import UploadPlan, plan_upload
+from uploader.planning import plan_upload
 from uploader.source_file import FileIdentity
 from uploader.state_dir import DIR_MODE, FILE_MODE, write_private
 
@@ -57,7 +59,7 @@ SAMPLE_BYTES = 1024 * 1024
 STORE_ABOVE_RATIO = 0.95
 
 
-__all__ = ["BundleChangedError", "PackagedBundle", "archive_dir", "archive_path_for",
+__all__ = ["BundleChangedError", "PackagedBundle", "Packing", "archive_dir", "archive_path_for",
            "package_bundle", "package_for_submission", "remove_archive"]
 
 
@@ -72,7 +74,8 @@ def fingerprint(tree: BundleTree, members: list[Member]) -> str:
 
 
 class _HashingWriter:
-    """A forward-only file that hashes what is written: SHA-256 and one checksum per part."""
+    """A forward-only file that feeds what is written to the one hasher (``RunningDigest``):
+    SHA-256 and one checksum per part, in any ``ChecksumAlgorithm``."""
 
     def __init__(self, path: Path, part_size: int, algorithm: ChecksumAlgorithm) -> None:
         # 0600 from the start, like everything in the state dir (uploader.state_dir): a looser
@@ -81,28 +84,16 @@ class _HashingWriter:
                      FILE_MODE)
         os.fchmod(fd, FILE_MODE)  # a .partial left by an older version may be looser
         self._file = os.fdopen(fd, "wb")
-        self._part_size = part_size
-        self._algorithm = algorithm
-        self.sha = hashlib.sha256()
-        self.parts: list[int] = []
-        self._crc = 0
-        self._in_part = 0
-        self.written = 0
+        self.digest = RunningDigest(part_size, algorithm)
+
+    @property
+    def written(self) -> int:
+        return self.digest.size
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
         self._file.write(view)
-        self.sha.update(view)
-        pos = 0
-        while pos < len(view):  # a write may straddle part boundaries
-            take = min(self._part_size - self._in_part, len(view) - pos)
-            self._crc = self._algorithm.update(view[pos : pos + take], self._crc)
-            pos += take
-            self._in_part += take
-            if self._in_part == self._part_size:
-                self.parts.append(self._crc)
-                self._crc, self._in_part = 0, 0
-        self.written += len(view)
+        self.digest.update(view)
         return len(view)
 
     def tell(self) -> int:
@@ -121,12 +112,6 @@ class _HashingWriter:
 
     def close(self) -> None:
         self._file.close()
-
-    def finish(self) -> list[int]:
-        """Part checksums, including the last partial part (or one empty part)."""
-        if self._in_part or not self.parts:
-            self.parts.append(self._crc)
-        return self.parts
 
 
 class _ReadReporter:
@@ -193,37 +178,30 @@ def _compression_for(fd: int, size: int) -> int:
     return zipfile.ZIP_STORED if packed > len(sample) * STORE_ABOVE_RATIO else zipfile.ZIP_DEFLATED
 
 
-def package_bundle(
-    bundle: Path,
-    archive_path: Path,
-    *,
-    part_size: int,
-    limits: UploadLimits | None = None,
-    algorithm: ChecksumAlgorithm = DEFAULT_ALGORITHM,
-    on_progress: Callable[[int, int], None] | None = None,
-    stop: threading.Event | None = None,
-    before_open: BeforeOpen | None = None,
-) -> FileDigest:
+class Packing(TypedDict, total=False):
+    """What ``package_bundle`` and ``package_for_submission`` take besides the part size."""
+
+    limits: UploadLimits | None
+    algorithm: ChecksumAlgorithm  # NOTARYD_CHECKSUM; DEFAULT_ALGORITHM when absent
+    on_progress: Callable[[int, int], None] | None
+    stop: threading.Event | None
+    before_open: BeforeOpen | None
+
+
+def package_bundle(bundle: Path, archive_path: Path, *, part_size: int,
+                   **options: Unpack[Packing]) -> FileDigest:
     """Zip ``bundle`` to ``archive_path`` (atomically) and return the zip's digest. Blocking.
 
     ``on_progress(done, total)`` counts the bundle's file bytes read (the zip may be smaller).
     """
-    with BundleTree(bundle, before_open=before_open) as tree:
-        return _package(tree, tree.walk(), archive_path, part_size=part_size, limits=limits,
-                        algorithm=algorithm, on_progress=on_progress, stop=stop)
+    with BundleTree(bundle, before_open=options.get("before_open")) as tree:
+        return _package(tree, tree.walk(), archive_path, part_size, options)
 
 
-def _package(
-    tree: BundleTree,
-    members: list[Member],
-    archive_path: Path,
-    *,
-    part_size: int,
-    limits: UploadLimits | None,
-    algorithm: ChecksumAlgorithm,
-    on_progress: Callable[[int, int], None] | None,
-    stop: threading.Event | None,
-) -> FileDigest:
+def _package(tree: BundleTree, members: list[Member], archive_path: Path, part_size: int,
+             options: Packing) -> FileDigest:
+    limits = options.get("limits")
+    algorithm = options.get("algorithm", DEFAULT_ALGORITHM)
     upper_bound = sum(m.st.st_size + m.st.st_size // 500 + len(m.relative) * 2
                       + _PER_ENTRY_OVERHEAD for m in members) + 1024
     planned = plan_upload(upper_bound, part_size, limits)
@@ -233,7 +211,9 @@ def _package(
     source_bytes = sum(m.st.st_size for m in members if stat.S_ISREG(m.st.st_mode))
     try:
         with zipfile.ZipFile(writer, "w", allowZip64=True) as archive:
-            _write_entries(archive, tree, members, _ReadReporter(source_bytes, on_progress), stop)
+            _write_entries(archive, tree, members,
+                           _ReadReporter(source_bytes, options.get("on_progress")),
+                           options.get("stop"))
         writer.sync()
         writer.close()
         os.replace(partial, archive_path)
@@ -248,20 +228,10 @@ def _package(
         plan = plan_upload(writer.written, part_size, limits)
         if plan.part_size != planned.part_size:
             return hash_file_sync(archive_path, plan, algorithm)
-        return _digest(archive_path, plan, algorithm, writer)
+        return writer.digest.digest(FileIdentity.of(archive_path))
     except BaseException:
         archive_path.unlink(missing_ok=True)
         raise
-
-
-def _digest(path: Path, plan: UploadPlan, algorithm: ChecksumAlgorithm,
-            writer: _HashingWriter) -> FileDigest:
-    parts = writer.finish()
-    whole = 0
-    for number, value in enumerate(parts, start=1):
-        whole = algorithm.combine(whole, value, plan.part(number).length)
-    return FileDigest(FileIdentity.of(path), writer.sha.hexdigest(), plan.part_size, algorithm,
-                      tuple(algorithm.to_wire(v) for v in parts), algorithm.to_wire(whole))
 
 
 @dataclass(frozen=True)
@@ -282,28 +252,18 @@ def archive_path_for(bundle: Path, state_dir: Path) -> Path:
     return archive_dir(state_dir) / f"{bundle.stem}-{tag}.zip"
 
 
-def package_for_submission(
-    bundle: Path,
-    state_dir: Path,
-    *,
-    part_size: int,
-    limits: UploadLimits | None = None,
-    algorithm: ChecksumAlgorithm = DEFAULT_ALGORITHM,
-    on_progress: Callable[[int, int], None] | None = None,
-    stop: threading.Event | None = None,
-    before_open: BeforeOpen | None = None,
-) -> PackagedBundle:
+def package_for_submission(bundle: Path, state_dir: Path, *, part_size: int,
+                           **options: Unpack[Packing]) -> PackagedBundle:
     """Zip the bundle into the state dir, or reuse the zip of the same, unchanged tree."""
     archive = archive_path_for(bundle, state_dir)
     stamp = archive.with_name(archive.name + ".tree")
-    with BundleTree(bundle, before_open=before_open) as tree:
+    with BundleTree(bundle, before_open=options.get("before_open")) as tree:
         members = tree.walk()
         tree_print = fingerprint(tree, members)
         if archive.is_file() and stamp.is_file() and stamp.read_text(encoding="ascii") == tree_print:
             return PackagedBundle(bundle, archive, None)
         stamp.unlink(missing_ok=True)
-        digest = _package(tree, members, archive, part_size=part_size, limits=limits,
-                          algorithm=algorithm, on_progress=on_progress, stop=stop)
+        digest = _package(tree, members, archive, part_size, options)
         try:
             if fingerprint(tree, tree.walk()) != tree_print:  # a member added or removed
                 raise BundleChangedError(bundle)

@@ -39,7 +39,7 @@ from uploader.planning import Part, UploadPlan
 from uploader.source_file import FileIdentity, opened_source
 
 __all__ = ["DEFAULT_ALGORITHM", "FALLBACK", "ChecksumAlgorithm", "FileDigest", "PartHasher",
-           "hash_file", "hash_file_sync", "part_checksum_sync"]
+           "RunningDigest", "hash_file", "hash_file_sync", "part_checksum_sync"]
 
 READ_SIZE = 8 * 1024 * 1024
 PROGRESS_EVERY = 64 * 1024 * 1024
@@ -71,6 +71,53 @@ def hash_file_sync(
         return _hash_fd(fd, path, plan, algorithm, on_progress, stop)
 
 
+class RunningDigest:
+    """The one hasher: SHA-256 of every byte fed, one checksum per ``part_size`` bytes (any
+    ``ChecksumAlgorithm``), and the whole object's value (CRC algorithms: combined from the
+    parts; composite algorithms and NONE: ''). Fed by the hashing pass and the bundle zipper."""
+
+    def __init__(self, part_size: int, algorithm: ChecksumAlgorithm) -> None:
+        self.sha = hashlib.sha256()
+        self.algorithm = algorithm
+        self.parts: list[str] = []  # wire form, part 1 first
+        self.size = 0
+        self._part_size = part_size
+        self._hasher = algorithm.hasher()
+        self._in_part = 0
+        self._whole = 0
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        chunk = memoryview(data).cast("B")
+        self.sha.update(chunk)
+        pos = 0
+        while pos < len(chunk):  # a read or write may straddle part boundaries
+            take = min(self._part_size - self._in_part, len(chunk) - pos)
+            self._hasher.update(chunk[pos : pos + take])
+            pos += take
+            self._in_part += take
+            if self._in_part == self._part_size:
+                self._end_part()
+        self.size += len(chunk)
+
+    def _end_part(self) -> None:
+        self.parts.append(self._hasher.wire())
+        if self.algorithm.is_crc:
+            self._whole = self.algorithm.combine(self._whole, self._hasher.value, self._in_part)
+        self._hasher, self._in_part = self.algorithm.hasher(), 0
+
+    def finish(self) -> tuple[str, tuple[str, ...], str]:
+        """(SHA-256 hex, part checksums including the last partial part or one empty part,
+        the whole object's checksum)."""
+        if self._in_part or not self.parts:
+            self._end_part()
+        whole = self.algorithm.to_wire(self._whole) if self.algorithm.is_crc else ""
+        return self.sha.hexdigest(), tuple(self.parts), whole
+
+    def digest(self, identity: FileIdentity) -> FileDigest:
+        sha, parts, whole = self.finish()
+        return FileDigest(identity, sha, self._part_size, self.algorithm, parts, whole)
+
+
 def _hash_fd(
     fd: int,
     path: Path,
@@ -82,14 +129,9 @@ def _hash_fd(
     before = FileIdentity.of_stat(path, os.fstat(fd))
     if before.size != plan.size:
         raise SourceChangedError(path, f"size {plan.size} -> {before.size} bytes")
-    sha = hashlib.sha256()
-    part_values: list[str] = []
-    whole = 0  # the whole file's checksum, combined from the parts
+    running = RunningDigest(plan.part_size, algorithm)
     buffer = bytearray(READ_SIZE)
     view = memoryview(buffer)
-    hasher = algorithm.hasher()
-    part_left = plan.part(1).length
-    done = 0
     next_report = PROGRESS_EVERY
     with open(fd, "rb", buffering=0, closefd=False) as f:
         while True:
@@ -98,36 +140,19 @@ def _hash_fd(
             n = f.readinto(buffer)
             if not n:
                 break
-            chunk = view[:n]
-            sha.update(chunk)
-            pos = 0
-            while pos < n:  # a read may straddle part boundaries
-                take = min(part_left, n - pos)
-                hasher.update(chunk[pos : pos + take])
-                pos += take
-                part_left -= take
-                if part_left == 0 and len(part_values) < plan.part_count:
-                    part_values.append(hasher.wire())
-                    if algorithm.is_crc:
-                        whole = algorithm.combine(whole, hasher.value,
-                                                  plan.part(len(part_values)).length)
-                    hasher = algorithm.hasher()
-                    if len(part_values) < plan.part_count:
-                        part_left = plan.part(len(part_values) + 1).length
-            done += n
-            if on_progress and done >= next_report:
-                on_progress(done)
-                next_report = done + PROGRESS_EVERY
-    if plan.size == 0:  # one empty part
-        part_values.append(algorithm.hasher().wire())
+            running.update(view[:n])
+            if on_progress and running.size >= next_report:
+                on_progress(running.size)
+                next_report = running.size + PROGRESS_EVERY
+    done = running.size
+    digest = running.digest(before)
     after = FileIdentity.of(path)
     what = before.difference(after) or (None if done == plan.size else f"read {done} of {plan.size} bytes")
-    if what or len(part_values) != plan.part_count:
+    if what or len(digest.part_checksums) != plan.part_count:
         raise SourceChangedError(path, what or "part count mismatch while hashing")
     if on_progress:
         on_progress(done)
-    return FileDigest(before, sha.hexdigest(), plan.part_size, algorithm, tuple(part_values),
-                      algorithm.to_wire(whole) if algorithm.is_crc else "")
+    return digest
 
 
 async def hash_file(

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from service.settings import Settings
-from uploader.errors import ConfigError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 
@@ -51,111 +50,108 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import replace
 
+    from service.emulator.world import EmulatedWorld
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="notaryd-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"notaryd demo: working in {workdir}")
+    try:
+        with EmulatedWorld(_world_config(args, workdir)) as world:
+            key = world.team_key(workdir / "keys")
+            world.call(lambda e: setattr(e.tickets, "propagation_seconds", 8.0))
+            if args.put_object_only:
+                print("notaryd demo: upload credentials allow only the PutObject family")
+            emulator = world.emulator
+            print(f"notaryd demo: notary emulator at {emulator.api_url}, "
+                  f"S3 at {emulator.s3_endpoint_url}")
+            if world.proxy is not None:
+                print(f"notaryd demo: lossy network in front of S3 at {world.s3_url}")
+            bundle = _write_sample(workdir, args)
+            demo_settings = replace(
+                settings, key_id=key.key_id, issuer_id=key.issuer_id, private_key=key.path,
+                api_url=emulator.api_url, s3_endpoint_url=world.s3_url, s3_accelerate=False,
+                ticket_url=emulator.ticket_url, state_dir=workdir / "state", stall_timeout=10.0,
+                poll_initial=1.0, poll_max=5.0,
+            )
+            return _notarize(demo_settings, bundle, args)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir / "seaweedfs", ignore_errors=True)
+
+
+def _world_config(args: argparse.Namespace, workdir: Path) -> Any:
+    from service.emulator.config import EmulatorConfig
+    from service.emulator.faultplan import FaultPlan
+    from service.emulator.world import WorldConfig
+
+    lossy = FaultPlan(reset=0.1, internal_error=0.05, slow_down=0.03, stall=0.02,
+                      stall_seconds=120, seed=int(time.time()))
+    return WorldConfig(emulator=EmulatorConfig(processing_delay_seconds=5.0),
+                       faults=lossy if args.lossy else None, data_dir=workdir / "seaweedfs",
+                       put_object_only=args.put_object_only)
+
+
+def _write_sample(workdir: Path, args: argparse.Namespace) -> Path:
+    from service.emulator.sample_app import make_sample_app
+    from service.progress import human_bytes
+
+    bundle = workdir / "build" / "NotarydDemo.app"
+    print(f"notaryd demo: writing {bundle.name} with {human_bytes(args.size)} of "
+          f"{args.content} assets")
+    make_sample_app(bundle.parent, "NotarydDemo", big_file_bytes=args.size)
+    if args.content == "random":
+        _fill_random(bundle / "Contents" / "Resources" / "assets.pak", args.size)
+    (bundle / "Contents" / "CodeResources").unlink(missing_ok=True)  # a re-run staples anew
+    return bundle
+
+
+def _notarize(settings: Settings, bundle: Path, args: argparse.Namespace) -> int:
+    """The real pipeline with progress bars and Prometheus metrics; prints what it did."""
     from prometheus_client import start_http_server
 
     from service import runtime
     from service.commands.notary import exit_code_for, print_outcome
     from service.daemon.metrics import DaemonMetrics
-    from service.emulator.config import EmulatorConfig
-    from service.emulator.faultplan import FaultPlan
-    from service.emulator.faultproxy import FaultProxyThread
-    from service.emulator.notary import BackgroundEmulator, NotaryEmulator, backend_for
-    from service.emulator.sample_app import make_sample_app
-    from service.emulator.seaweed import SeaweedServer
     from service.progress import ProgressDisplay, human_bytes
     from uploader.database import Database
     from uploader.notary.pipeline import Notarizer, NotarizeRequest
     from uploader.staple.check import check_staple
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="notaryd-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    say = print
-    say(f"notaryd demo: working in {workdir}")
-    seaweed = SeaweedServer(data_dir=workdir / "seaweedfs")
-    try:
-        seaweed.start()
-    except FileNotFoundError as missing:
-        raise ConfigError(
-            f"the demo needs SeaweedFS ({missing}); install it with pip install 'notaryd[emulator]'"
-        ) from None
-    background = BackgroundEmulator(lambda: NotaryEmulator(
-        backend_for(seaweed), config=EmulatorConfig(processing_delay_seconds=5.0)))
-    proxy: FaultProxyThread | None = None
-    try:
-        emulator = background.start()
-        key = background.call(lambda e: e.make_team_key(workdir / "keys"))
-        if args.put_object_only:
-            from service.emulator.s3front import PUT_OBJECT_ONLY
+    config = settings.notary_config()
+    metrics = DaemonMetrics()
+    server, _thread = start_http_server(0, addr="127.0.0.1", registry=metrics.registry)
+    print(f"notaryd demo: Prometheus metrics at http://127.0.0.1:{server.server_port}/metrics")
 
-            background.call(lambda e: setattr(e.s3, "denied_operations", PUT_OBJECT_ONLY))
-            say("notaryd demo: upload credentials allow only the PutObject family")
-        say(f"notaryd demo: notary emulator at {emulator.api_url}, S3 at {emulator.s3_endpoint_url}")
-        s3_url = emulator.s3_endpoint_url
-        if args.lossy:
-            proxy = FaultProxyThread(s3_url, FaultPlan(reset=0.1, internal_error=0.05,
-                                                       slow_down=0.03, stall=0.02,
-                                                       stall_seconds=120, seed=int(time.time())))
-            proxy.start()
-            s3_url = proxy.url
-            say(f"notaryd demo: lossy network in front of S3 at {s3_url}")
-        background.call(lambda e: setattr(e.tickets, "propagation_seconds", 8.0))
-        bundle = workdir / "build" / "NotarydDemo.app"
-        say(f"notaryd demo: writing {bundle.name} with {human_bytes(args.size)} of "
-            f"{args.content} assets")
-        make_sample_app(bundle.parent, "NotarydDemo", big_file_bytes=args.size)
-        if args.content == "random":
-            _fill_random(bundle / "Contents" / "Resources" / "assets.pak", args.size)
-        (bundle / "Contents" / "CodeResources").unlink(missing_ok=True)  # a re-run staples anew
+    async def notarize() -> Any:
+        db = await Database.open(settings.database_path)
+        with ProgressDisplay(plain_interval_seconds=2.0) as display:
+            notarizer = Notarizer(db, config, hooks=[display, metrics])
+            try:
+                # The sample is signed ad hoc, not with a Developer ID: preflight would stop it.
+                return await notarizer.run(NotarizeRequest(bundle, skip_preflight=True))
+            finally:
+                await notarizer.close()
+                await db.close()
 
-        demo_settings = replace(
-            settings, key_id=key.key_id, issuer_id=key.issuer_id, private_key=key.path,
-            api_url=emulator.api_url, s3_endpoint_url=s3_url, s3_accelerate=False,
-            ticket_url=emulator.ticket_url,
-            state_dir=workdir / "state", stall_timeout=10.0, poll_initial=1.0, poll_max=5.0,
-        )
-        config = demo_settings.notary_config()
-        metrics = DaemonMetrics()
-        server, _thread = start_http_server(0, addr="127.0.0.1", registry=metrics.registry)
-        metrics_url = f"http://127.0.0.1:{server.server_port}/metrics"
-        say(f"notaryd demo: Prometheus metrics at {metrics_url}")
-
-        async def notarize() -> Any:
-            db = await Database.open(demo_settings.database_path)
-            with ProgressDisplay(plain_interval_seconds=2.0) as display:
-                notarizer = Notarizer(db, config, hooks=[display, metrics])
-                try:
-                    # The sample is signed ad hoc, not with a Developer ID: preflight would stop it.
-                    return await notarizer.run(NotarizeRequest(bundle, skip_preflight=True))
-                finally:
-                    await notarizer.close()
-                    await db.close()
-
-        started = time.monotonic()
-        outcome = runtime.run(notarize())
-        elapsed = time.monotonic() - started
-        print_outcome(outcome, as_json=False, waited=True)
-        uploaded = metrics.registry.get_sample_value("notaryd_upload_bytes_total") or 0.0
-        say(f"notaryd demo: a bundle with {human_bytes(args.size)} of {args.content} assets "
-            f"(zipped to {human_bytes(uploaded)}) notarised in {elapsed:.1f} s, including the "
-            "emulator's processing delay and ticket propagation")
-        for line in metrics.render().decode().splitlines():
-            if line.startswith(("notaryd_upload_bytes_total", "notaryd_upload_resent_bytes_total",
-                                "notaryd_part_retries_total{", "notaryd_notary_requests_total{")):
-                say(f"  {line}")
-        if outcome.accepted:
-            say(f"notaryd demo: staple --check: {check_staple(bundle).message}")
-        say(f"notaryd demo: state database and logs in {demo_settings.state_dir}")
-        server.shutdown()
-        if outcome.staple is not None and outcome.staple.failed:
-            return 1
-        return exit_code_for(outcome.status)
-    finally:
-        if proxy is not None:
-            proxy.stop()
-        background.stop()
-        seaweed.stop()
-        if args.workdir is None:
-            shutil.rmtree(workdir / "seaweedfs", ignore_errors=True)
+    started = time.monotonic()
+    outcome = runtime.run(notarize())
+    elapsed = time.monotonic() - started
+    print_outcome(outcome, as_json=False, waited=True)
+    uploaded = metrics.registry.get_sample_value("notaryd_upload_bytes_total") or 0.0
+    print(f"notaryd demo: a bundle with {human_bytes(args.size)} of {args.content} assets "
+          f"(zipped to {human_bytes(uploaded)}) notarised in {elapsed:.1f} s, including the "
+          "emulator's processing delay and ticket propagation")
+    for line in metrics.render().decode().splitlines():
+        if line.startswith(("notaryd_upload_bytes_total", "notaryd_upload_resent_bytes_total",
+                            "notaryd_part_retries_total{", "notaryd_notary_requests_total{")):
+            print(f"  {line}")
+    if outcome.accepted:
+        print(f"notaryd demo: staple --check: {check_staple(bundle).message}")
+    print(f"notaryd demo: state database and logs in {settings.state_dir}")
+    server.shutdown()
+    if outcome.staple is not None and outcome.staple.failed:
+        return 1
+    return exit_code_for(outcome.status)
 
 
 def _fill_random(path: Path, size: int) -> None:

@@ -17,9 +17,7 @@ from pathlib import Path
 
 from service.emulator.config import EmulatorConfig
 from service.emulator.faults import Faults
-from service.emulator.notary import NotaryEmulator, backend_for
-from service.emulator.s3front import PUT_OBJECT_ONLY
-from service.emulator.seaweed import SeaweedServer
+from service.emulator.world import EmulatedWorld, WorldConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,35 +38,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    seaweed = await asyncio.to_thread(SeaweedServer().start)
-    try:
-        emulator = NotaryEmulator(
-            backend_for(seaweed),
-            config=EmulatorConfig(
-                processing_delay_seconds=args.processing_delay,
-                credential_lifetime_seconds=args.credential_lifetime,
-            ),
-            faults=Faults(stuck_next=args.stuck_next, agreement_missing=args.agreement_missing),
-            host=args.host,
-            api_port=args.api_port,
-            s3_port=args.s3_port,
-        )
-        if args.put_object_only:
-            emulator.s3.denied_operations = PUT_OBJECT_ONLY
-        async with emulator:
-            key = await asyncio.to_thread(emulator.make_team_key, args.key_dir.resolve())
-            for name, value in emulator.environment(key).items():
-                print(f"export {name}={shlex.quote(value)}")
-            sys.stdout.flush()  # whoever reads a redirected stdout gets the settings now
-            print("# serving; Ctrl-C to stop", file=sys.stderr, flush=True)
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            await stop.wait()
-            print(f"# {emulator.submissions_created} submission(s) created", file=sys.stderr)
-    finally:
-        await asyncio.to_thread(seaweed.stop)
+    config = WorldConfig(
+        emulator=EmulatorConfig(processing_delay_seconds=args.processing_delay,
+                                credential_lifetime_seconds=args.credential_lifetime),
+        emulator_faults=Faults(stuck_next=args.stuck_next, agreement_missing=args.agreement_missing),
+        host=args.host, api_port=args.api_port, s3_port=args.s3_port,
+        put_object_only=args.put_object_only,
+    )
+    async with EmulatedWorld(config) as world:
+        key = await asyncio.to_thread(world.team_key, args.key_dir.resolve())
+        for name, value in world.environment(key).items():
+            print(f"export {name}={shlex.quote(value)}")
+        sys.stdout.flush()  # whoever reads a redirected stdout gets the settings now
+        print("# serving; Ctrl-C to stop", file=sys.stderr, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        print(f"# {world.emulator.submissions_created} submission(s) created", file=sys.stderr)
     return 0
 
 

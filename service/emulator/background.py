@@ -10,9 +10,42 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
+
+
+class Startable:
+    """``with server:`` is ``server.start()`` ... ``server.stop()``, for the emulated world's
+    synchronous parts (SeaweedFS, the fault proxy's thread)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class AsyncStartable:
+    """``async with server:`` is ``await server.start()`` ... ``await server.stop()``."""
+
+    async def start(self) -> Self:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
 
 class LoopThread:
@@ -29,6 +62,16 @@ class LoopThread:
         self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self._thread.start()
         self._ready.wait()
+
+    def start_serving(self, start: Coroutine[Any, Any, T], timeout_seconds: float) -> T:
+        """Start the thread and run ``start`` (a server's start) on it; on failure the thread
+        is stopped again."""
+        self.start()
+        try:
+            return self.run(start, timeout_seconds)
+        except BaseException:
+            self.stop()
+            raise
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout_seconds: float) -> T:
         """Run ``coroutine`` on the loop and wait (from another thread) for its result."""

@@ -89,23 +89,23 @@ DEFAULT_OPERATIONS = frozenset({Operation.UPLOAD_PART})
 class FaultPlan:
     """What the proxy does to requests. Probabilities are per selected request; sum ≤ 1."""
 
-    reset: float = 0.0
-    internal_error: float = 0.0
-    slow_down: float = 0.0
-    request_timeout: float = 0.0
-    stall: float = 0.0
-    mid_body_stall: float = 0.0
-    expect_hang: float = 0.0
-    lost_response: float = 0.0
+    reset: float = 0.0  # part of the body read, then TCP RST
+    internal_error: float = 0.0  # 500 InternalError
+    slow_down: float = 0.0  # 503 SlowDown
+    request_timeout: float = 0.0  # 400 RequestTimeout
+    stall: float = 0.0  # no read, no answer for stall_seconds, then RST
+    mid_body_stall: float = 0.0  # part of the body read, then a stall
+    expect_hang: float = 0.0  # no 100 Continue to Expect: 100-continue
+    lost_response: float = 0.0  # forwarded (it takes effect), then RST instead of the answer
     stall_seconds: float = 600.0
-    latency_seconds: float = 0.0
-    bandwidth_bytes_per_second: float | None = None
-    expired_token: bool = False
-    expired_token_after_seconds: float | None = None
-    outage_after_bytes: int | None = None
+    latency_seconds: float = 0.0  # added to every request: the link's
+    bandwidth_bytes_per_second: float | None = None  # request bodies, all connections together
+    expired_token: bool = False  # every request: 400 ExpiredToken
+    expired_token_after_seconds: float | None = None  # ... from this long after the plan was set
+    outage_after_bytes: int | None = None  # a total outage from this many body bytes received
     outage_seconds: float = 0.0
-    operations: frozenset[Operation] = DEFAULT_OPERATIONS
-    clean_first: int = 0
+    operations: frozenset[Operation] = DEFAULT_OPERATIONS  # the requests faults are drawn for
+    clean_first: int = 0  # the first N of those pass untouched
     seed: int = 0
 
     def __post_init__(self) -> None:

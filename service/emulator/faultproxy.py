@@ -60,16 +60,14 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 from yarl import URL
 
-from service.emulator.background import LoopThread
+from service.emulator.background import AsyncStartable, LoopThread, Startable
 from service.emulator.faultplan import (
     CLIENT_GONE,
-    DEFAULT_OPERATIONS,
     EXPIRED_TOKEN,
     FORWARDED,
     OUTAGE,
@@ -77,9 +75,9 @@ from service.emulator.faultplan import (
     Fault,
     FaultDraws,
     FaultPlan,
-    Operation,
     classify,
 )
+from service.emulator.faultproxy_args import argument_parser, plan_from_args
 from service.emulator.relay import (
     CHUNK_BYTES,
     ClientGone,
@@ -131,7 +129,7 @@ def _body_length(request: web.BaseRequest) -> int | None:
     return None
 
 
-class FaultProxy:
+class FaultProxy(AsyncStartable):
     """The proxy server on the running event loop. ``async with`` starts and stops it.
 
     ``clock`` (monotonic seconds) times the expiry and outage windows and the bandwidth cap;
@@ -258,17 +256,6 @@ class FaultProxy:
             self._link_like_sockets = False
             self._bound_port = None
 
-    async def __aenter__(self) -> FaultProxy:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     # -- request handling --------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -360,23 +347,31 @@ class FaultProxy:
         return web.json_response({"error": f"unknown control endpoint {request.path}"}, status=404)
 
 
-class FaultProxyThread:
+class FaultProxyThread(Startable):
     """A FaultProxy on its own event loop in a background thread, for synchronous callers."""
 
     def __init__(self, upstream_url: str, plan: FaultPlan | None = None, **kwargs: Any) -> None:
         self._proxy = FaultProxy(upstream_url, plan, **kwargs)
         self._thread = LoopThread("faultproxy")
 
-    @property
-    def url(self) -> str:
-        return self._proxy.url
+    def start(self) -> FaultProxyThread:
+        """Start the proxy; returns once it accepts connections."""
+        self._thread.start_serving(self._proxy.start(), 60)
+        return self
 
     @property
-    def stats(self) -> ProxyStats:
-        return self._proxy.stats
+    def url(self) -> str:
+        """``http://HOST:PORT`` of the proxy, once started."""
+        return self._proxy.url
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):  # not started
+            self._thread.run(self._proxy.stop(), 30)
+        self._thread.stop()
 
     @property
     def plan(self) -> FaultPlan:
+        """The plan in force."""
         return self._proxy.plan
 
     def set_plan(self, plan: FaultPlan) -> None:
@@ -386,101 +381,13 @@ class FaultProxyThread:
     def expire_credentials(self) -> None:
         self.set_plan(dataclasses.replace(self._proxy.plan, expired_token=True))
 
-    def start(self) -> FaultProxyThread:
-        """Start the proxy; returns once it accepts connections."""
-        self._thread.start()
-        try:
-            self._thread.run(self._proxy.start(), 60)
-        except BaseException:
-            self._thread.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        with contextlib.suppress(RuntimeError):  # not started
-            self._thread.run(self._proxy.stop(), 30)
-        self._thread.stop()
-
-    def __enter__(self) -> FaultProxyThread:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    @property
+    def stats(self) -> ProxyStats:
+        """What the proxy saw and did so far (safe from any thread)."""
+        return self._proxy.stats
 
 
-# -- command line ----------------------------------------------------------------------
-
-
-def _parse_listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(
-            f"--listen {value!r}: expected HOST:PORT, e.g. 127.0.0.1:0"
-        )
-    return host, int(port)
-
-
-def _argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m service.emulator.faultproxy",
-        description="Fault-injecting reverse proxy in front of an S3 server. Prints its URL on "
-        "the first line of stdout, its final stats as JSON on exit (SIGTERM/SIGINT).",
-    )
-    parser.add_argument(
-        "--upstream", required=True, help="S3 server URL, e.g. http://127.0.0.1:8333"
-    )
-    parser.add_argument("--listen", type=_parse_listen, default=("127.0.0.1", 0), help="HOST:PORT")
-    for fault in Fault:
-        parser.add_argument(
-            f"--{fault.value.replace('_', '-')}",
-            dest=fault.value,
-            type=float,
-            default=0.0,
-            metavar="P",
-            help=f"probability of {fault.value} per selected request",
-        )
-    parser.add_argument("--stall-seconds", type=float, default=600.0)
-    parser.add_argument("--latency", type=float, default=0.0, help="added seconds per request")
-    parser.add_argument("--bandwidth", type=float, default=None, help="request-body cap, bytes/s")
-    parser.add_argument("--expired-token-after", type=float, default=None, metavar="SECONDS")
-    parser.add_argument(
-        "--operations",
-        default=",".join(sorted(DEFAULT_OPERATIONS)),
-        help=f"comma-separated operations faults apply to: {', '.join(o.value for o in Operation)}",
-    )
-    parser.add_argument("--outage-after-bytes", type=int, default=None, metavar="BYTES",
-                        help="start a total outage once this many body bytes were received")
-    parser.add_argument("--outage-seconds", type=float, default=0.0,
-                        help="how long the outage lasts")
-    parser.add_argument("--clean-first", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
-    return parser
-
-
-def plan_from_args(args: argparse.Namespace) -> FaultPlan:
-    try:
-        operations = frozenset(
-            Operation(o.strip()) for o in args.operations.split(",") if o.strip()
-        )
-    except ValueError as error:
-        raise ConfigError(f"--operations: {error}") from error
-    return FaultPlan(
-        **{fault.value: getattr(args, fault.value) for fault in Fault},
-        stall_seconds=args.stall_seconds,
-        latency_seconds=args.latency,
-        bandwidth_bytes_per_second=args.bandwidth,
-        expired_token_after_seconds=args.expired_token_after,
-        outage_after_bytes=args.outage_after_bytes,
-        outage_seconds=args.outage_seconds,
-        operations=operations,
-        clean_first=args.clean_first,
-        seed=args.seed,
-    )
+# -- command line (service/emulator/faultproxy_args.py) ---------------------------------
 
 
 async def _serve_until_signalled(args: argparse.Namespace, plan: FaultPlan) -> ProxyStats:
@@ -498,7 +405,7 @@ async def _serve_until_signalled(args: argparse.Namespace, plan: FaultPlan) -> P
 def main(argv: list[str] | None = None) -> int:
     from service.runtime import run
 
-    args = _argument_parser().parse_args(argv)
+    args = argument_parser().parse_args(argv)
     try:
         plan = plan_from_args(args)
     except ConfigError as error:

@@ -27,7 +27,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.emulator.auth import RequestBudget, TeamKey, TeamKeys, TokenRules, TokenStats
-from service.emulator.background import LoopThread
+from service.emulator.background import AsyncStartable, LoopThread
 from service.emulator.config import EmulatorConfig
 from service.emulator.faults import FaultPolicy, Faults
 from service.emulator.notary_api import NotaryApi
@@ -58,7 +58,7 @@ def _token_rules(config: EmulatorConfig) -> TokenRules:
     )
 
 
-class NotaryEmulator:
+class NotaryEmulator(AsyncStartable):
     """The notary API on ``api_url`` and its upload bucket on ``s3_endpoint_url`` (loopback)."""
 
     def __init__(
@@ -110,15 +110,14 @@ class NotaryEmulator:
         self.s3_port = 0
 
     def __repr__(self) -> str:
-        return (
-            f"<NotaryEmulator api_url={self.api_url if self.api_port else None!r} "
-            f"submissions={len(self._submissions)}>"
-        )
+        api_url = self.api_url if self.api_port else None
+        return f"<NotaryEmulator api_url={api_url!r} submissions={len(self._submissions)}>"
 
     # -- settings that tests change at run time -----------------------------------------------
 
     @property
     def config(self) -> EmulatorConfig:
+        """Verdict delay, credential lifetime ...; a new one applies from the next request."""
         return self._config
 
     @config.setter
@@ -172,15 +171,13 @@ class NotaryEmulator:
 
     @property
     def api_url(self) -> str:
-        return f"{self.base_url}/notary/v2"
+        """The notary API (NOTARYD_API_URL)."""
+        return self.base_url + "/notary/v2"
 
     @property
     def ticket_url(self) -> str:
-        return f"{self.base_url}{LOOKUP_PATH}"
-
-    @property
-    def s3_endpoint_url(self) -> str:
-        return f"http://{self.host}:{self.s3_port}"
+        """The CloudKit-style ticket lookup (NOTARYD_TICKET_URL)."""
+        return self.base_url + LOOKUP_PATH
 
     def environment(self, key: TeamKey) -> dict[str, str]:
         """The ``NOTARYD_*`` settings that point notaryd at this emulator with ``key``."""
@@ -193,6 +190,11 @@ class NotaryEmulator:
             "NOTARYD_ISSUER_ID": key.issuer_id,
             "NOTARYD_PRIVATE_KEY": str(key.path),
         }
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        """The S3 front that checks the issued credentials (NOTARYD_S3_ENDPOINT_URL)."""
+        return f"http://{self.host}:{self.s3_port}"
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -221,12 +223,6 @@ class NotaryEmulator:
             await runner.cleanup()
         self._runners.clear()
         await self.s3._close()
-
-    async def __aenter__(self) -> NotaryEmulator:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     # -- keys and submissions -----------------------------------------------------------------
 
@@ -279,12 +275,7 @@ class BackgroundEmulator:
         async def start() -> NotaryEmulator:  # built on its loop: what it makes belongs there
             return await self._factory().start()
 
-        self._thread.start()
-        try:
-            self._emulator = self._thread.run(start(), timeout_seconds)
-        except BaseException:
-            self.stop()
-            raise
+        self._emulator = self._thread.start_serving(start(), timeout_seconds)
         return self._emulator
 
     def call(self, fn: Callable[[NotaryEmulator], T], timeout_seconds: float = 30.0) -> T:

@@ -91,17 +91,9 @@ class Webhooks:
 class Processor:
     """Processes landed submissions; owns every task it starts (``stop`` cancels them)."""
 
-    def __init__(
-        self,
-        config: EmulatorConfig,
-        s3: S3Front,
-        tickets: TicketDesk,
-        clock: Callable[[], float],
-    ) -> None:
-        self.config = config
-        self._s3 = s3
-        self._tickets = tickets
-        self._clock = clock
+    def __init__(self, config: EmulatorConfig, s3: S3Front, tickets: TicketDesk,
+                 clock: Callable[[], float]) -> None:
+        self.config, self._s3, self._tickets, self._clock = config, s3, tickets, clock
         self.webhooks = Webhooks(clock)
         self._tasks: set[asyncio.Task[None]] = set()
 

@@ -279,6 +279,12 @@ class S3Front:
             )
         if self._clock() >= grant.expires_at:
             raise S3Error(400, "ExpiredToken", "The provided token has expired.")
+        self._check_signature(request, auth, grant, raw_path, raw_query)
+        return grant
+
+    def _check_signature(self, request: web.Request, auth: sigv4.Authorization, grant: Grant,
+                         raw_path: str, raw_query: str) -> None:
+        """The request's date, payload hash and SigV4 signature, as S3 checks them."""
         amz_date = request.headers.get("x-amz-date", "")
         sent_at = sigv4.parse_timestamp(amz_date)
         if sent_at is None:
@@ -312,7 +318,6 @@ class S3Front:
                 "SignatureDoesNotMatch",
                 "The request signature we calculated does not match the signature you provided.",
             )
-        return grant
 
     def _authorize(
         self, grant: Grant, bucket: str, key: str, operation: str, query: dict[str, str]

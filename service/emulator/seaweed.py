@@ -55,9 +55,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from service.emulator.background import Startable
 from uploader.errors import NotarydError
 
 #: Port flags of ``weed mini`` 4.48 that open a TCP listener (checked with ``weed mini -h``
@@ -113,7 +113,7 @@ def _free_ports(count: int) -> list[int]:
         return ports
 
 
-class SeaweedServer:
+class SeaweedServer(Startable):
     """One ``weed mini`` process serving S3 on ``endpoint_url``.
 
     Usage::
@@ -134,13 +134,12 @@ class SeaweedServer:
         startup_timeout_seconds: float = 60.0,
         stop_timeout_seconds: float = 10.0,
     ) -> None:
-        self.access_key = access_key
+        self.access_key, self.region = access_key, region
         self.secret_key = secret_key if secret_key is not None else secrets.token_hex(20)
-        self.region = region
         self.startup_timeout_seconds = startup_timeout_seconds
-        self.stop_timeout_seconds = stop_timeout_seconds
-        self._weed_binary = weed_binary
-        self._given_data_dir = data_dir
+        self.stop_timeout_seconds = stop_timeout_seconds  # for SIGTERM; then SIGKILL
+        self._weed_binary = weed_binary  # None: find_weed_binary()
+        self._given_data_dir = data_dir  # None: a temporary one, removed at stop
         self._workdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._ports: dict[str, int] = {}
@@ -224,27 +223,13 @@ class SeaweedServer:
             self._workdir = None
         self._ports = {}
 
-    def __enter__(self) -> SeaweedServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- S3 helpers --------------------------------------------------------------------
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``boto3.client("s3", **kwargs)`` / aioboto3 alike."""
-        return {
-            "endpoint_url": self.endpoint_url,
-            "aws_access_key_id": self.access_key,
-            "aws_secret_access_key": self.secret_key,
-            "region_name": self.region,
-        }
+        return {"endpoint_url": self.endpoint_url, "region_name": self.region,
+                "aws_access_key_id": self.access_key, "aws_secret_access_key": self.secret_key}
 
     def create_bucket(self, name: str) -> None:
         """Create bucket ``name`` (a signed CreateBucket; boto3 not required)."""

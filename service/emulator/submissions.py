@@ -80,15 +80,8 @@ class Submissions:
             expires_at=now + self.config.credential_lifetime_seconds,
         )
         submission = EmulatedSubmission(
-            id=submission_id,
-            name=name,
-            sha256=sha256,
-            issuer_id=issuer_id,
-            key_id=key_id,
-            created_at=now,
-            grant=grant,
-            webhook=webhook,
-            stuck=stuck,
+            id=submission_id, name=name, sha256=sha256, issuer_id=issuer_id, key_id=key_id,
+            created_at=now, grant=grant, webhook=webhook, stuck=stuck,
         )
         self.by_id[submission_id] = submission
         self._by_object[grant.key] = submission_id

@@ -210,7 +210,8 @@ async def test_an_archive_outside_the_roots_fails_before_the_runner_starts(
     assert stored.state is JobOutcome.FAILED and stored.error == job.error
 
 
-async def test_a_cancel_by_the_user_aborts_the_upload_and_ends_cancelled(job_store: JobStore) -> None:
+async def cancelled_while_uploading(job_store: JobStore, *, by_user: bool) -> tuple[Setup, Job, asyncio.Task[None]]:
+    """A job whose run is uploading when its task is cancelled (by the user, or a shutdown)."""
     started = asyncio.Event()
 
     async def run(emit: Emitter) -> NotarizeOutcome:
@@ -221,9 +222,14 @@ async def test_a_cancel_by_the_user_aborts_the_upload_and_ends_cancelled(job_sto
 
     s = Setup(run, job_store)
     job = await s.added(make_job())
-    task = asyncio.create_task(s.executor.run(job, cancelled_by_user=lambda: True))
+    task = asyncio.create_task(s.executor.run(job, cancelled_by_user=lambda: by_user))
     await started.wait()
     task.cancel()
+    return s, job, task
+
+
+async def test_a_cancel_by_the_user_aborts_the_upload_and_ends_cancelled(job_store: JobStore) -> None:
+    s, job, task = await cancelled_while_uploading(job_store, by_user=True)
     await task  # the cancellation is the user's: handled, not propagated
     assert job.state is JobOutcome.CANCELLED
     assert s.aborted == [job.path]
@@ -231,19 +237,7 @@ async def test_a_cancel_by_the_user_aborts_the_upload_and_ends_cancelled(job_sto
 
 
 async def test_a_shutdown_leaves_the_job_running_and_saved_for_the_next_start(job_store: JobStore) -> None:
-    started = asyncio.Event()
-
-    async def run(emit: Emitter) -> NotarizeOutcome:
-        emit(NotaryStageChanged("t", NotaryStage.UPLOADING, "sub-1", "In Progress"))
-        started.set()
-        await asyncio.Future()
-        raise AssertionError
-
-    s = Setup(run, job_store)
-    job = await s.added(make_job())
-    task = asyncio.create_task(s.executor.run(job, cancelled_by_user=lambda: False))
-    await started.wait()
-    task.cancel()
+    s, job, task = await cancelled_while_uploading(job_store, by_user=False)
     with pytest.raises(asyncio.CancelledError):
         await task
     assert job.state is NotaryStage.UPLOADING

@@ -355,7 +355,6 @@ async def test_a_signed_url_is_refused_when_tampered_with_or_doubly_authenticate
 async def test_a_signed_url_for_a_log_that_does_not_exist_is_no_such_key(
     log_server: tuple[LogLinks, TestClient[Any, Any]],
 ) -> None:
-    links, client = log_server
-    url = links.url("http://emulator", LOG_ID.replace("0f8f", "1111"), "ASIAEXAMPLE")
-    status, body = await _get(client, url)
+    missing = log_server[0].url("http://emulator", LOG_ID.replace("0f8f", "1111"), "ASIAEXAMPLE")
+    status, body = await _get(log_server[1], missing)
     assert status == 404 and "<Code>NoSuchKey</Code>" in body

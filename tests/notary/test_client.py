@@ -18,6 +18,7 @@ from service.emulator.notary import NotaryEmulator
 from tests.support.clocks import ShiftedClock
 from tests.support.notary import verdict
 from tests.support.ports import closed_port
+from tests.support.serving import serving
 from uploader.events import Event, NotaryRequestDone
 from uploader.notary.auth import ApiKey, TokenSource, load_api_key
 from uploader.notary.client import NotaryClient, redact_url, with_retries
@@ -60,6 +61,14 @@ async def _put(emulator: NotaryEmulator, submission_id: str, data: bytes) -> Non
         config=Config(s3={"addressing_style": "path"}),
     ) as s3:
         await s3.put_object(Bucket=grant.bucket, Key=grant.key, Body=data)
+
+
+async def finished_log_url(emulator: NotaryEmulator, client: NotaryClient) -> tuple[str, str]:
+    """(id, log URL) of a submission that was uploaded and reached its verdict."""
+    submission = await client.submit("App.zip", SHA)
+    await _put(emulator, submission.id, b"archive")
+    await verdict(client, submission.id)
+    return submission.id, await client.log_url(submission.id)
 
 
 async def test_submit_status_history_and_log_round_trip(
@@ -119,10 +128,7 @@ async def test_json_is_parsed_despite_octet_stream_content_type(
 async def test_log_download_with_authorization_header_is_refused(
     emulator: NotaryEmulator, client: NotaryClient, tokens: TokenSource
 ) -> None:
-    submission = await client.submit("App.zip", SHA)
-    await _put(emulator, submission.id, b"archive")
-    await verdict(client, submission.id)
-    url = await client.log_url(submission.id)
+    _, url = await finished_log_url(emulator, client)
     headers = {"Authorization": tokens.authorization()}
     async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
         assert response.status == 400
@@ -132,10 +138,7 @@ async def test_log_download_with_authorization_header_is_refused(
 async def test_expired_or_tampered_log_url_is_refused(
     emulator: NotaryEmulator, client: NotaryClient, emulator_clock: ShiftedClock
 ) -> None:
-    submission = await client.submit("App.zip", SHA)
-    await _put(emulator, submission.id, b"archive")
-    await verdict(client, submission.id)
-    url = await client.log_url(submission.id)
+    submission_id, url = await finished_log_url(emulator, client)
     with pytest.raises(LogUrlExpired, match="SignatureDoesNotMatch"):
         await client.download_log(url.replace("Expires=", "Expires=9"))
     emulator_clock.advance(3 * 3600 + 1)
@@ -143,7 +146,7 @@ async def test_expired_or_tampered_log_url_is_refused(
         await client.download_log(url)
     emulator_clock.advance(-(3 * 3600 + 1))  # back to "now", so our real-time JWT is valid again
     # a fresh URL works again
-    assert (await client.download_log(await client.log_url(submission.id)))["status"] == "Accepted"
+    assert (await client.download_log(await client.log_url(submission_id)))["status"] == "Accepted"
 
 
 def test_redact_url_hides_signatures_and_tokens() -> None:
@@ -409,19 +412,10 @@ async def test_webhook_gets_double_encoded_payload(
         received.put_nowait(await request.json())
         return web.Response()
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        submission = await client.submit("App.zip", SHA, webhook=f"http://127.0.0.1:{port}/hook")
+    async with serving(hook, "/hook") as url:
+        submission = await client.submit("App.zip", SHA, webhook=url)
         await _put(emulator, submission.id, b"archive")
         body = await asyncio.wait_for(received.get(), 10)
-    finally:
-        await runner.cleanup()
     assert set(body) == {"payload", "signature", "cert_chain"}
     payload = json.loads(body["payload"])
     assert payload["event"] == "processing-complete"

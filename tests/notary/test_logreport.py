@@ -26,6 +26,12 @@ APPLE_INVALID = {  # Apple's "Customizing the notarization workflow" example (no
     ],
 }
 
+def unsigned(path: str, architecture: str) -> dict[str, object]:
+    """One "The binary is not signed." error, as Apple's log lists it."""
+    return {"severity": "error", "path": path, "message": "The binary is not signed.",
+            "docUrl": "https://d/1", "architecture": architecture}
+
+
 MANY = {
     "jobId": "abc",
     "status": "Invalid",
@@ -39,34 +45,10 @@ MANY = {
             "message": "Deprecated API.",
             "architecture": "arm64",
         },
-        {
-            "severity": "error",
-            "path": "Big.zip/A.app/h1",
-            "message": "The binary is not signed.",
-            "docUrl": "https://d/1",
-            "architecture": "x86_64",
-        },
-        {
-            "severity": "error",
-            "path": "Big.zip/A.app/h1",
-            "message": "The binary is not signed.",
-            "docUrl": "https://d/1",
-            "architecture": "arm64",
-        },
-        {
-            "severity": "error",
-            "path": "Big.zip/A.app/h2",
-            "message": "The binary is not signed.",
-            "docUrl": "https://d/1",
-            "architecture": "x86_64",
-        },
-        {
-            "severity": "error",
-            "path": "Big.zip/A.app/h1",
-            "message": "The binary is not signed.",
-            "docUrl": "https://d/1",
-            "architecture": "x86_64",
-        },
+        unsigned("Big.zip/A.app/h1", "x86_64"),
+        unsigned("Big.zip/A.app/h1", "arm64"),
+        unsigned("Big.zip/A.app/h2", "x86_64"),
+        unsigned("Big.zip/A.app/h1", "x86_64"),  # an exact duplicate
         {
             "severity": "error",
             "path": "Big.zip/A.app/h2",

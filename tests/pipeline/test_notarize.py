@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from service.emulator.faults import Faults
 from service.emulator.notary import NotaryEmulator
 from service.emulator.verdicts import INVALID_MARKER
 from tests.support.files import PART, make_archive, zip_bytes
@@ -94,10 +95,8 @@ async def test_polls_survive_429_5xx_and_resets(
     emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     archive = make_archive(tmp_path / "Game.zip", PART)
-    emulator.faults.endpoints = frozenset({"status"})
-    emulator.faults.rate_limit_next = 3
-    emulator.faults.server_error_next = 3
-    emulator.faults.reset_status_next = 3
+    emulator.faults = Faults(endpoints=frozenset({"status"}), rate_limit_next=3,
+                             server_error_next=3, reset_status_next=3)
     slept: list[float] = []
 
     async def fast_sleep(seconds: float) -> None:
@@ -202,9 +201,8 @@ async def test_a_log_that_answers_404_right_after_the_verdict_is_asked_again(
     emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     archive = make_archive(tmp_path / "Game.zip", PART)
-    emulator.faults.endpoints = frozenset({"logs"})
-    emulator.faults.server_error_status = 404
-    emulator.faults.server_error_next = 3
+    emulator.faults = Faults(endpoints=frozenset({"logs"}), server_error_status=404,
+                             server_error_next=3)
 
     async def no_wait(_seconds: float) -> None:
         await asyncio.sleep(0)

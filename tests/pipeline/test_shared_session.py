@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 from aiohttp import web
-from hardening.test_hostile_responses import fake_resolver, loopback_alias
 
 from service.daemon.execution import Shared
 from service.daemon.pipeline_runner import pipeline_runner_factory
@@ -17,6 +16,7 @@ from service.daemon.slots import PartSlots
 from service.emulator.auth import TeamKey
 from service.emulator.notary import NotaryEmulator
 from tests.support.files import PART, make_archive
+from tests.support.resolving import fake_resolver, loopback_alias
 from uploader.database import Database
 from uploader.notary.auth import TokenSource, load_api_key
 from uploader.notary.client import NotaryClient, notary_session

@@ -15,6 +15,7 @@ import lzma
 import plistlib
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -140,21 +141,18 @@ class Pki:
     rogue_leaf: Identity = field(repr=False)
 
 
+def developer_id_chain(root: Identity, leaf_name: str) -> tuple[Identity, Identity]:
+    """A Developer ID CA under ``root``, and the Developer ID Application leaf it issued."""
+    ca = make_identity("Developer ID Certification Authority", issuer=root, ou="G2",
+                       extension_oids=(OID_DEV_ID_CA,), ca=True)
+    leaf = make_identity(leaf_name, issuer=ca, ou="TEAM123456",
+                         extension_oids=(OID_DEV_ID_APPLICATION,))
+    return ca, leaf
+
+
 def make_pki() -> Pki:
     root = make_identity("Test Root CA", ca=True)
-    ca = make_identity(
-        "Developer ID Certification Authority",
-        issuer=root,
-        ou="G2",
-        extension_oids=(OID_DEV_ID_CA,),
-        ca=True,
-    )
-    leaf = make_identity(
-        "Developer ID Application: Test Studio (TEAM123456)",
-        issuer=ca,
-        ou="TEAM123456",
-        extension_oids=(OID_DEV_ID_APPLICATION,),
-    )
+    ca, leaf = developer_id_chain(root, "Developer ID Application: Test Studio (TEAM123456)")
     dev = make_identity(
         "Apple Development: Jane Doe (TEAM123456)",
         issuer=ca,
@@ -167,20 +165,8 @@ def make_pki() -> Pki:
         extension_oids=(OID_DEV_ID_APPLICATION,),
     )
     # Same names as the real chain, but a CA nobody trusts: only the trust anchor tells them apart.
-    rogue_root = make_identity("Rogue Root", ca=True)
-    rogue_ca = make_identity(
-        "Developer ID Certification Authority",
-        issuer=rogue_root,
-        ou="G2",
-        extension_oids=(OID_DEV_ID_CA,),
-        ca=True,
-    )
-    rogue_leaf = make_identity(
-        "Developer ID Application: Rogue (TEAM123456)",
-        issuer=rogue_ca,
-        ou="TEAM123456",
-        extension_oids=(OID_DEV_ID_APPLICATION,),
-    )
+    rogue_ca, rogue_leaf = developer_id_chain(make_identity("Rogue Root", ca=True),
+                                              "Developer ID Application: Rogue (TEAM123456)")
     return Pki(root, ca, leaf, dev, self_signed, rogue_ca, rogue_leaf)
 
 
@@ -445,33 +431,26 @@ def fat_macho(specs: list[SliceSpec], *, fat64: bool = False) -> bytes:
 # --- containers ---------------------------------------------------------------------------------
 
 
+def _cpio_members(files: dict[str, bytes]) -> Iterator[tuple[int, bytes, bytes, int]]:
+    """(inode, NUL-terminated name, data, mode) of each file, then of the trailer."""
+    for ino, (name, data) in enumerate([*files.items(), ("TRAILER!!!", b"")], start=1):
+        yield ino, name.encode() + b"\x00", data, 0o100644 if name != "TRAILER!!!" else 0
+
+
 def cpio_odc(files: dict[str, bytes]) -> bytes:
     out = bytearray()
-    for ino, (name, data) in enumerate([*files.items(), ("TRAILER!!!", b"")], start=1):
-        raw_name = name.encode() + b"\x00"
-        mode = 0o100644 if name != "TRAILER!!!" else 0
-        out += (
-            b"070707"
-            + b"%06o" % 0
-            + b"%06o" % ino
-            + b"%06o" % mode
-            + b"%06o" % 0
-            + b"%06o" % 0
-            + b"%06o" % 1
-            + b"%06o" % 0
-            + b"%011o" % 0
-            + b"%06o" % len(raw_name)
-            + b"%011o" % len(data)
-        )
+    for ino, raw_name, data, mode in _cpio_members(files):
+        # (value, octal digits): dev, ino, mode, uid, gid, nlink, rdev, mtime, namesize, filesize
+        fields = [(0, 6), (ino, 6), (mode, 6), (0, 6), (0, 6), (1, 6), (0, 6), (0, 11),
+                  (len(raw_name), 6), (len(data), 11)]
+        out += b"070707" + b"".join(b"%0*o" % (width, value) for value, width in fields)
         out += raw_name + data
     return bytes(out)
 
 
 def cpio_newc(files: dict[str, bytes]) -> bytes:
     out = bytearray()
-    for ino, (name, data) in enumerate([*files.items(), ("TRAILER!!!", b"")], start=1):
-        raw_name = name.encode() + b"\x00"
-        mode = 0o100644 if name != "TRAILER!!!" else 0
+    for ino, raw_name, data, mode in _cpio_members(files):
         fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(raw_name), 0]
         out += b"070701" + b"".join(b"%08X" % f for f in fields) + raw_name
         out += b"\x00" * (-len(out) % 4)

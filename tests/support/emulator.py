@@ -11,6 +11,7 @@ from pathlib import Path
 from service.emulator.auth import TeamKey
 from service.emulator.notary import BackgroundEmulator, NotaryEmulator
 from tests.support.files import PART
+from tests.support.files import file_sha256 as file_sha256  # also known from here
 
 
 def notary_settings(emulator: NotaryEmulator, key: TeamKey) -> dict[str, str]:
@@ -66,12 +67,3 @@ def stored_sha256(notary: BackgroundEmulator, submission_id: str) -> str:
         return digest.hexdigest()
 
     return notary.run(digest_of, timeout_seconds=120)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a local file, read in 8 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()

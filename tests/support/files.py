@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import io
 import os
 import zipfile
@@ -69,3 +70,12 @@ def small_tmpfs(where: Path, size_bytes: int) -> Iterator[Path]:
     finally:
         if libc.umount2(os.fsencode(where), 2) != 0:  # MNT_DETACH: even if a file is still open
             raise OSError(ctypes.get_errno(), f"umount {where}")
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a local file, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -259,12 +259,7 @@ class ForwardProxyThread:
         return self._thread.call(lambda: front.accepted)
 
     def __enter__(self) -> ForwardProxyThread:
-        self._thread.start()
-        try:
-            self._thread.run(self._proxy.start(), 30)
-        except BaseException:
-            self._thread.stop()
-            raise
+        self._thread.start_serving(self._proxy.start(), 30)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import boto3
 
 from service.emulator.seaweed import SeaweedServer
-from tests.support.files import PART
+from tests.support.files import PART, file_sha256
 from uploader.config import EngineConfig, MiB, UploadLimits
 from uploader.credentials import Credentials
 from uploader.events import BytesSent, Event, PartAcknowledged, PartRetried
 
-
-def sha256_of_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_of_file = file_sha256  # the name these tests know it by
 
 
 def stored_sha256(server: SeaweedServer, bucket: str, key: str) -> str:

@@ -74,6 +74,7 @@ async def prepare(artifact: Artifact, work_dir: Path, engine: EngineConfig,
             await asyncio.to_thread(check_room, path, work_dir)
             packaged = await off_loop(
                 lambda stop: package_for_submission(path, work_dir, part_size=engine.part_size,
+                                                    algorithm=engine.checksum,
                                                     limits=engine.limits, on_progress=report,
                                                     stop=stop),
                 what=f"packaging {path}")

@@ -20,6 +20,7 @@ from service.cli import main
 from service.emulator.notary import NotaryEmulator
 from service.emulator.sample_app import make_sample_app
 from service.emulator.tickets import TicketDesk
+from tests.support.artifacts import make_dmg, make_pkg
 from tests.support.cdhash import raw_cdhash, record_name_of_app, record_name_of_dmg
 from tests.support.clocks import ManualClock
 from uploader.artifact import ticket_key_for
@@ -28,8 +29,6 @@ from uploader.staple.check import CheckOutcome, check_staple
 from uploader.staple.identity import StapleInputError, TicketKey
 from uploader.staple.lookup import TicketLookupError, lookup_ticket
 from uploader.staple.tickets import read_dmg_ticket, read_pkg_ticket, write_app_ticket
-
-from .artifacts import make_dmg, make_pkg
 
 
 def accept(desk: TicketDesk, record_name: str) -> None:

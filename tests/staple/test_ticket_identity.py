@@ -16,6 +16,7 @@ import pytest
 
 from service.emulator.codesign import signed_code_in
 from service.emulator.sample_app import make_sample_app
+from tests.support.artifacts import make_dmg, make_pkg, make_universal_app
 from tests.support.cdhash import (
     embedded_signature,
     record_name_of_app,
@@ -24,8 +25,6 @@ from tests.support.cdhash import (
     record_name_of_signature,
 )
 from uploader.artifact import ticket_key_for
-
-from .artifacts import make_dmg, make_pkg, make_universal_app
 
 
 def zip_bundle(app: Path, archive: Path) -> Path:

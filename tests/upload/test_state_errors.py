@@ -55,6 +55,12 @@ def assert_one_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+# what `nobody` may not reach (a directory of another user, a folder it cannot enter) only root
+# can make
+needs_root = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="only root can make what another user may not reach "
+                                "(CI runs as root)")
+
 async def make_database(path: Path) -> None:
     db = await Database.open(path)
     await db.require(daemon_migrations.SCHEMA)
@@ -69,6 +75,14 @@ def damage(path: Path) -> bytes:
     damaged[4096:8192] = b"\xa5" * 4096
     path.write_bytes(bytes(damaged))
     return bytes(damaged)
+
+
+async def damaged_database(tmp_path: Path) -> tuple[Path, Path, bytes]:
+    """A state directory whose database is damaged: (directory, database, its bytes)."""
+    state = tmp_path / "state"
+    path = state / "notaryd.sqlite3"
+    await make_database(path)
+    return state, path, damage(path)
 
 
 async def test_newer_schema_is_refused_with_both_versions(tmp_path: Path) -> None:
@@ -117,10 +131,7 @@ async def test_a_package_at_a_newer_schema_is_refused_with_both_versions(
 async def test_corrupt_database_is_reported_and_moved_aside_only_on_request(
     tmp_path: Path,
 ) -> None:
-    state = tmp_path / "state"
-    path = state / "notaryd.sqlite3"
-    await make_database(path)
-    damaged = damage(path)
+    state, path, damaged = await damaged_database(tmp_path)
 
     with pytest.raises(CorruptDatabaseError):
         await Database.open(path)
@@ -141,10 +152,7 @@ async def test_corrupt_database_is_reported_and_moved_aside_only_on_request(
 async def test_set_aside_waits_for_no_daemon_and_moves_nothing_while_one_serves(
     tmp_path: Path,
 ) -> None:
-    state = tmp_path / "state"
-    path = state / "notaryd.sqlite3"
-    await make_database(path)
-    damaged = damage(path)
+    state, path, damaged = await damaged_database(tmp_path)
     with holding_serve_lock(state, busy="held by this test"):  # what `notaryd serve` holds
         refused = notaryd(state, "state", "set-aside")
     assert "stop it first" in assert_one_line(refused)
@@ -221,15 +229,14 @@ def test_state_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
         prepare(blocker / "state")
 
 
+@needs_root
 def test_state_dir_of_another_user_is_refused(shared_tmp: Path) -> None:
     """`nobody` pointed at root's state directory: one line, and the directory left as it was."""
-    if os.geteuid() != 0:
-        pytest.skip("only root can make a directory that belongs to another user (CI runs as root)")
-    state = shared_tmp / "state"
-    state.mkdir(mode=0o700)
     source = shared_tmp / "file.bin"
     source.write_bytes(b"x" * 1024)
     source.chmod(0o644)
+    state = shared_tmp / "state"
+    state.mkdir(mode=0o700)
     result = run_unprivileged(
         [sys.executable, "-m", "service", "upload", str(source), "--bucket", "b", "--key", "k",
          "--endpoint-url", "http://127.0.0.1:9"], env={**notaryd_env(state), "HOME": str(shared_tmp)})
@@ -239,10 +246,9 @@ def test_state_dir_of_another_user_is_refused(shared_tmp: Path) -> None:
     assert list(state.iterdir()) == [] and stat.S_IMODE(state.stat().st_mode) == 0o700
 
 
+@needs_root
 def test_a_config_folder_this_user_cannot_enter_is_one_line(shared_tmp: Path) -> None:
     """The default config file sits in a folder `nobody` may not enter: one line naming it."""
-    if os.geteuid() != 0:
-        pytest.skip("only root can make a folder that another user may not enter (CI runs as root)")
     private = shared_tmp / "private"
     private.mkdir(mode=0o700)
     state = shared_tmp / "state"

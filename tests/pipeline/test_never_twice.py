@@ -21,17 +21,16 @@ import pytest
 
 from service.emulator.notary import BackgroundEmulator, NotaryEmulator
 from service.emulator.sample_app import make_sample_app
-from tests.support.emulator import cli_environment, notarize_command
+from tests.support.artifacts import make_dmg, make_pkg
+from tests.support.emulator import cli_environment, file_sha256, notarize_command
 from tests.support.files import PART, make_archive, write_random
-from tests.support.notary import notarize, stapling_config
+from tests.support.notary import notarize
 from uploader.artifact import ticket_key_for
 from uploader.database import Database
 from uploader.events import Event, HashProgress, NotaryStageChanged, UploadStateChanged
 from uploader.lifecycle import NotaryStage
-from uploader.notary.pipeline import NotarizeRequest, NotaryConfig
+from uploader.notary.pipeline import NotarizeOutcome, NotarizeRequest, NotaryConfig
 from uploader.staple.check import CheckOutcome, check_staple
-
-from .artifacts import make_dmg, make_pkg
 
 GiB = 1024**3
 BUILDERS: dict[str, Callable[[Path], Path]] = {
@@ -41,9 +40,11 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
 }
 
 
-def make_build(kind: str, tmp_path: Path) -> Path:
+@pytest.fixture(params=sorted(BUILDERS))
+def build(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """A signed build of each kind (app, dmg, pkg) in ``tmp_path/build``."""
     (tmp_path / "build").mkdir()
-    return BUILDERS[kind](tmp_path / "build")
+    return BUILDERS[request.param](tmp_path / "build")
 
 
 def traffic(emulator: NotaryEmulator) -> tuple[int, int, int]:
@@ -60,6 +61,11 @@ def read_so_far() -> int:
     raise AssertionError("no rchar in /proc/self/io")
 
 
+def landed_sha256(emulator: NotaryEmulator, outcome: NotarizeOutcome) -> str | None:
+    """SHA-256 of the bytes the emulator received for ``outcome``'s submission."""
+    return emulator.submissions[outcome.submission_id or ""].uploaded_sha256
+
+
 def nothing_was_read(events: list[Event]) -> bool:
     """No preflight, no hashing or packaging, no upload: the build was not read."""
     return not any(
@@ -72,22 +78,17 @@ def nothing_was_read(events: list[Event]) -> bool:
 # -- #17.2: a stapled build -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", sorted(BUILDERS))
 async def test_a_rerun_on_a_stapled_build_submits_and_uploads_nothing(
-    kind: str, emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database,
-    tmp_path: Path
+    build: Path, emulator: NotaryEmulator, stapling: NotaryConfig, db: Database
 ) -> None:
-    build = make_build(kind, tmp_path)
-    emulator.tickets.propagation_seconds = 0
-    config = stapling_config(notary_config, emulator)
     request = NotarizeRequest(build, skip_preflight=True)
-    first = await notarize(db, config, request)
+    first = await notarize(db, stapling, request)
     assert first.accepted and first.staple is not None and not first.staple.failed, first.staple
     assert check_staple(build).outcome is CheckOutcome.VALID
     before = traffic(emulator)
 
     events: list[Event] = []
-    again = await notarize(db, config, request, [events.append])
+    again = await notarize(db, stapling, request, [events.append])
 
     assert again.accepted
     assert "already notarised and stapled" in again.report, again.report
@@ -101,58 +102,49 @@ async def test_a_rerun_on_a_stapled_build_submits_and_uploads_nothing(
 
 
 async def test_force_notarises_a_stapled_build_again(
-    emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
+    emulator: NotaryEmulator, stapling: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     pkg = make_pkg(tmp_path / "Game.pkg")
-    emulator.tickets.propagation_seconds = 0
-    config = stapling_config(notary_config, emulator)
-    assert (await notarize(db, config, NotarizeRequest(pkg, skip_preflight=True))).accepted
-    forced = await notarize(db, config, NotarizeRequest(pkg, skip_preflight=True, force=True))
+    assert (await notarize(db, stapling, NotarizeRequest(pkg, skip_preflight=True))).accepted
+    forced = await notarize(db, stapling, NotarizeRequest(pkg, skip_preflight=True, force=True))
     assert forced.accepted and emulator.submissions_created == 2
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/io")
 async def test_a_stapled_app_with_a_1_gib_file_is_not_read_again(
-    emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
+    emulator: NotaryEmulator, stapling: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     app = make_sample_app(tmp_path / "build", "Big")
-    emulator.tickets.propagation_seconds = 0
-    config = stapling_config(notary_config, emulator)
-    assert (await notarize(db, config, NotarizeRequest(app, skip_preflight=True))).accepted
+    assert (await notarize(db, stapling, NotarizeRequest(app, skip_preflight=True))).accepted
     # A 1 GiB resource (sparse: reads back as zeros) that the stapled signature does not cover.
     os.truncate(app / "Contents" / "Resources" / "readme.txt", GiB)
     before = traffic(emulator)
 
     events: list[Event] = []
     read_before = read_so_far()
-    again = await notarize(db, config, NotarizeRequest(app, skip_preflight=False), [events.append])
+    again = await notarize(db, stapling, NotarizeRequest(app, skip_preflight=False), [events.append])
     read = read_so_far() - read_before
 
     assert again.accepted and "already notarised and stapled" in again.report
     assert read < 16 * 1024**2, f"read {read} bytes of a 1 GiB build"  # not hashed, not zipped
     assert nothing_was_read(events), events
     assert traffic(emulator) == before
-    assert not any((config.state_dir / "archives").glob("*.zip"))
+    assert not any((stapling.state_dir / "archives").glob("*.zip"))
 
 
 # -- #17.2: Accepted, not stapled ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", sorted(BUILDERS))
 async def test_an_accepted_unstapled_build_goes_straight_to_stapling(
-    kind: str, emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database,
-    tmp_path: Path
+    build: Path, emulator: NotaryEmulator, stapling: NotaryConfig, db: Database
 ) -> None:
-    build = make_build(kind, tmp_path)
-    emulator.tickets.propagation_seconds = 0
-    config = stapling_config(notary_config, emulator)
-    first = await notarize(db, config, NotarizeRequest(build, skip_preflight=True, staple=False))
+    first = await notarize(db, stapling, NotarizeRequest(build, skip_preflight=True, staple=False))
     assert first.accepted and check_staple(build).outcome is CheckOutcome.NOT_STAPLED
     submissions, s3_requests, status_requests = traffic(emulator)
 
     events: list[Event] = []
     # with preflight, as a CI would run it: the lookup comes before it
-    again = await notarize(db, config, NotarizeRequest(build), [events.append])
+    again = await notarize(db, stapling, NotarizeRequest(build), [events.append])
 
     assert again.accepted and again.submission_id == first.submission_id
     assert "not submitted again" in again.report and ticket_key_for(build).record_name in again.report
@@ -164,14 +156,12 @@ async def test_an_accepted_unstapled_build_goes_straight_to_stapling(
 
 
 async def test_a_forged_accepted_row_for_the_signature_is_not_believed(
-    emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
+    emulator: NotaryEmulator, stapling: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     dmg = make_dmg(tmp_path / "Game.dmg")
     forged = str(uuid.uuid4())
     await forge_accepted_row(db, forged, sha256="0" * 64, code=ticket_key_for(dmg).record_name)
-    emulator.tickets.propagation_seconds = 0
-    outcome = await notarize(db, stapling_config(notary_config, emulator),
-                        NotarizeRequest(dmg, skip_preflight=True))
+    outcome = await notarize(db, stapling, NotarizeRequest(dmg, skip_preflight=True))
     assert outcome.accepted and outcome.submission_id != forged
     assert emulator.submissions_created == 1
 
@@ -201,8 +191,7 @@ async def test_same_size_rewrite_with_mtime_restored_is_submitted_again(
 
     assert again.accepted and again.submission_id != first.submission_id
     assert emulator.submissions_created == 2
-    landed = emulator.submissions[again.submission_id or ""]
-    assert landed.uploaded_sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert landed_sha256(emulator, again) == file_sha256(archive)
 
 
 async def test_cp_p_of_a_same_size_build_over_the_archive_is_submitted_again(
@@ -221,8 +210,7 @@ async def test_cp_p_of_a_same_size_build_over_the_archive_is_submitted_again(
     again = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
 
     assert again.accepted and emulator.submissions_created == 2
-    landed = emulator.submissions[again.submission_id or ""]
-    assert landed.uploaded_sha256 == hashlib.sha256(other.read_bytes()).hexdigest()
+    assert landed_sha256(emulator, again) == file_sha256(other)
 
 
 async def test_force_after_a_rewrite_uploads_the_new_bytes(
@@ -235,8 +223,7 @@ async def test_force_after_a_rewrite_uploads_the_new_bytes(
     forced = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True, force=True))
 
     assert forced.accepted and emulator.submissions_created == 2
-    landed = emulator.submissions[forced.submission_id or ""]
-    assert landed.uploaded_sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert landed_sha256(emulator, forced) == file_sha256(archive)
 
 
 async def test_an_unchanged_archive_is_not_hashed_twice(
@@ -288,12 +275,13 @@ async def test_a_stale_accepted_row_takes_the_service_s_word(
     """The row says Accepted, the service says the submission was Invalid: submit again."""
     from service.emulator.verdicts import INVALID_MARKER
 
-    archive = make_archive(tmp_path / "Game.zip", PART, marker=INVALID_MARKER)
-    first = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
+    request = NotarizeRequest(make_archive(tmp_path / "Game.zip", PART, marker=INVALID_MARKER),
+                              skip_preflight=True)
+    first = await notarize(db, notary_config, request)
     assert first.status == "Invalid"
     await db.execute("UPDATE submissions SET notary_status = 'Accepted'")
 
-    again = await notarize(db, notary_config, NotarizeRequest(archive, skip_preflight=True))
+    again = await notarize(db, notary_config, request)
 
     assert again.status == "Invalid" and again.submission_id != first.submission_id
     assert emulator.submissions_created == 2
@@ -303,15 +291,14 @@ async def test_a_stale_accepted_row_takes_the_service_s_word(
 
 
 @pytest.mark.process
-@pytest.mark.parametrize("kind", sorted(BUILDERS))
 def test_notarize_run_again_on_a_stapled_build_exits_0_at_once(
-    kind: str, notary: BackgroundEmulator, tmp_path: Path
+    build: Path, notary: BackgroundEmulator, tmp_path: Path
 ) -> None:
     key = notary.call(lambda e: e.make_team_key(tmp_path / "keys"))
     notary.call(lambda e: setattr(e.tickets, "propagation_seconds", 0))
     env = {**cli_environment(notary.emulator, key, tmp_path),
            "NOTARYD_TICKET_URL": notary.emulator.ticket_url}
-    command = notarize_command(make_build(kind, tmp_path), "--skip-preflight")
+    command = notarize_command(build, "--skip-preflight")
 
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr

@@ -27,15 +27,10 @@ MiB = 1024 * 1024
 
 
 @asynccontextmanager
-async def s3_for(
-    emulator: NotaryEmulator,
-    submission: NewSubmission,
-    *,
-    secret: str | None = None,
-    token: str | None = None,
-    region: str = "us-west-2",
-    unsigned_payload: bool = False,
-) -> AsyncIterator[Any]:
+async def s3_for(emulator: NotaryEmulator, submission: NewSubmission, *, secret: str | None = None,
+                 token: str | None = None, region: str = "us-west-2",
+                 unsigned_payload: bool = False) -> AsyncIterator[Any]:
+    """An S3 client with the submission's credentials (or a wrong ``secret``/``token``)."""
     creds = submission.credentials
     async with aioboto3.Session().client(
         "s3",
@@ -51,6 +46,14 @@ async def s3_for(
         ),
     ) as s3:
         yield s3
+
+
+async def first_part(s3: Any, submission: NewSubmission, created: dict[str, Any],
+                     **checksum: str) -> Any:
+    """UploadPart of part 1 (1000 bytes) of the multipart upload ``created``."""
+    return await s3.upload_part(Bucket=submission.bucket, Key=submission.object,
+                                UploadId=created["UploadId"], PartNumber=1, Body=b"x" * 1000,
+                                **checksum)
 
 
 async def _wait_terminal(client: NotaryClient, submission_id: str) -> str:
@@ -141,14 +144,7 @@ async def test_part_checksums_pass_through_to_the_backend(
     async with s3_for(emulator, submission, unsigned_payload=True) as s3:
         created = await s3.create_multipart_upload(Bucket=submission.bucket, Key=submission.object)
         with pytest.raises(ClientError) as caught:
-            await s3.upload_part(
-                Bucket=submission.bucket,
-                Key=submission.object,
-                UploadId=created["UploadId"],
-                PartNumber=1,
-                Body=b"x" * 1000,
-                **{header: wrong},
-            )
+            await first_part(s3, submission, created, **{header: wrong})
     assert caught.value.response["Error"]["Code"] in {"BadDigest", "InvalidDigest"}
 
 
@@ -160,13 +156,7 @@ async def test_expired_credentials_get_expired_token_mid_upload(
         created = await s3.create_multipart_upload(Bucket=submission.bucket, Key=submission.object)
         emulator_clock.advance(12 * 3600)  # the credentials' 12 hours are over
         with pytest.raises(ClientError) as caught:
-            await s3.upload_part(
-                Bucket=submission.bucket,
-                Key=submission.object,
-                UploadId=created["UploadId"],
-                PartNumber=1,
-                Body=b"x" * 1000,
-            )
+            await first_part(s3, submission, created)
     error = caught.value.response
     assert error["Error"]["Code"] == "ExpiredToken"
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 400

@@ -1,6 +1,6 @@
 """File names that are not UTF-8 (a Latin-1 ``café.zip``): one clear line and exit 1 from every
 command that takes a PATH, never ``unexpected error``. (The API's 400 is in tests/daemon/test_api.py,
-a bundle member's refusal in tests/lastmile/test_bundle_swaps.py.)"""
+a bundle member's refusal in tests/upload/test_bundle_swaps.py.)"""
 
 from __future__ import annotations
 

@@ -16,13 +16,12 @@ import pytest
 
 from service.cli import main
 from service.emulator.sample_app import make_sample_app
+from tests.support.artifacts import make_pkg
 from tests.support.waiting import release_fifo, returns
 from uploader.source_file import confine_to
 from uploader.staple.check import check_staple
 from uploader.staple.files import STALE_AFTER_SECONDS, StapleInputError, StaplingStopped
 from uploader.staple.tickets import read_pkg_ticket, write_app_ticket, write_pkg_ticket
-
-from .artifacts import make_pkg
 
 TICKET = b"s8ch" + bytes(4) + b"\x07" * 20
 

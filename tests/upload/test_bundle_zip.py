@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import stat
@@ -17,7 +18,7 @@ from tests.support.files import small_tmpfs
 from uploader.bundle_zip import archive_dir, package_bundle, package_for_submission
 from uploader.config import MiB, UploadLimits
 from uploader.errors import ConfigError
-from uploader.hashing import hash_file_sync
+from uploader.hashing import ChecksumAlgorithm, hash_file_sync, part_checksum_sync
 from uploader.planning import plan_upload
 
 
@@ -67,6 +68,25 @@ def test_zip_matches_the_tree_and_the_digest_matches_the_bytes(tmp_path: Path) -
         assert text.compress_type == zipfile.ZIP_DEFLATED and text.compress_size < 10_000
         assert "Game.app/Contents/Frameworks" in infos  # the link, not the folder behind it
         assert "Game.app/Contents/Frameworks/" not in infos
+
+
+@pytest.mark.parametrize("algorithm", list(ChecksumAlgorithm))
+def test_zipper_part_checksums_are_the_hashers_over_the_written_zip(
+    tmp_path: Path, algorithm: ChecksumAlgorithm
+) -> None:
+    app = tree(tmp_path)
+    archive = tmp_path / "out" / "Game.zip"
+    limits = UploadLimits(min_part_size=1)  # parts of 1 MiB: several, the last one partial
+    digest = package_bundle(app, archive, part_size=MiB, limits=limits, algorithm=algorithm)
+    plan = plan_upload(archive.stat().st_size, MiB, limits)
+    assert digest.algorithm is algorithm and plan.part_count > 2
+    assert digest == hash_file_sync(archive, plan, algorithm)
+    # each part re-read on its own, and the SHA-256 of the file, agree with the streamed pass
+    assert digest.part_checksums == tuple(part_checksum_sync(archive, part, algorithm)
+                                          for part in plan.parts())
+    assert digest.sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert all(digest.part_checksums) == (algorithm is not ChecksumAlgorithm.NONE)
+    assert bool(digest.full_checksum) == algorithm.is_crc
 
 
 def test_part_plan_follows_the_real_size_near_the_part_limit(tmp_path: Path) -> None:

@@ -88,24 +88,22 @@ async def test_bundle_with_big_sparse_file_and_symlink_comes_back_stapled(
 
 
 async def test_rerun_of_accepted_bundle_makes_no_new_submission_unless_forced(
-    emulator: NotaryEmulator, notary_config: NotaryConfig, db: Database, tmp_path: Path
+    emulator: NotaryEmulator, stapling: NotaryConfig, db: Database, tmp_path: Path
 ) -> None:
     app = make_sample_app(tmp_path / "build", "Small")
-    emulator.tickets.propagation_seconds = 0
-    config = stapling_config(notary_config, emulator)
 
-    first = await notarize(db, config, NotarizeRequest(app, skip_preflight=True, staple=False))
+    first = await notarize(db, stapling, NotarizeRequest(app, skip_preflight=True, staple=False))
     assert first.accepted and emulator.submissions_created == 1
-    archives = config.state_dir / "archives"
+    archives = stapling.state_dir / "archives"
     assert not any(archives.iterdir())  # the zip is removed once the job ends
 
-    again = await notarize(db, config, NotarizeRequest(app, skip_preflight=True))
+    again = await notarize(db, stapling, NotarizeRequest(app, skip_preflight=True))
     assert again.accepted and again.submission_id == first.submission_id
     assert "not submitted again" in again.report
     assert emulator.submissions_created == 1
     assert again.staple is not None and not again.staple.failed  # the stored verdict is stapled
 
-    forced = await notarize(db, config, NotarizeRequest(app, skip_preflight=True, force=True,
+    forced = await notarize(db, stapling, NotarizeRequest(app, skip_preflight=True, force=True,
                                                    staple=False))
     assert forced.accepted and forced.submission_id != first.submission_id
     assert emulator.submissions_created == 2
