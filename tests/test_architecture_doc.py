@@ -1,4 +1,5 @@
-"""docs/ARCHITECTURE.md draws the lifecycle tables of ``uploader/lifecycle.py``: they must agree."""
+"""docs/ARCHITECTURE.md draws the lifecycle tables (``uploader/lifecycle.py``, the job's in
+``service/daemon/job_states.py``): they must agree."""
 
 from __future__ import annotations
 
@@ -8,13 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from uploader.lifecycle import (
-    JOB_LIFECYCLE,
-    JOB_STATES,
-    SUBMISSION_LIFECYCLE,
-    UPLOAD_LIFECYCLE,
-    Lifecycle,
-)
+from service.daemon.job_states import JOB_LIFECYCLE, JOB_STATES
+from uploader.lifecycle import SUBMISSION_LIFECYCLE, UPLOAD_LIFECYCLE, Lifecycle
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
 

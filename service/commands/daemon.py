@@ -10,8 +10,8 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from service.commands.notary import add_last_mile_options
+from service.daemon.job_states import JobOutcome
 from service.exit_codes import ACCEPTED, FAILURE, REJECTED
-from uploader.lifecycle import JobOutcome
 from uploader.terminal import printable
 
 if TYPE_CHECKING:

@@ -9,7 +9,8 @@ Layout, one concept per module:
 * ``registry``        the jobs this process knows, over the stored history
 * ``pipeline_runner`` the real ``JobRunner``: ``uploader.notary.pipeline.Notarizer`` per job
 * ``slots``           ``PartSlots``: parts in flight across all jobs, closable for shutdown
-* ``jobs``            the job record; its moves are ``uploader.lifecycle.JOB_LIFECYCLE``
+* ``job_states``      a job's states (``JobState``, ``JobOutcome``) and ``JOB_LIFECYCLE``
+* ``jobs``            the job record; its moves are ``job_states.JOB_LIFECYCLE``
 * ``job_store``       ``JobStore`` over the ``jobs`` table
 * ``snapshot``        ``JobSnapshot``: a job as the API, the CLI and notifications show it
 * ``broker``          fan-out of job snapshots to server-sent-event subscribers (capped)

@@ -28,7 +28,6 @@ from service.settings import Settings
 from uploader.bundle_zip import archive_dir
 from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
-from uploader.lifecycle import JobOutcome
 from uploader.notary.client import notary_session
 from uploader.throttle import Throttle
 
@@ -38,6 +37,7 @@ from .broker import Broker
 from .connections import ConnectionGuard, GuardedTCPSite, connection_cap
 from .execution import Confinement, JobExecutor, RunnerFactory, Shared
 from .flusher import Flusher
+from .job_states import JobOutcome
 from .job_store import JobStore
 from .logfmt import kv, use_logfmt
 from .metrics import DaemonMetrics, notaryd_version

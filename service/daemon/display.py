@@ -21,9 +21,10 @@ from rich.text import Text
 
 from service.outages import human_duration
 from service.progress import TransferBar, human_bytes, human_rate
-from uploader.lifecycle import QUEUED, JobOutcome, NotaryStage
+from uploader.lifecycle import NotaryStage
 from uploader.terminal import printable
 
+from .job_states import QUEUED, JobOutcome
 from .snapshot import JobSnapshot
 
 # Stages with a byte count worth a progress bar (hashing counts bytes hashed).

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from uploader.database import Database
-from uploader.lifecycle import JobOutcome, parse_job_state
 from uploader.notary.store import SubmissionStore
 from uploader.progress import Progress
 
 from . import migrations
 from .job_options import JobOptions
+from .job_states import JobOutcome, parse_job_state
 from .jobs import Job
 
 # The columns a job's run changes; the others are written once, at insert.

@@ -1,6 +1,6 @@
 """Daemon jobs: the record and its state machine (``JobStore`` persists them).
 
-A job is one archive handed to the daemon. Its state (``uploader.lifecycle.JobState``) is
+A job is one archive handed to the daemon. Its state (``job_states.JobState``) is
 ``queued``, then the notary pipeline's stage (``NotaryStage``) while it runs, and it ends in
 exactly one outcome (``JobOutcome``, from Apple's status or the run's error)::
 
@@ -10,7 +10,7 @@ exactly one outcome (``JobOutcome``, from Apple's status or the run's error)::
                                       ▼
                  accepted | invalid | rejected | failed | cancelled   (terminal, final)
 
-The moves are the table ``uploader.lifecycle.JOB_LIFECYCLE``, which ``Job.move_to`` enforces:
+The moves are the table ``job_states.JOB_LIFECYCLE``, which ``Job.move_to`` enforces:
 terminal states never change again, and asking is an ``IllegalTransition``.
 A job that was running when the daemon stopped (SIGTERM or SIGKILL) keeps its running state in
 SQLite and is put back in the queue on the next start; the pipeline then resumes the same
@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uploader.errors import NotarydError
-from uploader.lifecycle import JobOutcome, JobState, NotaryStage, check_job_move
+from uploader.lifecycle import NotaryStage
 from uploader.progress import Progress
 from uploader.source_file import FileIdentity
 
 from .job_options import JobOptions
+from .job_states import JobOutcome, JobState, check_job_move
 from .snapshot import JobSnapshot
 
 
