@@ -15,7 +15,7 @@ from service.exit_codes import ACCEPTED, FAILURE, REJECTED
 from uploader.terminal import printable
 
 if TYPE_CHECKING:
-    from service.daemon.client import DaemonClient
+    from service.client.client import DaemonClient
     from service.daemon.snapshot import JobSnapshot
     from service.settings import Settings
 
@@ -94,7 +94,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _client(settings: Settings) -> DaemonClient:
-    from service.daemon.client import DaemonClient
+    from service.client.client import DaemonClient
 
     return DaemonClient.from_settings(settings)
 
@@ -136,8 +136,8 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
 async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
     import sys
 
-    from service.daemon.client import DaemonUnreachable, UnreadableAnswer
-    from service.daemon.display import JobFollower
+    from service.client.client import DaemonUnreachable, UnreadableAnswer
+    from service.client.display import JobFollower
     from uploader.errors import NotarydError
     from uploader.retry import Retrier, RetryPolicy
 
@@ -197,7 +197,7 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
     from service import machine
-    from service.daemon.display import jobs_table
+    from service.client.display import jobs_table
     from service.runtime import run
 
     async def main() -> list[JobSnapshot]:
@@ -220,7 +220,7 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def _job(args: argparse.Namespace, settings: Settings) -> int:
     from service import machine
-    from service.daemon.display import describe
+    from service.client.display import describe
     from service.runtime import run
 
     async def main() -> JobSnapshot:
@@ -233,7 +233,7 @@ def _job(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _watch(args: argparse.Namespace, settings: Settings) -> int:
-    from service.daemon.display import JobsWatcher
+    from service.client.display import JobsWatcher
     from service.runtime import run
 
     if args.job_id is not None:

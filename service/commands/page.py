@@ -35,7 +35,7 @@ def has_desktop(environ: dict[str, str] | os._Environ[str] | None = None) -> boo
 
 
 def _open(args: argparse.Namespace, settings: Settings) -> int:
-    from service.daemon.client import DaemonClient
+    from service.client.client import DaemonClient
     from service.runtime import run
 
     async def main() -> str:

@@ -19,6 +19,6 @@ Layout, one concept per module:
 * ``openapi``         the OpenAPI 3.1 document served at ``/v1/openapi.json``
 * ``token``           the bearer token for ``/v1`` (environment or a 0600 file in the state dir)
 * ``logfmt``          structured ``key=value`` log lines on stderr
-* ``client``          the CLI's HTTP client for the control API
-* ``display``         terminal views of jobs (``submit --wait``, ``jobs``, ``watch``)
+
+The CLI's client for this API and its views of jobs live in ``service.client``.
 """

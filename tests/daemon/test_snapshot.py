@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import test_utils, web
 
-from service.daemon.client import DaemonClient
+from service.client.client import DaemonClient
 from service.daemon.job_options import JobOptions
 from service.daemon.job_states import JOB_STATES, JobOutcome
 from service.daemon.jobs import Job

@@ -19,13 +19,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from service.daemon.job_states import QUEUED, JobOutcome
+from service.daemon.snapshot import JobSnapshot
 from service.outages import human_duration
 from service.progress import TransferBar, human_bytes, human_rate
 from uploader.lifecycle import NotaryStage
 from uploader.terminal import printable
-
-from .job_states import QUEUED, JobOutcome
-from .snapshot import JobSnapshot
 
 # Stages with a byte count worth a progress bar (hashing counts bytes hashed).
 _BYTE_STAGES = frozenset({NotaryStage.HASHING, NotaryStage.UPLOADING})
