@@ -82,6 +82,18 @@ def describe(job: JobSnapshot) -> str:
     return "\n".join(f"{key + ':':<15}{printable(str(value))}" for key, value in fields)
 
 
+def verdict_line(job: JobSnapshot) -> str:
+    """How a followed job ended, and where its submission's log is (``submit --wait``, ``watch``)."""
+    line = f"notaryd: job {job.id} {job.state}"
+    if job.notary_status and job.notary_status.lower() != str(job.state):
+        line += f" ({job.notary_status})"
+    if job.error:
+        line += f": {job.error}"
+    if job.submission_id:
+        line += f" (submission {job.submission_id}; `notaryd log {job.submission_id}`)"
+    return line
+
+
 def _time(value: float | None) -> str:
     if value is None:
         return "-"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from service import exit_codes
+
 if TYPE_CHECKING:
     from service.settings import Settings
 
@@ -37,4 +39,4 @@ def script(shell: str) -> str:
 
 def print_completion(args: argparse.Namespace, settings: Settings) -> int:
     print(script(args.shell), end="")
-    return 0
+    return exit_codes.SUCCESS

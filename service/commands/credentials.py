@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service import exit_codes
+
 if TYPE_CHECKING:
     from service.settings import CredentialFlags, Settings
 
@@ -26,14 +28,12 @@ APPLE_ID_MESSAGE = (
     "an app-specific password; create a key in App Store Connect → Users and Access → "
     "Integrations → Team Keys, then `notaryd credentials store PROFILE --key AuthKey_<KEYID>.p8 "
     "--key-id KEYID --issuer ISSUER_UUID`")
-EXIT_USAGE = 2
-
 
 class _AppleIdAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
         print(APPLE_ID_MESSAGE, file=sys.stderr)
-        parser.exit(EXIT_USAGE)
+        parser.exit(exit_codes.USAGE)
 
 
 def add_apple_id_option(parser: argparse.ArgumentParser) -> None:
@@ -126,14 +126,14 @@ def store_profile(args: argparse.Namespace, settings: Settings) -> int:
         fix = f"; {check.fix}" if check.fix else ""
         print(f"notaryd: {check.name}: {check.detail}{fix}", file=sys.stderr)
     if failed:
-        return 1
+        return exit_codes.FAILURE
     pem = read_key_file(args.key.expanduser()).decode("ascii", "replace")
     register_key_text(pem)  # before the keychain library sees it, whatever it logs
     keychain.store(args.profile, keychain.StoredCredentials(args.key_id, args.issuer, pem),
                    _config_dir())
     print(f"stored profile {args.profile!r} (key id {args.key_id}) in the keychain; use it with "
           f"--profile {args.profile} or NOTARYD_PROFILE={args.profile}")
-    return 0
+    return exit_codes.SUCCESS
 
 
 def list_profiles(args: argparse.Namespace, settings: Settings) -> int:
@@ -147,7 +147,7 @@ def list_profiles(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print("no stored profiles; add one with `notaryd credentials store PROFILE --key "
               "AuthKey_<KEYID>.p8 --key-id KEYID --issuer ISSUER_UUID`", file=sys.stderr)
-    return 0
+    return exit_codes.SUCCESS
 
 
 def delete_profile(args: argparse.Namespace, settings: Settings) -> int:
@@ -156,6 +156,6 @@ def delete_profile(args: argparse.Namespace, settings: Settings) -> int:
     if not keychain.delete(args.profile, _config_dir()):
         print(f"notaryd: profile {args.profile!r}: no such profile (see `notaryd credentials "
               "list`)", file=sys.stderr)
-        return 1
+        return exit_codes.FAILURE
     print(f"deleted profile {args.profile!r}")
-    return 0
+    return exit_codes.SUCCESS

@@ -1,7 +1,7 @@
 """`notaryd serve` (the daemon) and its clients: `submit`, `jobs`, `job`, `watch`, `cancel`.
 
-Exit codes of `submit --wait` follow `notaryd notarize`: 0 Accepted, 2 Invalid or Rejected,
-1 any other failure.
+Exit codes of `submit --wait` follow `notaryd notarize` (``service.exit_codes.for_job``): 0
+Accepted, 2 Invalid or Rejected, 1 any other failure.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from service import exit_codes
 from service.commands.notary import add_last_mile_options
-from service.daemon.job_states import JobOutcome
-from service.exit_codes import ACCEPTED, FAILURE, REJECTED
+from service.daemon.job_states import VERDICTS, JobOutcome
 from uploader.terminal import printable
 
 if TYPE_CHECKING:
@@ -19,11 +19,6 @@ if TYPE_CHECKING:
     from service.daemon.snapshot import JobSnapshot
     from service.settings import Settings
 
-OUTCOME_EXIT_CODES = {
-    JobOutcome.ACCEPTED: ACCEPTED,
-    JobOutcome.INVALID: REJECTED,
-    JobOutcome.REJECTED: REJECTED,
-}
 # Following a job survives a daemon restart (launchd brings it back within seconds).
 RECONNECT_ATTEMPTS = 30
 RECONNECT_DELAY_SECONDS = 2.0
@@ -119,7 +114,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
             if not args.wait:
                 print(printable(job.id))
                 print(printable(f"notaryd: queued job {job.id} for {job.path}"), file=sys.stderr)
-                return 0
+                return exit_codes.SUCCESS
             return await _follow(client, job)
 
     try:
@@ -130,14 +125,14 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
         # The job is the daemon's: leaving the view does not stop it.
         print(f"notaryd: still running as job {queued[0]}; follow it with "
               f"`notaryd watch {queued[0]}`", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
 
 
 async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
     import sys
 
     from service.client.client import DaemonUnreachable, UnreadableAnswer
-    from service.client.display import JobFollower
+    from service.client.display import JobFollower, verdict_line
     from uploader.errors import NotarydError
     from uploader.retry import Retrier, RetryPolicy
 
@@ -174,23 +169,16 @@ async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
         if not job.terminal:
             await reconnecting.run(follow, decide)
         state = job.state
-        if state in OUTCOME_EXIT_CODES:  # Apple decided: there is a log
+        if state in VERDICTS:  # Apple decided: there is a log
             try:
                 report = (await client.log(job.id)).get("report")
             except NotarydError:
                 report = None
             if report and state is not JobOutcome.ACCEPTED:
                 view.message(printable(str(report), multiline=True))
-    line = f"notaryd: job {job.id} {state}"
-    if job.notary_status and job.notary_status.lower() != str(state):
-        line += f" ({job.notary_status})"
-    if job.error:
-        line += f": {job.error}"
-    if job.submission_id:
-        line += f" (submission {job.submission_id}; `notaryd log {job.submission_id}`)"
-    print(printable(line), file=sys.stderr)
+    print(printable(verdict_line(job)), file=sys.stderr)
     print(printable(job.id))
-    return OUTCOME_EXIT_CODES.get(state, FAILURE) if isinstance(state, JobOutcome) else FAILURE
+    return exit_codes.for_job(state)
 
 
 def _jobs(args: argparse.Namespace, settings: Settings) -> int:
@@ -215,7 +203,7 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
         # Piped output keeps whole ids and paths; a terminal gets its own width.
         width = None if sys.stdout.isatty() else 250
         Console(width=width).print(jobs_table(jobs))
-    return 0
+    return exit_codes.SUCCESS
 
 
 def _job(args: argparse.Namespace, settings: Settings) -> int:
@@ -229,7 +217,7 @@ def _job(args: argparse.Namespace, settings: Settings) -> int:
 
     job = run(main())
     print(machine.dumps(machine.with_times(job.to_json())) if args.json else describe(job))
-    return 0
+    return exit_codes.SUCCESS
 
 
 def _watch(args: argparse.Namespace, settings: Settings) -> int:
@@ -246,12 +234,12 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
                     view.update(job)
                 async for job in client.events():
                     view.update(job)
-        return 0
+        return exit_codes.SUCCESS
 
     try:
         return run(main())
     except KeyboardInterrupt:
-        return 0
+        return exit_codes.SUCCESS
 
 
 def _watch_one(job_id: str, settings: Settings) -> int:
@@ -267,7 +255,7 @@ def _watch_one(job_id: str, settings: Settings) -> int:
         return run(main())
     except KeyboardInterrupt:
         print(f"notaryd: job {job_id} keeps running in the daemon", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
 
 
 def _cancel(args: argparse.Namespace, settings: Settings) -> int:
@@ -281,4 +269,4 @@ def _cancel(args: argparse.Namespace, settings: Settings) -> int:
 
     job = run(main())
     print(printable(f"notaryd: job {job.id} {job.state}"), file=sys.stderr)
-    return 0
+    return exit_codes.SUCCESS

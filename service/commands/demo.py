@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service import exit_codes
 from service.settings import Settings
 from uploader.errors import ConfigError
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from prometheus_client import start_http_server
 
     from service import runtime
-    from service.commands.notary import exit_code_for, print_outcome
+    from service.commands.notary import print_outcome
     from service.daemon.metrics import DaemonMetrics
     from service.emulator.config import EmulatorConfig
     from service.emulator.faultplan import FaultPlan
@@ -147,8 +148,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         say(f"notaryd demo: state database and logs in {demo_settings.state_dir}")
         server.shutdown()
         if outcome.staple is not None and outcome.staple.failed:
-            return 1
-        return exit_code_for(outcome.status)
+            return exit_codes.ACCEPTED_NOT_STAPLED
+        return exit_codes.for_status(outcome.status)
     finally:
         if proxy is not None:
             proxy.stop()

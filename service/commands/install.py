@@ -10,6 +10,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service import exit_codes
+
 if TYPE_CHECKING:
     from service.settings import Settings
 
@@ -82,7 +84,7 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
     plan = plan_service(args.service_action, request, host.platform)
     if args.dry_run:
         print(plan.render(), end="")
-        return 0
+        return exit_codes.SUCCESS
     return apply(plan, euid=host.euid, which=host.which)
 
 

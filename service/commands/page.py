@@ -12,6 +12,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from service import exit_codes
+
 if TYPE_CHECKING:
     from service.settings import Settings
 
@@ -52,4 +54,4 @@ def _open(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print("notaryd: open the URL above in a browser on this machine (it works once, "
               "for two minutes)", file=sys.stderr)
-    return 0
+    return exit_codes.SUCCESS

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service import exit_codes
 from service.serve_lock import holding_serve_lock
 from uploader.bundle_zip import archive_dir
 from uploader.errors import NotarydError
@@ -93,7 +94,7 @@ def run_prune(args: argparse.Namespace, settings: Settings) -> int:
         return report.summary(archive_dir(d) for d in work_dirs)
 
     print(run(main()))
-    return 0
+    return exit_codes.SUCCESS
 
 
 def run_set_aside(args: argparse.Namespace, settings: Settings) -> int:
@@ -104,7 +105,7 @@ def run_set_aside(args: argparse.Namespace, settings: Settings) -> int:
     path = settings.database_path
     if not path.exists():
         print(f"notaryd: no state database at {path}; nothing to set aside")
-        return 0
+        return exit_codes.SUCCESS
     busy = f"a running `notaryd serve` uses {settings.state_dir}; stop it first"
     with holding_serve_lock(settings.state_dir, busy=busy):  # no daemon starts mid-move
 
@@ -127,4 +128,4 @@ def run_set_aside(args: argparse.Namespace, settings: Settings) -> int:
                 os.rename(source, target)
                 moved.append(target.name)
     print(f"moved the damaged state database aside in {path.parent}: {', '.join(moved)}")
-    return 0
+    return exit_codes.SUCCESS

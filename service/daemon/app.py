@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from service import exit_codes
 from service.serve_lock import holding_serve_lock
 from service.settings import Settings
 from uploader.bundle_zip import archive_dir
@@ -82,7 +83,7 @@ async def serve(
     finally:
         signals.remove()
     log.info("notaryd stopped")
-    return 0
+    return exit_codes.SUCCESS
 
 
 async def _serve(

@@ -40,6 +40,8 @@ _OUTCOME_OF_STATUS: Mapping[str, JobOutcome] = {
     NotaryStatus.INVALID: JobOutcome.INVALID,
     NotaryStatus.REJECTED: JobOutcome.REJECTED,
 }
+VERDICTS: frozenset[JobOutcome] = frozenset(_OUTCOME_OF_STATUS.values())
+"""The outcomes Apple decided (there is a log); the others are ours (failed, cancelled)."""
 
 QUEUED = Queued.QUEUED
 JobState = Queued | NotaryStage | JobOutcome

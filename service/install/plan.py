@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from service import exit_codes
 from uploader.errors import NotarydError
 
 
@@ -153,7 +154,7 @@ def apply(
             if which(tool) is None:
                 raise ServiceSetupError(_missing_tool_message(tool, plan.manager))
 
-    code = 0
+    code = exit_codes.SUCCESS
     for step in plan.steps:
         if isinstance(step, MakeDirectory):
             _make_directory(step)
@@ -167,7 +168,7 @@ def apply(
         return code
     for note in plan.notes:
         print(f"notaryd: {note}", file=out)
-    return 0
+    return exit_codes.SUCCESS
 
 
 def _run(step: Run, runner: CommandRunner, out: TextIO, manager: str) -> int:
