@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from service import exit_codes
 
 if TYPE_CHECKING:
-    from service.settings import CredentialFlags, Settings
+    from service.setting_credentials import CredentialFlags
+    from service.settings import Settings
 
 # the commands that call the notary API, and so take the credential options
 AUTHENTICATING = ("notarize", "status", "info", "log", "history", "wait", "doctor", "serve")
@@ -63,7 +64,7 @@ def add_to_authenticating(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def credential_flags(args: argparse.Namespace) -> CredentialFlags | None:
     """The flags of a command that authenticates; None for the others (no keychain lookup)."""
-    from service.settings import CredentialFlags
+    from service.setting_credentials import CredentialFlags
 
     if not hasattr(args, "profile") or getattr(args, "credentials_action", None):
         return None
@@ -104,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _config_dir() -> Path:
-    from service.settings import default_config_path
+    from service.setting_sources import default_config_path
 
     return default_config_path().parent
 
@@ -114,7 +115,7 @@ def store_profile(args: argparse.Namespace, settings: Settings) -> int:
 
     from service import keychain
     from service.doctor import key_checks
-    from service.settings import register_key_text
+    from service.setting_credentials import register_key_text
     from uploader.notary.auth import read_key_file
 
     keychain.check_profile_name(args.profile)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from service import exit_codes
-from service.settings import DAY, Settings, seconds_option
+from service.setting_values import DAY, seconds_option
+from service.settings import Settings
 from uploader.errors import NotarydError
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _duration(text: str) -> float:
-    from service.settings import duration
+    from service.setting_values import duration
 
     try:
         return duration(30 * DAY)(text)

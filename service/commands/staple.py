@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from service import exit_codes
-from service.settings import DAY, Settings, seconds_option
+from service.setting_values import DAY, seconds_option
+from service.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _duration(text: str) -> float:
-    from service.settings import DAY, duration
+    from service.setting_values import DAY, duration
 
     try:
         return duration(10 * 365 * DAY)(text)
