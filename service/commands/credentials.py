@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service import exit_codes
+from service.commands import add_command, add_group
 
 if TYPE_CHECKING:
     from service.setting_credentials import CredentialFlags
@@ -73,35 +74,29 @@ def credential_flags(args: argparse.Namespace) -> CredentialFlags | None:
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    credentials = subparsers.add_parser(
-        "credentials", help="store, list or delete API key profiles in the OS keychain",
+    actions = add_group(
+        subparsers, "credentials", dest="credentials_action",
+        help="store, list or delete API key profiles in the OS keychain",
         description="Keep the team API key in the OS keychain (macOS Keychain, Secret Service) "
                     "under a profile name, like notarytool's store-credentials; use it with "
                     "--profile NAME or NOTARYD_PROFILE.")
-    actions = credentials.add_subparsers(dest="credentials_action", metavar="ACTION",
-                                         required=True)
-    store = actions.add_parser("store", help="check a key and store it under PROFILE",
-                               description="Check the key as `notaryd doctor` does, then store "
-                                           "key, key id and issuer id in the OS keychain.")
+    store = add_command(actions, "store", store_profile,
+                        help="check a key and store it under PROFILE",
+                        description="Check the key as `notaryd doctor` does, then store key, key "
+                                    "id and issuer id in the OS keychain.")
     store.add_argument("profile", metavar="PROFILE")
     store.add_argument("--key", metavar="PATH", required=True, type=Path,
                        help="the AuthKey_<KEYID>.p8 file from App Store Connect")
     store.add_argument("--key-id", metavar="ID", required=True, help="the 10-character Key ID")
     store.add_argument("--issuer", metavar="UUID", required=True, help="the Issuer ID")
     add_apple_id_option(store)
-    store.set_defaults(handler=store_profile)
-
-    listing = actions.add_parser("list", help="the stored profiles' names",
-                                 description="The names of the profiles stored with "
-                                             "`credentials store` (never their keys).")
+    listing = add_command(actions, "list", list_profiles, help="the stored profiles' names",
+                          description="The names of the profiles stored with `credentials "
+                                      "store` (never their keys).")
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(handler=list_profiles)
-
-    delete = actions.add_parser("delete", help="remove PROFILE from the keychain",
-                                description="Remove PROFILE's key, key id and issuer from the OS "
-                                            "keychain.")
+    delete = add_command(actions, "delete", delete_profile, help="remove PROFILE from the keychain",
+                         description="Remove PROFILE's key, key id and issuer from the OS keychain.")
     delete.add_argument("profile", metavar="PROFILE")
-    delete.set_defaults(handler=delete_profile)
 
 
 def _config_dir() -> Path:

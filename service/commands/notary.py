@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from service import exit_codes
+from service.commands import Handler, Subparsers, add_command
 from service.setting_values import DAY, seconds_option
 from service.settings import Settings
 from uploader.errors import NotarydError
@@ -36,9 +37,10 @@ AUTH_HELP = (
 )
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    p = subparsers.add_parser(
-        "notarize", help="hash, submit, upload, wait and fetch the log; re-run resumes",
+def register(subparsers: Subparsers) -> None:
+    p = add_command(
+        subparsers, "notarize", notarize,
+        help="hash, submit, upload, wait and fetch the log; re-run resumes",
         description="Notarise a .app bundle (zipped for you) or an archive (.zip, .pkg or .dmg) "
                     "in this process, then staple the ticket. Running the same command again "
                     "after a crash or a --timeout resumes the same submission and upload.",
@@ -54,47 +56,35 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                    help="give up (exit 1) after this long, e.g. 90m or 2h; a re-run resumes "
                         "(default: NOTARYD_TIMEOUT, else no limit)")
     add_last_mile_options(p)
-    p.set_defaults(handler=notarize)
-
-    s = subparsers.add_parser("status", help="the notary service's status of a submission",
-                              description="Ask the notary service for one submission's status.",
-                              epilog=AUTH_HELP)
-    s.add_argument("submission_id")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(handler=status)
-
-    info = subparsers.add_parser("info", help="notarytool's name for status",
-                                 description="The notary service's status of a submission "
-                                             "(the same as `notaryd status`).",
-                                 epilog=AUTH_HELP)
-    info.add_argument("submission_id")
-    info.add_argument("--json", action="store_true")
-    info.set_defaults(handler=status)
-
-    lg = subparsers.add_parser("log", help="fetch, store and explain a submission's log",
-                               description="Download a decided submission's log, keep it in the "
-                                           "state dir and explain its issues.",
-                               epilog=AUTH_HELP)
-    lg.add_argument("submission_id")
-    lg.add_argument("--json", action="store_true", help="print the log document itself")
-    lg.set_defaults(handler=show_log)
-
-    h = subparsers.add_parser("history", help="the team's 100 most recent submissions",
-                              description="List the team's 100 most recent submissions, as the "
-                                          "notary service knows them.",
-                              epilog=AUTH_HELP)
+    # The commands about one submission, by its id: (name, handler, help, description, --json help)
+    by_id: tuple[tuple[str, Handler, str, str, str | None], ...] = (
+        ("status", status, "the notary service's status of a submission",
+         "Ask the notary service for one submission's status.", None),
+        ("info", status, "notarytool's name for status",
+         "The notary service's status of a submission (the same as `notaryd status`).", None),
+        ("log", show_log, "fetch, store and explain a submission's log",
+         "Download a decided submission's log, keep it in the state dir and explain its issues.",
+         "print the log document itself"),
+    )
+    for name, handler, summary, description, json_help in by_id:
+        one = add_command(subparsers, name, handler, help=summary, description=description,
+                          epilog=AUTH_HELP)
+        one.add_argument("submission_id")
+        one.add_argument("--json", action="store_true", help=json_help)
+    h = add_command(subparsers, "history", history,
+                    help="the team's 100 most recent submissions",
+                    description="List the team's 100 most recent submissions, as the notary "
+                                "service knows them.",
+                    epilog=AUTH_HELP)
     h.add_argument("--json", action="store_true")
-    h.set_defaults(handler=history)
-
-    w = subparsers.add_parser("wait", help="follow a submission to its verdict",
-                              description="Poll the notary service until a submission has its "
-                                          "verdict (exit codes as `notaryd notarize`).",
-                              epilog=AUTH_HELP)
+    w = add_command(subparsers, "wait", wait, help="follow a submission to its verdict",
+                    description="Poll the notary service until a submission has its verdict "
+                                "(exit codes as `notaryd notarize`).",
+                    epilog=AUTH_HELP)
     w.add_argument("submission_id")
     w.add_argument("--timeout", type=seconds_option(30 * DAY), metavar="S",
                    help="give up (exit 1) after S seconds; default: wait as long as it takes")
     w.add_argument("--json", action="store_true")
-    w.set_defaults(handler=wait)
 
 
 def _duration(text: str) -> float:

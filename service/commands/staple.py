@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from service import exit_codes
+from service.commands import add_command
 from service.setting_values import DAY, seconds_option
 from service.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    s = subparsers.add_parser(
-        "staple", help="staple the notarisation ticket into a .app, .dmg or flat .pkg (any OS)",
+    s = add_command(
+        subparsers, "staple", staple,
+        help="staple the notarisation ticket into a .app, .dmg or flat .pkg (any OS)",
         description="Fetch the ticket for the artifact's signature and staple it; --check only "
                     "verifies, offline, that a ticket for the current signature is stapled.")
     s.add_argument("path", type=Path)
@@ -27,7 +29,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     s.add_argument("--max-wait", type=seconds_option(DAY, zero=True), default=1800.0, metavar="S",
                    help="how long to keep asking while the ticket propagates (default 1800)")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(handler=staple)
 
 
 def staple(args: argparse.Namespace, settings: Settings) -> int:

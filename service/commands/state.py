@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service import exit_codes
+from service.commands import add_command, add_group
 from service.serve_lock import holding_serve_lock
 from uploader.bundle_zip import archive_dir
 from uploader.errors import NotarydError
@@ -32,14 +33,11 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    state = subparsers.add_parser(
-        "state",
-        help="look after the local state database",
-        description="Maintenance of the state database in NOTARYD_STATE_DIR.",
-    )
-    actions = state.add_subparsers(dest="state_command", metavar="ACTION", required=True)
-    set_aside = actions.add_parser(
-        "set-aside",
+    actions = add_group(subparsers, "state", dest="state_command",
+                        help="look after the local state database",
+                        description="Maintenance of the state database in NOTARYD_STATE_DIR.")
+    add_command(
+        actions, "set-aside", run_set_aside,
         help="move a damaged state database aside and start with an empty one",
         description=(
             "Rename a damaged notaryd.sqlite3 (and its -wal/-shm files) to "
@@ -48,9 +46,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "afterwards."
         ),
     )
-    set_aside.set_defaults(handler=run_set_aside)
-    prune = actions.add_parser(
-        "prune",
+    prune = add_command(
+        actions, "prune", run_prune,
         help="remove zips and temporary files no unfinished job needs; says how much it freed",
         description=(
             "Remove the zips made from .app bundles (in NOTARYD_WORK_DIR, else the state "
@@ -60,7 +57,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     prune.add_argument("--older-than", metavar="D", type=_duration,
                        help="only what was last written more than D ago (90s, 30m, 12h, 7d)")
-    prune.set_defaults(handler=run_prune)
 
 
 def _duration(text: str) -> float:

@@ -93,6 +93,19 @@ class ServicePlan:
     needs_root: bool = False
     notes: tuple[str, ...] = field(default=())  # printed after a successful install
 
+    @classmethod
+    def changing(cls, action: str, manager: str, path: Path, steps: Sequence[Step], *,
+                 system: bool, notes: Sequence[str] = ()) -> ServicePlan:
+        """An install or uninstall of the service defined at ``path`` (root for a system one)."""
+        return cls(action=action, manager=manager, definition_path=path, steps=tuple(steps),
+                   needs_root=system, notes=tuple(notes))
+
+    @classmethod
+    def asking(cls, manager: str, path: Path, argv: tuple[str, ...]) -> ServicePlan:
+        """``notaryd service status``: the manager's own view, its output shown as it is."""
+        return cls(action="status", manager=manager, definition_path=path,
+                   steps=(Run(argv, check=False, show_output=True),))
+
     @property
     def commands(self) -> list[tuple[str, ...]]:
         return [step.argv for step in self.steps if isinstance(step, Run)]
