@@ -168,16 +168,10 @@ class Settings:
             )
         assert self.key_id and self.issuer_id and self.private_key
         return NotaryConfig(
-            api_url=self.api_url,
-            key_path=self.private_key,
-            key_id=self.key_id,
-            issuer_id=self.issuer_id,
-            engine=self.engine_config(),
-            state_dir=self.state_dir,
-            work_dir=self.work_dir,
-            poll_initial_seconds=self.poll_initial,
-            poll_max_seconds=self.poll_max,
-            stuck_after_seconds=self.stuck_after,
+            api_url=self.api_url, key_path=self.private_key, key_id=self.key_id,
+            issuer_id=self.issuer_id, engine=self.engine_config(), state_dir=self.state_dir,
+            work_dir=self.work_dir, poll_initial_seconds=self.poll_initial,
+            poll_max_seconds=self.poll_max, stuck_after_seconds=self.stuck_after,
             ticket_url=self.ticket_url,
         )
 

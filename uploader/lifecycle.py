@@ -47,10 +47,17 @@ class Lifecycle(Generic[S]):
         return frozenset(state for state, nexts in self.moves.items() if not nexts)
 
 
+def final(*states: S) -> dict[S, frozenset[S]]:
+    """Table rows for states that never change again."""
+    return {state: frozenset() for state in states}
+
+
 # -- uploads ---------------------------------------------------------------------------------
 
 
 class UploadState(enum.StrEnum):
+    """Where one S3 multipart upload is (a row of ``uploads``)."""
+
     PLANNED = "planned"
     HASHING = "hashing"  # reported in events only: hashing happens before the row exists
     UPLOADING = "uploading"
@@ -71,9 +78,7 @@ UPLOAD_LIFECYCLE: Lifecycle[UploadState] = Lifecycle(
         # a run that died after sending Complete resumes by checking its parts again
         _U.COMPLETING: frozenset({_U.PLANNED, _U.UPLOADING, _U.COMPLETED, _U.FAILED, _U.ABORTED}),
         # failing aborts the multipart upload, so the next run starts a new upload (a new row)
-        _U.FAILED: frozenset(),
-        _U.COMPLETED: frozenset(),
-        _U.ABORTED: frozenset(),
+        **final(_U.FAILED, _U.COMPLETED, _U.ABORTED),
     },
 )
 
@@ -82,6 +87,8 @@ UPLOAD_LIFECYCLE: Lifecycle[UploadState] = Lifecycle(
 
 
 class SubmissionState(enum.StrEnum):
+    """Our record of one notary submission: made, its upload under way or done, then closed."""
+
     CREATED = "created"
     UPLOADING = "uploading"
     UPLOADED = "uploaded"
@@ -96,8 +103,7 @@ SUBMISSION_LIFECYCLE: Lifecycle[SubmissionState] = Lifecycle(
         _S.CREATED: frozenset({_S.UPLOADING, _S.UPLOADED, _S.DONE, _S.ABANDONED}),
         _S.UPLOADING: frozenset({_S.UPLOADED, _S.DONE, _S.ABANDONED}),
         _S.UPLOADED: frozenset({_S.DONE, _S.ABANDONED}),
-        _S.DONE: frozenset(),
-        _S.ABANDONED: frozenset(),
+        **final(_S.DONE, _S.ABANDONED),
     },
 )
 

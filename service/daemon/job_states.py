@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from uploader.lifecycle import Lifecycle, NotaryStage, NotaryStatus
+from uploader.lifecycle import Lifecycle, NotaryStage, NotaryStatus, final
 
 
 class Queued(enum.StrEnum):
@@ -59,7 +59,7 @@ JOB_LIFECYCLE: Lifecycle[JobState] = Lifecycle(
         # (a cancel or a failed source check may end a job that is still queued).
         **{state: frozenset(JOB_STATES) for state in _NOT_FINAL},
         # An outcome is final.
-        **{outcome: frozenset() for outcome in JobOutcome},
+        **final(*JobOutcome),
     },
 )
 

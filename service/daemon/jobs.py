@@ -63,6 +63,12 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+# What a snapshot shows as the job holds it, and what as its progress counts it.
+_KEPT = ("id", "name", "webhook", "skip_preflight", "state", "submission_id", "notary_status",
+         "error", "created_at", "updated_at", "started_at", "finished_at", "options")
+_COUNTED = ("bytes_total", "bytes_done", "bytes_hashed", "retries")
+
+
 @dataclass(eq=False)
 class Job:
     """One archive's trip through the pipeline. Progress fields are live; others are persisted."""
@@ -118,26 +124,11 @@ class Job:
         remaining = max(0, progress.bytes_total - progress.bytes_done)
         eta = remaining / rate if rate > 0 else None
         return JobSnapshot(
-            id=self.id,
             path=str(self.path),
-            name=self.name,
-            webhook=self.webhook,
-            skip_preflight=self.skip_preflight,
-            state=self.state,
-            bytes_total=progress.bytes_total,
-            bytes_done=progress.bytes_done,
-            bytes_hashed=progress.bytes_hashed,
-            retries=progress.retries,
             rate_bytes_per_second=round(rate, 1),
             eta_seconds=round(eta, 1) if eta is not None else None,
-            submission_id=self.submission_id,
-            notary_status=self.notary_status,
-            error=self.error,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            options=self.options,
+            **{name: getattr(self, name) for name in _KEPT},
+            **{name: getattr(progress, name) for name in _COUNTED},
         )
 
     def __repr__(self) -> str:

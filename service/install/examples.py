@@ -22,14 +22,8 @@ LINUX_ACCOUNT = Account("builder", 1000, 1000, Path("/home/builder"))
 
 
 def example_request(account: Account, *, system: bool) -> ServiceRequest:
-    return ServiceRequest(
-        system=system,
-        program=EXAMPLE_PROGRAM,
-        account=account,
-        state_dir=None,
-        config_file=None,
-        shutdown_grace=EXAMPLE_SHUTDOWN_GRACE,
-    )
+    return ServiceRequest(system=system, program=EXAMPLE_PROGRAM, account=account, state_dir=None,
+                          config_file=None, shutdown_grace=EXAMPLE_SHUTDOWN_GRACE)
 
 
 def example_files() -> dict[str, bytes]:
