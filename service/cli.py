@@ -94,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BaseExceptionGroup as group:  # a TaskGroup's: what failed is inside
             raise user_facing(group) from None
     except NotarydError as exc:
-        return _fail(args, exc, printable(redaction.redact(str(exc))), exc.exit_code)
+        return _fail(args, exc, printable(redaction.redact(str(exc))),
+                     exit_codes.for_error(exc))
     except KeyboardInterrupt:
         print("notaryd: interrupted; re-run the same command to resume", file=sys.stderr)
         return exit_codes.INTERRUPTED

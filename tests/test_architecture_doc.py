@@ -1,6 +1,6 @@
-"""docs/ARCHITECTURE.md draws the lifecycle tables of ``uploader/lifecycle.py``, the engine's
-failure table (``uploader/upload_session.py``) and the kinds table of ``uploader/artifact.py``:
-they must agree."""
+"""docs/ARCHITECTURE.md draws the lifecycle tables (``uploader/lifecycle.py``, the job's in
+``service/daemon/job_states.py``), the engine's failure table (``uploader/upload_session.py``)
+and the kinds table of ``uploader/artifact.py``: they must agree."""
 
 from __future__ import annotations
 
@@ -10,13 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from uploader.lifecycle import (
-    JOB_LIFECYCLE,
-    JOB_STATES,
-    SUBMISSION_LIFECYCLE,
-    UPLOAD_LIFECYCLE,
-    Lifecycle,
-)
+from service.daemon.job_states import JOB_LIFECYCLE, JOB_STATES
+from uploader.lifecycle import SUBMISSION_LIFECYCLE, UPLOAD_LIFECYCLE, Lifecycle
 from uploader.upload_session import FAILURES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"

@@ -195,3 +195,19 @@ def write_package(root: Path, files: dict[str, str]) -> dict[str, set[str]]:
 )
 def test_the_graph_sees_every_import(tmp_path: Path, files: dict[str, str], expected: list[str]) -> None:
     assert describe(write_package(tmp_path, files)) == expected
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported"),
+    [("uploader", "service"), ("service.daemon", "service.client"), ("service.daemon", "service.commands")],
+)
+def test_layers_point_one_way(importer: str, imported: str) -> None:
+    """The library knows no daemon; the server knows neither its CLI client nor the commands."""
+    wrong = sorted(
+        f"{name} -> {target}"
+        for name, targets in import_graph().items()
+        if name == importer or name.startswith(importer + ".")
+        for target in targets
+        if target == imported or target.startswith(imported + ".")
+    )
+    assert not wrong, "\n".join(wrong)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # decision; this list makes it a visible one.
 PUBLIC = [
     "ConfigError", "Credentials", "CredentialsExpiredError", "Database", "EngineConfig", "Event",
-    "Hook", "IllegalTransition", "JobOutcome", "MultipartUploader", "NotarizeOutcome",
+    "Hook", "IllegalTransition", "MultipartUploader", "NotarizeOutcome",
     "NotarizeRequest", "Notarizer", "NotaryConfig", "NotaryError", "NotaryStage", "NotaryStatus",
     "NotarydError", "PermanentUploadError", "Progress", "SourceChangedError", "StateError",
     "SubmissionState", "UploadLimits", "UploadResult", "UploadState",

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from .events import Event, Hook
     from .lifecycle import (
         IllegalTransition,
-        JobOutcome,
         NotaryStage,
         NotaryStatus,
         SubmissionState,
@@ -59,7 +58,6 @@ _HOME = {
     "Event": "events",
     "Hook": "events",
     "IllegalTransition": "lifecycle",
-    "JobOutcome": "lifecycle",
     "NotaryStage": "lifecycle",
     "NotaryStatus": "lifecycle",
     "SubmissionState": "lifecycle",
@@ -81,7 +79,6 @@ __all__ = [
     "Event",
     "Hook",
     "IllegalTransition",
-    "JobOutcome",
     "MultipartUploader",
     "NotarizeOutcome",
     "NotarizeRequest",

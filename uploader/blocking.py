@@ -1,8 +1,8 @@
-"""A job's blocking file work, off the event loop, bounded and cancelled with the job.
+"""A run's blocking file work, off the event loop, bounded and cancelled with the run.
 
 ``asyncio.to_thread`` runs work on the loop's shared pool (six threads on a 2-CPU machine): a
 call that never returns (a read on a hung network volume, say) holds a worker for good, a few of
-them starve every other ``to_thread`` in the process (the daemon's API among them), and the
+them starve every other ``to_thread`` in the process (a server's API among them), and the
 interpreter waits for them at exit, so SIGTERM never ends the process. ``off_loop`` runs the call
 on a thread of its own instead, a daemon thread, with the caller's context (``confine_to``):
 

@@ -24,8 +24,6 @@ from pathlib import Path
 class NotarydError(Exception):
     """Base class for every error notaryd raises on purpose."""
 
-    exit_code = 1  # of the CLI command it ends (2 is kept for what the notary service rejects)
-
 
 class ConfigError(NotarydError):
     """Invalid configuration or input; the message names what and how to fix it."""

@@ -1,8 +1,8 @@
 """Typed progress events and the hook interface through which the engine reports them.
 
-The library knows nothing about Prometheus or terminals: the daemon's metrics
-(``service/daemon/metrics.py``) and ``uploader.progress.Progress`` (the one fold of a run's
-events, which the CLI's display, the daemon's jobs and the pipeline read) subscribe to these. Hooks are called on the event-loop thread and must not
+The library knows nothing about Prometheus or terminals: a caller's metrics and
+``uploader.progress.Progress`` (the one fold of a run's events, which displays and the pipeline
+read) subscribe to these. Hooks are called on the event-loop thread and must not
 block; they must also not raise (an exception in a hook is logged and dropped by the emitter).
 
 Bytes are reported twice over on purpose: ``BytesSent`` counts every byte handed to the network

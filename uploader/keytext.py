@@ -55,15 +55,6 @@ def pem_from_text(value: str) -> str:
     return text + "\n"
 
 
-def holds_key_text(value: str) -> bool:
-    """Whether ``value`` is key text rather than a file path: a PEM, or base64 of a PEM."""
-    try:
-        pem_from_text(value)
-    except NotAKey:
-        return False
-    return True
-
-
 def secret_lines(raw: str, pem: str) -> list[str]:
     """Every line of the secret as given and as decoded, the armour lines excepted: what a log
     must never show (``::add-mask::`` in the Action, known secrets in notaryd's redaction)."""

@@ -1,14 +1,13 @@
-"""Every lifecycle in notaryd as data: the states, and the moves allowed between them.
+"""The library's lifecycles as data: the states, and the moves allowed between them.
 
-Three things have a lifecycle, each persisted by the store that owns it:
+Two things the library persists have a lifecycle, each enforced by the store that owns it:
 
 * an **upload** (``UploadState``; ``uploader.upload_state.UploadStore``): one S3 multipart upload;
 * a **submission** (``SubmissionState``; ``uploader.notary.store.SubmissionStore``): our record of
-  one notary submission, whose verdict is Apple's ``NotaryStatus``;
-* a daemon **job** (``JobState``; ``service.daemon.jobs.Job.move_to``, saved by ``JobStore``):
-  one archive's trip through the pipeline.
-  A job's state is not a type of its own: it is ``QUEUED``, or the pipeline stage it is in
-  (``NotaryStage``), or how it ended (``JobOutcome``, from Apple's status or the run's error).
+  one notary submission, whose verdict is Apple's ``NotaryStatus``.
+
+A notarisation run reports where it is as a ``NotaryStage``. ``Lifecycle`` is the table type any
+caller may use for lifecycles of its own.
 
 A store asked for a move its table does not hold raises ``IllegalTransition``: that is a bug in
 the caller, never an input error, so it is not a ``NotarydError`` and no user is meant to see it.
@@ -48,10 +47,17 @@ class Lifecycle(Generic[S]):
         return frozenset(state for state, nexts in self.moves.items() if not nexts)
 
 
+def final(*states: S) -> dict[S, frozenset[S]]:
+    """Table rows for states that never change again."""
+    return {state: frozenset() for state in states}
+
+
 # -- uploads ---------------------------------------------------------------------------------
 
 
 class UploadState(enum.StrEnum):
+    """Where one S3 multipart upload is (a row of ``uploads``)."""
+
     PLANNED = "planned"
     HASHING = "hashing"  # reported in events only: hashing happens before the row exists
     UPLOADING = "uploading"
@@ -72,9 +78,7 @@ UPLOAD_LIFECYCLE: Lifecycle[UploadState] = Lifecycle(
         # a run that died after sending Complete resumes by checking its parts again
         _U.COMPLETING: frozenset({_U.PLANNED, _U.UPLOADING, _U.COMPLETED, _U.FAILED, _U.ABORTED}),
         # failing aborts the multipart upload, so the next run starts a new upload (a new row)
-        _U.FAILED: frozenset(),
-        _U.COMPLETED: frozenset(),
-        _U.ABORTED: frozenset(),
+        **final(_U.FAILED, _U.COMPLETED, _U.ABORTED),
     },
 )
 
@@ -83,6 +87,8 @@ UPLOAD_LIFECYCLE: Lifecycle[UploadState] = Lifecycle(
 
 
 class SubmissionState(enum.StrEnum):
+    """Our record of one notary submission: made, its upload under way or done, then closed."""
+
     CREATED = "created"
     UPLOADING = "uploading"
     UPLOADED = "uploaded"
@@ -97,8 +103,7 @@ SUBMISSION_LIFECYCLE: Lifecycle[SubmissionState] = Lifecycle(
         _S.CREATED: frozenset({_S.UPLOADING, _S.UPLOADED, _S.DONE, _S.ABANDONED}),
         _S.UPLOADING: frozenset({_S.UPLOADED, _S.DONE, _S.ABANDONED}),
         _S.UPLOADED: frozenset({_S.DONE, _S.ABANDONED}),
-        _S.DONE: frozenset(),
-        _S.ABANDONED: frozenset(),
+        **final(_S.DONE, _S.ABANDONED),
     },
 )
 
@@ -116,11 +121,11 @@ class NotaryStatus(enum.StrEnum):
         return self is not NotaryStatus.IN_PROGRESS
 
 
-# -- jobs --------------------------------------------------------------------------------------
+# -- notarisation runs ------------------------------------------------------------------
 
 
 class NotaryStage(enum.StrEnum):
-    """Where a notarisation run is. DONE and FAILED end a run; the others are job states too."""
+    """Where a notarisation run is. DONE and FAILED end a run."""
 
     PREFLIGHT = "preflight"
     HASHING = "hashing"
@@ -134,64 +139,3 @@ class NotaryStage(enum.StrEnum):
     @property
     def running(self) -> bool:
         return self not in (NotaryStage.DONE, NotaryStage.FAILED)
-
-
-class Queued(enum.StrEnum):
-    """A job waiting for a slot (also a job put back in the queue by a daemon restart)."""
-
-    QUEUED = "queued"
-
-
-class JobOutcome(enum.StrEnum):
-    """How a job ended: Apple's verdict, or why there was none."""
-
-    ACCEPTED = "accepted"
-    INVALID = "invalid"
-    REJECTED = "rejected"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @classmethod
-    def from_status(cls, status: str | None) -> JobOutcome | None:
-        """The outcome Apple's final ``status`` means; None for one we do not know."""
-        return _OUTCOME_OF_STATUS.get(status or "")
-
-
-_OUTCOME_OF_STATUS: Mapping[str, JobOutcome] = {
-    NotaryStatus.ACCEPTED: JobOutcome.ACCEPTED,
-    NotaryStatus.INVALID: JobOutcome.INVALID,
-    NotaryStatus.REJECTED: JobOutcome.REJECTED,
-}
-
-QUEUED = Queued.QUEUED
-JobState = Queued | NotaryStage | JobOutcome
-"""A job's state: queued, a running stage, or its outcome (terminal)."""
-
-RUNNING_STAGES: tuple[NotaryStage, ...] = tuple(stage for stage in NotaryStage if stage.running)
-_NOT_FINAL: tuple[JobState, ...] = (QUEUED, *RUNNING_STAGES)
-JOB_STATES: tuple[JobState, ...] = (*_NOT_FINAL, *JobOutcome)
-
-JOB_LIFECYCLE: Lifecycle[JobState] = Lifecycle(
-    "job",
-    {
-        # Not final: back to queued (a daemon restart), to any running stage (stages are not
-        # monotonic: expired credentials send an upload back to submitting), or to any outcome
-        # (a cancel or a failed source check may end a job that is still queued).
-        **{state: frozenset(JOB_STATES) for state in _NOT_FINAL},
-        # An outcome is final.
-        **{outcome: frozenset() for outcome in JobOutcome},
-    },
-)
-
-
-def parse_job_state(text: str) -> JobState:
-    """The job state spelled ``text`` (as stored and as the API shows it)."""
-    for state in JOB_STATES:
-        if state.value == text:
-            return state
-    raise ValueError(f"unknown job state {text!r}")
-
-
-def check_job_move(current: JobState, new: JobState, *, what: str = "") -> None:
-    """``IllegalTransition`` unless ``JOB_LIFECYCLE`` allows ``current`` -> ``new``."""
-    JOB_LIFECYCLE.check(current, new, what=what)

@@ -1,8 +1,8 @@
 """One fold of the engine's and pipeline's events into the progress of one run.
 
 ``Progress`` is a hook (``uploader.events.Hook``): hand it every event of one run and it keeps
-what everybody wants to know about that run. The CLI's display, the daemon's jobs and metrics and
-the pipeline's credential-expiry projection all read this one fold instead of folding events
+what everybody wants to know about that run. A caller's displays and metrics and the
+pipeline's credential-expiry projection all read this one fold instead of folding events
 themselves. Event-loop thread only, like every hook.
 
 Bytes: ``bytes_done`` counts what S3 acknowledged and the state store committed, so it never

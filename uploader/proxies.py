@@ -6,7 +6,7 @@ exempting hosts (the host or a domain suffix; ``*`` for all). Loopback is not ex
 ``NO_PROXY`` names it. With no variable set on macOS, the system's proxy settings apply
 (urllib's ``getproxies``), as they do for botocore. ``ALL_PROXY`` is read by neither.
 
-The notary API, log downloads, the ticket lookup and job notifications pass
+The notary API, log downloads, the ticket lookup and any other non-S3 request pass
 ``proxy=await proxy_for_request(url)`` on each request. Sessions do not set aiohttp's
 ``trust_env``: it reads the same variables but also ``~/.netrc``, whose credentials (a
 ``default`` entry: for every host) would then go to the notary service, S3 and webhook

@@ -4,7 +4,7 @@ A sample is (monotonic time, bytes). The rate divides the bytes inside the windo
 covered, which is the whole window once the meter has run that long and the time since the first
 sample before that (at least one second, so the first burst does not read as a huge rate).
 Single-threaded: use it from the event-loop thread only. Used by ``uploader.progress.Progress``
-(the rate of one run) and the daemon's metrics (the rate of all jobs together).
+(the rate of one run) and by callers that add runs up (the rate of all of them together).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Each package's tables as numbered migrations, versioned per package in one SQLite file.
 
-The library (``uploader``) and the daemon (``service.daemon``) share one database, but each owns
+The library (``uploader``) and the packages built on it share one database, but each owns
 its tables: a ``Schema`` is one package's append-only list of migrations, and the
 ``schema_versions`` table records how many of them have run. The library's schema is applied
 whenever a ``Database`` opens; another package asks for its own with ``Database.require``, so the
-library never needs to know the daemon's tables.
+library never needs to know another package's tables.
 
 A package's pending migrations run in one transaction together with its ``schema_versions`` row,
 so a crash leaves it at either the old or the new version, never between; the versions are read

@@ -1,10 +1,11 @@
-"""Text that came from outside (file names, job names, server answers) made safe for a terminal.
+"""Text that came from outside (file names, submission names, server answers) made safe for a
+terminal.
 
 Printed raw, an ESC sequence in a file name can recolour, retitle or rewrite the user's terminal,
 a carriage return can overwrite the line before it, and a bidi override can make a path read
 backwards. ``printable`` shows each such character as an escape (``\\x1b``, ``\\u202e``), and an
 undecodable byte (kept as a lone surrogate) as ``\\udcXX``. Every human-facing output of text
-from outside goes through it: CLI tables and messages, reports, the daemon's log. JSON output
+from outside goes through it: tables and messages, reports, logs. JSON output
 needs nothing: ``json.dumps`` escapes control characters itself.
 """
 

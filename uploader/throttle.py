@@ -1,6 +1,6 @@
-"""A bandwidth cap shared by every upload of a process (the daemon's ``bandwidth_limit``).
+"""A bandwidth cap shared by every upload of a process.
 
-A token bucket shared by every part of every job: ``await acquire(n)`` on the event loop, or
+A token bucket shared by every part of every upload: ``await acquire(n)`` on the event loop, or
 ``acquire_blocking(n)`` from a worker thread. Over budget, the caller sleeps off its own debt,
 so the average rate converges on the cap however many parts draw from it. Each caller's wait
 covers every byte taken before it, so callers are served in arrival order: concurrent streams

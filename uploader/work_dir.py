@@ -8,7 +8,7 @@ Zips go to ``<work dir>/archives/`` (``NOTARYD_WORK_DIR``, default the state dir
   and skips what it cannot get, so a zip being written or uploaded is never removed;
 * an unfinished submission still has to upload it (created or uploading, its credentials not
   expired), so that a killed run resumes from it (``needed_by_submissions``);
-* the caller says so (the daemon's queued and running jobs, ``service.commands.state``).
+* the caller says so (runs it knows are queued or under way).
 
 A failed or cancelled run removes its own zip (``PreparedInput.discard``); ``prune`` removes what
 interrupted runs left behind. ``check_room`` refuses to start a zip the disk cannot hold.

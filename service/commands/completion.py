@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from service import exit_codes
+from service.commands import add_command
+
 if TYPE_CHECKING:
     from service.settings import Settings
 
@@ -18,12 +21,11 @@ SHELLS = ("bash", "zsh", "fish")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    completion = subparsers.add_parser(
-        "completion", help="print the shell completion script for bash, zsh or fish",
-        description="Print a completion script; e.g. `notaryd completion bash > "
-                    "~/.local/share/bash-completion/completions/notaryd`.")
+    example = "notaryd completion bash > ~/.local/share/bash-completion/completions/notaryd"
+    completion = add_command(subparsers, "completion", print_completion,
+                             help="print the shell completion script for bash, zsh or fish",
+                             description=f"Print a completion script; e.g. `{example}`.")
     completion.add_argument("shell", choices=SHELLS)
-    completion.set_defaults(handler=print_completion)
 
 
 def script(shell: str) -> str:
@@ -37,4 +39,4 @@ def script(shell: str) -> str:
 
 def print_completion(args: argparse.Namespace, settings: Settings) -> int:
     print(script(args.shell), end="")
-    return 0
+    return exit_codes.SUCCESS

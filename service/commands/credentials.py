@@ -15,8 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service import exit_codes
+from service.commands import add_command, add_group
+
 if TYPE_CHECKING:
-    from service.settings import CredentialFlags, Settings
+    from service.setting_credentials import CredentialFlags
+    from service.settings import Settings
 
 # the commands that call the notary API, and so take the credential options
 AUTHENTICATING = ("notarize", "status", "info", "log", "history", "wait", "doctor", "serve")
@@ -26,14 +30,12 @@ APPLE_ID_MESSAGE = (
     "an app-specific password; create a key in App Store Connect → Users and Access → "
     "Integrations → Team Keys, then `notaryd credentials store PROFILE --key AuthKey_<KEYID>.p8 "
     "--key-id KEYID --issuer ISSUER_UUID`")
-EXIT_USAGE = 2
-
 
 class _AppleIdAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
         print(APPLE_ID_MESSAGE, file=sys.stderr)
-        parser.exit(EXIT_USAGE)
+        parser.exit(exit_codes.USAGE)
 
 
 def add_apple_id_option(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +65,7 @@ def add_to_authenticating(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def credential_flags(args: argparse.Namespace) -> CredentialFlags | None:
     """The flags of a command that authenticates; None for the others (no keychain lookup)."""
-    from service.settings import CredentialFlags
+    from service.setting_credentials import CredentialFlags
 
     if not hasattr(args, "profile") or getattr(args, "credentials_action", None):
         return None
@@ -72,39 +74,33 @@ def credential_flags(args: argparse.Namespace) -> CredentialFlags | None:
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    credentials = subparsers.add_parser(
-        "credentials", help="store, list or delete API key profiles in the OS keychain",
+    actions = add_group(
+        subparsers, "credentials", dest="credentials_action",
+        help="store, list or delete API key profiles in the OS keychain",
         description="Keep the team API key in the OS keychain (macOS Keychain, Secret Service) "
                     "under a profile name, like notarytool's store-credentials; use it with "
                     "--profile NAME or NOTARYD_PROFILE.")
-    actions = credentials.add_subparsers(dest="credentials_action", metavar="ACTION",
-                                         required=True)
-    store = actions.add_parser("store", help="check a key and store it under PROFILE",
-                               description="Check the key as `notaryd doctor` does, then store "
-                                           "key, key id and issuer id in the OS keychain.")
+    store = add_command(actions, "store", store_profile,
+                        help="check a key and store it under PROFILE",
+                        description="Check the key as `notaryd doctor` does, then store key, key "
+                                    "id and issuer id in the OS keychain.")
     store.add_argument("profile", metavar="PROFILE")
     store.add_argument("--key", metavar="PATH", required=True, type=Path,
                        help="the AuthKey_<KEYID>.p8 file from App Store Connect")
     store.add_argument("--key-id", metavar="ID", required=True, help="the 10-character Key ID")
     store.add_argument("--issuer", metavar="UUID", required=True, help="the Issuer ID")
     add_apple_id_option(store)
-    store.set_defaults(handler=store_profile)
-
-    listing = actions.add_parser("list", help="the stored profiles' names",
-                                 description="The names of the profiles stored with "
-                                             "`credentials store` (never their keys).")
+    listing = add_command(actions, "list", list_profiles, help="the stored profiles' names",
+                          description="The names of the profiles stored with `credentials "
+                                      "store` (never their keys).")
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(handler=list_profiles)
-
-    delete = actions.add_parser("delete", help="remove PROFILE from the keychain",
-                                description="Remove PROFILE's key, key id and issuer from the OS "
-                                            "keychain.")
+    delete = add_command(actions, "delete", delete_profile, help="remove PROFILE from the keychain",
+                         description="Remove PROFILE's key, key id and issuer from the OS keychain.")
     delete.add_argument("profile", metavar="PROFILE")
-    delete.set_defaults(handler=delete_profile)
 
 
 def _config_dir() -> Path:
-    from service.settings import default_config_path
+    from service.setting_sources import default_config_path
 
     return default_config_path().parent
 
@@ -114,7 +110,7 @@ def store_profile(args: argparse.Namespace, settings: Settings) -> int:
 
     from service import keychain
     from service.doctor import key_checks
-    from service.settings import register_key_text
+    from service.setting_credentials import register_key_text
     from uploader.notary.auth import read_key_file
 
     keychain.check_profile_name(args.profile)
@@ -126,14 +122,14 @@ def store_profile(args: argparse.Namespace, settings: Settings) -> int:
         fix = f"; {check.fix}" if check.fix else ""
         print(f"notaryd: {check.name}: {check.detail}{fix}", file=sys.stderr)
     if failed:
-        return 1
+        return exit_codes.FAILURE
     pem = read_key_file(args.key.expanduser()).decode("ascii", "replace")
     register_key_text(pem)  # before the keychain library sees it, whatever it logs
     keychain.store(args.profile, keychain.StoredCredentials(args.key_id, args.issuer, pem),
                    _config_dir())
     print(f"stored profile {args.profile!r} (key id {args.key_id}) in the keychain; use it with "
           f"--profile {args.profile} or NOTARYD_PROFILE={args.profile}")
-    return 0
+    return exit_codes.SUCCESS
 
 
 def list_profiles(args: argparse.Namespace, settings: Settings) -> int:
@@ -147,7 +143,7 @@ def list_profiles(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print("no stored profiles; add one with `notaryd credentials store PROFILE --key "
               "AuthKey_<KEYID>.p8 --key-id KEYID --issuer ISSUER_UUID`", file=sys.stderr)
-    return 0
+    return exit_codes.SUCCESS
 
 
 def delete_profile(args: argparse.Namespace, settings: Settings) -> int:
@@ -156,6 +152,6 @@ def delete_profile(args: argparse.Namespace, settings: Settings) -> int:
     if not keychain.delete(args.profile, _config_dir()):
         print(f"notaryd: profile {args.profile!r}: no such profile (see `notaryd credentials "
               "list`)", file=sys.stderr)
-        return 1
+        return exit_codes.FAILURE
     print(f"deleted profile {args.profile!r}")
-    return 0
+    return exit_codes.SUCCESS

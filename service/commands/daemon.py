@@ -1,29 +1,27 @@
 """`notaryd serve` (the daemon) and its clients: `submit`, `jobs`, `job`, `watch`, `cancel`.
 
-Exit codes of `submit --wait` follow `notaryd notarize`: 0 Accepted, 2 Invalid or Rejected,
-1 any other failure.
+Exit codes of `submit --wait` follow `notaryd notarize` (``service.exit_codes.for_job``): 0
+Accepted, 2 Invalid or Rejected, 1 any other failure.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
+from service import exit_codes
+from service.commands import Subparsers, add_command
 from service.commands.notary import add_last_mile_options
-from service.exit_codes import ACCEPTED, FAILURE, REJECTED
-from uploader.lifecycle import JobOutcome
+from service.daemon.job_states import VERDICTS, JobOutcome
 from uploader.terminal import printable
 
 if TYPE_CHECKING:
-    from service.daemon.client import DaemonClient
+    from service.client.client import DaemonClient
     from service.daemon.snapshot import JobSnapshot
     from service.settings import Settings
 
-OUTCOME_EXIT_CODES = {
-    JobOutcome.ACCEPTED: ACCEPTED,
-    JobOutcome.INVALID: REJECTED,
-    JobOutcome.REJECTED: REJECTED,
-}
+T = TypeVar("T")
 # Following a job survives a daemon restart (launchd brings it back within seconds).
 RECONNECT_ATTEMPTS = 30
 RECONNECT_DELAY_SECONDS = 2.0
@@ -33,19 +31,18 @@ class _StreamEnded(Exception):
     """The daemon's event stream closed before the job reached a verdict."""
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+def register(subparsers: Subparsers) -> None:
     from service.commands.notary import AUTH_HELP
 
-    serve = subparsers.add_parser(
-        "serve", help="run the daemon in the foreground (control API, job queue, metrics)",
+    add_command(
+        subparsers, "serve", _serve,
+        help="run the daemon in the foreground (control API, job queue, metrics)",
         description="Run the daemon in the foreground: the control API and live page at "
                     "NOTARYD_LISTEN, the job queue, and /metrics. launchd or systemd run it "
                     "this way (`notaryd service install`).",
         epilog=AUTH_HELP)
-    serve.set_defaults(handler=_serve)
-
-    submit = subparsers.add_parser(
-        "submit", help="hand an archive to the running daemon",
+    submit = add_command(
+        subparsers, "submit", _submit, help="hand an archive to the running daemon",
         description="Queue a .app bundle or a .zip, .pkg or .dmg with the running daemon; "
                     "--wait follows it to Apple's verdict (exit codes as `notaryd notarize`).",
         epilog="The daemon notarises with its own settings: " + AUTH_HELP[0].lower()
@@ -57,31 +54,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     submit.add_argument("--webhook", help="URL the notary service calls when it has decided")
     submit.add_argument("--skip-preflight", action="store_true", help="skip the offline signing check")
     add_last_mile_options(submit)
-    submit.set_defaults(handler=_submit)
-
-    jobs = subparsers.add_parser("jobs", help="list the daemon's jobs",
-                                 description="List the daemon's recent jobs with their progress.")
+    jobs = add_command(subparsers, "jobs", _jobs, help="list the daemon's jobs",
+                       description="List the daemon's recent jobs with their progress.")
     jobs.add_argument("--json", action="store_true", help="print JSON")
-    jobs.set_defaults(handler=_jobs)
-
-    job = subparsers.add_parser("job", help="show one job",
-                                description="Show one of the daemon's jobs, field by field.")
+    job = add_command(subparsers, "job", _job, help="show one job",
+                      description="Show one of the daemon's jobs, field by field.")
     job.add_argument("job_id", metavar="ID")
     job.add_argument("--json", action="store_true", help="print JSON")
-    job.set_defaults(handler=_job)
-
-    watch = subparsers.add_parser(
-        "watch", help="live view of every job, or follow one (Ctrl-C to leave)",
+    watch = add_command(
+        subparsers, "watch", _watch, help="live view of every job, or follow one (Ctrl-C to leave)",
         description="Without ID: a live view of every job until Ctrl-C. With ID: follow that "
                     "job to its verdict, with the exit codes of `notaryd submit --wait`.")
     watch.add_argument("job_id", metavar="ID", nargs="?")
-    watch.set_defaults(handler=_watch)
-
-    cancel = subparsers.add_parser("cancel", help="cancel a job and abort its upload",
-                                   description="Cancel a queued or running job of the daemon "
-                                               "and abort its multipart upload.")
+    cancel = add_command(subparsers, "cancel", _cancel, help="cancel a job and abort its upload",
+                         description="Cancel a queued or running job of the daemon and abort "
+                                     "its multipart upload.")
     cancel.add_argument("job_id", metavar="ID")
-    cancel.set_defaults(handler=_cancel)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,9 +82,20 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _client(settings: Settings) -> DaemonClient:
-    from service.daemon.client import DaemonClient
+    from service.client.client import DaemonClient
 
     return DaemonClient.from_settings(settings)
+
+
+def _ask(settings: Settings, question: Callable[[DaemonClient], Awaitable[T]]) -> T:
+    """One conversation with the running daemon: ``question(client)``'s answer."""
+    from service.runtime import run
+
+    async def main() -> T:
+        async with _client(settings) as client:
+            return await question(client)
+
+    return run(main())
 
 
 def _submit(args: argparse.Namespace, settings: Settings) -> int:
@@ -119,7 +118,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
             if not args.wait:
                 print(printable(job.id))
                 print(printable(f"notaryd: queued job {job.id} for {job.path}"), file=sys.stderr)
-                return 0
+                return exit_codes.SUCCESS
             return await _follow(client, job)
 
     try:
@@ -130,14 +129,14 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
         # The job is the daemon's: leaving the view does not stop it.
         print(f"notaryd: still running as job {queued[0]}; follow it with "
               f"`notaryd watch {queued[0]}`", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
 
 
 async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
     import sys
 
-    from service.daemon.client import DaemonUnreachable, UnreadableAnswer
-    from service.daemon.display import JobFollower
+    from service.client.client import DaemonUnreachable, UnreadableAnswer
+    from service.client.display import JobFollower, verdict_line
     from uploader.errors import NotarydError
     from uploader.retry import Retrier, RetryPolicy
 
@@ -174,37 +173,25 @@ async def _follow(client: DaemonClient, job: JobSnapshot) -> int:
         if not job.terminal:
             await reconnecting.run(follow, decide)
         state = job.state
-        if state in OUTCOME_EXIT_CODES:  # Apple decided: there is a log
+        if state in VERDICTS:  # Apple decided: there is a log
             try:
                 report = (await client.log(job.id)).get("report")
             except NotarydError:
                 report = None
             if report and state is not JobOutcome.ACCEPTED:
                 view.message(printable(str(report), multiline=True))
-    line = f"notaryd: job {job.id} {state}"
-    if job.notary_status and job.notary_status.lower() != str(state):
-        line += f" ({job.notary_status})"
-    if job.error:
-        line += f": {job.error}"
-    if job.submission_id:
-        line += f" (submission {job.submission_id}; `notaryd log {job.submission_id}`)"
-    print(printable(line), file=sys.stderr)
+    print(printable(verdict_line(job)), file=sys.stderr)
     print(printable(job.id))
-    return OUTCOME_EXIT_CODES.get(state, FAILURE) if isinstance(state, JobOutcome) else FAILURE
+    return exit_codes.for_job(state)
 
 
 def _jobs(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
     from service import machine
-    from service.daemon.display import jobs_table
-    from service.runtime import run
+    from service.client.display import jobs_table
 
-    async def main() -> list[JobSnapshot]:
-        async with _client(settings) as client:
-            return await client.jobs()
-
-    jobs = run(main())
+    jobs = _ask(settings, lambda client: client.jobs())
     if args.json:
         print(machine.dumps([machine.with_times(job.to_json()) for job in jobs]))
     elif not jobs:
@@ -215,25 +202,20 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
         # Piped output keeps whole ids and paths; a terminal gets its own width.
         width = None if sys.stdout.isatty() else 250
         Console(width=width).print(jobs_table(jobs))
-    return 0
+    return exit_codes.SUCCESS
 
 
 def _job(args: argparse.Namespace, settings: Settings) -> int:
     from service import machine
-    from service.daemon.display import describe
-    from service.runtime import run
+    from service.client.display import describe
 
-    async def main() -> JobSnapshot:
-        async with _client(settings) as client:
-            return await client.job(args.job_id)
-
-    job = run(main())
+    job = _ask(settings, lambda client: client.job(args.job_id))
     print(machine.dumps(machine.with_times(job.to_json())) if args.json else describe(job))
-    return 0
+    return exit_codes.SUCCESS
 
 
 def _watch(args: argparse.Namespace, settings: Settings) -> int:
-    from service.daemon.display import JobsWatcher
+    from service.client.display import JobsWatcher
     from service.runtime import run
 
     if args.job_id is not None:
@@ -246,39 +228,30 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
                     view.update(job)
                 async for job in client.events():
                     view.update(job)
-        return 0
+        return exit_codes.SUCCESS
 
     try:
         return run(main())
     except KeyboardInterrupt:
-        return 0
+        return exit_codes.SUCCESS
 
 
 def _watch_one(job_id: str, settings: Settings) -> int:
     import sys
 
-    from service.runtime import run
-
-    async def main() -> int:
-        async with _client(settings) as client:
-            return await _follow(client, await client.job(job_id))
+    async def follow(client: DaemonClient) -> int:
+        return await _follow(client, await client.job(job_id))
 
     try:
-        return run(main())
+        return _ask(settings, follow)
     except KeyboardInterrupt:
         print(f"notaryd: job {job_id} keeps running in the daemon", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
 
 
 def _cancel(args: argparse.Namespace, settings: Settings) -> int:
     import sys
 
-    from service.runtime import run
-
-    async def main() -> JobSnapshot:
-        async with _client(settings) as client:
-            return await client.cancel(args.job_id)
-
-    job = run(main())
+    job = _ask(settings, lambda client: client.cancel(args.job_id))
     print(printable(f"notaryd: job {job.id} {job.state}"), file=sys.stderr)
-    return 0
+    return exit_codes.SUCCESS

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service import exit_codes
 from service.settings import Settings
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
@@ -110,7 +111,7 @@ def _notarize(settings: Settings, bundle: Path, args: argparse.Namespace) -> int
     from prometheus_client import start_http_server
 
     from service import runtime
-    from service.commands.notary import exit_code_for, print_outcome
+    from service.commands.notary import print_outcome
     from service.daemon.metrics import DaemonMetrics
     from service.progress import ProgressDisplay, human_bytes
     from uploader.database import Database
@@ -150,8 +151,8 @@ def _notarize(settings: Settings, bundle: Path, args: argparse.Namespace) -> int
     print(f"notaryd demo: state database and logs in {settings.state_dir}")
     server.shutdown()
     if outcome.staple is not None and outcome.staple.failed:
-        return 1
-    return exit_code_for(outcome.status)
+        return exit_codes.ACCEPTED_NOT_STAPLED
+    return exit_codes.for_status(outcome.status)
 
 
 def _fill_random(path: Path, size: int) -> None:

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from service import exit_codes
 from service.settings import Settings
 
 
@@ -28,4 +29,4 @@ def doctor(args: argparse.Namespace, settings: Settings) -> int:
                           "checks": [c.as_dict() for c in checks]}, indent=2))
     else:
         print(render(checks))
-    return 0 if all(c.ok for c in checks) else 1
+    return exit_codes.SUCCESS if all(c.ok for c in checks) else exit_codes.FAILURE

@@ -10,24 +10,26 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service import exit_codes
+from service.commands import add_command, add_group
+
 if TYPE_CHECKING:
     from service.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    service = subparsers.add_parser(
-        "service",
+    actions = add_group(
+        subparsers, "service", dest="service_action",
         help="register notaryd serve with launchd (macOS) or systemd (Linux)",
         description="Register, remove or inspect notaryd as a background service.",
     )
-    actions = service.add_subparsers(dest="service_action", metavar="ACTION", required=True)
     helps = {
         "install": "write the plist/unit for this machine and start the service",
         "uninstall": "stop the service and remove its plist/unit (state is kept)",
         "status": "show the service manager's view (launchctl print / systemctl status)",
     }
     for action, text in helps.items():
-        parser = actions.add_parser(action, help=text, description=text)
+        parser = add_command(actions, action, _handle, help=text, description=text)
         parser.add_argument(
             "--system",
             action="store_true",
@@ -55,7 +57,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                 metavar="DIR",
                 help="state directory of the service (default: the account's notaryd state dir)",
             )
-        parser.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace, settings: Settings) -> int:
@@ -82,7 +83,7 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
     plan = plan_service(args.service_action, request, host.platform)
     if args.dry_run:
         print(plan.render(), end="")
-        return 0
+        return exit_codes.SUCCESS
     return apply(plan, euid=host.euid, which=host.which)
 
 

@@ -1,25 +1,28 @@
-"""`notaryd notarize`, `status`, `log`, `history`: the notary service, driven in-process.
+"""`notaryd notarize`, `status`, `log`, `history`, `wait`: the notary service, driven in-process.
 
-Exit codes (``service.exit_codes``): 0 Accepted (or submitted with --no-wait); 2 Invalid or
-Rejected, or preflight errors; 3 Accepted but not stapled; 1 any other failure, with one line on
-stderr that says what to do.
+Exit codes: the table in ``service.exit_codes`` (0 Accepted, or submitted with --no-wait; 2
+Invalid or Rejected, or preflight errors; 1 any other failure, Accepted but not stapled among
+them, with one line on stderr that says what to do). ``wait`` follows any submission to its
+verdict, with the exit codes of ``notarize``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from service.exit_codes import ACCEPTED, ACCEPTED_NOT_STAPLED, FAILURE, REJECTED
+from service import exit_codes
+from service.commands import Handler, Subparsers, add_command
+from service.setting_values import DAY, seconds_option
 from service.settings import Settings
 from uploader.errors import NotarydError
-from uploader.lifecycle import NotaryStatus
 
 if TYPE_CHECKING:
     from service.progress import ProgressDisplay
+    from uploader.notary.client import SubmissionStatus
     from uploader.notary.pipeline import NotarizeOutcome, Notarizer
     from uploader.progress import Progress as RunProgress
 
@@ -34,9 +37,10 @@ AUTH_HELP = (
 )
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    p = subparsers.add_parser(
-        "notarize", help="hash, submit, upload, wait and fetch the log; re-run resumes",
+def register(subparsers: Subparsers) -> None:
+    p = add_command(
+        subparsers, "notarize", notarize,
+        help="hash, submit, upload, wait and fetch the log; re-run resumes",
         description="Notarise a .app bundle (zipped for you) or an archive (.zip, .pkg or .dmg) "
                     "in this process, then staple the ticket. Running the same command again "
                     "after a crash or a --timeout resumes the same submission and upload.",
@@ -52,41 +56,39 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                    help="give up (exit 1) after this long, e.g. 90m or 2h; a re-run resumes "
                         "(default: NOTARYD_TIMEOUT, else no limit)")
     add_last_mile_options(p)
-    p.set_defaults(handler=notarize)
-
-    s = subparsers.add_parser("status", help="the notary service's status of a submission",
-                              description="Ask the notary service for one submission's status.",
-                              epilog=AUTH_HELP)
-    s.add_argument("submission_id")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(handler=status)
-
-    info = subparsers.add_parser("info", help="notarytool's name for status",
-                                 description="The notary service's status of a submission "
-                                             "(the same as `notaryd status`).",
-                                 epilog=AUTH_HELP)
-    info.add_argument("submission_id")
-    info.add_argument("--json", action="store_true")
-    info.set_defaults(handler=status)
-
-    lg = subparsers.add_parser("log", help="fetch, store and explain a submission's log",
-                               description="Download a decided submission's log, keep it in the "
-                                           "state dir and explain its issues.",
-                               epilog=AUTH_HELP)
-    lg.add_argument("submission_id")
-    lg.add_argument("--json", action="store_true", help="print the log document itself")
-    lg.set_defaults(handler=show_log)
-
-    h = subparsers.add_parser("history", help="the team's 100 most recent submissions",
-                              description="List the team's 100 most recent submissions, as the "
-                                          "notary service knows them.",
-                              epilog=AUTH_HELP)
+    # The commands about one submission, by its id: (name, handler, help, description, --json help)
+    by_id: tuple[tuple[str, Handler, str, str, str | None], ...] = (
+        ("status", status, "the notary service's status of a submission",
+         "Ask the notary service for one submission's status.", None),
+        ("info", status, "notarytool's name for status",
+         "The notary service's status of a submission (the same as `notaryd status`).", None),
+        ("log", show_log, "fetch, store and explain a submission's log",
+         "Download a decided submission's log, keep it in the state dir and explain its issues.",
+         "print the log document itself"),
+    )
+    for name, handler, summary, description, json_help in by_id:
+        one = add_command(subparsers, name, handler, help=summary, description=description,
+                          epilog=AUTH_HELP)
+        one.add_argument("submission_id")
+        one.add_argument("--json", action="store_true", help=json_help)
+    h = add_command(subparsers, "history", history,
+                    help="the team's 100 most recent submissions",
+                    description="List the team's 100 most recent submissions, as the notary "
+                                "service knows them.",
+                    epilog=AUTH_HELP)
     h.add_argument("--json", action="store_true")
-    h.set_defaults(handler=history)
+    w = add_command(subparsers, "wait", wait, help="follow a submission to its verdict",
+                    description="Poll the notary service until a submission has its verdict "
+                                "(exit codes as `notaryd notarize`).",
+                    epilog=AUTH_HELP)
+    w.add_argument("submission_id")
+    w.add_argument("--timeout", type=seconds_option(30 * DAY), metavar="S",
+                   help="give up (exit 1) after S seconds; default: wait as long as it takes")
+    w.add_argument("--json", action="store_true")
 
 
 def _duration(text: str) -> float:
-    from service.settings import DAY, duration
+    from service.setting_values import duration
 
     try:
         return duration(30 * DAY)(text)
@@ -101,14 +103,6 @@ def add_last_mile_options(parser: argparse.ArgumentParser) -> None:
                         help="submit even if this archive already has an Accepted submission")
     parser.add_argument("--keep-archive", action="store_true",
                         help="keep the zip made from a .app bundle (in NOTARYD_WORK_DIR)")
-
-
-def exit_code_for(status: str, waited: bool = True) -> int:
-    if status == NotaryStatus.ACCEPTED or (not waited and status == NotaryStatus.IN_PROGRESS):
-        return ACCEPTED
-    if status in (NotaryStatus.INVALID, NotaryStatus.REJECTED):
-        return REJECTED
-    return FAILURE
 
 
 class _TimedOut(Exception):
@@ -191,14 +185,14 @@ def notarize(args: argparse.Namespace, settings: Settings) -> int:
                 raise
             print(failed.report)
             print(f"notaryd: {failed}", file=sys.stderr)
-            return REJECTED
+            return exit_codes.ERRORS_FOUND
         except _TimedOut:
             assert timeout is not None
             raise NotarydError(_timed_out(display.progress, timeout)) from None
     print_outcome(outcome, args.json, waited=request.wait)
     if outcome.accepted and outcome.staple is not None and outcome.staple.failed:
-        return ACCEPTED_NOT_STAPLED
-    return exit_code_for(outcome.status, waited=request.wait)
+        return exit_codes.ACCEPTED_NOT_STAPLED
+    return exit_codes.for_status(outcome.status, waited=request.wait)
 
 
 def _timed_out(progress: RunProgress, timeout: float) -> str:
@@ -222,15 +216,23 @@ def _timed_out(progress: RunProgress, timeout: float) -> str:
             "command again to resume where it stopped")
 
 
-def status(args: argparse.Namespace, settings: Settings) -> int:
-    from service import machine
+def print_statuses(statuses: Sequence[SubmissionStatus], as_json: bool, *, one: bool = True) -> None:
+    """Submissions as the notary service reports them: one line each, or JSON (an object for
+    ``one``, else a list). ``status``, ``wait`` and ``history`` all print through here."""
+    if as_json:
+        from service import machine
 
+        documents = [machine.submission(s) for s in statuses]
+        print(machine.dumps(documents[0] if one else documents))
+        return
+    for s in statuses:
+        print(f"{s.id}  {s.status:<12} {s.created_date}  {s.name}")
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
     result = _with_notarizer(settings, lambda n: n.status(args.submission_id))
-    if args.json:
-        print(machine.dumps(machine.submission(result)))
-    else:
-        print(f"{result.id}  {result.status:<12} {result.created_date}  {result.name}")
-    return 0
+    print_statuses([result], args.json)
+    return exit_codes.SUCCESS
 
 
 def show_log(args: argparse.Namespace, settings: Settings) -> int:
@@ -240,19 +242,28 @@ def show_log(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(report)
         print(f"log saved to {path}")
-    return 0
+    return exit_codes.SUCCESS
 
 
 def history(args: argparse.Namespace, settings: Settings) -> int:
     async def ask(notarizer: Notarizer) -> Any:
         return await (await notarizer.client()).history()
 
-    items = _with_notarizer(settings, ask)
-    if args.json:
-        from service import machine
+    print_statuses(_with_notarizer(settings, ask), args.json, one=False)
+    return exit_codes.SUCCESS
 
-        print(machine.dumps([machine.submission(i) for i in items]))
-    else:
-        for i in items:
-            print(f"{i.id}  {i.status:<12} {i.created_date}  {i.name}")
-    return 0
+
+def wait(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    async def follow(notarizer: Notarizer) -> SubmissionStatus:
+        try:
+            return await asyncio.wait_for(notarizer.wait(args.submission_id), args.timeout)
+        except TimeoutError:
+            raise NotarydError(
+                f"submission {args.submission_id} is still in progress after {args.timeout:g} s; "
+                f"run notaryd wait {args.submission_id} again later") from None
+
+    result = _with_notarizer(settings, follow)
+    print_statuses([result], args.json)
+    return exit_codes.for_status(result.status)

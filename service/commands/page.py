@@ -12,19 +12,22 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from service import exit_codes
+from service.commands import add_command
+
 if TYPE_CHECKING:
     from service.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    page = subparsers.add_parser(
-        "open", help="print (and on a desktop open) a one-time login URL for the daemon's page",
+    page = add_command(
+        subparsers, "open", _open,
+        help="print (and on a desktop open) a one-time login URL for the daemon's page",
         description="Ask the running daemon for a one-time login URL of its live page at / "
                     "(jobs, progress, verdicts); print it, and open it in the browser on a desktop. "
                     "The link works once, for two minutes.",
     )
     page.add_argument("--no-browser", action="store_true", help="only print the URL")
-    page.set_defaults(handler=_open)
 
 
 def has_desktop(environ: dict[str, str] | os._Environ[str] | None = None) -> bool:
@@ -35,7 +38,7 @@ def has_desktop(environ: dict[str, str] | os._Environ[str] | None = None) -> boo
 
 
 def _open(args: argparse.Namespace, settings: Settings) -> int:
-    from service.daemon.client import DaemonClient
+    from service.client.client import DaemonClient
     from service.runtime import run
 
     async def main() -> str:
@@ -52,4 +55,4 @@ def _open(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print("notaryd: open the URL above in a browser on this machine (it works once, "
               "for two minutes)", file=sys.stderr)
-    return 0
+    return exit_codes.SUCCESS

@@ -1,9 +1,8 @@
-"""`notaryd staple PATH [--check]` and `notaryd wait SUBMISSION_ID`: the end of the line.
+"""`notaryd staple PATH [--check]`: the end of the line.
 
 ``staple`` looks the ticket up at ``NOTARYD_TICKET_URL`` (retrying NOT_FOUND for up to
 ``--max-wait`` seconds) and writes it into the .app/.dmg/.pkg atomically; ``--check`` says
-offline whether a ticket for the current signature is stapled (exit 0 yes, 1 no). ``wait``
-follows any submission to its verdict (exit codes as ``notarize``).
+offline whether a ticket for the current signature is stapled (exit 0 yes, 1 no).
 """
 
 from __future__ import annotations
@@ -13,12 +12,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.settings import DAY, Settings, seconds_option
+from service import exit_codes
+from service.commands import add_command
+from service.setting_values import DAY, seconds_option
+from service.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    s = subparsers.add_parser(
-        "staple", help="staple the notarisation ticket into a .app, .dmg or flat .pkg (any OS)",
+    s = add_command(
+        subparsers, "staple", staple,
+        help="staple the notarisation ticket into a .app, .dmg or flat .pkg (any OS)",
         description="Fetch the ticket for the artifact's signature and staple it; --check only "
                     "verifies, offline, that a ticket for the current signature is stapled.")
     s.add_argument("path", type=Path)
@@ -26,19 +29,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     s.add_argument("--max-wait", type=seconds_option(DAY, zero=True), default=1800.0, metavar="S",
                    help="how long to keep asking while the ticket propagates (default 1800)")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(handler=staple)
-
-    from service.commands.notary import AUTH_HELP
-
-    w = subparsers.add_parser("wait", help="follow a submission to its verdict",
-                              description="Poll the notary service until a submission has its "
-                                          "verdict (exit codes as `notaryd notarize`).",
-                              epilog=AUTH_HELP)
-    w.add_argument("submission_id")
-    w.add_argument("--timeout", type=seconds_option(30 * DAY), metavar="S",
-                   help="give up (exit 1) after S seconds; default: wait as long as it takes")
-    w.add_argument("--json", action="store_true")
-    w.set_defaults(handler=wait)
 
 
 def staple(args: argparse.Namespace, settings: Settings) -> int:
@@ -65,7 +55,7 @@ def _staple(args: argparse.Namespace, settings: Settings) -> int:
                               "record": result.key.record_name, "ok": result.ok}, indent=2))
         else:
             print(result.message)
-        return 0 if result.ok else 1
+        return exit_codes.STAPLED if result.ok else exit_codes.NOT_STAPLED
 
     def waiting(why: str, delay: float) -> None:
         print(f"{args.path.name}: ticket not available yet ({why}); asking again in "
@@ -79,29 +69,5 @@ def _staple(args: argparse.Namespace, settings: Settings) -> int:
                          indent=2))
     else:
         print(done.message)
-    return 0
+    return exit_codes.STAPLED
 
-
-def wait(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
-
-    from service.commands.notary import _with_notarizer, exit_code_for
-    from uploader.errors import NotarydError
-    from uploader.notary.pipeline import Notarizer
-
-    async def follow(notarizer: Notarizer) -> Any:
-        try:
-            return await asyncio.wait_for(notarizer.wait(args.submission_id), args.timeout)
-        except TimeoutError:
-            raise NotarydError(
-                f"submission {args.submission_id} is still in progress after {args.timeout:g} s; "
-                f"run notaryd wait {args.submission_id} again later") from None
-
-    status = _with_notarizer(settings, follow)
-    if args.json:
-        from service import machine
-
-        print(machine.dumps(machine.submission(status)))
-    else:
-        print(f"{status.id}  {status.status:<12} {status.created_date}  {status.name}")
-    return exit_code_for(status.status)

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service import exit_codes
+from service.commands import add_command, add_group
 from service.serve_lock import holding_serve_lock
 from uploader.bundle_zip import archive_dir
 from uploader.errors import NotarydError
@@ -31,14 +33,11 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    state = subparsers.add_parser(
-        "state",
-        help="look after the local state database",
-        description="Maintenance of the state database in NOTARYD_STATE_DIR.",
-    )
-    actions = state.add_subparsers(dest="state_command", metavar="ACTION", required=True)
-    set_aside = actions.add_parser(
-        "set-aside",
+    actions = add_group(subparsers, "state", dest="state_command",
+                        help="look after the local state database",
+                        description="Maintenance of the state database in NOTARYD_STATE_DIR.")
+    add_command(
+        actions, "set-aside", run_set_aside,
         help="move a damaged state database aside and start with an empty one",
         description=(
             "Rename a damaged notaryd.sqlite3 (and its -wal/-shm files) to "
@@ -47,9 +46,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "afterwards."
         ),
     )
-    set_aside.set_defaults(handler=run_set_aside)
-    prune = actions.add_parser(
-        "prune",
+    prune = add_command(
+        actions, "prune", run_prune,
         help="remove zips and temporary files no unfinished job needs; says how much it freed",
         description=(
             "Remove the zips made from .app bundles (in NOTARYD_WORK_DIR, else the state "
@@ -59,11 +57,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     prune.add_argument("--older-than", metavar="D", type=_duration,
                        help="only what was last written more than D ago (90s, 30m, 12h, 7d)")
-    prune.set_defaults(handler=run_prune)
 
 
 def _duration(text: str) -> float:
-    from service.settings import DAY, duration
+    from service.setting_values import DAY, duration
 
     try:
         return duration(10 * 365 * DAY)(text)
@@ -93,7 +90,7 @@ def run_prune(args: argparse.Namespace, settings: Settings) -> int:
         return report.summary(archive_dir(d) for d in work_dirs)
 
     print(run(main()))
-    return 0
+    return exit_codes.SUCCESS
 
 
 def run_set_aside(args: argparse.Namespace, settings: Settings) -> int:
@@ -104,7 +101,7 @@ def run_set_aside(args: argparse.Namespace, settings: Settings) -> int:
     path = settings.database_path
     if not path.exists():
         print(f"notaryd: no state database at {path}; nothing to set aside")
-        return 0
+        return exit_codes.SUCCESS
     busy = f"a running `notaryd serve` uses {settings.state_dir}; stop it first"
     with holding_serve_lock(settings.state_dir, busy=busy):  # no daemon starts mid-move
 
@@ -127,4 +124,4 @@ def run_set_aside(args: argparse.Namespace, settings: Settings) -> int:
                 os.rename(source, target)
                 moved.append(target.name)
     print(f"moved the damaged state database aside in {path.parent}: {', '.join(moved)}")
-    return 0
+    return exit_codes.SUCCESS

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from service import exit_codes
 from service.settings import Settings
 from uploader.constants import DEFAULT_REGION
 from uploader.errors import ConfigError
@@ -81,6 +82,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"{human_bytes(result.bytes_sent)} sent ({human_bytes(result.bytes_resent)} re-sent)",
             file=sys.stdout,
         )
-        return 0
+        return exit_codes.SUCCESS
 
     return runtime.run(main())

@@ -9,7 +9,8 @@ Layout, one concept per module:
 * ``registry``        the jobs this process knows, over the stored history
 * ``pipeline_runner`` the real ``JobRunner``: ``uploader.notary.pipeline.Notarizer`` per job
 * ``slots``           ``PartSlots``: parts in flight across all jobs, closable for shutdown
-* ``jobs``            the job record; its moves are ``uploader.lifecycle.JOB_LIFECYCLE``
+* ``job_states``      a job's states (``JobState``, ``JobOutcome``) and ``JOB_LIFECYCLE``
+* ``jobs``            the job record; its moves are ``job_states.JOB_LIFECYCLE``
 * ``job_store``       ``JobStore`` over the ``jobs`` table
 * ``snapshot``        ``JobSnapshot``: a job as the API, the CLI and notifications show it
 * ``broker``          fan-out of job snapshots to server-sent-event subscribers (capped)
@@ -18,6 +19,6 @@ Layout, one concept per module:
 * ``openapi``         the OpenAPI 3.1 document served at ``/v1/openapi.json``
 * ``token``           the bearer token for ``/v1`` (environment or a 0600 file in the state dir)
 * ``logfmt``          structured ``key=value`` log lines on stderr
-* ``client``          the CLI's HTTP client for the control API
-* ``display``         terminal views of jobs (``submit --wait``, ``jobs``, ``watch``)
+
+The CLI's client for this API and its views of jobs live in ``service.client``.
 """

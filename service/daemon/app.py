@@ -20,15 +20,16 @@ import resource
 import signal
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from service import exit_codes
 from service.serve_lock import holding_serve_lock
 from service.settings import Settings
 from uploader.bundle_zip import archive_dir
 from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
-from uploader.lifecycle import JobOutcome
 from uploader.notary.client import notary_session
 from uploader.throttle import Throttle
 
@@ -38,6 +39,7 @@ from .broker import Broker
 from .connections import ConnectionGuard, GuardedTCPSite, connection_cap
 from .execution import Confinement, JobExecutor, RunnerFactory, Shared
 from .flusher import Flusher
+from .job_states import JobOutcome
 from .job_store import JobStore
 from .logfmt import kv, use_logfmt
 from .metrics import DaemonMetrics, notaryd_version
@@ -82,7 +84,7 @@ async def serve(
     finally:
         signals.remove()
     log.info("notaryd stopped")
-    return 0
+    return exit_codes.SUCCESS
 
 
 async def _serve(
@@ -104,9 +106,32 @@ async def _serve(
             throttle=Throttle(settings.bandwidth_limit) if settings.bandwidth_limit else None,
             session=session,
         )
-        runner_factory = build_runner_factory(settings, shared)
+        daemon = await _Daemon.assemble(settings, build_runner_factory(settings, shared), shared,
+                                        notifier, token)
+        await daemon.run(notifier, ready, signals)
+    finally:
+        await asyncio.shield(notifier.close())
+        await asyncio.shield(session.close())
+        await asyncio.shield(db.close())
+
+
+@dataclass
+class _Daemon:
+    """The daemon's parts, wired: what ``serve`` runs between start and stop."""
+
+    settings: Settings
+    scheduler: Scheduler
+    broker: Broker
+    api: ApiConfig
+    guard: ConnectionGuard
+    descriptors: int
+    http: web.AppRunner
+
+    @classmethod
+    async def assemble(cls, settings: Settings, runner_factory: RunnerFactory, shared: Shared,
+                       notifier: JobNotifier, token: str) -> _Daemon:
         broker = Broker(max_subscribers=settings.max_event_streams)
-        registry = JobRegistry(await JobStore.open(db))
+        registry = JobRegistry(await JobStore.open(shared.db))
         metrics = DaemonMetrics(
             jobs=registry.jobs, stuck_after_seconds=settings.stuck_after,
             last_success_at=await registry.store.last_finished_at(JobOutcome.ACCEPTED),
@@ -121,51 +146,25 @@ async def _serve(
         scheduler = Scheduler(
             registry, executor, part_slots=shared.part_slots, max_jobs=settings.max_jobs
         )
-        token_hint = (
-            "the token is NOTARYD_API_TOKEN"
-            if settings.api_token
-            else f"the token is in {token_path(settings.state_dir)} (or set NOTARYD_API_TOKEN)"
-        )
-        api_config = ApiConfig(
-            token=token,
-            token_hint=token_hint,
-            allowed_roots=settings.allowed_roots,
-            version=notaryd_version(),
-            host_names=_host_names(settings.listen_host) | frozenset(settings.allowed_hosts),
-            probes_answer_any_host=not _is_loopback(settings.listen_host),
-        )
+        api = _api_config(settings, token)
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         guard = ConnectionGuard(connection_cap(descriptors))
-        app = make_app(scheduler=scheduler, metrics_=metrics, broker=broker, config=api_config, guard=guard)
+        app = make_app(scheduler=scheduler, metrics_=metrics, broker=broker, config=api, guard=guard)
         http = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_SECONDS
         )
+        return cls(settings, scheduler, broker, api, guard, descriptors, http)
+
+    async def run(self, notifier: JobNotifier, ready: Callable[[int], None] | None,
+                  signals: _Signals) -> None:
+        settings, scheduler = self.settings, self.scheduler
         async with scheduler:
-            await http.setup()
+            await self.http.setup()
             try:
-                port = await _listen(http, settings, guard)  # before resuming: a clash must not run jobs
+                port = await _listen(self.http, settings, self.guard)  # before resuming: a clash must not run jobs
                 resumed = await scheduler.resume()
                 await notifier.resume()  # notifications an earlier run did not deliver
-                log.info(
-                    "notaryd serving %s",
-                    kv(
-                        listen=f"{settings.listen_host}:{port}",
-                        version=api_config.version,
-                        state_dir=settings.state_dir,
-                        resumed_jobs=len(resumed),
-                        max_jobs=settings.max_jobs,
-                        max_parts_in_flight=settings.max_parts_in_flight,
-                        bandwidth_limit=settings.bandwidth_limit,
-                        max_connections=guard.max_connections,
-                        max_event_streams=settings.max_event_streams,
-                        descriptor_limit=descriptors,
-                    ),
-                )
-                if not _is_loopback(settings.listen_host):
-                    log.warning(
-                        "the control API is reachable from the network %s",
-                        kv(listen=settings.listen, hint="keep the API token secret, or listen on 127.0.0.1"),
-                    )
+                self._log_serving(port, len(resumed))
                 notify_ready(settings.listen_host, port)
                 if ready is not None:
                     ready(port)
@@ -174,16 +173,43 @@ async def _serve(
                 log.info("stopping %s", kv(signal=stop, grace_seconds=settings.shutdown_grace))
                 await scheduler.drain(settings.shutdown_grace, hurry=signals.second)
                 log.info("control API connections %s", kv(
-                    accepted=guard.accepted, evicted=guard.evicted,
-                    header_timeouts=guard.timed_out, refused=guard.refused,
+                    accepted=self.guard.accepted, evicted=self.guard.evicted,
+                    header_timeouts=self.guard.timed_out, refused=self.guard.refused,
                 ))
             finally:
-                broker.close_all()
-                await http.cleanup()
-    finally:
-        await asyncio.shield(notifier.close())
-        await asyncio.shield(session.close())
-        await asyncio.shield(db.close())
+                self.broker.close_all()
+                await self.http.cleanup()
+
+    def _log_serving(self, port: int, resumed: int) -> None:
+        settings = self.settings
+        log.info("notaryd serving %s", kv(
+            listen=f"{settings.listen_host}:{port}", version=self.api.version,
+            state_dir=settings.state_dir, resumed_jobs=resumed, max_jobs=settings.max_jobs,
+            max_parts_in_flight=settings.max_parts_in_flight,
+            bandwidth_limit=settings.bandwidth_limit, max_connections=self.guard.max_connections,
+            max_event_streams=settings.max_event_streams, descriptor_limit=self.descriptors,
+        ))
+        if not _is_loopback(settings.listen_host):
+            log.warning(
+                "the control API is reachable from the network %s",
+                kv(listen=settings.listen, hint="keep the API token secret, or listen on 127.0.0.1"),
+            )
+
+
+def _api_config(settings: Settings, token: str) -> ApiConfig:
+    token_hint = (
+        "the token is NOTARYD_API_TOKEN"
+        if settings.api_token
+        else f"the token is in {token_path(settings.state_dir)} (or set NOTARYD_API_TOKEN)"
+    )
+    return ApiConfig(
+        token=token,
+        token_hint=token_hint,
+        allowed_roots=settings.allowed_roots,
+        version=notaryd_version(),
+        host_names=_host_names(settings.listen_host) | frozenset(settings.allowed_hosts),
+        probes_answer_any_host=not _is_loopback(settings.listen_host),
+    )
 
 
 async def _listen(http: web.AppRunner, settings: Settings, guard: ConnectionGuard) -> int:

@@ -33,12 +33,13 @@ from uploader.artifact import Artifact
 from uploader.database import Database
 from uploader.errors import NotarydError, SourceChangedError
 from uploader.events import Event, Hook, NotaryStageChanged
-from uploader.lifecycle import JobOutcome, JobState, NotaryStage
+from uploader.lifecycle import NotaryStage
 from uploader.notary.pipeline import NotarizeOutcome, NotarizeRequest, PreflightFailed
 from uploader.source_file import SourceRejected, confine_to
 from uploader.throttle import Throttle
 
 from .flusher import Flusher
+from .job_states import JobOutcome, JobState
 from .jobs import Job
 from .logfmt import kv
 from .metrics import DaemonMetrics

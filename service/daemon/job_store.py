@@ -11,14 +11,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from uploader.database import Database
-from uploader.lifecycle import JobOutcome, parse_job_state
 from uploader.notary.store import SubmissionStore
 from uploader.progress import Progress
 
-from . import migrations
 from .job_options import JobOptions
+from .job_states import JobOutcome, parse_job_state
 from .jobs import Job
+from .migrations import DaemonStore
 
 # The columns a job's run changes; the others are written once, at insert.
 _MUTABLE = (
@@ -29,19 +28,8 @@ _COLUMNS = ("id", "path", "name", "webhook", "skip_preflight", *_MUTABLE, "creat
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 
 
-class JobStore:
-    """CRUD over the ``jobs`` table. Safe from many tasks of one loop (the Database serialises).
-
-    Make one with ``await JobStore.open(db)``: that brings the daemon's tables up to date first.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    @classmethod
-    async def open(cls, db: Database) -> JobStore:
-        await db.require(migrations.SCHEMA)
-        return cls(db)
+class JobStore(DaemonStore):
+    """CRUD over the ``jobs`` table (``await JobStore.open(db)``; see ``DaemonStore``)."""
 
     async def insert(self, job: Job) -> None:
         values = _values(job)

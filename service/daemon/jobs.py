@@ -1,6 +1,6 @@
 """Daemon jobs: the record and its state machine (``JobStore`` persists them).
 
-A job is one archive handed to the daemon. Its state (``uploader.lifecycle.JobState``) is
+A job is one archive handed to the daemon. Its state (``job_states.JobState``) is
 ``queued``, then the notary pipeline's stage (``NotaryStage``) while it runs, and it ends in
 exactly one outcome (``JobOutcome``, from Apple's status or the run's error)::
 
@@ -10,7 +10,7 @@ exactly one outcome (``JobOutcome``, from Apple's status or the run's error)::
                                       ▼
                  accepted | invalid | rejected | failed | cancelled   (terminal, final)
 
-The moves are the table ``uploader.lifecycle.JOB_LIFECYCLE``, which ``Job.move_to`` enforces:
+The moves are the table ``job_states.JOB_LIFECYCLE``, which ``Job.move_to`` enforces:
 terminal states never change again, and asking is an ``IllegalTransition``.
 A job that was running when the daemon stopped (SIGTERM or SIGKILL) keeps its running state in
 SQLite and is put back in the queue on the next start; the pipeline then resumes the same
@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uploader.errors import NotarydError
-from uploader.lifecycle import JobOutcome, JobState, NotaryStage, check_job_move
+from uploader.lifecycle import NotaryStage
 from uploader.progress import Progress
 from uploader.source_file import FileIdentity
 
 from .job_options import JobOptions
+from .job_states import JobOutcome, JobState, check_job_move
 from .snapshot import JobSnapshot
 
 
@@ -60,6 +61,12 @@ def job_name_problem(name: str) -> str | None:
 
 def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+# What a snapshot shows as the job holds it, and what as its progress counts it.
+_KEPT = ("id", "name", "webhook", "skip_preflight", "state", "submission_id", "notary_status",
+         "error", "created_at", "updated_at", "started_at", "finished_at", "options")
+_COUNTED = ("bytes_total", "bytes_done", "bytes_hashed", "retries")
 
 
 @dataclass(eq=False)
@@ -117,26 +124,11 @@ class Job:
         remaining = max(0, progress.bytes_total - progress.bytes_done)
         eta = remaining / rate if rate > 0 else None
         return JobSnapshot(
-            id=self.id,
             path=str(self.path),
-            name=self.name,
-            webhook=self.webhook,
-            skip_preflight=self.skip_preflight,
-            state=self.state,
-            bytes_total=progress.bytes_total,
-            bytes_done=progress.bytes_done,
-            bytes_hashed=progress.bytes_hashed,
-            retries=progress.retries,
             rate_bytes_per_second=round(rate, 1),
             eta_seconds=round(eta, 1) if eta is not None else None,
-            submission_id=self.submission_id,
-            notary_status=self.notary_status,
-            error=self.error,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            options=self.options,
+            **{name: getattr(self, name) for name in _KEPT},
+            **{name: getattr(progress, name) for name in _COUNTED},
         )
 
     def __repr__(self) -> str:

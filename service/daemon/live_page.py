@@ -24,9 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from uploader.lifecycle import JobOutcome
-
 from .api_context import CONFIG, SCHEDULER, ApiError, Handler, check_archive_path
+from .job_states import JobOutcome
 from .page_sessions import (
     LOGIN_LINK_SECONDS,
     PAGE_SESSIONS,

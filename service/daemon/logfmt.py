@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from uploader.terminal import printable
@@ -33,27 +34,26 @@ def kv(**fields: Any) -> str:
     return " ".join(f"{key}={quote(value)}" for key, value in fields.items())
 
 
+@dataclass(eq=False)
 class Occasional:
     """At most one log line per ``interval_seconds`` for an event that can come in floods (a
     refusal per request of a flood); ``times`` says how many happened since the line before."""
 
-    def __init__(self, logger: logging.Logger, message: str, *, level: int = logging.WARNING,
-                 interval_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._logger = logger
-        self._message = message
-        self._level = level
-        self._interval = interval_seconds
-        self._clock = clock
-        self._last: float | None = None
-        self._count = 0
+    logger: logging.Logger
+    message: str
+    _: KW_ONLY
+    level: int = logging.WARNING
+    interval_seconds: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _last: float | None = field(default=None, init=False)
+    _count: int = field(default=0, init=False)
 
     def happened(self, **fields: Any) -> None:
         self._count += 1
-        now = self._clock()
-        if self._last is not None and now - self._last < self._interval:
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval_seconds:
             return
-        self._logger.log(self._level, "%s %s", self._message, kv(**fields, times=self._count))
+        self.logger.log(self.level, "%s %s", self.message, kv(**fields, times=self._count))
         self._last, self._count = now, 0
 
 

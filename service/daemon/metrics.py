@@ -65,9 +65,10 @@ from prometheus_client.registry import Collector
 
 from uploader.constants import STUCK_AFTER_SECONDS
 from uploader.events import BytesSent, Event, NotaryRequestDone, PartRetried
-from uploader.lifecycle import JOB_STATES, JobOutcome, JobState
 from uploader.progress import Progress
 from uploader.rate import Clock, RateMeter
+
+from .job_states import JOB_STATES, JobOutcome, JobState
 
 UNFINISHED_STATES: tuple[JobState, ...] = tuple(s for s in JOB_STATES if s not in set(JobOutcome))
 

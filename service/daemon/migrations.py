@@ -6,6 +6,9 @@ Applied by ``JobStore`` before its first statement. Append only: never edit a re
 
 from __future__ import annotations
 
+from typing import Self
+
+from uploader.database import Database
 from uploader.schema import Schema
 
 SCHEMA = Schema("service.daemon", (
@@ -44,3 +47,17 @@ SCHEMA = Schema("service.daemon", (
     );
     """,
 ), released={1: 1, 2: 1, 3: 2})
+
+
+class DaemonStore:
+    """A store over the daemon's tables: make one with ``await Store.open(db)``, which brings the
+    tables up to date first (``SCHEMA``). Safe from many tasks of one loop (the Database
+    serialises)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, db: Database) -> Self:
+        await db.require(SCHEMA)
+        return cls(db)

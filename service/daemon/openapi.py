@@ -7,6 +7,7 @@ aiohttp router registers appears here and vice versa. The ``Job`` schema is made
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from . import live_page
@@ -85,18 +86,106 @@ _JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "str
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
+def _described(description: str, media: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+def _operation(
+    operation_id: str, summary: str, responses: dict[str, Any], *,
+    security: list[dict[str, list[str]]] = _SECURED,
+    parameters: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary, "security": security}
+    if parameters:
+        operation["parameters"] = parameters
+    if body:
+        operation["requestBody"] = body
+    operation["responses"] = responses
+    return operation
+
+
+_OBJECT = {"type": "object"}
+_JOBS_LIST = {
+    "type": "object",
+    "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}},
+}
+_JOB_FILTER = {"name": "job", "in": "query", "required": False, "schema": {"type": "string"},
+               "description": "Only this job's events."}
+
+# One entry per route of ``api.py``: path -> method -> operation.
+_PATHS: dict[str, dict[str, Any]] = {
+    "/v1/jobs": {
+        "post": _operation(
+            "createJob", "Queue an archive for notarisation.",
+            {"201": _json("Job", "The new job."), **_errors(400, 401, 403, 408, 409, 413, 503)},
+            body={"required": True, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/NewJob"}}}},
+        ),
+        "get": _operation(
+            "listJobs", "Jobs, newest first (live ones and recent history).",
+            {"200": _described("The jobs.", "application/json", _JOBS_LIST), **_errors(401)},
+        ),
+    },
+    "/v1/jobs/{id}": {
+        "get": _operation("getJob", "One job.",
+                          {"200": _json("Job", "The job."), **_errors(401, 404)},
+                          parameters=[_JOB_ID]),
+        "delete": _operation("cancelJob", "Cancel a job and abort its multipart upload.",
+                             {"200": _json("Job", "The cancelled job."), **_errors(401, 404, 409)},
+                             parameters=[_JOB_ID]),
+    },
+    "/v1/jobs/{id}/log": {
+        "get": _operation("getJobLog", "The notary log of a finished job, with a readable report.",
+                          {"200": _json("JobLog", "The saved log."), **_errors(401, 404, 409)},
+                          parameters=[_JOB_ID]),
+    },
+    "/v1/events": {
+        "get": _operation(
+            "streamEvents",
+            "Server-sent events: `event: job` with a Job as data on every change (progress at "
+            "most twice a second per job), and a `: heartbeat` comment when idle. Starts with "
+            "one `job` event per listed job.",
+            {"200": _described("An endless event stream.", "text/event-stream", {"type": "string"}),
+             **_errors(401, 404, 429)},
+            parameters=[_JOB_FILTER],
+        ),
+    },
+    "/v1/openapi.json": {
+        "get": _operation(
+            "getOpenApi", "This document.",
+            {"200": _described("OpenAPI 3.1 document.", "application/json", _OBJECT), **_errors(401)},
+        ),
+    },
+    "/healthz": {
+        "get": _operation(
+            "health", "Liveness (no token needed).",
+            {"200": _described("Serving.", "application/json", _OBJECT),
+             "503": _described("Shutting down.", "application/json", _OBJECT)},
+            security=[],
+        ),
+    },
+    "/metrics": {
+        "get": _operation(
+            "metrics", "Prometheus metrics, text format (no token needed).",
+            {"200": _described("Prometheus text exposition format 0.0.4.", "text/plain",
+                               {"type": "string"})},
+            security=[],
+        ),
+    },
+}
+
+_DESCRIPTION = (
+    "Queue archives for notarisation and follow their progress. Every request must carry a Host "
+    "the daemon goes by (an IP literal, localhost, the NOTARYD_LISTEN host or a name in "
+    "NOTARYD_ALLOWED_HOSTS), else 421; /metrics and /healthz answer any Host when the daemon "
+    "listens beyond loopback. A request head must arrive within 10 s."
+)
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "notaryd control API",
-            "version": version,
-            "description": "Queue archives for notarisation and follow their progress. Every "
-            "request must carry a Host the daemon goes by (an IP literal, localhost, the "
-            "NOTARYD_LISTEN host or a name in NOTARYD_ALLOWED_HOSTS), else 421; /metrics and "
-            "/healthz answer any Host when the daemon listens beyond loopback. A request head "
-            "must arrive within 10 s.",
-        },
+        "info": {"title": "notaryd control API", "version": version, "description": _DESCRIPTION},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
@@ -106,148 +195,5 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "JobLog": LOG_SCHEMA,
             },
         },
-        "paths": {
-            **live_page.openapi_paths(),
-            "/v1/jobs": {
-                "post": {
-                    "operationId": "createJob",
-                    "summary": "Queue an archive for notarisation.",
-                    "security": _SECURED,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/NewJob"}}
-                        },
-                    },
-                    "responses": {
-                        "201": _json("Job", "The new job."),
-                        **_errors(400, 401, 403, 408, 409, 413, 503),
-                    },
-                },
-                "get": {
-                    "operationId": "listJobs",
-                    "summary": "Jobs, newest first (live ones and recent history).",
-                    "security": _SECURED,
-                    "responses": {
-                        "200": {
-                            "description": "The jobs.",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "jobs": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/Job"},
-                                            }
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        **_errors(401),
-                    },
-                },
-            },
-            "/v1/jobs/{id}": {
-                "get": {
-                    "operationId": "getJob",
-                    "summary": "One job.",
-                    "security": _SECURED,
-                    "parameters": [_JOB_ID],
-                    "responses": {"200": _json("Job", "The job."), **_errors(401, 404)},
-                },
-                "delete": {
-                    "operationId": "cancelJob",
-                    "summary": "Cancel a job and abort its multipart upload.",
-                    "security": _SECURED,
-                    "parameters": [_JOB_ID],
-                    "responses": {
-                        "200": _json("Job", "The cancelled job."),
-                        **_errors(401, 404, 409),
-                    },
-                },
-            },
-            "/v1/jobs/{id}/log": {
-                "get": {
-                    "operationId": "getJobLog",
-                    "summary": "The notary log of a finished job, with a readable report.",
-                    "security": _SECURED,
-                    "parameters": [_JOB_ID],
-                    "responses": {
-                        "200": _json("JobLog", "The saved log."),
-                        **_errors(401, 404, 409),
-                    },
-                },
-            },
-            "/v1/events": {
-                "get": {
-                    "operationId": "streamEvents",
-                    "summary": "Server-sent events: `event: job` with a Job as data on every "
-                    "change (progress at most twice a second per job), and a `: heartbeat` "
-                    "comment when idle. Starts with one `job` event per listed job.",
-                    "security": _SECURED,
-                    "parameters": [
-                        {
-                            "name": "job",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string"},
-                            "description": "Only this job's events.",
-                        }
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "An endless event stream.",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(401, 404, 429),
-                    },
-                },
-            },
-            "/v1/openapi.json": {
-                "get": {
-                    "operationId": "getOpenApi",
-                    "summary": "This document.",
-                    "security": _SECURED,
-                    "responses": {
-                        "200": {
-                            "description": "OpenAPI 3.1 document.",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        **_errors(401),
-                    },
-                },
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "health",
-                    "summary": "Liveness (no token needed).",
-                    "security": [],
-                    "responses": {
-                        "200": {
-                            "description": "Serving.",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        "503": {
-                            "description": "Shutting down.",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                    },
-                },
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics, text format (no token needed).",
-                    "security": [],
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text exposition format 0.0.4.",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                },
-            },
-        },
+        "paths": {**live_page.openapi_paths(), **copy.deepcopy(_PATHS)},
     }

@@ -28,12 +28,12 @@ from pathlib import Path
 from types import TracebackType
 
 from uploader.errors import NotarydError
-from uploader.lifecycle import QUEUED
 from uploader.progress import Progress
 from uploader.source_file import FileIdentity
 
 from .execution import JobExecutor
 from .job_options import JobOptions
+from .job_states import QUEUED
 from .jobs import Job, new_job_id
 from .logfmt import kv
 from .registry import JobRegistry

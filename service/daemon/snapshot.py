@@ -22,15 +22,10 @@ from types import NoneType, UnionType
 from typing import Any
 
 from uploader.errors import NotarydError
-from uploader.lifecycle import (
-    JOB_STATES,
-    JobOutcome,
-    JobState,
-    NotaryStatus,
-    parse_job_state,
-)
+from uploader.lifecycle import NotaryStatus
 
 from .job_options import JobOptions, openapi_properties
+from .job_states import JOB_STATES, JobOutcome, JobState, parse_job_state
 
 
 class BadSnapshot(NotarydError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from service import exit_codes
 from service.install import launchd, systemd
 from service.install.plan import Account
 from service.install.request import ServiceRequest
@@ -21,14 +22,8 @@ LINUX_ACCOUNT = Account("builder", 1000, 1000, Path("/home/builder"))
 
 
 def example_request(account: Account, *, system: bool) -> ServiceRequest:
-    return ServiceRequest(
-        system=system,
-        program=EXAMPLE_PROGRAM,
-        account=account,
-        state_dir=None,
-        config_file=None,
-        shutdown_grace=EXAMPLE_SHUTDOWN_GRACE,
-    )
+    return ServiceRequest(system=system, program=EXAMPLE_PROGRAM, account=account, state_dir=None,
+                          config_file=None, shutdown_grace=EXAMPLE_SHUTDOWN_GRACE)
 
 
 def example_files() -> dict[str, bytes]:
@@ -52,14 +47,14 @@ def example_files() -> dict[str, bytes]:
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m service.install.examples DEPLOY_DIR", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     deploy = Path(argv[0])
     for relative, content in example_files().items():
         target = deploy / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
         print(f"wrote {target}")
-    return 0
+    return exit_codes.SUCCESS
 
 
 if __name__ == "__main__":

@@ -107,11 +107,8 @@ def plan_install(request: ServiceRequest) -> ServicePlan:
     owner = request.account if request.system else None
     target = service_target(request)
     path = plist_path(request)
-    return ServicePlan(
-        action="install",
-        manager="launchd",
-        definition_path=path,
-        needs_root=request.system,
+    return ServicePlan.changing(
+        "install", "launchd", path, system=request.system,
         steps=(
             MakeDirectory(state_dir(request), 0o700, owner),
             MakeDirectory(log_dir(request), 0o755, owner),
@@ -137,11 +134,8 @@ def plan_install(request: ServiceRequest) -> ServicePlan:
 
 def plan_uninstall(request: ServiceRequest) -> ServicePlan:
     path = plist_path(request)
-    return ServicePlan(
-        action="uninstall",
-        manager="launchd",
-        definition_path=path,
-        needs_root=request.system,
+    return ServicePlan.changing(
+        "uninstall", "launchd", path, system=request.system,
         steps=(
             # bootout sends SIGTERM and waits up to ExitTimeOut; not loaded is not an error.
             Run((LAUNCHCTL, "bootout", service_target(request)), check=False),
@@ -152,12 +146,7 @@ def plan_uninstall(request: ServiceRequest) -> ServicePlan:
 
 
 def plan_status(request: ServiceRequest) -> ServicePlan:
-    return ServicePlan(
-        action="status",
-        manager="launchd",
-        definition_path=plist_path(request),
-        steps=(Run((LAUNCHCTL, "print", service_target(request)), check=False, show_output=True),),
-    )
+    return ServicePlan.asking("launchd", plist_path(request), (LAUNCHCTL, "print", service_target(request)))
 
 
 def _bootstrap_hint(request: ServiceRequest) -> str:

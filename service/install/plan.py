@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from service import exit_codes
 from uploader.errors import NotarydError
 
 
@@ -92,6 +93,19 @@ class ServicePlan:
     needs_root: bool = False
     notes: tuple[str, ...] = field(default=())  # printed after a successful install
 
+    @classmethod
+    def changing(cls, action: str, manager: str, path: Path, steps: Sequence[Step], *,
+                 system: bool, notes: Sequence[str] = ()) -> ServicePlan:
+        """An install or uninstall of the service defined at ``path`` (root for a system one)."""
+        return cls(action=action, manager=manager, definition_path=path, steps=tuple(steps),
+                   needs_root=system, notes=tuple(notes))
+
+    @classmethod
+    def asking(cls, manager: str, path: Path, argv: tuple[str, ...]) -> ServicePlan:
+        """``notaryd service status``: the manager's own view, its output shown as it is."""
+        return cls(action="status", manager=manager, definition_path=path,
+                   steps=(Run(argv, check=False, show_output=True),))
+
     @property
     def commands(self) -> list[tuple[str, ...]]:
         return [step.argv for step in self.steps if isinstance(step, Run)]
@@ -153,7 +167,7 @@ def apply(
             if which(tool) is None:
                 raise ServiceSetupError(_missing_tool_message(tool, plan.manager))
 
-    code = 0
+    code = exit_codes.SUCCESS
     for step in plan.steps:
         if isinstance(step, MakeDirectory):
             _make_directory(step)
@@ -167,7 +181,7 @@ def apply(
         return code
     for note in plan.notes:
         print(f"notaryd: {note}", file=out)
-    return 0
+    return exit_codes.SUCCESS
 
 
 def _run(step: Run, runner: CommandRunner, out: TextIO, manager: str) -> int:

@@ -194,23 +194,15 @@ def plan_install(request: ServiceRequest) -> ServicePlan:
         notes.append(
             f"user services stop at logout unless lingering is on: `loginctl enable-linger {request.account.name}`"
         )
-    return ServicePlan(
-        action="install",
-        manager="systemd",
-        definition_path=path,
-        needs_root=request.system,
-        steps=tuple(steps),
-        notes=tuple(notes),
+    return ServicePlan.changing(
+        "install", "systemd", path, steps, system=request.system, notes=notes,
     )
 
 
 def plan_uninstall(request: ServiceRequest) -> ServicePlan:
     path = unit_path(request)
-    return ServicePlan(
-        action="uninstall",
-        manager="systemd",
-        definition_path=path,
-        needs_root=request.system,
+    return ServicePlan.changing(
+        "uninstall", "systemd", path, system=request.system,
         steps=(
             # Not installed or already disabled is fine: uninstall is idempotent.
             Run(_systemctl(request, "disable", "--now", UNIT_NAME), check=False),
@@ -222,11 +214,5 @@ def plan_uninstall(request: ServiceRequest) -> ServicePlan:
 
 
 def plan_status(request: ServiceRequest) -> ServicePlan:
-    return ServicePlan(
-        action="status",
-        manager="systemd",
-        definition_path=unit_path(request),
-        steps=(
-            Run(_systemctl(request, "status", "--no-pager", UNIT_NAME), check=False, show_output=True),
-        ),
-    )
+    return ServicePlan.asking("systemd", unit_path(request),
+                              _systemctl(request, "status", "--no-pager", UNIT_NAME))

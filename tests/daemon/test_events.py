@@ -14,12 +14,13 @@ from aiohttp import web
 from service.daemon.api import make_app
 from service.daemon.api_context import ApiConfig
 from service.daemon.broker import Broker
+from service.daemon.job_states import QUEUED, JobState
 from service.daemon.job_store import JobStore
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.slots import PartSlots
 from service.daemon.snapshot import JobSnapshot
 from uploader.database import Database
-from uploader.lifecycle import QUEUED, JobState, NotaryStage
+from uploader.lifecycle import NotaryStage
 
 from .fakes import FakeRecord, FakeScript, fake_factory, fake_scheduler
 

@@ -21,12 +21,13 @@ from service.daemon.execution import (
 )
 from service.daemon.flusher import Flusher
 from service.daemon.job_options import JobOptions
+from service.daemon.job_states import QUEUED, JobOutcome
 from service.daemon.job_store import JobStore
 from service.daemon.jobs import Job
 from service.daemon.metrics import DaemonMetrics
 from uploader.errors import NotarydError, PermanentUploadError
 from uploader.events import Emitter, Hook, NotaryStageChanged
-from uploader.lifecycle import QUEUED, JobOutcome, NotaryStage
+from uploader.lifecycle import NotaryStage
 from uploader.notary.artifact import StapleNote
 from uploader.notary.pipeline import NotarizeOutcome, NotarizeRequest
 from uploader.progress import Progress

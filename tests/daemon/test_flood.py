@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from service.daemon.job_states import JobOutcome
 from service.emulator.notary import BackgroundEmulator
 from tests.support.daemon import Daemon
 from tests.support.emulator import file_sha256, stored_sha256
 from tests.support.waiting import until
-from uploader.lifecycle import JobOutcome
 
 MiB = 1024 * 1024
 SLOWLORIS = Path(__file__).with_name("slowloris.py")

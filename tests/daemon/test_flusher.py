@@ -13,10 +13,11 @@ import pytest
 
 from service.daemon.broker import Broker
 from service.daemon.flusher import Flusher
+from service.daemon.job_states import QUEUED
 from service.daemon.job_store import JobStore
 from service.daemon.jobs import Job
 from uploader.database import Database
-from uploader.lifecycle import QUEUED, NotaryStage
+from uploader.lifecycle import NotaryStage
 from uploader.progress import Progress
 
 

@@ -7,19 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from service.daemon.jobs import Job
-from uploader.events import BytesSent, NotaryStageChanged
-from uploader.lifecycle import (
+from service.daemon.job_states import (
     JOB_LIFECYCLE,
     JOB_STATES,
     QUEUED,
-    IllegalTransition,
     JobOutcome,
     JobState,
-    NotaryStage,
-    NotaryStatus,
     parse_job_state,
 )
+from service.daemon.jobs import Job
+from uploader.events import BytesSent, NotaryStageChanged
+from uploader.lifecycle import IllegalTransition, NotaryStage, NotaryStatus
 from uploader.progress import Progress
 
 PAIRS = list(product(JOB_STATES, JOB_STATES))

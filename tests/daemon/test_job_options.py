@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 
 from service.daemon.job_options import JobOptions
+from service.daemon.job_states import QUEUED
 from service.daemon.job_store import JobStore
 from service.daemon.jobs import Job
 from tests.support.daemon import Daemon
 from uploader.database import Database
-from uploader.lifecycle import QUEUED
 
 
 async def test_options_survive_the_job_store(tmp_path: Path) -> None:

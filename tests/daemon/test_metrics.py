@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.daemon.job_states import QUEUED, JobOutcome, JobState
 from service.daemon.metrics import DaemonMetrics
 from tests.support.clocks import ManualClock
 from uploader.events import (
@@ -18,7 +19,7 @@ from uploader.events import (
     RetryReason,
     UploadStateChanged,
 )
-from uploader.lifecycle import QUEUED, JobOutcome, JobState, NotaryStage, UploadState
+from uploader.lifecycle import NotaryStage, UploadState
 from uploader.progress import Progress
 from uploader.rate import RateMeter
 

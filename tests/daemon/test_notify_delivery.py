@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from service.daemon.job_states import JobOutcome
 from service.daemon.jobs import Job
 from service.daemon.notify import DELIVERY_POLICY, MAX_ATTEMPTS, JobNotifier
 from tests.support.clocks import ManualClock
 from tests.support.daemon import Daemon
 from tests.support.http_servers import Answer, Request, scripted_server
 from uploader.database import Database
-from uploader.lifecycle import JobOutcome
 from uploader.retry import Retrier
 
 SECRET = "correct horse battery staple"

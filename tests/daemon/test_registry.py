@@ -8,11 +8,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from service.daemon.job_states import QUEUED, JobOutcome
 from service.daemon.job_store import JobStore
 from service.daemon.jobs import Job
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.registry import JobRegistry
-from uploader.lifecycle import QUEUED, JobOutcome, NotaryStage
+from uploader.lifecycle import NotaryStage
 
 
 async def added(registry: JobRegistry, number: int, end: JobOutcome | None) -> Job:

@@ -13,12 +13,13 @@ import pytest
 
 from service.daemon import migrations as daemon_migrations
 from service.daemon.broker import Broker
+from service.daemon.job_states import JobOutcome, JobState
 from service.daemon.job_store import JobStore
 from service.daemon.jobs import Job
 from service.daemon.scheduler import DuplicateJob, JobFinished, SchedulerClosed
 from service.daemon.slots import PartSlots
 from uploader.database import Database
-from uploader.lifecycle import JobOutcome, JobState, NotaryStage
+from uploader.lifecycle import NotaryStage
 
 from .fakes import FakeRecord, FakeScript, fake_factory, fake_scheduler
 

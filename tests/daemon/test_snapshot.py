@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from aiohttp import test_utils, web
 
-from service.daemon.client import DaemonClient
+from service.client.client import DaemonClient
 from service.daemon.job_options import JobOptions
+from service.daemon.job_states import JOB_STATES, JobOutcome
 from service.daemon.jobs import Job
 from service.daemon.openapi import openapi_document
 from service.daemon.snapshot import BadSnapshot, JobSnapshot
@@ -25,7 +26,7 @@ from uploader.events import (
     RetryReason,
     UploadStateChanged,
 )
-from uploader.lifecycle import JOB_STATES, JobOutcome, NotaryStage, NotaryStatus, UploadState
+from uploader.lifecycle import NotaryStage, NotaryStatus, UploadState
 
 # The control API's job fields, in order: a contract (README, CONTRACT.md).
 API_FIELDS = [

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from service.cli import build_parser
 from service.commands.credentials import AUTHENTICATING, credential_flags
 from service.keychain import StoredCredentials
-from service.settings import CredentialFlags, Settings, load_settings
+from service.setting_credentials import CredentialFlags
+from service.settings import Settings, load_settings
 from uploader.errors import ConfigError
 from uploader.keytext import InlineKey
 from uploader.notary.auth import load_api_key

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
+from service.daemon.job_states import QUEUED
 from service.daemon.job_store import JobStore
 from service.daemon.jobs import Job
 from service.emulator.notary import NotaryEmulator
@@ -30,7 +31,7 @@ from uploader.credentials import Credentials
 from uploader.database import Database
 from uploader.errors import ConfigError
 from uploader.events import Event, HashProgress, UploadStateChanged
-from uploader.lifecycle import QUEUED, UploadState
+from uploader.lifecycle import UploadState
 from uploader.notary.client import NewSubmission
 from uploader.notary.errors import AgreementMissing
 from uploader.notary.pipeline import NotarizeRequest, NotaryConfig

@@ -81,8 +81,6 @@ class NotarizeOutcome:
 class PreflightFailed(NotarydError):
     """The archive has signing problems the notary service would reject; nothing was uploaded."""
 
-    exit_code = 2  # as an Invalid verdict
-
     def __init__(self, path: Path, report: str) -> None:
         super().__init__(
             f"{path}: preflight found problems the notary service rejects; fix them and rebuild, "

@@ -258,9 +258,6 @@ class SubmissionStore:
                          "notary_status = ?, log_path = COALESCE(?, log_path)",
                          (notary_status, log_path))
 
-    async def set_log_path(self, submission_id: str, log_path: str) -> None:
-        await self._update(submission_id, "log_path = ?", (log_path,))
-
     async def mark_abandoned(self, submission_id: str, reason: str) -> None:
         await self._move(submission_id, SubmissionState.ABANDONED, "abandoned_reason = ?",
                          (reason,))

@@ -72,10 +72,6 @@ class PreflightReport:
     def warnings(self) -> tuple[PreflightIssue, ...]:
         return tuple(i for i in self.issues if i.severity is Severity.WARNING)
 
-    def paths_with_errors(self) -> list[str]:
-        """Distinct paths that must be fixed before upload, in report order."""
-        return list(dict.fromkeys(i.path for i in self.errors))
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "logFormatVersion": 1,

@@ -1,7 +1,7 @@
 """The CLI's client for the control API (``notaryd submit/jobs/job/watch/cancel``).
 
 Finds the daemon at ``NOTARYD_LISTEN`` and the token the same way the daemon does (see
-``token.py``). Every failure becomes a ``NotarydError`` whose message is one actionable line:
+``service.daemon.token``). Every failure becomes a ``NotarydError`` whose message is one actionable line:
 the daemon is not running, the token is wrong, the API's own ``error``/``hint``, or an answer
 this client cannot read (another version, or not notaryd). Jobs come back as ``JobSnapshot``.
 """
@@ -17,11 +17,10 @@ from typing import Any
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
 
+from service.daemon.snapshot import BadSnapshot, JobSnapshot
+from service.daemon.token import find_token
 from service.settings import Settings
 from uploader.errors import NotarydError
-
-from .snapshot import BadSnapshot, JobSnapshot
-from .token import find_token
 
 
 class DaemonUnreachable(NotarydError):

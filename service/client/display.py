@@ -19,12 +19,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from service.daemon.job_states import QUEUED, JobOutcome
+from service.daemon.snapshot import JobSnapshot
 from service.outages import human_duration
 from service.progress import TransferBar, human_bytes, human_rate
-from uploader.lifecycle import QUEUED, JobOutcome, NotaryStage
+from uploader.lifecycle import NotaryStage
 from uploader.terminal import printable
-
-from .snapshot import JobSnapshot
 
 # Stages with a byte count worth a progress bar (hashing counts bytes hashed).
 _BYTE_STAGES = frozenset({NotaryStage.HASHING, NotaryStage.UPLOADING})
@@ -80,6 +80,18 @@ def describe(job: JobSnapshot) -> str:
         ("finished", _time(job.finished_at)),
     ]
     return "\n".join(f"{key + ':':<15}{printable(str(value))}" for key, value in fields)
+
+
+def verdict_line(job: JobSnapshot) -> str:
+    """How a followed job ended, and where its submission's log is (``submit --wait``, ``watch``)."""
+    line = f"notaryd: job {job.id} {job.state}"
+    if job.notary_status and job.notary_status.lower() != str(job.state):
+        line += f" ({job.notary_status})"
+    if job.error:
+        line += f": {job.error}"
+    if job.submission_id:
+        line += f" (submission {job.submission_id}; `notaryd log {job.submission_id}`)"
+    return line
 
 
 def _time(value: float | None) -> str:
