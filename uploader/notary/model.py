@@ -81,12 +81,12 @@ class NotarizeOutcome:
 class PreflightFailed(NotarydError):
     """The archive has signing problems the notary service would reject; nothing was uploaded."""
 
+    advice = ("preflight found problems the notary service rejects; fix them and rebuild, "
+              "or pass --skip-preflight to submit anyway")
+
     def __init__(self, path: Path, report: str) -> None:
-        super().__init__(
-            f"{path}: preflight found problems the notary service rejects; fix them and rebuild, "
-            "or pass --skip-preflight to submit anyway"
-        )
-        self.report = report
+        super().__init__(f"{path}: {self.advice}")
+        self.report = report  # the full report, printed after the one-line error
 
 
 def why(error: NotaryError) -> str:
