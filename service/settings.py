@@ -42,6 +42,7 @@ from uploader.config import EngineConfig, GiB, MiB
 from uploader.constants import DEFAULT_API_URL, STUCK_AFTER_SECONDS
 from uploader.errors import ConfigError
 from uploader.keytext import InlineKey, KeySource, NotAKey, pem_from_text, secret_lines
+from uploader.postgres import database_url
 from uploader.private_file import NotRegularFile, read_small_file, readable_by_others
 from uploader.redaction import redact_url, register_secret
 from uploader.staple.lookup import DEFAULT_TICKET_URL
@@ -120,6 +121,8 @@ class Settings:
     notify_url: str | None = None
     notify_secret: str | None = field(default=None, repr=False)
     config_file: Path | None = None
+    # the fleet store (issue 22): "" = SQLite in the state dir, else postgresql://… (uploader/postgres)
+    database_url: str = field(default="", repr=False)
 
     @property
     def listen_host(self) -> str:
@@ -469,6 +472,7 @@ def load_settings(
         notify_url=src.get("notify_url", _url, d.notify_url),
         notify_secret=src.get("notify_secret", _str, d.notify_secret),
         config_file=path if present else None,
+        database_url=src.get("database_url", database_url, d.database_url),
     )
     src.check_no_unknown_keys()
     register_secret(settings.api_token)

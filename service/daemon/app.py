@@ -26,10 +26,10 @@ from aiohttp import web
 from service.serve_lock import holding_serve_lock
 from service.settings import Settings
 from uploader.bundle_zip import archive_dir
-from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
 from uploader.lifecycle import JobOutcome
 from uploader.notary.client import notary_session
+from uploader.postgres import open_database
 from uploader.throttle import Throttle
 
 from .api import make_app
@@ -93,7 +93,7 @@ async def _serve(
 ) -> None:
     token = ensure_token(settings.api_token, settings.state_dir)
     notifier = JobNotifier.from_settings(settings)
-    db = await Database.open(settings.database_path)
+    db = await open_database(settings.database_path, settings.database_url)
     notifier.bind(db)
     # every job's (notary API, logs, ticket lookups), closed after the jobs stopped
     session = notary_session(settings.api_url, settings.ticket_url)

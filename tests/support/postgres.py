@@ -17,12 +17,16 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from uploader.database import Database
+
 PORT = 5432  # names the socket file in the private folder; no TCP listener
 SUPERUSER = "notaryd"
+OpenDb = Callable[..., Awaitable[Database]]  # the ``open_db`` fixture: opens the test's store
 
 
 def bindir() -> Path | None:

@@ -20,8 +20,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from uploader.database import Database, StateError
+from uploader.redaction import redact_url
 
 SCHEMES = ("postgresql://", "postgres://")
+
+
+def database_url(raw: object) -> str:
+    """``NOTARYD_DATABASE_URL`` checked: a postgresql:// URL (shown without its password)."""
+    text = str(raw).strip()
+    if text and not text.startswith(SCHEMES):
+        raise ValueError("must be empty (the SQLite file in the state directory) or a "
+                         f"postgresql://… URL, got {redact_url(text)!r}")
+    return text
 
 
 async def open_database(path: Path, url: str = "") -> Database:

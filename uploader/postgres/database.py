@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ _INSERT = re.compile(r"^\s*INSERT\s+(?:OR\s+\w+\s+)?INTO\s+(\w+)", re.IGNORECASE
 
 
 class PostgresDatabase(Database):
-    def __init__(self, link: Link) -> None:  # noqa: super().__init__ wants a SQLite connection
+    def __init__(self, link: Link) -> None:  # no super().__init__: it wants a SQLite connection
         self._link = link
         self._lock = asyncio.Lock()
         self._current: set[str] = set()
@@ -204,6 +205,9 @@ class _Journal(Transaction):
                 await self._link.dropped(error)
                 await self._replay()
                 continue
+            except asyncpg.IntegrityConstraintViolationError as error:
+                # the stores know one constraint error, whichever engine refused the row
+                raise sqlite3.IntegrityError(str(error)) from error
             self._steps.append((kind, sql, params, result))
             return result
 

@@ -30,6 +30,7 @@ LOST: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,        # 08xxx, ConnectionDoesNotExistError
     asyncpg.exceptions.OperatorInterventionError,  # 57xxx: admin shutdown, crash, cannot connect now
     asyncpg.exceptions.InterfaceError,      # "connection is closed" (asyncpg's own check)
+    asyncpg.exceptions.InternalClientError,  # a protocol cut mid-message ("cannot switch to state")
 )
 POLICY = RetryPolicy(initial_delay_seconds=0.1, max_delay_seconds=5.0)
 
