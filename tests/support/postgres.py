@@ -37,7 +37,8 @@ def bindir() -> Path | None:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable  # True: fsync and synchronous commit on (benchmarks)
         self.root = Path(tempfile.mkdtemp(prefix="notaryd-pg-", dir="/tmp"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -75,8 +76,9 @@ class PostgresServer:
 
     def _pg_ctl(self, action: str, *extra: str) -> None:
         assert self._bin is not None
-        options = (f"-p {PORT} -k {self.root} -c listen_addresses='' -c fsync=off "
-                   "-c full_page_writes=off -c synchronous_commit=off -c max_connections=200")
+        options = f"-p {PORT} -k {self.root} -c listen_addresses='' -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
         self._run(str(self._bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
                   "-t", "60", "-o", options, *extra, action)
 
