@@ -47,6 +47,8 @@ _INSERT = re.compile(r"^\s*INSERT\s+(?:OR\s+\w+\s+)?INTO\s+(\w+)", re.IGNORECASE
 
 
 class PostgresDatabase(Database):
+    engine = "postgresql"  # what SQL beyond the shared dialect may say (``FOR UPDATE SKIP LOCKED``)
+
     def __init__(self, link: Link) -> None:  # no super().__init__: it wants a SQLite connection
         self._link = link
         self._lock = asyncio.Lock()
