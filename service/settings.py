@@ -36,6 +36,12 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from service.daemon.broker import MAX_EVENT_STREAMS
+from service.fleet.names import (
+    DEFAULT_LEASE_SECONDS,
+    default_worker_name,
+    lease_seconds,
+    worker_name,
+)
 from service.keychain import StoredCredentials
 from uploader.checksum import ChecksumAlgorithm
 from uploader.config import EngineConfig, GiB, MiB
@@ -123,6 +129,8 @@ class Settings:
     config_file: Path | None = None
     # the fleet store (issue 22): "" = SQLite in the state dir, else postgresql://… (uploader/postgres)
     database_url: str = field(default="", repr=False)
+    worker_name: str = field(default_factory=default_worker_name)  # names this worker of the fleet
+    lease_seconds: float = DEFAULT_LEASE_SECONDS  # a fleet worker renews its job leases every third
 
     @property
     def listen_host(self) -> str:
@@ -473,6 +481,8 @@ def load_settings(
         notify_secret=src.get("notify_secret", _str, d.notify_secret),
         config_file=path if present else None,
         database_url=src.get("database_url", database_url, d.database_url),
+        worker_name=src.get("worker_name", worker_name, d.worker_name),
+        lease_seconds=src.get("lease_seconds", lease_seconds, d.lease_seconds),
     )
     src.check_no_unknown_keys()
     register_secret(settings.api_token)

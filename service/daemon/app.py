@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from service.fleet.wiring import job_store_for, scheduler_for
 from service.serve_lock import holding_serve_lock
 from service.settings import Settings
 from uploader.bundle_zip import archive_dir
@@ -38,14 +39,12 @@ from .broker import Broker
 from .connections import ConnectionGuard, GuardedTCPSite, connection_cap
 from .execution import Confinement, JobExecutor, RunnerFactory, Shared
 from .flusher import Flusher
-from .job_store import JobStore
 from .logfmt import kv, use_logfmt
 from .metrics import DaemonMetrics, notaryd_version
 from .notify import JobNotifier
 from .pipeline_runner import pipeline_runner_factory
 from .readiness import notify_ready, notify_stopping
 from .registry import JobRegistry
-from .scheduler import Scheduler
 from .slots import PartSlots
 from .token import ensure_token, token_path
 
@@ -106,7 +105,7 @@ async def _serve(
         )
         runner_factory = build_runner_factory(settings, shared)
         broker = Broker(max_subscribers=settings.max_event_streams)
-        registry = JobRegistry(await JobStore.open(db))
+        registry = JobRegistry(await job_store_for(db, settings))
         metrics = DaemonMetrics(
             jobs=registry.jobs, stuck_after_seconds=settings.stuck_after,
             last_success_at=await registry.store.last_finished_at(JobOutcome.ACCEPTED),
@@ -118,9 +117,8 @@ async def _serve(
             confinement=Confinement(settings.allowed_roots, [archive_dir(settings.work_dir_in_effect)]),
             on_job_end=notifier.job_ended,
         )
-        scheduler = Scheduler(
-            registry, executor, part_slots=shared.part_slots, max_jobs=settings.max_jobs
-        )
+        scheduler = scheduler_for(settings, registry, executor, part_slots=shared.part_slots,
+                                  metrics=metrics.registry)
         token_hint = (
             "the token is NOTARYD_API_TOKEN"
             if settings.api_token

@@ -27,6 +27,9 @@ SCHEMA = Schema("service.fleet", (
         started_at   REAL NOT NULL,
         heartbeat_at REAL NOT NULL
     );
+    -- one unfinished job per path across the fleet: two workers queueing one build at once
+    CREATE UNIQUE INDEX jobs_one_unfinished_per_path ON jobs (path)
+        WHERE state NOT IN ('accepted', 'invalid', 'rejected', 'failed', 'cancelled');
     CREATE TABLE rate_buckets (
         name       TEXT PRIMARY KEY,
         tokens     REAL NOT NULL,

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.daemon import migrations as daemon_migrations
-from service.fleet import migrations
+from service.fleet import migrations, names
 from uploader.database import Database, StateError, Transaction
 from uploader.errors import NotarydError
 from uploader.lifecycle import JobOutcome
 
 log = logging.getLogger("notaryd.fleet")
 
-DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_LEASE_SECONDS = names.DEFAULT_LEASE_SECONDS
 _CANDIDATES = 32
 _UNFINISHED = f"j.state NOT IN ({', '.join('?' for _ in JobOutcome)})"
 _ENDED = tuple(str(outcome) for outcome in JobOutcome)
@@ -58,6 +58,7 @@ class Fleet:
 
     def __init__(self, db: Database, worker: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self._db = db
+        self.db = db
         self.worker = worker
         self.lease_seconds = lease_seconds
         self._pg = is_postgres(db)
@@ -158,14 +159,23 @@ class Fleet:
 
     async def keep(self, lease: Lease, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> LeaseLost:
         """Renew ``lease`` every ``lease_seconds / 3`` until it is lost; returns why (run it as
-        a task beside the job and cancel it when the job ends)."""
+        a task beside the job and cancel it when the job ends). A lease this worker could not
+        renew before it ran out (the store unreachable) counts as lost: another worker may
+        have it by then."""
+        margin = self.lease_seconds / 6  # for the clocks' rates and the claim's own round trip
+        deadline = time.monotonic() + self.lease_seconds - margin
         while True:
             await sleep(self.lease_seconds / 3)
+            asked = time.monotonic()
             try:
-                lease = await self.renew(lease)
+                async with asyncio.timeout(max(deadline - asked, 0.0)):
+                    lease = await self.renew(lease)
+                deadline = asked + self.lease_seconds - margin
             except LeaseLost as lost:
                 return lost
-            except StateError as error:  # the store is away: try again at the next tick
+            except (StateError, TimeoutError) as error:
+                if time.monotonic() >= deadline:
+                    return LeaseLost(lease)
                 log.warning("lease of job %s not renewed: %s", lease.job, error)
 
     # -- what the fleet looks like --------------------------------------------------------

@@ -1,0 +1,93 @@
+"""Three ``notaryd serve`` workers on one PostgreSQL, the notary emulator, SeaweedFS and builds
+on a shared folder: the shared queue, takeovers after SIGKILL, one submission per build."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.emulator.notary import BackgroundEmulator
+from tests.support.daemon import Daemon
+from tests.support.emulator import notary_env
+from tests.support.postgres import PostgresServer
+from tests.support.waiting import until
+from uploader.config import MiB
+
+pytestmark = pytest.mark.process
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Path:
+    folder = tmp_path / "builds"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def workers(tmp_path: Path, notary: BackgroundEmulator, postgres: PostgresServer, shared: Path) -> Iterator[list[Daemon]]:
+    env = {**notary_env(notary, tmp_path / "keys"), "NOTARYD_DATABASE_URL": postgres.create_database(),
+           "NOTARYD_ALLOWED_ROOTS": str(shared), "NOTARYD_LEASE_SECONDS": "6",
+           "NOTARYD_PART_SIZE": str(5 * MiB), "NOTARYD_CONCURRENCY": "2", "NOTARYD_MAX_JOBS": "2"}
+    daemons = [Daemon(tmp_path / f"w{n}", fake=False, env={**env, "NOTARYD_WORKER_NAME": f"w{n}"})
+               for n in range(3)]
+    try:
+        yield daemons
+    finally:
+        for d in daemons:
+            d.stop()
+
+
+def build(folder: Path, name: str, size: int) -> Path:
+    """1 MiB of random bytes, then a sparse tail (as ``Daemon.archive``), in the shared folder."""
+    path = folder / name
+    with open(path, "wb") as f:
+        f.write(os.urandom(1 << 20))
+        f.truncate(size)
+    return path
+
+
+def claims(d: Daemon) -> list[str]:
+    return re.findall(r"job claimed\W+job=(\w+)", d.log())
+
+
+def test_jobs_submitted_to_one_worker_are_spread_over_the_fleet_each_run_once(
+    workers: list[Daemon], notary: BackgroundEmulator, shared: Path
+) -> None:
+    for d in workers:
+        d.env["NOTARYD_BANDWIDTH_LIMIT"] = str(16 * MiB)  # a job lasts long enough to be shared
+        d.start()
+    jobs = [workers[0].submit(build(shared, f"Build{n}.zip", 16 * MiB), skip_preflight=True) for n in range(24)]
+    ended = [workers[0].wait_for(job["id"], "accepted", "failed", timeout=300) for job in jobs]
+    assert [job["state"] for job in ended] == ["accepted"] * 24, [job.get("error") for job in ended]
+    assert notary.call(lambda e: e.submissions_created) == 24
+    taken = [claims(d) for d in workers]
+    assert sorted(job for each in taken for job in each) == sorted(job["id"] for job in jobs)  # once each
+    assert all(taken), [len(each) for each in taken]  # every worker ran some
+
+
+def test_a_job_whose_worker_is_killed_twice_is_taken_over_and_accepted_once(
+    workers: list[Daemon], notary: BackgroundEmulator, shared: Path
+) -> None:
+    for d in workers:
+        d.env["NOTARYD_BANDWIDTH_LIMIT"] = str(4 * MiB)
+        d.start()
+    job = workers[0].submit(build(shared, "Big.zip", 64 * MiB), skip_preflight=True)
+    alive = list(workers)
+    for _ in range(2):
+        holder = next(d for d in alive if job["id"] in claims(d))
+        until(lambda h=holder: h.job(job["id"])["bytes_done"] > 10 * MiB, within=120,
+              what="the holder uploading", detail=holder.log)
+        holder.signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        alive.remove(holder)
+        until(lambda: any(job["id"] in claims(d) for d in alive), within=60,
+              what="another worker taking the job over", detail=alive[0].log)
+    ended = alive[0].wait_for(job["id"], "accepted", "failed", timeout=300)
+    assert ended["state"] == "accepted", ended
+    assert notary.call(lambda e: e.submissions_created) == 1
+    assert "taking over job" in alive[0].log()
