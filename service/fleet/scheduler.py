@@ -53,6 +53,8 @@ class FencedJobStore(JobStore):
                 await tx.execute(*update_statement(job))
                 if job.terminal:
                     await tx.execute("DELETE FROM fleet_leases WHERE job = ?", (job.id,))
+            if job.terminal:  # written for good: later saves of it (bookkeeping) are not ours
+                self.leases.pop(job.id, None)
         except LeaseLost as lost:
             log.warning("%s; its state here is not written", lost)
 

@@ -3,6 +3,7 @@ on a shared folder: the shared queue, takeovers after SIGKILL, one submission pe
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from service.emulator.faultproxy import FaultProxyThread
 from service.emulator.notary import BackgroundEmulator
 from tests.support.daemon import Daemon
 from tests.support.emulator import notary_env
@@ -70,16 +72,26 @@ def test_jobs_submitted_to_one_worker_are_spread_over_the_fleet_each_run_once(
     assert all(taken), [len(each) for each in taken]  # every worker ran some
 
 
+@pytest.fixture
+def proxy(notary: BackgroundEmulator) -> Iterator[FaultProxyThread]:
+    """In front of the emulator's S3: counts the part bytes the workers send."""
+    with FaultProxyThread(notary.emulator.s3_endpoint_url) as started:
+        yield started
+
+
 def test_a_job_whose_worker_is_killed_twice_is_taken_over_and_accepted_once(
-    workers: list[Daemon], notary: BackgroundEmulator, shared: Path
+    workers: list[Daemon], notary: BackgroundEmulator, shared: Path, proxy: FaultProxyThread
 ) -> None:
+    """Each takeover resumes the same submission and multipart upload from the parts the
+    shared store acknowledged: at most (concurrency + 1) parts are sent again per takeover."""
     for d in workers:
-        d.env["NOTARYD_BANDWIDTH_LIMIT"] = str(4 * MiB)
+        d.env.update({"NOTARYD_BANDWIDTH_LIMIT": str(4 * MiB), "NOTARYD_S3_ENDPOINT_URL": proxy.url})
         d.start()
     job = workers[0].submit(build(shared, "Big.zip", 64 * MiB), skip_preflight=True)
     alive = list(workers)
     for _ in range(2):
-        holder = next(d for d in alive if job["id"] in claims(d))
+        holder = until(lambda: next((d for d in alive if job["id"] in claims(d)), None), within=60,
+                       what="a worker claiming the job", detail=alive[0].log)
         until(lambda h=holder: h.job(job["id"])["bytes_done"] > 10 * MiB, within=120,
               what="the holder uploading", detail=holder.log)
         holder.signal(signal.SIGKILL)
@@ -91,3 +103,35 @@ def test_a_job_whose_worker_is_killed_twice_is_taken_over_and_accepted_once(
     assert ended["state"] == "accepted", ended
     assert notary.call(lambda e: e.submissions_created) == 1
     assert "taking over job" in alive[0].log()
+    resent = proxy.stats.part_body_bytes_received - 64 * MiB
+    assert resent <= 2 * (2 + 1) * 5 * MiB, resent / MiB
+
+
+def test_restarting_postgresql_mid_run_loses_and_duplicates_no_job(
+    workers: list[Daemon], notary: BackgroundEmulator, shared: Path, postgres: PostgresServer
+) -> None:
+    for d in workers:
+        d.env["NOTARYD_BANDWIDTH_LIMIT"] = str(8 * MiB)
+        d.start()
+    jobs = [workers[0].submit(build(shared, f"Build{n}.zip", 16 * MiB), skip_preflight=True) for n in range(9)]
+    until(lambda: sum(len(claims(d)) for d in workers) >= 3, within=60, what="jobs running")
+    postgres.restart()
+    ended = [workers[0].wait_for(job["id"], "accepted", "failed", timeout=300) for job in jobs]
+    assert [job["state"] for job in ended] == ["accepted"] * 9, [job.get("error") for job in ended]
+    assert notary.call(lambda e: e.submissions_created) == 9
+    assert any("reachable again" in d.log() for d in workers)
+
+
+def test_one_archive_submitted_on_two_workers_at_once_is_one_job_and_one_submission(
+    workers: list[Daemon], notary: BackgroundEmulator, shared: Path
+) -> None:
+    for d in workers[:2]:
+        d.start()
+    archive = build(shared, "Same.zip", 8 * MiB)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda d: d.request("POST", "/v1/jobs", {"path": str(archive), "skip_preflight": True}),
+                                workers[:2]))
+    assert sorted(status for status, _ in answers) == [201, 409], answers
+    job = next(body for status, body in answers if status == 201)
+    assert workers[1].wait_for(job["id"], "accepted", "failed", timeout=120)["state"] == "accepted"
+    assert notary.call(lambda e: e.submissions_created) == 1
