@@ -85,6 +85,7 @@ class Job:
     log_path: Path | None = None
     report: str | None = None
     source: FileIdentity | None = None  # the archive as checked at POST (not after a restart)
+    worker: str | None = None  # the fleet worker holding it (service/fleet); None without a fleet
 
     @property
     def terminal(self) -> bool:
@@ -137,6 +138,7 @@ class Job:
             started_at=self.started_at,
             finished_at=self.finished_at,
             options=self.options,
+            worker=self.worker,
         )
 
     def __repr__(self) -> str:

@@ -51,12 +51,27 @@ class FencedJobStore(JobStore):
         try:
             async with self.fleet.fenced(lease) as tx:
                 await tx.execute(*update_statement(job))
-                if job.terminal:
-                    await tx.execute("DELETE FROM fleet_leases WHERE job = ?", (job.id,))
+                if job.terminal:  # the lease ends; its row stays to say who ran the job
+                    await tx.execute("UPDATE fleet_leases SET lease_until = 0 WHERE job = ?", (job.id,))
             if job.terminal:  # written for good: later saves of it (bookkeeping) are not ours
                 self.leases.pop(job.id, None)
         except LeaseLost as lost:
             log.warning("%s; its state here is not written", lost)
+
+
+    async def get(self, job_id: str) -> Job | None:
+        job = await super().get(job_id)
+        return (await self._named([job]))[0] if job is not None else None
+
+    async def recent(self, limit: int = 200) -> list[Job]:
+        return await self._named(await super().recent(limit))
+
+    async def _named(self, jobs: list[Job]) -> list[Job]:
+        """``jobs`` with the worker that holds (or last held) each."""
+        holders = await self.fleet.holders()
+        for job in jobs:
+            job.worker = holders.get(job.id, job.worker)
+        return jobs
 
 
 def may_take(roots: Sequence[Path]) -> Any:
@@ -140,6 +155,7 @@ class FleetScheduler(Scheduler):
         if job is None or job.terminal:
             return True
         self._store.leases[job.id] = lease
+        job.worker = self.fleet.worker
         if job.state is not QUEUED:
             log.info("taking over job %s", kv(job=job.id, was=job.state))
             job.move_to(QUEUED)

@@ -46,10 +46,13 @@ class Link:
         self._first_give_up = first_give_up_seconds
         self._retrier = retrier or Retrier(POLICY)
         self._down_since: float | None = None
+        self._closed = False
 
     async def connection(self, *, first: bool = False) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
+        if self._closed:
+            raise StateError(f"the database {self.where} was closed by this process")
         started = time.monotonic()
         limit = self._first_give_up if first else self._give_up
 
@@ -104,8 +107,14 @@ class Link:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
+        self._closed = True
         conn, self._conn = self._conn, None
         if conn is not None:
+            # a query cancelled meanwhile left asyncpg a task that asks the server to stop it;
+            # close() would cancel it without waiting, and the loop would end with it pending
+            pending = [task for task in getattr(conn, "_cancellations", ()) if not task.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=5)
             with contextlib.suppress(*LOST):
                 await conn.close(timeout=5)
 
