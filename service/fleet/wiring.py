@@ -4,6 +4,7 @@ scheduler, the fleet's gauges. On the SQLite default it builds what it always di
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
@@ -36,14 +37,19 @@ def scheduler_for(settings: Settings, registry: JobRegistry, executor: JobExecut
         return Scheduler(registry, executor, part_slots=part_slots, max_jobs=settings.max_jobs)
     scheduler = FleetScheduler(registry, executor, part_slots=part_slots, max_jobs=settings.max_jobs,
                                fleet=store.fleet, store=store, roots=settings.allowed_roots)
-    metrics.register(_FleetGauges(scheduler))
+    metrics.register(fleet_gauges(scheduler))
     return scheduler
+
+
+def fleet_gauges(scheduler: Any) -> _FleetGauges:
+    """The fleet's gauges, read from ``scheduler``'s ``queue_depth`` and ``live_workers``."""
+    return _FleetGauges(scheduler)
 
 
 class _FleetGauges:
     """``notaryd_queue_depth`` and ``notaryd_fleet_workers``, as of the last heartbeat."""
 
-    def __init__(self, scheduler: FleetScheduler) -> None:
+    def __init__(self, scheduler: Any) -> None:
         self._scheduler = scheduler
 
     def describe(self) -> Iterable[Metric]:
