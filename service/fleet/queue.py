@@ -89,11 +89,12 @@ class Fleet:
             f" ORDER BY j.created_at, j.id LIMIT {_CANDIDATES}", (*_ENDED, now))
         for row in rows:
             path = Path(row["path"])
-            if await asyncio.to_thread(may_take, path) and (lease := await self._take(row["id"], path)):
+            if await asyncio.to_thread(may_take, path) and (lease := await self.take(row["id"], path)):
                 return lease
         return None
 
-    async def _take(self, job: str, path: Path) -> Lease | None:
+    async def take(self, job: str, path: Path) -> Lease | None:
+        """Claim this one job if it is unfinished and nobody holds a live lease on it."""
         lock = " FOR UPDATE OF j SKIP LOCKED" if self._pg else ""
         async with self._db.transaction() as tx:
             now = await self._tx_now(tx)
@@ -150,6 +151,11 @@ class Fleet:
         row = await self._db.fetchone(
             "SELECT size, mtime_ns, sha256 FROM fleet_leases WHERE job = ? AND sha256 IS NOT NULL", (job,))
         return None if row is None else (int(row["size"]), int(row["mtime_ns"]), str(row["sha256"]))
+
+    async def let_go(self, lease: Lease) -> None:
+        """This worker stops the job without ending it (shutdown): another may claim it at once."""
+        async with self.fenced(lease) as tx:
+            await tx.execute("UPDATE fleet_leases SET lease_until = 0 WHERE job = ?", (lease.job,))
 
     async def release(self, lease: Lease) -> None:
         """The job ended: its lease goes (only if still this worker's)."""

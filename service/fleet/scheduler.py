@@ -25,13 +25,23 @@ from typing import Any
 from service.daemon.job_store import JobStore, update_statement
 from service.daemon.jobs import Job
 from service.daemon.logfmt import kv
-from service.daemon.scheduler import DuplicateJob, Scheduler
+from service.daemon.scheduler import DuplicateJob, JobFinished, Scheduler
 from service.fleet.queue import Fleet, Lease, LeaseLost
 from uploader.database import StateError
+from uploader.errors import NotarydError
 from uploader.lifecycle import QUEUED
 
 log = logging.getLogger("notaryd.fleet")
 POLL_SECONDS = 1.0  # how often an idle worker looks for work (and a busy one for a free slot)
+
+
+class HeldElsewhere(JobFinished):
+    """A cancel for a job another live worker runs (answered 409, like an ended job)."""
+
+    def __init__(self, job: Job) -> None:
+        NotarydError.__init__(self, f"job {job.id} runs on worker {job.worker or 'another worker'}; "
+                              "cancel it there (its GET /v1/jobs entry names the worker)")
+        self.job = job
 
 
 class FencedJobStore(JobStore):
@@ -131,6 +141,17 @@ class FleetScheduler(Scheduler):
                 raise
             raise DuplicateJob(other) from None
 
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job this worker runs, or one no live worker holds (taking its lease first,
+        so the cancellation is a fenced write); refuse one another worker runs."""
+        job = await self.registry.get(job_id)
+        if not job.terminal and job.id not in self._tasks and job.id not in self._store.leases:
+            lease = await self.fleet.take(job.id, job.path)
+            if lease is None:
+                raise HeldElsewhere(job)
+            self._store.leases[job.id] = lease
+        return await super().cancel(job_id)
+
     def _enqueue(self, job: Job) -> None:
         self.registry.remove(job)  # held here again if this worker claims it
         self._wake.set()
@@ -181,7 +202,10 @@ class FleetScheduler(Scheduler):
             keeper = self._keepers.pop(job.id, None)
             if keeper is not None:
                 keeper.cancel()
-            self._store.leases.pop(job.id, None)
+            lease = self._store.leases.pop(job.id, None)
+            if lease is not None and not job.terminal:  # interrupted (shutdown): free it now
+                with contextlib.suppress(LeaseLost, StateError):
+                    await asyncio.shield(self.fleet.let_go(lease))
             self._wake.set()
 
     async def _heartbeats(self) -> None:

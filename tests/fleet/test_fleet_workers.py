@@ -135,3 +135,23 @@ def test_one_archive_submitted_on_two_workers_at_once_is_one_job_and_one_submiss
     job = next(body for status, body in answers if status == 201)
     assert workers[1].wait_for(job["id"], "accepted", "failed", timeout=120)["state"] == "accepted"
     assert notary.call(lambda e: e.submissions_created) == 1
+
+
+def test_a_job_is_cancelled_on_the_worker_running_it_and_refused_with_its_name_elsewhere(
+    workers: list[Daemon], shared: Path
+) -> None:
+    for d in workers[:2]:
+        d.env["NOTARYD_BANDWIDTH_LIMIT"] = str(1 * MiB)
+        d.start()
+    job = workers[0].submit(build(shared, "Slow.zip", 64 * MiB), skip_preflight=True)
+    holder = until(lambda: next((d for d in workers[:2] if job["id"] in claims(d)), None), within=60,
+                   what="a worker claiming the job")
+    other = workers[1] if holder is workers[0] else workers[0]
+    until(lambda: holder.job(job["id"])["state"] == "uploading", within=60, what="uploading")
+    status, refused = other.request("DELETE", f"/v1/jobs/{job['id']}")
+    holder_name = "w0" if holder is workers[0] else "w1"
+    assert status == 409 and f"runs on worker {holder_name}" in refused["error"], refused
+    assert other.job(job["id"])["worker"] == holder_name
+    status, _ = holder.request("DELETE", f"/v1/jobs/{job['id']}")
+    assert status == 200
+    assert other.wait_for(job["id"], "cancelled", timeout=60)["state"] == "cancelled"

@@ -73,9 +73,14 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off(d
     assert (await db.fetchone("SELECT state FROM jobs WHERE id = 'j1'"))["state"] == "queued"
     await a.release(held)  # a stale holder's release does not drop the new lease
     assert await a.holders() == {"j1": "b"}
-    await b.record_identity(taken, 100, 123, "ab" * 32)
+    with pytest.raises(LeaseLost):
+        await a.let_go(held)
+    await b.let_go(taken)  # b stops without ending it (shutdown): a may take it at once
+    taken = await a.claim(anything)
+    assert taken is not None and (taken.worker, taken.generation) == ("a", 3)
+    await a.record_identity(taken, 100, 123, "ab" * 32)
     assert await a.identity("j1") == (100, 123, "ab" * 32)
-    await b.release(taken)
+    await a.release(taken)
     assert await a.holders() == {}
 
 
