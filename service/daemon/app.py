@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from service.fleet.wiring import job_store_for, scheduler_for
+from service.fleet.wiring import job_store_for, scheduler_for, session_traces
 from service.serve_lock import holding_serve_lock
 from service.settings import Settings
 from uploader.bundle_zip import archive_dir
@@ -95,7 +95,7 @@ async def _serve(
     db = await open_database(settings.database_path, settings.database_url)
     notifier.bind(db)
     # every job's (notary API, logs, ticket lookups), closed after the jobs stopped
-    session = notary_session(settings.api_url, settings.ticket_url)
+    session = notary_session(settings.api_url, settings.ticket_url, trace_configs=session_traces(db, settings))
     try:
         shared = Shared(
             db=db,

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+import aiohttp
 
 from service.fleet.queue import Fleet
 from uploader.database import Database
@@ -48,3 +51,25 @@ class SharedBudget:
         """Wait for a token and take it (call before each Notary API request)."""
         while (wait := await self.take()) > 0:
             await sleep(wait)
+
+
+# The team key's request rate the fleet keeps to, together (Apple does not publish one; these
+# stay well under what its 429s show). A worker alone is held back by the client's own back-off.
+API_RATE_PER_SECOND = 10.0
+API_BURST = 20.0
+
+
+def api_budget_traces(budget: SharedBudget, api_url: str,
+                      sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> list[aiohttp.TraceConfig]:
+    """Trace hooks for the jobs' shared HTTP session: every request to the Notary API (not the
+    log downloads or ticket lookups) first takes a token of the fleet's budget."""
+    host = urlsplit(api_url).hostname
+
+    async def before(_session: aiohttp.ClientSession, _context: object,
+                     params: aiohttp.TraceRequestStartParams) -> None:
+        if params.url.host == host:
+            await budget.acquire(sleep)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(before)
+    return [trace]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import aiohttp
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
@@ -14,6 +15,7 @@ from service.daemon.job_store import JobStore
 from service.daemon.registry import JobRegistry
 from service.daemon.scheduler import Scheduler
 from service.daemon.slots import PartSlots
+from service.fleet.budget import API_BURST, API_RATE_PER_SECOND, SharedBudget, api_budget_traces
 from service.fleet.queue import Fleet, is_postgres
 from service.fleet.scheduler import FencedJobStore, FleetScheduler
 from service.settings import Settings
@@ -28,6 +30,16 @@ async def job_store_for(db: Database, settings: Settings) -> JobStore:
         return await JobStore.open(db)
     own = await open_database(settings.database_path, settings.database_url)
     return FencedJobStore(await Fleet.open(own, settings.worker_name, lease_seconds=settings.lease_seconds))
+
+
+def session_traces(db: Database, settings: Settings) -> list[aiohttp.TraceConfig]:
+    """On the fleet store, the Notary API requests of every worker share one token bucket per
+    team key (``budget``); on SQLite, none."""
+    if not is_postgres(db):
+        return []
+    budget = SharedBudget(db, Fleet(db, settings.worker_name), f"notary-api:{settings.key_id or 'default'}",
+                          rate=API_RATE_PER_SECOND, burst=API_BURST)
+    return api_budget_traces(budget, settings.api_url)
 
 
 def scheduler_for(settings: Settings, registry: JobRegistry, executor: JobExecutor, *,

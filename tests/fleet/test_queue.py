@@ -9,11 +9,14 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from service.daemon.job_store import JobStore
 from service.daemon.jobs import Job
-from service.fleet.budget import SharedBudget
+from service.fleet.budget import SharedBudget, api_budget_traces
 from service.fleet.queue import Fleet, Lease, LeaseLost
 from tests.support.postgres import PostgresServer
 from uploader.database import Database
@@ -151,3 +154,30 @@ async def test_the_team_budget_is_shared_by_every_worker(workers: list[Fleet]) -
     waits = await asyncio.gather(*(b.take() for b in budgets for _ in range(4)))
     assert sorted(w == 0 for w in waits).count(True) == 3  # three tokens for the whole fleet
     assert all(w > 100 for w in waits if w)  # the next one is ~1000 s away at this rate
+
+
+async def test_only_notary_api_requests_wait_for_the_fleets_budget(workers: list[Fleet]) -> None:
+    fleet = workers[0]
+    budget = SharedBudget(fleet.db, fleet, "notary-api:KEY", rate=0.001, burst=2)
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", ok)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # time passes: the bucket is full again
+        waits.append(seconds)
+        await fleet.db.execute("UPDATE rate_buckets SET tokens = 2 WHERE name = 'notary-api:KEY'")
+
+    async with TestServer(app, host="127.0.0.1") as server:
+        api = f"http://127.0.0.1:{server.port}"
+        async with aiohttp.ClientSession(trace_configs=api_budget_traces(budget, api, sleep)) as session:
+            for path in ("/v2/a", "/v2/b", "/v2/c"):
+                async with session.get(api + path) as answer:
+                    assert answer.status == 200
+            async with session.get(f"http://localhost:{server.port}/log") as answer:  # not the API
+                assert answer.status == 200
+    assert len(waits) == 1 and waits[0] > 100  # the third API request waited for a token
+    row = await fleet.db.fetchone("SELECT tokens FROM rate_buckets WHERE name = 'notary-api:KEY'")
+    assert 0.99 < row["tokens"] < 1.01  # refilled to 2, then the third took one; the log none
