@@ -61,9 +61,10 @@ def test_jobs_submitted_to_one_worker_are_spread_over_the_fleet_each_run_once(
     workers: list[Daemon], notary: BackgroundEmulator, shared: Path
 ) -> None:
     for d in workers:
-        d.env["NOTARYD_BANDWIDTH_LIMIT"] = str(16 * MiB)  # a job lasts long enough to be shared
+        d.env["NOTARYD_BANDWIDTH_LIMIT"] = str(32 * MiB)  # a job lasts long enough to be shared
+        d.env["NOTARYD_LEASE_SECONDS"] = "20"  # no takeover here: a loaded 2-core machine can stall a loop for seconds
         d.start()
-    jobs = [workers[0].submit(build(shared, f"Build{n}.zip", 16 * MiB), skip_preflight=True) for n in range(24)]
+    jobs = [workers[0].submit(build(shared, f"Build{n}.zip", 64 * MiB), skip_preflight=True) for n in range(24)]
     ended = [workers[0].wait_for(job["id"], "accepted", "failed", timeout=300) for job in jobs]
     assert [job["state"] for job in ended] == ["accepted"] * 24, [job.get("error") for job in ended]
     assert notary.call(lambda e: e.submissions_created) == 24
