@@ -29,6 +29,7 @@ log = logging.getLogger("notaryd.fleet")
 
 DEFAULT_LEASE_SECONDS = names.DEFAULT_LEASE_SECONDS
 _CANDIDATES = 32
+_CHANNEL = "notaryd_jobs"
 _UNFINISHED = f"j.state NOT IN ({', '.join('?' for _ in JobOutcome)})"
 _ENDED = tuple(str(outcome) for outcome in JobOutcome)
 
@@ -183,6 +184,18 @@ class Fleet:
                 if time.monotonic() >= deadline:
                     return LeaseLost(lease)
                 log.warning("lease of job %s not renewed: %s", lease.job, error)
+
+    # -- waking idle workers ---------------------------------------------------------------
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """``wake()`` whenever a job is queued on any worker (PostgreSQL ``LISTEN``)."""
+        if self._pg:
+            await self._db.listen(_CHANNEL, lambda _payload: wake())  # type: ignore[attr-defined]
+
+    async def announce(self) -> None:
+        """Tell idle workers a job was queued (they poll as well: a lost NOTIFY only delays)."""
+        if self._pg:
+            await self._db.execute(f"SELECT pg_notify('{_CHANNEL}', '')")
 
     # -- what the fleet looks like --------------------------------------------------------
 

@@ -134,12 +134,15 @@ class FleetScheduler(Scheduler):
 
     async def submit(self, path: Path, **kwargs: Any) -> Job:
         try:
-            return await super().submit(path, **kwargs)
+            job = await super().submit(path, **kwargs)
         except sqlite3.IntegrityError:  # another worker queued this path a moment ago
             other = next((job for job in await self.registry.store.unfinished() if job.path == path), None)
             if other is None:
                 raise
             raise DuplicateJob(other) from None
+        with contextlib.suppress(StateError):
+            await self.fleet.announce()
+        return job
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a job this worker runs, or one no live worker holds (taking its lease first,
@@ -157,6 +160,8 @@ class FleetScheduler(Scheduler):
         self._wake.set()
 
     async def _claims(self) -> None:
+        with contextlib.suppress(StateError):
+            await self.fleet.listen(self._wake.set)
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_SECONDS):

@@ -181,3 +181,22 @@ async def test_only_notary_api_requests_wait_for_the_fleets_budget(workers: list
     assert len(waits) == 1 and waits[0] > 100  # the third API request waited for a token
     row = await fleet.db.fetchone("SELECT tokens FROM rate_buckets WHERE name = 'notary-api:KEY'")
     assert 0.99 < row["tokens"] < 1.01  # refilled to 2, then the third took one; the log none
+
+
+@pytest.mark.process  # pg_ctl restart
+async def test_a_queued_job_wakes_idle_workers_even_after_a_restart(
+    workers: list[Fleet], postgres: PostgresServer
+) -> None:
+    woken = [asyncio.Event() for _ in workers]
+    for fleet, event in zip(workers, woken, strict=True):
+        await fleet.listen(event.set)
+    await workers[0].announce()
+    await asyncio.gather(*(event.wait() for event in woken))
+    for event in woken:
+        event.clear()
+    await asyncio.to_thread(postgres.restart)
+    await workers[1].announce()  # its connection is made again; the others' on their next use
+    for fleet in workers:
+        await fleet.heartbeat()
+    await workers[2].announce()
+    await asyncio.gather(*(event.wait() for event in woken))

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,11 @@ class PostgresDatabase(Database):
                 await asyncio.shield(journal.rollback())
                 raise
             await asyncio.shield(journal.commit())
+
+    async def listen(self, channel: str, callback: Callable[[str], object]) -> None:
+        """``callback(payload)`` for every ``NOTIFY channel``, across reconnects."""
+        async with self._lock:
+            await self._link.listen(channel, lambda _conn, _pid, _channel, payload: callback(payload))
 
     def insert_sql(self, sql: str) -> tuple[str, bool]:
         """``sql`` translated; for an insert into a table with a server-assigned ``id``, with

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -47,6 +48,7 @@ class Link:
         self._retrier = retrier or Retrier(POLICY)
         self._down_since: float | None = None
         self._closed = False
+        self._listeners: list[tuple[str, Callable[..., object]]] = []  # made again on reconnect
 
     async def connection(self, *, first: bool = False) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():
@@ -66,7 +68,10 @@ class Link:
                                  f"{limit:.0f} s ({redaction.redact(str(error))})") from None
             return self._retrier.delay(retry_number)
 
-        self._conn = await self._retrier.run(self._connect, decide)
+        conn: asyncpg.Connection = await self._retrier.run(self._connect, decide)
+        self._conn = conn
+        for channel, callback in self._listeners:
+            await conn.add_listener(channel, callback)
         if self._down_since is not None:
             log.info("PostgreSQL %s reachable again after %.1f s", self.where,
                      time.monotonic() - self._down_since)
@@ -77,6 +82,12 @@ class Link:
         conn: asyncpg.Connection = await asyncpg.connect(self._url, timeout=10, command_timeout=60,
                                                           server_settings={"application_name": "notaryd"})
         return conn
+
+    async def listen(self, channel: str, callback: Callable[..., object]) -> None:
+        """``LISTEN channel`` on this connection and every one made after it (a notification
+        sent while no connection is up is lost: listeners poll as well)."""
+        self._listeners.append((channel, callback))
+        await (await self.connection()).add_listener(channel, callback)
 
     async def dropped(self, error: BaseException) -> None:
         """The connection failed with ``error`` (one of ``LOST``): drop it; the next
