@@ -10,6 +10,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # tests/support/privileges.py drops root to nobody for the permission tests
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+# the fleet store is tested on a real PostgreSQL cluster started by the suite (tests/support/postgres.py)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 # credentials profiles are tested against a real Secret Service (GNOME Keyring on a private bus)
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
 command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)

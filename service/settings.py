@@ -34,6 +34,12 @@ from typing import TYPE_CHECKING, Any
 import platformdirs
 
 from service.daemon.broker import MAX_EVENT_STREAMS
+from service.fleet.names import (
+    DEFAULT_LEASE_SECONDS,
+    default_worker_name,
+    lease_seconds,
+    worker_name,
+)
 from service.keychain import StoredCredentials
 from service.setting_credentials import CredentialFlags, resolve_credentials
 from service.setting_sources import APP_NAME, SettingSource, config_file, default_config_path
@@ -60,6 +66,7 @@ from uploader.config import EngineConfig
 from uploader.constants import DEFAULT_API_URL, STUCK_AFTER_SECONDS
 from uploader.errors import ConfigError
 from uploader.keytext import KeySource
+from uploader.postgres import database_url
 from uploader.redaction import register_secret
 from uploader.staple.lookup import DEFAULT_TICKET_URL
 
@@ -118,6 +125,10 @@ class Settings:
     notify_url: str | None = None
     notify_secret: str | None = field(default=None, repr=False)
     config_file: Path | None = None
+    # the fleet store (issue 22): "" = SQLite in the state dir, else postgresql://… (uploader/postgres)
+    database_url: str = field(default="", repr=False)
+    worker_name: str = field(default_factory=default_worker_name)  # names this worker of the fleet
+    lease_seconds: float = DEFAULT_LEASE_SECONDS  # a fleet worker renews its job leases every third
 
     @property
     def listen_host(self) -> str:
@@ -207,6 +218,9 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "ticket_url": as_url,
     "notify_url": as_url,
     "notify_secret": as_str,
+    "database_url": database_url,
+    "worker_name": worker_name,
+    "lease_seconds": lease_seconds,
 }
 
 

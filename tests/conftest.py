@@ -16,7 +16,7 @@ import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -38,6 +38,7 @@ from tests.support.environment import isolate, release, skip_hides_a_gap
 from tests.support.files import PART
 from tests.support.keychain import SecretService
 from tests.support.keychain import available as keychain_available
+from tests.support.postgres import PostgresServer
 from tests.support.serving import serving
 from tests.support.tiers import TIERS, tier_of, violation, watched
 from uploader.config import EngineConfig
@@ -46,6 +47,7 @@ from uploader.events import Event
 from uploader.notary.auth import TokenSource, load_api_key
 from uploader.notary.client import NotaryClient
 from uploader.notary.pipeline import NotaryConfig
+from uploader.postgres import open_database
 from uploader.retry import RetryPolicy
 
 # -- the run's own environment -----------------------------------------------------------------
@@ -155,10 +157,40 @@ def shared_tmp() -> Iterator[Path]:
 # -- state -------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster per test session (tests/support/postgres.py)."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """NOTARYD_DATABASE_URL for a test run on each store: "" (SQLite in the state dir), then a
+    fresh database of the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return ""
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database()
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    """A real state database where the daemon and the CLI keep theirs."""
-    database = await Database.open(tmp_path / "state" / "notaryd.sqlite3")
+def open_db(store_url: str, tmp_path: Path) -> Callable[..., Awaitable[Database]]:
+    """Opens the test's state database on its store (``store_url``); ``path`` is the SQLite
+    file (a PostgreSQL database is the same each time it is opened)."""
+    async def opened(path: Path = tmp_path / "state" / "notaryd.sqlite3") -> Database:
+        return await open_database(path, store_url)
+    return opened
+
+
+@pytest.fixture
+async def db(open_db: Callable[..., Awaitable[Database]]) -> AsyncIterator[Database]:
+    """A real state database where the daemon and the CLI keep theirs, on each store."""
+    database = await open_db()
     yield database
     await database.close()
 

@@ -36,6 +36,14 @@ NOT_RETRIES = {
         "the stall watchdog: looks at the parts' progress every few seconds",
     "uploader/notary/pipeline.py:Notarizer._upload_before_expiry":
         "a watchdog: compares the upload's projected finish with the credentials' expiry",
+    "service/fleet/budget.py:SharedBudget.acquire":
+        "rate limiting, like admission pacing: waits the time the fleet's shared bucket names "
+        "until its next token; nothing failed and nothing is asked again",
+    "service/fleet/queue.py:Fleet.keep":
+        "lease renewal: renews a running job's lease every third of the lease for as long as "
+        "the job runs; a renewal that fails is not retried, the next one is due anyway",
+    "service/fleet/scheduler.py:FleetScheduler._heartbeats":
+        "the worker's heartbeat and fleet gauges: a beat every third of the lease",
     "service/daemon/flusher.py:Flusher.run_forever":
         "batches the daemon's progress writes: at most one flush per interval",
     "service/progress.py:ticking.tick":

@@ -49,15 +49,17 @@ def eta_text(job: JobSnapshot) -> str:
 
 
 def jobs_table(jobs: Iterable[JobSnapshot]) -> Table:
+    jobs = list(jobs)
+    fleet = any(job.worker for job in jobs)  # a fleet's jobs say which worker runs each
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("ID", "STATE", "PROGRESS", "RATE", "ETA", "SUBMISSION", "PATH"):
+    for column in ("ID", "STATE", "PROGRESS", "RATE", "ETA", "SUBMISSION", *(("WORKER",) * fleet), "PATH"):
         table.add_column(column, no_wrap=column != "PATH")
     for job in jobs:
         state = str(job.state)
         if job.error and job.state is JobOutcome.FAILED:
             state = "failed!"
         cells = (job.id, state, progress_text(job), rate_text(job), eta_text(job),
-                 job.submission_id or "-", job.path)
+                 job.submission_id or "-", *((job.worker or "-",) * fleet), job.path)
         table.add_row(*(Text(printable(cell)) for cell in cells))  # Text: "[" is no markup
     return table
 

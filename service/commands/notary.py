@@ -117,13 +117,13 @@ def _with_notarizer(settings: Settings, use: Callable[[Notarizer], Awaitable[T]]
 
     from service import runtime
     from service.progress import ticking
-    from uploader.database import Database
     from uploader.notary.pipeline import Notarizer
+    from uploader.postgres import open_database
 
     config = settings.notary_config()
 
     async def main() -> T:
-        db = await Database.open(settings.database_path)
+        db = await open_database(settings.database_path, settings.database_url)
         notarizer = Notarizer(db, config, hooks=hooks or [])
         ticks = ticking(display) if display is not None else contextlib.nullcontext()
         try:

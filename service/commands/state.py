@@ -72,13 +72,13 @@ def run_prune(args: argparse.Namespace, settings: Settings) -> int:
     from service.daemon.job_store import JobStore
     from service.runtime import run
     from uploader.bundle_zip import archive_path_for
-    from uploader.database import Database
+    from uploader.postgres import open_database
     from uploader.work_dir import needed_by_submissions, prune
 
     work_dirs = list(dict.fromkeys([settings.work_dir_in_effect, settings.state_dir]))
 
     async def main() -> str:
-        db = await Database.open(settings.database_path)
+        db = await open_database(settings.database_path, settings.database_url)
         try:
             keep = await needed_by_submissions(db)
             jobs = await (await JobStore.open(db)).unfinished()

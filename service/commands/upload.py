@@ -54,8 +54,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from service import runtime
     from service.progress import ProgressDisplay, human_bytes
-    from uploader.database import Database
     from uploader.engine import MultipartUploader
+    from uploader.postgres import open_database
 
     if not args.path.is_file():
         raise ConfigError(f"{args.path}: no such file (give the path of the file to upload)")
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
 
     async def main() -> int:
-        db = await Database.open(settings.database_path)
+        db = await open_database(settings.database_path, settings.database_url)
         try:
             with ProgressDisplay() as display:
                 uploader = MultipartUploader(db, config, hooks=[display])

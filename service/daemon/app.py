@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from service import exit_codes
+from service.fleet.wiring import job_store_for, scheduler_for, session_traces
 from service.serve_lock import holding_serve_lock
 from service.settings import Settings
 from uploader.bundle_zip import archive_dir
-from uploader.database import Database
 from uploader.errors import ConfigError, NotarydError
 from uploader.notary.client import notary_session
+from uploader.postgres import open_database
 from uploader.throttle import Throttle
 
 from .api import make_app
@@ -40,7 +41,6 @@ from .connections import ConnectionGuard, GuardedTCPSite, connection_cap
 from .execution import Confinement, JobExecutor, RunnerFactory, Shared
 from .flusher import Flusher
 from .job_states import JobOutcome
-from .job_store import JobStore
 from .logfmt import kv, use_logfmt
 from .metrics import DaemonMetrics, notaryd_version
 from .notify import JobNotifier
@@ -95,10 +95,10 @@ async def _serve(
 ) -> None:
     token = ensure_token(settings.api_token, settings.state_dir)
     notifier = JobNotifier.from_settings(settings)
-    db = await Database.open(settings.database_path)
+    db = await open_database(settings.database_path, settings.database_url)
     notifier.bind(db)
     # every job's (notary API, logs, ticket lookups), closed after the jobs stopped
-    session = notary_session(settings.api_url, settings.ticket_url)
+    session = notary_session(settings.api_url, settings.ticket_url, trace_configs=session_traces(db, settings))
     try:
         shared = Shared(
             db=db,
@@ -131,7 +131,7 @@ class _Daemon:
     async def assemble(cls, settings: Settings, runner_factory: RunnerFactory, shared: Shared,
                        notifier: JobNotifier, token: str) -> _Daemon:
         broker = Broker(max_subscribers=settings.max_event_streams)
-        registry = JobRegistry(await JobStore.open(shared.db))
+        registry = JobRegistry(await job_store_for(shared.db, settings))
         metrics = DaemonMetrics(
             jobs=registry.jobs, stuck_after_seconds=settings.stuck_after,
             last_success_at=await registry.store.last_finished_at(JobOutcome.ACCEPTED),
@@ -143,9 +143,8 @@ class _Daemon:
             confinement=Confinement(settings.allowed_roots, [archive_dir(settings.work_dir_in_effect)]),
             on_job_end=notifier.job_ended,
         )
-        scheduler = Scheduler(
-            registry, executor, part_slots=shared.part_slots, max_jobs=settings.max_jobs
-        )
+        scheduler = scheduler_for(settings, registry, executor, part_slots=shared.part_slots,
+                                  metrics=metrics.registry)
         api = _api_config(settings, token)
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         guard = ConnectionGuard(connection_cap(descriptors))

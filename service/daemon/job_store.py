@@ -40,11 +40,7 @@ class JobStore(DaemonStore):
 
     async def save(self, job: Job) -> None:
         """Write every mutable column of ``job``."""
-        values = _values(job)
-        await self._db.execute(
-            f"UPDATE jobs SET {', '.join(f'{column} = ?' for column in _MUTABLE)} WHERE id = ?",
-            [*(values[column] for column in _MUTABLE), job.id],
-        )
+        await self._db.execute(*update_statement(job))
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._db.fetchone(f"{_SELECT} WHERE id = ?", (job_id,))
@@ -76,6 +72,13 @@ class JobStore(DaemonStore):
     async def log_path(self, submission_id: str) -> Path | None:
         """Where the pipeline saved the notary log of ``submission_id``."""
         return await SubmissionStore(self._db).log_path(submission_id)
+
+
+def update_statement(job: Job) -> tuple[str, list[Any]]:
+    """The UPDATE that writes every mutable column of ``job`` (and its parameters)."""
+    values = _values(job)
+    return (f"UPDATE jobs SET {', '.join(f'{column} = ?' for column in _MUTABLE)} WHERE id = ?",
+            [*(values[column] for column in _MUTABLE), job.id])
 
 
 def _values(job: Job) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def new_job_id() -> str:
 
 # What a snapshot shows as the job holds it, and what as its progress counts it.
 _KEPT = ("id", "name", "webhook", "skip_preflight", "state", "submission_id", "notary_status",
-         "error", "created_at", "updated_at", "started_at", "finished_at", "options")
+         "error", "created_at", "updated_at", "started_at", "finished_at", "options", "worker")
 _COUNTED = ("bytes_total", "bytes_done", "bytes_hashed", "retries")
 
 
@@ -92,6 +92,7 @@ class Job:
     log_path: Path | None = None
     report: str | None = None
     source: FileIdentity | None = None  # the archive as checked at POST (not after a restart)
+    worker: str | None = None  # the fleet worker holding it (service/fleet); None without a fleet
 
     @property
     def terminal(self) -> bool:

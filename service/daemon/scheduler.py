@@ -163,10 +163,15 @@ class Scheduler:
         except BaseException:
             self.registry.remove(job)
             raise
-        self._queue.put_nowait(job)
+        self._enqueue(job)
         self._flusher.publish(job)
         log.info("job queued %s", kv(job=job.id, path=job.path, bytes=size))
         return job
+
+    def _enqueue(self, job: Job) -> None:
+        """A submitted job waits for a job slot here (a fleet worker's waits in the shared
+        queue instead: service/fleet/scheduler.py)."""
+        self._queue.put_nowait(job)
 
     async def cancel(self, job_id: str) -> Job:
         job = await self.registry.get(job_id)

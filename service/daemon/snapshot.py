@@ -50,6 +50,7 @@ DESCRIPTIONS = {
     "updated_at": "Unix time.",
     "started_at": "Unix time it first left the queue.",
     "finished_at": "Unix time it reached a final state.",
+    "worker": "The fleet worker (NOTARYD_WORKER_NAME) that runs or ran the job; null without a fleet.",
 }
 
 
@@ -80,6 +81,7 @@ class JobSnapshot:
     finished_at: float | None
     retries: int = 0
     options: JobOptions = field(default_factory=JobOptions)  # flat in JSON: staple, force, ...
+    worker: str | None = None  # the fleet worker holding the job (service/fleet)
 
     @property
     def terminal(self) -> bool:

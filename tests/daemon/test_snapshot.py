@@ -33,7 +33,7 @@ API_FIELDS = [
     "id", "path", "name", "webhook", "skip_preflight", "state", "bytes_total", "bytes_done",
     "bytes_hashed", "rate_bytes_per_second", "eta_seconds", "submission_id", "notary_status",
     "error", "created_at", "updated_at", "started_at", "finished_at", "retries",
-    "staple", "force", "keep_archive",
+    "staple", "force", "keep_archive", "worker",  # worker: issue 22, the fleet
 ]
 
 

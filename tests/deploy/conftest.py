@@ -19,9 +19,14 @@ def promtool() -> str:
 @pytest.fixture(scope="session")
 def daemon_metric_names() -> set[str]:
     """Every series name the real DaemonMetrics exposes (from its # TYPE lines)."""
-    from service.daemon.metrics import DaemonMetrics
+    from types import SimpleNamespace
 
-    exposition = DaemonMetrics().render().decode()
+    from service.daemon.metrics import DaemonMetrics
+    from service.fleet.wiring import fleet_gauges
+
+    metrics = DaemonMetrics()
+    metrics.registry.register(fleet_gauges(SimpleNamespace(queue_depth=0, live_workers=0)))  # a fleet worker's
+    exposition = metrics.render().decode()
     names: set[str] = set()
     for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", exposition, flags=re.MULTILINE):
         if kind == "histogram":

@@ -29,7 +29,8 @@ CONTRACT_METRICS = frozenset(
 DAEMON_ADDITIONS = frozenset(
     {"notaryd_stuck_submissions", "notaryd_active_job_size_bytes", "notaryd_active_job_done_bytes"}
 )
-ALLOWED_METRICS = CONTRACT_METRICS | DAEMON_ADDITIONS | {"up"}
+FLEET_METRICS = frozenset({"notaryd_queue_depth", "notaryd_fleet_workers"})  # issue 22, on PostgreSQL
+ALLOWED_METRICS = CONTRACT_METRICS | DAEMON_ADDITIONS | FLEET_METRICS | {"up"}
 
 _PROMQL_WORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan", "by", "without"})
 

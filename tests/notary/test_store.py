@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.clocks import ManualClock
+from tests.support.postgres import OpenDb
 from uploader.credentials import Credentials
 from uploader.database import Database
 from uploader.lifecycle import IllegalTransition, SubmissionState
@@ -23,9 +24,9 @@ def _new(submission_id: str, expires_at: float = 1_700_043_200.0) -> NewSubmissi
     )
 
 
-async def test_intent_then_submission_lifecycle(tmp_path: Path) -> None:
+async def test_intent_then_submission_lifecycle(tmp_path: Path, open_db: OpenDb) -> None:
     clock = ManualClock(1_700_000_000.0)
-    db = await Database.open(tmp_path / "state.db")
+    db = await open_db(tmp_path / "state.db")
     try:
         store = SubmissionStore(db, clock=clock)
         intent = await store.record_intent("App.zip", "ab" * 32, "/b/App.zip")
@@ -70,9 +71,9 @@ async def test_intent_then_submission_lifecycle(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_abandon_and_replace_keeps_both_records(tmp_path: Path) -> None:
+async def test_abandon_and_replace_keeps_both_records(tmp_path: Path, open_db: OpenDb) -> None:
     clock = ManualClock(1_700_000_000.0)
-    db = await Database.open(tmp_path / "state.db")
+    db = await open_db(tmp_path / "state.db")
     try:
         store = SubmissionStore(db, clock=clock)
         await store.save_submission(
@@ -100,14 +101,14 @@ async def test_abandon_and_replace_keeps_both_records(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_dangling_intent_survives_reopen_and_can_be_resolved(tmp_path: Path) -> None:
+async def test_dangling_intent_survives_reopen_and_can_be_resolved(tmp_path: Path, open_db: OpenDb) -> None:
     """A crash between POST and recording the answer leaves the intent for recovery."""
     path = tmp_path / "state.db"
-    db = await Database.open(path)
+    db = await open_db(path)
     intent = await SubmissionStore(db).record_intent("App.zip", "ef" * 32, "/App.zip")
     await db.close()  # "crash"
 
-    db = await Database.open(path)
+    db = await open_db(path)
     try:
         store = SubmissionStore(db)
         [dangling] = await store.dangling_intents(sha256="ef" * 32)
@@ -122,10 +123,10 @@ async def test_dangling_intent_survives_reopen_and_can_be_resolved(tmp_path: Pat
         await db.close()
 
 
-async def test_duplicate_submission_id_is_refused(tmp_path: Path) -> None:
+async def test_duplicate_submission_id_is_refused(tmp_path: Path, open_db: OpenDb) -> None:
     import sqlite3
 
-    db = await Database.open(tmp_path / "state.db")
+    db = await open_db(tmp_path / "state.db")
     try:
         store = SubmissionStore(db)
         intent = await store.record_intent("A.zip", "11" * 32, "/A.zip")

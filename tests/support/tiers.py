@@ -23,7 +23,7 @@ from typing import Any
 
 TIERS = ("unit", "integration", "process")  # fastest first
 
-INTEGRATION_FIXTURES = frozenset({"seaweed", "emulator", "notary"})
+INTEGRATION_FIXTURES = frozenset({"seaweed", "emulator", "notary", "postgres"})
 PROCESS_FIXTURES = frozenset({"daemon", "real_daemon", "secret_service"})
 
 

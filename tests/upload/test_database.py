@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import OpenDb
 from uploader.database import Database
 from uploader.migrations import SCHEMA
 from uploader.schema import LAYOUT
@@ -29,8 +30,8 @@ async def test_created_private_with_wal_and_current_schema(tmp_path: Path) -> No
     await again.close()
 
 
-async def test_transaction_rolls_back_on_error_and_on_cancellation(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "db")
+async def test_transaction_rolls_back_on_error_and_on_cancellation(tmp_path: Path, open_db: OpenDb) -> None:
+    db = await open_db(tmp_path / "db")
     try:
         with pytest.raises(RuntimeError):
             async with db.transaction() as tx:
@@ -62,9 +63,9 @@ async def test_transaction_rolls_back_on_error_and_on_cancellation(tmp_path: Pat
         await db.close()
 
 
-async def test_cancelling_transactions_at_any_await_never_leaves_one_open(tmp_path: Path) -> None:
+async def test_cancelling_transactions_at_any_await_never_leaves_one_open(tmp_path: Path, open_db: OpenDb) -> None:
     """Sibling parts are cancelled at arbitrary points when one fails (TaskGroup semantics)."""
-    db = await Database.open(tmp_path / "db")
+    db = await open_db(tmp_path / "db")
     try:
         async def writer(n: int) -> None:
             async with db.transaction() as tx:
