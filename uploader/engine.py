@@ -33,6 +33,9 @@ exponential back-off for as long as the credentials are valid; ExpiredToken surf
 multipart upload; a changed source or a permanent refusal aborts it.
 Optional calls (ListParts, AbortMultipartUpload, HeadObject) that S3 refuses never fail an upload
 and never trigger an abort.
+Fencing (``uploader.fence``): inside a fenced run every write of the upload's rows and every S3
+call first checks the caller's fence; one that no longer holds raises ``LeaseLost``, which ends
+the run at once without aborting (the upload belongs to whoever took it over).
 Cancellation (Ctrl-C, SIGTERM, a daemon shutdown) does *not* abort: that is what resume is for.
 ``abort()`` is the explicit user cancel.
 
@@ -127,7 +130,7 @@ class MultipartUploader:
         self._emit = Emitter(hooks)
         self._open_s3: S3Opener = s3 or _open_real_s3
         retrier = Retrier(config.retry, sleep, uniform)
-        self._s3 = S3Calls(config, retrier, self._emit, self._open_s3)
+        self._s3 = S3Calls(config, retrier, self._emit, self._open_s3, self._store.check_fence)
         self._parts = PartPhase(config, self._store, self._emit, retrier, part_slots=part_slots,
                                 throttle=throttle, sleep=sleep, uniform=uniform, now=now,
                                 monotonic=monotonic)

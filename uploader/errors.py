@@ -10,6 +10,7 @@ Hierarchy (grouped by what the caller can do about it)::
         ├── CredentialsExpiredError S3 ExpiredToken: the notary layer must get new credentials
         ├── UploadGoneError         NoSuchUpload: the multipart upload was aborted or expired
         ├── SourceChangedError      the file changed; never completes a mixed object
+        ├── LeaseLost               the caller's fence no longer holds the run: stop touching it
         └── PermanentUploadError    AccessDenied, NoSuchBucket, ...: retrying cannot help
             └── OperationDeniedError the store refuses or lacks this operation (403, 501)
 
@@ -65,6 +66,11 @@ class SourceChangedError(UploadError):
         )
         self.path = path
         self.what = what
+
+
+class LeaseLost(UploadError):
+    """The run's ``fence`` (``uploader.fence``) no longer holds: another holder took the work
+    over. Nothing was written; the run must make no further write or S3 call."""
 
 
 class PermanentUploadError(UploadError):

@@ -199,6 +199,7 @@ class PartPhase:
         """UploadPart under the watchdog: None once S3 acknowledged it, else the failure's
         verdict (judged by the caller, outside the slot)."""
         record, counters = run.record, run.counters
+        await self.store.check_fence()  # a run that lost its hold sends nothing more
         progress = PartProgress(self.monotonic)
         request = run.client.upload_part(
             Bucket=record.bucket, Key=record.key, UploadId=record.s3_upload_id,

@@ -2,7 +2,7 @@
 
 CreateMultipartUpload, ListParts (paged), CompleteMultipartUpload (with the check that a Complete
 whose answer was lost took effect), HeadObject and AbortMultipartUpload. Each goes through
-``S3Calls.call``: transient failures are retried with capped, jittered back-off (a ``Retrying``
+``S3Calls.call``: every attempt first checks the run's fence (``uploader.fence``); transient failures are retried with capped, jittered back-off (a ``Retrying``
 event each time), and the failure table (``upload_session.FAILURES``) turns the others into the
 engine's errors. The calls an upload can do without (ListParts, AbortMultipartUpload, HeadObject)
 raise ``OperationDeniedError`` when S3 refuses them; their callers decide to go on without.
@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 
 from uploader.config import EngineConfig
 from uploader.credentials import Credentials
+from uploader.database import StateError
 from uploader.errors import (
+    LeaseLost,
     OperationDeniedError,
     PermanentUploadError,
     TransientUploadError,
@@ -52,8 +54,9 @@ class S3Calls:
     """The non-part S3 calls of every upload of one engine. One event loop."""
 
     def __init__(self, config: EngineConfig, retrier: Retrier, emit: Emitter,
-                 open_s3: S3Opener) -> None:
+                 open_s3: S3Opener, guard: Callable[[], Awaitable[None]]) -> None:
         self._config = config
+        self._guard = guard  # before every attempt: LeaseLost if the run's fence lost its hold
         self._retrier = retrier
         self._emit = emit
         self._open_s3 = open_s3
@@ -68,10 +71,13 @@ class S3Calls:
         deadline = deadline_seconds or self._config.stall_timeout_seconds * 2
 
         async def attempt() -> T:
+            await self._guard()
             async with asyncio.timeout(deadline):
                 return await make()
 
         def decide(exc: Exception, retry_number: int) -> float:
+            if isinstance(exc, LeaseLost | StateError):
+                raise exc  # not S3's failure: nothing to retry here
             verdict = classify(exc)
             stop = stop_error(verdict, f"could not {what}")
             if stop is not None:

@@ -88,6 +88,24 @@ class FileIdentity:
         return ", ".join(changes) or None
 
 
+@dataclass(frozen=True)
+class SharedIdentity:
+    """A file's identity across hosts: size, mtime and SHA-256.
+
+    Inode numbers and ctimes differ between the NFS/SMB clients of one shared volume, so a host
+    taking over another's work cannot use ``FileIdentity``'s strict match for a stored hash.
+    A file whose size and mtime are the ones recorded by the work's earlier holder (under its
+    fence) keeps that recorded SHA-256; any other is hashed again.
+    """
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+    def matches(self, identity: FileIdentity) -> bool:
+        return self.size == identity.size and self.mtime_ns == identity.mtime_ns
+
+
 class SourceRejected(NotarydError):
     """The archive is not something notaryd may read: the message says what and how to fix it."""
 

@@ -38,6 +38,7 @@ from typing import Any
 
 from uploader.errors import (
     CredentialsExpiredError,
+    LeaseLost,
     OperationDeniedError,
     PermanentUploadError,
     SourceChangedError,
@@ -115,6 +116,9 @@ FAILURES: dict[ErrorKind, Failure] = {
 # Each error class's row (the first listed for a class two kinds share).
 _BY_ERROR: dict[type[BaseException], Failure] = {
     row.error: row for row in reversed(FAILURES.values())}
+# The run's fence no longer holds (``uploader.fence``): it decides over every other failure, and
+# the upload is kept for the holder that took it over.
+_BY_ERROR[LeaseLost] = Failure(Action.STOP, LeaseLost, aborts=False, precedence=0)
 
 
 class LinkGovernor:

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uploader.database import Database, Transaction
+from uploader.fence import check_fence, fenced_execute, fenced_transaction
 from uploader.hashing import ChecksumAlgorithm, FileDigest
 from uploader.lifecycle import UPLOAD_LIFECYCLE, UploadState
 from uploader.planning import Part, UploadPlan
-from uploader.source_file import FileIdentity
+from uploader.source_file import FileIdentity, SharedIdentity
 
 ACTIVE_STATES = (UploadState.PLANNED, UploadState.UPLOADING, UploadState.COMPLETING)
 
@@ -90,8 +91,15 @@ def _upload(row: sqlite3.Row) -> UploadRecord:
 
 
 class UploadStore:
+    """Every write goes through ``uploader.fence``: inside a fenced run, a write whose fence no
+    longer holds raises ``LeaseLost`` and writes nothing."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    async def check_fence(self) -> None:
+        """Before an S3 call: ``LeaseLost`` if the run's fence no longer holds."""
+        await check_fence(self._db)
 
     async def find(self, path: Path, bucket: str, key: str, endpoint: str) -> UploadRecord | None:
         """The newest upload of this file to this target, finished or not."""
@@ -120,7 +128,7 @@ class UploadStore:
         now = time.time()
         plan = UploadPlan(identity.size, part_size)
         checksums = digest.part_checksums if digest else ("",) * plan.part_count
-        async with self._db.transaction() as tx:
+        async with fenced_transaction(self._db) as tx:
             row = await tx.fetchone(
                 "INSERT INTO uploads (path, size, mtime_ns, inode, ctime_ns, sha256, bucket, key,"
                 " endpoint, part_size, checksum_algorithm, full_checksum, state, created_at,"
@@ -145,21 +153,21 @@ class UploadStore:
 
     async def adopt_file(self, upload_id: int, identity: FileIdentity) -> UploadRecord:
         """Continue the upload from another file proven to hold the same bytes (same SHA-256)."""
-        async with self._db.transaction() as tx:
+        async with fenced_transaction(self._db) as tx:
             return await _update(tx, upload_id, "size = ?, mtime_ns = ?, inode = ?, ctime_ns = ?",
                                  (identity.size, identity.mtime_ns, identity.inode,
                                   identity.ctime_ns))
 
     async def set_part_checksum(self, upload_id: int, number: int, checksum: str) -> None:
-        await self._db.execute(
-            "UPDATE parts SET checksum = ? WHERE upload_id = ? AND number = ? AND checksum = ''",
+        await fenced_execute(
+            self._db, "UPDATE parts SET checksum = ? WHERE upload_id = ? AND number = ? AND checksum = ''",
             (checksum, upload_id, number),
         )
 
     async def change_algorithm(self, upload_id: int, algorithm: ChecksumAlgorithm) -> UploadRecord:
         """Switch a not yet created upload to another checksum; part checksums are recomputed
         on each part's first read. Returns the upload as it now is."""
-        async with self._db.transaction() as tx:
+        async with fenced_transaction(self._db) as tx:
             row = await tx.fetchone(
                 "UPDATE uploads SET checksum_algorithm = ?, full_checksum = NULL, updated_at = ?"
                 " WHERE id = ? AND s3_upload_id IS NULL RETURNING *",
@@ -171,7 +179,7 @@ class UploadStore:
         return _upload(row)
 
     async def set_full_checksum(self, upload_id: int, checksum: str) -> UploadRecord:
-        async with self._db.transaction() as tx:
+        async with fenced_transaction(self._db) as tx:
             return await _update(tx, upload_id, "full_checksum = ?", (checksum,), touch=False)
 
     async def parts(self, upload_id: int) -> list[PartRecord]:
@@ -185,7 +193,7 @@ class UploadStore:
         ]
 
     async def set_s3_upload_id(self, upload_id: int, s3_upload_id: str | None) -> UploadRecord:
-        async with self._db.transaction() as tx:
+        async with fenced_transaction(self._db) as tx:
             return await _update(tx, upload_id, "s3_upload_id = ?", (s3_upload_id,))
 
     async def set_state(
@@ -193,7 +201,7 @@ class UploadStore:
     ) -> UploadRecord:
         """Move the upload to ``state``; ``IllegalTransition`` if its lifecycle forbids that."""
         completed = time.time() if state is UploadState.COMPLETED else None
-        async with self._db.transaction() as tx:
+        async with fenced_transaction(self._db) as tx:
             await _check_move(tx, upload_id, state)
             return await _update(tx, upload_id,
                                  "state = ?, error = ?, completed_at = COALESCE(?, completed_at)",
@@ -202,7 +210,7 @@ class UploadStore:
     async def start_attempt(self, upload_id: int, number: int) -> tuple[int, int]:
         """Count an attempt before sending; returns the attempt number (1 = first ever) and
         how many of the part's bytes earlier attempts sent, as far as recorded."""
-        async with self._db.transaction() as tx:
+        async with fenced_transaction(self._db) as tx:
             await tx.execute(
                 "UPDATE parts SET attempts = attempts + 1 WHERE upload_id = ? AND number = ?",
                 (upload_id, number),
@@ -215,21 +223,21 @@ class UploadStore:
 
     async def record_sent(self, upload_id: int, number: int, nbytes: int) -> None:
         """At least ``nbytes`` of the part have been handed to the network by some attempt."""
-        await self._db.execute(
-            "UPDATE parts SET sent_bytes = MAX(sent_bytes, ?) WHERE upload_id = ? AND number = ?",
+        await fenced_execute(
+            self._db, "UPDATE parts SET sent_bytes = MAX(sent_bytes, ?) WHERE upload_id = ? AND number = ?",
             (nbytes, upload_id, number),
         )
 
     async def mark_part_done(self, upload_id: int, number: int, etag: str) -> None:
         """S3 acknowledged the part: from now on it is never sent again (the one write that
         makes a part done; ``mark_parts_done`` adopts parts a ListParts found)."""
-        await self._db.execute(
-            "UPDATE parts SET state = ?, etag = ? WHERE upload_id = ? AND number = ?",
+        await fenced_execute(
+            self._db, "UPDATE parts SET state = ?, etag = ? WHERE upload_id = ? AND number = ?",
             (PartState.DONE.value, etag, upload_id, number),
         )
 
     async def mark_parts_done(self, upload_id: int, etags: dict[int, str]) -> None:
-        async with self._db.transaction() as tx:
+        async with fenced_transaction(self._db) as tx:
             await tx.executemany(
                 "UPDATE parts SET state = ?, etag = ? WHERE upload_id = ? AND number = ?",
                 ((PartState.DONE.value, etag, upload_id, number)
@@ -238,7 +246,7 @@ class UploadStore:
 
     async def forget_parts(self, upload_id: int) -> UploadRecord:
         """The multipart upload is gone (NoSuchUpload): every part must be sent again."""
-        async with self._db.transaction() as tx:
+        async with fenced_transaction(self._db) as tx:
             await _check_move(tx, upload_id, UploadState.PLANNED)
             await tx.execute(
                 "UPDATE parts SET state = ?, etag = NULL WHERE upload_id = ?",
@@ -248,24 +256,31 @@ class UploadStore:
                                  (UploadState.PLANNED.value,))
 
     async def mark_parts_pending(self, upload_id: int, numbers: list[int]) -> None:
-        async with self._db.transaction() as tx:
+        async with fenced_transaction(self._db) as tx:
             await tx.executemany(
                 "UPDATE parts SET state = ?, etag = NULL WHERE upload_id = ? AND number = ?",
                 ((PartState.PENDING.value, upload_id, n) for n in numbers),
             )
 
-    async def find_digest(self, identity: FileIdentity, part_size: int) -> FileDigest | None:
+    async def find_digest(self, identity: FileIdentity, part_size: int,
+                          shared: SharedIdentity | None = None) -> FileDigest | None:
         """The hashing pass of an earlier upload of this very file (same size, mtime, inode
-        and ctime: see ``FileIdentity``).
+        and ctime: see ``FileIdentity``), or with ``shared`` (the SHA-256 a fenced run's
+        earlier holder recorded for this size and mtime) of the file as another host saw it.
 
         Lets a resumed notarisation skip re-reading 20 GB: the SHA-256 and part checksums are
         stored before the first byte is sent.
         """
+        params: tuple[object, ...]
+        if shared is not None and shared.matches(identity):
+            match, params = "sha256 = ?", (shared.sha256,)
+        else:
+            match, params = "inode = ? AND ctime_ns = ? AND sha256 IS NOT NULL", (
+                identity.inode, identity.ctime_ns)
         row = await self._db.fetchone(
-            "SELECT * FROM uploads WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ?"
-            " AND ctime_ns = ? AND part_size = ? AND sha256 IS NOT NULL ORDER BY id DESC LIMIT 1",
-            (str(identity.path), identity.size, identity.mtime_ns, identity.inode,
-             identity.ctime_ns, part_size),
+            f"SELECT * FROM uploads WHERE path = ? AND size = ? AND mtime_ns = ? AND {match}"
+            " AND part_size = ? ORDER BY id DESC LIMIT 1",
+            (str(identity.path), identity.size, identity.mtime_ns, *params, part_size),
         )
         if row is None:
             return None

@@ -5,7 +5,8 @@ A claim is a short transaction: lock one unfinished job whose lease is absent or
 other), then write its lease with the generation bumped. The holder renews every
 ``lease_seconds / 3``; a write for the job goes through ``fenced``, which first touches the lease
 row with the generation it claimed: zero rows means another worker took the job over, and the
-caller must stop touching it (``LeaseLost``) before its next S3 call. Times are the database's
+caller must stop touching it (``LeaseLost``) before its next S3 call. ``Fleet.fence`` fences the library's own writes and S3
+calls for a job the same way (``LeaseFence``, handed to the run by ``uploader.fence.fenced_by``). Times are the database's
 clock on PostgreSQL (hosts' clocks differ), the local clock on SQLite (one host).
 """
 
@@ -22,8 +23,9 @@ from pathlib import Path
 from service.daemon import migrations as daemon_migrations
 from service.daemon.job_states import JobOutcome
 from service.fleet import migrations, names
+from uploader import errors
 from uploader.database import Database, StateError, Transaction
-from uploader.errors import NotarydError
+from uploader.source_file import SharedIdentity
 
 log = logging.getLogger("notaryd.fleet")
 
@@ -43,11 +45,37 @@ class Lease:
     lease_until: float
 
 
-class LeaseLost(NotarydError):
+class LeaseLost(errors.LeaseLost):
+    """The library's ``LeaseLost`` (a fenced run stops), naming the job and the worker."""
+
     def __init__(self, lease: Lease) -> None:
         super().__init__(f"job {lease.job}: this worker ({lease.worker}) lost its lease "
                          f"(generation {lease.generation}); another worker has taken the job over")
         self.lease = lease
+
+
+class LeaseFence:
+    """A job's run is fenced by its lease (``uploader.fence``): each write of the library's
+    stores and each S3 call of the engine first checks, in the write's own transaction, that
+    this worker still holds generation G of the job; the row is share-locked until that
+    transaction commits, so a takeover waits for it and the next check fails."""
+
+    def __init__(self, fleet: Fleet, lease: Lease) -> None:
+        self._fleet, self._lease = fleet, lease
+
+    async def check(self, tx: Transaction) -> None:
+        lease, share = self._lease, " FOR SHARE" if self._fleet.is_pg else ""
+        held = await tx.fetchone(
+            f"SELECT 1 AS held FROM fleet_leases WHERE job = ? AND generation = ? AND worker = ?{share}",
+            (lease.job, lease.generation, lease.worker))
+        if held is None:
+            raise LeaseLost(lease)
+
+    async def recorded_identity(self) -> SharedIdentity | None:
+        return await self._fleet.identity(self._lease.job)
+
+    async def record_identity(self, identity: SharedIdentity) -> None:
+        await self._fleet.record_identity(self._lease, identity)
 
 
 def is_postgres(db: Database) -> bool:
@@ -62,7 +90,7 @@ class Fleet:
         self.db = db
         self.worker = worker
         self.lease_seconds = lease_seconds
-        self._pg = is_postgres(db)
+        self._pg = self.is_pg = is_postgres(db)
 
     @classmethod
     async def open(cls, db: Database, worker: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Fleet:
@@ -142,16 +170,20 @@ class Fleet:
                 raise LeaseLost(lease)
             yield tx
 
-    async def record_identity(self, lease: Lease, size: int, mtime_ns: int, sha256: str) -> None:
+    async def record_identity(self, lease: Lease, identity: SharedIdentity) -> None:
         """The file's identity across hosts (inode numbers differ between NFS/SMB clients)."""
         async with self.fenced(lease) as tx:
             await tx.execute("UPDATE fleet_leases SET size = ?, mtime_ns = ?, sha256 = ? WHERE job = ?",
-                             (size, mtime_ns, sha256, lease.job))
+                             (identity.size, identity.mtime_ns, identity.sha256, lease.job))
 
-    async def identity(self, job: str) -> tuple[int, int, str] | None:
+    async def identity(self, job: str) -> SharedIdentity | None:
         row = await self._db.fetchone(
             "SELECT size, mtime_ns, sha256 FROM fleet_leases WHERE job = ? AND sha256 IS NOT NULL", (job,))
-        return None if row is None else (int(row["size"]), int(row["mtime_ns"]), str(row["sha256"]))
+        return None if row is None else SharedIdentity(int(row["size"]), int(row["mtime_ns"]), str(row["sha256"]))
+
+    def fence(self, lease: Lease) -> LeaseFence:
+        """The ``uploader.fence.Fence`` of a job this worker runs under ``lease``."""
+        return LeaseFence(self, lease)
 
     async def let_go(self, lease: Lease) -> None:
         """This worker stops the job without ending it (shutdown): another may claim it at once."""

@@ -30,6 +30,7 @@ from service.daemon.scheduler import DuplicateJob, JobFinished, Scheduler
 from service.fleet.queue import Fleet, Lease, LeaseLost
 from uploader.database import StateError
 from uploader.errors import NotarydError
+from uploader.fence import fenced_by
 
 log = logging.getLogger("notaryd.fleet")
 POLL_SECONDS = 1.0  # how often an idle worker looks for work (and a busy one for a free slot)
@@ -201,8 +202,11 @@ class FleetScheduler(Scheduler):
         self.registry.remove(job)
 
     async def _run(self, job: Job) -> None:
+        lease = self._store.leases.get(job.id)
         try:
-            await super()._run(job)
+            # Every write of the library's stores and every S3 call of the run checks the lease.
+            with fenced_by(self.fleet.fence(lease)) if lease is not None else contextlib.nullcontext():
+                await super()._run(job)
         finally:
             keeper = self._keepers.pop(job.id, None)
             if keeper is not None:

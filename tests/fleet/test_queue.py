@@ -23,6 +23,7 @@ from tests.support.postgres import PostgresServer
 from uploader.database import Database
 from uploader.postgres import open_database
 from uploader.progress import Progress
+from uploader.source_file import SharedIdentity
 
 
 def anything(_: Path) -> bool:
@@ -81,8 +82,8 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off(d
     await b.let_go(taken)  # b stops without ending it (shutdown): a may take it at once
     taken = await a.claim(anything)
     assert taken is not None and (taken.worker, taken.generation) == ("a", 3)
-    await a.record_identity(taken, 100, 123, "ab" * 32)
-    assert await a.identity("j1") == (100, 123, "ab" * 32)
+    await a.record_identity(taken, SharedIdentity(100, 123, "ab" * 32))
+    assert await a.identity("j1") == SharedIdentity(100, 123, "ab" * 32)
     await a.release(taken)
     assert await a.holders() == {}
 

@@ -50,6 +50,7 @@ from uploader.events import (
     Notice,
     UploadStateChanged,
 )
+from uploader.fence import current_fence
 from uploader.hashing import FileDigest, hash_file
 from uploader.input_lock import input_lock
 from uploader.lifecycle import NotaryStage, NotaryStatus, SubmissionState, UploadState
@@ -74,7 +75,7 @@ from uploader.notary.verdict import Verdicts
 from uploader.planning import plan_upload
 from uploader.progress import Progress
 from uploader.retry import Retrier
-from uploader.source_file import FileIdentity
+from uploader.source_file import FileIdentity, SharedIdentity
 from uploader.throttle import Throttle
 from uploader.upload_state import UploadStore
 
@@ -246,7 +247,9 @@ class Notarizer:
     async def _digest(self, path: Path, target: str) -> FileDigest:
         identity = await asyncio.to_thread(FileIdentity.of, path)
         plan = plan_upload(identity.size, self._config.engine.part_size, self._config.engine.limits)
-        known = await self._uploads.find_digest(identity, plan.part_size)
+        fence = current_fence()  # a fenced run taken over: its holder's record of the file
+        shared = await fence.recorded_identity() if fence is not None else None
+        known = await self._uploads.find_digest(identity, plan.part_size, shared)
         if known is not None:
             return known
         self._emit(NotaryStageChanged(target, NotaryStage.HASHING))
@@ -255,7 +258,10 @@ class Notarizer:
         def progress(done: int) -> None:
             self._emit(HashProgress(target, done, identity.size))
 
-        return await hash_file(path, plan, self._config.engine.checksum, on_progress=progress)
+        digest = await hash_file(path, plan, self._config.engine.checksum, on_progress=progress)
+        if fence is not None:  # for a successor on another host (inodes and ctimes differ)
+            await fence.record_identity(SharedIdentity(identity.size, identity.mtime_ns, digest.sha256))
+        return digest
 
     # ------------------------------------------------------------------ upload
 

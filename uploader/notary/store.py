@@ -34,6 +34,7 @@ from pathlib import Path
 from uploader.constants import CREDENTIAL_LIFETIME_SECONDS
 from uploader.credentials import Credentials
 from uploader.database import Database
+from uploader.fence import fenced_execute, fenced_transaction
 from uploader.lifecycle import SUBMISSION_LIFECYCLE, NotaryStatus, SubmissionState
 from uploader.notary.wire import NewSubmission
 
@@ -92,20 +93,20 @@ class SubmissionStore:
 
     async def record_intent(self, name: str, sha256: str, path: str) -> int:
         """Write down that a POST is about to be sent; returns the intent id."""
-        return await self._db.execute(
-            "INSERT INTO submission_intents (name, sha256, path, started_at) VALUES (?, ?, ?, ?)",
+        return await fenced_execute(
+            self._db, "INSERT INTO submission_intents (name, sha256, path, started_at) VALUES (?, ?, ?, ?)",
             (name, sha256, path, self._clock()),
         )
 
     async def attach_intent(self, intent_id: int, submission_id: str) -> None:
-        await self._db.execute(
-            "UPDATE submission_intents SET submission_id = ? WHERE id = ?",
+        await fenced_execute(
+            self._db, "UPDATE submission_intents SET submission_id = ? WHERE id = ?",
             (submission_id, intent_id),
         )
 
     async def discard_intent(self, intent_id: int) -> None:
         """Forget an intent whose POST is known not to have created anything."""
-        await self._db.execute("DELETE FROM submission_intents WHERE id = ?", (intent_id,))
+        await fenced_execute(self._db, "DELETE FROM submission_intents WHERE id = ?", (intent_id,))
 
     async def dangling_intents(self, sha256: str | None = None) -> list[Intent]:
         """Intents whose POST may have been sent but whose answer was never recorded."""
@@ -134,7 +135,7 @@ class SubmissionStore:
         creds = submission.credentials
         expires_at = creds.expires_at if creds.expires_at is not None else issued_at + CREDENTIAL_LIFETIME_SECONDS
         now = self._clock()
-        async with self._db.transaction() as tx:
+        async with fenced_transaction(self._db) as tx:
             await tx.execute(
                 """INSERT INTO submissions (id, name, sha256, path, bucket, object,
                        access_key_id, secret_access_key, session_token,
@@ -271,7 +272,7 @@ class SubmissionStore:
     ) -> None:
         """Set ``state`` (and ``assignments``) if ``SUBMISSION_LIFECYCLE`` allows the move from
         the row's current state; ``IllegalTransition`` if not, ``KeyError`` if no such row."""
-        async with self._db.transaction() as tx:
+        async with fenced_transaction(self._db) as tx:
             row = await tx.fetchone(  # the lower-case id first, as ``get`` finds it
                 "SELECT id, state FROM submissions WHERE id IN (?, ?) ORDER BY id = ? DESC",
                 (submission_id.lower(), submission_id, submission_id.lower()))
@@ -286,8 +287,8 @@ class SubmissionStore:
     async def _update(
         self, submission_id: str, assignments: str, params: tuple[object, ...]
     ) -> None:
-        changed = await self._db.execute(
-            f"UPDATE submissions SET {assignments}, updated_at = ? WHERE id = ?",
+        changed = await fenced_execute(
+            self._db, f"UPDATE submissions SET {assignments}, updated_at = ? WHERE id = ?",
             (*params, self._clock(), submission_id),
         )
         if changed == 0:
