@@ -3,6 +3,7 @@ on a shared folder: the shared queue, takeovers after SIGKILL, one submission pe
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import re
@@ -19,6 +20,7 @@ from tests.support.emulator import notary_env
 from tests.support.postgres import PostgresServer
 from tests.support.waiting import until
 from uploader.config import MiB
+from uploader.postgres import open_database
 
 pytestmark = pytest.mark.process
 
@@ -156,3 +158,61 @@ def test_a_job_is_cancelled_on_the_worker_running_it_and_refused_with_its_name_e
     status, _ = holder.request("DELETE", f"/v1/jobs/{job['id']}")
     assert status == 200
     assert other.wait_for(job["id"], "cancelled", timeout=60)["state"] == "cancelled"
+
+
+async def _sql(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    db = await open_database(Path("/nonexistent"), url)
+    try:
+        if sql.lstrip().upper().startswith("SELECT"):
+            return [tuple(row) for row in await db.fetchall(sql, params)]
+        await db.execute(sql, params)
+        return []
+    finally:
+        await db.close()
+
+
+def test_a_live_worker_whose_lease_is_taken_stops_and_its_successor_resumes_without_rehashing(
+    workers: list[Daemon], notary: BackgroundEmulator, shared: Path, proxy: FaultProxyThread
+) -> None:
+    """The lease of a running job is taken over in SQL (as a worker would after a network cut):
+    the old worker, still alive, writes nothing more and makes no further S3 call; the next
+    worker resumes the same submission and upload without reading the file again, although it
+    sees another inode and ctime (as another NFS/SMB client would)."""
+    old, new = workers[0], workers[1]
+    url = old.env["NOTARYD_DATABASE_URL"]
+    for d in (old, new):
+        d.env.update({"NOTARYD_BANDWIDTH_LIMIT": str(4 * MiB), "NOTARYD_S3_ENDPOINT_URL": proxy.url})
+    old.start()
+    job = old.submit(build(shared, "Held.zip", 64 * MiB), skip_preflight=True)
+    until(lambda: old.job(job["id"])["bytes_done"] > 10 * MiB, within=120, what="uploading", detail=old.log)
+    # Taken away: a generation the old worker does not hold, live for long enough that nobody
+    # claims it before the old worker is seen to stop.
+    asyncio.run(_sql(url, "UPDATE fleet_leases SET worker = 'elsewhere', generation = generation + 1,"
+                          " lease_until = 4e9 WHERE job = ?", (job["id"],)))
+    until(lambda: re.search(rf"job (finished|interrupted)\W+job={job['id']}", old.log()), within=60,
+          what="the old worker stopping the job", detail=old.log)
+    assert "lost its lease" in old.log()
+    s3_calls = dict(proxy.stats.operations)
+    done = asyncio.run(_sql(url, "SELECT count(*) FROM parts WHERE state = 'done'"))
+    row = asyncio.run(_sql(url, "SELECT state FROM jobs WHERE id = ?", (job["id"],)))
+    assert row[0][0] not in ("failed", "cancelled"), row  # its failure was never written
+    # Another host's view of the same file (inode numbers and ctimes differ across clients).
+    asyncio.run(_sql(url, "UPDATE uploads SET inode = inode + 1, ctime_ns = ctime_ns + 1"))
+    old.stop()  # it must not claim the job back itself: the successor is another worker
+    assert dict(proxy.stats.operations) == s3_calls  # no S3 call since it lost the lease
+    assert asyncio.run(_sql(url, "SELECT count(*) FROM parts WHERE state = 'done'")) == done
+    old_bytes = proxy.stats.part_body_bytes_received
+    new.start()
+    asyncio.run(_sql(url, "UPDATE fleet_leases SET lease_until = 0 WHERE job = ?", (job["id"],)))
+    until(lambda: new.job(job["id"])["state"] == "uploading", within=60, what="the successor uploading",
+          detail=new.log)
+    assert new.job(job["id"])["bytes_hashed"] == 0  # the recorded SHA-256 was trusted
+    ended = new.wait_for(job["id"], "accepted", "failed", timeout=300)
+    assert ended["state"] == "accepted", ended
+    assert notary.call(lambda e: e.submissions_created) == 1
+    assert proxy.stats.operations["CreateMultipartUpload"] == 1  # the same multipart upload
+    assert "taking over job" in new.log()
+    resent = proxy.stats.part_body_bytes_received - 64 * MiB
+    print(f"lease taken in SQL: {done[0][0]} parts done, old sent {old_bytes / MiB:.1f} MiB; "
+          f"re-sent {resent / MiB:.1f} MiB, re-hashed 0 bytes")
+    assert resent <= (2 + 1) * 5 * MiB, resent / MiB
