@@ -21,6 +21,8 @@ from service.fleet.budget import SharedBudget, api_budget_traces
 from service.fleet.queue import Fleet, Lease, LeaseLost
 from tests.support.postgres import PostgresServer
 from uploader.database import Database
+from uploader.fence import fenced_by
+from uploader.notary.store import SubmissionStore
 from uploader.postgres import open_database
 from uploader.progress import Progress
 from uploader.source_file import SharedIdentity
@@ -201,3 +203,28 @@ async def test_a_queued_job_wakes_idle_workers_even_after_a_restart(
         await fleet.heartbeat()
     await workers[2].announce()
     await asyncio.gather(*(event.wait() for event in woken))
+
+
+async def test_a_lease_fences_the_library_writes_of_its_job_and_carries_the_file_identity(
+    db: Database, tmp_path: Path
+) -> None:
+    """``Fleet.fence``: the library's stores write for a job only while this worker holds its
+    lease's generation; the file's identity across hosts goes to the successor."""
+    a, b = await Fleet.open(db, "a"), await Fleet.open(db, "b")
+    await enqueue(db, "j1")
+    held = await a.claim(anything)
+    assert held is not None
+    store = SubmissionStore(db)
+    with fenced_by(a.fence(held)):
+        intent = await store.record_intent("j1.zip", "ab" * 32, "/builds/j1.zip")
+        await a.fence(held).record_identity(SharedIdentity(100, 123, "ab" * 32))
+    await expire(db, "j1")
+    taken = await b.claim(anything)
+    assert taken is not None
+    with fenced_by(a.fence(held)), pytest.raises(LeaseLost, match="lost its lease"):
+        await store.attach_intent(intent, "s-1")  # the old holder: refused, nothing written
+    assert [i.id for i in await store.dangling_intents()] == [intent]
+    assert await b.fence(taken).recorded_identity() == SharedIdentity(100, 123, "ab" * 32)
+    with fenced_by(b.fence(taken)):
+        await store.attach_intent(intent, "s-1")
+    assert await store.dangling_intents() == []
