@@ -4,6 +4,7 @@ more (the check is inside each write's transaction) and makes no further S3 call
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from uploader.database import Database, Transaction
 from uploader.engine import MultipartUploader
 from uploader.errors import LeaseLost
 from uploader.fence import fenced_by
-from uploader.hashing import ChecksumAlgorithm
+from uploader.hashing import ChecksumAlgorithm, FileDigest
 from uploader.lifecycle import SubmissionState, UploadState
 from uploader.notary.store import SubmissionStore
 from uploader.notary.wire import NewSubmission
@@ -142,3 +143,24 @@ async def test_a_fenced_engine_makes_no_s3_call_after_the_generation_moved(db: D
         result = await engine.upload(path, "bucket", "a.zip", CREDS)
     assert result.resumed and fake.calls["CreateMultipartUpload"] == 1
     assert fake.calls["CompleteMultipartUpload"] == 1 and fake.open_uploads == 0
+
+
+async def test_a_stored_hash_is_trusted_across_hosts_only_for_the_recorded_size_and_mtime(
+    db: Database, tmp_path: Path
+) -> None:
+    """Another host sees another inode and ctime: the strict match misses, the recorded
+    ``SharedIdentity`` finds the hash; a file whose size or mtime differ is hashed again."""
+    store = UploadStore(db)
+    path = make_file(tmp_path / "a.zip", 4 * PART)
+    here = FileIdentity.of(path)
+    digest = FileDigest(here, "ab" * 32, PART, ChecksumAlgorithm.CRC32, ("c1", "c2", "c3", "c4"), "")
+    await store.create(here, PART, ChecksumAlgorithm.CRC32, "b", "k", "", digest)
+    there = dataclasses.replace(here, inode=here.inode + 1, ctime_ns=here.ctime_ns + 1)
+    assert await store.find_digest(there, PART) is None
+    shared = SharedIdentity(here.size, here.mtime_ns, "ab" * 32)
+    found = await store.find_digest(there, PART, shared)
+    assert found is not None and found.sha256 == "ab" * 32 and found.identity == there
+    assert found.part_checksums == ("c1", "c2", "c3", "c4")
+    touched = dataclasses.replace(there, mtime_ns=here.mtime_ns + 1)
+    assert await store.find_digest(touched, PART, shared) is None  # changed: hash it again
+    assert await store.find_digest(there, PART, SharedIdentity(here.size, here.mtime_ns, "cd" * 32)) is None

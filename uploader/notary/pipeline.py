@@ -245,22 +245,25 @@ class Notarizer:
             raise PreflightFailed(opened.path, report.render_text())
 
     async def _digest(self, path: Path, target: str) -> FileDigest:
+        """The file's SHA-256 and part checksums: stored ones for the very same file (or, in a
+        fenced run taken over, for the size and mtime its earlier holder recorded), else hashed.
+        A fenced run records what it used for a successor on another host."""
         identity = await asyncio.to_thread(FileIdentity.of, path)
         plan = plan_upload(identity.size, self._config.engine.part_size, self._config.engine.limits)
-        fence = current_fence()  # a fenced run taken over: its holder's record of the file
+        fence = current_fence()
         shared = await fence.recorded_identity() if fence is not None else None
-        known = await self._uploads.find_digest(identity, plan.part_size, shared)
-        if known is not None:
-            return known
-        self._emit(NotaryStageChanged(target, NotaryStage.HASHING))
-        self._emit(UploadStateChanged(target, UploadState.HASHING, identity.size, 0))
+        digest = await self._uploads.find_digest(identity, plan.part_size, shared)
+        if digest is None:
+            self._emit(NotaryStageChanged(target, NotaryStage.HASHING))
+            self._emit(UploadStateChanged(target, UploadState.HASHING, identity.size, 0))
 
-        def progress(done: int) -> None:
-            self._emit(HashProgress(target, done, identity.size))
+            def progress(done: int) -> None:
+                self._emit(HashProgress(target, done, identity.size))
 
-        digest = await hash_file(path, plan, self._config.engine.checksum, on_progress=progress)
-        if fence is not None:  # for a successor on another host (inodes and ctimes differ)
-            await fence.record_identity(SharedIdentity(identity.size, identity.mtime_ns, digest.sha256))
+            digest = await hash_file(path, plan, self._config.engine.checksum, on_progress=progress)
+        now = SharedIdentity(identity.size, identity.mtime_ns, digest.sha256)
+        if fence is not None and shared != now:  # inodes and ctimes differ between hosts
+            await fence.record_identity(now)
         return digest
 
     # ------------------------------------------------------------------ upload
