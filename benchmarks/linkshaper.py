@@ -137,6 +137,7 @@ async def serve(port: int, upstream: tuple[str, int], link: Link) -> None:
     rate = link.mbit * 1e6 / 8
     one_way = link.rtt_ms / 2000
     up, down = _Direction(loop, rate, one_way), _Direction(loop, rate, one_way)
+    connecting: set[asyncio.Task[None]] = set()  # referenced until done
 
     def accept() -> _Side:
         client = _Side(up)
@@ -151,7 +152,9 @@ async def serve(port: int, upstream: tuple[str, int], link: Link) -> None:
             server.peer = client
             client.connected(server)
 
-        loop.create_task(connect())
+        task = loop.create_task(connect())
+        connecting.add(task)
+        task.add_done_callback(connecting.discard)
         return client
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -441,6 +441,9 @@ def render_markdown(results: dict[str, Any], chart_name: str = "results.png") ->
     lines += _profile_section(results.get("profile") or {}, "clean", "one clean upload")
     if "profile_tls" in results:
         lines += _profile_section(results["profile_tls"], "tls", "one upload over HTTPS")
+    from benchmarks.linkreport import link_section  # it builds on this module's cells
+
+    lines += link_section(results)
     analysis = results.get("analysis")
     if analysis:
         lines += ["", "## Misses: why, and what would close them", "", analysis]
