@@ -160,11 +160,21 @@ def _write_outputs(results: dict[str, Any], out: Path) -> None:
     results["analysis"] = explain(evaluate(results), results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "RESULTS.md").write_text(render_markdown(results))
+    (out / "RESULTS.md").write_text(render_markdown(results) + _fleet_section(HERE / "FLEET.md"))
     render_chart(results, out / "results.png")
     for target in evaluate(results):
         print(f"bench: {target.verdict:6} {target.name}: {target.measured}")
     print(f"bench: wrote {out / 'RESULTS.md'} and {out / 'results.png'}")
+
+
+def _fleet_section(fleet: Path) -> str:
+    """FLEET.md's figures (measured by their own commands, which need a PostgreSQL) carried into
+    every rewrite of RESULTS.md, its headings one level down."""
+    if not fleet.is_file():
+        return ""
+    body = fleet.read_text(encoding="utf-8").replace("\n#", "\n##")
+    return ("\n## The fleet store and its workers (from FLEET.md)\n\n###"
+            + body.removeprefix("#") + "\n")
 
 
 if __name__ == "__main__":
