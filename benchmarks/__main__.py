@@ -22,10 +22,10 @@ from benchmarks.floor import run_floor
 from benchmarks.hashbench import run_hashbench
 from benchmarks.peers import Notaryd, Target
 from benchmarks.plan import Plan, full_plan, quick_plan
-from benchmarks.profile import profile_run
+from benchmarks.profile import profile_run, syscall_counts
 from benchmarks.report import evaluate, render_chart, render_markdown
 from benchmarks.runner import BUCKET, Runner
-from benchmarks.services import SinkProcess
+from benchmarks.services import LinkProcess, SinkProcess
 from benchmarks.tls import generate as generate_tls
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +46,31 @@ def _profile(plan: Plan, workdir: Path, tls: bool = False) -> dict[str, Any]:
         invocation = Notaryd().invocation(source, target, plan.tuning, run_dir)
         result = profile_run(invocation, run_dir, timeout_seconds=600)
     result["size"] = size
+    return result
+
+
+def _profile_link(plan: Plan, workdir: Path, name: str) -> dict[str, Any]:
+    """py-spy, then ``strace -c``, over one notaryd upload in link condition ``name`` (its
+    smallest size): where CPU goes and how many wake-ups and writes when the receiver is slow."""
+    condition = next(c for c in plan.conditions if c.name == name and c.link is not None)
+    assert condition.link is not None
+    size = min(condition.sizes)
+    source = ensure_source(workdir / "data", size)
+    run_dir = workdir / "runs" / f"profile-{name}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    files = generate_tls(workdir / "tls")
+    logs = workdir / "logs"
+    with SinkProcess(logs / f"sink-profile-{name}.log", tls=files) as sink, LinkProcess(
+        condition.link, sink, logs / f"link-profile-{name}.log"
+    ) as link:
+        def invocation(key: str) -> Any:
+            target = Target(link.url, BUCKET, key, sink.ca_bundle)
+            return Notaryd().invocation(source, target, plan.tuning, run_dir)
+
+        result = profile_run(invocation(f"profile-{name}"), run_dir, timeout_seconds=1800)
+        result["syscalls"] = syscall_counts(invocation(f"strace-{name}"), run_dir, 1800)
+    result["size"] = size
+    result["condition"] = name
     return result
 
 
@@ -82,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=HERE / ".work")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument(
+        "--note", action="append", default=[],
+        help="a sentence for RESULTS.md's notes (e.g. what else ran on the machine)",
+    )
+    parser.add_argument(
         "--render-only", action="store_true",
         help="re-render RESULTS.md and results.png from the existing results.json (no runs)",
     )
@@ -94,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = _subset(quick_plan() if args.quick else full_plan(), args.conditions, args.sizes)
     if args.runs:
         plan = replace(plan, conditions=tuple(replace(c, runs=args.runs) for c in plan.conditions))
+    if args.note:
+        plan = replace(plan, notes=(*plan.notes, *args.note))
     tools = tuple(args.tools.split(",")) if args.tools else None
     args.workdir.mkdir(parents=True, exist_ok=True)
 
@@ -118,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         if any(c.tls for c in plan.conditions):
             print("bench: profiling one notaryd upload over HTTPS with py-spy", flush=True)
             results["profile_tls"] = _profile(plan, args.workdir, tls=True)
+        if any(c.name == "tls-slow" for c in plan.conditions):
+            print("bench: profiling (py-spy, strace -c) one notaryd upload in tls-slow", flush=True)
+            results["profile_tls_slow"] = _profile_link(plan, args.workdir, "tls-slow")
     _write_outputs(results, args.out)
     return 0
 
@@ -126,11 +160,21 @@ def _write_outputs(results: dict[str, Any], out: Path) -> None:
     results["analysis"] = explain(evaluate(results), results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "RESULTS.md").write_text(render_markdown(results))
+    (out / "RESULTS.md").write_text(render_markdown(results) + _fleet_section(HERE / "FLEET.md"))
     render_chart(results, out / "results.png")
     for target in evaluate(results):
         print(f"bench: {target.verdict:6} {target.name}: {target.measured}")
     print(f"bench: wrote {out / 'RESULTS.md'} and {out / 'results.png'}")
+
+
+def _fleet_section(fleet: Path) -> str:
+    """FLEET.md's figures (measured by their own commands, which need a PostgreSQL) carried into
+    every rewrite of RESULTS.md, its headings one level down."""
+    if not fleet.is_file():
+        return ""
+    body = fleet.read_text(encoding="utf-8").replace("\n#", "\n##")
+    return ("\n## The fleet store and its workers (from FLEET.md)\n\n###"
+            + body.removeprefix("#") + "\n")
 
 
 if __name__ == "__main__":

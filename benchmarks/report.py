@@ -33,6 +33,7 @@ class Cell:
     wire_ratio: float | None
     attempts: int
     verdicts: tuple[str, ...]
+    wakeups_per_gib: float | None = None  # voluntary context switches per GiB (ru_nvcsw)
 
     @property
     def failures(self) -> int:
@@ -64,6 +65,9 @@ def cells(results: dict[str, Any]) -> dict[tuple[str, int, str], Cell]:
             wire_ratio=_median(r["wire_bytes"] / size for r in good),
             attempts=sum(r["attempts"] for r in runs) - len(runs),
             verdicts=tuple(r["verdict"] for r in runs if not r["success"]),
+            wakeups_per_gib=_median(
+                r["wakeups"] / (size / GiB) for r in good if r.get("wakeups")
+            ),
         )
     return out
 
@@ -153,6 +157,31 @@ def _against_every_peer(
     ]
 
 
+LINK_CONDITIONS = ("tls-shaped", "tls-slow")  # HTTPS over a TCP-level link (issue 19)
+
+
+def _slow_link_targets(table: dict[tuple[str, int, str], Cell]) -> list[Target]:
+    """Issue 19: notaryd's CPU per GiB at 200 Mbit/s within 1.5 x its own on the fast HTTPS
+    sink (same size; the plain sink when the run had no ``tls`` cell of that size)."""
+    out = []
+    for size in sorted({s for (c, s, _) in table if c == "tls-slow"}):
+        slow = table.get(("tls-slow", size, "notaryd"))
+        fast = table.get(("tls", size, "notaryd")) or table.get(("clean", size, "notaryd"))
+        r = _ratio(slow.cpu_per_gib if slow else None, fast.cpu_per_gib if fast else None)
+        out.append(Target(
+            f"tls-slow {_size(size)}: notaryd CPU/GiB ≤ 1.5 x its own on the fast sink",
+            "—" if r is None or fast is None or slow is None else
+            f"{r:.2f} x ({_f(slow.cpu_per_gib, 2)} vs {_f(fast.cpu_per_gib, 2)} CPU-s/GiB "
+            f"in {fast.condition})",
+            "n/a" if r is None else ("met" if r <= 1.5 else "MISSED"),
+        ))
+    return out
+
+
+def _wakeups(cell: Cell) -> str:
+    return "—" if cell.wakeups_per_gib is None else f"{cell.wakeups_per_gib / 1000:.1f} k"
+
+
 def evaluate(results: dict[str, Any]) -> list[Target]:
     table = cells(results)
     targets: list[Target] = []
@@ -176,9 +205,10 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
             f"{_f(a.cpu_per_gib if a else None, 2)} CPU-s/GiB)",
             "n/a" if r is None else ("met" if r <= 0.5 else "MISSED"),
         ))
-    for condition in ("clean", "tls"):
+    for condition in ("clean", "tls", *LINK_CONDITIONS):
         for size in sorted({s for (c, s, _) in table if c == condition}):
             targets += _against_every_peer(table, condition, size)
+    targets += _slow_link_targets(table)
     for condition in ("lossy", "hostile"):
         for size in sorted({s for (c, s, _) in table if c == condition}):
             n = table.get((condition, size, "notaryd"))
@@ -331,9 +361,9 @@ def render_markdown(results: dict[str, Any], chart_name: str = "results.png") ->
             lines += [
                 f"### {c['name']}, {_size(size)} ({c['description']})",
                 "",
-                "| tool | ok / runs | median wall s | median MiB/s | CPU-s per GiB | peak RSS MiB |"
-                " wire ÷ size | notaryd re-runs | failures |",
-                "|---|---|---|---|---|---|---|---|---|",
+                "| tool | ok / runs | median wall s | median MiB/s | CPU-s per GiB | wake-ups per "
+                "GiB | peak RSS MiB | wire ÷ size | notaryd re-runs | failures |",
+                "|---|---|---|---|---|---|---|---|---|---|",
             ]
             for tool in TOOLS:
                 cell = table.get((c["name"], size, tool))
@@ -341,7 +371,7 @@ def render_markdown(results: dict[str, Any], chart_name: str = "results.png") ->
                     continue
                 lines.append(
                     f"| {tool} | {cell.ok} / {cell.runs} | {_f(cell.wall)} | {_f(cell.mib_s, 0)} |"
-                    f" {_f(cell.cpu_per_gib, 2)} | {_f(cell.rss_mib, 0)} | "
+                    f" {_f(cell.cpu_per_gib, 2)} | {_wakeups(cell)} | {_f(cell.rss_mib, 0)} | "
                     f"{_f(cell.wire_ratio, 3)} | {cell.attempts if tool == 'notaryd' else ''} | "
                     f"{', '.join(cell.verdicts)} |"
                 )
@@ -411,6 +441,9 @@ def render_markdown(results: dict[str, Any], chart_name: str = "results.png") ->
     lines += _profile_section(results.get("profile") or {}, "clean", "one clean upload")
     if "profile_tls" in results:
         lines += _profile_section(results["profile_tls"], "tls", "one upload over HTTPS")
+    from benchmarks.linkreport import link_section  # it builds on this module's cells
+
+    lines += link_section(results)
     analysis = results.get("analysis")
     if analysis:
         lines += ["", "## Misses: why, and what would close them", "", analysis]

@@ -29,7 +29,7 @@ from benchmarks.datafile import ensure_source, kind_for
 from benchmarks.measure import ProcessCost, run_measured
 from benchmarks.peers import Peer, PeersVenv, Target, all_peers
 from benchmarks.plan import Condition, Plan
-from benchmarks.services import ShaperProcess, SinkProcess
+from benchmarks.services import LinkProcess, ShaperProcess, SinkProcess
 from benchmarks.tls import generate as generate_tls
 
 BUCKET = "bench"
@@ -51,6 +51,7 @@ class RunRecord:
     wire_source: str  # "proxy" or "sink"
     sink_cpu_seconds: float
     error: str
+    wakeups: int = 0  # voluntary context switches of the tool's processes (ru_nvcsw)
 
 
 def machine_description() -> dict[str, str]:
@@ -172,6 +173,7 @@ class Runner:
                     "timeout_seconds": c.timeout_seconds,
                     "notaryd_reruns": c.notaryd_reruns,
                     "tls": c.tls,
+                    "link": asdict(c.link) if c.link is not None else None,
                 }
                 for c in self.plan.conditions
             ],
@@ -199,7 +201,13 @@ class Runner:
                         tls_sink, self.workdir, self.plan.ceiling_bytes
                     )
                     self.log(f"HTTPS sink ceiling: {self.ceilings['tls']}")
-                self._run_cells(condition, tls_sink, None, tls_sink.url, sources, logs)
+                if condition.link is None:
+                    self._run_cells(condition, tls_sink, None, tls_sink.url, sources, logs)
+                    return
+                with LinkProcess(
+                    condition.link, tls_sink, logs / f"link-{condition.name}.log"
+                ) as link:
+                    self._run_cells(condition, tls_sink, None, link.url, sources, logs)
             return
         if condition.shaping is None:
             self._run_cells(condition, sink, None, sink.url, sources, logs)
@@ -310,4 +318,5 @@ class Runner:
             wire_source=wire_source,
             sink_cpu_seconds=sink.cpu_seconds() - sink_cpu_before,
             error="" if verdict == "ok" else last.stderr_tail,
+            wakeups=sum(c.wakeups for c in costs),
         )

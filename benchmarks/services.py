@@ -2,6 +2,8 @@
 
 ``SinkProcess`` runs ``python -m benchmarks.sink`` (the discarding S3 endpoint), over HTTPS
 when given the files of ``benchmarks.tls``.
+``LinkProcess`` runs ``python -m benchmarks.linkshaper`` (a TCP-level link: cap and round
+trip, TLS passes through) in front of the sink.
 ``ShaperProcess`` runs the project's fault-injecting proxy
 (``python -m service.emulator.faultproxy``) in front of the sink with one ``Shaping`` profile.
 Both are context managers: the process is terminated, then killed, on exit, even on errors.
@@ -22,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from benchmarks.linkshaper import Link
 from benchmarks.tls import TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent
@@ -234,3 +237,23 @@ class ShaperProcess(_Process):
         except (urllib.error.URLError, OSError, ValueError):
             return None
         return result
+
+
+class LinkProcess(_Process):
+    """``benchmarks.linkshaper`` in front of ``sink``: the same URL scheme, the link's port."""
+
+    what = "link shaper (benchmarks.linkshaper)"
+
+    def __init__(self, link: Link, sink: SinkProcess, log: Path) -> None:
+        port = _free_port()
+        super().__init__(link.argv(port, sink.port), log, port)
+        self.link = link
+        self._scheme = "https" if sink.tls is not None else "http"
+
+    @property
+    def url(self) -> str:
+        return f"{self._scheme}://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, Any] | None:
+        """No counters of its own (it sees only ciphertext): wire bytes come from the sink."""
+        return None

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from uploader.notary.artifact import StapleNote
     from uploader.notary.client import SubmissionStatus
+    from uploader.notary.ends import StapleNote
 
 
 def rfc3339(value: float | str | None) -> str | None:

@@ -44,6 +44,9 @@ NOT_RETRIES = {
         "the job runs; a renewal that fails is not retried, the next one is due anyway",
     "service/fleet/scheduler.py:FleetScheduler._heartbeats":
         "the worker's heartbeat and fleet gauges: a beat every third of the lease",
+    "uploader/part_body.py:PartProgress.left":
+        "waits for the kernel to send what the body handed over, reading the socket's counter at "
+        "the link's pace; nothing failed (a link that stops is the stall watchdog's)",
     "service/daemon/flusher.py:Flusher.run_forever":
         "batches the daemon's progress writes: at most one flush per interval",
     "service/progress.py:ticking.tick":

@@ -9,39 +9,90 @@ slices of that buffer: no further copies in Python and no thread hops. (``read``
 exist only because botocore's validation and CRT signer want a file-like body; aiohttp streams
 the iterator.)
 
-Each slice is handed over only after the previous one drained to the kernel, whose unsent
-backlog is bounded by ``TCP_NOTSENT_LOWAT`` (see ``s3client``): ``PartProgress`` therefore
-follows the bytes actually leaving the machine, which is what the stall watchdog measures.
+On a socket the body is written by ``send`` (aiohttp calls it through ``PartPayload``) in
+1 MiB slices, each awaited until the transport drained below its low-water mark (set to a
+quarter slice): at link-bound rates that is one event-loop round trip per MiB, whatever pace the
+receiver sets (with ``TCP_NOTSENT_LOWAT`` of 1 MiB, see ``s3client``, the kernel also wakes the
+loop once per half MiB drained rather than per few KiB). ``PartProgress`` does not trust the
+hand-over alone: ``send`` attaches a probe of the connection's kernel counter of bytes that
+left (``TCP_INFO`` bytes acknowledged on Linux, ``TCP_CONNECTION_INFO`` bytes transmitted on
+macOS), so the stall watchdog sees bytes actually leaving the machine, one TCP segment at a
+time, and the bytes counted as sent follow the wire, not the buffers in front of it.
+Consumers that iterate the body instead (the in-memory fake) get 256 KiB slices.
 
 Memory: one buffer of the part size per part in flight (8 x 16 MiB by default), allocated once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import payload
 
 from uploader.hashing import ChecksumAlgorithm
 from uploader.planning import Part
 from uploader.throttle import Throttle
 
-# Small enough that even a 10 KB/s link shows progress well within the stall timeout (60 s);
-# large enough that the per-slice Python overhead stays under ~0.1 CPU-s per GiB.
-SLICE_BYTES = 256 * 1024
+# Written to the socket per event-loop round trip. Progress does not depend on it (the kernel
+# probe reports bytes leaving), so it is sized for few round trips: ~1,000 per GiB.
+SLICE_BYTES = 1024 * 1024
+# Iterated slices (the in-memory fake) and slices under a bandwidth cap (finer pacing).
+ITER_SLICE_BYTES = 256 * 1024
+
+Probe = Callable[[], int | None]
+
+# (level, option, length, offset of a u64 counter of bytes that left) per platform: Linux's
+# tcp_info.tcpi_bytes_acked; macOS's tcp_connection_info.tcpi_txbytes.
+_WIRE_COUNTER = {
+    "linux": (socket.IPPROTO_TCP, 11, 136, 120),
+    "darwin": (socket.IPPROTO_TCP, 0x106, 0x70, 64),
+}.get(sys.platform)
+
+
+def wire_probe(transport: Any) -> Probe | None:
+    """A callable returning the connection's count of bytes the kernel saw leave, or None."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or _WIRE_COUNTER is None:
+        return None
+    level, option, length, offset = _WIRE_COUNTER
+
+    def probe() -> int | None:
+        try:
+            info = sock.getsockopt(level, option, length)
+        except (OSError, ValueError):  # closed, or not TCP
+            return None
+        return int(struct.unpack_from("=Q", info, offset)[0]) if len(info) >= offset + 8 else None
+
+    return probe if probe() is not None else None
 
 
 class PartProgress:
-    """Bytes handed to the network and when (by ``clock``, the engine's monotonic clock); read
-    by the engine's stall watchdog."""
+    """Bytes of the part that left, and when (by ``clock``, the engine's monotonic clock); read
+    by the engine's stall watchdog.
+
+    Without a probe, a byte counts once handed to the network. With one (``watch``), bytes
+    handed over in this pass count only as far as the kernel's counter moved since the pass
+    began, and any movement of that counter is activity: the watchdog sees the wire.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.bytes_read = 0
-        self.bytes_reread = 0  # sent a second time within one request (aiohttp's silent re-send)
+        self.bytes_read = 0  # handed over
+        self.bytes_reread = 0  # handed over a second time within one request (aiohttp re-send)
         self._clock = clock
         self.last_activity = clock()
         self._lock = threading.Lock()
+        self._probe: Probe | None = None
+        self._pass_start = 0  # bytes_read when this pass began
+        self._pass_again = False
+        self._wire_start = self._wire_seen = 0
 
     def advance(self, nbytes: int, reread: int = 0) -> None:
         with self._lock:
@@ -49,10 +100,43 @@ class PartProgress:
             self.bytes_reread += reread
             self.last_activity = self._clock()
 
-    def snapshot(self) -> tuple[int, int, float]:
-        """(bytes sent, of which sent a second time, monotonic time of the last hand-over)."""
+    def watch(self, probe: Probe | None, *, again: bool) -> None:
+        """A new pass over the body begins on the connection ``probe`` reads (None: unknown)."""
+        start = probe() if probe is not None else None
         with self._lock:
-            return self.bytes_read, self.bytes_reread, self.last_activity
+            self._probe = probe if start is not None else None
+            self._pass_start, self._pass_again = self.bytes_read, again
+            self._wire_start = self._wire_seen = start or 0
+
+    async def left(self) -> None:
+        """Return once the kernel saw every byte handed over in this pass leave (at once
+        without a probe). aiohttp starts its read timeout when the body is written: this makes
+        that mean "reached the server", not "queued in our buffers", on a slow link too. A
+        receiver that stops reading meanwhile is the stall watchdog's to catch."""
+        started = self._clock()
+        while self._probe is not None:
+            sent, _, _ = self.snapshot()
+            unsent = self.bytes_read - sent
+            if unsent <= 0:
+                return
+            # poll about when the rest should have left at the pace so far (10 ms to 250 ms)
+            pace = (sent - self._pass_start) / max(1e-3, self._clock() - started)
+            await asyncio.sleep(min(0.25, max(0.01, unsent / max(pace, 1.0))))
+
+    def snapshot(self) -> tuple[int, int, float]:
+        """(bytes sent, of which sent a second time, monotonic time of the last movement)."""
+        probe = self._probe
+        wire = probe() if probe is not None else None
+        with self._lock:
+            sent, again, last = self.bytes_read, self.bytes_reread, self.last_activity
+            if wire is None:
+                return sent, again, last
+            if wire != self._wire_seen:
+                self._wire_seen = wire
+                self.last_activity = last = max(last, self._clock())
+            handed = sent - self._pass_start
+            lag = handed - min(handed, max(0, wire - self._wire_start))
+            return sent - lag, max(0, again - lag) if self._pass_again else again, last
 
 
 def read_part(fd: int, part: Part, buffer: bytearray, algorithm: ChecksumAlgorithm) -> str | None:
@@ -105,13 +189,57 @@ class PartStream:
         return data
 
     def __aiter__(self) -> AsyncIterator[memoryview]:
+        return self._slices(again=self._begin_pass())
+
+    def _begin_pass(self) -> bool:
+        """Count a pass over the body; True if it is not the first (its bytes are re-sent)."""
         self._passes += 1
-        return self._slices(again=self._passes > 1)
+        return self._passes > 1
 
     async def _slices(self, *, again: bool) -> AsyncIterator[memoryview]:
-        for start in range(0, len(self._view), SLICE_BYTES):
-            piece = self._view[start : start + SLICE_BYTES]
+        for start in range(0, len(self._view), ITER_SLICE_BYTES):
+            piece = self._view[start : start + ITER_SLICE_BYTES]
             if self._throttle is not None:
                 await self._throttle.acquire(len(piece))
             self._progress.advance(len(piece), len(piece) if again else 0)
             yield piece
+
+    async def send(self, writer: Any, limit: int | None = None) -> None:
+        """Write the body (its first ``limit`` bytes) to aiohttp's ``writer``, a slice per
+        round trip of the event loop, with the connection's wire counter as progress probe."""
+        again = self._begin_pass()
+        transport = getattr(writer, "transport", None)
+        if transport is not None:
+            transport.set_write_buffer_limits(high=SLICE_BYTES, low=SLICE_BYTES // 4)
+        self._progress.watch(wire_probe(transport), again=again)
+        step = SLICE_BYTES if self._throttle is None else ITER_SLICE_BYTES
+        end = len(self._view) if limit is None else min(limit, len(self._view))
+        for start in range(0, end, step):
+            piece = self._view[start : min(end, start + step)]
+            if self._throttle is not None:
+                await self._throttle.acquire(len(piece))
+            self._progress.advance(len(piece), len(piece) if again else 0)
+            await writer.write(piece)
+        await self._progress.left()
+
+
+class PartPayload(payload.Payload):
+    """aiohttp's view of a ``PartStream``: sized, re-sendable, written by ``PartStream.send``."""
+
+    _autoclose = True  # nothing to close: the buffer belongs to the engine
+
+    def __init__(self, value: PartStream, *args: Any, **kwargs: Any) -> None:
+        super().__init__(value, *args, **kwargs)
+        self._size = len(value)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("a part body is not text")
+
+    async def write(self, writer: Any) -> None:
+        await self._value.send(writer)
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        await self._value.send(writer, content_length)
+
+
+payload.PAYLOAD_REGISTRY.register(PartPayload, PartStream, order=payload.Order.try_first)

@@ -12,8 +12,8 @@ Client settings, and why:
 * ``request_checksum_calculation=when_required``: we supply the part checksums ourselves
   (computed once, when a part is first read); botocore must not compute or trail another one.
 * ``max_pool_connections`` above the part concurrency, so parts never queue for a socket.
-* Sockets with ``TCP_NOTSENT_LOWAT`` (see ``wire_tracking_socket``): reads from the file then
-  follow bytes actually leaving the machine, which is what the stall watchdog measures.
+* Sockets with ``TCP_NOTSENT_LOWAT`` (see ``wire_tracking_socket``): a bounded unsent backlog
+  that wakes the event loop once per 512 KiB drained, not per few KiB.
 """
 
 from __future__ import annotations
@@ -37,12 +37,15 @@ from uploader.errors import StallError
 from uploader.events import RetryReason
 from uploader.upload_session import CERTIFICATE_UNTRUSTED, Classified, ErrorKind
 
-# At most this many bytes may wait unsent in the kernel per connection. Without a bound, the
-# kernel's auto-tuned send buffer (up to 4 MiB on Linux and macOS) swallows most of a part at
-# once, after which a slow link shows no read progress for as long as draining takes, and
-# the stall watchdog would fire on a link that is moving. Bytes already sent but not yet
-# acknowledged are not limited, so throughput on long fat links is unaffected.
-NOTSENT_LOWAT_BYTES = 128 * 1024
+# At most this many bytes may wait unsent in the kernel per connection, and the kernel wakes
+# the writer once half of them left (Linux wakes below lowat/2): 1 MiB means one wake-up
+# per 512 KiB whatever the receiver's pace, where 128 KiB cost ~12,000 per GiB behind a slow
+# link. Without a bound the auto-tuned send buffer (up to 4 MiB) would swallow a quarter part
+# at once; the stall watchdog does not depend on it (``part_body`` probes the kernel's own
+# count of bytes that left). Bytes sent but not yet acknowledged are not limited, so
+# throughput on long fat links is unaffected. SO_SNDBUF is left to the kernel's auto-tuning
+# (Linux and macOS grow it to 4 MiB or more; a fixed value would switch that off).
+NOTSENT_LOWAT_BYTES = 1024 * 1024
 _TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 0x201 if sys.platform == "darwin" else None)
 
 

@@ -261,3 +261,28 @@ def test_plan_subset_keeps_named_conditions_and_sizes_and_says_so() -> None:
     assert _subset(full_plan(), None, None) == full_plan()
     with pytest.raises(ValueError, match="plain HTTP only"):
         Condition("tls-lossy", Shaping(reset_rate=0.1), (MiB,), 1, 60, tls=True)
+
+
+@pytest.mark.usefixtures("matplotlib_ready")
+def test_report_shows_wakeups_and_the_link_targets(tmp_path: Path) -> None:
+    results = _synthetic_results()
+    link = {"mbit": 200.0, "rtt_ms": 50.0}
+    results["conditions"].append(
+        {"name": "tls-slow", "description": "HTTPS over a link", "sizes": [1024 * MiB],
+         "runs": 1, "timeout_seconds": 60, "notaryd_reruns": 0, "tls": True, "link": link}
+    )
+    for run in list(results["runs"]):
+        run["wakeups"] = 2048
+        if run["condition"] == "clean" and run["size"] == 1024 * MiB:
+            results["runs"].append({**run, "condition": "tls-slow", "wakeups": 4096,
+                                    "cpu_seconds": run["cpu_seconds"] * 1.2})
+    verdicts = {t.name: (t.verdict, t.measured) for t in evaluate(results)}
+    assert verdicts["tls-slow 1 GiB: notaryd CPU/GiB ≤ 1.5 x its own on the fast sink"] == (
+        "met", "1.20 x (1.20 vs 1.00 CPU-s/GiB in clean)"
+    )
+    assert verdicts["tls-slow 1 GiB: CPU/GiB ≤ 0.6 x thriftiest peer"][0] == "MISSED"
+    text = render_markdown(results)
+    assert "| notaryd | 1 / 1 | 2.0 | 512 | 1.00 | 2.0 k |" in text
+    assert "## When the link is the bottleneck (tls-shaped, tls-slow)" in text
+    assert "| tls-slow | 1 GiB | 1.20 s, 4.1 k |" in text
+    render_chart(results, tmp_path / "chart.png")

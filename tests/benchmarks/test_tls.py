@@ -24,8 +24,11 @@ from cryptography import x509
 from benchmarks.crc32c import file_crc32c
 from benchmarks.datafile import ensure_source
 from benchmarks.floor import run_floor
+from benchmarks.linkshaper import Link
+from benchmarks.measure import run_measured
 from benchmarks.peers import Notaryd, Target, Tuning
-from benchmarks.services import SinkProcess
+from benchmarks.plan import Condition, GiB, full_plan, quick_plan
+from benchmarks.services import LinkProcess, Shaping, SinkProcess
 from benchmarks.tls import TlsFiles, generate
 
 pytestmark = pytest.mark.integration
@@ -138,3 +141,44 @@ def test_notaryd_upload_stops_at_once_with_advice_when_the_certificate_is_untrus
     assert "Traceback" not in done.stderr
     assert "retrying" not in done.stderr
     assert https_sink.stored_object("bench", "tls/untrusted") is None
+
+
+@pytest.mark.process
+def test_link_shaper_carries_https_end_to_end_for_boto3_and_notaryd(
+    https_sink: SinkProcess, tmp_path: Path, s3_client: Callable[..., Any]
+) -> None:
+    """tls-shaped/tls-slow at a tiny size: through the TCP-level link every tool still verifies
+    the sink's own certificate (the shaper never terminates TLS) and the bytes arrive intact;
+    notaryd's run also reports its wake-ups (ru_nvcsw), as every measured run does."""
+    source = ensure_source(tmp_path, 11 * MiB + 3)
+    with LinkProcess(Link(mbit=400, rtt_ms=10), https_sink, tmp_path / "link.log") as link:
+        assert link.url.startswith("https://127.0.0.1:") and link.port != https_sink.port
+        config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+        s3_client(link.url, str(https_sink.ca_bundle)).upload_file(
+            str(source), "bench", "link/boto3", Config=config
+        )
+        tuning = Tuning(part_size=5 * MiB, concurrency=2, stall_timeout_seconds=10)
+        target = Target(link.url, "bench", "link/notaryd", https_sink.ca_bundle)
+        invocation = Notaryd().invocation(source, target, tuning, tmp_path)
+        cost = run_measured(invocation.argv, invocation.env, 120, tmp_path / "notaryd.log")
+    assert cost.exit_code == 0, cost.stderr_tail
+    assert cost.wakeups > 0
+    for key in ("link/boto3", "link/notaryd"):
+        stored = https_sink.stored_object("bench", key)
+        assert stored is not None
+        assert (stored["size"], stored["crc32c"]) == (source.stat().st_size, file_crc32c(source))
+
+
+def test_link_conditions_are_https_through_the_link_in_both_plans() -> None:
+    for plan in (quick_plan(), full_plan()):
+        links = {c.name: c for c in plan.conditions if c.link is not None}
+        assert set(links) == {"tls-shaped", "tls-slow"}
+        assert all(c.tls and c.shaping is None for c in links.values())
+        assert (links["tls-shaped"].link, links["tls-slow"].link) == (
+            Link(mbit=1000, rtt_ms=20), Link(mbit=200, rtt_ms=50)
+        )
+    assert {c.name: c.sizes for c in full_plan().conditions if c.link is not None} == {
+        "tls-shaped": (GiB, 6 * GiB), "tls-slow": (GiB, 6 * GiB)
+    }
+    with pytest.raises(ValueError, match="not both"):
+        Condition("x", Shaping(latency_ms=5), (MiB,), 1, 60, link=Link(100, 10))

@@ -28,7 +28,7 @@ from service.daemon.metrics import DaemonMetrics
 from uploader.errors import NotarydError, PermanentUploadError
 from uploader.events import Emitter, Hook, NotaryStageChanged
 from uploader.lifecycle import NotaryStage
-from uploader.notary.artifact import StapleNote
+from uploader.notary.ends import StapleNote
 from uploader.notary.pipeline import NotarizeOutcome, NotarizeRequest
 from uploader.progress import Progress
 

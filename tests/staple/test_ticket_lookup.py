@@ -26,7 +26,7 @@ from tests.support.emulator import notary_settings
 from tests.support.ports import closed_port
 from tests.support.serving import serving
 from uploader.artifact import Artifact
-from uploader.notary.artifact import staple_after, ticketed_records
+from uploader.notary.ends import staple_after, ticketed_records
 from uploader.staple import staple
 from uploader.staple.identity import TicketKey
 from uploader.staple.lookup import TicketLookupError, _redirect_target, lookup_ticket

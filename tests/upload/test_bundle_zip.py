@@ -125,7 +125,7 @@ def test_unchanged_bundle_reuses_its_zip_and_a_change_repackages(tmp_path: Path)
 async def test_packaging_failure_is_one_clear_line(tmp_path: Path) -> None:
     from uploader.artifact import Artifact
     from uploader.config import EngineConfig
-    from uploader.notary.artifact import prepare
+    from uploader.notary.ends import prepare
 
     app = make_sample_app(tmp_path, "Game")
     blocker = tmp_path / "not-a-folder"

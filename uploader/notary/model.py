@@ -19,8 +19,8 @@ from uploader.errors import NotarydError
 from uploader.events import Emitter
 from uploader.keytext import KeySource
 from uploader.lifecycle import NotaryStatus
-from uploader.notary.artifact import StapleNote
 from uploader.notary.client import NotaryClient
+from uploader.notary.ends import StapleNote
 from uploader.notary.errors import NetworkError, NotaryError
 from uploader.notary.store import SubmissionStore
 from uploader.retry import Retrier, RetryPolicy

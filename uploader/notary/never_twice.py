@@ -1,6 +1,6 @@
 """Never notarise the same build twice.
 
-Before anything reads the build, its code signature (``artifact.code_identity``: a few KB of
+Before anything reads the build, its code signature (``ends.code_identity``: a few KB of
 headers) is looked up: a ticket for it already stapled ends the run at once; an Accepted
 submission for it in the state database, confirmed with the service, goes straight to stapling.
 After hashing, an Accepted submission of the same SHA-256 (confirmed the same way) does too.
@@ -16,9 +16,9 @@ from pathlib import Path
 from uploader.artifact import Artifact
 from uploader.events import NotaryStageChanged
 from uploader.lifecycle import NotaryStage, NotaryStatus
-from uploader.notary import artifact
-from uploader.notary.artifact import StapleNote
+from uploader.notary import ends
 from uploader.notary.client import NotaryClient, with_retries
+from uploader.notary.ends import StapleNote
 from uploader.notary.errors import NotFound
 from uploader.notary.model import API_RETRY, NotarizeOutcome, Stage
 from uploader.notary.store import SubmissionRecord
@@ -36,7 +36,7 @@ class NeverTwice(Stage):
         if code is None:
             return None
         path = opened.path
-        if await asyncio.to_thread(artifact.stapled_for_current_signature, opened):
+        if await asyncio.to_thread(ends.stapled_for_current_signature, opened):
             return await self._already_stapled(path, target, code)
         earlier = await self._confirmed_accepted(
             client, await self._submissions.newest_accepted(code_identity=code))

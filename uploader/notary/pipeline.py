@@ -6,7 +6,7 @@
    looked up; a build already stapled, or Accepted before, ends the run here.
 2. **Preflight** (``uploader.preflight``): offline signing checks; problems end the run as
    ``PreflightFailed`` before a byte is uploaded (``--skip-preflight`` skips them).
-3. **Package** (``artifact.prepare``): a ``.app`` is zipped into the work dir, hashing as it
+3. **Package** (``ends.prepare``): a ``.app`` is zipped into the work dir, hashing as it
    writes; a ``.zip``/``.pkg``/``.dmg`` goes as it is and is **hashed** once. The SHA-256 and
    part checksums are stored with the upload, so a re-run of the same, unchanged file (same
    size, mtime, inode *and ctime*, which every write changes and no user can set back) skips
@@ -17,7 +17,7 @@
    ExpiredToken, or the measured rate says the rest cannot be sent before they expire, the
    submission is recorded as abandoned and a new one is created for the same archive.
 6. **Verdict** (``verdict``): wait for Apple's status, then fetch, store and render the log.
-7. **Staple** (``artifact.staple_after``) after Accepted, a ``.app``, ``.dmg`` or ``.pkg`` input.
+7. **Staple** (``ends.staple_after``) after Accepted, a ``.app``, ``.dmg`` or ``.pkg`` input.
 
 Every step is resumable, because every fact is in SQLite before the next step relies on it.
 ``Notarizer.cancel`` ends what runs left of an input: it aborts the multipart uploads of its
@@ -54,7 +54,7 @@ from uploader.fence import current_fence
 from uploader.hashing import FileDigest, hash_file
 from uploader.input_lock import input_lock
 from uploader.lifecycle import NotaryStage, NotaryStatus, SubmissionState, UploadState
-from uploader.notary import artifact
+from uploader.notary import ends
 from uploader.notary.auth import TokenSource, load_api_key
 from uploader.notary.client import (
     NotaryClient,
@@ -164,13 +164,13 @@ class Notarizer:
     async def _run_locked(self, client: NotaryClient, request: NotarizeRequest, opened: Artifact,
                           target: str, waited_since: float | None) -> NotarizeOutcome:
         # Never notarise the same build twice: asked before anything reads the build.
-        code = await asyncio.to_thread(artifact.code_identity, opened)
+        code = await asyncio.to_thread(ends.code_identity, opened)
         if not request.force and (earlier := await self._never_twice.by_signature(
                 client, opened, target, code)) is not None:
             return await self._staple(request, opened, earlier)
         if not request.skip_preflight:
             await self._preflight(opened, target)
-        async with artifact.zip_in_use(opened, self._config.work_dir_in_effect):
+        async with ends.zip_in_use(opened, self._config.work_dir_in_effect):
             prepared = await self._prepare(opened, target)
             try:
                 outcome = await self._notarize(client, request, prepared, target, code,
@@ -188,12 +188,12 @@ class Notarizer:
                       outcome: NotarizeOutcome) -> NotarizeOutcome:
         if outcome.staple is not None or not (outcome.accepted and request.staple):
             return outcome  # already stapled, not accepted, or not asked to
-        note = await artifact.staple_after(opened, self._config.ticket_url,
+        note = await ends.staple_after(opened, self._config.ticket_url,
                                            self._config.staple_max_wait_seconds, self._session,
                                            log_path=outcome.log_path)
         return dataclasses.replace(outcome, staple=note)
 
-    async def _prepare(self, opened: Artifact, target: str) -> artifact.PreparedInput:
+    async def _prepare(self, opened: Artifact, target: str) -> ends.PreparedInput:
         packaging = opened.kind.zipped
         self._emit(NotaryStageChanged(target, NotaryStage.HASHING,
                                       detail="packaging the bundle" if packaging else ""))
@@ -201,12 +201,12 @@ class Notarizer:
         def progress(done: int, total: int) -> None:  # packaging a bundle hashes as it zips
             self._emit(HashProgress(target, done, total, packaging=packaging))
 
-        return await artifact.prepare(opened, self._config.work_dir_in_effect,
+        return await ends.prepare(opened, self._config.work_dir_in_effect,
                                       self._config.engine,
                                       progress)
 
     async def _notarize(self, client: NotaryClient, request: NotarizeRequest,
-                        prepared: artifact.PreparedInput, target: str,
+                        prepared: ends.PreparedInput, target: str,
                         code: str | None, waited_since: float | None,
                         opened: Artifact) -> NotarizeOutcome:
         """Hash (unless packaging did), then submit, upload and wait for the verdict; the run
@@ -216,7 +216,7 @@ class Notarizer:
         if waited_since is not None and (decided := await self._submissions.decided_since(
                 digest.sha256, waited_since)) is not None:
             return await self._verdicts.of_the_run_waited_for(client, decided, target, path)
-        if code is not None and code != await asyncio.to_thread(artifact.code_identity, opened):
+        if code is not None and code != await asyncio.to_thread(ends.code_identity, opened):
             code = None  # signed again while it was read: vouch for neither signature
         if not request.force and (earlier := await self._never_twice.by_sha256(
                 client, digest.sha256, path, target, code)) is not None:
