@@ -78,3 +78,24 @@ def test_the_drawn_kinds_are_the_codes_kinds() -> None:
         for kind in KINDS
     ]
     assert drawn_kinds() == in_code
+
+
+def shipped_module_names() -> set[str]:
+    root = DOC.parents[1]
+    return {path.name for package in ("uploader", "service") for path in (root / package).rglob("*.py")
+            if path.name not in ("__init__.py", "__main__.py")}
+
+
+def test_the_map_names_every_shipped_module() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    unnamed = sorted(name for name in shipped_module_names()
+                     if not re.search(rf"(?<![\w/.]){re.escape(name)}\b", text))
+    assert not unnamed, f"modules ARCHITECTURE.md does not name: {unnamed}"
+
+
+def test_the_map_names_no_module_that_is_gone() -> None:
+    root = DOC.parents[1]
+    known = {path.name for path in root.rglob("*.py") if ".venv" not in path.parts}
+    map_block = DOC.read_text(encoding="utf-8").split("```", 2)[1]
+    drawn = set(re.findall(r"(?<![\w/.])(\w+\.py)\b", map_block))
+    assert drawn - known == set(), f"names in the map with no module: {sorted(drawn - known)}"
