@@ -1,6 +1,7 @@
 """docs/ARCHITECTURE.md draws the lifecycle tables (``uploader/lifecycle.py``, the job's in
 ``service/daemon/job_states.py``), the engine's failure table (``uploader/upload_session.py``)
-and the kinds table of ``uploader/artifact.py``: they must agree."""
+and the kinds table of ``uploader/artifact.py``: they must agree; and its map names every shipped
+module."""
 
 from __future__ import annotations
 
