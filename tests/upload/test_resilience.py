@@ -49,7 +49,10 @@ async def test_hostile_link_completes_with_the_right_bytes_and_bounded_waste(
     # as first-time bytes: every repeat is "re-sent", aiohttp's own silent re-sends included.
     assert recorder.sent >= stats.part_body_bytes_received
     assert recorder.sent - recorder.resent <= size
-    assert recorder.sent <= 1.5 * size
+    # What a failed attempt counts beyond what the proxy read is what sat unread in the proxy's
+    # kernel buffers when it reset: at most that attempt's part (loopback buffers are large, and
+    # a loaded machine reads them slowly, so this is not a fixed share of the file).
+    assert recorder.sent <= stats.part_body_bytes_received + len(recorder.retries) * PART
 
 
 async def test_hostile_link_with_a_total_outage_sends_at_most_one_and_a_half_times_the_file(
