@@ -185,3 +185,41 @@ async def test_a_constraint_is_the_same_error_on_either_engine(pg: Database) -> 
     await pg.execute("INSERT INTO schema_versions (package, version) VALUES ('x', 1)")
     with pytest.raises(sqlite3.IntegrityError):
         await pg.execute("INSERT INTO schema_versions (package, version) VALUES ('x', 2)")
+
+
+async def test_a_statement_cancelled_mid_way_leaves_the_next_one_a_free_connection(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job cancelled mid-statement, and the next statement comes at once (the daemon carries
+    on): it runs, with no "unreachable" line (nothing was lost), and closing leaves no
+    connection open (run with ResourceWarnings as errors, as the suite runs)."""
+    db, watcher = await _open(url), await _open(url)
+    try:
+        cancelled = await db._link.connection()  # type: ignore[attr-defined]
+        for statement in ("read", "write"):
+            if statement == "read":
+                slow = asyncio.ensure_future(db.fetchone("SELECT pg_sleep(30)"))
+            else:
+                slow = asyncio.ensure_future(db.execute("SELECT pg_sleep(30)"))
+
+            async def running(pid: int = cancelled.get_server_pid()) -> bool:
+                # on this connection (the one cancelled before may still be sleeping)
+                row = await watcher.fetchone("SELECT count(*) FROM pg_stat_activity WHERE pid = ?"
+                                             " AND state = 'active' AND query LIKE 'SELECT pg_sleep%'",
+                                             (pid,))
+                return bool(row[0])
+
+            for _ in range(500):  # until the server runs it (bounded: a few seconds of polls)
+                if await running():
+                    break
+            slow.cancel()
+            with caplog.at_level(logging.WARNING, logger="notaryd.postgres"):
+                assert await db.fetchone("SELECT 41 + 1 AS answer") == (42,)
+            assert "unreachable" not in caplog.text
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            cancelled = await db._link.connection()  # type: ignore[attr-defined]
+        await db.close()
+        assert cancelled.is_closed(), "closing left the connection to the garbage collector"
+    finally:
+        await watcher.close()

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,9 @@ class PostgresDatabase(Database):
                     return list(await conn.fetch(dialect.translate(sql), *params))
                 except self._link.lost as error:
                     await self._link.dropped(error)
+                except asyncio.CancelledError:
+                    self._link.discard()
+                    raise
 
     # -- transactions --------------------------------------------------------------------
 
@@ -146,9 +149,9 @@ class PostgresDatabase(Database):
             try:
                 yield journal
             except BaseException:
-                await asyncio.shield(journal.rollback())
+                await _to_the_end(journal.rollback())
                 raise
-            await asyncio.shield(journal.commit())
+            await _to_the_end(journal.commit())
 
     async def listen(self, channel: str, callback: Callable[[str], object]) -> None:
         """``callback(payload)`` for every ``NOTIFY channel``, across reconnects."""
@@ -163,6 +166,25 @@ class PostgresDatabase(Database):
         if match is not None and match.group(1) in self._identity and "RETURNING" not in sql.upper():
             return translated + " RETURNING id", True
         return translated, False
+
+
+async def _to_the_end(operation: Awaitable[None]) -> None:
+    """Run ``operation`` (a COMMIT or ROLLBACK) to its end even if this task is cancelled
+    meanwhile, then let the cancel through. The caller holds the lock all that time: a shield
+    alone would let the lock go while the statement still runs, and the next statement would
+    find the connection busy ("another operation is in progress")."""
+    task = asyncio.ensure_future(operation)
+    interrupted = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            interrupted = True
+    task.result()
+    if interrupted:
+        raise asyncio.CancelledError
 
 
 class _Journal(Transaction):
@@ -212,6 +234,9 @@ class _Journal(Transaction):
                 await self._link.dropped(error)
                 await self._replay()
                 continue
+            except asyncio.CancelledError:
+                self._link.discard()  # the transaction dies with the connection: no ROLLBACK needed
+                raise
             except asyncpg.IntegrityConstraintViolationError as error:
                 # the stores know one constraint error, whichever engine refused the row
                 raise sqlite3.IntegrityError(str(error)) from error

@@ -49,10 +49,17 @@ class Link:
         self._down_since: float | None = None
         self._closed = False
         self._listeners: list[tuple[str, Callable[..., object]]] = []  # made again on reconnect
+        self._connecting = asyncio.Lock()  # one reconnect at a time: a second would leak the first
 
     async def connection(self, *, first: bool = False) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
+        async with self._connecting:
+            return await self._reconnect(first)
+
+    async def _reconnect(self, first: bool) -> asyncpg.Connection:
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn  # another task connected while this one waited
         if self._closed:
             raise StateError(f"the database {self.where} was closed by this process")
         started = time.monotonic()
@@ -88,6 +95,14 @@ class Link:
         sent while no connection is up is lost: listeners poll as well)."""
         self._listeners.append((channel, callback))
         await (await self.connection()).add_listener(channel, callback)
+
+    def discard(self) -> None:
+        """A statement on the connection was cancelled mid-way (a job cancelled, a shutdown):
+        asyncpg is still cancelling it, so the next statement would find the connection busy.
+        Cut it quietly (nothing was lost); the next ``connection()`` makes a new one."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
 
     async def dropped(self, error: BaseException) -> None:
         """The connection failed with ``error`` (one of ``LOST``): drop it; the next
@@ -130,6 +145,8 @@ class Link:
                 await asyncio.wait(pending, timeout=5)
             with contextlib.suppress(*LOST):
                 await conn.close(timeout=5)
+            if not conn.is_closed():  # close() refused (a cancelled query still in progress): cut it
+                conn.terminate()
 
 
 def describe(url: str) -> str:
