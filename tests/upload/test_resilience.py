@@ -39,9 +39,9 @@ async def test_hostile_link_completes_with_the_right_bytes_and_bounded_waste(
         db, config(fault_proxy.url, stall_timeout_seconds=3.0, retry=FAST_RETRY), hooks=[recorder])
     await engine.upload(source, bucket, "hostile.zip", credentials(seaweed))
     assert stored_sha256(seaweed, bucket, "hostile.zip") == sha256_of_file(source)
-    assert recorder.retries, "the plan injected no fault; the test proves nothing"
-    size = source.stat().st_size
     stats = fault_proxy.stats
+    assert recorder.retries, f"the plan injected no fault; the test proves nothing ({stats})"
+    size = source.stat().st_size
     assert stats.request_body_bytes_received <= 1.5 * size
     # Our byte counts never under-report the part bytes that reached the server (a reset drops
     # bytes still in socket buffers, so we may count a little more than the proxy read; the
