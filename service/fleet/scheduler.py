@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sqlite3
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from service.daemon.jobs import Job
 from service.daemon.logfmt import kv
 from service.daemon.scheduler import DuplicateJob, JobFinished, Scheduler
 from service.fleet.queue import Fleet, Lease, LeaseLost
+from uploader.artifact import Artifact
 from uploader.database import StateError
 from uploader.errors import NotarydError
 from uploader.fence import fenced_by
@@ -86,20 +85,14 @@ class FencedJobStore(JobStore):
 
 
 def may_take(roots: Sequence[Path]) -> Any:
-    """Whether this worker may run a job on ``path``: under its allowed roots, and it can open
-    it (no-follow, non-blocking: a regular file, or a bundle's folder). Runs off the loop."""
+    """Whether this worker may run a job on ``path``: ``Artifact.open`` with this worker's roots
+    accepts it here (under them, no links, a regular file or a bundle's folder). Off the loop."""
     def check(path: Path) -> bool:
-        if not any(path.is_relative_to(root) for root in roots):
-            return False
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
+            Artifact.open(path, roots)
+        except (NotarydError, OSError, ValueError):
             return False
-        try:
-            mode = os.fstat(fd).st_mode
-        finally:
-            os.close(fd)
-        return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+        return True
     return check
 
 
