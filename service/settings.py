@@ -63,12 +63,11 @@ from service.setting_values import (
 )
 from uploader.checksum import ChecksumAlgorithm
 from uploader.config import EngineConfig
-from uploader.constants import DEFAULT_API_URL, STUCK_AFTER_SECONDS
+from uploader.constants import DEFAULT_API_URL, DEFAULT_TICKET_URL, STUCK_AFTER_SECONDS
 from uploader.errors import ConfigError
 from uploader.keytext import KeySource
 from uploader.postgres import database_url
 from uploader.redaction import register_secret
-from uploader.staple.lookup import DEFAULT_TICKET_URL
 
 DEFAULT_LISTEN = "127.0.0.1:7780"
 

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from uploader.buffers import ReadBuffer
 from uploader.errors import ConfigError
 from uploader.source_file import (
     SourceRejected,
@@ -240,7 +241,7 @@ class BundleTree:
         return text
 
     def copy(self, fd: int, member: Member, write: Callable[[memoryview], object],
-             buffer: bytearray, *, stop: threading.Event | None = None,
+             buffer: ReadBuffer, *, stop: threading.Event | None = None,
              on_read: Callable[[int], None] | None = None) -> None:
         """Write exactly the walk's size of the member's bytes: a file that grows is not read
         past it (and fails the check after), one that shrinks fails here."""

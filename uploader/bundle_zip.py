@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict, Unpack
 
+from uploader.buffers import page_aligned
 from uploader.bundle_walk import BeforeOpen, BundleChangedError, BundleTree, Member
 from uploader.config import UploadLimits
 from uploader.hashing import (
@@ -131,7 +132,7 @@ class _ReadReporter:
 def _write_entries(archive: zipfile.ZipFile, tree: BundleTree, members: list[Member],
                    progress: _ReadReporter, stop: threading.Event | None) -> None:
     links: set[str] = set()
-    buffer = bytearray(READ_SIZE)
+    buffer = page_aligned(READ_SIZE)
     for m in members:
         if any("/".join(m.parts[:depth]) in links for depth in range(1, len(m.parts))):
             raise BundleChangedError(tree.bundle, m.relative, "it lies below a symlink")

@@ -14,5 +14,8 @@ CREDENTIAL_LIFETIME_SECONDS = 12 * 3600
 RATE_LIMIT_FLOOR_SECONDS = 60.0
 # A submission in progress longer than this is reported stuck (and still polled).
 STUCK_AFTER_SECONDS = 3 * 3600.0
+# Apple's public ticket lookup (CloudKit records/lookup; reference/stapling.md).
+DEFAULT_TICKET_URL = ("https://api.apple-cloudkit.com/database/1/com.apple.gk.ticket-delivery/"
+                      "production/public/records/lookup")
 # The region of the notary service's upload bucket.
 DEFAULT_REGION = "us-west-2"

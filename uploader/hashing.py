@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from uploader.buffers import page_aligned
 from uploader.checksum import DEFAULT_ALGORITHM, FALLBACK, ChecksumAlgorithm, PartHasher
 from uploader.errors import SourceChangedError
 from uploader.planning import Part, UploadPlan
@@ -130,7 +131,7 @@ def _hash_fd(
     if before.size != plan.size:
         raise SourceChangedError(path, f"size {plan.size} -> {before.size} bytes")
     running = RunningDigest(plan.part_size, algorithm)
-    buffer = bytearray(READ_SIZE)
+    buffer = page_aligned(READ_SIZE)
     view = memoryview(buffer)
     next_report = PROGRESS_EVERY
     with open(fd, "rb", buffering=0, closefd=False) as f:

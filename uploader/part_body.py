@@ -37,6 +37,7 @@ from typing import Any
 
 from aiohttp import payload
 
+from uploader.buffers import ReadBuffer
 from uploader.hashing import ChecksumAlgorithm
 from uploader.planning import Part
 from uploader.throttle import Throttle
@@ -139,7 +140,7 @@ class PartProgress:
             return sent - lag, max(0, again - lag) if self._pass_again else again, last
 
 
-def read_part(fd: int, part: Part, buffer: bytearray, algorithm: ChecksumAlgorithm) -> str | None:
+def read_part(fd: int, part: Part, buffer: ReadBuffer, algorithm: ChecksumAlgorithm) -> str | None:
     """Fill ``buffer[:part.length]`` from the file; return the part's checksum (wire form).
 
     Blocking: run it on a worker thread. Returns None when the file is shorter than planned.
@@ -159,7 +160,7 @@ class PartStream:
 
     def __init__(
         self,
-        buffer: bytearray,
+        buffer: ReadBuffer,
         length: int,
         progress: PartProgress,
         throttle: Throttle | None = None,

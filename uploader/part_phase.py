@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from uploader.buffers import ReadBuffer, page_aligned
 from uploader.config import EngineConfig
 from uploader.credentials import Credentials
 from uploader.errors import CredentialsExpiredError, SourceChangedError, StallError
@@ -194,7 +195,7 @@ class PartPhase:
             raise
         raise _AttemptFailed(verdict, number, part)
 
-    async def _send(self, run: _Run, part: PartRecord, buffer: bytearray,
+    async def _send(self, run: _Run, part: PartRecord, buffer: ReadBuffer,
                     recorded: int) -> Classified | None:
         """UploadPart under the watchdog: None once S3 acknowledged it, else the failure's
         verdict (judged by the caller, outside the slot)."""
@@ -239,7 +240,7 @@ class PartPhase:
         return retry.delay
 
     async def _read(
-        self, fd: int, record: UploadRecord, part: PartRecord, buffer: bytearray
+        self, fd: int, record: UploadRecord, part: PartRecord, buffer: ReadBuffer
     ) -> PartRecord:
         """Read the part into ``buffer`` and check it against (or fix) its planned checksum."""
         checksum = await asyncio.to_thread(read_part, fd, part.part, buffer, record.algorithm)
@@ -359,18 +360,18 @@ class _PartSlots:
     """At most ``count`` parts in flight, each with a reusable buffer of ``size`` bytes.
 
     Buffers are allocated on first use and kept: re-allocating 16 MiB per part would cost
-    thousands of page faults per part.
+    thousands of page faults per part. They are page-aligned (``uploader.buffers``).
     """
 
     def __init__(self, count: int, size: int) -> None:
         self._limit = asyncio.Semaphore(count)
-        self._free: list[bytearray] = []
+        self._free: list[ReadBuffer] = []
         self._size = size
 
     @contextlib.asynccontextmanager
-    async def buffer(self) -> AsyncIterator[bytearray]:
+    async def buffer(self) -> AsyncIterator[ReadBuffer]:
         async with self._limit:
-            buffer = self._free.pop() if self._free else bytearray(self._size)
+            buffer = self._free.pop() if self._free else page_aligned(self._size)
             try:
                 yield buffer
             finally:

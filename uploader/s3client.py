@@ -19,6 +19,7 @@ Client settings, and why:
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import ssl
 import sys
@@ -72,6 +73,14 @@ class WireTrackingSession(AIOHTTPSession):  # type: ignore[misc]
         return connector
 
 
+@functools.cache
+def _shared_session() -> aioboto3.Session:
+    """One session per process, like boto3's default session: its loader keeps botocore's S3
+    model once read, where a session per client parsed that JSON again for every client (two per
+    upload, ~0.1 CPU-s each). Credentials belong to each client, never to the session."""
+    return aioboto3.Session()
+
+
 @contextlib.asynccontextmanager
 async def open_s3_client(
     config: EngineConfig, credentials: Credentials, *, read_timeout_seconds: float | None = None
@@ -81,12 +90,6 @@ async def open_s3_client(
     ``read_timeout_seconds`` replaces the default (the stall timeout) for calls that may keep
     the server quiet for longer, such as CompleteMultipartUpload.
     """
-    session = aioboto3.Session(
-        aws_access_key_id=credentials.access_key_id,
-        aws_secret_access_key=credentials.secret_access_key,
-        aws_session_token=credentials.session_token,
-        region_name=config.region,
-    )
     s3_options: dict[str, Any] = {"payload_signing_enabled": False}
     if config.accelerate:
         s3_options["use_accelerate_endpoint"] = True
@@ -108,7 +111,15 @@ async def open_s3_client(
         s3=s3_options,
         http_session_cls=WireTrackingSession,
     )
-    async with session.client("s3", endpoint_url=config.endpoint_url, config=client_config) as client:
+    async with _shared_session().client(
+        "s3",
+        endpoint_url=config.endpoint_url,
+        config=client_config,
+        region_name=config.region,
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=credentials.session_token,
+    ) as client:
         # UploadPart keeps botocore's "Expect: 100-continue" (registered on "before-call.s3"):
         # S3 answers 503 SlowDown, 500, 403 or RequestTimeout before the body is sent, so a
         # refused attempt costs a round trip instead of a whole part on the wire; on a lossy or

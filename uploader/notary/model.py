@@ -14,7 +14,7 @@ from pathlib import Path
 
 from uploader.artifact import Artifact
 from uploader.config import EngineConfig
-from uploader.constants import STUCK_AFTER_SECONDS
+from uploader.constants import DEFAULT_TICKET_URL, STUCK_AFTER_SECONDS
 from uploader.errors import NotarydError
 from uploader.events import Emitter
 from uploader.keytext import KeySource
@@ -24,7 +24,6 @@ from uploader.notary.ends import StapleNote
 from uploader.notary.errors import NetworkError, NotaryError
 from uploader.notary.store import SubmissionStore
 from uploader.retry import Retrier, RetryPolicy
-from uploader.staple.lookup import DEFAULT_TICKET_URL
 
 # Calls whose failure should not end a notarisation: retry transient errors for this long.
 API_RETRY = RetryPolicy(initial_delay_seconds=2.0, max_delay_seconds=120.0)

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from uploader.blocking import off_loop
+from uploader.constants import DEFAULT_TICKET_URL
 from uploader.staple.identity import StapleInputError, TicketKey
-from uploader.staple.lookup import DEFAULT_TICKET_URL, TicketLookupError, lookup_ticket
+from uploader.staple.lookup import TicketLookupError, lookup_ticket
 
 if TYPE_CHECKING:
     from uploader.artifact import Artifact

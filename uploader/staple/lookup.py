@@ -39,8 +39,6 @@ from uploader.staple.tickets import MAX_TICKET_BYTES, TICKET_MAGIC
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TICKET_URL = ("https://api.apple-cloudkit.com/database/1/com.apple.gk.ticket-delivery/"
-                      "production/public/records/lookup")
 MAX_ANSWER_BYTES = 4 * MAX_TICKET_BYTES
 FIRST_DELAY_SECONDS = 5.0
 MAX_DELAY_SECONDS = 60.0
