@@ -47,8 +47,8 @@ class UploadLimits:
 class EngineConfig:
     """Everything the multipart engine needs besides the file, the target and credentials.
 
-    Memory bound: parts are streamed from disk in 256 KiB reads, so peak memory is roughly a
-    constant plus ``concurrency`` x (socket and read buffers), independent of part and file size.
+    Memory bound: each part in flight is read whole into a pooled page-aligned buffer, so peak
+    memory is roughly a constant plus ``concurrency`` x ``part_size``, independent of file size.
     """
 
     part_size: int = 16 * MiB
