@@ -100,7 +100,7 @@ def _against_floor(results: dict[str, Any]) -> str:
             continue
         least = min(costs, key=lambda c: c.cpu_per_gib or 0.0)
         target = 0.6 * (least.cpu_per_gib or 0.0)
-        bottom = floor[key]["cpu_seconds_per_gib"]
+        bottom = min(floor[k]["cpu_seconds_per_gib"] for k in (key, f"{key}_aligned") if k in floor)
         verdict = (
             "below that floor, so no client that reads into a buffer and sends it can meet it"
             if target < bottom else "above that floor, so reachable in principle"

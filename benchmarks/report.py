@@ -461,10 +461,15 @@ def _floor_section(floor: dict[str, Any]) -> list[str]:
         f"sending thread, best of {floor['repeats']} (`benchmarks/floor.py`):"
     )
     lines += ["", "| how | CPU-s per GiB | MiB/s |", "|---|---|---|"]
-    for key, how in (("copy", f"read() {floor['part_size'] // MiB} MiB + send()"),
+    part = f"{floor['part_size'] // MiB} MiB"
+    for key, how in (("copy", f"read() {part} into bytearrays + send()"),
+                     ("copy_aligned", f"read() {part} into page-aligned buffers + send()"),
                      ("sendfile", "sendfile() (zero-copy)"),
-                     ("tls_copy", "read() + send() over TLS (Python ssl, OpenSSL)")):
-        row = floor[key]
+                     ("tls_copy", "read() into bytearrays + send() over TLS (Python ssl, OpenSSL)"),
+                     ("tls_copy_aligned", "read() into page-aligned buffers + send() over TLS")):
+        row = floor.get(key)
+        if row is None:  # results from before the aligned rows existed
+            continue
         lines.append(f"| {how} | {row['cpu_seconds_per_gib']:.2f} | {row['mib_per_second']:.0f} |")
     return lines
 
