@@ -223,8 +223,8 @@ def explain(targets: list[Target], results: dict[str, Any]) -> str:
         elif "CPU/GiB" in t.name:
             paragraphs.append(
                 f"- **{t.name}** ({t.measured}). {_hash_share(results)} {_steady_state(results)}"
-                "Start-up (imports of aioboto3/botocore, ~0.3 s) is a fixed CPU cost per run, which "
-                "weighs most at small sizes. Profile (self): "
+                "Start-up (importing aiohttp and botocore, building the client) is a fixed CPU "
+                "cost per run, which weighs most at small sizes. Profile (self): "
                 f"{_top(profile, 'self')}. To close: send with sendfile/zero-copy from the page "
                 "cache (aiohttp cannot today), keep the S3 client alive across uploads in the "
                 "daemon (no per-run start-up), and larger slices when the link is fast."
@@ -269,9 +269,10 @@ def explain(targets: list[Target], results: dict[str, Any]) -> str:
             )
         elif t.name.startswith("hashing"):
             paragraphs.append(
-                f"- **{t.name}** ({t.measured}). The pass adds CRC32C and Python bookkeeping per "
-                "read on top of SHA-256. To close: larger reads, CRC32C on a second thread "
-                "(both release the GIL), fewer Python-level slices per read."
+                f"- **{t.name}** ({t.measured}). The pass takes the part checksums beside "
+                "SHA-256 (on a second thread: both release the GIL), so what it adds is the "
+                "hand-over per read and Python bookkeeping. To close: larger reads, fewer "
+                "Python-level slices per read."
             )
         else:
             paragraphs.append(f"- **{t.name}** ({t.measured}).")
@@ -306,9 +307,13 @@ def _link_paragraph(t: Target, kind: str, results: dict[str, Any]) -> str:
         f"left: {start}Profile of one tls-slow upload: {_import_share(slow)}; busy samples by "
         f"library {_libraries(slow)}. Per byte, OpenSSL's AES-GCM in `SSL_write` into uvloop's "
         "memory BIO, one more copy out of that BIO, the socket write, and reading and "
-        "checksumming the part; Python per slice is a few per cent. To close: a start-up that "
-        "imports only what `upload` needs and loads botocore's S3 model once (or a daemon that "
-        "keeps its client: `notaryd serve` pays it once), then kernel TLS (kTLS) with "
-        "sendfile(2) from the page cache, which needs a TLS socket instead of asyncio's "
-        "memory-BIO transport."
+        "checksumming the part; Python per slice is a few per cent. Already done: reads land "
+        "in page-aligned buffers (the floor section shows the copy it saves), `upload` imports "
+        "neither the stapler nor preflight, and botocore's S3 model is parsed once per process; "
+        "what start-up is left is importing aiohttp and botocore and building the client "
+        "(`notaryd serve` pays it once). To close the rest: a TLS socket instead of asyncio's "
+        "memory-BIO transport (`SSL_write` into the BIO copies each record in, zero-fills the "
+        "BIO as it grows and copies the record out again), and kernel TLS with sendfile(2) from "
+        "the page cache, which needs the kernel's `tls` module (not on this machine: "
+        "`/proc/sys/net/ipv4/tcp_available_ulp`) and a TLS socket aiohttp does not offer."
     )
