@@ -243,7 +243,7 @@ class JobExecutor:
         if job.move_to(state):
             log.info("job state %s", kv(job=job.id, state=state))
             self.flusher.publish(job)
-            self.flusher.mark(job)
+            self.flusher.mark(job, at_once=True)
 
     def _progress_hook(self, job: Job) -> Hook:
         def hook(event: Event, /) -> None:

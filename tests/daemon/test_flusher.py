@@ -168,3 +168,21 @@ async def test_publish_sends_a_snapshot_at_once(store: JobStore, db: Database) -
         flusher.publish(job())
         assert [s.state for s in await sub.next_batch(0)] == ["queued"]
     assert await writes(db) == []  # publishing is not saving
+
+
+async def test_a_change_of_state_is_written_without_waiting_out_the_pause(
+    running: Any, store: JobStore, db: Database
+) -> None:
+    """A process killed just after a job began uploading must find it uploading on restart."""
+    flusher, sleep, _ = running
+    [j] = await inserted(store, "j1")
+    flusher.mark(j)
+    await sleep.until_sleeping()
+    j.progress.bytes_done = 10
+    flusher.mark(j)  # progress waits for the pause to end
+    assert sleep.held and await writes(db) == [("j1", "queued", 0)]
+    assert j.move_to(NotaryStage.UPLOADING)
+    flusher.mark(j, at_once=True)  # the state does not: the pause is cut short, never released
+    await sleep.until_sleeping()
+    assert await writes(db) == [("j1", "queued", 0), ("j1", "uploading", 10)]
+    assert sleep.calls == [0.5, 0.5]
