@@ -3,7 +3,8 @@
 Steps: create/reuse the peers' venv; generate/reuse the source files; start the sink and
 measure its ceiling; run every tool under every condition; run the hashing micro-benchmark and
 the per-byte floor (``benchmarks.floor``);
-profile one clean notaryd upload with py-spy (and one over HTTPS when the plan has ``tls``); write ``results.json``, ``RESULTS.md`` and
+profile one clean notaryd upload with py-spy (and one over HTTPS when the plan has ``tls``, then
+split its CPU over HTTPS by component with perf, ``benchmarks.costsplit``); write ``results.json``, ``RESULTS.md`` and
 ``results.png`` next to this file (or into ``--out``).
 """
 
@@ -16,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks import costsplit
 from benchmarks.analysis import explain
 from benchmarks.datafile import ensure_source
 from benchmarks.floor import run_floor
@@ -72,6 +74,28 @@ def _profile_link(plan: Plan, workdir: Path, name: str) -> dict[str, Any]:
     result["size"] = size
     result["condition"] = name
     return result
+
+
+def _cost_split(plan: Plan, workdir: Path) -> dict[str, Any]:
+    """``perf record`` over notaryd uploads over HTTPS at the tls condition's smallest and
+    largest sizes: CPU per component, fixed and per GiB (``benchmarks.costsplit``)."""
+    if costsplit.perf() is None:
+        return {"error": "perf not installed (apt-get install linux-perf)"}
+    condition = next(c for c in plan.conditions if c.tls and c.link is None)
+    sizes = (min(condition.sizes), max(condition.sizes))
+    if sizes[0] == sizes[1]:
+        return {"error": "the tls condition has one size: nothing to split fixed from per GiB"}
+    files = generate_tls(workdir / "tls")
+    run_dir = workdir / "runs" / "cost-split"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    measured = []
+    with SinkProcess(workdir / "logs" / "sink-cost-split.log", tls=files) as sink:
+        for size in sizes:
+            source = ensure_source(workdir / "data", size)
+            target = Target(sink.url, BUCKET, f"cost-split-{size}", sink.ca_bundle)
+            invocation = Notaryd().invocation(source, target, plan.tuning, run_dir)
+            measured.append((size, costsplit.record(invocation, run_dir, f"{size}", 1800)))
+    return costsplit.split(measured[0], measured[1])
 
 
 def _subset(plan: Plan, conditions: str | None, sizes: str | None) -> Plan:
@@ -152,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         if any(c.name == "tls-slow" for c in plan.conditions):
             print("bench: profiling (py-spy, strace -c) one notaryd upload in tls-slow", flush=True)
             results["profile_tls_slow"] = _profile_link(plan, args.workdir, "tls-slow")
+        if any(c.tls and c.link is None for c in plan.conditions):
+            print("bench: splitting notaryd's CPU over HTTPS by component with perf", flush=True)
+            try:
+                results["cost_split"] = _cost_split(plan, args.workdir)
+            except Exception as exc:  # report it rather than lose the whole run
+                results["cost_split"] = {"error": f"{type(exc).__name__}: {exc}"}
     _write_outputs(results, args.out)
     return 0
 

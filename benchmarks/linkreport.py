@@ -112,4 +112,25 @@ def link_section(results: dict[str, Any]) -> list[str]:
             )
     profile = results.get("profile_tls_slow") or {}
     lines += ["", *_profile(profile), "", *_syscalls(profile)]
+    return [*lines, *_cost_split(results.get("cost_split") or {})]
+
+
+def _cost_split(split: dict[str, Any]) -> list[str]:
+    """The perf split of notaryd's CPU over HTTPS (``benchmarks.costsplit``)."""
+    lines = ["", "### Where notaryd's CPU goes over HTTPS, by component", ""]
+    if "rows" not in split:
+        return [*lines, f"not measured: {split.get('error', 'not run')}"]
+    small, large = (size / GiB for size in split["sizes"])
+    lines.append(
+        f"`perf record` at {split['rate_hz']} Hz over two notaryd uploads over HTTPS (tls "
+        f"condition, {small:g} and {large:g} GiB; every thread, native code and kernel "
+        "included): per component, the CPU each further GiB costs (the difference between the "
+        "two, per GiB) and what is left at size 0 (start-up). Sampling costs a little CPU of "
+        "its own, so the totals run slightly above the measured ones (`benchmarks/costsplit.py`)."
+    )
+    lines += ["", "| component | CPU-s per GiB | fixed CPU-s per run |", "|---|---|---|"]
+    for row in split["rows"]:
+        lines.append(f"| {row['component']} | {row['per_gib']:.2f} | {row['fixed']:.2f} |")
+    lines.append(f"| **total** | **{sum(r['per_gib'] for r in split['rows']):.2f}** | "
+                 f"**{sum(r['fixed'] for r in split['rows']):.2f}** |")
     return lines
