@@ -88,14 +88,25 @@ def _cost_split(plan: Plan, workdir: Path) -> dict[str, Any]:
     files = generate_tls(workdir / "tls")
     run_dir = workdir / "runs" / "cost-split"
     run_dir.mkdir(parents=True, exist_ok=True)
+    slow = next((c for c in plan.conditions if c.name == "tls-slow" and c.link is not None), None)
     measured = []
     with SinkProcess(workdir / "logs" / "sink-cost-split.log", tls=files) as sink:
+        def invocation(url: str, size: int) -> Any:
+            target = Target(url, BUCKET, f"cost-split-{url.rsplit(':', 1)[-1]}-{size}",
+                            sink.ca_bundle)
+            return Notaryd().invocation(ensure_source(workdir / "data", size), target,
+                                        plan.tuning, run_dir)
+
         for size in sizes:
-            source = ensure_source(workdir / "data", size)
-            target = Target(sink.url, BUCKET, f"cost-split-{size}", sink.ca_bundle)
-            invocation = Notaryd().invocation(source, target, plan.tuning, run_dir)
-            measured.append((size, costsplit.record(invocation, run_dir, f"{size}", 1800)))
-    return costsplit.split(measured[0], measured[1])
+            measured.append((size, costsplit.record(invocation(sink.url, size), run_dir,
+                                                    f"{size}", 1800)))
+        result = costsplit.split(measured[0], measured[1])
+        if slow is not None and slow.link is not None:
+            with LinkProcess(slow.link, sink, workdir / "logs" / "link-cost-split.log") as link:
+                result["slow"] = costsplit.record(invocation(link.url, sizes[0]), run_dir,
+                                                  f"slow-{sizes[0]}", 1800)
+            result["fast_small"] = measured[0][1]
+    return result
 
 
 def _subset(plan: Plan, conditions: str | None, sizes: str | None) -> Plan:
