@@ -291,6 +291,13 @@ def _link_paragraph(t: Target, kind: str, results: dict[str, Any]) -> str:
              "that on the fast sink, so at 1 GiB the start-up alone is "
              f"{fixed[0]:.2f} CPU-s per GiB. " if fixed else "")
     slow = results.get("profile_tls_slow") or {}
+    split = results.get("cost_split") or {}
+    if split.get("slow") and split.get("fast_small"):
+        start += (f"Another pair of single runs, under perf (the cost split above), took "
+                  f"{sum(split['fast_small'].values()):.2f} CPU-s for "
+                  f"{split['sizes'][0] / 2**30:g} GiB straight to the sink and "
+                  f"{sum(split['slow'].values()):.2f} through tls-slow: single-run ratios here "
+                  "carry run-to-run noise of that order. ")
     if kind == "link-fastest":
         return (
             f"- **{t.name}** ({t.measured}). The link caps every tool at the same rate, so "

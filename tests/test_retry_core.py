@@ -48,7 +48,8 @@ NOT_RETRIES = {
         "waits for the kernel to send what the body handed over, reading the socket's counter at "
         "the link's pace; nothing failed (a link that stops is the stall watchdog's)",
     "service/daemon/flusher.py:Flusher.run_forever":
-        "batches the daemon's progress writes: at most one flush per interval",
+        "batches the daemon's progress writes: at most one flush per interval (a change of "
+        "state cuts the pause short)",
     "service/progress.py:ticking.tick":
         "the progress display's ticker: a line about every second",
     "service/emulator/tickets.py:TicketDesk._stream":

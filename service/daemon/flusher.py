@@ -66,20 +66,17 @@ class Flusher:
         while True:
             await self._wake.wait()
             await self.flush()
-            await self._pause()
-
-    async def _pause(self) -> None:
-        """What batches the writes: one interval, cut short by a change of state."""
-        if self._at_once.is_set():
-            return
-        pause = asyncio.ensure_future(self._sleep(self._interval))
-        state_changed = asyncio.ensure_future(self._at_once.wait())
-        try:
-            await asyncio.wait({pause, state_changed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (pause, state_changed):
-                waiter.cancel()
-            await asyncio.gather(pause, state_changed, return_exceptions=True)
+            if self._at_once.is_set():  # a change of state came in during the flush
+                continue
+            # What batches the writes: one interval, cut short by a change of state.
+            pause = asyncio.ensure_future(self._sleep(self._interval))
+            state_changed = asyncio.ensure_future(self._at_once.wait())
+            try:
+                await asyncio.wait({pause, state_changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in (pause, state_changed):
+                    waiter.cancel()
+                await asyncio.gather(pause, state_changed, return_exceptions=True)
 
     async def flush(self) -> None:
         self._wake.clear()
