@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from tests.support.serving import serving
 from uploader.config import EngineConfig
 from uploader.credentials import Credentials
 from uploader.s3client import open_s3_client
@@ -30,17 +31,8 @@ async def recording_s3() -> AsyncIterator[tuple[str, list[tuple[str, str, str | 
                      request.headers.get("X-Amz-Security-Token")))
         return web.Response(headers={"ETag": '"0"', "Content-Length": "0"})
 
-    app = web.Application()
-    app.router.add_route("HEAD", "/bucket/{key}", head)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with serving(head, "/bucket/{key}") as url:
+        yield url.removesuffix("/bucket/{key}"), seen
 
 
 async def test_clients_share_the_s3_model_and_keep_their_own_credentials(
