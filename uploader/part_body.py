@@ -26,13 +26,14 @@ Memory: one buffer of the part size per part in flight (8 x 16 MiB by default), 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import payload
@@ -50,6 +51,29 @@ ITER_SLICE_BYTES = 256 * 1024
 
 Probe = Callable[[], int | None]
 
+# At most this many bytes may wait unsent in the kernel per connection, and the kernel wakes
+# the writer once half of them left (Linux wakes below lowat/2): 1 MiB means one wake-up
+# per 512 KiB whatever the receiver's pace, where 128 KiB cost ~12,000 per GiB behind a slow
+# link. Without a bound the auto-tuned send buffer (up to 4 MiB) would swallow a quarter part
+# at once; the stall watchdog does not depend on it (``socket_probe`` reads the kernel's
+# own count of bytes that left). Bytes sent but not yet acknowledged are not limited, so
+# throughput on long fat links is unaffected. SO_SNDBUF is left to the kernel's auto-tuning
+# (Linux and macOS grow it to 4 MiB or more; a fixed value would switch that off).
+NOTSENT_LOWAT_BYTES = 1024 * 1024
+_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 0x201 if sys.platform == "darwin" else None)
+
+
+
+
+def tune_socket(sock: socket.socket) -> None:
+    """The options of every socket a part body goes through (aiohttp's and ``part_wire``'s):
+    a bounded unsent backlog, and keep-alive probes on an idle connection."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if _TCP_NOTSENT_LOWAT is not None:
+        with contextlib.suppress(OSError):  # not every kernel has it; then we only lose precision
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)
+
 # (level, option, length, offset of a u64 counter of bytes that left) per platform: Linux's
 # tcp_info.tcpi_bytes_acked; macOS's tcp_connection_info.tcpi_txbytes.
 _WIRE_COUNTER = {
@@ -59,8 +83,12 @@ _WIRE_COUNTER = {
 
 
 def wire_probe(transport: Any) -> Probe | None:
+    """``socket_probe`` of an asyncio transport's socket."""
+    return socket_probe(transport.get_extra_info("socket") if transport is not None else None)
+
+
+def socket_probe(sock: Any) -> Probe | None:
     """A callable returning the connection's count of bytes the kernel saw leave, or None."""
-    sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is None or _WIRE_COUNTER is None:
         return None
     level, option, length, offset = _WIRE_COUNTER
@@ -84,15 +112,20 @@ class PartProgress:
     began, and any movement of that counter is activity: the watchdog sees the wire.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.bytes_read = 0  # handed over
         self.bytes_reread = 0  # handed over a second time within one request (aiohttp re-send)
-        self._clock = clock
+        self._clock, self._sleep = clock, sleep
         self.last_activity = clock()
         self._lock = threading.Lock()
         self._probe: Probe | None = None
         self._pass_start = 0  # bytes_read when this pass began
         self._pass_again = False
+        self._pass_began = self.last_activity  # when this pass began, by ``clock``
         self._wire_start = self._wire_seen = 0
 
     def advance(self, nbytes: int, reread: int = 0) -> None:
@@ -107,22 +140,35 @@ class PartProgress:
         with self._lock:
             self._probe = probe if start is not None else None
             self._pass_start, self._pass_again = self.bytes_read, again
+            self._pass_began = self._clock()
             self._wire_start = self._wire_seen = start or 0
 
     async def left(self) -> None:
         """Return once the kernel saw every byte handed over in this pass leave (at once
         without a probe). aiohttp starts its read timeout when the body is written: this makes
         that mean "reached the server", not "queued in our buffers", on a slow link too. A
-        receiver that stops reading meanwhile is the stall watchdog's to catch."""
-        started = self._clock()
-        while self._probe is not None:
+        receiver that stops reading meanwhile is the stall watchdog's to catch.
+
+        Each look sleeps about as long as the rest should take at the pace seen since the last
+        look (the pass's pace before the first): on a slow link a part's tail is waited out in a
+        few wake-ups, not one per 10 ms.
+        """
+        if self._probe is None:
+            return
+        seen, seen_at = self._pass_start, self._pass_began
+        while True:
             sent, _, _ = self.snapshot()
             unsent = self.bytes_read - sent
             if unsent <= 0:
                 return
-            # poll about when the rest should have left at the pace so far (10 ms to 250 ms)
-            pace = (sent - self._pass_start) / max(1e-3, self._clock() - started)
-            await asyncio.sleep(min(0.25, max(0.01, unsent / max(pace, 1.0))))
+            now = self._clock()
+            pace = (sent - seen) / max(1e-3, now - seen_at)
+            seen, seen_at = sent, now
+            await self._sleep(min(0.25, max(0.01, unsent / max(pace, 1.0))))
+
+    def moved_within(self, seconds: float) -> bool:
+        _, _, last = self.snapshot()
+        return self._clock() - last < seconds
 
     def snapshot(self) -> tuple[int, int, float]:
         """(bytes sent, of which sent a second time, monotonic time of the last movement)."""
@@ -204,6 +250,25 @@ class PartStream:
                 await self._throttle.acquire(len(piece))
             self._progress.advance(len(piece), len(piece) if again else 0)
             yield piece
+
+    @property
+    def paced(self) -> bool:
+        """True under a bandwidth cap, whose waits are the event loop's."""
+        return self._throttle is not None
+
+    def moved_within(self, seconds: float) -> bool:
+        """True if bytes of this body left (or were handed over) in the last ``seconds``."""
+        return self._progress.moved_within(seconds)
+
+    def write_blocking(self, send: Callable[[memoryview], None], probe: Probe | None) -> None:
+        """Write the body with ``send`` (a blocking ``sendall``, on a worker thread), a slice
+        at a time, with ``probe`` (the socket's wire counter) as progress probe."""
+        again = self._begin_pass()
+        self._progress.watch(probe, again=again)
+        for start in range(0, len(self._view), SLICE_BYTES):
+            piece = self._view[start : start + SLICE_BYTES]
+            self._progress.advance(len(piece), len(piece) if again else 0)
+            send(piece)
 
     async def send(self, writer: Any, limit: int | None = None) -> None:
         """Write the body (its first ``limit`` bytes) to aiohttp's ``writer``, a slice per

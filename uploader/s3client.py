@@ -22,7 +22,6 @@ import contextlib
 import functools
 import socket
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,46 +30,62 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.httpsession import AIOHTTPSession
 from botocore import exceptions as boto_exc
+from botocore.httpsession import get_cert_path
 
+from uploader import part_wire
 from uploader.config import EngineConfig
 from uploader.credentials import Credentials
 from uploader.errors import StallError
 from uploader.events import RetryReason
+from uploader.part_body import tune_socket
+from uploader.part_wire import PartWire
 from uploader.upload_session import CERTIFICATE_UNTRUSTED, Classified, ErrorKind
-
-# At most this many bytes may wait unsent in the kernel per connection, and the kernel wakes
-# the writer once half of them left (Linux wakes below lowat/2): 1 MiB means one wake-up
-# per 512 KiB whatever the receiver's pace, where 128 KiB cost ~12,000 per GiB behind a slow
-# link. Without a bound the auto-tuned send buffer (up to 4 MiB) would swallow a quarter part
-# at once; the stall watchdog does not depend on it (``part_body`` probes the kernel's own
-# count of bytes that left). Bytes sent but not yet acknowledged are not limited, so
-# throughput on long fat links is unaffected. SO_SNDBUF is left to the kernel's auto-tuning
-# (Linux and macOS grow it to 4 MiB or more; a fixed value would switch that off).
-NOTSENT_LOWAT_BYTES = 1024 * 1024
-_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 0x201 if sys.platform == "darwin" else None)
 
 
 def wire_tracking_socket(addr_info: tuple[Any, ...]) -> socket.socket:
     """aiohttp socket factory: a TCP socket whose unsent backlog is kept small."""
     family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
     sock = socket.socket(family=family, type=type_, proto=proto)
-    if _TCP_NOTSENT_LOWAT is not None:
-        with contextlib.suppress(OSError):  # not every kernel has it; then we only lose precision
-            sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)
+    tune_socket(sock)
     return sock
 
 
 class WireTrackingSession(AIOHTTPSession):  # type: ignore[misc]
-    """aiobotocore's HTTP session with ``wire_tracking_socket`` for every connection.
+    """aiobotocore's HTTP session: part bodies go on ``part_wire``'s blocking sockets, the
+    rest through aiohttp with ``wire_tracking_socket`` for every connection.
 
     aiobotocore validates ``connector_args`` against a fixed list that lacks aiohttp's
     ``socket_factory``, so the factory is set on the connector it builds.
     """
 
+    _part_wire: PartWire | None = None
+
     def _create_connector(self, proxy_url: Any) -> aiohttp.TCPConnector:
         connector: aiohttp.TCPConnector = super()._create_connector(proxy_url)
         connector._socket_factory = wire_tracking_socket
         return connector
+
+    async def send(self, request: Any) -> Any:
+        proxy_url = self._proxy_config.proxy_url_for(request.url)
+        if self._cert_file is None and part_wire.serves(request.url, proxy_url, request.body):
+            if self._part_wire is None:
+                verify = self._verify
+                self._part_wire = PartWire(part_wire.WireSettings(
+                    ca_file=get_cert_path(verify) if verify else None, verify=bool(verify),
+                    connect_timeout=self._timeout.sock_connect,
+                    read_timeout=self._timeout.sock_read,
+                    connections=self._max_pool_connections,
+                ))
+            return await self._part_wire.send(
+                request, proxy_url,
+                self._proxy_config.proxy_headers_for(proxy_url) if proxy_url else {})
+        return await super().send(request)
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._part_wire is not None:
+            self._part_wire.close()
+            self._part_wire = None
+        await super().__aexit__(*exc_info)
 
 
 @functools.cache

@@ -129,3 +129,41 @@ async def test_progress_follows_the_wire_and_its_movement_is_activity(
         async with await request as answer:
             assert answer.status == 200
     assert progress.snapshot()[0] == length
+
+
+class _Link:
+    """A fake clock and a connection's wire counter that drains at ``rate`` bytes a second."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.now = 0.0
+        self.handed = 0
+        self.looks = 0
+        self._wire = 0.0
+
+    def probe(self) -> int:
+        self.looks += 1
+        return int(self._wire)
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self._wire = min(float(self.handed), self._wire + self.rate * seconds)
+
+
+async def test_the_tail_of_a_slow_part_is_waited_out_in_a_few_looks() -> None:
+    """On a slow link the last MiBs of a part wait in the socket after the hand-over: ``left``
+    returns only once the wire counter saw all of them, and looks about when they should be
+    gone at the pace it measures, not every few milliseconds."""
+    link = _Link(rate=3e6)  # ~24 Mbit/s: one of 8 connections on a 200 Mbit/s link
+    progress = PartProgress(clock=lambda: link.now, sleep=link.sleep)
+    progress.watch(link.probe, again=False)
+    for _ in range(16):  # the part is handed over a MiB at a time, at the link's pace
+        progress.advance(MiB)
+        link.handed += MiB
+        await link.sleep(MiB / link.rate * 0.9)  # the socket buffers what is not yet gone
+    unsent = link.handed - progress.snapshot()[0]
+    assert unsent > MiB // 2  # a real tail is left to wait for
+    link.looks = 0
+    await progress.left()
+    assert progress.snapshot()[0] == 16 * MiB
+    assert link.looks <= 8  # polling from the pass's pace took 51 looks for this tail
