@@ -49,8 +49,8 @@ from uploader.part_body import PartStream, socket_probe, tune_socket
 
 # An UploadPart answer is empty or a short XML error; anything longer is not S3's.
 MAX_ANSWER_BYTES = 1024 * 1024
-# The head of a proxy's answer to CONNECT.
-MAX_PROXY_HEAD_BYTES = 64 * 1024
+# The head of an answer (S3's, or a proxy's to CONNECT).
+MAX_HEAD_BYTES = 64 * 1024
 # An idle kept-alive connection is reused within this long (aiobotocore keeps aiohttp's at 12 s).
 IDLE_SECONDS = 12.0
 # How often a thread waiting for the answer looks at the wire: bytes still leaving the
@@ -105,7 +105,7 @@ class _Connection:
     def __init__(self, sock: socket.socket, route: Route) -> None:
         self.sock = sock
         self.route = route
-        self.http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_PROXY_HEAD_BYTES)
+        self.http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.idle_since = time.monotonic()
         self.aborted = False
 
@@ -122,11 +122,9 @@ class _Connection:
         """True if an idle connection was closed (or written to) by the server meanwhile."""
         if time.monotonic() - self.idle_since > IDLE_SECONDS:
             return True
-        try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(readable)
+        poller = select.poll()  # not select(): no limit on the descriptor's number
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
 
     def reusable(self) -> bool:
         return (not self.aborted and self.http.our_state is h11.DONE
@@ -156,13 +154,34 @@ class _Connection:
         # link a read-sized timeout would cut bytes that are moving. The stall watchdog, which
         # sees the wire byte by byte, ends a stalled body; this only backs it up.
         self.sock.settimeout(BODY_BACKSTOP_SECONDS)
-        body.write_blocking(send, probe)
-        self.sock.sendall(self.http.send(h11.EndOfMessage()))
+        try:
+            body.write_blocking(send, probe)
+            self.sock.sendall(self.http.send(h11.EndOfMessage()))
+        except OSError:
+            # S3 may answer in the middle of a body (400 RequestTimeout) and close: its answer,
+            # when it arrived, says more than the broken pipe.
+            answer = self._answer_after_failure(read_timeout)
+            if answer is None:
+                raise
+            return answer
         event = self._next(read_timeout, body)
         while isinstance(event, h11.InformationalResponse):
             event = self._next(read_timeout, body)
         assert isinstance(event, h11.Response)
         return self._rest(event, read_timeout, body)
+
+    def _answer_after_failure(self, read_timeout: float,
+                              ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The answer the server sent before the connection broke, if one can be read."""
+        try:
+            event = self._next(min(read_timeout, LOOK_SECONDS), None)
+            while isinstance(event, h11.InformationalResponse):
+                event = self._next(min(read_timeout, LOOK_SECONDS), None)
+            if isinstance(event, h11.Response):
+                return self._rest(event, min(read_timeout, LOOK_SECONDS), None)
+        except (OSError, h11.ProtocolError, _Unreadable):
+            pass
+        return None
 
     def _rest(self, head: h11.Response, read_timeout: float, body: PartStream | None,
               ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -337,7 +356,8 @@ def _tunnel(sock: socket.socket, route: Route, proxy_headers: dict[str, str],
             timeout: float) -> None:
     """CONNECT through the http proxy on ``sock`` to the route's origin."""
     assert route.proxy_url is not None
-    authority = f"{route.host}:{route.port}"
+    host = f"[{route.host}]" if ":" in route.host else route.host  # an IPv6 literal
+    authority = f"{host}:{route.port}"
     lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
     lines += [f"{k}: {v}" for k, v in proxy_headers.items()]
     sock.settimeout(timeout)
@@ -345,7 +365,7 @@ def _tunnel(sock: socket.socket, route: Route, proxy_headers: dict[str, str],
     head = b""
     while b"\r\n\r\n" not in head:
         data = sock.recv(4096)
-        if not data or len(head) + len(data) > MAX_PROXY_HEAD_BYTES:
+        if not data or len(head) + len(data) > MAX_HEAD_BYTES:
             raise ConnectionError("the proxy gave no complete answer to CONNECT")
         head += data
     status = head.split(b"\r\n", 1)[0].split(b" ")
@@ -371,7 +391,9 @@ def _translated(run: Callable[[], Any], url: str, proxy_url: str | None) -> Any:
     """Run ``run``; raise what went wrong as aiobotocore would for the same failure on aiohttp."""
     try:
         return run()
-    except ssl.SSLError as exc:
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError) as exc:
+        raise boto_exc.ConnectionClosedError(endpoint_url=url, error=exc) from exc
+    except ssl.SSLError as exc:  # the handshake: the certificate, the protocol
         raise boto_exc.SSLError(endpoint_url=url, error=exc) from exc
     except _ConnectTimedOut as exc:
         raise boto_exc.ConnectTimeoutError(endpoint_url=url, error=exc) from exc

@@ -186,6 +186,30 @@ async def test_an_early_answer_to_expect_is_the_answer_and_no_body_is_sent(tls: 
     assert progress.bytes_read == 0 and received == [0]
 
 
+async def test_an_answer_in_the_middle_of_the_body_is_the_answer(tls: TlsFiles) -> None:
+    """S3 gives up on a body (400 RequestTimeout) and closes while the client still sends:
+    the client reads that answer rather than reporting a broken pipe."""
+
+    async def give_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes,
+                      length: int) -> None:
+        await _go_ahead(writer, head)
+        await reader.readexactly(MiB)
+        answer = (b"<Error><Code>RequestTimeout</Code><Message>Your socket connection to the "
+                  b"server was not read from or written to within the timeout period.</Message>"
+                  b"</Error>")
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\nConnection: close"
+                     b"\r\n\r\n%s" % (len(answer), answer))
+        await writer.drain()
+        writer.close()
+
+    server = PartServer(give_up, tls)
+    async with server.running() as url:
+        with pytest.raises(ClientError) as answered:
+            await _upload(url, b"t" * (24 * MiB), PartProgress())
+    verdict = classify(answered.value)
+    assert (verdict.code, verdict.reason) == ("RequestTimeout", RetryReason.REQUEST_TIMEOUT)
+
+
 async def test_a_body_slower_than_the_read_timeout_still_arrives(tls: TlsFiles) -> None:
     """Each 1 MiB slice takes ~1.6 s to leave, longer than the read timeout (1 s), while bytes keep
     moving: a timeout on the whole write (Python's, for plain and TLS sockets alike) would cut
