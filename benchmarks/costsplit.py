@@ -27,7 +27,7 @@ Match = Callable[[str, str], bool]
 COMPONENTS: tuple[tuple[str, Match], ...] = (
     ("TLS: AES-GCM and records (libcrypto, libssl)",
      lambda dso, sym: dso.startswith(("libcrypto", "libssl"))),
-    ("TLS memory BIO and buffers: copies and zeroing (libc memmove/memset)",
+    ("TLS record buffers: copies and zeroing (libc memmove/memset)",
      lambda dso, sym: dso.startswith("libc.") and ("memmove" in sym or "memset" in sym
                                                    or "memcpy" in sym)),
     ("page cache to part buffer (kernel copy, preadv)",

@@ -26,7 +26,7 @@ def test_samples_become_cpu_seconds_per_component() -> None:
     assert by_start["TLS"] == 2.0
     assert by_start["page cache to part buffer"] == 1.0
     assert by_start["rest of the kernel"] == 1.0  # tcp_sendmsg_locked, not a copy
-    assert by_start["TLS memory BIO and buffers"] == 1.0  # memmove; malloc is "everything else"
+    assert by_start["TLS record buffers"] == 1.0  # memmove; malloc is "everything else"
     assert by_start["everything else"] == 1.0
     assert by_start["Python interpreter"] == 3.0
     assert sum(seconds.values()) == 9.0
