@@ -52,8 +52,9 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def generate(directory: Path) -> TlsFiles:
-    """Write a fresh CA and a server certificate for loopback into ``directory``."""
+def generate(directory: Path, *, dns_names: tuple[str, ...] = ("localhost",)) -> TlsFiles:
+    """Write a fresh CA and a server certificate for loopback into ``directory``: for
+    127.0.0.1 and ``dns_names`` (none: a certificate a client reaching "localhost" must refuse)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     not_before = now - datetime.timedelta(minutes=5)  # tolerate small clock differences
@@ -90,7 +91,8 @@ def generate(directory: Path) -> TlsFiles:
         .not_valid_after(now + LIFETIME)
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                 *(x509.DNSName(name) for name in dns_names)]
             ),
             critical=False,
         )

@@ -63,6 +63,10 @@ class WireTrackingSession(AIOHTTPSession):  # type: ignore[misc]
     def _create_connector(self, proxy_url: Any) -> aiohttp.TCPConnector:
         connector: aiohttp.TCPConnector = super()._create_connector(proxy_url)
         connector._socket_factory = wire_tracking_socket
+        if isinstance(connector._ssl, ssl.SSLContext) and connector._ssl.verify_mode:
+            # botocore's context leaves host names to urllib3, which aiohttp is not: without
+            # this, any certificate the CA bundle trusts would pass for any S3 host.
+            connector._ssl.check_hostname = True
         return connector
 
     async def send(self, request: Any) -> Any:

@@ -284,6 +284,27 @@ async def test_a_certificate_the_ca_bundle_does_not_trust_is_permanent(
     assert (verdict.kind, verdict.code) == (ErrorKind.PERMANENT, CERTIFICATE_UNTRUSTED)
 
 
+async def test_a_certificate_for_another_host_is_refused_on_both_transports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A certificate the CA bundle trusts, but for 127.0.0.1 only, reached as "localhost": the
+    part wire and aiohttp (every other S3 call, each carrying the session token) refuse it."""
+    files = generate(tmp_path / "ip-only", dns_names=())
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(files.ca_cert))
+    server = PartServer(_storing([]), files)
+    async with server.running() as url:
+        config = EngineConfig(endpoint_url=url.replace("127.0.0.1", "localhost"),
+                              stall_timeout_seconds=10.0)
+        async with open_s3_client(config, _CREDENTIALS) as client:
+            with pytest.raises(Exception) as part_refused:
+                await _part(client, b"h" * MiB, PartProgress(), 1)
+            with pytest.raises(Exception) as head_refused:
+                await client.head_object(Bucket="bucket", Key="game.zip")
+    for refused in (part_refused.value, head_refused.value):
+        verdict = classify(refused)
+        assert (verdict.kind, verdict.code) == (ErrorKind.PERMANENT, CERTIFICATE_UNTRUSTED), refused
+
+
 async def test_a_part_goes_through_the_proxys_tunnel_with_its_credentials(
     tls: TlsFiles, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
