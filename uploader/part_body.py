@@ -63,8 +63,6 @@ NOTSENT_LOWAT_BYTES = 1024 * 1024
 _TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 0x201 if sys.platform == "darwin" else None)
 
 
-
-
 def tune_socket(sock: socket.socket) -> None:
     """The options of every socket a part body goes through (aiohttp's and ``part_wire``'s):
     a bounded unsent backlog, and keep-alive probes on an idle connection."""
@@ -73,6 +71,7 @@ def tune_socket(sock: socket.socket) -> None:
     if _TCP_NOTSENT_LOWAT is not None:
         with contextlib.suppress(OSError):  # not every kernel has it; then we only lose precision
             sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)
+
 
 # (level, option, length, offset of a u64 counter of bytes that left) per platform: Linux's
 # tcp_info.tcpi_bytes_acked; macOS's tcp_connection_info.tcpi_txbytes.
@@ -167,6 +166,7 @@ class PartProgress:
             await self._sleep(min(0.25, max(0.01, unsent / max(pace, 1.0))))
 
     def moved_within(self, seconds: float) -> bool:
+        """True if the wire counter moved (or bytes were handed over) in the last ``seconds``."""
         _, _, last = self.snapshot()
         return self._clock() - last < seconds
 

@@ -269,6 +269,7 @@ class PartWire:
             if connection is None:
                 connection = self._connect(route, proxy_headers)
             if abandoned.is_set():  # cancelled while connecting: the body is not ours to send
+                connection.close()
                 raise _Abandoned()
             return connection.exchange(request.method, target, headers, request.body,
                                        self._settings.read_timeout)

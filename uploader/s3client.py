@@ -38,7 +38,6 @@ from uploader.credentials import Credentials
 from uploader.errors import StallError
 from uploader.events import RetryReason
 from uploader.part_body import tune_socket
-from uploader.part_wire import PartWire
 from uploader.upload_session import CERTIFICATE_UNTRUSTED, Classified, ErrorKind
 
 
@@ -58,7 +57,7 @@ class WireTrackingSession(AIOHTTPSession):  # type: ignore[misc]
     ``socket_factory``, so the factory is set on the connector it builds.
     """
 
-    _part_wire: PartWire | None = None
+    _part_wire: part_wire.PartWire | None = None
 
     def _create_connector(self, proxy_url: Any) -> aiohttp.TCPConnector:
         connector: aiohttp.TCPConnector = super()._create_connector(proxy_url)
@@ -74,7 +73,7 @@ class WireTrackingSession(AIOHTTPSession):  # type: ignore[misc]
         if self._cert_file is None and part_wire.serves(request.url, proxy_url, request.body):
             if self._part_wire is None:
                 verify = self._verify
-                self._part_wire = PartWire(part_wire.WireSettings(
+                self._part_wire = part_wire.PartWire(part_wire.WireSettings(
                     ca_file=get_cert_path(verify) if verify else None, verify=bool(verify),
                     connect_timeout=self._timeout.sock_connect,
                     read_timeout=self._timeout.sock_read,
